@@ -1,0 +1,172 @@
+//! The `kms-plugin` command line, resolved into a [`PluginConfig`].
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{self, ApiSelection, ConfigError, Credential, KekConfig, PluginConfig, RemoteKmsConfig, SeedConfig};
+
+/// `kms-plugin`: the kms-lab reference KMS plugin.
+#[derive(Debug, clap::Parser)]
+#[command(name = "kms-plugin", version, about = "kms-lab's reference KMS plugin (KMS v2 and v1beta1 on one Unix socket)")]
+pub struct Args {
+    /// A subcommand; without one the plugin serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Seed-format JSON config (AccessKey, SecretKey, KmsEndpoint, KmsKeyId, KmsSchema, GRPCSocketPath).
+    #[arg(short = 'f', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The Unix socket to serve on (overrides GRPCSocketPath).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// `local` for an in-process KEK, or the remote KMS `host:port[,host:port…]` (overrides KmsEndpoint).
+    #[arg(long, value_name = "local|ENDPOINT")]
+    pub kms: Option<String>,
+    /// The KEK's id in the remote KMS (overrides KmsKeyId).
+    #[arg(long, value_name = "ID")]
+    pub kms_key_id: Option<String>,
+    /// With `--kms local`: keep the KEK in this file (created if missing; one base64 key per line, last is current).
+    #[arg(long, value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
+    /// Which plugin APIs to serve.
+    #[arg(long, value_enum, default_value_t = ApiSelection::Both)]
+    pub api: ApiSelection,
+    /// How long a successful KEK round trip keeps Status healthy before the next probe.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub health_ttl: Duration,
+    /// Deadline of one call to the remote KMS.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub kms_timeout: Duration,
+    /// Retries of a retryable remote KMS failure (with backoff, across endpoints).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub kms_retries: u32,
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KMS_PLUGIN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `kms-plugin` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Append a new random KEK version to a key file; a running plugin picks it up on SIGHUP.
+    RotateKek {
+        /// The key file the plugin was started with (`--kek-file`).
+        #[arg(long, value_name = "FILE")]
+        kek_file: PathBuf,
+    },
+}
+
+impl Args {
+    /// Resolves flags and the optional config file into a [`PluginConfig`]; flags win.
+    pub fn resolve(&self) -> Result<PluginConfig, ConfigError> {
+        let seed = match &self.config {
+            Some(path) => SeedConfig::read(path)?,
+            None => SeedConfig::default(),
+        };
+        let socket = self.socket.clone().or(seed.grpc_socket_path).ok_or(ConfigError::Missing {
+            what: "socket path",
+            hint: "pass --socket PATH, or set GRPCSocketPath in the config file",
+        })?;
+        let kms = self.kms.clone().or(seed.kms_endpoint).ok_or(ConfigError::Missing {
+            what: "KMS",
+            hint: "pass --kms local for an in-process KEK, or --kms host:port (KmsEndpoint in the config file) for a remote KMS",
+        })?;
+        let kek = if kms == "local" {
+            KekConfig::Local { kek_file: self.kek_file.clone() }
+        } else {
+            if self.kek_file.is_some() {
+                return Err(ConfigError::Missing { what: "--kms local", hint: "--kek-file only applies to an in-process KEK; drop it or pass --kms local" });
+            }
+            let schema = seed.kms_schema.unwrap_or_else(|| "http".to_owned());
+            if schema != "http" && schema != "https" {
+                return Err(ConfigError::BadSchema(schema));
+            }
+            let missing_credential = ConfigError::Missing {
+                what: "AccessKey/SecretKey",
+                hint: "a remote KMS needs a credential: set AccessKey and SecretKey in the config file (-f config.json)",
+            };
+            RemoteKmsConfig {
+                endpoints: config::parse_endpoints(&kms, &schema)?,
+                key_id: self.kms_key_id.clone().or(seed.kms_key_id).ok_or(ConfigError::Missing {
+                    what: "KmsKeyId",
+                    hint: "pass --kms-key-id ID, or set KmsKeyId in the config file",
+                })?,
+                credential: match (seed.access_key, seed.secret_key) {
+                    (Some(access_key), Some(secret_key)) if !access_key.is_empty() && !secret_key.is_empty() => Credential { access_key, secret_key },
+                    _ => return Err(missing_credential),
+                },
+                call_timeout: self.kms_timeout,
+                max_retries: self.kms_retries,
+            }
+            .into()
+        };
+        Ok(PluginConfig { socket, api: self.api, kek, health_ttl: self.health_ttl, metrics_addr: self.metrics_addr })
+    }
+}
+
+impl From<RemoteKmsConfig> for KekConfig {
+    fn from(remote: RemoteKmsConfig) -> Self {
+        KekConfig::Remote(remote)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn args(extra: &[&str]) -> Args {
+        Args::parse_from([&["kms-plugin"], extra].concat())
+    }
+
+    #[test]
+    fn socket_and_kms_are_required_with_a_hint() {
+        let message = args(&["--kms", "local"]).resolve().unwrap_err().to_string();
+        assert!(message.contains("--socket PATH"), "{message}");
+        let message = args(&["--socket", "/tmp/x.sock"]).resolve().unwrap_err().to_string();
+        assert!(message.contains("--kms local"), "{message}");
+    }
+
+    #[test]
+    fn local_kms_needs_nothing_else() {
+        let config = args(&["--socket", "/tmp/x.sock", "--kms", "local"]).resolve().unwrap();
+        assert!(matches!(config.kek, KekConfig::Local { kek_file: None }));
+        assert_eq!(config.api, ApiSelection::Both);
+    }
+
+    #[test]
+    fn seed_file_gives_a_remote_kms_and_flags_override_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"AccessKey":"AK","SecretKey":"SK","KmsEndpoint":"127.0.0.1:1,127.0.0.1:2","KmsKeyId":"lab-key","KmsSchema":"http","GRPCSocketPath":"/tmp/seed.sock"}"#,
+        )
+        .unwrap();
+        let config = args(&["-f", path.to_str().unwrap(), "--socket", "/tmp/flag.sock"]).resolve().unwrap();
+        assert_eq!(config.socket, PathBuf::from("/tmp/flag.sock"));
+        let KekConfig::Remote(remote) = config.kek else { panic!("expected a remote KEK") };
+        assert_eq!(remote.endpoints, vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(remote.key_id, "lab-key");
+        assert!(!format!("{:?}", remote.credential).contains("SK"));
+    }
+
+    #[test]
+    fn remote_kms_without_credentials_says_which_keys() {
+        let message = args(&["--socket", "/tmp/x.sock", "--kms", "127.0.0.1:1", "--kms-key-id", "k"]).resolve().unwrap_err().to_string();
+        assert!(message.contains("AccessKey and SecretKey"), "{message}");
+    }
+}
