@@ -1,0 +1,370 @@
+//! The mock KMS's HTTP/JSON API, in the style of a cloud KMS (Alibaba KMS / JD Cloud KMS):
+//! request and response bodies, error codes, and request signing. This module is the "SDK":
+//! it has no server dependencies, and the reference plugin builds its client on it.
+//!
+//! Every call is `POST /v1/<Action>` with a JSON body and four headers:
+//! `X-Kms-Access-Key`, `X-Kms-Timestamp` (Unix milliseconds), `X-Kms-Nonce` (unique per
+//! request) and `X-Kms-Signature` = hex HMAC-SHA256(secret key, [`canonical_request`]).
+//! Errors come back as [`ErrorBody`] with an HTTP status that fits the [`ErrorCode`].
+
+use std::collections::BTreeMap;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Header carrying the access key.
+pub const HEADER_ACCESS_KEY: &str = "x-kms-access-key";
+/// Header carrying the request time, Unix milliseconds.
+pub const HEADER_TIMESTAMP: &str = "x-kms-timestamp";
+/// Header carrying a value unique to this request (replay protection).
+pub const HEADER_NONCE: &str = "x-kms-nonce";
+/// Header carrying the signature.
+pub const HEADER_SIGNATURE: &str = "x-kms-signature";
+/// Header on every response naming the request in the audit log.
+pub const HEADER_REQUEST_ID: &str = "x-kms-request-id";
+/// How far a request's timestamp may be from the server's clock.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
+
+/// The actions of the API, each served at `POST /v1/<Action>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Action {
+    /// Create a key.
+    CreateKey,
+    /// Describe one key.
+    DescribeKey,
+    /// List all keys.
+    ListKeys,
+    /// Encrypt up to 6 KiB with a key's current version.
+    Encrypt,
+    /// Decrypt a ciphertext blob (it names its key and version).
+    Decrypt,
+    /// Generate a random data key, returned in plaintext and encrypted.
+    GenerateDataKey,
+    /// Add a new key version and make it current; old versions still decrypt.
+    RotateKey,
+    /// Disable a key: it neither encrypts nor decrypts.
+    DisableKey,
+    /// Enable a disabled key.
+    EnableKey,
+    /// Schedule a key for deletion: it stops working at once.
+    ScheduleKeyDeletion,
+}
+
+impl Action {
+    /// Every action.
+    pub const ALL: [Action; 10] = [
+        Self::CreateKey,
+        Self::DescribeKey,
+        Self::ListKeys,
+        Self::Encrypt,
+        Self::Decrypt,
+        Self::GenerateDataKey,
+        Self::RotateKey,
+        Self::DisableKey,
+        Self::EnableKey,
+        Self::ScheduleKeyDeletion,
+    ];
+
+    /// The action's name, as in its path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CreateKey => "CreateKey",
+            Self::DescribeKey => "DescribeKey",
+            Self::ListKeys => "ListKeys",
+            Self::Encrypt => "Encrypt",
+            Self::Decrypt => "Decrypt",
+            Self::GenerateDataKey => "GenerateDataKey",
+            Self::RotateKey => "RotateKey",
+            Self::DisableKey => "DisableKey",
+            Self::EnableKey => "EnableKey",
+            Self::ScheduleKeyDeletion => "ScheduleKeyDeletion",
+        }
+    }
+
+    /// The request path, `/v1/<Action>`.
+    pub fn path(self) -> String {
+        format!("/v1/{}", self.name())
+    }
+
+    /// Parses an action name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The string a request signature covers: method, path, timestamp, nonce and the body's SHA-256.
+pub fn canonical_request(method: &str, path: &str, timestamp_ms: u64, nonce: &str, body: &[u8]) -> String {
+    format!("{method}\n{path}\n{timestamp_ms}\n{nonce}\n{}", hex::encode(Sha256::digest(body)))
+}
+
+/// The hex HMAC-SHA256 signature of `canonical` under `secret_key`.
+pub fn sign(secret_key: &[u8], canonical: &str) -> String {
+    // HMAC accepts keys of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).expect("HMAC takes any key length");
+    mac.update(canonical.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Whether `signature` (hex) is the signature of `canonical` under `secret_key`, in constant time.
+pub fn verify(secret_key: &[u8], canonical: &str, signature: &str) -> bool {
+    let Ok(given) = hex::decode(signature) else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).expect("HMAC takes any key length");
+    mac.update(canonical.as_bytes());
+    mac.verify_slice(&given).is_ok()
+}
+
+/// The error codes the service answers with, and their HTTP statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// 400: a field is missing or malformed.
+    InvalidParameter,
+    /// 400: the ciphertext blob is malformed, altered, or not from this KMS.
+    InvalidCiphertext,
+    /// 401: no such access key.
+    InvalidAccessKeyId,
+    /// 401: the signature does not match (wrong secret key, or an altered request).
+    SignatureDoesNotMatch,
+    /// 401: the timestamp is too far from the server's clock.
+    RequestTimeTooSkewed,
+    /// 401: this nonce was seen before (a replayed request).
+    RequestReplayed,
+    /// 403: the credential may not perform this operation.
+    Forbidden,
+    /// 404: no such key (or key version).
+    KeyNotFound,
+    /// 409: the key exists already.
+    KeyAlreadyExists,
+    /// 409: the key is disabled or pending deletion.
+    KeyNotEnabled,
+    /// 429: over the request quota; retry after `Retry-After` seconds.
+    Throttling,
+    /// 500: an internal failure (also injected as a fault).
+    InternalFailure,
+    /// 503: the service is sealed and needs unseal shares.
+    Sealed,
+    /// 503: the service cannot serve now.
+    ServiceUnavailable,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidParameter | Self::InvalidCiphertext => 400,
+            Self::InvalidAccessKeyId | Self::SignatureDoesNotMatch | Self::RequestTimeTooSkewed | Self::RequestReplayed => 401,
+            Self::Forbidden => 403,
+            Self::KeyNotFound => 404,
+            Self::KeyAlreadyExists | Self::KeyNotEnabled => 409,
+            Self::Throttling => 429,
+            Self::InternalFailure => 500,
+            Self::Sealed | Self::ServiceUnavailable => 503,
+        }
+    }
+
+    /// Whether a client should retry a request that failed with this code.
+    pub fn retryable(self) -> bool {
+        matches!(self, Self::Throttling | Self::InternalFailure | Self::ServiceUnavailable)
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ErrorBody {
+    /// The error code.
+    pub code: ErrorCode,
+    /// A message for people; never contains key material or plaintext.
+    pub message: String,
+    /// The request's id in the audit log.
+    pub request_id: String,
+}
+
+/// The state of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyState {
+    /// Usable.
+    Enabled,
+    /// Disabled: no encrypt, no decrypt.
+    Disabled,
+    /// Scheduled for deletion: no encrypt, no decrypt.
+    PendingDeletion,
+}
+
+/// The key specs the service offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum KeySpec {
+    /// AES-256-GCM, 96-bit random nonce.
+    #[default]
+    #[serde(rename = "Aliyun_AES_256", alias = "AES_256")]
+    Aes256,
+    /// SM4-GCM (国密), 96-bit random nonce.
+    #[serde(rename = "Aliyun_SM4", alias = "SM4")]
+    Sm4,
+}
+
+/// What DescribeKey and CreateKey return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    /// The key's id.
+    pub key_id: String,
+    /// Its state.
+    pub key_state: KeyState,
+    /// Its spec.
+    pub key_spec: KeySpec,
+    /// The version new encryptions use.
+    pub current_key_version_id: String,
+    /// Every version, oldest first.
+    pub key_version_ids: Vec<String>,
+    /// Creation time, RFC 3339.
+    pub creation_date: String,
+}
+
+/// `CreateKey` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateKeyRequest {
+    /// The id to give the key.
+    pub key_id: String,
+    /// The spec (AES-256 when absent).
+    #[serde(default)]
+    pub key_spec: KeySpec,
+}
+
+/// A request naming one key (`DescribeKey`, `RotateKey`, `DisableKey`, `EnableKey`, `ScheduleKeyDeletion`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyRequest {
+    /// The key's id.
+    pub key_id: String,
+}
+
+/// `DescribeKey`, `CreateKey`, `RotateKey`, `DisableKey`, `EnableKey`, `ScheduleKeyDeletion` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyResponse {
+    /// The key after the call.
+    pub key_metadata: KeyMetadata,
+    /// The request's id in the audit log.
+    pub request_id: String,
+}
+
+/// `ListKeys` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysResponse {
+    /// Every key.
+    pub keys: Vec<KeyMetadata>,
+    /// The request's id in the audit log.
+    pub request_id: String,
+}
+
+/// `Encrypt` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptRequest {
+    /// The key to encrypt with (its current version).
+    pub key_id: String,
+    /// Base64 of the plaintext (at most 6 KiB decoded).
+    pub plaintext: String,
+    /// Extra authenticated data; the same map must be given to Decrypt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// `Encrypt` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptResponse {
+    /// The key used.
+    pub key_id: String,
+    /// The version used.
+    pub key_version_id: String,
+    /// Base64 of the ciphertext blob; it names key and version itself.
+    pub ciphertext_blob: String,
+    /// The request's id in the audit log.
+    pub request_id: String,
+}
+
+/// `Decrypt` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptRequest {
+    /// Base64 of a ciphertext blob from Encrypt or GenerateDataKey.
+    pub ciphertext_blob: String,
+    /// The encryption context given to Encrypt.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub encryption_context: BTreeMap<String, String>,
+}
+
+/// `Decrypt` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptResponse {
+    /// The key that had encrypted it.
+    pub key_id: String,
+    /// The version that had encrypted it.
+    pub key_version_id: String,
+    /// Base64 of the plaintext.
+    pub plaintext: String,
+    /// The request's id in the audit log.
+    pub request_id: String,
+}
+
+/// `GenerateDataKey` request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyRequest {
+    /// The key to encrypt the data key with.
+    pub key_id: String,
+    /// Data key length in bytes (1 to 1024; 32 when absent).
+    #[serde(default)]
+    pub number_of_bytes: Option<u32>,
+}
+
+/// `GenerateDataKey` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyResponse {
+    /// The key used.
+    pub key_id: String,
+    /// The version used.
+    pub key_version_id: String,
+    /// Base64 of the data key.
+    pub plaintext: String,
+    /// Base64 of the data key encrypted (decryptable with Decrypt).
+    pub ciphertext_blob: String,
+    /// The request's id in the audit log.
+    pub request_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_only_with_the_same_key_and_request() {
+        let canonical = canonical_request("POST", "/v1/Encrypt", 1_700_000_000_000, "n-1", br#"{"KeyId":"k"}"#);
+        let signature = sign(b"SK", &canonical);
+        assert!(verify(b"SK", &canonical, &signature));
+        assert!(!verify(b"sk", &canonical, &signature));
+        let altered = canonical_request("POST", "/v1/Encrypt", 1_700_000_000_000, "n-1", br#"{"KeyId":"x"}"#);
+        assert!(!verify(b"SK", &altered, &signature));
+        assert!(!verify(b"SK", &canonical, "not hex"));
+    }
+
+    #[test]
+    fn wire_names_are_pascal_case() {
+        let body = serde_json::to_string(&ErrorBody { code: ErrorCode::Throttling, message: "slow down".into(), request_id: "r1".into() }).unwrap();
+        assert_eq!(body, r#"{"Code":"Throttling","Message":"slow down","RequestId":"r1"}"#);
+        assert_eq!(Action::from_name("RotateKey"), Some(Action::RotateKey));
+        assert_eq!(ErrorCode::Sealed.http_status(), 503);
+    }
+}
