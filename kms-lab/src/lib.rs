@@ -1,0 +1,3 @@
+//! The `kms-lab` command line's commands, as a library so tests call them in process.
+
+pub mod decode;
