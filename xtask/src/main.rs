@@ -1,1 +1,34 @@
-fn main(){}
+//! `cargo xtask <task>`: the project's automation, one module per task; `main` only dispatches.
+
+mod test;
+
+use clap::{Parser, Subcommand};
+
+/// kms-lab project tasks.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Build everything and run the whole test suite (what CI runs).
+    Test(test::TestArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let sh = xshell::Shell::new()?;
+    sh.change_dir(project_root());
+    match cli.task {
+        Task::Test(args) => test::run(&sh, &args),
+    }
+}
+
+/// The workspace root (this crate lives in `xtask/`).
+fn project_root() -> std::path::PathBuf {
+    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
