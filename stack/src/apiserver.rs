@@ -1,0 +1,134 @@
+//! kube-apiserver on loopback: flags for a single control-plane node without kubelets, an
+//! admin token, and a kubeconfig.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::StackError;
+use crate::ports;
+use crate::process::Supervised;
+
+/// How long the apiserver may take to become ready (or live).
+pub const READY_DEADLINE: Duration = Duration::from_secs(90);
+
+/// What "started" means for an apiserver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// `/readyz` answers 200: everything, KMS providers included, is healthy.
+    Ready,
+    /// `/livez` answers 200: serving, though a KMS provider may be failing (startup-ordering tests).
+    Live,
+}
+
+impl Readiness {
+    /// The endpoint checked.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::Ready => "/readyz",
+            Self::Live => "/livez",
+        }
+    }
+}
+
+/// Files the apiservers of one stack share.
+#[derive(Debug, Clone)]
+pub struct SharedFiles {
+    /// The CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// The serving certificate (PEM).
+    pub serving_cert: PathBuf,
+    /// The serving key (PEM).
+    pub serving_key: PathBuf,
+    /// The service-account signing key (PEM).
+    pub service_account_key: PathBuf,
+    /// The service-account public key (PEM).
+    pub service_account_public: PathBuf,
+    /// The static token file (`token,user,uid,groups`).
+    pub token_file: PathBuf,
+    /// The admin bearer token.
+    pub admin_token: String,
+}
+
+/// How to start one apiserver.
+#[derive(Debug, Clone)]
+pub struct ApiServerOptions {
+    /// Its name in the stack (`apiserver-0`, …).
+    pub name: String,
+    /// The etcd client URL.
+    pub etcd_url: String,
+    /// The EncryptionConfiguration file.
+    pub encryption_config: PathBuf,
+    /// Whether to pass `--feature-gates=KMSv1=true`.
+    pub kms_v1_gate: bool,
+    /// Extra flags, appended last.
+    pub extra_args: Vec<String>,
+}
+
+/// A running kube-apiserver.
+#[derive(Debug)]
+pub struct ApiServer {
+    /// The process (`None` while it restarts).
+    pub process: Option<Supervised>,
+    /// Its HTTPS port on 127.0.0.1.
+    pub port: u16,
+    /// How it was started (to restart it the same way).
+    pub options: ApiServerOptions,
+}
+
+fn args(options: &ApiServerOptions, files: &SharedFiles, port: u16, cert_dir: &Path) -> Vec<String> {
+    let mut args = vec![
+        format!("--etcd-servers={}", options.etcd_url),
+        "--bind-address=127.0.0.1".to_owned(),
+        format!("--secure-port={port}"),
+        format!("--cert-dir={}", cert_dir.display()),
+        format!("--tls-cert-file={}", files.serving_cert.display()),
+        format!("--tls-private-key-file={}", files.serving_key.display()),
+        format!("--client-ca-file={}", files.ca_cert.display()),
+        format!("--token-auth-file={}", files.token_file.display()),
+        "--authorization-mode=RBAC".to_owned(),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
+        format!("--service-account-key-file={}", files.service_account_public.display()),
+        format!("--service-account-signing-key-file={}", files.service_account_key.display()),
+        "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
+        // Several apiservers on 127.0.0.1 share one etcd; none reconciles the kubernetes Service endpoints.
+        "--endpoint-reconciler-type=none".to_owned(),
+        format!("--encryption-provider-config={}", options.encryption_config.display()),
+        "--encryption-provider-config-automatic-reload=true".to_owned(),
+    ];
+    if options.kms_v1_gate {
+        args.push("--feature-gates=KMSv1=true".to_owned());
+    }
+    args.extend(options.extra_args.iter().cloned());
+    args
+}
+
+impl ApiServer {
+    /// Starts an apiserver from `binary` and waits for `readiness`, checked with `check`.
+    pub async fn start<F, Fut>(binary: &Path, options: ApiServerOptions, files: &SharedFiles, work_dir: &Path, log: &Path, readiness: Readiness, check: F) -> Result<Self, StackError>
+    where
+        F: FnMut(u16) -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let port = ports::free_port()?;
+        let cert_dir = work_dir.join(format!("{}-certs", options.name));
+        std::fs::create_dir_all(&cert_dir).map_err(StackError::io(format!("create {}", cert_dir.display())))?;
+        let mut process = Supervised::spawn(&options.name, binary, &args(&options, files, port, &cert_dir), log, &[])?;
+        let mut check = check;
+        process.wait_ready(&format!("GET https://127.0.0.1:{port}{} to answer 200", readiness.path()), READY_DEADLINE, || check(port)).await?;
+        Ok(Self { process: Some(process), port, options })
+    }
+
+    /// The server URL.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A kubeconfig for the admin token against `server`.
+pub fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: kms-lab\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: kms-lab\n  context:\n    cluster: kms-lab\n    user: admin\ncurrent-context: kms-lab\n"
+    )
+}

@@ -1,0 +1,22 @@
+//! The real control plane for kms-lab, as local processes on loopback (the way
+//! controller-runtime's envtest runs it): [`provision`] finds or builds pinned upstream
+//! binaries; [`Stack`] runs etcd, kube-apiserver(s) and kms-plugin(s), which scenarios drive.
+
+pub mod apiserver;
+pub mod certs;
+pub mod encryption;
+pub mod error;
+pub mod etcd;
+pub mod http;
+pub mod own;
+pub mod plugin;
+pub mod ports;
+pub mod process;
+pub mod provision;
+pub mod stack;
+
+pub use apiserver::Readiness;
+pub use encryption::EncryptionConfiguration;
+pub use error::StackError;
+pub use plugin::{PluginKek, PluginSpec};
+pub use stack::{Stack, StackOptions};

@@ -1,0 +1,57 @@
+//! kms-lab's own binaries (`kms-plugin`, `mock-kms`), which the stack runs as processes so a
+//! scenario can kill and restart them.
+
+use std::path::PathBuf;
+
+use crate::error::StackError;
+
+/// One of kms-lab's own binaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnBinary {
+    /// The reference plugin.
+    KmsPlugin,
+    /// The mock remote KMS.
+    MockKms,
+}
+
+impl OwnBinary {
+    fn file_name(self) -> &'static str {
+        match self {
+            Self::KmsPlugin => "kms-plugin",
+            Self::MockKms => "mock-kms",
+        }
+    }
+
+    fn package(self) -> &'static str {
+        match self {
+            Self::KmsPlugin => "kms-plugin",
+            Self::MockKms => "mock-kms",
+        }
+    }
+
+    fn env_var(self) -> &'static str {
+        match self {
+            Self::KmsPlugin => "KMS_LAB_PLUGIN_BIN",
+            Self::MockKms => "KMS_LAB_MOCK_KMS_BIN",
+        }
+    }
+
+    /// Finds the binary: its env var, next to the running program (or one level up, for test
+    /// binaries in `target/*/deps`), then this workspace's `target/debug`.
+    pub fn locate(self) -> Result<PathBuf, StackError> {
+        if let Some(path) = std::env::var_os(self.env_var()) {
+            return Ok(PathBuf::from(path));
+        }
+        let mut candidates = Vec::new();
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                candidates.push(dir.join(self.file_name()));
+                if let Some(parent) = dir.parent() {
+                    candidates.push(parent.join(self.file_name()));
+                }
+            }
+        }
+        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(self.file_name()));
+        candidates.into_iter().find(|p| p.is_file()).ok_or(StackError::OwnBinaryMissing(self.file_name(), self.package(), self.env_var()))
+    }
+}

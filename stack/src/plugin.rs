@@ -1,0 +1,99 @@
+//! kms-plugin processes in the stack: each has a name, a socket and a persistent KEK file, so
+//! it can be killed and restarted without losing keys.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kms_wire::proto::v2;
+use kms_wire::PluginClient;
+
+use crate::error::StackError;
+use crate::process::Supervised;
+
+/// How long a plugin may take to answer on its socket.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Where a plugin's KEK lives.
+#[derive(Debug, Clone)]
+pub enum PluginKek {
+    /// An in-process KEK kept in a key file in the run's work dir.
+    Local,
+    /// A remote KMS, given as the seed-format `config.json` content (the socket is filled in).
+    Remote(serde_json::Value),
+}
+
+/// How to run one plugin.
+#[derive(Debug, Clone)]
+pub struct PluginSpec {
+    /// Its name in the stack, e.g. `plugin-0`.
+    pub name: String,
+    /// Its KEK.
+    pub kek: PluginKek,
+    /// Extra `kms-plugin` flags (e.g. `--health-ttl 1s`).
+    pub extra_args: Vec<String>,
+}
+
+impl PluginSpec {
+    /// A plugin with a local KEK.
+    pub fn local(name: &str) -> Self {
+        Self { name: name.to_owned(), kek: PluginKek::Local, extra_args: Vec::new() }
+    }
+}
+
+/// A plugin slot: its spec, files, and the process while it runs.
+#[derive(Debug)]
+pub struct PluginSlot {
+    /// How it runs.
+    pub spec: PluginSpec,
+    /// Its socket.
+    pub socket: PathBuf,
+    /// Its KEK file (local KEK) or config file (remote).
+    pub state_file: PathBuf,
+    /// The process, while running.
+    pub process: Option<Supervised>,
+}
+
+impl PluginSlot {
+    /// A slot whose files live in `work_dir`.
+    pub fn new(spec: PluginSpec, work_dir: &Path) -> Self {
+        let socket = work_dir.join(format!("{}.sock", spec.name));
+        let state_file = work_dir.join(match spec.kek {
+            PluginKek::Local => format!("{}.kek", spec.name),
+            PluginKek::Remote(_) => format!("{}.json", spec.name),
+        });
+        Self { spec, socket, state_file, process: None }
+    }
+
+    /// Starts the plugin and waits until it answers a v2 Status call on its socket.
+    pub async fn start(&mut self, binary: &Path, log: &Path) -> Result<(), StackError> {
+        let mut args = vec!["--socket".to_owned(), self.socket.display().to_string()];
+        match &self.spec.kek {
+            PluginKek::Local => args.extend(["--kms".to_owned(), "local".to_owned(), "--kek-file".to_owned(), self.state_file.display().to_string()]),
+            PluginKek::Remote(config) => {
+                let text = serde_json::to_string_pretty(config).map_err(|e| StackError::io(format!("write {}", self.state_file.display()))(std::io::Error::other(e)))?;
+                std::fs::write(&self.state_file, text).map_err(StackError::io(format!("write {}", self.state_file.display())))?;
+                args.extend(["-f".to_owned(), self.state_file.display().to_string()]);
+            }
+        }
+        args.extend(self.spec.extra_args.iter().cloned());
+        let mut process = Supervised::spawn(&self.spec.name, binary, &args, log, &[])?;
+        let endpoint = format!("unix://{}", self.socket.display());
+        process
+            .wait_ready(&format!("a v2 Status answer on {endpoint}"), READY_DEADLINE, || {
+                let endpoint = endpoint.clone();
+                async move {
+                    match PluginClient::connect(&endpoint, Duration::from_secs(2)).await {
+                        // A v1beta1-only plugin answers Unimplemented: it is listening all the same.
+                        Ok(client) => match client.v2().status(v2::StatusRequest {}).await {
+                            Ok(_) => true,
+                            Err(status) => status.code() == tonic::Code::Unimplemented,
+                        },
+                        Err(_) => false,
+                    }
+                }
+            })
+            .await?;
+        self.process = Some(process);
+        Ok(())
+    }
+}

@@ -1,0 +1,179 @@
+//! What can go wrong while provisioning, worded so the reader knows the fix.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::Component;
+
+/// The fix suggested whenever a binary could not be found or built.
+pub const FIX: &str = "install Go (apt-get install golang-go) and rerun, or pass --bin-dir DIR with \
+                       kube-apiserver, kubectl, etcd, etcdctl, or set KUBEBUILDER_ASSETS";
+
+/// One place where a binary was looked for, and why it was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The place, e.g. `$KMS_LAB_ETCD` or `cache /root/.cache/kms-lab/bin/etcd-v3.6.16/etcd`.
+    pub place: String,
+    /// Why it was skipped, e.g. `not set` or `no such file`.
+    pub skipped: String,
+}
+
+impl Attempt {
+    pub(crate) fn new(place: impl Into<String>, skipped: impl Into<String>) -> Self {
+        Self { place: place.into(), skipped: skipped.into() }
+    }
+}
+
+/// Numbered, one place a line.
+fn list(tried: &[Attempt]) -> String {
+    let mut out = String::new();
+    for (i, attempt) in tried.iter().enumerate() {
+        let _ = write!(out, "\n  {}. {}: {}", i + 1, attempt.place, attempt.skipped);
+    }
+    out
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("\n    | {l}")).collect()
+}
+
+/// Why [`provision`](super::provision) or [`find_or_build`](super::find_or_build) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// A requested version is malformed or unsupported.
+    #[error("invalid {what} version {value:?}: {reason} (for example {example})")]
+    InvalidVersion {
+        /// `Kubernetes` or `etcd`.
+        what: &'static str,
+        /// The version as given.
+        value: String,
+        /// A well-formed example.
+        example: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A kube-apiserver older than v1.29 was found (KMS v2 is GA from v1.29).
+    #[error(
+        "the kube-apiserver at {} (from {from}) reports {found}, older than v1.29 where KMS v2 went GA; \
+         fix: {fix}",
+        path.display()
+    )]
+    TooOld {
+        /// The binary found.
+        path: PathBuf,
+        /// Where it came from, e.g. `$KMS_LAB_KUBE_APISERVER`.
+        from: String,
+        /// The version it reports.
+        found: String,
+        /// How to get rid of it.
+        fix: String,
+    },
+
+    /// The binary is nowhere and could not be built (building disallowed or Go missing).
+    #[error("no usable {component} {version}; tried, in order:{}\nfix: {FIX}", list(.tried))]
+    NotFound {
+        /// The binary.
+        component: Component,
+        /// The version wanted.
+        version: String,
+        /// Every place tried, the build last.
+        tried: Vec<Attempt>,
+    },
+
+    /// Go was run and failed.
+    #[error("{0}")]
+    BuildFailed(Box<BuildFailure>),
+
+    /// A file-system operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done, naming the path.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The details of [`ProvisionError::BuildFailed`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "building {component} {version} with Go failed at `{step}`: {detail}\nfull log: {}; its last {} lines:{}\n\
+     before building, tried in order:{}\nfix: {FIX}",
+    log.display(), tail.len(), indent(&tail.join("\n")), list(.tried)
+)]
+pub struct BuildFailure {
+    /// The binary.
+    pub component: Component,
+    /// The version wanted.
+    pub version: String,
+    /// The Go command that failed, e.g. `go build k8s.io/kubernetes/cmd/kube-apiserver`.
+    pub step: String,
+    /// How it failed, e.g. `exit status: 1`.
+    pub detail: String,
+    /// The full output of Go.
+    pub log: PathBuf,
+    /// The last lines (at most 30) of `log`.
+    pub tail: Vec<String>,
+    /// The places tried before building.
+    pub tried: Vec<Attempt>,
+}
+
+impl ProvisionError {
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_lists_every_place_and_the_fix() {
+        let err = ProvisionError::NotFound {
+            component: Component::Etcd,
+            version: "v3.6.16".into(),
+            tried: vec![
+                Attempt::new("$KMS_LAB_ETCD", "not set"),
+                Attempt::new("--bin-dir", "none given"),
+                Attempt::new("$KMS_LAB_ASSETS", "not set"),
+                Attempt::new("$KUBEBUILDER_ASSETS", "not set"),
+                Attempt::new("cache /c/bin/etcd-v3.6.16/etcd", "no such file"),
+                Attempt::new("build with Go", "not allowed (allow_build is false)"),
+            ],
+        };
+        let text = err.to_string();
+        let expected = "no usable etcd v3.6.16; tried, in order:\n  \
+            1. $KMS_LAB_ETCD: not set\n  \
+            2. --bin-dir: none given\n  \
+            3. $KMS_LAB_ASSETS: not set\n  \
+            4. $KUBEBUILDER_ASSETS: not set\n  \
+            5. cache /c/bin/etcd-v3.6.16/etcd: no such file\n  \
+            6. build with Go: not allowed (allow_build is false)\n\
+            fix: install Go (apt-get install golang-go) and rerun, or pass --bin-dir DIR with \
+            kube-apiserver, kubectl, etcd, etcdctl, or set KUBEBUILDER_ASSETS";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn build_failure_shows_the_log_tail_and_path() {
+        let err = ProvisionError::BuildFailed(Box::new(BuildFailure {
+            component: Component::KubeApiserver,
+            version: "v1.37.2".into(),
+            step: "go build".into(),
+            detail: "exit status: 1".into(),
+            log: "/c/gobuild/k8s-v1.37.2/build-kube-apiserver.log".into(),
+            tail: vec!["# k8s.io/foo".into(), "foo.go:1: oops".into()],
+            tried: vec![Attempt::new("$KMS_LAB_KUBE_APISERVER", "not set")],
+        }));
+        let text = err.to_string();
+        assert!(text.contains("failed at `go build`: exit status: 1"), "{text}");
+        assert!(text.contains("full log: /c/gobuild/k8s-v1.37.2/build-kube-apiserver.log; its last 2 lines:"), "{text}");
+        assert!(text.contains("\n    | # k8s.io/foo\n    | foo.go:1: oops\n"), "{text}");
+        assert!(text.contains("1. $KMS_LAB_KUBE_APISERVER: not set"), "{text}");
+        assert!(text.ends_with(FIX), "{text}");
+    }
+}

@@ -1,0 +1,701 @@
+//! Place 6 of the lookup order: building a binary with Go from the Go module proxy into
+//! the cache (see the [module docs](super) for the layout).
+
+use std::ffi::OsStr;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::error::{Attempt, BuildFailure, ProvisionError};
+use super::lookup::{cache_path, check, find_in_cache};
+use super::version::{EtcdVersion, KubeVersion, go_version_cmp};
+use super::{Binary, Component, Env, Source, Versions};
+
+/// How many lines of Go's output a build error quotes.
+const TAIL_LINES: usize = 30;
+/// The oldest `go` directive a wrapper module may have: `tool` directives need Go 1.24.
+const MIN_GO_DIRECTIVE: &str = "1.24";
+
+/// `go version`, or why Go cannot be used (with how to install it).
+pub(crate) fn go_version(go: &OsStr) -> Result<String, String> {
+    let install = "install Go: apt-get install golang-go, or a release from https://go.dev/dl/ \
+                   (an older Go fetches the newer one the build needs unless GOTOOLCHAIN=local)";
+    match Command::new(go).arg("version").stdin(Stdio::null()).output() {
+        Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+        Ok(out) => Err(format!(
+            "`{} version` failed ({}): {}; {install}",
+            go.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("`{}` is not on PATH; {install}", go.display()))
+        }
+        Err(e) => Err(format!("cannot run `{}`: {e}; {install}", go.display())),
+    }
+}
+
+/// The Go import path of the binary's main package.
+fn package(component: Component) -> &'static str {
+    match component {
+        Component::KubeApiserver => "k8s.io/kubernetes/cmd/kube-apiserver",
+        Component::Kubectl => "k8s.io/kubernetes/cmd/kubectl",
+        Component::Etcd => "go.etcd.io/etcd/server/v3",
+        Component::Etcdctl => "go.etcd.io/etcd/etcdctl/v3",
+    }
+}
+
+/// The wrapper module's directory: `<cache>/gobuild/k8s-<version>` or `.../etcd-<version>`.
+fn module_dir(cache: &Path, component: Component, versions: &Versions) -> PathBuf {
+    let name = if component.is_kubernetes() {
+        format!("k8s-{}", versions.kubernetes.full)
+    } else {
+        format!("etcd-{}", versions.etcd.full)
+    };
+    cache.join("gobuild").join(name)
+}
+
+/// The `-ldflags` stamping the version in, as upstream's release builds do.
+fn ldflags(component: Component, versions: &Versions, build_date: &str) -> String {
+    if component.is_kubernetes() {
+        let k = &versions.kubernetes;
+        let pkg = "k8s.io/component-base/version";
+        format!(
+            "-s -w -X {pkg}.gitVersion={} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor={} \
+             -X {pkg}.gitTreeState=clean -X {pkg}.buildDate={build_date}",
+            k.full, k.minor
+        )
+    } else {
+        format!("-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={}", versions.etcd.full)
+    }
+}
+
+/// Drops a `//` comment.
+fn strip_comment(line: &str) -> &str {
+    line.split_once("//").map_or(line, |(code, _)| code)
+}
+
+/// Walks the directives of a `go.mod`, single-line and in blocks, as `(verb, rest)`.
+fn directives(gomod: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut block = None;
+    for line in gomod.lines().map(|l| strip_comment(l).trim()).filter(|l| !l.is_empty()) {
+        if let Some(verb) = block {
+            if line == ")" {
+                block = None;
+            } else {
+                out.push((verb, line));
+            }
+            continue;
+        }
+        let (verb, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        if rest == "(" {
+            block = Some(verb);
+        } else {
+            out.push((verb, rest));
+        }
+    }
+    out
+}
+
+/// The `go` directive of a `go.mod`.
+fn go_directive(gomod: &str) -> Option<&str> {
+    directives(gomod).into_iter().find_map(|(verb, rest)| (verb == "go").then_some(rest))
+}
+
+/// `version`, raised to [`MIN_GO_DIRECTIVE`] if lower.
+fn at_least_min_go(version: &str) -> &str {
+    if go_version_cmp(version, MIN_GO_DIRECTIVE).is_lt() { MIN_GO_DIRECTIVE } else { version }
+}
+
+/// The wrapper `go.mod` building `kube-apiserver` and `kubectl`, from the `go.mod` of
+/// `k8s.io/kubernetes` at `k8s.full`: its `go` (and `godebug`) directives, a requirement on
+/// it, and for each of its replacements by a `./staging/` directory, a replacement by the
+/// published module at `k8s.staging`. Other replacements are not copied.
+pub(crate) fn kubernetes_wrapper_gomod(upstream: &str, k8s: &KubeVersion) -> Result<String, String> {
+    let mut go = None;
+    let mut godebug = Vec::new();
+    let mut staging: Vec<&str> = Vec::new();
+    for (verb, rest) in directives(upstream) {
+        match verb {
+            "go" => go = Some(rest),
+            "godebug" => godebug.push(rest),
+            "replace" => {
+                let Some((old, new)) = rest.split_once("=>") else { continue };
+                let Some(module) = old.split_whitespace().next() else { continue };
+                if new.trim().starts_with("./staging/") && !staging.contains(&module) {
+                    staging.push(module);
+                }
+            }
+            _ => {}
+        }
+    }
+    let go = go.ok_or("k8s.io/kubernetes' go.mod has no `go` directive")?;
+    if staging.is_empty() {
+        return Err("k8s.io/kubernetes' go.mod replaces no module by a ./staging/ directory".to_owned());
+    }
+    let mut out = format!(
+        "// Generated by kms-lab from the go.mod of k8s.io/kubernetes@{v} to build kube-apiserver and\n\
+         // kubectl; delete this directory to regenerate it.\n\
+         module kmslab/k8sbuild\n\ngo {go}\n\n",
+        v = k8s.full,
+        go = at_least_min_go(go),
+    );
+    for setting in &godebug {
+        out.push_str(&format!("godebug {setting}\n\n"));
+    }
+    out.push_str(&format!("require k8s.io/kubernetes {}\n\nreplace (\n", k8s.full));
+    for module in staging {
+        out.push_str(&format!("\t{module} => {module} {}\n", k8s.staging));
+    }
+    out.push_str(")\n\ntool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kubectl\n)\n");
+    Ok(out)
+}
+
+/// The wrapper `go.mod` building `etcd` and `etcdctl`.
+pub(crate) fn etcd_wrapper_gomod(go: &str, etcd: &EtcdVersion) -> String {
+    format!(
+        "// Generated by kms-lab to build etcd and etcdctl {v}; delete this directory to regenerate it.\n\
+         module kmslab/etcdbuild\n\ngo {go}\n\n\
+         require (\n\tgo.etcd.io/etcd/server/v3 {v}\n\tgo.etcd.io/etcd/etcdctl/v3 {v}\n)\n\n\
+         tool (\n\tgo.etcd.io/etcd/etcdctl/v3\n\tgo.etcd.io/etcd/server/v3\n)\n",
+        v = etcd.full,
+        go = at_least_min_go(go),
+    )
+}
+
+/// `seconds` since the epoch as RFC 3339 UTC, e.g. `2023-11-14T22:13:20Z`.
+fn rfc3339_utc(seconds: u64) -> String {
+    // Howard Hinnant's days-to-civil algorithm.
+    let days = (seconds / 86_400) as i64;
+    let rem = seconds % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
+/// The last `n` lines of a file (fewer if it is shorter or unreadable).
+fn tail(path: &Path, n: usize) -> Vec<String> {
+    let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect()
+}
+
+/// What to build.
+pub(crate) struct Build<'a> {
+    pub component: Component,
+    pub versions: &'a Versions,
+    pub cache: &'a Path,
+    pub env: &'a Env,
+    pub progress: bool,
+    /// The places tried before building, for the error.
+    pub tried: Vec<Attempt>,
+}
+
+/// A failed step: which command, and how.
+struct StepError {
+    step: String,
+    detail: String,
+}
+
+impl StepError {
+    fn new(step: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        Self { step: step.into(), detail: detail.to_string() }
+    }
+}
+
+/// Builds `build.component` into the cache, under the cache lock.
+pub(crate) fn build(build: &Build<'_>) -> Result<Binary, ProvisionError> {
+    let Build { component, versions, cache, env, progress, .. } = *build;
+    let wanted = versions.of(component);
+    fs::create_dir_all(cache).map_err(ProvisionError::io(format!("cannot create {}", cache.display())))?;
+
+    // One build at a time per cache; whoever waited then finds the binary in the cache.
+    let lock_path = cache.join(".lock");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(ProvisionError::io(format!("cannot open {}", lock_path.display())))?;
+    #[expect(
+        clippy::incompatible_msrv,
+        reason = "File::lock is stable since Rust 1.89; the workspace's rust-version (1.88) needs raising"
+    )]
+    let locked = lock.try_lock();
+    match locked {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            if progress {
+                eprintln!(
+                    "waiting for another kms-lab process building into {} (lock {})",
+                    env.tilde(cache),
+                    lock_path.display()
+                );
+            }
+            #[expect(clippy::incompatible_msrv, reason = "as for try_lock above")]
+            let locked = lock.lock();
+            locked.map_err(ProvisionError::io(format!("cannot lock {}", lock_path.display())))?;
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(ProvisionError::io(format!("cannot lock {}", lock_path.display()))(e));
+        }
+    }
+    if let Some(binary) = find_in_cache(component, wanted, cache, &mut Vec::new())? {
+        return Ok(binary);
+    }
+
+    let module = module_dir(cache, component, versions);
+    fs::create_dir_all(&module).map_err(ProvisionError::io(format!("cannot create {}", module.display())))?;
+    let log_path = module.join(format!("build-{component}.log"));
+    let log = File::create(&log_path).map_err(ProvisionError::io(format!("cannot create {}", log_path.display())))?;
+
+    if progress {
+        let estimate = match component {
+            Component::KubeApiserver => "about 8 minutes on 2 cores",
+            Component::Kubectl => "about 1 minute on 2 cores after kube-apiserver",
+            Component::Etcd => "about 1 minute on 2 cores",
+            Component::Etcdctl => "a few seconds after etcd",
+        };
+        eprintln!(
+            "building {component} {wanted} from the Go module proxy: first run only, {estimate}; \
+             later runs use {}",
+            env.tilde(cache)
+        );
+    }
+    let bar = if progress { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("  {spinner} [{elapsed_precise}] {wide_msg}").expect("valid progress template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let steps = Steps { go: &env.go, log: &log, bar: &bar, narrate: progress && !std::io::stderr().is_terminal() };
+
+    let started = Instant::now();
+    let dest = cache_path(cache, component, wanted);
+    let result = steps.run(component, versions, &module, &dest);
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs();
+    match result {
+        Ok(()) => {
+            if progress {
+                eprintln!("built {component} {wanted} in {seconds} s: {}", dest.display());
+            }
+            tracing::info!(%component, version = wanted, seconds, path = %dest.display(), "built");
+            Ok(Binary { component, path: dest, version: wanted.to_owned(), source: Source::Built { seconds } })
+        }
+        Err(StepError { step, detail }) => Err(ProvisionError::BuildFailed(Box::new(BuildFailure {
+            component,
+            version: wanted.to_owned(),
+            step,
+            detail,
+            tail: tail(&log_path, TAIL_LINES),
+            log: log_path,
+            tried: build.tried.clone(),
+        }))),
+    }
+    // `lock` is released when dropped.
+}
+
+/// Runs the Go commands of one build, logging their output.
+struct Steps<'a> {
+    go: &'a OsStr,
+    log: &'a File,
+    bar: &'a ProgressBar,
+    /// Print each step as a line (stderr is not a terminal, so there is no progress bar).
+    narrate: bool,
+}
+
+impl Steps<'_> {
+    fn run(&self, component: Component, versions: &Versions, module: &Path, dest: &Path) -> Result<(), StepError> {
+        if !module.join("go.mod").is_file() {
+            self.prepare_module(component, versions, module)?;
+        }
+
+        let pkg = package(component);
+        self.step(&format!("go list -deps {pkg}"));
+        let deps = self.go(module, &["list", "-deps", pkg], true)?;
+        let total = String::from_utf8_lossy(&deps).lines().filter(|l| !l.trim().is_empty()).count() as u64;
+
+        let dir = dest.parent().expect("a cache path has a parent");
+        fs::create_dir_all(dir).map_err(|e| StepError::new(format!("mkdir {}", dir.display()), e))?;
+        remove_stale_temporaries(dir, component.name());
+        let tmp = dir.join(format!("{}.tmp-{}", component.name(), std::process::id()));
+        let date = rfc3339_utc(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
+        let flags = ldflags(component, versions, &date);
+        let tmp_arg = tmp.to_string_lossy().into_owned();
+        let args = ["build", "-v", "-trimpath", "-ldflags", &flags, "-o", &tmp_arg, pkg];
+        self.step(&format!("go build {pkg} ({total} packages)"));
+        let built = self.go_build(module, &args, total).and_then(|()| {
+            // Check what was built before it goes into the cache.
+            let wanted = versions.of(component);
+            match check(component, &tmp) {
+                Ok(version) if version == wanted => Ok(()),
+                Ok(version) => Err(StepError::new("check the built binary", format!("it reports {version}, not {wanted}"))),
+                Err(why) => Err(StepError::new("check the built binary", why)),
+            }
+        });
+        let installed = built.and_then(|()| {
+            fs::rename(&tmp, dest).map_err(|e| {
+                StepError::new(format!("rename {} to {}", tmp.display(), dest.display()), e)
+            })
+        });
+        if installed.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        installed
+    }
+
+    /// Writes the wrapper module's `go.mod` and `go.sum`: generated and tidied in a staging
+    /// directory, then renamed into `module` (`go.mod` last, so its presence means ready).
+    fn prepare_module(&self, component: Component, versions: &Versions, module: &Path) -> Result<(), StepError> {
+        // Stale staging directories of crashed runs (we hold the cache lock).
+        if let Ok(entries) = fs::read_dir(module) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(".prepare-") {
+                    let _ = fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let gomod = if component.is_kubernetes() {
+            let k8s = &versions.kubernetes;
+            let upstream = self.download_gomods(&[format!("k8s.io/kubernetes@{}", k8s.full)])?;
+            kubernetes_wrapper_gomod(&upstream[0], k8s).map_err(|e| StepError::new("generate go.mod", e))?
+        } else {
+            let etcd = &versions.etcd;
+            let upstream = self.download_gomods(&[
+                format!("go.etcd.io/etcd/server/v3@{}", etcd.full),
+                format!("go.etcd.io/etcd/etcdctl/v3@{}", etcd.full),
+            ])?;
+            let mut go = MIN_GO_DIRECTIVE;
+            for text in &upstream {
+                let this = go_directive(text).ok_or_else(|| StepError::new("generate go.mod", "an etcd go.mod has no `go` directive"))?;
+                if go_version_cmp(this, go).is_gt() {
+                    go = this;
+                }
+            }
+            etcd_wrapper_gomod(go, etcd)
+        };
+
+        let staging = module.join(format!(".prepare-{}", std::process::id()));
+        let io = |what: &str| {
+            let what = what.to_owned();
+            move |e: std::io::Error| StepError::new(what, e)
+        };
+        fs::create_dir_all(&staging).map_err(io(&format!("mkdir {}", staging.display())))?;
+        fs::write(staging.join("go.mod"), gomod).map_err(io("write go.mod"))?;
+        self.step("go mod tidy (downloads the modules on the first run)");
+        self.go(&staging, &["mod", "tidy"], false)?;
+        for file in ["go.sum", "go.mod"] {
+            let from = staging.join(file);
+            let to = module.join(file);
+            fs::rename(&from, &to).map_err(io(&format!("rename {} to {}", from.display(), to.display())))?;
+        }
+        let _ = fs::remove_dir_all(&staging);
+        Ok(())
+    }
+
+    /// `go mod download -json MODULE@VERSION...` in a neutral directory; the `go.mod` texts.
+    fn download_gomods(&self, modules: &[String]) -> Result<Vec<String>, StepError> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Download {
+            path: String,
+            go_mod: Option<String>,
+            error: Option<String>,
+        }
+        let step = format!("go mod download -json {}", modules.join(" "));
+        self.step(&step);
+        let neutral = tempfile::tempdir().map_err(|e| StepError::new("create a temporary directory", e))?;
+        let mut args = vec!["mod", "download", "-json"];
+        args.extend(modules.iter().map(String::as_str));
+        let (status, stdout) = self.go_status(neutral.path(), &args, true)?;
+        let mut downloads = Vec::new();
+        for item in serde_json::Deserializer::from_slice(&stdout).into_iter::<Download>() {
+            let item = item.map_err(|e| StepError::new(&step, format!("unexpected output: {e}")))?;
+            if let Some(error) = item.error {
+                return Err(StepError::new(&step, error));
+            }
+            downloads.push(item);
+        }
+        if !status.success() {
+            return Err(StepError::new(&step, status));
+        }
+        let mut texts = Vec::new();
+        for item in downloads {
+            let path = item.go_mod.ok_or_else(|| StepError::new(&step, format!("no GoMod for {}", item.path)))?;
+            let text = fs::read_to_string(&path).map_err(|e| StepError::new(&step, format!("cannot read {path}: {e}")))?;
+            texts.push(text);
+        }
+        if texts.len() != modules.len() {
+            return Err(StepError::new(&step, format!("{} go.mod files for {} modules", texts.len(), modules.len())));
+        }
+        Ok(texts)
+    }
+
+    /// Shows and logs the start of a step.
+    fn step(&self, what: &str) {
+        self.bar.set_message(what.to_owned());
+        if self.narrate {
+            eprintln!("  {what}");
+        }
+        let _ = writeln!(&*self.log, "\n### {what}");
+    }
+
+    fn command(&self, dir: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.go);
+        cmd.args(args)
+            .current_dir(dir)
+            .env("CGO_ENABLED", "0")
+            // Our wrapper module stands alone, whatever workspace the user has.
+            .env("GOWORK", "off")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn log_stdio(&self) -> Stdio {
+        self.log.try_clone().map_or_else(|_| Stdio::null(), Stdio::from)
+    }
+
+    /// Runs go; its stderr (and stdout unless `capture`) goes to the log.
+    fn go_status(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        capture: bool,
+    ) -> Result<(std::process::ExitStatus, Vec<u8>), StepError> {
+        let step = format!("go {}", args.join(" "));
+        let _ = writeln!(&*self.log, "$ cd {} && {step}", dir.display());
+        let out = self
+            .command(dir, args)
+            .stdout(if capture { Stdio::piped() } else { self.log_stdio() })
+            .stderr(self.log_stdio())
+            .output()
+            .map_err(|e| StepError::new(&step, format!("cannot run {}: {e}", self.go.display())))?;
+        Ok((out.status, out.stdout))
+    }
+
+    fn go(&self, dir: &Path, args: &[&str], capture: bool) -> Result<Vec<u8>, StepError> {
+        let (status, stdout) = self.go_status(dir, args, capture)?;
+        if !status.success() {
+            return Err(StepError::new(format!("go {}", args.join(" ")), status));
+        }
+        Ok(stdout)
+    }
+
+    /// `go build -v ...`, advancing the bar by each package Go reports on stderr.
+    fn go_build(&self, dir: &Path, args: &[&str], total: u64) -> Result<(), StepError> {
+        let step = format!("go build {}", args.last().copied().unwrap_or_default());
+        let _ = writeln!(&*self.log, "$ cd {} && CGO_ENABLED=0 go {}", dir.display(), shell_words(args));
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+        self.bar.set_style(
+            ProgressStyle::with_template(
+                "  {spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos:>4}/{len} packages {wide_msg}",
+            )
+            .expect("valid progress template")
+            .progress_chars("=> "),
+        );
+        let mut child = self
+            .command(dir, args)
+            .stdout(self.log_stdio())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| StepError::new(&step, format!("cannot run {}: {e}", self.go.display())))?;
+        let stderr = child.stderr.take().expect("stderr is piped");
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(&*self.log, "{line}");
+            let is_package = !line.is_empty() && !line.starts_with('#') && !line.contains(char::is_whitespace);
+            if is_package {
+                if self.bar.position() < total {
+                    self.bar.inc(1);
+                }
+                self.bar.set_message(line);
+            }
+        }
+        let status = child.wait().map_err(|e| StepError::new(&step, e))?;
+        if !status.success() {
+            return Err(StepError::new(&step, status));
+        }
+        self.bar.set_position(total);
+        Ok(())
+    }
+}
+
+/// `args` as a shell would need them, for the log.
+fn shell_words(args: &[&str]) -> String {
+    let quote = |a: &&str| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,+%".contains(c)) {
+            (*a).to_owned()
+        } else {
+            format!("'{}'", a.replace('\'', r"'\''"))
+        }
+    };
+    args.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// Removes `<name>.tmp-*` files of crashed builds from `dir` (we hold the cache lock).
+fn remove_stale_temporaries(dir: &Path, name: &str) {
+    let prefix = format!("{name}.tmp-");
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provision::version::{parse_etcd_version, parse_kubernetes_version};
+
+    /// Shaped like k8s.io/kubernetes' go.mod, cut down.
+    const UPSTREAM: &str = r#"// This is a generated file. Do not edit directly.
+
+module k8s.io/kubernetes
+
+go 1.26.0
+
+godebug default=go1.26
+
+require (
+	github.com/blang/semver/v4 v4.0.0
+	k8s.io/api v0.0.0
+	k8s.io/client-go v0.0.0 // indirect
+)
+
+replace (
+	k8s.io/api => ./staging/src/k8s.io/api
+	k8s.io/apimachinery => ./staging/src/k8s.io/apimachinery // staging
+	github.com/onsi/ginkgo/v2 => github.com/onsi/ginkgo/v2 v2.21.0
+	k8s.io/client-go v0.0.0 => ./staging/src/k8s.io/client-go
+)
+
+replace k8s.io/kms => ./staging/src/k8s.io/kms
+
+replace example.com/forked => ../forked
+"#;
+
+    #[test]
+    fn kubernetes_wrapper_copies_only_staging_replacements() {
+        let k8s = parse_kubernetes_version("v1.37.2").unwrap();
+        let gomod = kubernetes_wrapper_gomod(UPSTREAM, &k8s).unwrap();
+        let body: String = gomod.lines().filter(|l| !l.starts_with("//")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(
+            body,
+            "module kmslab/k8sbuild\n\
+             \n\
+             go 1.26.0\n\
+             \n\
+             godebug default=go1.26\n\
+             \n\
+             require k8s.io/kubernetes v1.37.2\n\
+             \n\
+             replace (\n\
+             \tk8s.io/api => k8s.io/api v0.37.2\n\
+             \tk8s.io/apimachinery => k8s.io/apimachinery v0.37.2\n\
+             \tk8s.io/client-go => k8s.io/client-go v0.37.2\n\
+             \tk8s.io/kms => k8s.io/kms v0.37.2\n\
+             )\n\
+             \n\
+             tool (\n\
+             \tk8s.io/kubernetes/cmd/kube-apiserver\n\
+             \tk8s.io/kubernetes/cmd/kubectl\n\
+             )\n"
+        );
+        assert!(!gomod.contains("ginkgo") && !gomod.contains("forked"), "{gomod}");
+    }
+
+    #[test]
+    fn kubernetes_wrapper_follows_the_requested_version() {
+        let k8s = parse_kubernetes_version("v1.38.0-beta.0").unwrap();
+        let old_go = UPSTREAM.replace("go 1.26.0", "go 1.22.0").replace("godebug default=go1.26\n", "");
+        let gomod = kubernetes_wrapper_gomod(&old_go, &k8s).unwrap();
+        assert!(gomod.contains("\ngo 1.24\n"), "tool directives need go 1.24: {gomod}");
+        assert!(!gomod.contains("godebug"), "{gomod}");
+        assert!(gomod.contains("require k8s.io/kubernetes v1.38.0-beta.0\n"), "{gomod}");
+        assert!(gomod.contains("\tk8s.io/api => k8s.io/api v0.38.0-beta.0\n"), "{gomod}");
+    }
+
+    #[test]
+    fn kubernetes_wrapper_rejects_an_unexpected_gomod() {
+        let k8s = parse_kubernetes_version("v1.37.2").unwrap();
+        let err = kubernetes_wrapper_gomod("module k8s.io/kubernetes\n\ngo 1.26.0\n", &k8s).unwrap_err();
+        assert!(err.contains("./staging/"), "{err}");
+        let err = kubernetes_wrapper_gomod("module x\nreplace a => ./staging/a\n", &k8s).unwrap_err();
+        assert!(err.contains("`go` directive"), "{err}");
+    }
+
+    #[test]
+    fn the_real_kubernetes_gomod_gives_the_proven_wrapper() {
+        // The module cache of a machine that built before; skipped elsewhere.
+        let Some(home) = std::env::var_os("HOME") else { return };
+        let upstream = Path::new(&home).join("go/pkg/mod/cache/download/k8s.io/kubernetes/@v/v1.37.2.mod");
+        let Ok(upstream) = fs::read_to_string(upstream) else { return };
+        let gomod = kubernetes_wrapper_gomod(&upstream, &parse_kubernetes_version("v1.37.2").unwrap()).unwrap();
+        assert_eq!(gomod.matches(" => ").count(), 33, "{gomod}");
+        assert!(gomod.contains("\tk8s.io/kms => k8s.io/kms v0.37.2\n"), "{gomod}");
+    }
+
+    #[test]
+    fn etcd_wrapper() {
+        let gomod = etcd_wrapper_gomod("1.26.0", &parse_etcd_version("v3.6.16").unwrap());
+        assert!(gomod.contains("module kmslab/etcdbuild\n\ngo 1.26.0\n"), "{gomod}");
+        assert!(gomod.contains("\tgo.etcd.io/etcd/server/v3 v3.6.16\n\tgo.etcd.io/etcd/etcdctl/v3 v3.6.16\n"), "{gomod}");
+        assert!(gomod.contains("tool (\n\tgo.etcd.io/etcd/etcdctl/v3\n\tgo.etcd.io/etcd/server/v3\n)\n"), "{gomod}");
+        assert_eq!(go_directive("module x\n\ngo 1.25 // comment\n"), Some("1.25"));
+    }
+
+    #[test]
+    fn ldflags_stamp_the_version() {
+        let versions = Versions {
+            kubernetes: parse_kubernetes_version("v1.37.2").unwrap(),
+            etcd: parse_etcd_version("v3.6.16").unwrap(),
+        };
+        assert_eq!(
+            ldflags(Component::Kubectl, &versions, "2026-01-02T03:04:05Z"),
+            "-s -w -X k8s.io/component-base/version.gitVersion=v1.37.2 \
+             -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37 \
+             -X k8s.io/component-base/version.gitTreeState=clean \
+             -X k8s.io/component-base/version.buildDate=2026-01-02T03:04:05Z"
+        );
+        assert_eq!(ldflags(Component::Etcdctl, &versions, "x"), "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v3.6.16");
+        let cache = Path::new("/c");
+        assert_eq!(module_dir(cache, Component::Kubectl, &versions), Path::new("/c/gobuild/k8s-v1.37.2"));
+        assert_eq!(module_dir(cache, Component::Etcd, &versions), Path::new("/c/gobuild/etcd-v3.6.16"));
+    }
+
+    #[test]
+    fn dates_and_tails() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339_utc(951_827_696), "2000-02-29T12:34:56Z");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("build.log");
+        fs::write(&log, (1..=40).map(|i| format!("line {i}\n")).collect::<String>()).unwrap();
+        let last = tail(&log, TAIL_LINES);
+        assert_eq!(last.len(), 30);
+        assert_eq!((last[0].as_str(), last[29].as_str()), ("line 11", "line 40"));
+        assert!(tail(&dir.path().join("missing"), 30).is_empty());
+        assert_eq!(shell_words(&["build", "-ldflags", "-s -w", "it's"]), r"build -ldflags '-s -w' 'it'\''s'");
+    }
+}

@@ -1,0 +1,421 @@
+//! The stack: etcd, kube-apiserver(s), kms-plugin(s), started in order with bounded readiness
+//! waits, driven by scenarios and tests, and torn down completely.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Request;
+use kube::client::Body;
+
+use crate::apiserver::{self, ApiServer, ApiServerOptions, Readiness, SharedFiles};
+use crate::certs::Pki;
+use crate::encryption::{EncryptionConfiguration, KmsProvider, Provider};
+use crate::error::StackError;
+use crate::etcd::Etcd;
+use crate::own::OwnBinary;
+use crate::plugin::{PluginSlot, PluginSpec};
+use crate::provision::Binaries;
+
+/// The grace period between SIGTERM and SIGKILL when stopping a component.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// The KMS v2 provider name the default configuration uses.
+pub const DEFAULT_PROVIDER: &str = "lab-kms";
+
+/// How to build a stack. Defaults: one local-KEK plugin `plugin-0`, Secrets encrypted by a KMS
+/// v2 provider `lab-kms` on it (then identity), plugins started before the apiserver.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// The run's name (used in the run directory's name).
+    pub name: String,
+    /// The provisioned upstream binaries.
+    pub binaries: Binaries,
+    /// Where run directories with every component's log are created.
+    pub run_root: PathBuf,
+    /// The plugins.
+    pub plugins: Vec<PluginSpec>,
+    /// The EncryptionConfiguration of apiserver-0 (None: the default above).
+    pub encryption: Option<EncryptionConfiguration>,
+    /// Start the plugins before the apiserver (false: the apiserver starts first).
+    pub start_plugins_first: bool,
+    /// What "apiserver started" means.
+    pub readiness: Readiness,
+    /// Pass `--feature-gates=KMSv1=true`.
+    pub kms_v1_gate: bool,
+}
+
+impl StackOptions {
+    /// The defaults, for `binaries`, with run directories under `run_root`.
+    pub fn new(name: &str, binaries: Binaries, run_root: &Path) -> Self {
+        Self {
+            name: name.to_owned(),
+            binaries,
+            run_root: run_root.to_owned(),
+            plugins: vec![PluginSpec::local("plugin-0")],
+            encryption: None,
+            start_plugins_first: true,
+            readiness: Readiness::Ready,
+            kms_v1_gate: true,
+        }
+    }
+}
+
+/// A running stack. Call [`Stack::shutdown`]; if it is dropped instead (a panic), every process
+/// is killed and the run directory is kept for its logs.
+#[derive(Debug)]
+pub struct Stack {
+    run_dir: PathBuf,
+    work: tempfile::TempDir,
+    binaries: Binaries,
+    plugin_binary: PathBuf,
+    etcd: Option<Etcd>,
+    apiservers: Vec<ApiServer>,
+    plugins: BTreeMap<String, PluginSlot>,
+    files: SharedFiles,
+    ca_pem: String,
+    shut_down: bool,
+}
+
+fn write(path: &Path, contents: &str) -> Result<(), StackError> {
+    std::fs::write(path, contents).map_err(StackError::io(format!("write {}", path.display())))
+}
+
+/// Writes `contents` to `path` through a temporary file and a rename, so readers never see half a file.
+fn write_atomically(path: &Path, contents: &str) -> Result<(), StackError> {
+    let temp = path.with_extension("tmp");
+    write(&temp, contents)?;
+    std::fs::rename(&temp, path).map_err(StackError::io(format!("rename {} to {}", temp.display(), path.display())))
+}
+
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Stack {
+    /// Starts everything in order: etcd, the plugins (unless the apiserver goes first), the apiserver.
+    pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let run_dir = options.run_root.join(format!("{}-{stamp}-{}", options.name, std::process::id()));
+        std::fs::create_dir_all(&run_dir).map_err(StackError::io(format!("create run directory {}", run_dir.display())))?;
+        // Sockets and data live in a short /tmp path: Unix socket paths are limited to 108 bytes.
+        let work = tempfile::Builder::new().prefix("kms-lab-").tempdir().map_err(StackError::io("create a work directory in /tmp"))?;
+        let pki = Pki::generate()?;
+        let admin_token = random_token();
+        let files = SharedFiles {
+            ca_cert: work.path().join("ca.crt"),
+            serving_cert: work.path().join("apiserver.crt"),
+            serving_key: work.path().join("apiserver.key"),
+            service_account_key: work.path().join("sa.key"),
+            service_account_public: work.path().join("sa.pub"),
+            token_file: work.path().join("tokens.csv"),
+            admin_token: admin_token.clone(),
+        };
+        write(&files.ca_cert, &pki.ca_pem)?;
+        write(&files.serving_cert, &pki.serving_cert_pem)?;
+        write(&files.serving_key, &pki.serving_key_pem)?;
+        write(&files.service_account_key, &pki.service_account_key_pem)?;
+        write(&files.service_account_public, &pki.service_account_public_pem)?;
+        write(&files.token_file, &format!("{admin_token},admin,admin-uid,system:masters\n"))?;
+
+        let plugin_binary = OwnBinary::KmsPlugin.locate()?;
+        let plugins = options.plugins.iter().map(|spec| (spec.name.clone(), PluginSlot::new(spec.clone(), work.path()))).collect();
+        let mut stack = Self {
+            run_dir,
+            work,
+            binaries: options.binaries.clone(),
+            plugin_binary,
+            etcd: None,
+            apiservers: Vec::new(),
+            plugins,
+            files,
+            ca_pem: pki.ca_pem,
+            shut_down: false,
+        };
+        let etcd_data = stack.work.path().join("etcd-data");
+        stack.etcd = Some(Etcd::start(&stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log")).await?);
+        if options.start_plugins_first {
+            for name in stack.plugin_names() {
+                stack.start_plugin(&name).await?;
+            }
+        }
+        let encryption = options.encryption.clone().unwrap_or_else(|| stack.default_encryption());
+        stack.add_apiserver(&encryption, options.kms_v1_gate, options.readiness, Vec::new()).await?;
+        if !options.start_plugins_first {
+            for name in stack.plugin_names() {
+                stack.start_plugin(&name).await?;
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Secrets by KMS v2 provider `lab-kms` on the first plugin, then identity (reads old plaintext).
+    pub fn default_encryption(&self) -> EncryptionConfiguration {
+        let socket = self.plugins.values().next().map(|slot| slot.socket.clone()).unwrap_or_default();
+        EncryptionConfiguration::new(&["secrets"], vec![Provider::Kms(KmsProvider::v2(DEFAULT_PROVIDER, &socket, Duration::from_secs(3))), Provider::Identity(Default::default())])
+    }
+
+    /// The directory with every component's log.
+    pub fn run_dir(&self) -> &Path {
+        &self.run_dir
+    }
+
+    /// The provisioned upstream binaries.
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// The etcd client URL.
+    pub fn etcd_url(&self) -> String {
+        self.etcd.as_ref().map(Etcd::url).unwrap_or_default()
+    }
+
+    /// The names of the plugins.
+    pub fn plugin_names(&self) -> Vec<String> {
+        self.plugins.keys().cloned().collect()
+    }
+
+    fn plugin(&mut self, name: &str) -> Result<&mut PluginSlot, StackError> {
+        let known = self.plugins.keys().cloned().collect::<Vec<_>>().join(", ");
+        self.plugins.get_mut(name).ok_or(StackError::NoSuchComponent { kind: "plugin", name: name.to_owned(), known })
+    }
+
+    /// A plugin's socket path.
+    pub fn plugin_socket(&self, name: &str) -> Option<&Path> {
+        self.plugins.get(name).map(|slot| slot.socket.as_path())
+    }
+
+    /// A plugin's `unix://` endpoint.
+    pub fn plugin_endpoint(&self, name: &str) -> Option<String> {
+        self.plugin_socket(name).map(|socket| format!("unix://{}", socket.display()))
+    }
+
+    /// Starts (or restarts after a stop/kill) a plugin and waits until it answers.
+    pub async fn start_plugin(&mut self, name: &str) -> Result<(), StackError> {
+        let binary = self.plugin_binary.clone();
+        let log = self.run_dir.join(format!("{name}.log"));
+        let slot = self.plugin(name)?;
+        if slot.process.is_none() {
+            slot.start(&binary, &log).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops a plugin gracefully (SIGTERM: in-flight calls finish, the socket is removed).
+    pub async fn stop_plugin(&mut self, name: &str) -> Result<(), StackError> {
+        if let Some(process) = self.plugin(name)?.process.take() {
+            process.stop(STOP_GRACE).await;
+        }
+        Ok(())
+    }
+
+    /// Kills a plugin with SIGKILL, as a crash would (its socket file stays behind).
+    pub async fn kill_plugin(&mut self, name: &str) -> Result<(), StackError> {
+        if let Some(process) = self.plugin(name)?.process.take() {
+            process.kill().await;
+        }
+        Ok(())
+    }
+
+    /// Sends SIGHUP to a plugin (it re-reads its KEK file).
+    pub fn reload_plugin(&mut self, name: &str) -> Result<(), StackError> {
+        if let Some(process) = &self.plugin(name)?.process {
+            process.send_signal(libc::SIGHUP);
+        }
+        Ok(())
+    }
+
+    /// A plugin's KEK file (local KEK) or config file (remote KMS).
+    pub fn plugin_state_file(&self, name: &str) -> Option<&Path> {
+        self.plugins.get(name).map(|slot| slot.state_file.as_path())
+    }
+
+    /// Starts one more apiserver on the same etcd, with its own EncryptionConfiguration.
+    pub async fn add_apiserver(&mut self, encryption: &EncryptionConfiguration, kms_v1_gate: bool, readiness: Readiness, extra_args: Vec<String>) -> Result<usize, StackError> {
+        let index = self.apiservers.len();
+        let name = format!("apiserver-{index}");
+        let config_path = self.work.path().join(format!("{name}-encryption.yaml"));
+        write_atomically(&config_path, &encryption.to_yaml()?)?;
+        let options = ApiServerOptions {
+            name: name.clone(),
+            etcd_url: self.etcd_url(),
+            encryption_config: config_path,
+            kms_v1_gate: kms_v1_gate || encryption.uses_kms_v1(),
+            extra_args,
+        };
+        let apiserver = self.launch_apiserver(options, readiness).await?;
+        self.write_kubeconfig(index, apiserver.port)?;
+        self.apiservers.push(apiserver);
+        Ok(index)
+    }
+
+    async fn launch_apiserver(&self, options: ApiServerOptions, readiness: Readiness) -> Result<ApiServer, StackError> {
+        let log = self.run_dir.join(format!("{}.log", options.name));
+        let (ca, token) = (self.ca_pem.clone(), self.files.admin_token.clone());
+        ApiServer::start(&self.binaries.kube_apiserver.path, options, &self.files, self.work.path(), &log, readiness, move |port| {
+            let (ca, token) = (ca.clone(), token.clone());
+            async move {
+                let Ok(client) = client_for(&format!("https://127.0.0.1:{port}"), &ca, &token).await else { return false };
+                matches!(raw_get(&client, readiness.path()).await, Ok((200, _)))
+            }
+        })
+        .await
+    }
+
+    /// Restarts an apiserver with the same flags (on a new port), waiting for `readiness`.
+    pub async fn restart_apiserver(&mut self, index: usize, readiness: Readiness) -> Result<(), StackError> {
+        let options = self.apiserver_slot(index)?.options.clone();
+        if let Some(process) = self.apiservers[index].process.take() {
+            process.stop(STOP_GRACE).await;
+        }
+        let fresh = self.launch_apiserver(options, readiness).await?;
+        self.write_kubeconfig(index, fresh.port)?;
+        self.apiservers[index] = fresh;
+        Ok(())
+    }
+
+    /// Stops an apiserver (SIGTERM); its index stays, so it can be restarted.
+    pub async fn stop_apiserver(&mut self, index: usize) -> Result<(), StackError> {
+        self.apiserver_slot(index)?;
+        if let Some(process) = self.apiservers[index].process.take() {
+            process.stop(STOP_GRACE).await;
+        }
+        Ok(())
+    }
+
+    fn apiserver_slot(&self, index: usize) -> Result<&ApiServer, StackError> {
+        self.apiservers.get(index).ok_or_else(|| StackError::NoSuchComponent {
+            kind: "apiserver",
+            name: format!("apiserver-{index}"),
+            known: (0..self.apiservers.len()).map(|i| format!("apiserver-{i}")).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Rewrites an apiserver's EncryptionConfiguration (it reloads it automatically).
+    pub fn write_encryption_config(&self, index: usize, encryption: &EncryptionConfiguration) -> Result<(), StackError> {
+        let path = &self.apiserver_slot(index)?.options.encryption_config;
+        write_atomically(path, &encryption.to_yaml()?)
+    }
+
+    /// The admin kubeconfig of apiserver `index`.
+    pub fn kubeconfig_path(&self, index: usize) -> PathBuf {
+        self.run_dir.join(format!("kubeconfig-{index}"))
+    }
+
+    fn write_kubeconfig(&self, index: usize, port: u16) -> Result<(), StackError> {
+        write(&self.kubeconfig_path(index), &apiserver::kubeconfig_yaml(&format!("https://127.0.0.1:{port}"), &self.ca_pem, &self.files.admin_token))
+    }
+
+    /// The URL of apiserver `index`.
+    pub fn apiserver_url(&self, index: usize) -> Result<String, StackError> {
+        Ok(self.apiserver_slot(index)?.url())
+    }
+
+    /// A Kubernetes client for apiserver `index`, as the admin.
+    pub async fn kube_client(&self, index: usize) -> Result<kube::Client, StackError> {
+        client_for(&self.apiserver_url(index)?, &self.ca_pem, &self.files.admin_token).await
+    }
+
+    /// `GET path` on apiserver `index` (e.g. `/healthz/kms-providers`): status code and body.
+    pub async fn apiserver_get(&self, index: usize, path: &str) -> Result<(u16, String), StackError> {
+        raw_get(&self.kube_client(index).await?, path).await
+    }
+
+    /// The raw value etcd holds at `key`, as the apiserver wrote it.
+    pub async fn etcd_get(&self, key: &str) -> Result<Option<Vec<u8>>, StackError> {
+        Ok(self.etcd_range(key.as_bytes(), None).await?.into_iter().next().map(|(_, value)| value))
+    }
+
+    /// Every key and raw value under `prefix`.
+    pub async fn etcd_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StackError> {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        self.etcd_range(prefix.as_bytes(), Some(&end)).await
+    }
+
+    /// etcd's `Range` through its v3 JSON gateway.
+    async fn etcd_range(&self, key: &[u8], range_end: Option<&[u8]>) -> Result<Vec<(String, Vec<u8>)>, StackError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
+        let mut request = serde_json::json!({ "key": b64.encode(key) });
+        if let Some(end) = range_end {
+            request["range_end"] = b64.encode(end).into();
+        }
+        let failed = |what: String| StackError::Etcd(what);
+        let (status, body) = crate::http::post_json(port, "/v3/kv/range", &request.to_string(), Duration::from_secs(10))
+            .await
+            .ok_or_else(|| failed(format!("no answer from etcd on 127.0.0.1:{port}")))?;
+        if status != 200 {
+            return Err(failed(format!("range answered {status}: {body}")));
+        }
+        let response: serde_json::Value = serde_json::from_str(&body).map_err(|e| failed(format!("range answer is not JSON: {e}")))?;
+        let decode = |field: &serde_json::Value| b64.decode(field.as_str().unwrap_or_default()).unwrap_or_default();
+        Ok(response["kvs"]
+            .as_array()
+            .map(|kvs| kvs.iter().map(|kv| (String::from_utf8_lossy(&decode(&kv["key"])).into_owned(), decode(&kv["value"]))).collect())
+            .unwrap_or_default())
+    }
+
+    /// The process ids of every running component.
+    pub fn pids(&self) -> Vec<u32> {
+        let apiservers = self.apiservers.iter().filter_map(|a| a.process.as_ref());
+        let plugins = self.plugins.values().filter_map(|p| p.process.as_ref());
+        let etcd = self.etcd.iter().map(|e| &e.process);
+        apiservers.chain(plugins).chain(etcd).filter_map(|p| p.pid()).collect()
+    }
+
+    /// Stops everything (apiservers, then plugins, then etcd). On success the run directory is
+    /// removed; with `keep_logs` it stays and its path is returned.
+    pub async fn shutdown(mut self, keep_logs: bool) -> Option<PathBuf> {
+        self.shut_down = true;
+        for apiserver in self.apiservers.drain(..) {
+            if let Some(process) = apiserver.process {
+                process.stop(STOP_GRACE).await;
+            }
+        }
+        for slot in self.plugins.values_mut() {
+            if let Some(process) = slot.process.take() {
+                process.stop(STOP_GRACE).await;
+            }
+        }
+        if let Some(etcd) = self.etcd.take() {
+            etcd.process.stop(STOP_GRACE).await;
+        }
+        if keep_logs {
+            Some(self.run_dir.clone())
+        } else {
+            let _ = std::fs::remove_dir_all(&self.run_dir);
+            None
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !self.shut_down {
+            // The processes are killed by their own Drop; the work dir by TempDir's.
+            eprintln!("kms-lab: the stack was not shut down cleanly; every process was killed; logs kept in {}", self.run_dir.display());
+        }
+    }
+}
+
+/// A Kubernetes client for `server`, trusting `ca_pem`, authenticating with `token`.
+pub async fn client_for(server: &str, ca_pem: &str, token: &str) -> Result<kube::Client, StackError> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&apiserver::kubeconfig_yaml(server, ca_pem, token)).map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `GET path` with `client`: status code and body, whatever the status.
+pub async fn raw_get(client: &kube::Client, path: &str) -> Result<(u16, String), StackError> {
+    let request = Request::get(path).body(Body::empty()).map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    let response = client.send(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect_bytes().await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
