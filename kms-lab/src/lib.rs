@@ -1,3 +1,4 @@
 //! The `kms-lab` command line's commands, as a library so tests call them in process.
 
 pub mod decode;
+pub mod lab;

@@ -220,11 +220,18 @@ impl Stack {
     }
 
     /// Sends SIGHUP to a plugin (it re-reads its KEK file).
-    pub fn reload_plugin(&mut self, name: &str) -> Result<(), StackError> {
-        if let Some(process) = &self.plugin(name)?.process {
+    pub fn reload_plugin(&self, name: &str) -> Result<(), StackError> {
+        let known = || self.plugins.keys().cloned().collect::<Vec<_>>().join(", ");
+        let slot = self.plugins.get(name).ok_or_else(|| StackError::NoSuchComponent { kind: "plugin", name: name.to_owned(), known: known() })?;
+        if let Some(process) = &slot.process {
             process.send_signal(libc::SIGHUP);
         }
         Ok(())
+    }
+
+    /// A running plugin's process id.
+    pub fn plugin_pid(&self, name: &str) -> Option<u32> {
+        self.plugins.get(name).and_then(|slot| slot.process.as_ref()).and_then(|p| p.pid())
     }
 
     /// A plugin's KEK file (local KEK) or config file (remote KMS).

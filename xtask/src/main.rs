@@ -1,5 +1,6 @@
 //! `cargo xtask <task>`: the project's automation, one module per task; `main` only dispatches.
 
+mod lab;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +17,8 @@ struct Cli {
 enum Task {
     /// Build everything and run the whole test suite (what CI runs).
     Test(test::TestArgs),
+    /// Bring up etcd, kube-apiserver and the plugin, narrate a demo, stay up until Ctrl-C.
+    Lab(lab::LabArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -24,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match cli.task {
         Task::Test(args) => test::run(&sh, &args),
+        Task::Lab(args) => lab::run(&sh, &args, target_dir()),
     }
 }
 
@@ -31,4 +35,9 @@ fn main() -> anyhow::Result<()> {
 fn project_root() -> std::path::PathBuf {
     let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The cargo target directory (`CARGO_TARGET_DIR`, or `target/` in the workspace).
+fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| project_root().join("target"))
 }

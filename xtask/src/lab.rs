@@ -1,0 +1,43 @@
+//! `cargo xtask lab`: builds kms-lab's own binaries, then runs the lab (see `kms_lab::lab`).
+
+use std::path::PathBuf;
+
+use xshell::{cmd, Shell};
+
+/// Options of `cargo xtask lab`.
+#[derive(Debug, clap::Args)]
+pub struct LabArgs {
+    /// Run the narrated demo, then stop everything and exit (for CI).
+    #[arg(long)]
+    pub demo_only: bool,
+    /// A directory that already holds kube-apiserver, kubectl, etcd and etcdctl.
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// The Kubernetes version to provision.
+    #[arg(long, value_name = "VERSION", default_value = kms_lab_stack::provision::KUBERNETES_VERSION)]
+    pub k8s_version: String,
+}
+
+/// Runs the lab.
+pub fn run(sh: &Shell, args: &LabArgs, target_dir: PathBuf) -> anyhow::Result<()> {
+    eprintln!("==> building kms-plugin and mock-kms");
+    cmd!(sh, "cargo build --quiet -p kms-plugin --bins").run()?;
+    let options = kms_lab::lab::LabOptions {
+        bin_dir: args.bin_dir.clone(),
+        kubernetes_version: args.k8s_version.clone(),
+        demo_only: args.demo_only,
+        state_dir: target_dir.join("kms-lab"),
+    };
+    std::fs::create_dir_all(&options.state_dir)?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async {
+        tokio::select! {
+            result = kms_lab::lab::run_lab(&options) => result.map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping the lab future kills every process it started and removes its work dir.
+                eprintln!("\ninterrupted: stopping every process the lab started");
+                Ok(())
+            }
+        }
+    })
+}
