@@ -19,7 +19,7 @@ pub mod socket;
 
 pub use config::{ApiSelection, ConfigError, PluginConfig};
 pub use kek::{Kek, KekError};
-pub use server::{serve, Plugin, ServeError};
+pub use server::{Plugin, ServeError, serve};
 
 /// The runtime name the plugin reports in the v1beta1 `VersionResponse`.
 pub const RUNTIME_NAME: &str = "kms-lab-plugin";

@@ -3,16 +3,19 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kms_plugin::cli::{Args, Command, LogFormat};
 use kms_plugin::Plugin;
-use tokio::signal::unix::{signal, SignalKind};
+use kms_plugin::cli::{Args, Command, LogFormat};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// Exit code for a configuration the plugin cannot use.
 const EXIT_CONFIG: u8 = 2;
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_PLUGIN_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_PLUGIN_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -25,7 +28,10 @@ fn main() -> ExitCode {
     if let Some(Command::RotateKek { kek_file }) = &args.command {
         return match kms_plugin::kek::append_random_key(kek_file) {
             Ok(()) => {
-                eprintln!("appended a new KEK version to {}; send SIGHUP to a running plugin to use it", kek_file.display());
+                eprintln!(
+                    "appended a new KEK version to {}; send SIGHUP to a running plugin to use it",
+                    kek_file.display()
+                );
                 ExitCode::SUCCESS
             }
             Err(error) => {

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kms_wire::proto::{v1beta1, v2, KMS_V1BETA1_API_VERSION, KMS_V2_API_VERSION};
+use kms_wire::proto::{KMS_V1BETA1_API_VERSION, KMS_V2_API_VERSION, v1beta1, v2};
 use tonic::{Request, Response, Status};
 
 use crate::health::Health;
@@ -25,16 +25,33 @@ pub struct Shared {
 
 impl Shared {
     /// Runs one call, then logs and counts it (method, uid, key id, latency, outcome; never payloads).
-    async fn observed<T>(&self, api: &'static str, method: &'static str, uid: &str, call: impl Future<Output = Result<(T, String), Status>>) -> Result<Response<T>, Status> {
+    async fn observed<T>(
+        &self,
+        api: &'static str,
+        method: &'static str,
+        uid: &str,
+        call: impl Future<Output = Result<(T, String), Status>>,
+    ) -> Result<Response<T>, Status> {
         let started = Instant::now();
         let result = call.await;
         let elapsed = started.elapsed();
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         match &result {
-            Ok((_, key_id)) => tracing::info!(api, method, uid, key_id = %key_id, latency_ms, outcome = "ok", "served"),
-            Err(status) => tracing::warn!(api, method, uid, latency_ms, outcome = ?status.code(), error = %status.message(), "refused"),
+            Ok((_, key_id)) => {
+                tracing::info!(api, method, uid, key_id = %key_id, latency_ms, outcome = "ok", "served")
+            }
+            Err(status) => {
+                tracing::warn!(api, method, uid, latency_ms, outcome = ?status.code(), error = %status.message(), "refused")
+            }
         }
-        self.metrics.observe(api, method, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok), elapsed);
+        self.metrics.observe(
+            api,
+            method,
+            result
+                .as_ref()
+                .map_or_else(Status::code, |_| tonic::Code::Ok),
+            elapsed,
+        );
         result.map(|(response, _)| Response::new(response))
     }
 }
@@ -44,35 +61,66 @@ pub struct V2Service(pub Shared);
 
 #[tonic::async_trait]
 impl v2::key_management_service_server::KeyManagementService for V2Service {
-    async fn status(&self, _request: Request<v2::StatusRequest>) -> Result<Response<v2::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<v2::StatusRequest>,
+    ) -> Result<Response<v2::StatusResponse>, Status> {
         self.0
             .observed("v2", "Status", "", async {
                 let report = self.0.health.report().await;
                 self.0.metrics.set_healthy(report.is_ok());
                 let key_id = report.key_id.clone();
-                Ok((v2::StatusResponse { version: KMS_V2_API_VERSION.to_owned(), healthz: report.healthz, key_id: report.key_id }, key_id))
+                Ok((
+                    v2::StatusResponse {
+                        version: KMS_V2_API_VERSION.to_owned(),
+                        healthz: report.healthz,
+                        key_id: report.key_id,
+                    },
+                    key_id,
+                ))
             })
             .await
     }
 
-    async fn encrypt(&self, request: Request<v2::EncryptRequest>) -> Result<Response<v2::EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        request: Request<v2::EncryptRequest>,
+    ) -> Result<Response<v2::EncryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v2", "Encrypt", &request.uid, async {
                 let wrapped = self.0.kek.wrap(&request.plaintext).await?;
                 let key_id = wrapped.key_id.clone();
-                Ok((v2::EncryptResponse { ciphertext: wrapped.ciphertext, key_id: wrapped.key_id, annotations: wrapped.annotations }, key_id))
+                Ok((
+                    v2::EncryptResponse {
+                        ciphertext: wrapped.ciphertext,
+                        key_id: wrapped.key_id,
+                        annotations: wrapped.annotations,
+                    },
+                    key_id,
+                ))
             })
             .await
     }
 
-    async fn decrypt(&self, request: Request<v2::DecryptRequest>) -> Result<Response<v2::DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        request: Request<v2::DecryptRequest>,
+    ) -> Result<Response<v2::DecryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v2", "Decrypt", &request.uid, async {
-                let claimed = Claimed { key_id: Some(&request.key_id), annotations: Some(&request.annotations) };
+                let claimed = Claimed {
+                    key_id: Some(&request.key_id),
+                    annotations: Some(&request.annotations),
+                };
                 let plaintext = self.0.kek.unwrap(&request.ciphertext, claimed).await?;
-                Ok((v2::DecryptResponse { plaintext: plaintext.to_vec().into() }, request.key_id.clone()))
+                Ok((
+                    v2::DecryptResponse {
+                        plaintext: plaintext.to_vec().into(),
+                    },
+                    request.key_id.clone(),
+                ))
             })
             .await
     }
@@ -85,13 +133,18 @@ fn check_v1_version(version: &str) -> Result<(), Status> {
     if version.is_empty() || version == KMS_V1BETA1_API_VERSION {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!("unsupported KMS API version `{version}`: this service speaks `{KMS_V1BETA1_API_VERSION}`")))
+        Err(Status::invalid_argument(format!(
+            "unsupported KMS API version `{version}`: this service speaks `{KMS_V1BETA1_API_VERSION}`"
+        )))
     }
 }
 
 #[tonic::async_trait]
 impl v1beta1::key_management_service_server::KeyManagementService for V1beta1Service {
-    async fn version(&self, _request: Request<v1beta1::VersionRequest>) -> Result<Response<v1beta1::VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _request: Request<v1beta1::VersionRequest>,
+    ) -> Result<Response<v1beta1::VersionResponse>, Status> {
         self.0
             .observed("v1beta1", "Version", "", async {
                 let response = v1beta1::VersionResponse {
@@ -104,24 +157,44 @@ impl v1beta1::key_management_service_server::KeyManagementService for V1beta1Ser
             .await
     }
 
-    async fn encrypt(&self, request: Request<v1beta1::EncryptRequest>) -> Result<Response<v1beta1::EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        request: Request<v1beta1::EncryptRequest>,
+    ) -> Result<Response<v1beta1::EncryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v1beta1", "Encrypt", "", async {
                 check_v1_version(&request.version)?;
                 let wrapped = self.0.kek.wrap(&request.plain).await?;
-                Ok((v1beta1::EncryptResponse { cipher: wrapped.ciphertext }, wrapped.key_id))
+                Ok((
+                    v1beta1::EncryptResponse {
+                        cipher: wrapped.ciphertext,
+                    },
+                    wrapped.key_id,
+                ))
             })
             .await
     }
 
-    async fn decrypt(&self, request: Request<v1beta1::DecryptRequest>) -> Result<Response<v1beta1::DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        request: Request<v1beta1::DecryptRequest>,
+    ) -> Result<Response<v1beta1::DecryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v1beta1", "Decrypt", "", async {
                 check_v1_version(&request.version)?;
-                let plain = self.0.kek.unwrap(&request.cipher, Claimed::default()).await?;
-                Ok((v1beta1::DecryptResponse { plain: plain.to_vec().into() }, String::new()))
+                let plain = self
+                    .0
+                    .kek
+                    .unwrap(&request.cipher, Claimed::default())
+                    .await?;
+                Ok((
+                    v1beta1::DecryptResponse {
+                        plain: plain.to_vec().into(),
+                    },
+                    String::new(),
+                ))
             })
             .await
     }

@@ -65,7 +65,10 @@ pub struct StaticKey {
 
 impl std::fmt::Debug for StaticKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticKey").field("name", &self.name).field("secret", &"<redacted>").finish()
+        f.debug_struct("StaticKey")
+            .field("name", &self.name)
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
@@ -101,12 +104,22 @@ pub struct KmsProvider {
 impl KmsProvider {
     /// A KMS v2 provider for the plugin listening on `socket`.
     pub fn v2(name: &str, socket: &std::path::Path, timeout: Duration) -> Self {
-        Self { api_version: KmsApiVersion::V2, name: name.to_owned(), endpoint: format!("unix://{}", socket.display()), cachesize: None, timeout: Some(format_duration(timeout)) }
+        Self {
+            api_version: KmsApiVersion::V2,
+            name: name.to_owned(),
+            endpoint: format!("unix://{}", socket.display()),
+            cachesize: None,
+            timeout: Some(format_duration(timeout)),
+        }
     }
 
     /// A KMS v1 provider for the plugin listening on `socket`.
     pub fn v1(name: &str, socket: &std::path::Path, cachesize: u32, timeout: Duration) -> Self {
-        Self { api_version: KmsApiVersion::V1, cachesize: Some(cachesize), ..Self::v2(name, socket, timeout) }
+        Self {
+            api_version: KmsApiVersion::V1,
+            cachesize: Some(cachesize),
+            ..Self::v2(name, socket, timeout)
+        }
     }
 }
 
@@ -125,7 +138,10 @@ impl EncryptionConfiguration {
         Self {
             api_version: "apiserver.config.k8s.io/v1".to_owned(),
             kind: "EncryptionConfiguration".to_owned(),
-            resources: vec![ResourceConfig { resources: resources.iter().map(|r| (*r).to_owned()).collect(), providers }],
+            resources: vec![ResourceConfig {
+                resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+                providers,
+            }],
         }
     }
 
@@ -136,7 +152,10 @@ impl EncryptionConfiguration {
 
     /// Whether any provider is a KMS v1 provider (which needs the `KMSv1` feature gate).
     pub fn uses_kms_v1(&self) -> bool {
-        self.resources.iter().flat_map(|r| &r.providers).any(|p| matches!(p, Provider::Kms(k) if k.api_version == KmsApiVersion::V1))
+        self.resources
+            .iter()
+            .flat_map(|r| &r.providers)
+            .any(|p| matches!(p, Provider::Kms(k) if k.api_version == KmsApiVersion::V1))
     }
 }
 
@@ -148,7 +167,14 @@ mod tests {
     fn writes_the_yaml_kube_apiserver_reads() {
         let config = EncryptionConfiguration::new(
             &["secrets"],
-            vec![Provider::Kms(KmsProvider::v2("lab-kms", std::path::Path::new("/tmp/p.sock"), Duration::from_secs(3))), Provider::Identity(Empty {})],
+            vec![
+                Provider::Kms(KmsProvider::v2(
+                    "lab-kms",
+                    std::path::Path::new("/tmp/p.sock"),
+                    Duration::from_secs(3),
+                )),
+                Provider::Identity(Empty {}),
+            ],
         );
         let yaml = config.to_yaml().unwrap();
         assert_eq!(

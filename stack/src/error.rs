@@ -31,7 +31,9 @@ pub enum StackError {
         source: std::io::Error,
     },
     /// A process exited before it became ready.
-    #[error("{component} exited with {status} before it was ready ({waited_for}); last lines of {log}:\n{last_lines}")]
+    #[error(
+        "{component} exited with {status} before it was ready ({waited_for}); last lines of {log}:\n{last_lines}"
+    )]
     ExitedBeforeReady {
         /// The component.
         component: String,
@@ -45,7 +47,9 @@ pub enum StackError {
         last_lines: String,
     },
     /// A process did not become ready in time.
-    #[error("{component} was not ready within {seconds} s (waited for {waited_for}); last lines of {log}:\n{last_lines}")]
+    #[error(
+        "{component} was not ready within {seconds} s (waited for {waited_for}); last lines of {log}:\n{last_lines}"
+    )]
     NotReady {
         /// The component.
         component: String,
@@ -84,7 +88,9 @@ pub enum StackError {
         known: String,
     },
     /// One of kms-lab's own binaries is not built.
-    #[error("kms-lab's `{0}` binary was not found next to this program or in target/debug: build it with `cargo build -p {1}` (or set {2})")]
+    #[error(
+        "kms-lab's `{0}` binary was not found next to this program or in target/debug: build it with `cargo build -p {1}` (or set {2})"
+    )]
     OwnBinaryMissing(&'static str, &'static str, &'static str),
 }
 

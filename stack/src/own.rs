@@ -43,15 +43,26 @@ impl OwnBinary {
             return Ok(PathBuf::from(path));
         }
         let mut candidates = Vec::new();
-        if let Ok(exe) = std::env::current_exe() {
-            if let Some(dir) = exe.parent() {
-                candidates.push(dir.join(self.file_name()));
-                if let Some(parent) = dir.parent() {
-                    candidates.push(parent.join(self.file_name()));
-                }
+        if let Ok(exe) = std::env::current_exe()
+            && let Some(dir) = exe.parent()
+        {
+            candidates.push(dir.join(self.file_name()));
+            if let Some(parent) = dir.parent() {
+                candidates.push(parent.join(self.file_name()));
             }
         }
-        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(self.file_name()));
-        candidates.into_iter().find(|p| p.is_file()).ok_or(StackError::OwnBinaryMissing(self.file_name(), self.package(), self.env_var()))
+        candidates.push(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/debug")
+                .join(self.file_name()),
+        );
+        candidates
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or(StackError::OwnBinaryMissing(
+                self.file_name(),
+                self.package(),
+                self.env_var(),
+            ))
     }
 }

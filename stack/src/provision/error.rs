@@ -9,6 +9,10 @@ use super::Component;
 pub const FIX: &str = "install Go (apt-get install golang-go) and rerun, or pass --bin-dir DIR with \
                        kube-apiserver, kubectl, etcd, etcdctl, or set KUBEBUILDER_ASSETS";
 
+/// The fix suggested when Go ran and failed.
+const BUILD_FIX: &str = "fix what Go reports above and rerun, or pass --bin-dir DIR with kube-apiserver, \
+                         kubectl, etcd, etcdctl, or set KUBEBUILDER_ASSETS";
+
 /// One place where a binary was looked for, and why it was not used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -20,7 +24,10 @@ pub struct Attempt {
 
 impl Attempt {
     pub(crate) fn new(place: impl Into<String>, skipped: impl Into<String>) -> Self {
-        Self { place: place.into(), skipped: skipped.into() }
+        Self {
+            place: place.into(),
+            skipped: skipped.into(),
+        }
     }
 }
 
@@ -100,7 +107,7 @@ pub enum ProvisionError {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "building {component} {version} with Go failed at `{step}`: {detail}\nfull log: {}; its last {} lines:{}\n\
-     before building, tried in order:{}\nfix: {FIX}",
+     before building, tried in order:{}\nfix: {BUILD_FIX}",
     log.display(), tail.len(), indent(&tail.join("\n")), list(.tried)
 )]
 pub struct BuildFailure {
@@ -170,10 +177,24 @@ mod tests {
             tried: vec![Attempt::new("$KMS_LAB_KUBE_APISERVER", "not set")],
         }));
         let text = err.to_string();
-        assert!(text.contains("failed at `go build`: exit status: 1"), "{text}");
-        assert!(text.contains("full log: /c/gobuild/k8s-v1.37.2/build-kube-apiserver.log; its last 2 lines:"), "{text}");
-        assert!(text.contains("\n    | # k8s.io/foo\n    | foo.go:1: oops\n"), "{text}");
-        assert!(text.contains("1. $KMS_LAB_KUBE_APISERVER: not set"), "{text}");
-        assert!(text.ends_with(FIX), "{text}");
+        assert!(
+            text.contains("failed at `go build`: exit status: 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "full log: /c/gobuild/k8s-v1.37.2/build-kube-apiserver.log; its last 2 lines:"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n    | # k8s.io/foo\n    | foo.go:1: oops\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1. $KMS_LAB_KUBE_APISERVER: not set"),
+            "{text}"
+        );
+        assert!(text.ends_with(BUILD_FIX), "{text}");
     }
 }
