@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kms_wire::decode;
 use kms_wire::envelope::{Envelope, StaticCipher, WrappedDekSource};
 use kms_wire::proto::storage::EncryptedDekSourceType;
@@ -21,7 +21,12 @@ fn wrapped(source_type: EncryptedDekSourceType) -> WrappedDekSource {
 struct FixedKey;
 
 impl decode::KeySource for FixedKey {
-    async fn unwrap_v2(&self, _: &[u8], _: &str, _: &BTreeMap<String, bytes::Bytes>) -> Result<zeroize::Zeroizing<Vec<u8>>, decode::DecodeError> {
+    async fn unwrap_v2(
+        &self,
+        _: &[u8],
+        _: &str,
+        _: &BTreeMap<String, bytes::Bytes>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>, decode::DecodeError> {
         Ok(zeroize::Zeroizing::new(KEY.to_vec()))
     }
     async fn unwrap_v1(&self, _: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, decode::DecodeError> {

@@ -116,7 +116,11 @@ pub struct Report {
 
 fn read_input(args: &DecodeArgs) -> Result<Vec<u8>, DecodeCommandError> {
     let mut raw = Vec::new();
-    let read = if args.input.as_os_str() == "-" { std::io::stdin().read_to_end(&mut raw) } else { std::fs::File::open(&args.input).and_then(|mut f| f.read_to_end(&mut raw)) };
+    let read = if args.input.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut raw)
+    } else {
+        std::fs::File::open(&args.input).and_then(|mut f| f.read_to_end(&mut raw))
+    };
     read.map_err(|source| DecodeCommandError::Read { path: args.input.clone(), source })?;
     match args.input_encoding {
         InputEncoding::Raw => Ok(raw),
@@ -230,7 +234,10 @@ pub fn render_text(report: &Report) -> String {
             let _ = writeln!(out, "plaintext:       {plaintext}");
         }
         None if report.provider != "identity" => {
-            let _ = writeln!(out, "plaintext:       (not opened: give --plugin for KMS values, --key NAME=BASE64 for static keys, and --etcd-key)");
+            let _ = writeln!(
+                out,
+                "plaintext:       (not opened: give --plugin for KMS values, --key NAME=BASE64 for static keys, and --etcd-key)"
+            );
         }
         None => {}
     }

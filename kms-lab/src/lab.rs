@@ -52,9 +52,18 @@ fn step(number: usize, total: usize, text: &str) {
 
 /// Runs a program and returns its stdout, or a demo error naming the command.
 fn run(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Vec<u8>, LabError> {
-    let output = Command::new(program).args(args).envs(env.iter().copied()).output().map_err(|e| LabError::Demo(format!("cannot run {}: {e}", program.display())))?;
+    let output = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .map_err(|e| LabError::Demo(format!("cannot run {}: {e}", program.display())))?;
     if !output.status.success() {
-        return Err(LabError::Demo(format!("`{} {}` failed: {}", program.display(), args.join(" "), String::from_utf8_lossy(&output.stderr).trim())));
+        return Err(LabError::Demo(format!(
+            "`{} {}` failed: {}",
+            program.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
     }
     Ok(output.stdout)
 }
@@ -88,7 +97,10 @@ fn write_env_file(path: &Path, stack: &Stack, binaries: &Binaries) -> Result<(),
 }
 
 async fn stored_key_id(stack: &Stack, name: &str) -> Result<String, LabError> {
-    let raw = stack.etcd_get(&format!("/registry/secrets/default/{name}")).await?.ok_or_else(|| LabError::Demo(format!("Secret {name} is not in etcd")))?;
+    let raw = stack
+        .etcd_get(&format!("/registry/secrets/default/{name}"))
+        .await?
+        .ok_or_else(|| LabError::Demo(format!("Secret {name} is not in etcd")))?;
     match Envelope::parse(&raw) {
         Ok(Envelope::KmsV2 { object, .. }) => Ok(object.key_id),
         Ok(other) => Err(LabError::Demo(format!("Secret {name} was stored by {}, not kms-v2", other.kind()))),
@@ -100,7 +112,11 @@ async fn stored_key_id(stack: &Stack, name: &str) -> Result<String, LabError> {
 pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
     let total = 6;
     step(1, total, "provisioning kube-apiserver, kubectl and etcd (pinned upstream releases; built from the Go module proxy on first run)");
-    let provision_options = ProvisionOptions { bin_dir: options.bin_dir.clone(), kubernetes_version: options.kubernetes_version.clone(), ..ProvisionOptions::default() };
+    let provision_options = ProvisionOptions {
+        bin_dir: options.bin_dir.clone(),
+        kubernetes_version: options.kubernetes_version.clone(),
+        ..ProvisionOptions::default()
+    };
     let binaries = tokio::task::spawn_blocking(move || provision::provision(&provision_options))
         .await
         .map_err(|e| LabError::Demo(format!("provisioning panicked: {e}")))?
@@ -113,7 +129,13 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
     let started = Instant::now();
     let stack = Stack::start(StackOptions::new("lab", binaries.clone(), &options.state_dir.join("runs"))).await?;
     let bring_up = started.elapsed();
-    println!("    stack up in {:.1} s: apiserver {}  etcd {}  plugin {}", bring_up.as_secs_f64(), stack.apiserver_url(0)?, stack.etcd_url(), stack.plugin_endpoint("plugin-0").unwrap_or_default());
+    println!(
+        "    stack up in {:.1} s: apiserver {}  etcd {}  plugin {}",
+        bring_up.as_secs_f64(),
+        stack.apiserver_url(0)?,
+        stack.etcd_url(),
+        stack.plugin_endpoint("plugin-0").unwrap_or_default()
+    );
     let env_file = options.state_dir.join("lab.env");
     write_env_file(&env_file, &stack, &binaries)?;
 
@@ -142,8 +164,10 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
 }
 
 async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else { return };
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        return;
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
@@ -176,19 +200,31 @@ async fn demo(stack: &Stack, binaries: &Binaries, total: usize) -> Result<(), La
     step(4, total, "kubectl reads the Secret back: the apiserver asks the plugin to unwrap the DEK");
     println!("    $ kubectl get secret demo-secret -o jsonpath='{{.data.password}}' | base64 -d");
     let encoded = run(&binaries.kubectl.path, &["get", "secret", "demo-secret", "-o", "jsonpath={.data.password}"], &kube_env)?;
-    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, String::from_utf8_lossy(&encoded).trim()).map_err(|e| LabError::Demo(format!("kubectl printed no base64: {e}")))?;
+    let decoded = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, String::from_utf8_lossy(&encoded).trim())
+        .map_err(|e| LabError::Demo(format!("kubectl printed no base64: {e}")))?;
     println!("    {}", String::from_utf8_lossy(&decoded));
 
-    step(5, total, "rotating the KEK: the plugin's Status reports a new key id; the apiserver picks it up at its next Status poll (up to a minute)");
+    step(
+        5,
+        total,
+        "rotating the KEK: the plugin's Status reports a new key id; the apiserver picks it up at its next Status poll (up to a minute)",
+    );
     let kek_file = stack.plugin_state_file("plugin-0").ok_or_else(|| LabError::Demo("plugin-0 has no KEK file".into()))?;
     let plugin_binary = kms_lab_stack::own::OwnBinary::KmsPlugin.locate()?;
     println!("    $ kms-plugin rotate-kek --kek-file {} && kill -HUP <plugin pid>", kek_file.display());
     run(&plugin_binary, &["rotate-kek", "--kek-file", &kek_file.to_string_lossy()], &[])?;
     stack.reload_plugin("plugin-0")?;
-    let plugin = kms_wire::PluginClient::connect(&stack.plugin_endpoint("plugin-0").unwrap_or_default(), Duration::from_secs(5)).await.map_err(|e| LabError::Demo(e.to_string()))?;
+    let plugin = kms_wire::PluginClient::connect(&stack.plugin_endpoint("plugin-0").unwrap_or_default(), Duration::from_secs(5))
+        .await
+        .map_err(|e| LabError::Demo(e.to_string()))?;
     let started = Instant::now();
     let new_key_id = loop {
-        let status = plugin.v2().status(kms_wire::proto::v2::StatusRequest {}).await.map_err(|e| LabError::Demo(format!("plugin Status failed: {e}")))?.into_inner();
+        let status = plugin
+            .v2()
+            .status(kms_wire::proto::v2::StatusRequest {})
+            .await
+            .map_err(|e| LabError::Demo(format!("plugin Status failed: {e}")))?
+            .into_inner();
         if status.key_id != first_key_id {
             break status.key_id;
         }
@@ -202,7 +238,10 @@ async fn demo(stack: &Stack, binaries: &Binaries, total: usize) -> Result<(), La
     let hash = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(new_key_id.as_bytes())));
     loop {
         let (_, metrics) = stack.apiserver_get(0, "/metrics").await?;
-        if metrics.lines().any(|l| l.starts_with("apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds") && l.contains(&hash)) {
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("apiserver_envelope_encryption_key_id_hash_status_last_timestamp_seconds") && l.contains(&hash))
+        {
             break;
         }
         if started.elapsed() > ROTATION_DEADLINE {
@@ -225,7 +264,10 @@ async fn demo(stack: &Stack, binaries: &Binaries, total: usize) -> Result<(), La
     let (status, body) = stack.apiserver_get(0, "/healthz/kms-providers").await?;
     println!("    GET /healthz/kms-providers -> {status} {body}");
     let (_, metrics) = stack.apiserver_get(0, "/metrics").await?;
-    for line in metrics.lines().filter(|l| l.starts_with("apiserver_envelope_encryption_key_id_hash_total") || l.starts_with("apiserver_envelope_encryption_kms_operations_latency_seconds_count")) {
+    for line in metrics.lines().filter(|l| {
+        l.starts_with("apiserver_envelope_encryption_key_id_hash_total")
+            || l.starts_with("apiserver_envelope_encryption_kms_operations_latency_seconds_count")
+    }) {
         println!("    {line}");
     }
     Ok(())

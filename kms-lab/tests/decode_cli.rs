@@ -5,27 +5,42 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kms_plugin::config::{ApiSelection, KekConfig, PluginConfig};
+use kms_wire::PluginClient;
 use kms_wire::envelope::{Envelope, StaticCipher, WrappedDekSource};
 use kms_wire::proto::storage::EncryptedDekSourceType;
 use kms_wire::proto::v2;
-use kms_wire::PluginClient;
 
 const ETCD_KEY: &str = "/registry/secrets/default/db-password";
 const OBJECT: &[u8] = b"k8s\x00\n\x0cv1\x12\x06Secret password=hunter2";
 
 fn kms_lab(args: &[&str]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_kms-lab")).args(args).output().expect("kms-lab runs");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// Starts the reference plugin in process; returns its endpoint and a stop handle.
 async fn start_plugin(dir: &std::path::Path) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let socket = dir.join("kms.sock");
-    let config = PluginConfig { socket: socket.clone(), api: ApiSelection::Both, kek: KekConfig::Local { kek_file: None }, health_ttl: Duration::from_secs(10), metrics_addr: None };
+    let config = PluginConfig {
+        socket: socket.clone(),
+        api: ApiSelection::Both,
+        kek: KekConfig::Local { kek_file: None },
+        health_ttl: Duration::from_secs(10),
+        metrics_addr: None,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let plugin = kms_plugin::Plugin::bind(config).expect("plugin binds a temp socket");
     let task = tokio::spawn(async move {
-        plugin.serve(async { let _ = stopped.await; }).await.expect("plugin serves");
+        plugin
+            .serve(async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("plugin serves");
     });
     (format!("unix://{}", socket.display()), stop, task)
 }
@@ -36,8 +51,14 @@ async fn decodes_a_kms_v2_value_and_opens_it_through_the_plugin() {
     let (endpoint, stop, task) = start_plugin(dir.path()).await;
     let client = PluginClient::connect(&endpoint, Duration::from_secs(5)).await.expect("plugin answers");
     let seed = [7u8; 32];
-    let wrapped = client.v2().encrypt(v2::EncryptRequest { plaintext: Bytes::copy_from_slice(&seed), uid: "t".into() }).await.unwrap().into_inner();
-    let source = WrappedDekSource { source_type: EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed, encrypted: wrapped.ciphertext, key_id: wrapped.key_id.clone(), annotations: wrapped.annotations };
+    let wrapped =
+        client.v2().encrypt(v2::EncryptRequest { plaintext: Bytes::copy_from_slice(&seed), uid: "t".into() }).await.unwrap().into_inner();
+    let source = WrappedDekSource {
+        source_type: EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed,
+        encrypted: wrapped.ciphertext,
+        key_id: wrapped.key_id.clone(),
+        annotations: wrapped.annotations,
+    };
     let raw = Envelope::seal_kms_v2("lab-kms", &source, &seed, OBJECT, ETCD_KEY.as_bytes()).unwrap().to_bytes().unwrap();
     let file = dir.path().join("value.bin");
     std::fs::write(&file, &raw).unwrap();
@@ -51,7 +72,11 @@ async fn decodes_a_kms_v2_value_and_opens_it_through_the_plugin() {
     assert_eq!(described.0, 0, "{described:?}");
     assert!(described.1.contains("provider:        kms-v2") && described.1.contains("name:            lab-kms"), "{}", described.1);
     assert!(described.1.contains(&format!("key id:          {}", wrapped.key_id)), "{}", described.1);
-    assert!(described.1.contains("HKDF_SHA256_XNONCE_AES_GCM_SEED") && described.1.contains("kek-version.kms-lab.io = 1"), "{}", described.1);
+    assert!(
+        described.1.contains("HKDF_SHA256_XNONCE_AES_GCM_SEED") && described.1.contains("kek-version.kms-lab.io = 1"),
+        "{}",
+        described.1
+    );
     assert!(!described.1.contains("hunter2"), "plaintext shown without keys");
 
     let opened = tokio::task::spawn_blocking({
@@ -63,7 +88,11 @@ async fn decodes_a_kms_v2_value_and_opens_it_through_the_plugin() {
     assert_eq!(opened.0, 0, "{opened:?}");
     assert!(opened.1.contains("password=hunter2"), "{}", opened.1);
 
-    let moved = tokio::task::spawn_blocking(move || kms_lab(&["decode", file.to_str().unwrap(), "--plugin", &endpoint, "--etcd-key", "/registry/secrets/default/other"])).await.unwrap();
+    let moved = tokio::task::spawn_blocking(move || {
+        kms_lab(&["decode", file.to_str().unwrap(), "--plugin", &endpoint, "--etcd-key", "/registry/secrets/default/other"])
+    })
+    .await
+    .unwrap();
     assert_eq!(moved.0, 1, "{moved:?}");
     assert!(moved.2.contains("authentication failed"), "{}", moved.2);
     let _ = stop.send(());
@@ -93,7 +122,18 @@ fn opens_an_aescbc_value_with_a_named_key_from_hex_input() {
     let file = dir.path().join("value.hex");
     std::fs::write(&file, hex::encode(raw)).unwrap();
     let key_arg = format!("key1={}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, key));
-    let (code, stdout, stderr) = kms_lab(&["decode", file.to_str().unwrap(), "--input-encoding", "hex", "--key", &key_arg, "--etcd-key", ETCD_KEY, "--format", "json"]);
+    let (code, stdout, stderr) = kms_lab(&[
+        "decode",
+        file.to_str().unwrap(),
+        "--input-encoding",
+        "hex",
+        "--key",
+        &key_arg,
+        "--etcd-key",
+        ETCD_KEY,
+        "--format",
+        "json",
+    ]);
     assert_eq!(code, 0, "{stderr}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["provider"], "aescbc");

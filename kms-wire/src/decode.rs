@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 use crate::client::PluginClient;
 use crate::envelope::{Envelope, EnvelopeError, ProviderKind, StaticCipher};
 use crate::proto::storage::EncryptedDekSourceType;
-use crate::proto::{v1beta1, v2, KMS_V1BETA1_API_VERSION};
+use crate::proto::{KMS_V1BETA1_API_VERSION, v1beta1, v2};
 use crate::seal::{self, SealError};
 
 /// Why a value could not be opened.
@@ -52,15 +52,24 @@ pub enum DecodeError {
 /// Every method defaults to "not available", so a source implements only what it has.
 pub trait KeySource {
     /// Unwraps a KMS v2 DEK or seed.
-    fn unwrap_v2(&self, encrypted: &[u8], key_id: &str, annotations: &BTreeMap<String, Bytes>) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, DecodeError>> + Send {
+    fn unwrap_v2(
+        &self,
+        encrypted: &[u8],
+        key_id: &str,
+        annotations: &BTreeMap<String, Bytes>,
+    ) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, DecodeError>> + Send {
         let _ = (encrypted, key_id, annotations);
-        async { Err(DecodeError::NoKey { what: "a kms-v2 provider".into(), hint: "give the plugin's socket (--plugin unix:///path.sock)" }) }
+        async {
+            Err(DecodeError::NoKey { what: "a kms-v2 provider".into(), hint: "give the plugin's socket (--plugin unix:///path.sock)" })
+        }
     }
 
     /// Unwraps a KMS v1 DEK.
     fn unwrap_v1(&self, encrypted: &[u8]) -> impl Future<Output = Result<Zeroizing<Vec<u8>>, DecodeError>> + Send {
         let _ = encrypted;
-        async { Err(DecodeError::NoKey { what: "a kms-v1 provider".into(), hint: "give the plugin's socket (--plugin unix:///path.sock)" }) }
+        async {
+            Err(DecodeError::NoKey { what: "a kms-v1 provider".into(), hint: "give the plugin's socket (--plugin unix:///path.sock)" })
+        }
     }
 
     /// The key of a static cipher, by its name in the EncryptionConfiguration.
@@ -75,7 +84,12 @@ fn unwrap_error(status: tonic::Status) -> DecodeError {
 }
 
 impl KeySource for PluginClient {
-    async fn unwrap_v2(&self, encrypted: &[u8], key_id: &str, annotations: &BTreeMap<String, Bytes>) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
+    async fn unwrap_v2(
+        &self,
+        encrypted: &[u8],
+        key_id: &str,
+        annotations: &BTreeMap<String, Bytes>,
+    ) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
         let request = v2::DecryptRequest {
             ciphertext: Bytes::copy_from_slice(encrypted),
             uid: "kms-lab-decode".into(),
@@ -124,7 +138,12 @@ pub struct KeyRing {
 }
 
 impl KeySource for KeyRing {
-    async fn unwrap_v2(&self, encrypted: &[u8], key_id: &str, annotations: &BTreeMap<String, Bytes>) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
+    async fn unwrap_v2(
+        &self,
+        encrypted: &[u8],
+        key_id: &str,
+        annotations: &BTreeMap<String, Bytes>,
+    ) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
         match &self.plugin {
             Some(plugin) => plugin.unwrap_v2(encrypted, key_id, annotations).await,
             None => ().unwrap_v2(encrypted, key_id, annotations).await,
@@ -182,7 +201,9 @@ pub async fn open(envelope: &Envelope, etcd_key: &[u8], keys: &(impl KeySource +
         Envelope::KmsV1 { encrypted_dek, sealed, .. } => {
             let dek = keys.unwrap_v1(encrypted_dek).await?;
             // Upstream writes AES-GCM since 1.25 and still reads the older AES-CBC data.
-            seal::aes_gcm_open(&dek, sealed, etcd_key).or_else(|gcm_error| seal::aes_cbc_open(&dek, sealed).map_err(|_| gcm_error)).map_err(Into::into)
+            seal::aes_gcm_open(&dek, sealed, etcd_key)
+                .or_else(|gcm_error| seal::aes_cbc_open(&dek, sealed).map_err(|_| gcm_error))
+                .map_err(Into::into)
         }
         Envelope::KmsV2 { object, .. } => {
             let source = keys.unwrap_v2(&object.encrypted_dek_source, &object.key_id, &object.annotations).await?;

@@ -166,7 +166,9 @@ pub struct WrappedDekSource {
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
     /// The value starts with `k8s:enc:` but names no provider kube-apiserver writes.
-    #[error("unknown encryption prefix `{0}`: expected k8s:enc:aescbc:v1:, k8s:enc:aesgcm:v1:, k8s:enc:secretbox:v1:, k8s:enc:kms:v1: or k8s:enc:kms:v2:")]
+    #[error(
+        "unknown encryption prefix `{0}`: expected k8s:enc:aescbc:v1:, k8s:enc:aesgcm:v1:, k8s:enc:secretbox:v1:, k8s:enc:kms:v1: or k8s:enc:kms:v2:"
+    )]
     UnknownPrefix(String),
     /// The provider or key name after the prefix is missing, not UTF-8, or contains `:`.
     #[error("{kind} envelope has an invalid name: {reason}")]
@@ -225,10 +227,7 @@ impl Envelope {
             .find(|kind| kind.prefix().is_some_and(|p| raw.starts_with(p.as_bytes())))
             .ok_or_else(|| EnvelopeError::UnknownPrefix(shown_prefix(raw)))?;
         let after_prefix = &raw[kind.prefix().map_or(0, str::len)..];
-        let name_end = after_prefix
-            .iter()
-            .position(|b| *b == b':')
-            .ok_or(EnvelopeError::InvalidName { kind, reason: "no ':' ends it" })?;
+        let name_end = after_prefix.iter().position(|b| *b == b':').ok_or(EnvelopeError::InvalidName { kind, reason: "no ':' ends it" })?;
         let name = std::str::from_utf8(&after_prefix[..name_end])
             .map_err(|_| EnvelopeError::InvalidName { kind, reason: "it is not UTF-8" })?
             .to_owned();
@@ -328,7 +327,13 @@ impl Envelope {
     /// Seals `plaintext` for `etcd_key` as a KMS v2 provider does: with the DEK itself
     /// (`AES_GCM_KEY`) or a key derived from the seed (`HKDF_SHA256_XNONCE_AES_GCM_SEED`).
     /// `dek_source` is the plaintext behind `wrapped.encrypted`.
-    pub fn seal_kms_v2(provider: &str, wrapped: &WrappedDekSource, dek_source: &[u8], plaintext: &[u8], etcd_key: &[u8]) -> Result<Self, EnvelopeError> {
+    pub fn seal_kms_v2(
+        provider: &str,
+        wrapped: &WrappedDekSource,
+        dek_source: &[u8],
+        plaintext: &[u8],
+        etcd_key: &[u8],
+    ) -> Result<Self, EnvelopeError> {
         check_name(ProviderKind::KmsV2, provider)?;
         let encrypted_data = match wrapped.source_type {
             EncryptedDekSourceType::AesGcmKey => seal::aes_gcm_seal(dek_source, plaintext, etcd_key)?,

@@ -12,9 +12,9 @@
 //! or plaintext.
 
 use aes::{Aes128, Aes192, Aes256};
+use aes_gcm::AesGcm;
 use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::AesGcm;
 use cbc::cipher::block_padding::Pkcs7;
 use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
 use crypto_secretbox::XSalsa20Poly1305;
@@ -147,11 +147,13 @@ fn hkdf_derive(seed: &[u8], info: &[u8]) -> Result<Zeroizing<[u8; DEK_LEN]>, Sea
     if seed.len() < DEK_LEN {
         return Err(SealError::KeyLength { cipher: "hkdf seed", expected: "at least 32", got: seed.len() });
     }
-    let hkdf = hkdf::Hkdf::<Sha256>::from_prk(seed)
-        .map_err(|_| SealError::KeyLength { cipher: "hkdf seed", expected: "at least 32", got: seed.len() })?;
+    let hkdf = hkdf::Hkdf::<Sha256>::from_prk(seed).map_err(|_| SealError::KeyLength {
+        cipher: "hkdf seed",
+        expected: "at least 32",
+        got: seed.len(),
+    })?;
     let mut key = Zeroizing::new([0u8; DEK_LEN]);
-    hkdf.expand(info, key.as_mut())
-        .map_err(|_| SealError::KeyLength { cipher: "hkdf seed", expected: "at least 32", got: seed.len() })?;
+    hkdf.expand(info, key.as_mut()).map_err(|_| SealError::KeyLength { cipher: "hkdf seed", expected: "at least 32", got: seed.len() })?;
     Ok(key)
 }
 
@@ -274,7 +276,9 @@ mod tests {
     #[test]
     fn opens_upstream_extended_nonce_vector() {
         let seed = unhex("5d40323a820ff95561675e3b95e81867c5fdd561d35a88a2d08b08aa9d4fcf5c");
-        let sealed = unhex("2442759e33945fbad709db577a0f037fd8a709fc76979b8942209debcecb9d57efe3d6ff6a1ef6ee9a5003b9833b3043cec1e47b35175b151107a8d2416b0e296bbf66b5d102fcefdf9a78f293d271");
+        let sealed = unhex(
+            "2442759e33945fbad709db577a0f037fd8a709fc76979b8942209debcecb9d57efe3d6ff6a1ef6ee9a5003b9833b3043cec1e47b35175b151107a8d2416b0e296bbf66b5d102fcefdf9a78f293d271",
+        );
         let opened = hkdf_seed_open(&seed, &sealed, b"bamboo").expect("upstream vector opens");
         assert_eq!(opened, b"pandas are the best");
         let derived = hkdf_derive(&seed, &sealed[..32]).expect("seed is 32 bytes");

@@ -74,7 +74,12 @@ impl StrictTestPlugin {
 }
 
 impl KeySource for StrictTestPlugin {
-    async fn unwrap_v2(&self, encrypted: &[u8], key_id: &str, annotations: &BTreeMap<String, Bytes>) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
+    async fn unwrap_v2(
+        &self,
+        encrypted: &[u8],
+        key_id: &str,
+        annotations: &BTreeMap<String, Bytes>,
+    ) -> Result<Zeroizing<Vec<u8>>, DecodeError> {
         if key_id != KEY_ID || annotations != &self.annotations {
             return Err(DecodeError::Unwrap { code: tonic::Code::InvalidArgument, message: "key id or annotations do not match".into() });
         }
@@ -98,8 +103,17 @@ fn seal(kind: Kind, plugin: &StrictTestPlugin, plaintext: &[u8], etcd_key: &[u8]
         Kind::Secretbox => Envelope::seal_static(StaticCipher::Secretbox, KEY_NAME, &plugin.static_key, plaintext, etcd_key),
         Kind::KmsV1 => Envelope::seal_kms_v1(PROVIDER, &dek, &xor_wrap(&dek), plaintext, etcd_key),
         Kind::KmsV2Key | Kind::KmsV2Seed => {
-            let source_type = if matches!(kind, Kind::KmsV2Key) { EncryptedDekSourceType::AesGcmKey } else { EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed };
-            let wrapped = WrappedDekSource { source_type, encrypted: xor_wrap(&dek).into(), key_id: KEY_ID.into(), annotations: plugin.annotations.clone() };
+            let source_type = if matches!(kind, Kind::KmsV2Key) {
+                EncryptedDekSourceType::AesGcmKey
+            } else {
+                EncryptedDekSourceType::HkdfSha256XnonceAesGcmSeed
+            };
+            let wrapped = WrappedDekSource {
+                source_type,
+                encrypted: xor_wrap(&dek).into(),
+                key_id: KEY_ID.into(),
+                annotations: plugin.annotations.clone(),
+            };
             Envelope::seal_kms_v2(PROVIDER, &wrapped, &dek, plaintext, etcd_key)
         }
     };

@@ -4,18 +4,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{
-    self, ApiSelection, ConfigError, Credential, KekConfig, PluginConfig, RemoteKmsConfig,
-    SeedConfig,
-};
+use crate::config::{self, ApiSelection, ConfigError, Credential, KekConfig, PluginConfig, RemoteKmsConfig, SeedConfig};
 
 /// `kms-plugin`: the kms-lab reference KMS plugin.
 #[derive(Debug, clap::Parser)]
-#[command(
-    name = "kms-plugin",
-    version,
-    about = "kms-lab's reference KMS plugin (KMS v2 and v1beta1 on one Unix socket)"
-)]
+#[command(name = "kms-plugin", version, about = "kms-lab's reference KMS plugin (KMS v2 and v1beta1 on one Unix socket)")]
 pub struct Args {
     /// A subcommand; without one the plugin serves.
     #[command(subcommand)]
@@ -86,18 +79,13 @@ impl Args {
             .socket
             .clone()
             .or(seed.grpc_socket_path)
-            .ok_or(ConfigError::Missing {
-                what: "socket path",
-                hint: "pass --socket PATH, or set GRPCSocketPath in the config file",
-            })?;
+            .ok_or(ConfigError::Missing { what: "socket path", hint: "pass --socket PATH, or set GRPCSocketPath in the config file" })?;
         let kms = self.kms.clone().or(seed.kms_endpoint).ok_or(ConfigError::Missing {
             what: "KMS",
             hint: "pass --kms local for an in-process KEK, or --kms host:port (KmsEndpoint in the config file) for a remote KMS",
         })?;
         let kek = if kms == "local" {
-            KekConfig::Local {
-                kek_file: self.kek_file.clone(),
-            }
+            KekConfig::Local { kek_file: self.kek_file.clone() }
         } else {
             if self.kek_file.is_some() {
                 return Err(ConfigError::Missing {
@@ -115,20 +103,14 @@ impl Args {
             };
             RemoteKmsConfig {
                 endpoints: config::parse_endpoints(&kms, &schema)?,
-                key_id: self.kms_key_id.clone().or(seed.kms_key_id).ok_or(
-                    ConfigError::Missing {
-                        what: "KmsKeyId",
-                        hint: "pass --kms-key-id ID, or set KmsKeyId in the config file",
-                    },
-                )?,
+                key_id: self
+                    .kms_key_id
+                    .clone()
+                    .or(seed.kms_key_id)
+                    .ok_or(ConfigError::Missing { what: "KmsKeyId", hint: "pass --kms-key-id ID, or set KmsKeyId in the config file" })?,
                 credential: match (seed.access_key, seed.secret_key) {
-                    (Some(access_key), Some(secret_key))
-                        if !access_key.is_empty() && !secret_key.is_empty() =>
-                    {
-                        Credential {
-                            access_key,
-                            secret_key,
-                        }
+                    (Some(access_key), Some(secret_key)) if !access_key.is_empty() && !secret_key.is_empty() => {
+                        Credential { access_key, secret_key }
                     }
                     _ => return Err(missing_credential),
                 },
@@ -137,13 +119,7 @@ impl Args {
             }
             .into()
         };
-        Ok(PluginConfig {
-            socket,
-            api: self.api,
-            kek,
-            health_ttl: self.health_ttl,
-            metrics_addr: self.metrics_addr,
-        })
+        Ok(PluginConfig { socket, api: self.api, kek, health_ttl: self.health_ttl, metrics_addr: self.metrics_addr })
     }
 }
 
@@ -167,18 +143,13 @@ mod tests {
     fn socket_and_kms_are_required_with_a_hint() {
         let message = args(&["--kms", "local"]).resolve().unwrap_err().to_string();
         assert!(message.contains("--socket PATH"), "{message}");
-        let message = args(&["--socket", "/tmp/x.sock"])
-            .resolve()
-            .unwrap_err()
-            .to_string();
+        let message = args(&["--socket", "/tmp/x.sock"]).resolve().unwrap_err().to_string();
         assert!(message.contains("--kms local"), "{message}");
     }
 
     #[test]
     fn local_kms_needs_nothing_else() {
-        let config = args(&["--socket", "/tmp/x.sock", "--kms", "local"])
-            .resolve()
-            .unwrap();
+        let config = args(&["--socket", "/tmp/x.sock", "--kms", "local"]).resolve().unwrap();
         assert!(matches!(config.kek, KekConfig::Local { kek_file: None }));
         assert_eq!(config.api, ApiSelection::Both);
     }
@@ -192,34 +163,17 @@ mod tests {
             r#"{"AccessKey":"AK","SecretKey":"SK","KmsEndpoint":"127.0.0.1:1,127.0.0.1:2","KmsKeyId":"lab-key","KmsSchema":"http","GRPCSocketPath":"/tmp/seed.sock"}"#,
         )
         .unwrap();
-        let config = args(&["-f", path.to_str().unwrap(), "--socket", "/tmp/flag.sock"])
-            .resolve()
-            .unwrap();
+        let config = args(&["-f", path.to_str().unwrap(), "--socket", "/tmp/flag.sock"]).resolve().unwrap();
         assert_eq!(config.socket, PathBuf::from("/tmp/flag.sock"));
-        let KekConfig::Remote(remote) = config.kek else {
-            panic!("expected a remote KEK")
-        };
-        assert_eq!(
-            remote.endpoints,
-            vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]
-        );
+        let KekConfig::Remote(remote) = config.kek else { panic!("expected a remote KEK") };
+        assert_eq!(remote.endpoints, vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
         assert_eq!(remote.key_id, "lab-key");
         assert!(!format!("{:?}", remote.credential).contains("SK"));
     }
 
     #[test]
     fn remote_kms_without_credentials_says_which_keys() {
-        let message = args(&[
-            "--socket",
-            "/tmp/x.sock",
-            "--kms",
-            "127.0.0.1:1",
-            "--kms-key-id",
-            "k",
-        ])
-        .resolve()
-        .unwrap_err()
-        .to_string();
+        let message = args(&["--socket", "/tmp/x.sock", "--kms", "127.0.0.1:1", "--kms-key-id", "k"]).resolve().unwrap_err().to_string();
         assert!(message.contains("AccessKey and SecretKey"), "{message}");
     }
 }

@@ -59,20 +59,12 @@ pub struct SeedConfig {
 impl SeedConfig {
     /// Reads and parses a seed-format config file.
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.to_owned(), source })?;
         serde_json::from_str(&text).map_err(|error| ConfigError::Invalid {
             path: path.to_owned(),
             line: error.line(),
             column: error.column(),
-            message: error
-                .to_string()
-                .split(" at line ")
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
+            message: error.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
         })
     }
 }
@@ -88,10 +80,7 @@ pub struct Credential {
 
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credential")
-            .field("access_key", &self.access_key)
-            .field("secret_key", &"<redacted>")
-            .finish()
+        f.debug_struct("Credential").field("access_key", &self.access_key).field("secret_key", &"<redacted>").finish()
     }
 }
 
@@ -172,9 +161,7 @@ pub enum ConfigError {
         hint: &'static str,
     },
     /// The KMS endpoint cannot be used.
-    #[error(
-        "bad KMS endpoint `{value}`: {reason} (expected host:port, or several separated by commas, or `local`)"
-    )]
+    #[error("bad KMS endpoint `{value}`: {reason} (expected host:port, or several separated by commas, or `local`)")]
     BadEndpoint {
         /// The endpoint as given.
         value: String,
@@ -188,10 +175,7 @@ pub enum ConfigError {
 
 /// Splits a seed `KmsEndpoint` (`host:port[,host:port…]`, optionally with a scheme each) into base URLs.
 pub fn parse_endpoints(value: &str, schema: &str) -> Result<Vec<String>, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadEndpoint {
-        value: value.to_owned(),
-        reason: reason.to_owned(),
-    };
+    let bad = |reason: &str| ConfigError::BadEndpoint { value: value.to_owned(), reason: reason.to_owned() };
     let mut endpoints = Vec::new();
     for part in value.split(',').map(str::trim) {
         if part.is_empty() {
@@ -202,13 +186,9 @@ pub fn parse_endpoints(value: &str, schema: &str) -> Result<Vec<String>, ConfigE
             Some((other, _)) => return Err(bad(&format!("scheme `{other}` is not http or https"))),
             None => (schema, part),
         };
-        let (host, port) = authority
-            .rsplit_once(':')
-            .ok_or_else(|| bad(&format!("`{authority}` has no :port")))?;
+        let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad(&format!("`{authority}` has no :port")))?;
         if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(bad(&format!(
-                "`{authority}` is not host:port with a port from 1 to 65535"
-            )));
+            return Err(bad(&format!("`{authority}` is not host:port with a port from 1 to 65535")));
         }
         endpoints.push(format!("{scheme}://{authority}"));
     }
@@ -221,50 +201,19 @@ mod tests {
 
     #[test]
     fn endpoints_accept_lists_and_schemes() {
-        assert_eq!(
-            parse_endpoints("127.0.0.1:8200", "http").unwrap(),
-            vec!["http://127.0.0.1:8200"]
-        );
-        assert_eq!(
-            parse_endpoints("a:1, https://b:2,c:3", "http").unwrap(),
-            vec!["http://a:1", "https://b:2", "http://c:3"]
-        );
-        assert!(
-            parse_endpoints("a:1,,b:2", "http")
-                .unwrap_err()
-                .to_string()
-                .contains("empty")
-        );
-        assert!(
-            parse_endpoints("nohost", "http")
-                .unwrap_err()
-                .to_string()
-                .contains("no :port")
-        );
-        assert!(
-            parse_endpoints("tcp://a:1", "http")
-                .unwrap_err()
-                .to_string()
-                .contains("`tcp`")
-        );
+        assert_eq!(parse_endpoints("127.0.0.1:8200", "http").unwrap(), vec!["http://127.0.0.1:8200"]);
+        assert_eq!(parse_endpoints("a:1, https://b:2,c:3", "http").unwrap(), vec!["http://a:1", "https://b:2", "http://c:3"]);
+        assert!(parse_endpoints("a:1,,b:2", "http").unwrap_err().to_string().contains("empty"));
+        assert!(parse_endpoints("nohost", "http").unwrap_err().to_string().contains("no :port"));
+        assert!(parse_endpoints("tcp://a:1", "http").unwrap_err().to_string().contains("`tcp`"));
     }
 
     #[test]
     fn unknown_keys_are_named_with_the_known_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        std::fs::write(
-            &path,
-            "{\n  \"KmsEndpoint\": \"a:1\",\n  \"KmsKeyID\": \"k\"\n}",
-        )
-        .unwrap();
-        let message = SeedConfig::read(&path)
-            .err()
-            .expect("unknown key is refused")
-            .to_string();
-        assert!(
-            message.contains("unknown field `KmsKeyID`") && message.contains("line 3"),
-            "{message}"
-        );
+        std::fs::write(&path, "{\n  \"KmsEndpoint\": \"a:1\",\n  \"KmsKeyID\": \"k\"\n}").unwrap();
+        let message = SeedConfig::read(&path).err().expect("unknown key is refused").to_string();
+        assert!(message.contains("unknown field `KmsKeyID`") && message.contains("line 3"), "{message}");
     }
 }

@@ -45,55 +45,30 @@ pub struct Health {
 impl Health {
     /// Probes `kek`, keeping a success for `ttl`; one probe may take at most `probe_timeout`.
     pub fn new(kek: Arc<Kek>, ttl: Duration, probe_timeout: Duration) -> Self {
-        Self {
-            kek,
-            ttl,
-            probe_timeout,
-            last: Mutex::new(None),
-        }
+        Self { kek, ttl, probe_timeout, last: Mutex::new(None) }
     }
 
     /// The current report, probing the KEK if the last result is too old.
     pub async fn report(&self) -> HealthReport {
         let mut last = self.last.lock().await;
         if let Some(probe) = last.as_ref() {
-            let reuse = if probe.report.is_ok() {
-                self.ttl
-            } else {
-                FAILED_PROBE_REUSE.min(self.ttl)
-            };
+            let reuse = if probe.report.is_ok() { self.ttl } else { FAILED_PROBE_REUSE.min(self.ttl) };
             if probe.at.elapsed() < reuse {
                 return probe.report.clone();
             }
         }
-        let previous_key_id = last
-            .as_ref()
-            .map(|p| p.report.key_id.clone())
-            .unwrap_or_default();
+        let previous_key_id = last.as_ref().map(|p| p.report.key_id.clone()).unwrap_or_default();
         let report = match tokio::time::timeout(self.probe_timeout, self.round_trip()).await {
-            Ok(Ok(key_id)) => HealthReport {
-                healthz: HEALTHZ_OK.to_owned(),
-                key_id,
-            },
-            Ok(Err(reason)) => HealthReport {
-                healthz: reason,
-                key_id: previous_key_id,
-            },
-            Err(_) => HealthReport {
-                healthz: format!(
-                    "KEK round trip did not finish within {:?}",
-                    self.probe_timeout
-                ),
-                key_id: previous_key_id,
-            },
+            Ok(Ok(key_id)) => HealthReport { healthz: HEALTHZ_OK.to_owned(), key_id },
+            Ok(Err(reason)) => HealthReport { healthz: reason, key_id: previous_key_id },
+            Err(_) => {
+                HealthReport { healthz: format!("KEK round trip did not finish within {:?}", self.probe_timeout), key_id: previous_key_id }
+            }
         };
         if !report.is_ok() {
             tracing::warn!(reason = %report.healthz, "KEK health probe failed");
         }
-        *last = Some(Probe {
-            at: Instant::now(),
-            report: report.clone(),
-        });
+        *last = Some(Probe { at: Instant::now(), report: report.clone() });
         report
     }
 
@@ -101,20 +76,9 @@ impl Health {
     async fn round_trip(&self) -> Result<String, String> {
         let mut probe = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut probe);
-        let wrapped = self
-            .kek
-            .wrap(&probe)
-            .await
-            .map_err(|e| format!("KEK wrap failed: {e}"))?;
-        let claimed = Claimed {
-            key_id: Some(&wrapped.key_id),
-            annotations: Some(&wrapped.annotations),
-        };
-        let unwrapped = self
-            .kek
-            .unwrap(&wrapped.ciphertext, claimed)
-            .await
-            .map_err(|e| format!("KEK unwrap failed: {e}"))?;
+        let wrapped = self.kek.wrap(&probe).await.map_err(|e| format!("KEK wrap failed: {e}"))?;
+        let claimed = Claimed { key_id: Some(&wrapped.key_id), annotations: Some(&wrapped.annotations) };
+        let unwrapped = self.kek.unwrap(&wrapped.ciphertext, claimed).await.map_err(|e| format!("KEK unwrap failed: {e}"))?;
         if unwrapped.as_slice() != probe {
             return Err("KEK round trip returned different bytes".to_owned());
         }

@@ -11,11 +11,8 @@ use tokio::signal::unix::{SignalKind, signal};
 const EXIT_CONFIG: u8 = 2;
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_PLUGIN_LOG")
-        .unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_PLUGIN_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -28,10 +25,7 @@ fn main() -> ExitCode {
     if let Some(Command::RotateKek { kek_file }) = &args.command {
         return match kms_plugin::kek::append_random_key(kek_file) {
             Ok(()) => {
-                eprintln!(
-                    "appended a new KEK version to {}; send SIGHUP to a running plugin to use it",
-                    kek_file.display()
-                );
+                eprintln!("appended a new KEK version to {}; send SIGHUP to a running plugin to use it", kek_file.display());
                 ExitCode::SUCCESS
             }
             Err(error) => {

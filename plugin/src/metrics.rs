@@ -50,49 +50,18 @@ impl Default for Metrics {
         let calls = Family::<CallLabels, Counter>::default();
         let latency = HistogramFamily::new_with_constructor(latency_histogram);
         let healthy = Gauge::default();
-        registry.register(
-            "calls",
-            "gRPC calls served, by API, method and status code",
-            calls.clone(),
-        );
-        registry.register(
-            "call_duration_seconds",
-            "gRPC call latency, by API and method",
-            latency.clone(),
-        );
-        registry.register(
-            "kek_healthy",
-            "1 when the last KEK round-trip probe succeeded",
-            healthy.clone(),
-        );
-        Self {
-            registry,
-            calls,
-            latency,
-            healthy,
-        }
+        registry.register("calls", "gRPC calls served, by API, method and status code", calls.clone());
+        registry.register("call_duration_seconds", "gRPC call latency, by API and method", latency.clone());
+        registry.register("kek_healthy", "1 when the last KEK round-trip probe succeeded", healthy.clone());
+        Self { registry, calls, latency, healthy }
     }
 }
 
 impl Metrics {
     /// Records one finished call.
-    pub fn observe(
-        &self,
-        api: &'static str,
-        method: &'static str,
-        code: tonic::Code,
-        elapsed: Duration,
-    ) {
-        self.calls
-            .get_or_create(&CallLabels {
-                api,
-                method,
-                code: format!("{code:?}"),
-            })
-            .inc();
-        self.latency
-            .get_or_create(&MethodLabels { api, method })
-            .observe(elapsed.as_secs_f64());
+    pub fn observe(&self, api: &'static str, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.calls.get_or_create(&CallLabels { api, method, code: format!("{code:?}") }).inc();
+        self.latency.get_or_create(&MethodLabels { api, method }).observe(elapsed.as_secs_f64());
     }
 
     /// Records the outcome of a health probe.
@@ -119,21 +88,11 @@ pub async fn serve(
         "/metrics",
         axum::routing::get(move || {
             let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4",
-                    )],
-                    metrics.render(),
-                )
-            }
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
         }),
     );
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "serving metrics on /metrics");
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

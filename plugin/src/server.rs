@@ -53,16 +53,8 @@ impl Plugin {
         let kek = Arc::new(Kek::from_config(&config.kek)?);
         let socket = BoundSocket::bind(&config.socket)?;
         let health = Arc::new(Health::new(kek.clone(), config.health_ttl, PROBE_TIMEOUT));
-        let shared = Shared {
-            kek,
-            health,
-            metrics: Arc::new(Metrics::default()),
-        };
-        Ok(Self {
-            config,
-            socket,
-            shared,
-        })
+        let shared = Shared { kek, health, metrics: Arc::new(Metrics::default()) };
+        Ok(Self { config, socket, shared })
     }
 
     /// The KEK, e.g. to reload it on SIGHUP.
@@ -71,49 +63,30 @@ impl Plugin {
     }
 
     /// Serves until `shutdown` resolves; in-flight calls finish, then the socket file is removed.
-    pub async fn serve(
-        mut self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        let listener = self
-            .socket
-            .take_listener()
-            .ok_or_else(|| KekError::Internal("the socket was already served".into()))?;
-        let listener =
-            tokio::net::UnixListener::from_std(listener).map_err(|source| SocketError::Io {
-                action: "serve",
-                path: self.socket.path().to_owned(),
-                source,
-            })?;
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let listener = self.socket.take_listener().ok_or_else(|| KekError::Internal("the socket was already served".into()))?;
+        let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| SocketError::Io {
+            action: "serve",
+            path: self.socket.path().to_owned(),
+            source,
+        })?;
         let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_task = match self.config.metrics_addr {
             Some(addr) => {
-                let metrics_listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServeError::Metrics { addr, source })?;
+                let metrics_listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Metrics { addr, source })?;
                 let metrics = self.shared.metrics.clone();
-                Some(tokio::spawn(crate::metrics::serve(
-                    metrics_listener,
-                    metrics,
-                    async {
-                        let _ = metrics_stopped.await;
-                    },
-                )))
+                Some(tokio::spawn(crate::metrics::serve(metrics_listener, metrics, async {
+                    let _ = metrics_stopped.await;
+                })))
             }
             None => None,
         };
         let api = self.config.api;
         tracing::info!(socket = %self.socket.path().display(), v2 = api.v2(), v1beta1 = api.v1beta1(), "KMS plugin serving");
-        let v2 = api.v2().then(|| {
-            v2::key_management_service_server::KeyManagementServiceServer::new(V2Service(
-                self.shared.clone(),
-            ))
-        });
-        let v1 = api.v1beta1().then(|| {
-            v1beta1::key_management_service_server::KeyManagementServiceServer::new(V1beta1Service(
-                self.shared.clone(),
-            ))
-        });
+        let v2 = api.v2().then(|| v2::key_management_service_server::KeyManagementServiceServer::new(V2Service(self.shared.clone())));
+        let v1 = api
+            .v1beta1()
+            .then(|| v1beta1::key_management_service_server::KeyManagementServiceServer::new(V1beta1Service(self.shared.clone())));
         let result = tonic::transport::Server::builder()
             .add_optional_service(v2)
             .add_optional_service(v1)
@@ -130,9 +103,6 @@ impl Plugin {
 }
 
 /// Binds and serves `config` until `shutdown` resolves.
-pub async fn serve(
-    config: PluginConfig,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), ServeError> {
+pub async fn serve(config: PluginConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
     Plugin::bind(config)?.serve(shutdown).await
 }

@@ -44,14 +44,7 @@ impl Shared {
                 tracing::warn!(api, method, uid, latency_ms, outcome = ?status.code(), error = %status.message(), "refused")
             }
         }
-        self.metrics.observe(
-            api,
-            method,
-            result
-                .as_ref()
-                .map_or_else(Status::code, |_| tonic::Code::Ok),
-            elapsed,
-        );
+        self.metrics.observe(api, method, result.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok), elapsed);
         result.map(|(response, _)| Response::new(response))
     }
 }
@@ -61,66 +54,38 @@ pub struct V2Service(pub Shared);
 
 #[tonic::async_trait]
 impl v2::key_management_service_server::KeyManagementService for V2Service {
-    async fn status(
-        &self,
-        _request: Request<v2::StatusRequest>,
-    ) -> Result<Response<v2::StatusResponse>, Status> {
+    async fn status(&self, _request: Request<v2::StatusRequest>) -> Result<Response<v2::StatusResponse>, Status> {
         self.0
             .observed("v2", "Status", "", async {
                 let report = self.0.health.report().await;
                 self.0.metrics.set_healthy(report.is_ok());
                 let key_id = report.key_id.clone();
-                Ok((
-                    v2::StatusResponse {
-                        version: KMS_V2_API_VERSION.to_owned(),
-                        healthz: report.healthz,
-                        key_id: report.key_id,
-                    },
-                    key_id,
-                ))
+                Ok((v2::StatusResponse { version: KMS_V2_API_VERSION.to_owned(), healthz: report.healthz, key_id: report.key_id }, key_id))
             })
             .await
     }
 
-    async fn encrypt(
-        &self,
-        request: Request<v2::EncryptRequest>,
-    ) -> Result<Response<v2::EncryptResponse>, Status> {
+    async fn encrypt(&self, request: Request<v2::EncryptRequest>) -> Result<Response<v2::EncryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v2", "Encrypt", &request.uid, async {
                 let wrapped = self.0.kek.wrap(&request.plaintext).await?;
                 let key_id = wrapped.key_id.clone();
                 Ok((
-                    v2::EncryptResponse {
-                        ciphertext: wrapped.ciphertext,
-                        key_id: wrapped.key_id,
-                        annotations: wrapped.annotations,
-                    },
+                    v2::EncryptResponse { ciphertext: wrapped.ciphertext, key_id: wrapped.key_id, annotations: wrapped.annotations },
                     key_id,
                 ))
             })
             .await
     }
 
-    async fn decrypt(
-        &self,
-        request: Request<v2::DecryptRequest>,
-    ) -> Result<Response<v2::DecryptResponse>, Status> {
+    async fn decrypt(&self, request: Request<v2::DecryptRequest>) -> Result<Response<v2::DecryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v2", "Decrypt", &request.uid, async {
-                let claimed = Claimed {
-                    key_id: Some(&request.key_id),
-                    annotations: Some(&request.annotations),
-                };
+                let claimed = Claimed { key_id: Some(&request.key_id), annotations: Some(&request.annotations) };
                 let plaintext = self.0.kek.unwrap(&request.ciphertext, claimed).await?;
-                Ok((
-                    v2::DecryptResponse {
-                        plaintext: plaintext.to_vec().into(),
-                    },
-                    request.key_id.clone(),
-                ))
+                Ok((v2::DecryptResponse { plaintext: plaintext.to_vec().into() }, request.key_id.clone()))
             })
             .await
     }
@@ -133,18 +98,13 @@ fn check_v1_version(version: &str) -> Result<(), Status> {
     if version.is_empty() || version == KMS_V1BETA1_API_VERSION {
         Ok(())
     } else {
-        Err(Status::invalid_argument(format!(
-            "unsupported KMS API version `{version}`: this service speaks `{KMS_V1BETA1_API_VERSION}`"
-        )))
+        Err(Status::invalid_argument(format!("unsupported KMS API version `{version}`: this service speaks `{KMS_V1BETA1_API_VERSION}`")))
     }
 }
 
 #[tonic::async_trait]
 impl v1beta1::key_management_service_server::KeyManagementService for V1beta1Service {
-    async fn version(
-        &self,
-        _request: Request<v1beta1::VersionRequest>,
-    ) -> Result<Response<v1beta1::VersionResponse>, Status> {
+    async fn version(&self, _request: Request<v1beta1::VersionRequest>) -> Result<Response<v1beta1::VersionResponse>, Status> {
         self.0
             .observed("v1beta1", "Version", "", async {
                 let response = v1beta1::VersionResponse {
@@ -157,44 +117,24 @@ impl v1beta1::key_management_service_server::KeyManagementService for V1beta1Ser
             .await
     }
 
-    async fn encrypt(
-        &self,
-        request: Request<v1beta1::EncryptRequest>,
-    ) -> Result<Response<v1beta1::EncryptResponse>, Status> {
+    async fn encrypt(&self, request: Request<v1beta1::EncryptRequest>) -> Result<Response<v1beta1::EncryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v1beta1", "Encrypt", "", async {
                 check_v1_version(&request.version)?;
                 let wrapped = self.0.kek.wrap(&request.plain).await?;
-                Ok((
-                    v1beta1::EncryptResponse {
-                        cipher: wrapped.ciphertext,
-                    },
-                    wrapped.key_id,
-                ))
+                Ok((v1beta1::EncryptResponse { cipher: wrapped.ciphertext }, wrapped.key_id))
             })
             .await
     }
 
-    async fn decrypt(
-        &self,
-        request: Request<v1beta1::DecryptRequest>,
-    ) -> Result<Response<v1beta1::DecryptResponse>, Status> {
+    async fn decrypt(&self, request: Request<v1beta1::DecryptRequest>) -> Result<Response<v1beta1::DecryptResponse>, Status> {
         let request = request.into_inner();
         self.0
             .observed("v1beta1", "Decrypt", "", async {
                 check_v1_version(&request.version)?;
-                let plain = self
-                    .0
-                    .kek
-                    .unwrap(&request.cipher, Claimed::default())
-                    .await?;
-                Ok((
-                    v1beta1::DecryptResponse {
-                        plain: plain.to_vec().into(),
-                    },
-                    String::new(),
-                ))
+                let plain = self.0.kek.unwrap(&request.cipher, Claimed::default()).await?;
+                Ok((v1beta1::DecryptResponse { plain: plain.to_vec().into() }, String::new()))
             })
             .await
     }

@@ -11,9 +11,7 @@ pub enum SocketError {
     #[error("another process is already serving on `{0}`: stop it first, or pass another --socket")]
     InUse(PathBuf),
     /// Something that is not a socket is in the way.
-    #[error(
-        "`{0}` exists and is not a socket; refusing to replace it (remove it or pass another --socket)"
-    )]
+    #[error("`{0}` exists and is not a socket; refusing to replace it (remove it or pass another --socket)")]
     NotASocket(PathBuf),
     /// The socket's directory does not exist.
     #[error("the directory of `{0}` does not exist: create it first")]
@@ -42,11 +40,7 @@ pub struct BoundSocket {
 impl BoundSocket {
     /// Binds `path`: a stale socket (nobody listening) is removed first, a live one refused.
     pub fn bind(path: &Path) -> Result<Self, SocketError> {
-        let io = |action, source| SocketError::Io {
-            action,
-            path: path.to_owned(),
-            source,
-        };
+        let io = |action, source| SocketError::Io { action, path: path.to_owned(), source };
         match std::fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => {
                 return Err(SocketError::NotASocket(path.to_owned()));
@@ -67,17 +61,10 @@ impl BoundSocket {
             return Err(SocketError::NoDirectory(path.to_owned()));
         }
         let listener = UnixListener::bind(path).map_err(|e| io("bind", e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io("chmod 0600", e))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| io("configure", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io("chmod 0600", e))?;
+        listener.set_nonblocking(true).map_err(|e| io("configure", e))?;
         let inode = std::fs::metadata(path).map_err(|e| io("inspect", e))?.ino();
-        Ok(Self {
-            listener: Some(listener),
-            path: path.to_owned(),
-            inode,
-        })
+        Ok(Self { listener: Some(listener), path: path.to_owned(), inode })
     }
 
     /// The socket path.

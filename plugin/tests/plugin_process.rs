@@ -20,16 +20,8 @@ async fn local_plugin(dir: &tempfile::TempDir, args: &[&str]) -> PluginProcess {
 }
 
 async fn encrypt(client: &kms_wire::PluginClient, plaintext: &[u8]) -> v2::EncryptResponse {
-    let request = v2::EncryptRequest {
-        plaintext: Bytes::copy_from_slice(plaintext),
-        uid: "test-uid".into(),
-    };
-    client
-        .v2()
-        .encrypt(request)
-        .await
-        .expect("encrypt succeeds")
-        .into_inner()
+    let request = v2::EncryptRequest { plaintext: Bytes::copy_from_slice(plaintext), uid: "test-uid".into() };
+    client.v2().encrypt(request).await.expect("encrypt succeeds").into_inner()
 }
 
 fn decrypt_request(encrypted: &v2::EncryptResponse) -> v2::DecryptRequest {
@@ -46,30 +38,13 @@ async fn v2_status_reports_version_health_and_a_stable_key_id() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = local_plugin(&dir, &[]).await;
     let client = plugin.client().await;
-    let first = client
-        .v2()
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let first = client.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(first.version, "v2");
     assert_eq!(first.healthz, "ok");
     limits::validate_key_id(&first.key_id).expect("key id within upstream limits");
-    let second = client
-        .v2()
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        second.key_id, first.key_id,
-        "key id changed without a rotation"
-    );
-    let mode = std::fs::metadata(&plugin.socket)
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
+    let second = client.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(second.key_id, first.key_id, "key id changed without a rotation");
+    let mode = std::fs::metadata(&plugin.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode is {mode:o}");
 }
 
@@ -78,48 +53,22 @@ async fn v2_round_trips_0_bytes_to_64_kib_with_randomised_ciphertext() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = local_plugin(&dir, &[]).await;
     let client = plugin.client().await;
-    let status = client
-        .v2()
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = client.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
     for size in [0usize, 1, 32, 1000, 4096, 65536] {
         let plaintext: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let a = encrypt(&client, &plaintext).await;
         let b = encrypt(&client, &plaintext).await;
-        assert_eq!(
-            a.key_id, status.key_id,
-            "Encrypt key_id must equal Status key_id"
-        );
-        assert_ne!(
-            a.ciphertext, b.ciphertext,
-            "two encryptions of {size} bytes are identical"
-        );
+        assert_eq!(a.key_id, status.key_id, "Encrypt key_id must equal Status key_id");
+        assert_ne!(a.ciphertext, b.ciphertext, "two encryptions of {size} bytes are identical");
         if size >= 8 {
-            assert!(
-                !a.ciphertext
-                    .windows(size.min(32))
-                    .any(|w| w == &plaintext[..size.min(32)]),
-                "ciphertext contains the plaintext"
-            );
+            assert!(!a.ciphertext.windows(size.min(32)).any(|w| w == &plaintext[..size.min(32)]), "ciphertext contains the plaintext");
         }
         limits::validate_annotations(&a.annotations).expect("annotations within upstream rules");
         if size <= 32 {
-            limits::validate_encrypted_dek(&a.ciphertext)
-                .expect("a DEK-sized ciphertext stays within 1 KiB");
+            limits::validate_encrypted_dek(&a.ciphertext).expect("a DEK-sized ciphertext stays within 1 KiB");
         }
-        let opened = client
-            .v2()
-            .decrypt(decrypt_request(&a))
-            .await
-            .expect("decrypt succeeds")
-            .into_inner();
-        assert_eq!(
-            opened.plaintext.as_ref(),
-            plaintext.as_slice(),
-            "round trip of {size} bytes"
-        );
+        let opened = client.v2().decrypt(decrypt_request(&a)).await.expect("decrypt succeeds").into_inner();
+        assert_eq!(opened.plaintext.as_ref(), plaintext.as_slice(), "round trip of {size} bytes");
     }
 }
 
@@ -137,41 +86,14 @@ async fn v2_refuses_tampered_garbage_and_mismatched_ciphertext() {
     tampered.ciphertext = bytes.into();
     let cases = [
         ("tampered", tampered),
-        (
-            "garbage",
-            v2::DecryptRequest {
-                ciphertext: Bytes::from_static(b"definitely not a ciphertext at all"),
-                ..decrypt_request(&good)
-            },
-        ),
-        (
-            "truncated",
-            v2::DecryptRequest {
-                ciphertext: good.ciphertext.slice(..good.ciphertext.len() - 5),
-                ..decrypt_request(&good)
-            },
-        ),
-        (
-            "empty",
-            v2::DecryptRequest {
-                ciphertext: Bytes::new(),
-                ..decrypt_request(&good)
-            },
-        ),
-        (
-            "wrong key id",
-            v2::DecryptRequest {
-                key_id: "some-other-key".into(),
-                ..decrypt_request(&good)
-            },
-        ),
+        ("garbage", v2::DecryptRequest { ciphertext: Bytes::from_static(b"definitely not a ciphertext at all"), ..decrypt_request(&good) }),
+        ("truncated", v2::DecryptRequest { ciphertext: good.ciphertext.slice(..good.ciphertext.len() - 5), ..decrypt_request(&good) }),
+        ("empty", v2::DecryptRequest { ciphertext: Bytes::new(), ..decrypt_request(&good) }),
+        ("wrong key id", v2::DecryptRequest { key_id: "some-other-key".into(), ..decrypt_request(&good) }),
         (
             "wrong annotations",
             v2::DecryptRequest {
-                annotations: BTreeMap::from([(
-                    "kek-version.kms-lab.io".into(),
-                    Bytes::from_static(b"7"),
-                )]),
+                annotations: BTreeMap::from([("kek-version.kms-lab.io".into(), Bytes::from_static(b"7"))]),
                 ..decrypt_request(&good)
             },
         ),
@@ -179,21 +101,9 @@ async fn v2_refuses_tampered_garbage_and_mismatched_ciphertext() {
     for (name, request) in cases {
         let status = client.v2().decrypt(request).await.expect_err(name);
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
-        assert!(
-            !status
-                .message()
-                .as_bytes()
-                .windows(SECRET.len())
-                .any(|w| w == SECRET),
-            "{name}: error echoes the plaintext"
-        );
+        assert!(!status.message().as_bytes().windows(SECRET.len()).any(|w| w == SECRET), "{name}: error echoes the plaintext");
     }
-    assert!(
-        !plugin
-            .log_text()
-            .contains(std::str::from_utf8(SECRET).unwrap()),
-        "plaintext reached the log"
-    );
+    assert!(!plugin.log_text().contains(std::str::from_utf8(SECRET).unwrap()), "plaintext reached the log");
 }
 
 #[tokio::test]
@@ -201,14 +111,7 @@ async fn v1beta1_version_round_trip_and_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = local_plugin(&dir, &[]).await;
     let client = plugin.client().await;
-    let version = client
-        .v1beta1()
-        .version(v1beta1::VersionRequest {
-            version: "v1beta1".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let version = client.v1beta1().version(v1beta1::VersionRequest { version: "v1beta1".into() }).await.unwrap().into_inner();
     assert_eq!(version.version, "v1beta1");
     assert_eq!(version.runtime_name, "kms-lab-plugin");
     let parts: Vec<&str> = version.runtime_version.split('.').collect();
@@ -222,20 +125,14 @@ async fn v1beta1_version_round_trip_and_garbage() {
         let plain: Vec<u8> = (0..size).map(|i| i as u8).collect();
         let sealed = client
             .v1beta1()
-            .encrypt(v1beta1::EncryptRequest {
-                version: "v1beta1".into(),
-                plain: plain.clone().into(),
-            })
+            .encrypt(v1beta1::EncryptRequest { version: "v1beta1".into(), plain: plain.clone().into() })
             .await
             .unwrap()
             .into_inner();
         assert_ne!(sealed.cipher.as_ref(), plain.as_slice());
         let opened = client
             .v1beta1()
-            .decrypt(v1beta1::DecryptRequest {
-                version: "v1beta1".into(),
-                cipher: sealed.cipher,
-            })
+            .decrypt(v1beta1::DecryptRequest { version: "v1beta1".into(), cipher: sealed.cipher })
             .await
             .unwrap()
             .into_inner();
@@ -243,25 +140,13 @@ async fn v1beta1_version_round_trip_and_garbage() {
     }
     let garbage = client
         .v1beta1()
-        .decrypt(v1beta1::DecryptRequest {
-            version: "v1beta1".into(),
-            cipher: Bytes::from_static(b"garbage"),
-        })
+        .decrypt(v1beta1::DecryptRequest { version: "v1beta1".into(), cipher: Bytes::from_static(b"garbage") })
         .await
         .unwrap_err();
     assert_eq!(garbage.code(), Code::InvalidArgument);
-    let wrong_version = client
-        .v1beta1()
-        .encrypt(v1beta1::EncryptRequest {
-            version: "v9".into(),
-            plain: Bytes::from_static(b"x"),
-        })
-        .await
-        .unwrap_err();
-    assert!(
-        wrong_version.message().contains("`v9`"),
-        "{wrong_version:?}"
-    );
+    let wrong_version =
+        client.v1beta1().encrypt(v1beta1::EncryptRequest { version: "v9".into(), plain: Bytes::from_static(b"x") }).await.unwrap_err();
+    assert!(wrong_version.message().contains("`v9`"), "{wrong_version:?}");
 }
 
 #[tokio::test]
@@ -275,57 +160,31 @@ async fn two_hundred_concurrent_round_trips_on_both_apis() {
             let plaintext = format!("dek-{i:04}-{}", "x".repeat(i as usize % 64)).into_bytes();
             if i % 2 == 0 {
                 let sealed = encrypt(&client, &plaintext).await;
-                client
-                    .v2()
-                    .decrypt(decrypt_request(&sealed))
-                    .await
-                    .map(|r| r.into_inner().plaintext == plaintext)
+                client.v2().decrypt(decrypt_request(&sealed)).await.map(|r| r.into_inner().plaintext == plaintext)
             } else {
                 let sealed = client
                     .v1beta1()
-                    .encrypt(v1beta1::EncryptRequest {
-                        version: "v1beta1".into(),
-                        plain: plaintext.clone().into(),
-                    })
+                    .encrypt(v1beta1::EncryptRequest { version: "v1beta1".into(), plain: plaintext.clone().into() })
                     .await?
                     .into_inner();
                 client
                     .v1beta1()
-                    .decrypt(v1beta1::DecryptRequest {
-                        version: "v1beta1".into(),
-                        cipher: sealed.cipher,
-                    })
+                    .decrypt(v1beta1::DecryptRequest { version: "v1beta1".into(), cipher: sealed.cipher })
                     .await
                     .map(|r| r.into_inner().plain == plaintext)
             }
         }
     });
     let results = futures::future::join_all(calls).await;
-    let wrong: Vec<_> = results
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| !matches!(r, Ok(true)))
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{} of 200 concurrent round trips failed: {wrong:?}",
-        wrong.len()
-    );
+    let wrong: Vec<_> = results.iter().enumerate().filter(|(_, r)| !matches!(r, Ok(true))).collect();
+    assert!(wrong.is_empty(), "{} of 200 concurrent round trips failed: {wrong:?}", wrong.len());
 }
 
 #[tokio::test]
 async fn api_v2_only_does_not_serve_v1beta1() {
     let dir = tempfile::tempdir().unwrap();
     let plugin = local_plugin(&dir, &["--api", "v2"]).await;
-    let status = plugin
-        .client()
-        .await
-        .v1beta1()
-        .version(v1beta1::VersionRequest {
-            version: "v1beta1".into(),
-        })
-        .await
-        .unwrap_err();
+    let status = plugin.client().await.v1beta1().version(v1beta1::VersionRequest { version: "v1beta1".into() }).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
 }
 
@@ -343,22 +202,9 @@ async fn restart_on_the_same_kek_file_keeps_key_id_and_old_ciphertexts() {
 
     let second = local_plugin(&dir, &args).await;
     let client = second.client().await;
-    let now = client
-        .v2()
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        now.key_id, sealed.key_id,
-        "a restart on the same key file changed the key id"
-    );
-    let opened = client
-        .v2()
-        .decrypt(decrypt_request(&sealed))
-        .await
-        .unwrap()
-        .into_inner();
+    let now = client.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(now.key_id, sealed.key_id, "a restart on the same key file changed the key id");
+    let opened = client.v2().decrypt(decrypt_request(&sealed)).await.unwrap().into_inner();
     assert_eq!(opened.plaintext.as_ref(), SECRET);
 }
 
@@ -366,16 +212,7 @@ async fn restart_on_the_same_kek_file_keeps_key_id_and_old_ciphertexts() {
 async fn rotate_kek_and_sighup_change_the_key_id_and_old_ciphertexts_still_open() {
     let dir = tempfile::tempdir().unwrap();
     let kek_file = dir.path().join("kek.keys");
-    let plugin = local_plugin(
-        &dir,
-        &[
-            "--kek-file",
-            kek_file.to_str().unwrap(),
-            "--health-ttl",
-            "0s",
-        ],
-    )
-    .await;
+    let plugin = local_plugin(&dir, &["--kek-file", kek_file.to_str().unwrap(), "--health-ttl", "0s"]).await;
     let client = plugin.client().await;
     let before = encrypt(&client, SECRET).await;
     let (status, stderr) = run_to_exit(&["rotate-kek", "--kek-file", kek_file.to_str().unwrap()]);
@@ -383,31 +220,17 @@ async fn rotate_kek_and_sighup_change_the_key_id_and_old_ciphertexts_still_open(
     plugin.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     let rotated = loop {
-        let status = client
-            .v2()
-            .status(v2::StatusRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let status = client.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
         if status.key_id != before.key_id {
             break status;
         }
-        assert!(
-            Instant::now() < deadline,
-            "Status key_id did not change within 10 s of SIGHUP; log:\n{}",
-            plugin.log_text()
-        );
+        assert!(Instant::now() < deadline, "Status key_id did not change within 10 s of SIGHUP; log:\n{}", plugin.log_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(rotated.healthz, "ok");
     let after = encrypt(&client, SECRET).await;
     assert_eq!(after.key_id, rotated.key_id);
-    let opened = client
-        .v2()
-        .decrypt(decrypt_request(&before))
-        .await
-        .expect("old ciphertext opens after rotation")
-        .into_inner();
+    let opened = client.v2().decrypt(decrypt_request(&before)).await.expect("old ciphertext opens after rotation").into_inner();
     assert_eq!(opened.plaintext.as_ref(), SECRET);
 }
 
@@ -419,14 +242,7 @@ async fn a_stale_socket_file_is_replaced() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let plugin = PluginProcess::start(dir.path(), &socket, &["--kms", "local"]).await;
-    let status = plugin
-        .client()
-        .await
-        .v2()
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    let status = plugin.client().await.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.healthz, "ok");
     assert!(plugin.log_text().contains("removing stale socket"));
 }
@@ -435,21 +251,10 @@ async fn a_stale_socket_file_is_replaced() {
 async fn a_live_socket_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let first = local_plugin(&dir, &[]).await;
-    let (status, stderr) =
-        run_to_exit(&["--socket", first.socket.to_str().unwrap(), "--kms", "local"]);
+    let (status, stderr) = run_to_exit(&["--socket", first.socket.to_str().unwrap(), "--kms", "local"]);
     assert_eq!(status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("another process is already serving"),
-        "{stderr}"
-    );
-    let still = first
-        .client()
-        .await
-        .v2()
-        .status(v2::StatusRequest {})
-        .await
-        .unwrap()
-        .into_inner();
+    assert!(stderr.contains("another process is already serving"), "{stderr}");
+    let still = first.client().await.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(still.healthz, "ok", "the first plugin was disturbed");
 }
 
@@ -462,80 +267,40 @@ fn bad_configuration_exits_2_naming_the_problem() {
 
     let config = dir.path().join("config.json");
     std::fs::write(&config, r#"{"KmsEndpoint": "127.0.0.1:9", "KmsKeyId": "k", "SecretKey": "hunter2", "Colour": "blue"}"#).unwrap();
-    let (status, stderr) =
-        run_to_exit(&["-f", config.to_str().unwrap(), "--socket", "/tmp/x.sock"]);
+    let (status, stderr) = run_to_exit(&["-f", config.to_str().unwrap(), "--socket", "/tmp/x.sock"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("unknown field `Colour`") && !stderr.contains("hunter2"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unknown field `Colour`") && !stderr.contains("hunter2"), "{stderr}");
 
     let (status, stderr) = run_to_exit(&["-f", "/nonexistent/config.json"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("cannot read config file `/nonexistent/config.json`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot read config file `/nonexistent/config.json`"), "{stderr}");
 
     let (status, stderr) = run_to_exit(&["--socket", "/tmp/x.sock", "--kms", "no-port-here"]);
     assert_eq!(status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("bad KMS endpoint `no-port-here`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad KMS endpoint `no-port-here`"), "{stderr}");
 }
 
 #[tokio::test]
 async fn metrics_count_calls_by_method_and_code() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let addr = format!("127.0.0.1:{port}");
     let plugin = local_plugin(&dir, &["--metrics-addr", &addr]).await;
     let client = plugin.client().await;
     encrypt(&client, SECRET).await;
-    let _ = client
-        .v2()
-        .decrypt(v2::DecryptRequest {
-            ciphertext: Bytes::from_static(b"junk"),
-            ..Default::default()
-        })
-        .await;
+    let _ = client.v2().decrypt(v2::DecryptRequest { ciphertext: Bytes::from_static(b"junk"), ..Default::default() }).await;
     let body = http_get(&addr, "/metrics");
-    assert!(
-        body.contains(r#"kms_plugin_calls_total{api="v2",method="Encrypt",code="Ok"} 1"#),
-        "{body}"
-    );
-    assert!(
-        body.contains(
-            r#"kms_plugin_calls_total{api="v2",method="Decrypt",code="InvalidArgument"} 1"#
-        ),
-        "{body}"
-    );
-    assert!(
-        body.contains("kms_plugin_call_duration_seconds_bucket"),
-        "{body}"
-    );
+    assert!(body.contains(r#"kms_plugin_calls_total{api="v2",method="Encrypt",code="Ok"} 1"#), "{body}");
+    assert!(body.contains(r#"kms_plugin_calls_total{api="v2",method="Decrypt",code="InvalidArgument"} 1"#), "{body}");
+    assert!(body.contains("kms_plugin_call_duration_seconds_bucket"), "{body}");
 }
 
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
-    let mut stream =
-        std::net::TcpStream::connect(addr).expect("metrics endpoint accepts connections");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics endpoint accepts connections");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .expect("metrics response is text");
+    stream.read_to_string(&mut response).expect("metrics response is text");
     response
 }

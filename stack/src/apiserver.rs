@@ -75,12 +75,7 @@ pub struct ApiServer {
     pub options: ApiServerOptions,
 }
 
-fn args(
-    options: &ApiServerOptions,
-    files: &SharedFiles,
-    port: u16,
-    cert_dir: &Path,
-) -> Vec<String> {
+fn args(options: &ApiServerOptions, files: &SharedFiles, port: u16, cert_dir: &Path) -> Vec<String> {
     let mut args = vec![
         format!("--etcd-servers={}", options.etcd_url),
         "--bind-address=127.0.0.1".to_owned(),
@@ -92,21 +87,12 @@ fn args(
         format!("--token-auth-file={}", files.token_file.display()),
         "--authorization-mode=RBAC".to_owned(),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".to_owned(),
-        format!(
-            "--service-account-key-file={}",
-            files.service_account_public.display()
-        ),
-        format!(
-            "--service-account-signing-key-file={}",
-            files.service_account_key.display()
-        ),
+        format!("--service-account-key-file={}", files.service_account_public.display()),
+        format!("--service-account-signing-key-file={}", files.service_account_key.display()),
         "--service-cluster-ip-range=10.0.0.0/24".to_owned(),
         // Several apiservers on 127.0.0.1 share one etcd; none reconciles the kubernetes Service endpoints.
         "--endpoint-reconciler-type=none".to_owned(),
-        format!(
-            "--encryption-provider-config={}",
-            options.encryption_config.display()
-        ),
+        format!("--encryption-provider-config={}", options.encryption_config.display()),
         "--encryption-provider-config-automatic-reload=true".to_owned(),
     ];
     if options.kms_v1_gate {
@@ -133,31 +119,13 @@ impl ApiServer {
     {
         let port = ports::free_port()?;
         let cert_dir = work_dir.join(format!("{}-certs", options.name));
-        std::fs::create_dir_all(&cert_dir)
-            .map_err(StackError::io(format!("create {}", cert_dir.display())))?;
-        let mut process = Supervised::spawn(
-            &options.name,
-            binary,
-            &args(&options, files, port, &cert_dir),
-            log,
-            &[],
-        )?;
+        std::fs::create_dir_all(&cert_dir).map_err(StackError::io(format!("create {}", cert_dir.display())))?;
+        let mut process = Supervised::spawn(&options.name, binary, &args(&options, files, port, &cert_dir), log, &[])?;
         let mut check = check;
         process
-            .wait_ready(
-                &format!(
-                    "GET https://127.0.0.1:{port}{} to answer 200",
-                    readiness.path()
-                ),
-                READY_DEADLINE,
-                || check(port),
-            )
+            .wait_ready(&format!("GET https://127.0.0.1:{port}{} to answer 200", readiness.path()), READY_DEADLINE, || check(port))
             .await?;
-        Ok(Self {
-            process: Some(process),
-            port,
-            options,
-        })
+        Ok(Self { process: Some(process), port, options })
     }
 
     /// The server URL.

@@ -1,9 +1,7 @@
 //! The control plane's PKI, generated in process: a CA, the apiserver's serving certificate
 //! for 127.0.0.1/localhost, and the service-account signing key.
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
 use crate::error::StackError;
 
@@ -31,25 +29,14 @@ impl Pki {
     /// Generates a fresh PKI.
     pub fn generate() -> Result<Self, StackError> {
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "kms-lab CA");
+        ca_params.distinguished_name.push(DnType::CommonName, "kms-lab CA");
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-        let mut serving = CertificateParams::new(vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            "kubernetes.default.svc".to_owned(),
-        ])?;
-        serving
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
+        let mut serving =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "kubernetes.default.svc".to_owned()])?;
+        serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         let serving_key = KeyPair::generate()?;
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 

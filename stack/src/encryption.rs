@@ -65,10 +65,7 @@ pub struct StaticKey {
 
 impl std::fmt::Debug for StaticKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticKey")
-            .field("name", &self.name)
-            .field("secret", &"<redacted>")
-            .finish()
+        f.debug_struct("StaticKey").field("name", &self.name).field("secret", &"<redacted>").finish()
     }
 }
 
@@ -115,21 +112,13 @@ impl KmsProvider {
 
     /// A KMS v1 provider for the plugin listening on `socket`.
     pub fn v1(name: &str, socket: &std::path::Path, cachesize: u32, timeout: Duration) -> Self {
-        Self {
-            api_version: KmsApiVersion::V1,
-            cachesize: Some(cachesize),
-            ..Self::v2(name, socket, timeout)
-        }
+        Self { api_version: KmsApiVersion::V1, cachesize: Some(cachesize), ..Self::v2(name, socket, timeout) }
     }
 }
 
 /// Formats a duration the way Go's `time.ParseDuration` reads it.
 pub fn format_duration(duration: Duration) -> String {
-    if duration.subsec_millis() == 0 {
-        format!("{}s", duration.as_secs())
-    } else {
-        format!("{}ms", duration.as_millis())
-    }
+    if duration.subsec_millis() == 0 { format!("{}s", duration.as_secs()) } else { format!("{}ms", duration.as_millis()) }
 }
 
 impl EncryptionConfiguration {
@@ -138,10 +127,7 @@ impl EncryptionConfiguration {
         Self {
             api_version: "apiserver.config.k8s.io/v1".to_owned(),
             kind: "EncryptionConfiguration".to_owned(),
-            resources: vec![ResourceConfig {
-                resources: resources.iter().map(|r| (*r).to_owned()).collect(),
-                providers,
-            }],
+            resources: vec![ResourceConfig { resources: resources.iter().map(|r| (*r).to_owned()).collect(), providers }],
         }
     }
 
@@ -152,10 +138,7 @@ impl EncryptionConfiguration {
 
     /// Whether any provider is a KMS v1 provider (which needs the `KMSv1` feature gate).
     pub fn uses_kms_v1(&self) -> bool {
-        self.resources
-            .iter()
-            .flat_map(|r| &r.providers)
-            .any(|p| matches!(p, Provider::Kms(k) if k.api_version == KmsApiVersion::V1))
+        self.resources.iter().flat_map(|r| &r.providers).any(|p| matches!(p, Provider::Kms(k) if k.api_version == KmsApiVersion::V1))
     }
 }
 
@@ -168,11 +151,7 @@ mod tests {
         let config = EncryptionConfiguration::new(
             &["secrets"],
             vec![
-                Provider::Kms(KmsProvider::v2(
-                    "lab-kms",
-                    std::path::Path::new("/tmp/p.sock"),
-                    Duration::from_secs(3),
-                )),
+                Provider::Kms(KmsProvider::v2("lab-kms", std::path::Path::new("/tmp/p.sock"), Duration::from_secs(3))),
                 Provider::Identity(Empty {}),
             ],
         );

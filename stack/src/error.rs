@@ -31,9 +31,7 @@ pub enum StackError {
         source: std::io::Error,
     },
     /// A process exited before it became ready.
-    #[error(
-        "{component} exited with {status} before it was ready ({waited_for}); last lines of {log}:\n{last_lines}"
-    )]
+    #[error("{component} exited with {status} before it was ready ({waited_for}); last lines of {log}:\n{last_lines}")]
     ExitedBeforeReady {
         /// The component.
         component: String,
@@ -47,9 +45,7 @@ pub enum StackError {
         last_lines: String,
     },
     /// A process did not become ready in time.
-    #[error(
-        "{component} was not ready within {seconds} s (waited for {waited_for}); last lines of {log}:\n{last_lines}"
-    )]
+    #[error("{component} was not ready within {seconds} s (waited for {waited_for}); last lines of {log}:\n{last_lines}")]
     NotReady {
         /// The component.
         component: String,

@@ -49,9 +49,6 @@ impl Etcd {
                 matches!(http::get(client_port, "/health", Duration::from_secs(1)).await, Some((200, body)) if body.contains("\"health\":\"true\""))
             })
             .await?;
-        Ok(Self {
-            process,
-            client_port,
-        })
+        Ok(Self { process, client_port })
     }
 }

@@ -51,18 +51,7 @@ impl OwnBinary {
                 candidates.push(parent.join(self.file_name()));
             }
         }
-        candidates.push(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/debug")
-                .join(self.file_name()),
-        );
-        candidates
-            .into_iter()
-            .find(|p| p.is_file())
-            .ok_or(StackError::OwnBinaryMissing(
-                self.file_name(),
-                self.package(),
-                self.env_var(),
-            ))
+        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(self.file_name()));
+        candidates.into_iter().find(|p| p.is_file()).ok_or(StackError::OwnBinaryMissing(self.file_name(), self.package(), self.env_var()))
     }
 }

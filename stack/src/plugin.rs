@@ -36,11 +36,7 @@ pub struct PluginSpec {
 impl PluginSpec {
     /// A plugin with a local KEK.
     pub fn local(name: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            kek: PluginKek::Local,
-            extra_args: Vec::new(),
-        }
+        Self { name: name.to_owned(), kek: PluginKek::Local, extra_args: Vec::new() }
     }
 }
 
@@ -65,34 +61,20 @@ impl PluginSlot {
             PluginKek::Local => format!("{}.kek", spec.name),
             PluginKek::Remote(_) => format!("{}.json", spec.name),
         });
-        Self {
-            spec,
-            socket,
-            state_file,
-            process: None,
-        }
+        Self { spec, socket, state_file, process: None }
     }
 
     /// Starts the plugin and waits until it answers a v2 Status call on its socket.
     pub async fn start(&mut self, binary: &Path, log: &Path) -> Result<(), StackError> {
         let mut args = vec!["--socket".to_owned(), self.socket.display().to_string()];
         match &self.spec.kek {
-            PluginKek::Local => args.extend([
-                "--kms".to_owned(),
-                "local".to_owned(),
-                "--kek-file".to_owned(),
-                self.state_file.display().to_string(),
-            ]),
+            PluginKek::Local => {
+                args.extend(["--kms".to_owned(), "local".to_owned(), "--kek-file".to_owned(), self.state_file.display().to_string()])
+            }
             PluginKek::Remote(config) => {
-                let text = serde_json::to_string_pretty(config).map_err(|e| {
-                    StackError::io(format!("write {}", self.state_file.display()))(
-                        std::io::Error::other(e),
-                    )
-                })?;
-                std::fs::write(&self.state_file, text).map_err(StackError::io(format!(
-                    "write {}",
-                    self.state_file.display()
-                )))?;
+                let text = serde_json::to_string_pretty(config)
+                    .map_err(|e| StackError::io(format!("write {}", self.state_file.display()))(std::io::Error::other(e)))?;
+                std::fs::write(&self.state_file, text).map_err(StackError::io(format!("write {}", self.state_file.display())))?;
                 args.extend(["-f".to_owned(), self.state_file.display().to_string()]);
             }
         }
@@ -100,23 +82,19 @@ impl PluginSlot {
         let mut process = Supervised::spawn(&self.spec.name, binary, &args, log, &[])?;
         let endpoint = format!("unix://{}", self.socket.display());
         process
-            .wait_ready(
-                &format!("a v2 Status answer on {endpoint}"),
-                READY_DEADLINE,
-                || {
-                    let endpoint = endpoint.clone();
-                    async move {
-                        match PluginClient::connect(&endpoint, Duration::from_secs(2)).await {
-                            // A v1beta1-only plugin answers Unimplemented: it is listening all the same.
-                            Ok(client) => match client.v2().status(v2::StatusRequest {}).await {
-                                Ok(_) => true,
-                                Err(status) => status.code() == tonic::Code::Unimplemented,
-                            },
-                            Err(_) => false,
-                        }
+            .wait_ready(&format!("a v2 Status answer on {endpoint}"), READY_DEADLINE, || {
+                let endpoint = endpoint.clone();
+                async move {
+                    match PluginClient::connect(&endpoint, Duration::from_secs(2)).await {
+                        // A v1beta1-only plugin answers Unimplemented: it is listening all the same.
+                        Ok(client) => match client.v2().status(v2::StatusRequest {}).await {
+                            Ok(_) => true,
+                            Err(status) => status.code() == tonic::Code::Unimplemented,
+                        },
+                        Err(_) => false,
                     }
-                },
-            )
+                }
+            })
             .await?;
         self.process = Some(process);
         Ok(())

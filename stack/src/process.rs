@@ -31,30 +31,12 @@ pub fn tail(log: &Path, n: usize) -> String {
 impl Supervised {
     /// Starts `program` with `args`, stdout and stderr appended to `log`. The child gets
     /// SIGTERM if the process that started it dies.
-    pub fn spawn(
-        name: &str,
-        program: &Path,
-        args: &[String],
-        log: &Path,
-        envs: &[(String, String)],
-    ) -> Result<Self, StackError> {
-        let open_log = || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-        };
+    pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path, envs: &[(String, String)]) -> Result<Self, StackError> {
+        let open_log = || std::fs::OpenOptions::new().create(true).append(true).open(log);
         let stdout = open_log().map_err(StackError::io(format!("open log {}", log.display())))?;
-        let stderr = stdout
-            .try_clone()
-            .map_err(StackError::io(format!("open log {}", log.display())))?;
+        let stderr = stdout.try_clone().map_err(StackError::io(format!("open log {}", log.display())))?;
         let mut command = tokio::process::Command::new(program);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .kill_on_drop(true);
+        command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(stderr).kill_on_drop(true);
         for (key, value) in envs {
             command.env(key, value);
         }
@@ -67,17 +49,10 @@ impl Supervised {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|source| StackError::Spawn {
-            component: name.to_owned(),
-            program: program.to_owned(),
-            source,
-        })?;
+        let child =
+            command.spawn().map_err(|source| StackError::Spawn { component: name.to_owned(), program: program.to_owned(), source })?;
         tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
-        Ok(Self {
-            name: name.to_owned(),
-            child,
-            log: log.to_owned(),
-        })
+        Ok(Self { name: name.to_owned(), child, log: log.to_owned() })
     }
 
     /// The component's name.
@@ -101,12 +76,7 @@ impl Supervised {
     }
 
     /// Polls `check` until it returns true, failing if the process exits first or `deadline` passes.
-    pub async fn wait_ready<F, Fut>(
-        &mut self,
-        waited_for: &str,
-        deadline: Duration,
-        mut check: F,
-    ) -> Result<(), StackError>
+    pub async fn wait_ready<F, Fut>(&mut self, waited_for: &str, deadline: Duration, mut check: F) -> Result<(), StackError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = bool>,

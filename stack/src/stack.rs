@@ -84,11 +84,7 @@ fn write(path: &Path, contents: &str) -> Result<(), StackError> {
 fn write_atomically(path: &Path, contents: &str) -> Result<(), StackError> {
     let temp = path.with_extension("tmp");
     write(&temp, contents)?;
-    std::fs::rename(&temp, path).map_err(StackError::io(format!(
-        "rename {} to {}",
-        temp.display(),
-        path.display()
-    )))
+    std::fs::rename(&temp, path).map_err(StackError::io(format!("rename {} to {}", temp.display(), path.display())))
 }
 
 fn random_token() -> String {
@@ -101,23 +97,11 @@ fn random_token() -> String {
 impl Stack {
     /// Starts everything in order: etcd, the plugins (unless the apiserver goes first), the apiserver.
     pub async fn start(options: StackOptions) -> Result<Self, StackError> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
-        let run_dir =
-            options
-                .run_root
-                .join(format!("{}-{stamp}-{}", options.name, std::process::id()));
-        std::fs::create_dir_all(&run_dir).map_err(StackError::io(format!(
-            "create run directory {}",
-            run_dir.display()
-        )))?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let run_dir = options.run_root.join(format!("{}-{stamp}-{}", options.name, std::process::id()));
+        std::fs::create_dir_all(&run_dir).map_err(StackError::io(format!("create run directory {}", run_dir.display())))?;
         // Sockets and data live in a short /tmp path: Unix socket paths are limited to 108 bytes.
-        let work = tempfile::Builder::new()
-            .prefix("kms-lab-")
-            .tempdir()
-            .map_err(StackError::io("create a work directory in /tmp"))?;
+        let work = tempfile::Builder::new().prefix("kms-lab-").tempdir().map_err(StackError::io("create a work directory in /tmp"))?;
         let pki = Pki::generate()?;
         let admin_token = random_token();
         let files = SharedFiles {
@@ -133,26 +117,11 @@ impl Stack {
         write(&files.serving_cert, &pki.serving_cert_pem)?;
         write(&files.serving_key, &pki.serving_key_pem)?;
         write(&files.service_account_key, &pki.service_account_key_pem)?;
-        write(
-            &files.service_account_public,
-            &pki.service_account_public_pem,
-        )?;
-        write(
-            &files.token_file,
-            &format!("{admin_token},admin,admin-uid,system:masters\n"),
-        )?;
+        write(&files.service_account_public, &pki.service_account_public_pem)?;
+        write(&files.token_file, &format!("{admin_token},admin,admin-uid,system:masters\n"))?;
 
         let plugin_binary = OwnBinary::KmsPlugin.locate()?;
-        let plugins = options
-            .plugins
-            .iter()
-            .map(|spec| {
-                (
-                    spec.name.clone(),
-                    PluginSlot::new(spec.clone(), work.path()),
-                )
-            })
-            .collect();
+        let plugins = options.plugins.iter().map(|spec| (spec.name.clone(), PluginSlot::new(spec.clone(), work.path()))).collect();
         let mut stack = Self {
             run_dir,
             work,
@@ -166,31 +135,14 @@ impl Stack {
             shut_down: false,
         };
         let etcd_data = stack.work.path().join("etcd-data");
-        stack.etcd = Some(
-            Etcd::start(
-                &stack.binaries.etcd.path,
-                &etcd_data,
-                &stack.run_dir.join("etcd.log"),
-            )
-            .await?,
-        );
+        stack.etcd = Some(Etcd::start(&stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log")).await?);
         if options.start_plugins_first {
             for name in stack.plugin_names() {
                 stack.start_plugin(&name).await?;
             }
         }
-        let encryption = options
-            .encryption
-            .clone()
-            .unwrap_or_else(|| stack.default_encryption());
-        stack
-            .add_apiserver(
-                &encryption,
-                options.kms_v1_gate,
-                options.readiness,
-                Vec::new(),
-            )
-            .await?;
+        let encryption = options.encryption.clone().unwrap_or_else(|| stack.default_encryption());
+        stack.add_apiserver(&encryption, options.kms_v1_gate, options.readiness, Vec::new()).await?;
         if !options.start_plugins_first {
             for name in stack.plugin_names() {
                 stack.start_plugin(&name).await?;
@@ -201,22 +153,10 @@ impl Stack {
 
     /// Secrets by KMS v2 provider `lab-kms` on the first plugin, then identity (reads old plaintext).
     pub fn default_encryption(&self) -> EncryptionConfiguration {
-        let socket = self
-            .plugins
-            .values()
-            .next()
-            .map(|slot| slot.socket.clone())
-            .unwrap_or_default();
+        let socket = self.plugins.values().next().map(|slot| slot.socket.clone()).unwrap_or_default();
         EncryptionConfiguration::new(
             &["secrets"],
-            vec![
-                Provider::Kms(KmsProvider::v2(
-                    DEFAULT_PROVIDER,
-                    &socket,
-                    Duration::from_secs(3),
-                )),
-                Provider::Identity(Default::default()),
-            ],
+            vec![Provider::Kms(KmsProvider::v2(DEFAULT_PROVIDER, &socket, Duration::from_secs(3))), Provider::Identity(Default::default())],
         )
     }
 
@@ -242,13 +182,7 @@ impl Stack {
 
     fn plugin(&mut self, name: &str) -> Result<&mut PluginSlot, StackError> {
         let known = self.plugins.keys().cloned().collect::<Vec<_>>().join(", ");
-        self.plugins
-            .get_mut(name)
-            .ok_or(StackError::NoSuchComponent {
-                kind: "plugin",
-                name: name.to_owned(),
-                known,
-            })
+        self.plugins.get_mut(name).ok_or(StackError::NoSuchComponent { kind: "plugin", name: name.to_owned(), known })
     }
 
     /// A plugin's socket path.
@@ -258,8 +192,7 @@ impl Stack {
 
     /// A plugin's `unix://` endpoint.
     pub fn plugin_endpoint(&self, name: &str) -> Option<String> {
-        self.plugin_socket(name)
-            .map(|socket| format!("unix://{}", socket.display()))
+        self.plugin_socket(name).map(|socket| format!("unix://{}", socket.display()))
     }
 
     /// Starts (or restarts after a stop/kill) a plugin and waits until it answers.
@@ -292,14 +225,8 @@ impl Stack {
     /// Sends SIGHUP to a plugin (it re-reads its KEK file).
     pub fn reload_plugin(&self, name: &str) -> Result<(), StackError> {
         let known = || self.plugins.keys().cloned().collect::<Vec<_>>().join(", ");
-        let slot = self
-            .plugins
-            .get(name)
-            .ok_or_else(|| StackError::NoSuchComponent {
-                kind: "plugin",
-                name: name.to_owned(),
-                known: known(),
-            })?;
+        let slot =
+            self.plugins.get(name).ok_or_else(|| StackError::NoSuchComponent { kind: "plugin", name: name.to_owned(), known: known() })?;
         if let Some(process) = &slot.process {
             process.send_signal(libc::SIGHUP);
         }
@@ -308,10 +235,7 @@ impl Stack {
 
     /// A running plugin's process id.
     pub fn plugin_pid(&self, name: &str) -> Option<u32> {
-        self.plugins
-            .get(name)
-            .and_then(|slot| slot.process.as_ref())
-            .and_then(|p| p.pid())
+        self.plugins.get(name).and_then(|slot| slot.process.as_ref()).and_then(|p| p.pid())
     }
 
     /// A plugin's KEK file (local KEK) or config file (remote KMS).
@@ -344,41 +268,23 @@ impl Stack {
         Ok(index)
     }
 
-    async fn launch_apiserver(
-        &self,
-        options: ApiServerOptions,
-        readiness: Readiness,
-    ) -> Result<ApiServer, StackError> {
+    async fn launch_apiserver(&self, options: ApiServerOptions, readiness: Readiness) -> Result<ApiServer, StackError> {
         let log = self.run_dir.join(format!("{}.log", options.name));
         let (ca, token) = (self.ca_pem.clone(), self.files.admin_token.clone());
-        ApiServer::start(
-            &self.binaries.kube_apiserver.path,
-            options,
-            &self.files,
-            self.work.path(),
-            &log,
-            readiness,
-            move |port| {
-                let (ca, token) = (ca.clone(), token.clone());
-                async move {
-                    let Ok(client) =
-                        client_for(&format!("https://127.0.0.1:{port}"), &ca, &token).await
-                    else {
-                        return false;
-                    };
-                    matches!(raw_get(&client, readiness.path()).await, Ok((200, _)))
-                }
-            },
-        )
+        ApiServer::start(&self.binaries.kube_apiserver.path, options, &self.files, self.work.path(), &log, readiness, move |port| {
+            let (ca, token) = (ca.clone(), token.clone());
+            async move {
+                let Ok(client) = client_for(&format!("https://127.0.0.1:{port}"), &ca, &token).await else {
+                    return false;
+                };
+                matches!(raw_get(&client, readiness.path()).await, Ok((200, _)))
+            }
+        })
         .await
     }
 
     /// Restarts an apiserver with the same flags (on a new port), waiting for `readiness`.
-    pub async fn restart_apiserver(
-        &mut self,
-        index: usize,
-        readiness: Readiness,
-    ) -> Result<(), StackError> {
+    pub async fn restart_apiserver(&mut self, index: usize, readiness: Readiness) -> Result<(), StackError> {
         let options = self.apiserver_slot(index)?.options.clone();
         if let Some(process) = self.apiservers[index].process.take() {
             process.stop(STOP_GRACE).await;
@@ -399,24 +305,15 @@ impl Stack {
     }
 
     fn apiserver_slot(&self, index: usize) -> Result<&ApiServer, StackError> {
-        self.apiservers
-            .get(index)
-            .ok_or_else(|| StackError::NoSuchComponent {
-                kind: "apiserver",
-                name: format!("apiserver-{index}"),
-                known: (0..self.apiservers.len())
-                    .map(|i| format!("apiserver-{i}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+        self.apiservers.get(index).ok_or_else(|| StackError::NoSuchComponent {
+            kind: "apiserver",
+            name: format!("apiserver-{index}"),
+            known: (0..self.apiservers.len()).map(|i| format!("apiserver-{i}")).collect::<Vec<_>>().join(", "),
+        })
     }
 
     /// Rewrites an apiserver's EncryptionConfiguration (it reloads it automatically).
-    pub fn write_encryption_config(
-        &self,
-        index: usize,
-        encryption: &EncryptionConfiguration,
-    ) -> Result<(), StackError> {
+    pub fn write_encryption_config(&self, index: usize, encryption: &EncryptionConfiguration) -> Result<(), StackError> {
         let path = &self.apiserver_slot(index)?.options.encryption_config;
         write_atomically(path, &encryption.to_yaml()?)
     }
@@ -429,11 +326,7 @@ impl Stack {
     fn write_kubeconfig(&self, index: usize, port: u16) -> Result<(), StackError> {
         write(
             &self.kubeconfig_path(index),
-            &apiserver::kubeconfig_yaml(
-                &format!("https://127.0.0.1:{port}"),
-                &self.ca_pem,
-                &self.files.admin_token,
-            ),
+            &apiserver::kubeconfig_yaml(&format!("https://127.0.0.1:{port}"), &self.ca_pem, &self.files.admin_token),
         )
     }
 
@@ -444,31 +337,17 @@ impl Stack {
 
     /// A Kubernetes client for apiserver `index`, as the admin.
     pub async fn kube_client(&self, index: usize) -> Result<kube::Client, StackError> {
-        client_for(
-            &self.apiserver_url(index)?,
-            &self.ca_pem,
-            &self.files.admin_token,
-        )
-        .await
+        client_for(&self.apiserver_url(index)?, &self.ca_pem, &self.files.admin_token).await
     }
 
     /// `GET path` on apiserver `index` (e.g. `/healthz/kms-providers`): status code and body.
-    pub async fn apiserver_get(
-        &self,
-        index: usize,
-        path: &str,
-    ) -> Result<(u16, String), StackError> {
+    pub async fn apiserver_get(&self, index: usize, path: &str) -> Result<(u16, String), StackError> {
         raw_get(&self.kube_client(index).await?, path).await
     }
 
     /// The raw value etcd holds at `key`, as the apiserver wrote it.
     pub async fn etcd_get(&self, key: &str) -> Result<Option<Vec<u8>>, StackError> {
-        Ok(self
-            .etcd_range(key.as_bytes(), None)
-            .await?
-            .into_iter()
-            .next()
-            .map(|(_, value)| value))
+        Ok(self.etcd_range(key.as_bytes(), None).await?.into_iter().next().map(|(_, value)| value))
     }
 
     /// Every key and raw value under `prefix`.
@@ -481,52 +360,26 @@ impl Stack {
     }
 
     /// etcd's `Range` through its v3 JSON gateway.
-    async fn etcd_range(
-        &self,
-        key: &[u8],
-        range_end: Option<&[u8]>,
-    ) -> Result<Vec<(String, Vec<u8>)>, StackError> {
+    async fn etcd_range(&self, key: &[u8], range_end: Option<&[u8]>) -> Result<Vec<(String, Vec<u8>)>, StackError> {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::STANDARD;
-        let port = self
-            .etcd
-            .as_ref()
-            .map(|e| e.client_port)
-            .unwrap_or_default();
+        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
         let mut request = serde_json::json!({ "key": b64.encode(key) });
         if let Some(end) = range_end {
             request["range_end"] = b64.encode(end).into();
         }
         let failed = |what: String| StackError::Etcd(what);
-        let (status, body) = crate::http::post_json(
-            port,
-            "/v3/kv/range",
-            &request.to_string(),
-            Duration::from_secs(10),
-        )
-        .await
-        .ok_or_else(|| failed(format!("no answer from etcd on 127.0.0.1:{port}")))?;
+        let (status, body) = crate::http::post_json(port, "/v3/kv/range", &request.to_string(), Duration::from_secs(10))
+            .await
+            .ok_or_else(|| failed(format!("no answer from etcd on 127.0.0.1:{port}")))?;
         if status != 200 {
             return Err(failed(format!("range answered {status}: {body}")));
         }
-        let response: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| failed(format!("range answer is not JSON: {e}")))?;
-        let decode = |field: &serde_json::Value| {
-            b64.decode(field.as_str().unwrap_or_default())
-                .unwrap_or_default()
-        };
+        let response: serde_json::Value = serde_json::from_str(&body).map_err(|e| failed(format!("range answer is not JSON: {e}")))?;
+        let decode = |field: &serde_json::Value| b64.decode(field.as_str().unwrap_or_default()).unwrap_or_default();
         Ok(response["kvs"]
             .as_array()
-            .map(|kvs| {
-                kvs.iter()
-                    .map(|kv| {
-                        (
-                            String::from_utf8_lossy(&decode(&kv["key"])).into_owned(),
-                            decode(&kv["value"]),
-                        )
-                    })
-                    .collect()
-            })
+            .map(|kvs| kvs.iter().map(|kv| (String::from_utf8_lossy(&decode(&kv["key"])).into_owned(), decode(&kv["value"]))).collect())
             .unwrap_or_default())
     }
 
@@ -535,11 +388,7 @@ impl Stack {
         let apiservers = self.apiservers.iter().filter_map(|a| a.process.as_ref());
         let plugins = self.plugins.values().filter_map(|p| p.process.as_ref());
         let etcd = self.etcd.iter().map(|e| &e.process);
-        apiservers
-            .chain(plugins)
-            .chain(etcd)
-            .filter_map(|p| p.pid())
-            .collect()
+        apiservers.chain(plugins).chain(etcd).filter_map(|p| p.pid()).collect()
     }
 
     /// Stops everything (apiservers, then plugins, then etcd). On success the run directory is
@@ -572,34 +421,23 @@ impl Drop for Stack {
     fn drop(&mut self) {
         if !self.shut_down {
             // The processes are killed by their own Drop; the work dir by TempDir's.
-            eprintln!(
-                "kms-lab: the stack was not shut down cleanly; every process was killed; logs kept in {}",
-                self.run_dir.display()
-            );
+            eprintln!("kms-lab: the stack was not shut down cleanly; every process was killed; logs kept in {}", self.run_dir.display());
         }
     }
 }
 
 /// A Kubernetes client for `server`, trusting `ca_pem`, authenticating with `token`.
-pub async fn client_for(
-    server: &str,
-    ca_pem: &str,
-    token: &str,
-) -> Result<kube::Client, StackError> {
-    let kubeconfig =
-        kube::config::Kubeconfig::from_yaml(&apiserver::kubeconfig_yaml(server, ca_pem, token))
-            .map_err(|e| StackError::Kubeconfig(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
+pub async fn client_for(server: &str, ca_pem: &str, token: &str) -> Result<kube::Client, StackError> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&apiserver::kubeconfig_yaml(server, ca_pem, token))
         .map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| StackError::Kubeconfig(e.to_string()))?;
     Ok(kube::Client::try_from(config)?)
 }
 
 /// `GET path` with `client`: status code and body, whatever the status.
 pub async fn raw_get(client: &kube::Client, path: &str) -> Result<(u16, String), StackError> {
-    let request = Request::get(path)
-        .body(Body::empty())
-        .map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    let request = Request::get(path).body(Body::empty()).map_err(|e| StackError::Kubeconfig(e.to_string()))?;
     let response = client.send(request).await?;
     let status = response.status().as_u16();
     let body = response.into_body().collect_bytes().await?;

@@ -21,10 +21,7 @@ where
 {
     let started = Instant::now();
     while !check().await {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -36,72 +33,36 @@ fn pid_alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
-    let binaries =
-        tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
-            .await
-            .unwrap()
-            .expect("kube-apiserver and etcd are provisioned");
+    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+        .await
+        .unwrap()
+        .expect("kube-apiserver and etcd are provisioned");
     let run_root = std::env::temp_dir().join("kms-lab-test-runs");
-    let mut stack = Stack::start(StackOptions::new(
-        "real-stack-test",
-        binaries.clone(),
-        &run_root,
-    ))
-    .await
-    .expect("the stack starts");
+    let mut stack = Stack::start(StackOptions::new("real-stack-test", binaries.clone(), &run_root)).await.expect("the stack starts");
     let client = stack.kube_client(0).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client, "default");
 
     let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("db-password".into()),
-            ..Default::default()
-        },
-        data: Some(BTreeMap::from([(
-            "password".to_owned(),
-            ByteString(SECRET_VALUE.as_bytes().to_vec()),
-        )])),
+        metadata: kube::api::ObjectMeta { name: Some("db-password".into()), ..Default::default() },
+        data: Some(BTreeMap::from([("password".to_owned(), ByteString(SECRET_VALUE.as_bytes().to_vec()))])),
         ..Default::default()
     };
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("the Secret is created");
+    secrets.create(&PostParams::default(), &secret).await.expect("the Secret is created");
 
-    let raw = stack
-        .etcd_get("/registry/secrets/default/db-password")
-        .await
-        .unwrap()
-        .expect("the Secret is in etcd");
+    let raw = stack.etcd_get("/registry/secrets/default/db-password").await.unwrap().expect("the Secret is in etcd");
     assert!(
         raw.starts_with(b"k8s:enc:kms:v2:lab-kms:"),
         "stored value starts with {:?}",
         String::from_utf8_lossy(&raw[..raw.len().min(40)])
     );
-    assert!(
-        !raw.windows(SECRET_VALUE.len())
-            .any(|w| w == SECRET_VALUE.as_bytes()),
-        "plaintext found in etcd"
-    );
+    assert!(!raw.windows(SECRET_VALUE.len()).any(|w| w == SECRET_VALUE.as_bytes()), "plaintext found in etcd");
     let envelope = Envelope::parse(&raw).expect("the stored value parses as a KMS v2 envelope");
-    let Envelope::KmsV2 { object, .. } = &envelope else {
-        panic!("expected kms v2, got {envelope:?}")
-    };
-    assert!(
-        object.key_id.starts_with("local-v1-"),
-        "key id {}",
-        object.key_id
-    );
+    let Envelope::KmsV2 { object, .. } = &envelope else { panic!("expected kms v2, got {envelope:?}") };
+    assert!(object.key_id.starts_with("local-v1-"), "key id {}", object.key_id);
 
     // An independent reader: the provisioned etcdctl sees the same prefix.
     let etcdctl = std::process::Command::new(&binaries.etcdctl.path)
-        .args([
-            "--endpoints",
-            &stack.etcd_url(),
-            "get",
-            "/registry/secrets/default/db-password",
-            "--print-value-only",
-        ])
+        .args(["--endpoints", &stack.etcd_url(), "get", "/registry/secrets/default/db-password", "--print-value-only"])
         .output()
         .expect("etcdctl runs");
     assert!(
@@ -111,32 +72,16 @@ async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
     );
 
     // The plugin opens what the apiserver wrote.
-    let plugin = kms_wire::PluginClient::connect(
-        &stack.plugin_endpoint("plugin-0").unwrap(),
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
-    let object_bytes =
-        kms_wire::decode::open(&envelope, b"/registry/secrets/default/db-password", &plugin)
-            .await
-            .expect("the value opens through the plugin");
-    assert!(
-        object_bytes
-            .windows(SECRET_VALUE.len())
-            .any(|w| w == SECRET_VALUE.as_bytes())
-    );
-
-    let read = secrets
-        .get("db-password")
+    let plugin = kms_wire::PluginClient::connect(&stack.plugin_endpoint("plugin-0").unwrap(), Duration::from_secs(5)).await.unwrap();
+    let object_bytes = kms_wire::decode::open(&envelope, b"/registry/secrets/default/db-password", &plugin)
         .await
-        .expect("the Secret reads back");
+        .expect("the value opens through the plugin");
+    assert!(object_bytes.windows(SECRET_VALUE.len()).any(|w| w == SECRET_VALUE.as_bytes()));
+
+    let read = secrets.get("db-password").await.expect("the Secret reads back");
     assert_eq!(read.data.unwrap()["password"].0, SECRET_VALUE.as_bytes());
 
-    let (status, body) = stack
-        .apiserver_get(0, "/healthz/kms-providers")
-        .await
-        .unwrap();
+    let (status, body) = stack.apiserver_get(0, "/healthz/kms-providers").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok"));
 
     stack.kill_plugin("plugin-0").await.unwrap();
@@ -148,22 +93,12 @@ async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
     assert!(body.contains("[-]kms-providers failed"), "{body}");
 
     stack.start_plugin("plugin-0").await.unwrap();
-    wait_until(
-        "/healthz/kms-providers to heal after the plugin restarted",
-        Duration::from_secs(90),
-        || async {
-            matches!(
-                stack.apiserver_get(0, "/healthz/kms-providers").await,
-                Ok((200, _))
-            )
-        },
-    )
+    wait_until("/healthz/kms-providers to heal after the plugin restarted", Duration::from_secs(90), || async {
+        matches!(stack.apiserver_get(0, "/healthz/kms-providers").await, Ok((200, _)))
+    })
     .await;
     // The restarted plugin kept its KEK file, so the old Secret still reads.
-    assert_eq!(
-        secrets.get("db-password").await.unwrap().data.unwrap()["password"].0,
-        SECRET_VALUE.as_bytes()
-    );
+    assert_eq!(secrets.get("db-password").await.unwrap().data.unwrap()["password"].0, SECRET_VALUE.as_bytes());
 
     let pids: Vec<u32> = collect_pids(&stack);
     let kept = stack.shutdown(false).await;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use xshell::{cmd, Shell};
+use xshell::{Shell, cmd};
 
 /// Options of `cargo xtask lab`.
 #[derive(Debug, clap::Args)]

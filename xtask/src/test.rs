@@ -1,6 +1,6 @@
 //! `cargo xtask test`: builds every binary, then runs every test of the workspace.
 
-use xshell::{cmd, Shell};
+use xshell::{Shell, cmd};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
@@ -35,7 +35,9 @@ fn check_tools(sh: &Shell) -> anyhow::Result<()> {
     let have_go = cmd!(sh, "go version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
     let have_binaries = std::env::var_os("KUBEBUILDER_ASSETS").is_some() || std::env::var_os("KMS_LAB_ASSETS").is_some();
     if !have_go && !have_binaries {
-        anyhow::bail!("`go` is not on PATH: kms-lab builds kube-apiserver and etcd from the Go module proxy. Install it (`apt-get install golang-go`; an older Go fetches Go 1.26 by itself with GOTOOLCHAIN=go1.26.8), or point KUBEBUILDER_ASSETS at a directory with kube-apiserver, kubectl, etcd and etcdctl");
+        anyhow::bail!(
+            "`go` is not on PATH: kms-lab builds kube-apiserver and etcd from the Go module proxy. Install it (`apt-get install golang-go`; an older Go fetches Go 1.26 by itself with GOTOOLCHAIN=go1.26.8), or point KUBEBUILDER_ASSETS at a directory with kube-apiserver, kubectl, etcd and etcdctl"
+        );
     }
     Ok(())
 }

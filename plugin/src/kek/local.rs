@@ -41,29 +41,19 @@ pub struct LocalKek {
 impl std::fmt::Debug for LocalKek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let versions = self.versions.read().map(|v| v.len()).unwrap_or_default();
-        f.debug_struct("LocalKek")
-            .field("file", &self.file)
-            .field("versions", &versions)
-            .finish()
+        f.debug_struct("LocalKek").field("file", &self.file).field("versions", &versions).finish()
     }
 }
 
 /// A key id that names the version and a fingerprint of its key (not the key itself).
 fn key_id_for(version: u32, key: &[u8]) -> String {
-    let fingerprint = Sha256::new_with_prefix(b"kms-lab local kek fingerprint")
-        .chain_update(key)
-        .finalize();
+    let fingerprint = Sha256::new_with_prefix(b"kms-lab local kek fingerprint").chain_update(key).finalize();
     format!("local-v{version}-{}", hex::encode(&fingerprint[..6]))
 }
 
 fn key_version(version: u32, key: &[u8]) -> Result<KeyVersion, KekError> {
-    let cipher = Aes256Gcm::new_from_slice(key)
-        .map_err(|_| KekError::Internal(format!("KEK version {version} is not 32 bytes")))?;
-    Ok(KeyVersion {
-        version,
-        key_id: key_id_for(version, key),
-        cipher,
-    })
+    let cipher = Aes256Gcm::new_from_slice(key).map_err(|_| KekError::Internal(format!("KEK version {version} is not 32 bytes")))?;
+    Ok(KeyVersion { version, key_id: key_id_for(version, key), cipher })
 }
 
 fn random_key() -> Zeroizing<[u8; 32]> {
@@ -74,45 +64,25 @@ fn random_key() -> Zeroizing<[u8; 32]> {
 
 /// Appends a new random key to a key file (creating it, mode 0600), making it the current version.
 pub fn append_random_key(path: &Path) -> Result<(), KekError> {
-    let io = |e: std::io::Error| {
-        KekError::Internal(format!("cannot write key file `{}`: {e}", path.display()))
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    let line = Zeroizing::new(format!(
-        "{}\n",
-        base64::engine::general_purpose::STANDARD.encode(random_key().as_ref())
-    ));
+    let io = |e: std::io::Error| KekError::Internal(format!("cannot write key file `{}`: {e}", path.display()));
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
+    let line = Zeroizing::new(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(random_key().as_ref())));
     file.write_all(line.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
 }
 
 fn read_key_file(path: &Path) -> Result<Vec<KeyVersion>, KekError> {
-    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-        KekError::Internal(format!("cannot read key file `{}`: {e}", path.display()))
-    })?);
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| KekError::Internal(format!("cannot read key file `{}`: {e}", path.display())))?,
+    );
     let mut versions = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || {
-            KekError::Internal(format!(
-                "key file `{}` line {}: expected a base64-encoded 32-byte key",
-                path.display(),
-                index + 1
-            ))
-        };
-        let key = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD
-                .decode(line)
-                .map_err(|_| bad())?,
-        );
+        let bad = || KekError::Internal(format!("key file `{}` line {}: expected a base64-encoded 32-byte key", path.display(), index + 1));
+        let key = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(line).map_err(|_| bad())?);
         if key.len() != 32 {
             return Err(bad());
         }
@@ -133,10 +103,7 @@ impl LocalKek {
     pub fn random() -> Self {
         let key = random_key();
         let version = key_version(1, key.as_ref()).expect("a 32-byte key always makes a cipher");
-        Self {
-            file: None,
-            versions: RwLock::new(vec![version]),
-        }
+        Self { file: None, versions: RwLock::new(vec![version]) }
     }
 
     /// A ring read from `path`, created with one random key if the file does not exist.
@@ -145,10 +112,7 @@ impl LocalKek {
             append_random_key(path)?;
             tracing::info!(path = %path.display(), "created a new KEK file with one random key");
         }
-        Ok(Self {
-            file: Some(path.to_owned()),
-            versions: RwLock::new(read_key_file(path)?),
-        })
+        Ok(Self { file: Some(path.to_owned()), versions: RwLock::new(read_key_file(path)?) })
     }
 
     /// Re-reads the key file; versions may only be added, never removed or changed.
@@ -157,16 +121,8 @@ impl LocalKek {
             return Ok(());
         };
         let fresh = read_key_file(path)?;
-        let mut versions = self
-            .versions
-            .write()
-            .map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
-        if fresh.len() < versions.len()
-            || fresh
-                .iter()
-                .zip(versions.iter())
-                .any(|(new, old)| new.key_id != old.key_id)
-        {
+        let mut versions = self.versions.write().map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
+        if fresh.len() < versions.len() || fresh.iter().zip(versions.iter()).any(|(new, old)| new.key_id != old.key_id) {
             return Err(KekError::Internal(format!(
                 "key file `{}` lost or changed an existing key version; only appending new versions is allowed (nothing was reloaded)",
                 path.display()
@@ -180,13 +136,8 @@ impl LocalKek {
 
     /// Wraps `plaintext` with the current version.
     pub fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, KekError> {
-        let versions = self
-            .versions
-            .read()
-            .map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
-        let current = versions
-            .last()
-            .ok_or_else(|| KekError::Internal("key ring is empty".into()))?;
+        let versions = self.versions.read().map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
+        let current = versions.last().ok_or_else(|| KekError::Internal("key ring is empty".into()))?;
         let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.push(FORMAT_V1);
         out.extend_from_slice(&current.version.to_be_bytes());
@@ -195,31 +146,18 @@ impl LocalKek {
         out.extend_from_slice(&nonce);
         let sealed = current
             .cipher
-            .encrypt(
-                (&nonce).into(),
-                Payload {
-                    msg: plaintext,
-                    aad: &out[..HEADER_LEN],
-                },
-            )
+            .encrypt((&nonce).into(), Payload { msg: plaintext, aad: &out[..HEADER_LEN] })
             .map_err(|_| KekError::Internal("AES-GCM refused the plaintext size".into()))?;
         out.extend_from_slice(&sealed);
         Ok(Wrapped {
             ciphertext: out.into(),
             key_id: current.key_id.clone(),
-            annotations: BTreeMap::from([(
-                VERSION_ANNOTATION.to_owned(),
-                Bytes::from(current.version.to_string()),
-            )]),
+            annotations: BTreeMap::from([(VERSION_ANNOTATION.to_owned(), Bytes::from(current.version.to_string()))]),
         })
     }
 
     /// Unwraps what [`LocalKek::wrap`] returned, refusing a key id or annotations that do not match.
-    pub fn unwrap(
-        &self,
-        ciphertext: &[u8],
-        claimed: Claimed<'_>,
-    ) -> Result<Zeroizing<Vec<u8>>, KekError> {
+    pub fn unwrap(&self, ciphertext: &[u8], claimed: Claimed<'_>) -> Result<Zeroizing<Vec<u8>>, KekError> {
         if ciphertext.len() < HEADER_LEN + NONCE_LEN + TAG_LEN {
             return Err(KekError::InvalidCiphertext(format!(
                 "{} bytes is shorter than the {} bytes of header, nonce and tag",
@@ -233,30 +171,17 @@ impl LocalKek {
                 ciphertext[0]
             )));
         }
-        let version =
-            u32::from_be_bytes([ciphertext[1], ciphertext[2], ciphertext[3], ciphertext[4]]);
-        let versions = self
-            .versions
-            .read()
-            .map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
-        let key = versions
-            .iter()
-            .find(|v| v.version == version)
-            .ok_or_else(|| KekError::UnknownKeyVersion(version.to_string()))?;
+        let version = u32::from_be_bytes([ciphertext[1], ciphertext[2], ciphertext[3], ciphertext[4]]);
+        let versions = self.versions.read().map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
+        let key = versions.iter().find(|v| v.version == version).ok_or_else(|| KekError::UnknownKeyVersion(version.to_string()))?;
         if let Some(key_id) = claimed.key_id.filter(|id| !id.is_empty())
             && key_id != key.key_id
         {
-            return Err(KekError::Mismatch(format!(
-                "key_id `{key_id}` does not match the ciphertext's KEK version `{}`",
-                key.key_id
-            )));
+            return Err(KekError::Mismatch(format!("key_id `{key_id}` does not match the ciphertext's KEK version `{}`", key.key_id)));
         }
         if let Some(annotations) = claimed.annotations {
             let expected = version.to_string();
-            let ok = annotations.len() == 1
-                && annotations
-                    .get(VERSION_ANNOTATION)
-                    .is_some_and(|v| v.as_ref() == expected.as_bytes());
+            let ok = annotations.len() == 1 && annotations.get(VERSION_ANNOTATION).is_some_and(|v| v.as_ref() == expected.as_bytes());
             if !ok {
                 return Err(KekError::Mismatch(format!(
                     "annotations do not match the ciphertext: expected exactly `{VERSION_ANNOTATION}: {expected}` as returned by Encrypt"
@@ -266,32 +191,15 @@ impl LocalKek {
         let (header, rest) = ciphertext.split_at(HEADER_LEN);
         let (nonce, body) = rest.split_at(NONCE_LEN);
         key.cipher
-            .decrypt(
-                nonce.into(),
-                Payload {
-                    msg: body,
-                    aad: header,
-                },
-            )
+            .decrypt(nonce.into(), Payload { msg: body, aad: header })
             .map(Zeroizing::new)
-            .map_err(|_| {
-                KekError::InvalidCiphertext(
-                    "authentication failed: the ciphertext was altered or wrapped by another key"
-                        .into(),
-                )
-            })
+            .map_err(|_| KekError::InvalidCiphertext("authentication failed: the ciphertext was altered or wrapped by another key".into()))
     }
 
     /// The key id of the current version.
     pub fn current_key_id(&self) -> Result<String, KekError> {
-        let versions = self
-            .versions
-            .read()
-            .map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
-        versions
-            .last()
-            .map(|v| v.key_id.clone())
-            .ok_or_else(|| KekError::Internal("key ring is empty".into()))
+        let versions = self.versions.read().map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
+        versions.last().map(|v| v.key_id.clone()).ok_or_else(|| KekError::Internal("key ring is empty".into()))
     }
 }
 
@@ -303,31 +211,13 @@ mod tests {
     fn wraps_and_unwraps_with_claims_checked() {
         let kek = LocalKek::random();
         let wrapped = kek.wrap(b"a 32-byte seed from the apiserver").unwrap();
-        let claimed = Claimed {
-            key_id: Some(&wrapped.key_id),
-            annotations: Some(&wrapped.annotations),
-        };
-        assert_eq!(
-            kek.unwrap(&wrapped.ciphertext, claimed).unwrap().as_slice(),
-            b"a 32-byte seed from the apiserver"
-        );
-        let wrong_id = Claimed {
-            key_id: Some("local-v9-000000000000"),
-            annotations: None,
-        };
-        assert!(matches!(
-            kek.unwrap(&wrapped.ciphertext, wrong_id),
-            Err(KekError::Mismatch(_))
-        ));
+        let claimed = Claimed { key_id: Some(&wrapped.key_id), annotations: Some(&wrapped.annotations) };
+        assert_eq!(kek.unwrap(&wrapped.ciphertext, claimed).unwrap().as_slice(), b"a 32-byte seed from the apiserver");
+        let wrong_id = Claimed { key_id: Some("local-v9-000000000000"), annotations: None };
+        assert!(matches!(kek.unwrap(&wrapped.ciphertext, wrong_id), Err(KekError::Mismatch(_))));
         let no_annotations = BTreeMap::new();
-        let wrong_annotations = Claimed {
-            key_id: None,
-            annotations: Some(&no_annotations),
-        };
-        assert!(matches!(
-            kek.unwrap(&wrapped.ciphertext, wrong_annotations),
-            Err(KekError::Mismatch(_))
-        ));
+        let wrong_annotations = Claimed { key_id: None, annotations: Some(&no_annotations) };
+        assert!(matches!(kek.unwrap(&wrapped.ciphertext, wrong_annotations), Err(KekError::Mismatch(_))));
     }
 
     #[test]
@@ -341,25 +231,11 @@ mod tests {
         let new = kek.wrap(b"dek").unwrap();
         assert_ne!(old.key_id, new.key_id);
         assert!(new.key_id.starts_with("local-v2-"));
-        assert_eq!(
-            kek.unwrap(&old.ciphertext, Claimed::default())
-                .unwrap()
-                .as_slice(),
-            b"dek"
-        );
+        assert_eq!(kek.unwrap(&old.ciphertext, Claimed::default()).unwrap().as_slice(), b"dek");
         // A restart on the same file gives the same key ids.
-        assert_eq!(
-            LocalKek::from_file(&path)
-                .unwrap()
-                .current_key_id()
-                .unwrap(),
-            new.key_id
-        );
+        assert_eq!(LocalKek::from_file(&path).unwrap().current_key_id().unwrap(), new.key_id);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 
     #[test]
@@ -369,12 +245,7 @@ mod tests {
         append_random_key(&path).unwrap();
         append_random_key(&path).unwrap();
         let kek = LocalKek::from_file(&path).unwrap();
-        let first_line = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .to_owned();
+        let first_line = std::fs::read_to_string(&path).unwrap().lines().next().unwrap().to_owned();
         std::fs::write(&path, format!("{first_line}\n")).unwrap();
         let message = kek.reload().unwrap_err().to_string();
         assert!(message.contains("only appending"), "{message}");
@@ -387,9 +258,6 @@ mod tests {
         let path = dir.path().join("kek");
         std::fs::write(&path, "c2hvcnQ=\n").unwrap();
         let message = LocalKek::from_file(&path).unwrap_err().to_string();
-        assert!(
-            message.contains("line 1") && !message.contains("c2hvcnQ"),
-            "{message}"
-        );
+        assert!(message.contains("line 1") && !message.contains("c2hvcnQ"), "{message}");
     }
 }

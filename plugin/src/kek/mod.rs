@@ -41,9 +41,7 @@ pub enum KekError {
     #[error("{0}")]
     Mismatch(String),
     /// The KEK version that wrapped the ciphertext is not known here.
-    #[error(
-        "KEK version `{0}` is not known to this plugin (was the key file replaced or the key deleted?)"
-    )]
+    #[error("KEK version `{0}` is not known to this plugin (was the key file replaced or the key deleted?)")]
     UnknownKeyVersion(String),
     /// The key cannot be used now (disabled, pending deletion).
     #[error("the KEK cannot be used: {0}")]
@@ -106,9 +104,9 @@ impl Kek {
                 Some(path) => LocalKek::from_file(path)?,
                 None => LocalKek::random(),
             })),
-            KekConfig::Remote(_) => Err(KekError::Internal(
-                "the remote KMS backend is not built into this plugin yet; use --kms local".into(),
-            )),
+            KekConfig::Remote(_) => {
+                Err(KekError::Internal("the remote KMS backend is not built into this plugin yet; use --kms local".into()))
+            }
         }
     }
 
@@ -120,11 +118,7 @@ impl Kek {
     }
 
     /// Unwraps what [`Kek::wrap`] returned, checking what the caller claims came with it.
-    pub async fn unwrap(
-        &self,
-        ciphertext: &[u8],
-        claimed: Claimed<'_>,
-    ) -> Result<Zeroizing<Vec<u8>>, KekError> {
+    pub async fn unwrap(&self, ciphertext: &[u8], claimed: Claimed<'_>) -> Result<Zeroizing<Vec<u8>>, KekError> {
         match self {
             Self::Local(local) => local.unwrap(ciphertext, claimed),
         }

@@ -27,24 +27,14 @@ pub fn binary() -> &'static str {
 
 /// Runs `kms-plugin` with `args` to completion; returns its exit status and stderr.
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
-    let output = Command::new(binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("kms-plugin runs");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let output = Command::new(binary()).args(args).stdin(Stdio::null()).output().expect("kms-plugin runs");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
 impl PluginProcess {
     /// Starts the plugin on `socket` with extra `args` and waits until a v2 Status answers.
     pub async fn start(dir: &Path, socket: &Path, args: &[&str]) -> Self {
-        let log = dir.join(format!(
-            "plugin-{}.log",
-            std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos()
-        ));
+        let log = dir.join(format!("plugin-{}.log", std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos()));
         let log_file = std::fs::File::create(&log).expect("log file can be created");
         let child = Command::new(binary())
             .arg("--socket")
@@ -55,11 +45,7 @@ impl PluginProcess {
             .stderr(log_file)
             .spawn()
             .expect("kms-plugin starts");
-        let mut process = Self {
-            child: Some(child),
-            socket: socket.to_owned(),
-            log,
-        };
+        let mut process = Self { child: Some(child), socket: socket.to_owned(), log };
         process.wait_ready().await;
         process
     }
@@ -67,20 +53,11 @@ impl PluginProcess {
     async fn wait_ready(&mut self) {
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().expect("child status is readable"))
-            {
-                panic!(
-                    "kms-plugin exited with {status} before it was ready; its log:\n{}",
-                    self.log_text()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("child status is readable")) {
+                panic!("kms-plugin exited with {status} before it was ready; its log:\n{}", self.log_text());
             }
-            if let Ok(client) =
-                PluginClient::connect(self.socket.to_str().unwrap(), CALL_TIMEOUT).await
-                && (client.v2().status(v2::StatusRequest {}).await.is_ok()
-                    || client.v1beta1().version(v1beta1_version()).await.is_ok())
+            if let Ok(client) = PluginClient::connect(self.socket.to_str().unwrap(), CALL_TIMEOUT).await
+                && (client.v2().status(v2::StatusRequest {}).await.is_ok() || client.v1beta1().version(v1beta1_version()).await.is_ok())
             {
                 return;
             }
@@ -96,9 +73,7 @@ impl PluginProcess {
 
     /// A connected client.
     pub async fn client(&self) -> PluginClient {
-        PluginClient::connect(self.socket.to_str().unwrap(), CALL_TIMEOUT)
-            .await
-            .expect("plugin socket accepts connections")
+        PluginClient::connect(self.socket.to_str().unwrap(), CALL_TIMEOUT).await.expect("plugin socket accepts connections")
     }
 
     /// The plugin's stderr so far.
@@ -125,10 +100,7 @@ impl PluginProcess {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!(
-                    "kms-plugin did not exit within {READY_DEADLINE:?} of SIGTERM; its log:\n{}",
-                    self.log_text()
-                );
+                panic!("kms-plugin did not exit within {READY_DEADLINE:?} of SIGTERM; its log:\n{}", self.log_text());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -145,7 +117,5 @@ impl Drop for PluginProcess {
 }
 
 fn v1beta1_version() -> kms_wire::proto::v1beta1::VersionRequest {
-    kms_wire::proto::v1beta1::VersionRequest {
-        version: "v1beta1".into(),
-    }
+    kms_wire::proto::v1beta1::VersionRequest { version: "v1beta1".into() }
 }

@@ -24,10 +24,7 @@ pub struct Attempt {
 
 impl Attempt {
     pub(crate) fn new(place: impl Into<String>, skipped: impl Into<String>) -> Self {
-        Self {
-            place: place.into(),
-            skipped: skipped.into(),
-        }
+        Self { place: place.into(), skipped: skipped.into() }
     }
 }
 
@@ -177,24 +174,10 @@ mod tests {
             tried: vec![Attempt::new("$KMS_LAB_KUBE_APISERVER", "not set")],
         }));
         let text = err.to_string();
-        assert!(
-            text.contains("failed at `go build`: exit status: 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "full log: /c/gobuild/k8s-v1.37.2/build-kube-apiserver.log; its last 2 lines:"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("\n    | # k8s.io/foo\n    | foo.go:1: oops\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("1. $KMS_LAB_KUBE_APISERVER: not set"),
-            "{text}"
-        );
+        assert!(text.contains("failed at `go build`: exit status: 1"), "{text}");
+        assert!(text.contains("full log: /c/gobuild/k8s-v1.37.2/build-kube-apiserver.log; its last 2 lines:"), "{text}");
+        assert!(text.contains("\n    | # k8s.io/foo\n    | foo.go:1: oops\n"), "{text}");
+        assert!(text.contains("1. $KMS_LAB_KUBE_APISERVER: not set"), "{text}");
         assert!(text.ends_with(BUILD_FIX), "{text}");
     }
 }

@@ -17,10 +17,7 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Where a cached binary lives: `<cache>/bin/<component>-<version>/<component>`.
 pub(crate) fn cache_path(cache: &Path, component: Component, version: &str) -> PathBuf {
     let name = component.name();
-    cache
-        .join("bin")
-        .join(format!("{name}-{version}"))
-        .join(name)
+    cache.join("bin").join(format!("{name}-{version}")).join(name)
 }
 
 /// How strictly a place is treated.
@@ -53,15 +50,7 @@ pub(crate) fn find(
         Some(value) => {
             let path = absolute(Path::new(value));
             let place = format!("${var}={}", path.display());
-            if let Some(b) = probe(
-                component,
-                wanted,
-                &path,
-                Source::EnvVar(var),
-                Kind::Explicit,
-                place,
-                tried,
-            )? {
+            if let Some(b) = probe(component, wanted, &path, Source::EnvVar(var), Kind::Explicit, place, tried)? {
                 return Ok(Some(b));
             }
         }
@@ -73,15 +62,7 @@ pub(crate) fn find(
         Some(dir) => {
             let path = absolute(&dir.join(name));
             let place = format!("--bin-dir {}", path.display());
-            if let Some(b) = probe(
-                component,
-                wanted,
-                &path,
-                Source::BinDir,
-                Kind::Explicit,
-                place,
-                tried,
-            )? {
+            if let Some(b) = probe(component, wanted, &path, Source::BinDir, Kind::Explicit, place, tried)? {
                 return Ok(Some(b));
             }
         }
@@ -94,15 +75,7 @@ pub(crate) fn find(
             Some(dir) => {
                 let path = absolute(&Path::new(dir).join(name));
                 let place = format!("${var} {}", path.display());
-                if let Some(b) = probe(
-                    component,
-                    wanted,
-                    &path,
-                    Source::Assets(var),
-                    Kind::Assets,
-                    place,
-                    tried,
-                )? {
+                if let Some(b) = probe(component, wanted, &path, Source::Assets(var), Kind::Assets, place, tried)? {
                     return Ok(Some(b));
                 }
             }
@@ -111,10 +84,7 @@ pub(crate) fn find(
 
     // 5. the cache
     match cache {
-        None => tried.push(Attempt::new(
-            "cache",
-            "no cache directory: set KMS_LAB_CACHE or HOME",
-        )),
+        None => tried.push(Attempt::new("cache", "no cache directory: set KMS_LAB_CACHE or HOME")),
         Some(cache) => {
             if let Some(b) = find_in_cache(component, wanted, cache, tried)? {
                 return Ok(Some(b));
@@ -133,15 +103,7 @@ pub(crate) fn find_in_cache(
 ) -> Result<Option<Binary>, ProvisionError> {
     let path = cache_path(cache, component, wanted);
     let place = format!("cache {}", path.display());
-    probe(
-        component,
-        wanted,
-        &path,
-        Source::Cache,
-        Kind::Cache,
-        place,
-        tried,
-    )
+    probe(component, wanted, &path, Source::Cache, Kind::Cache, place, tried)
 }
 
 /// Checks one candidate: `Ok(Some)` to use it, `Ok(None)` after recording why not.
@@ -166,9 +128,7 @@ fn probe(
             Ok(None)
         }
         Ok(version) => {
-            if component == Component::KubeApiserver
-                && major_minor(&version).is_none_or(|found| found < MIN_KUBE_APISERVER)
-            {
+            if component == Component::KubeApiserver && major_minor(&version).is_none_or(|found| found < MIN_KUBE_APISERVER) {
                 let from = source.to_string();
                 let fix = match &source {
                     Source::EnvVar(var) | Source::Assets(var) => format!(
@@ -181,18 +141,10 @@ fn probe(
                         super::KUBERNETES_VERSION
                     ),
                     Source::Cache | Source::Built { .. } => {
-                        format!(
-                            "delete {} and rerun",
-                            path.parent().unwrap_or(path).display()
-                        )
+                        format!("delete {} and rerun", path.parent().unwrap_or(path).display())
                     }
                 };
-                return Err(ProvisionError::TooOld {
-                    path: path.to_path_buf(),
-                    from,
-                    found: version,
-                    fix,
-                });
+                return Err(ProvisionError::TooOld { path: path.to_path_buf(), from, found: version, fix });
             }
             if version != wanted {
                 if kind == Kind::Cache {
@@ -207,12 +159,7 @@ fn probe(
                     path.display()
                 );
             }
-            Ok(Some(Binary {
-                component,
-                path: path.to_path_buf(),
-                version,
-                source,
-            }))
+            Ok(Some(Binary { component, path: path.to_path_buf(), version, source }))
         }
     }
 }
@@ -249,12 +196,7 @@ pub(crate) fn check(component: Component, path: &Path) -> Result<String, String>
 fn run_version(path: &Path, args: &[&str]) -> Result<String, String> {
     let mut attempts = 0;
     let mut child = loop {
-        let spawned = Command::new(path)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
+        let spawned = Command::new(path).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
         match spawned {
             // A just-written file (a fresh build, a test's script) can still be open for
             // writing in a child forked meanwhile by another thread.
@@ -275,18 +217,8 @@ fn run_version(path: &Path, args: &[&str]) -> Result<String, String> {
             bytes
         })
     };
-    let stdout = reader(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let stderr = reader(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
     let deadline = Instant::now() + VERSION_TIMEOUT;
     let status = loop {
         match child.try_wait() {
@@ -295,10 +227,7 @@ fn run_version(path: &Path, args: &[&str]) -> Result<String, String> {
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "did not finish within {} s",
-                    VERSION_TIMEOUT.as_secs()
-                ));
+                return Err(format!("did not finish within {} s", VERSION_TIMEOUT.as_secs()));
             }
             Err(e) => return Err(format!("could not wait for it: {e}")),
         }
@@ -307,11 +236,7 @@ fn run_version(path: &Path, args: &[&str]) -> Result<String, String> {
     let stdout = text(stdout.join().unwrap_or_default());
     let stderr = text(stderr.join().unwrap_or_default());
     if !status.success() {
-        let first = stderr
-            .lines()
-            .chain(stdout.lines())
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+        let first = stderr.lines().chain(stdout.lines()).find(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(format!("failed ({status}): {first}"));
     }
     Ok(format!("{stdout}\n{stderr}"))

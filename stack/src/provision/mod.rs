@@ -74,12 +74,7 @@ pub enum Component {
 
 impl Component {
     /// All of them, in the order [`provision`] provides them.
-    pub const ALL: [Component; 4] = [
-        Self::KubeApiserver,
-        Self::Kubectl,
-        Self::Etcd,
-        Self::Etcdctl,
-    ];
+    pub const ALL: [Component; 4] = [Self::KubeApiserver, Self::Kubectl, Self::Etcd, Self::Etcdctl];
 
     /// The binary's file name, e.g. `kube-apiserver`.
     pub fn name(self) -> &'static str {
@@ -153,11 +148,7 @@ impl ProvisionOptions {
 
     /// The requested version of `component`.
     pub fn version_of(&self, component: Component) -> &str {
-        if component.is_kubernetes() {
-            &self.kubernetes_version
-        } else {
-            &self.etcd_version
-        }
+        if component.is_kubernetes() { &self.kubernetes_version } else { &self.etcd_version }
     }
 }
 
@@ -235,10 +226,7 @@ pub fn provision(options: &ProvisionOptions) -> Result<Binaries, ProvisionError>
 }
 
 /// Finds (or builds) one binary; see the [module docs](self) for where it looks. Blocking.
-pub fn find_or_build(
-    component: Component,
-    options: &ProvisionOptions,
-) -> Result<Binary, ProvisionError> {
+pub fn find_or_build(component: Component, options: &ProvisionOptions) -> Result<Binary, ProvisionError> {
     find_or_build_with(component, options, &Env::from_process())
 }
 
@@ -253,23 +241,12 @@ fn provision_with(options: &ProvisionOptions, env: &Env) -> Result<Binaries, Pro
     })
 }
 
-fn find_or_build_with(
-    component: Component,
-    options: &ProvisionOptions,
-    env: &Env,
-) -> Result<Binary, ProvisionError> {
+fn find_or_build_with(component: Component, options: &ProvisionOptions, env: &Env) -> Result<Binary, ProvisionError> {
     let versions = Versions::parse(options)?;
     let wanted = options.version_of(component);
     let cache = env.cache_dir(options);
     let mut tried = Vec::new();
-    if let Some(binary) = lookup::find(
-        component,
-        wanted,
-        options.bin_dir.as_deref(),
-        env,
-        cache.as_deref(),
-        &mut tried,
-    )? {
+    if let Some(binary) = lookup::find(component, wanted, options.bin_dir.as_deref(), env, cache.as_deref(), &mut tried)? {
         tracing::debug!(%component, path = %binary.path.display(), version = %binary.version, source = %binary.source, "found");
         return Ok(binary);
     }
@@ -280,32 +257,18 @@ fn find_or_build_with(
     };
     let not_found = |mut tried: Vec<Attempt>, why: String| {
         tried.push(Attempt::new(place.clone(), why));
-        Err(ProvisionError::NotFound {
-            component,
-            version: wanted.to_owned(),
-            tried,
-        })
+        Err(ProvisionError::NotFound { component, version: wanted.to_owned(), tried })
     };
     if !options.allow_build {
         return not_found(tried, "not allowed (allow_build is false)".to_owned());
     }
     let Some(cache) = cache else {
-        return not_found(
-            tried,
-            "no cache directory to build into: set KMS_LAB_CACHE or HOME".to_owned(),
-        );
+        return not_found(tried, "no cache directory to build into: set KMS_LAB_CACHE or HOME".to_owned());
     };
     if let Err(why) = gobuild::go_version(&env.go) {
         return not_found(tried, why);
     }
-    gobuild::build(&gobuild::Build {
-        component,
-        versions: &versions,
-        cache: &cache,
-        env,
-        progress: options.progress,
-        tried,
-    })
+    gobuild::build(&gobuild::Build { component, versions: &versions, cache: &cache, env, progress: options.progress, tried })
 }
 
 /// The validated requested versions.
@@ -324,11 +287,7 @@ impl Versions {
     }
 
     fn of(&self, component: Component) -> &str {
-        if component.is_kubernetes() {
-            &self.kubernetes.full
-        } else {
-            &self.etcd.full
-        }
+        if component.is_kubernetes() { &self.kubernetes.full } else { &self.etcd.full }
     }
 }
 
@@ -354,22 +313,13 @@ impl Env {
     ];
 
     fn from_process() -> Self {
-        let vars = Self::VARS
-            .iter()
-            .filter_map(|&name| std::env::var_os(name).map(|value| (name, value)))
-            .collect();
-        Self {
-            vars,
-            go: "go".into(),
-        }
+        let vars = Self::VARS.iter().filter_map(|&name| std::env::var_os(name).map(|value| (name, value))).collect();
+        Self { vars, go: "go".into() }
     }
 
     /// The variable's value; an empty one counts as unset.
     fn var(&self, name: &str) -> Option<&OsStr> {
-        self.vars
-            .get(name)
-            .map(OsString::as_os_str)
-            .filter(|v| !v.is_empty())
+        self.vars.get(name).map(OsString::as_os_str).filter(|v| !v.is_empty())
     }
 
     fn cache_dir(&self, options: &ProvisionOptions) -> Option<PathBuf> {
@@ -379,16 +329,12 @@ impl Env {
         if let Some(dir) = self.var("KMS_LAB_CACHE") {
             return Some(absolute(Path::new(dir)));
         }
-        self.var("HOME")
-            .map(|home| Path::new(home).join(".cache").join("kms-lab"))
+        self.var("HOME").map(|home| Path::new(home).join(".cache").join("kms-lab"))
     }
 
     /// `path` with `$HOME` shown as `~`, for messages.
     fn tilde(&self, path: &Path) -> String {
-        match self
-            .var("HOME")
-            .and_then(|home| path.strip_prefix(home).ok())
-        {
+        match self.var("HOME").and_then(|home| path.strip_prefix(home).ok()) {
             Some(rest) if rest.as_os_str().is_empty() => "~".to_owned(),
             Some(rest) => format!("~/{}", rest.display()),
             None => path.display().to_string(),

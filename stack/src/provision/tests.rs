@@ -21,10 +21,7 @@ fn fake(dir: &Path, name: &str, output: &str) -> PathBuf {
 
 fn env(vars: &[(&'static str, &Path)]) -> Env {
     Env {
-        vars: vars
-            .iter()
-            .map(|(k, v)| (*k, v.as_os_str().to_owned()))
-            .collect::<HashMap<_, _>>(),
+        vars: vars.iter().map(|(k, v)| (*k, v.as_os_str().to_owned())).collect::<HashMap<_, _>>(),
         go: "/nonexistent/go-for-kms-lab-tests".into(),
     }
 }
@@ -43,10 +40,7 @@ const ETCD_OUTPUT: &str = "etcd Version: 3.6.16\nGit SHA: v3.6.16\nGo Version: g
 
 #[test]
 fn components() {
-    let names: Vec<_> = Component::ALL
-        .iter()
-        .map(|c| (c.name(), c.env_var()))
-        .collect();
+    let names: Vec<_> = Component::ALL.iter().map(|c| (c.name(), c.env_var())).collect();
     assert_eq!(
         names,
         [
@@ -57,47 +51,21 @@ fn components() {
         ]
     );
     let options = ProvisionOptions::default();
-    assert_eq!(
-        (
-            options.version_of(Component::Kubectl),
-            options.version_of(Component::Etcdctl)
-        ),
-        ("v1.37.2", "v3.6.16")
-    );
-    assert!(
-        options.allow_build
-            && options.progress
-            && options.bin_dir.is_none()
-            && options.cache_dir.is_none()
-    );
-    assert_eq!(
-        cache_path(Path::new("/c"), Component::KubeApiserver, "v1.37.2"),
-        Path::new("/c/bin/kube-apiserver-v1.37.2/kube-apiserver")
-    );
+    assert_eq!((options.version_of(Component::Kubectl), options.version_of(Component::Etcdctl)), ("v1.37.2", "v3.6.16"));
+    assert!(options.allow_build && options.progress && options.bin_dir.is_none() && options.cache_dir.is_none());
+    assert_eq!(cache_path(Path::new("/c"), Component::KubeApiserver, "v1.37.2"), Path::new("/c/bin/kube-apiserver-v1.37.2/kube-apiserver"));
 }
 
 #[test]
 fn cache_dir_defaults() {
     let options = ProvisionOptions::default();
-    assert_eq!(
-        env(&[("HOME", Path::new("/h"))]).cache_dir(&options),
-        Some(PathBuf::from("/h/.cache/kms-lab"))
-    );
-    let both = env(&[
-        ("HOME", Path::new("/h")),
-        ("KMS_LAB_CACHE", Path::new("/k")),
-    ]);
+    assert_eq!(env(&[("HOME", Path::new("/h"))]).cache_dir(&options), Some(PathBuf::from("/h/.cache/kms-lab")));
+    let both = env(&[("HOME", Path::new("/h")), ("KMS_LAB_CACHE", Path::new("/k"))]);
     assert_eq!(both.cache_dir(&options), Some(PathBuf::from("/k")));
-    let explicit = ProvisionOptions {
-        cache_dir: Some("/o".into()),
-        ..ProvisionOptions::default()
-    };
+    let explicit = ProvisionOptions { cache_dir: Some("/o".into()), ..ProvisionOptions::default() };
     assert_eq!(both.cache_dir(&explicit), Some(PathBuf::from("/o")));
     assert_eq!(env(&[]).cache_dir(&options), None);
-    assert_eq!(
-        env(&[("HOME", Path::new("/h"))]).tilde(Path::new("/h/.cache/kms-lab")),
-        "~/.cache/kms-lab"
-    );
+    assert_eq!(env(&[("HOME", Path::new("/h"))]).tilde(Path::new("/h/.cache/kms-lab")), "~/.cache/kms-lab");
 }
 
 #[test]
@@ -115,9 +83,8 @@ fn lookup_order() {
     let cached = cache_path(&cache, Component::Etcd, ETCD_VERSION);
     fake(cached.parent().unwrap(), "etcd", ETCD_OUTPUT);
 
-    let find = |vars: &[(&'static str, &Path)], bin_dir: Option<&Path>| {
-        find_or_build_with(Component::Etcd, &offline(bin_dir, &cache), &env(vars))
-    };
+    let find =
+        |vars: &[(&'static str, &Path)], bin_dir: Option<&Path>| find_or_build_with(Component::Etcd, &offline(bin_dir, &cache), &env(vars));
     let all = [
         ("KMS_LAB_ETCD", from_var.as_path()),
         ("KMS_LAB_ASSETS", kms_assets.as_path()),
@@ -127,10 +94,7 @@ fn lookup_order() {
         (Source::EnvVar("KMS_LAB_ETCD"), from_var.clone()),
         (Source::BinDir, bin_dir.join("etcd")),
         (Source::Assets("KMS_LAB_ASSETS"), kms_assets.join("etcd")),
-        (
-            Source::Assets("KUBEBUILDER_ASSETS"),
-            kubebuilder_assets.join("etcd"),
-        ),
+        (Source::Assets("KUBEBUILDER_ASSETS"), kubebuilder_assets.join("etcd")),
         (Source::Cache, cached.clone()),
     ];
     // Remove the winning place one at a time: the next one wins.
@@ -145,27 +109,13 @@ fn lookup_order() {
             })
             .collect();
         let binary = find(&vars, (step < 2).then_some(bin_dir.as_path())).unwrap();
-        assert_eq!(
-            (&binary.source, &binary.path),
-            (&source, &path),
-            "step {step}"
-        );
-        assert_eq!(
-            (binary.component, binary.version.as_str()),
-            (Component::Etcd, "v3.6.16")
-        );
+        assert_eq!((&binary.source, &binary.path), (&source, &path), "step {step}");
+        assert_eq!((binary.component, binary.version.as_str()), (Component::Etcd, "v3.6.16"));
     }
 
     fs::remove_file(&cached).unwrap();
     let err = find(&[], None).unwrap_err();
-    let ProvisionError::NotFound {
-        component,
-        version,
-        tried,
-    } = &err
-    else {
-        panic!("{err}")
-    };
+    let ProvisionError::NotFound { component, version, tried } = &err else { panic!("{err}") };
     assert_eq!((*component, version.as_str()), (Component::Etcd, "v3.6.16"));
     let places: Vec<_> = tried.iter().map(|a| a.place.as_str()).collect();
     assert_eq!(
@@ -202,59 +152,30 @@ fn the_error_lists_every_place_tried_and_why() {
         ("KUBEBUILDER_ASSETS", kubebuilder_assets.as_path()),
     ];
 
-    let err = find_or_build_with(
-        Component::Etcd,
-        &offline(Some(&bin_dir), &cache),
-        &env(&vars),
-    )
-    .unwrap_err();
+    let err = find_or_build_with(Component::Etcd, &offline(Some(&bin_dir), &cache), &env(&vars)).unwrap_err();
     let text = err.to_string();
     let expected_lines = [
         "no usable etcd v3.6.16; tried, in order:".to_owned(),
         format!("  1. $KMS_LAB_ETCD={}: no such file", missing.display()),
-        format!(
-            "  2. --bin-dir {0}/etcd: not executable (chmod +x {0}/etcd)",
-            bin_dir.display()
-        ),
+        format!("  2. --bin-dir {0}/etcd: not executable (chmod +x {0}/etcd)", bin_dir.display()),
         format!(
             "  3. $KMS_LAB_ASSETS {}/etcd: `etcd --version` printed no etcd version, but: \"Usage: etcd [flags]\"",
             kms_assets.display()
         ),
-        format!(
-            "  4. $KUBEBUILDER_ASSETS {}/etcd: is a directory, not the etcd binary",
-            kubebuilder_assets.display()
-        ),
-        format!(
-            "  5. cache {}: reports v3.5.17, not v3.6.16; it will be rebuilt",
-            cached.display()
-        ),
-        format!(
-            "  6. build with Go into {}: not allowed (allow_build is false)",
-            cache.display()
-        ),
+        format!("  4. $KUBEBUILDER_ASSETS {}/etcd: is a directory, not the etcd binary", kubebuilder_assets.display()),
+        format!("  5. cache {}: reports v3.5.17, not v3.6.16; it will be rebuilt", cached.display()),
+        format!("  6. build with Go into {}: not allowed (allow_build is false)", cache.display()),
         format!("fix: {FIX}"),
     ];
     assert_eq!(text.lines().collect::<Vec<_>>(), expected_lines, "{text}");
 
     // Allowed to build, but there is no Go: the last place says how to install it.
-    let options = ProvisionOptions {
-        allow_build: true,
-        ..offline(Some(&bin_dir), &cache)
-    };
+    let options = ProvisionOptions { allow_build: true, ..offline(Some(&bin_dir), &cache) };
     let err = find_or_build_with(Component::Etcd, &options, &env(&vars)).unwrap_err();
-    let ProvisionError::NotFound { tried, .. } = &err else {
-        panic!("{err}")
-    };
+    let ProvisionError::NotFound { tried, .. } = &err else { panic!("{err}") };
     let last = tried.last().unwrap();
-    assert_eq!(
-        last.place,
-        format!("build with Go into {}", cache.display())
-    );
-    assert!(
-        last.skipped.contains("is not on PATH")
-            && last.skipped.contains("apt-get install golang-go"),
-        "{err}"
-    );
+    assert_eq!(last.place, format!("build with Go into {}", cache.display()));
+    assert!(last.skipped.contains("is not on PATH") && last.skipped.contains("apt-get install golang-go"), "{err}");
     assert_eq!(tried.len(), 6, "{err}");
 }
 
@@ -262,75 +183,33 @@ fn the_error_lists_every_place_tried_and_why() {
 fn another_version_is_accepted_but_not_a_kube_apiserver_without_kms_v2() {
     let root = tempfile::tempdir().unwrap();
     let bin_dir = root.path().join("bin");
-    fake(
-        &bin_dir,
-        "etcdctl",
-        "etcdctl version: 3.5.17\nAPI version: 3.5",
-    );
-    fake(
-        &bin_dir,
-        "kubectl",
-        "Client Version: v1.36.3\nKustomize Version: v5.7.1",
-    );
+    fake(&bin_dir, "etcdctl", "etcdctl version: 3.5.17\nAPI version: 3.5");
+    fake(&bin_dir, "kubectl", "Client Version: v1.36.3\nKustomize Version: v5.7.1");
     fake(&bin_dir, "kube-apiserver", "Kubernetes v1.28.4");
     let options = offline(Some(&bin_dir), &root.path().join("cache"));
 
     let etcdctl = find_or_build_with(Component::Etcdctl, &options, &env(&[])).unwrap();
-    assert_eq!(
-        (etcdctl.version.as_str(), etcdctl.source),
-        ("v3.5.17", Source::BinDir)
-    );
+    assert_eq!((etcdctl.version.as_str(), etcdctl.source), ("v3.5.17", Source::BinDir));
     let kubectl = find_or_build_with(Component::Kubectl, &options, &env(&[])).unwrap();
     assert_eq!(kubectl.version, "v1.36.3");
 
     let err = find_or_build_with(Component::KubeApiserver, &options, &env(&[])).unwrap_err();
-    assert!(
-        matches!(&err, ProvisionError::TooOld { found, .. } if found == "v1.28.4"),
-        "{err}"
-    );
+    assert!(matches!(&err, ProvisionError::TooOld { found, .. } if found == "v1.28.4"), "{err}");
     let text = err.to_string();
     let path = bin_dir.join("kube-apiserver");
-    assert!(
-        text.contains(&format!(
-            "the kube-apiserver at {} (from --bin-dir) reports v1.28.4",
-            path.display()
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains("older than v1.29")
-            && text.contains("fix: put a kube-apiserver v1.29 or later in"),
-        "{text}"
-    );
+    assert!(text.contains(&format!("the kube-apiserver at {} (from --bin-dir) reports v1.28.4", path.display())), "{text}");
+    assert!(text.contains("older than v1.29") && text.contains("fix: put a kube-apiserver v1.29 or later in"), "{text}");
 }
 
 #[test]
 fn a_malformed_version_is_rejected_before_looking() {
-    let options = ProvisionOptions {
-        kubernetes_version: "1.37.2".into(),
-        ..ProvisionOptions::default()
-    };
+    let options = ProvisionOptions { kubernetes_version: "1.37.2".into(), ..ProvisionOptions::default() };
     let err = provision_with(&options, &env(&[])).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ProvisionError::InvalidVersion {
-                what: "Kubernetes",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, ProvisionError::InvalidVersion { what: "Kubernetes", .. }), "{err}");
     assert!(err.to_string().contains("did you mean v1.37.2?"), "{err}");
-    let options = ProvisionOptions {
-        etcd_version: "latest".into(),
-        ..ProvisionOptions::default()
-    };
+    let options = ProvisionOptions { etcd_version: "latest".into(), ..ProvisionOptions::default() };
     let err = find_or_build_with(Component::Kubectl, &options, &env(&[])).unwrap_err();
-    assert!(
-        matches!(err, ProvisionError::InvalidVersion { what: "etcd", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, ProvisionError::InvalidVersion { what: "etcd", .. }), "{err}");
 }
 
 #[test]
@@ -343,10 +222,7 @@ fn a_build_waits_for_the_lock_and_then_uses_what_the_holder_built() {
     let waiter = {
         let cache = cache.clone();
         std::thread::spawn(move || {
-            let options = ProvisionOptions {
-                allow_build: true,
-                ..offline(None, &cache)
-            };
+            let options = ProvisionOptions { allow_build: true, ..offline(None, &cache) };
             let versions = Versions::parse(&options).unwrap();
             let env = env(&[]);
             gobuild::build(&gobuild::Build {
@@ -375,22 +251,10 @@ fn provision_finds_the_real_binaries() {
     let options = ProvisionOptions::default();
     let binaries = provision(&options).unwrap_or_else(|e| panic!("{e}"));
     for (component, args, expected) in [
-        (
-            Component::KubeApiserver,
-            &["--version"][..],
-            "Kubernetes v1.37.2",
-        ),
-        (
-            Component::Kubectl,
-            &["version", "--client"][..],
-            "Client Version: v1.37.2",
-        ),
+        (Component::KubeApiserver, &["--version"][..], "Kubernetes v1.37.2"),
+        (Component::Kubectl, &["version", "--client"][..], "Client Version: v1.37.2"),
         (Component::Etcd, &["--version"][..], "etcd Version: 3.6.16"),
-        (
-            Component::Etcdctl,
-            &["version"][..],
-            "etcdctl version: 3.6.16",
-        ),
+        (Component::Etcdctl, &["version"][..], "etcdctl version: 3.6.16"),
     ] {
         let binary = binaries.get(component);
         assert_eq!(binary.component, component);
@@ -398,9 +262,6 @@ fn provision_finds_the_real_binaries() {
         assert!(binary.path.is_absolute(), "{binary:?}");
         let out = Command::new(&binary.path).args(args).output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.lines().any(|l| l.trim() == expected),
-            "{binary:?}: {stdout}"
-        );
+        assert!(out.status.success() && stdout.lines().any(|l| l.trim() == expected), "{binary:?}: {stdout}");
     }
 }

@@ -33,20 +33,14 @@ fn split_semver(s: &str) -> Option<(u64, u64, u64, Option<&str>)> {
         None => (rest, None),
     };
     if let Some(pre) = pre
-        && (pre.is_empty()
-            || !pre
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
+        && (pre.is_empty() || !pre.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'))
     {
         return None;
     }
     let mut parts = core.split('.');
     let mut number = || -> Option<u64> {
         let p = parts.next()?;
-        if p.is_empty()
-            || !p.bytes().all(|b| b.is_ascii_digit())
-            || (p.len() > 1 && p.starts_with('0'))
-        {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) || (p.len() > 1 && p.starts_with('0')) {
             return None;
         }
         p.parse().ok()
@@ -59,12 +53,7 @@ fn split_semver(s: &str) -> Option<(u64, u64, u64, Option<&str>)> {
 }
 
 fn malformed(what: &'static str, value: &str, example: &str, reason: String) -> ProvisionError {
-    ProvisionError::InvalidVersion {
-        what,
-        value: value.to_owned(),
-        example: example.to_owned(),
-        reason,
-    }
+    ProvisionError::InvalidVersion { what, value: value.to_owned(), example: example.to_owned(), reason }
 }
 
 /// Validates a requested Kubernetes version (`--k8s-version`).
@@ -81,33 +70,21 @@ pub(crate) fn parse_kubernetes_version(value: &str) -> Result<KubeVersion, Provi
         return Err(malformed("Kubernetes", value, EXAMPLE, hint(value)));
     };
     if major != 1 {
-        return Err(malformed(
-            "Kubernetes",
-            value,
-            EXAMPLE,
-            "only Kubernetes v1.x exists".to_owned(),
-        ));
+        return Err(malformed("Kubernetes", value, EXAMPLE, "only Kubernetes v1.x exists".to_owned()));
     }
     if (major, minor) < MIN_KUBE_APISERVER {
         return Err(malformed(
             "Kubernetes",
             value,
             EXAMPLE,
-            format!(
-                "kms-lab needs v{}.{} or later (KMS v2 went GA in v1.29)",
-                MIN_KUBE_APISERVER.0, MIN_KUBE_APISERVER.1
-            ),
+            format!("kms-lab needs v{}.{} or later (KMS v2 went GA in v1.29)", MIN_KUBE_APISERVER.0, MIN_KUBE_APISERVER.1),
         ));
     }
     let staging = match pre {
         Some(pre) => format!("v0.{minor}.{patch}-{pre}"),
         None => format!("v0.{minor}.{patch}"),
     };
-    Ok(KubeVersion {
-        full: value.to_owned(),
-        minor,
-        staging,
-    })
+    Ok(KubeVersion { full: value.to_owned(), minor, staging })
 }
 
 /// Validates a requested etcd version (`--etcd-version`).
@@ -122,16 +99,9 @@ pub(crate) fn parse_etcd_version(value: &str) -> Result<EtcdVersion, ProvisionEr
         return Err(malformed("etcd", value, EXAMPLE, reason));
     };
     if major != 3 {
-        return Err(malformed(
-            "etcd",
-            value,
-            EXAMPLE,
-            "only etcd v3.x can be built (Go modules go.etcd.io/etcd/*/v3)".to_owned(),
-        ));
+        return Err(malformed("etcd", value, EXAMPLE, "only etcd v3.x can be built (Go modules go.etcd.io/etcd/*/v3)".to_owned()));
     }
-    Ok(EtcdVersion {
-        full: value.to_owned(),
-    })
+    Ok(EtcdVersion { full: value.to_owned() })
 }
 
 /// The arguments that make `component` print its version.
@@ -147,11 +117,7 @@ pub(crate) fn version_args(component: Component) -> &'static [&'static str] {
 /// Extracts the version from the output of [`version_args`], normalised to start with `v`
 /// (`etcd Version: 3.6.16` gives `v3.6.16`). `None` if the output is not recognised.
 pub(crate) fn parse_reported_version(component: Component, output: &str) -> Option<String> {
-    let value_after = |prefix: &str| {
-        output
-            .lines()
-            .find_map(|line| line.trim().strip_prefix(prefix).map(str::trim))
-    };
+    let value_after = |prefix: &str| output.lines().find_map(|line| line.trim().strip_prefix(prefix).map(str::trim));
     let raw = match component {
         // `Kubernetes v1.37.2`
         Component::KubeApiserver => value_after("Kubernetes ")?.split_whitespace().next()?,
@@ -169,22 +135,14 @@ pub(crate) fn parse_reported_version(component: Component, output: &str) -> Opti
         // `etcdctl version: 3.6.16`
         Component::Etcdctl => value_after("etcdctl version:")?.split_whitespace().next()?,
     };
-    let normalised = if raw.starts_with('v') {
-        raw.to_owned()
-    } else {
-        format!("v{raw}")
-    };
-    let looks_like_version =
-        normalised[1..].starts_with(|c: char| c.is_ascii_digit()) && normalised.contains('.');
+    let normalised = if raw.starts_with('v') { raw.to_owned() } else { format!("v{raw}") };
+    let looks_like_version = normalised[1..].starts_with(|c: char| c.is_ascii_digit()) && normalised.contains('.');
     looks_like_version.then_some(normalised)
 }
 
 /// `(major, minor)` of a reported version such as `v1.37.2` or `v0.0.0-master+$Format:%H$`.
 pub(crate) fn major_minor(version: &str) -> Option<(u64, u64)> {
-    let mut it = version
-        .strip_prefix('v')
-        .unwrap_or(version)
-        .split(['.', '-', '+']);
+    let mut it = version.strip_prefix('v').unwrap_or(version).split(['.', '-', '+']);
     let major = it.next()?.parse().ok()?;
     let minor = it.next()?.parse().ok()?;
     Some((major, minor))
@@ -217,14 +175,7 @@ mod tests {
     #[test]
     fn kubernetes_version_derives_minor_and_staging() {
         let v = parse_kubernetes_version("v1.37.2").unwrap();
-        assert_eq!(
-            v,
-            KubeVersion {
-                full: "v1.37.2".into(),
-                minor: 37,
-                staging: "v0.37.2".into()
-            }
-        );
+        assert_eq!(v, KubeVersion { full: "v1.37.2".into(), minor: 37, staging: "v0.37.2".into() });
         let beta = parse_kubernetes_version("v1.38.0-beta.0").unwrap();
         assert_eq!((beta.minor, beta.staging.as_str()), (38, "v0.38.0-beta.0"));
         assert!(parse_kubernetes_version("v1.29.0").is_ok());
@@ -263,39 +214,19 @@ mod tests {
     fn reported_versions_of_each_binary() {
         let cases = [
             (Component::KubeApiserver, "Kubernetes v1.37.2\n", "v1.37.2"),
-            (
-                Component::Kubectl,
-                "Client Version: v1.37.2\nKustomize Version: v5.8.1\n",
-                "v1.37.2",
-            ),
+            (Component::Kubectl, "Client Version: v1.37.2\nKustomize Version: v5.8.1\n", "v1.37.2"),
             (
                 Component::Kubectl,
                 "Client Version: version.Info{Major:\"1\", Minor:\"27\", GitVersion:\"v1.27.3\", GitCommit:\"x\"}\n",
                 "v1.27.3",
             ),
-            (
-                Component::Etcd,
-                "etcd Version: 3.6.16\nGit SHA: v3.6.16\nGo Version: go1.26.8\nGo OS/Arch: linux/amd64\n",
-                "v3.6.16",
-            ),
-            (
-                Component::Etcdctl,
-                "etcdctl version: 3.6.16\nAPI version: 3.6\n",
-                "v3.6.16",
-            ),
+            (Component::Etcd, "etcd Version: 3.6.16\nGit SHA: v3.6.16\nGo Version: go1.26.8\nGo OS/Arch: linux/amd64\n", "v3.6.16"),
+            (Component::Etcdctl, "etcdctl version: 3.6.16\nAPI version: 3.6\n", "v3.6.16"),
             // A build without the version ldflags.
-            (
-                Component::KubeApiserver,
-                "Kubernetes v0.0.0-master+$Format:%H$\n",
-                "v0.0.0-master+$Format:%H$",
-            ),
+            (Component::KubeApiserver, "Kubernetes v0.0.0-master+$Format:%H$\n", "v0.0.0-master+$Format:%H$"),
         ];
         for (component, output, want) in cases {
-            assert_eq!(
-                parse_reported_version(component, output).as_deref(),
-                Some(want),
-                "{component}: {output:?}"
-            );
+            assert_eq!(parse_reported_version(component, output).as_deref(), Some(want), "{component}: {output:?}");
         }
         for (component, output) in [
             (Component::KubeApiserver, "Usage: kube-apiserver [flags]"),
@@ -304,11 +235,7 @@ mod tests {
             (Component::Kubectl, "Client Version: unknown"),
             (Component::Etcd, ""),
         ] {
-            assert_eq!(
-                parse_reported_version(component, output),
-                None,
-                "{component}: {output:?}"
-            );
+            assert_eq!(parse_reported_version(component, output), None, "{component}: {output:?}");
         }
     }
 
