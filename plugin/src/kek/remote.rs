@@ -1,0 +1,239 @@
+//! A KEK held in a remote KMS (kms-lab's mock KMS, a cloud-style HTTP/JSON API): signed
+//! requests, a deadline per operation, bounded retries with backoff and jitter on retryable
+//! failures only, failover across endpoints, and `Retry-After` honoured.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use mock_kms::api::{self, Action, ErrorBody, ErrorCode};
+use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
+
+use super::{Claimed, KekError, Wrapped};
+use crate::config::RemoteKmsConfig;
+
+/// The first retry's backoff; each further retry doubles it (full jitter).
+const BASE_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest single backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A remote KMS key as the plugin's KEK.
+pub struct RemoteKek {
+    config: RemoteKmsConfig,
+    http: reqwest::Client,
+    /// The endpoint that answered last; calls start there.
+    preferred: AtomicUsize,
+}
+
+impl std::fmt::Debug for RemoteKek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteKek").field("endpoints", &self.config.endpoints).field("key_id", &self.config.key_id).finish_non_exhaustive()
+    }
+}
+
+/// One failed attempt: whether another may help, and how long the KMS asked to wait.
+struct Attempt {
+    error: KekError,
+    retryable: bool,
+    retry_after: Option<Duration>,
+    switch_endpoint: bool,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// The v2 key id the plugin reports for a key version: `<key>/<version>`.
+pub fn key_id_of(key: &str, version: &str) -> String {
+    format!("{key}/{version}")
+}
+
+impl RemoteKek {
+    /// A client for the KMS `config` names.
+    pub fn new(config: RemoteKmsConfig) -> Result<Self, KekError> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| KekError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { config, http, preferred: AtomicUsize::new(0) })
+    }
+
+    /// Wraps `plaintext` with the key's current version.
+    pub async fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, KekError> {
+        let request = api::EncryptRequest { key_id: self.config.key_id.clone(), plaintext: b64().encode(plaintext), ..Default::default() };
+        let response: api::EncryptResponse = self.call(Action::Encrypt, &request).await?;
+        let ciphertext = b64()
+            .decode(&response.ciphertext_blob)
+            .map_err(|_| KekError::Internal("the KMS returned a CiphertextBlob that is not base64".into()))?;
+        Ok(Wrapped {
+            ciphertext: ciphertext.into(),
+            key_id: key_id_of(&response.key_id, &response.key_version_id),
+            annotations: Default::default(),
+        })
+    }
+
+    /// Unwraps what [`RemoteKek::wrap`] returned; a claimed key id must match the blob's key version.
+    pub async fn unwrap(&self, ciphertext: &[u8], claimed: Claimed<'_>) -> Result<Zeroizing<Vec<u8>>, KekError> {
+        if ciphertext.is_empty() {
+            return Err(KekError::InvalidCiphertext("it is empty".into()));
+        }
+        if let Some(annotations) = claimed.annotations.filter(|a| !a.is_empty()) {
+            return Err(KekError::Mismatch(format!(
+                "annotations {:?} were sent, but this plugin returns none with a remote KEK",
+                annotations.keys().collect::<Vec<_>>()
+            )));
+        }
+        let request = api::DecryptRequest { ciphertext_blob: b64().encode(ciphertext), ..Default::default() };
+        let response: api::DecryptResponse = self.call(Action::Decrypt, &request).await?;
+        let actual = key_id_of(&response.key_id, &response.key_version_id);
+        let plaintext = Zeroizing::new(
+            b64().decode(&response.plaintext).map_err(|_| KekError::Internal("the KMS returned a Plaintext that is not base64".into()))?,
+        );
+        if let Some(key_id) = claimed.key_id.filter(|id| !id.is_empty())
+            && key_id != actual
+        {
+            return Err(KekError::Mismatch(format!("key_id `{key_id}` does not match the ciphertext's key version `{actual}`")));
+        }
+        Ok(plaintext)
+    }
+
+    /// Calls `action` with retries and failover, all within the configured deadline.
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(&self, action: Action, request: &Req) -> Result<Resp, KekError> {
+        let body = serde_json::to_vec(request).map_err(|e| KekError::Internal(format!("cannot encode the request: {e}")))?;
+        let deadline = Instant::now() + self.config.call_timeout;
+        let endpoints = self.config.endpoints.len().max(1);
+        let mut endpoint = self.preferred.load(Ordering::Relaxed) % endpoints;
+        let mut attempt = 0u32;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(KekError::Timeout(self.config.call_timeout));
+            }
+            match self.attempt(&self.config.endpoints[endpoint], action, &body, remaining).await {
+                Ok(response) => {
+                    self.preferred.store(endpoint, Ordering::Relaxed);
+                    return Ok(response);
+                }
+                Err(failed) => {
+                    tracing::debug!(action = %action, endpoint = %self.config.endpoints[endpoint], attempt, error = %failed.error, "KMS call failed");
+                    if !failed.retryable || attempt >= self.config.max_retries {
+                        return Err(failed.error);
+                    }
+                    attempt += 1;
+                    if failed.switch_endpoint {
+                        endpoint = (endpoint + 1) % endpoints;
+                    }
+                    let backoff = failed.retry_after.unwrap_or_else(|| {
+                        let cap = BASE_BACKOFF.saturating_mul(1 << attempt.min(10)).min(MAX_BACKOFF);
+                        rand::thread_rng().gen_range(Duration::ZERO..=cap)
+                    });
+                    if Instant::now() + backoff >= deadline {
+                        // Waiting would pass the deadline: report the failure now rather than hang.
+                        return Err(failed.error);
+                    }
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt<Resp: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        action: Action,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Resp, Attempt> {
+        let path = action.path();
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let signature =
+            api::sign(self.config.credential.secret_key.as_bytes(), &api::canonical_request("POST", &path, timestamp, &nonce, body));
+        let sent = self
+            .http
+            .post(format!("{endpoint}{path}"))
+            .header(api::HEADER_ACCESS_KEY, &self.config.credential.access_key)
+            .header(api::HEADER_TIMESTAMP, timestamp.to_string())
+            .header(api::HEADER_NONCE, nonce)
+            .header(api::HEADER_SIGNATURE, signature)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_vec())
+            .timeout(timeout)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) if error.is_timeout() => {
+                return Err(Attempt {
+                    error: KekError::Timeout(self.config.call_timeout),
+                    retryable: true,
+                    retry_after: None,
+                    switch_endpoint: true,
+                });
+            }
+            Err(error) => {
+                let reason =
+                    if error.is_connect() { format!("cannot connect to {endpoint}") } else { format!("request to {endpoint} failed") };
+                return Err(Attempt { error: KekError::Unavailable(reason), retryable: true, retry_after: None, switch_endpoint: true });
+            }
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs);
+        let bytes = response.bytes().await.map_err(|_| Attempt {
+            error: KekError::Unavailable(format!("{endpoint} closed the connection mid-response")),
+            retryable: true,
+            retry_after: None,
+            switch_endpoint: true,
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|_| Attempt {
+                error: KekError::Internal(format!("{endpoint} answered {action} with a body that is not the expected JSON")),
+                retryable: false,
+                retry_after: None,
+                switch_endpoint: false,
+            });
+        }
+        let Ok(error) = serde_json::from_slice::<ErrorBody>(&bytes) else {
+            let retryable = status.is_server_error() || status.as_u16() == 429;
+            return Err(Attempt {
+                error: KekError::Unavailable(format!("{endpoint} answered HTTP {status} without an error body")),
+                retryable,
+                retry_after,
+                switch_endpoint: retryable,
+            });
+        };
+        Err(Attempt {
+            error: map_error(&error),
+            retryable: error.code.retryable(),
+            retry_after,
+            switch_endpoint: error.code != ErrorCode::Throttling,
+        })
+    }
+}
+
+/// What a KMS error means for the apiserver, with the KMS's own code and request id.
+fn map_error(error: &ErrorBody) -> KekError {
+    let detail = format!("{:?}: {} (request {})", error.code, error.message, error.request_id);
+    match error.code {
+        ErrorCode::InvalidAccessKeyId => KekError::Unauthenticated(format!("{detail}; check AccessKey in the plugin config")),
+        ErrorCode::SignatureDoesNotMatch => KekError::Unauthenticated(format!("{detail}; check SecretKey in the plugin config")),
+        ErrorCode::RequestTimeTooSkewed => KekError::Unauthenticated(format!("{detail}; check this host's clock")),
+        ErrorCode::RequestReplayed => KekError::Unauthenticated(detail),
+        ErrorCode::Forbidden => KekError::PermissionDenied(detail),
+        ErrorCode::KeyNotFound => KekError::KeyUnusable(format!("{detail}; check KmsKeyId")),
+        ErrorCode::KeyNotEnabled => KekError::KeyUnusable(detail),
+        ErrorCode::InvalidCiphertext => KekError::InvalidCiphertext(detail),
+        ErrorCode::InvalidParameter | ErrorCode::KeyAlreadyExists => KekError::Internal(detail),
+        ErrorCode::Throttling => KekError::Throttled(detail),
+        ErrorCode::Sealed => KekError::Unavailable(format!("{detail}; the KMS must be unsealed")),
+        ErrorCode::InternalFailure | ErrorCode::ServiceUnavailable => KekError::Unavailable(detail),
+    }
+}
