@@ -125,16 +125,20 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
         println!("    {:<15} {:<10} {}", binary.component.name(), binary.version, binary.path.display());
     }
 
-    step(2, total, "starting etcd, the kms-lab reference plugin (local KEK) and kube-apiserver with a KMS v2 provider");
+    step(2, total, "starting etcd, the mock remote KMS, the kms-lab reference plugin and kube-apiserver with a KMS v2 provider");
     let started = Instant::now();
-    let stack = Stack::start(StackOptions::new("lab", binaries.clone(), &options.state_dir.join("runs"))).await?;
+    let mut stack_options = StackOptions::new("lab", binaries.clone(), &options.state_dir.join("runs")).with_mock_kms();
+    // Re-probe the KEK every 5 s, so a rotation shows in the plugin's Status quickly.
+    stack_options.plugins[0].extra_args = vec!["--health-ttl".into(), "5s".into()];
+    let stack = Stack::start(stack_options).await?;
     let bring_up = started.elapsed();
     println!(
-        "    stack up in {:.1} s: apiserver {}  etcd {}  plugin {}",
+        "    stack up in {:.1} s: apiserver {}  etcd {}  plugin {}  mock KMS http://127.0.0.1:{}",
         bring_up.as_secs_f64(),
         stack.apiserver_url(0)?,
         stack.etcd_url(),
-        stack.plugin_endpoint("plugin-0").unwrap_or_default()
+        stack.plugin_endpoint("plugin-0").unwrap_or_default(),
+        stack.mock_kms().map(|k| k.port).unwrap_or_default()
     );
     let env_file = options.state_dir.join("lab.env");
     write_env_file(&env_file, &stack, &binaries)?;
@@ -207,13 +211,11 @@ async fn demo(stack: &Stack, binaries: &Binaries, total: usize) -> Result<(), La
     step(
         5,
         total,
-        "rotating the KEK: the plugin's Status reports a new key id; the apiserver picks it up at its next Status poll (up to a minute)",
+        "rotating the KEK in the mock KMS: the plugin's Status reports the new key version, the apiserver sees it at its next Status poll",
     );
-    let kek_file = stack.plugin_state_file("plugin-0").ok_or_else(|| LabError::Demo("plugin-0 has no KEK file".into()))?;
-    let plugin_binary = kms_lab_stack::own::OwnBinary::KmsPlugin.locate()?;
-    println!("    $ kms-plugin rotate-kek --kek-file {} && kill -HUP <plugin pid>", kek_file.display());
-    run(&plugin_binary, &["rotate-kek", "--kek-file", &kek_file.to_string_lossy()], &[])?;
-    stack.reload_plugin("plugin-0")?;
+    let kms = stack.mock_kms().ok_or_else(|| LabError::Demo("the lab runs no mock KMS".into()))?;
+    println!("    $ curl -X POST http://127.0.0.1:{}/admin/keys/{}/rotate", kms.port, kms.options.key_id);
+    kms.rotate_key().await?;
     let plugin = kms_wire::PluginClient::connect(&stack.plugin_endpoint("plugin-0").unwrap_or_default(), Duration::from_secs(5))
         .await
         .map_err(|e| LabError::Demo(e.to_string()))?;
@@ -260,7 +262,7 @@ async fn demo(stack: &Stack, binaries: &Binaries, total: usize) -> Result<(), La
     let old = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, String::from_utf8_lossy(&old).trim()).unwrap_or_default();
     println!("    demo-secret (key id {first_key_id}) still reads: {}", String::from_utf8_lossy(&old));
 
-    step(6, total, "what the apiserver reports about its KMS provider");
+    step(6, total, "what the apiserver reports, and the mock KMS audit log of the calls it caused");
     let (status, body) = stack.apiserver_get(0, "/healthz/kms-providers").await?;
     println!("    GET /healthz/kms-providers -> {status} {body}");
     let (_, metrics) = stack.apiserver_get(0, "/metrics").await?;
@@ -269,6 +271,12 @@ async fn demo(stack: &Stack, binaries: &Binaries, total: usize) -> Result<(), La
             || l.starts_with("apiserver_envelope_encryption_kms_operations_latency_seconds_count")
     }) {
         println!("    {line}");
+    }
+    let audit = kms.audit(0).await?;
+    let count = |action: &str| audit.iter().filter(|r| r["action"] == action).count();
+    println!("    mock KMS audit log: {} calls ({} Encrypt, {} Decrypt); the last ones:", audit.len(), count("Encrypt"), count("Decrypt"));
+    for record in audit.iter().rev().take(4).rev() {
+        println!("    {record}");
     }
     Ok(())
 }

@@ -73,6 +73,9 @@ pub enum StackError {
     /// An etcd call failed.
     #[error("etcd call failed: {0}")]
     Etcd(String),
+    /// A mock KMS admin call failed.
+    #[error("mock KMS admin call failed: {0}")]
+    MockKms(String),
     /// A component name that is not in the stack.
     #[error("no {kind} named `{name}` in this stack (known: {known})")]
     NoSuchComponent {

@@ -20,6 +20,8 @@ pub enum PluginKek {
     Local,
     /// A remote KMS, given as the seed-format `config.json` content (the socket is filled in).
     Remote(serde_json::Value),
+    /// The stack's own mock KMS (its config is filled in when the plugin starts).
+    MockKms,
 }
 
 /// How to run one plugin.
@@ -59,22 +61,41 @@ impl PluginSlot {
         let socket = work_dir.join(format!("{}.sock", spec.name));
         let state_file = work_dir.join(match spec.kek {
             PluginKek::Local => format!("{}.kek", spec.name),
-            PluginKek::Remote(_) => format!("{}.json", spec.name),
+            PluginKek::Remote(_) | PluginKek::MockKms => format!("{}.json", spec.name),
         });
         Self { spec, socket, state_file, process: None }
     }
 
-    /// Starts the plugin and waits until it answers a v2 Status call on its socket.
-    pub async fn start(&mut self, binary: &Path, log: &Path) -> Result<(), StackError> {
+    /// Starts the plugin and waits until it answers a v2 Status call on its socket;
+    /// `mock_kms_config` is the config of the stack's mock KMS, for [`PluginKek::MockKms`].
+    pub async fn start(&mut self, binary: &Path, log: &Path, mock_kms_config: Option<serde_json::Value>) -> Result<(), StackError> {
         let mut args = vec!["--socket".to_owned(), self.socket.display().to_string()];
-        match &self.spec.kek {
-            PluginKek::Local => {
-                args.extend(["--kms".to_owned(), "local".to_owned(), "--kek-file".to_owned(), self.state_file.display().to_string()])
+        let remote = match &self.spec.kek {
+            PluginKek::Local => None,
+            PluginKek::Remote(config) => Some(config.clone()),
+            PluginKek::MockKms => {
+                let missing = || StackError::MockKms(format!("plugin `{}` uses the mock KMS, but the stack runs none", self.spec.name));
+                Some(mock_kms_config.ok_or_else(missing)?)
             }
-            PluginKek::Remote(config) => {
-                let text = serde_json::to_string_pretty(config)
+        };
+        match remote {
+            None => args.extend(["--kms".to_owned(), "local".to_owned(), "--kek-file".to_owned(), self.state_file.display().to_string()]),
+            Some(config) => {
+                let text = serde_json::to_string_pretty(&config)
                     .map_err(|e| StackError::io(format!("write {}", self.state_file.display()))(std::io::Error::other(e)))?;
-                std::fs::write(&self.state_file, text).map_err(StackError::io(format!("write {}", self.state_file.display())))?;
+                // It holds the KMS secret key: readable by this user only.
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(true)
+                        .mode(0o600)
+                        .open(&self.state_file)?
+                        .write_all(text.as_bytes())
+                };
+                write().map_err(StackError::io(format!("write {}", self.state_file.display())))?;
                 args.extend(["-f".to_owned(), self.state_file.display().to_string()]);
             }
         }

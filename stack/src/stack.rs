@@ -13,6 +13,7 @@ use crate::certs::Pki;
 use crate::encryption::{EncryptionConfiguration, KmsProvider, Provider};
 use crate::error::StackError;
 use crate::etcd::Etcd;
+use crate::mockkms::{MockKms, MockKmsOptions};
 use crate::own::OwnBinary;
 use crate::plugin::{PluginSlot, PluginSpec};
 use crate::provision::Binaries;
@@ -42,6 +43,8 @@ pub struct StackOptions {
     pub readiness: Readiness,
     /// Pass `--feature-gates=KMSv1=true`.
     pub kms_v1_gate: bool,
+    /// Run the mock KMS (started after etcd, before the plugins).
+    pub mock_kms: Option<MockKmsOptions>,
 }
 
 impl StackOptions {
@@ -56,7 +59,17 @@ impl StackOptions {
             start_plugins_first: true,
             readiness: Readiness::Ready,
             kms_v1_gate: true,
+            mock_kms: None,
         }
+    }
+
+    /// The defaults, but the plugin's KEK is a key in the stack's mock KMS.
+    pub fn with_mock_kms(mut self) -> Self {
+        self.mock_kms = Some(MockKmsOptions::default());
+        for plugin in &mut self.plugins {
+            plugin.kek = crate::plugin::PluginKek::MockKms;
+        }
+        self
     }
 }
 
@@ -69,6 +82,7 @@ pub struct Stack {
     binaries: Binaries,
     plugin_binary: PathBuf,
     etcd: Option<Etcd>,
+    mock_kms: Option<MockKms>,
     apiservers: Vec<ApiServer>,
     plugins: BTreeMap<String, PluginSlot>,
     files: SharedFiles,
@@ -128,14 +142,32 @@ impl Stack {
             binaries: options.binaries.clone(),
             plugin_binary,
             etcd: None,
+            mock_kms: None,
             apiservers: Vec::new(),
             plugins,
             files,
             ca_pem: pki.ca_pem,
             shut_down: false,
         };
+        if let Err(error) = stack.bring_up(&options).await {
+            // Stop what did start, keep the logs, and say where they are.
+            let kept = stack.shutdown(true).await;
+            tracing::error!(logs = %kept.map(|p| p.display().to_string()).unwrap_or_default(), "the stack did not come up");
+            return Err(error);
+        }
+        Ok(stack)
+    }
+
+    /// Starts the components in order (see [`Stack::start`]).
+    async fn bring_up(&mut self, options: &StackOptions) -> Result<(), StackError> {
+        let stack = self;
         let etcd_data = stack.work.path().join("etcd-data");
         stack.etcd = Some(Etcd::start(&stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log")).await?);
+        if let Some(kms_options) = options.mock_kms.clone() {
+            let binary = OwnBinary::MockKms.locate()?;
+            let data_dir = stack.work.path().join("mock-kms-data");
+            stack.mock_kms = Some(MockKms::start(&binary, &data_dir, &stack.run_dir.join("mock-kms.log"), kms_options).await?);
+        }
         if options.start_plugins_first {
             for name in stack.plugin_names() {
                 stack.start_plugin(&name).await?;
@@ -148,7 +180,7 @@ impl Stack {
                 stack.start_plugin(&name).await?;
             }
         }
-        Ok(stack)
+        Ok(())
     }
 
     /// Secrets by KMS v2 provider `lab-kms` on the first plugin, then identity (reads old plaintext).
@@ -175,6 +207,11 @@ impl Stack {
         self.etcd.as_ref().map(Etcd::url).unwrap_or_default()
     }
 
+    /// The stack's mock KMS, if it runs one.
+    pub fn mock_kms(&self) -> Option<&MockKms> {
+        self.mock_kms.as_ref()
+    }
+
     /// The names of the plugins.
     pub fn plugin_names(&self) -> Vec<String> {
         self.plugins.keys().cloned().collect()
@@ -199,9 +236,10 @@ impl Stack {
     pub async fn start_plugin(&mut self, name: &str) -> Result<(), StackError> {
         let binary = self.plugin_binary.clone();
         let log = self.run_dir.join(format!("{name}.log"));
+        let mock_kms_config = self.mock_kms.as_ref().map(MockKms::plugin_config);
         let slot = self.plugin(name)?;
         if slot.process.is_none() {
-            slot.start(&binary, &log).await?;
+            slot.start(&binary, &log, mock_kms_config).await?;
         }
         Ok(())
     }
@@ -388,7 +426,8 @@ impl Stack {
         let apiservers = self.apiservers.iter().filter_map(|a| a.process.as_ref());
         let plugins = self.plugins.values().filter_map(|p| p.process.as_ref());
         let etcd = self.etcd.iter().map(|e| &e.process);
-        apiservers.chain(plugins).chain(etcd).filter_map(|p| p.pid()).collect()
+        let kms = self.mock_kms.iter().filter_map(|k| k.process.as_ref());
+        apiservers.chain(plugins).chain(kms).chain(etcd).filter_map(|p| p.pid()).collect()
     }
 
     /// Stops everything (apiservers, then plugins, then etcd). On success the run directory is
@@ -404,6 +443,9 @@ impl Stack {
             if let Some(process) = slot.process.take() {
                 process.stop(STOP_GRACE).await;
             }
+        }
+        if let Some(process) = self.mock_kms.as_mut().and_then(|kms| kms.process.take()) {
+            process.stop(STOP_GRACE).await;
         }
         if let Some(etcd) = self.etcd.take() {
             etcd.process.stop(STOP_GRACE).await;

@@ -21,7 +21,7 @@ pub struct LabArgs {
 /// Runs the lab.
 pub fn run(sh: &Shell, args: &LabArgs, target_dir: PathBuf) -> anyhow::Result<()> {
     eprintln!("==> building kms-plugin and mock-kms");
-    cmd!(sh, "cargo build --quiet -p kms-plugin --bins").run()?;
+    cmd!(sh, "cargo build --quiet -p kms-plugin -p mock-kms --bins").run()?;
     let options = kms_lab::lab::LabOptions {
         bin_dir: args.bin_dir.clone(),
         kubernetes_version: args.k8s_version.clone(),

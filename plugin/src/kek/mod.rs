@@ -108,9 +108,7 @@ impl Kek {
                 Some(path) => LocalKek::from_file(path)?,
                 None => LocalKek::random(),
             })),
-            KekConfig::Remote(_) => {
-                Err(KekError::Internal("the remote KMS backend is not built into this plugin yet; use --kms local".into()))
-            }
+            KekConfig::Remote(remote) => Ok(Self::Remote(RemoteKek::new(remote.clone())?)),
         }
     }
 
