@@ -211,7 +211,7 @@ impl RemoteKek {
             });
         };
         Err(Attempt {
-            error: map_error(&error),
+            error: map_error(action, &error),
             retryable: error.code.retryable(),
             retry_after,
             switch_endpoint: error.code != ErrorCode::Throttling,
@@ -220,7 +220,7 @@ impl RemoteKek {
 }
 
 /// What a KMS error means for the apiserver, with the KMS's own code and request id.
-fn map_error(error: &ErrorBody) -> KekError {
+fn map_error(action: Action, error: &ErrorBody) -> KekError {
     let detail = format!("{:?}: {} (request {})", error.code, error.message, error.request_id);
     match error.code {
         ErrorCode::InvalidAccessKeyId => KekError::Unauthenticated(format!("{detail}; check AccessKey in the plugin config")),
@@ -228,6 +228,8 @@ fn map_error(error: &ErrorBody) -> KekError {
         ErrorCode::RequestTimeTooSkewed => KekError::Unauthenticated(format!("{detail}; check this host's clock")),
         ErrorCode::RequestReplayed => KekError::Unauthenticated(detail),
         ErrorCode::Forbidden => KekError::PermissionDenied(detail),
+        // A blob that names no existing key was altered or made elsewhere.
+        ErrorCode::KeyNotFound if action == Action::Decrypt => KekError::InvalidCiphertext(detail),
         ErrorCode::KeyNotFound => KekError::KeyUnusable(format!("{detail}; check KmsKeyId")),
         ErrorCode::KeyNotEnabled => KekError::KeyUnusable(detail),
         ErrorCode::InvalidCiphertext => KekError::InvalidCiphertext(detail),

@@ -1,0 +1,161 @@
+//! The real `kms-plugin` binary against the real `mock-kms` binary (no apiserver): the same v2
+//! checks as with a local KEK, a KMS crash and restart, a wrong credential, rotation, audit.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kms_lab_stack::mockkms::{MockKms, MockKmsOptions};
+use kms_lab_stack::own::OwnBinary;
+use kms_lab_stack::plugin::{PluginKek, PluginSlot, PluginSpec};
+use kms_wire::PluginClient;
+use kms_wire::proto::v2;
+
+struct Rig {
+    dir: tempfile::TempDir,
+    kms: MockKms,
+    plugin: PluginSlot,
+}
+
+fn kms_data(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    dir.path().join("kms-data")
+}
+
+async fn rig(plugin_config: impl FnOnce(&MockKms) -> serde_json::Value) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let kms =
+        MockKms::start(&OwnBinary::MockKms.locate().unwrap(), &kms_data(&dir), &dir.path().join("kms.log"), MockKmsOptions::default())
+            .await
+            .expect("mock-kms starts");
+    let spec = PluginSpec {
+        name: "plugin".into(),
+        kek: PluginKek::Remote(plugin_config(&kms)),
+        extra_args: vec!["--health-ttl".into(), "1s".into(), "--kms-timeout".into(), "2s".into()],
+    };
+    let mut plugin = PluginSlot::new(spec, dir.path());
+    plugin.start(&OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None).await.expect("the plugin starts");
+    Rig { dir, kms, plugin }
+}
+
+async fn client(rig: &Rig) -> PluginClient {
+    PluginClient::connect(rig.plugin.socket.to_str().unwrap(), Duration::from_secs(10)).await.unwrap()
+}
+
+async fn status(client: &PluginClient) -> v2::StatusResponse {
+    client.v2().status(v2::StatusRequest {}).await.expect("Status answers").into_inner()
+}
+
+async fn wait_for_status(
+    client: &PluginClient,
+    what: &str,
+    deadline: Duration,
+    accept: impl Fn(&v2::StatusResponse) -> bool,
+) -> (v2::StatusResponse, Duration) {
+    let started = Instant::now();
+    loop {
+        let now = status(client).await;
+        if accept(&now) {
+            return (now, started.elapsed());
+        }
+        assert!(started.elapsed() < deadline, "no Status with {what} within {deadline:?}; last: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn encrypt(client: &PluginClient, plaintext: &[u8]) -> Result<v2::EncryptResponse, tonic::Status> {
+    client.v2().encrypt(v2::EncryptRequest { plaintext: Bytes::copy_from_slice(plaintext), uid: "t".into() }).await.map(|r| r.into_inner())
+}
+
+async fn decrypt(client: &PluginClient, sealed: &v2::EncryptResponse) -> Result<Vec<u8>, tonic::Status> {
+    let request = v2::DecryptRequest {
+        ciphertext: sealed.ciphertext.clone(),
+        uid: "t".into(),
+        key_id: sealed.key_id.clone(),
+        annotations: sealed.annotations.clone(),
+    };
+    client.v2().decrypt(request).await.map(|r| r.into_inner().plaintext.to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v2_checks_pass_through_the_mock_kms() {
+    let rig = rig(MockKms::plugin_config).await;
+    let client = client(&rig).await;
+    let first = status(&client).await;
+    assert_eq!((first.version.as_str(), first.healthz.as_str()), ("v2", "ok"));
+    assert!(first.key_id.starts_with("lab-key/"), "{}", first.key_id);
+    kms_wire::limits::validate_key_id(&first.key_id).unwrap();
+    for size in [0usize, 32, 1024, 6144] {
+        let plaintext: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let a = encrypt(&client, &plaintext).await.unwrap();
+        let b = encrypt(&client, &plaintext).await.unwrap();
+        assert_ne!(a.ciphertext, b.ciphertext, "ciphertexts of {size} bytes repeat");
+        assert_eq!(a.key_id, first.key_id);
+        if size == 32 {
+            kms_wire::limits::validate_encrypted_dek(&a.ciphertext).expect("a wrapped seed stays within 1 KiB");
+        }
+        assert_eq!(decrypt(&client, &a).await.unwrap(), plaintext, "round trip of {size} bytes");
+    }
+    let mut tampered = encrypt(&client, b"dek").await.unwrap();
+    let mut bytes = tampered.ciphertext.to_vec();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    tampered.ciphertext = bytes.into();
+    assert_eq!(decrypt(&client, &tampered).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+
+    // Every call the plugin made is in the audit log.
+    let audit = rig.kms.audit(0).await.unwrap();
+    let encrypts = audit.iter().filter(|r| r["action"] == "Encrypt" && r["outcome"] == "Ok").count();
+    assert!(encrypts >= 9, "audit shows {encrypts} successful Encrypt calls, the test made 9");
+    assert!(audit.iter().all(|r| r["access_key"] == "lab-access-key"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_crash_turns_status_unhealthy_and_a_restart_heals_it() {
+    let mut rig = rig(MockKms::plugin_config).await;
+    let client = client(&rig).await;
+    let before = encrypt(&client, b"made before the crash").await.unwrap();
+
+    rig.kms.process.take().unwrap().kill().await;
+    let (down, noticed) =
+        wait_for_status(&client, "healthz not ok after kill -9 of the KMS", Duration::from_secs(30), |s| s.healthz != "ok").await;
+    eprintln!("Status turned unhealthy {noticed:?} after kill -9: {}", down.healthz);
+    assert!(down.healthz.contains("unavailable"), "{}", down.healthz);
+    let started = Instant::now();
+    let refused = encrypt(&client, b"dek").await.unwrap_err();
+    eprintln!("Encrypt failed after {:?} with {:?}", started.elapsed(), refused.code());
+    assert!(matches!(refused.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded), "{refused:?}");
+
+    let data = kms_data(&rig.dir);
+    let log = rig.dir.path().join("kms-restarted.log");
+    rig.kms.restart(&OwnBinary::MockKms.locate().unwrap(), &data, &log).await.expect("mock-kms restarts on its data dir");
+    let (up, healed) = wait_for_status(&client, "healthz ok after the KMS restarted", Duration::from_secs(30), |s| s.healthz == "ok").await;
+    eprintln!("Status healthy again {healed:?} after the restart");
+    assert_eq!(up.key_id, before.key_id, "the key version changed across a restart");
+    assert_eq!(decrypt(&client, &before).await.unwrap(), b"made before the crash");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_key_is_refused_naming_the_credential() {
+    let rig = rig(|kms| {
+        let mut config = kms.plugin_config();
+        config["SecretKey"] = "not-the-secret".into();
+        config
+    })
+    .await;
+    let client = client(&rig).await;
+    let now = status(&client).await;
+    assert!(now.healthz.contains("SignatureDoesNotMatch") && now.healthz.contains("check SecretKey"), "{}", now.healthz);
+    assert!(!now.healthz.contains("not-the-secret"));
+    assert_eq!(encrypt(&client, b"dek").await.unwrap_err().code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_in_the_kms_shows_in_status_and_old_ciphertexts_still_open() {
+    let rig = rig(MockKms::plugin_config).await;
+    let client = client(&rig).await;
+    let old = encrypt(&client, b"old dek").await.unwrap();
+    rig.kms.rotate_key().await.unwrap();
+    let (rotated, _) = wait_for_status(&client, "a new key id after RotateKey", Duration::from_secs(15), |s| s.key_id != old.key_id).await;
+    assert_eq!(rotated.healthz, "ok");
+    assert_eq!(encrypt(&client, b"new dek").await.unwrap().key_id, rotated.key_id);
+    assert_eq!(decrypt(&client, &old).await.unwrap(), b"old dek");
+}
