@@ -1,6 +1,62 @@
 //! kms-lab's emulated remote KMS.
 //!
 //! [`api`] is the wire contract (bodies, error codes, request signing) and has no server
-//! dependencies: the reference plugin builds its client on it.
+//! dependencies: the reference plugin builds its client on it. Everything else is behind the
+//! `server` feature (on by default):
+//!
+//! - [`server`]: [`MockKms::builder`] → [`MockKmsBuilder::start`] → a [`MockKms`] handle.
+//! - [`service`] (the `/v1/*` pipeline) and [`admin`] (the unauthenticated lab API under `/admin/`),
+//!   served per node by [`listener`].
+//! - [`keystore`] (keys, versions, states, the CRDT merge) with [`crypto`] and the [`blob`] format;
+//!   [`persist`] (the data dir); [`seal`] (sealed start, Shamir shares); [`cluster`] (replication).
+//! - [`auth`] (credentials, signatures, skew, replay), [`audit`] (records, queries, counters),
+//!   [`faults`] (the seeded [`FaultProfile`]).
+//! - [`error`]: every error type. [`cli`]: the `mock-kms` flags.
 
 pub mod api;
+
+#[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
+pub mod audit;
+#[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
+pub mod blob;
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod cluster;
+#[cfg(feature = "server")]
+pub mod crypto;
+#[cfg(feature = "server")]
+pub mod error;
+#[cfg(feature = "server")]
+pub mod faults;
+#[cfg(feature = "server")]
+pub mod keystore;
+#[cfg(feature = "server")]
+pub mod listener;
+#[cfg(feature = "server")]
+mod node;
+#[cfg(feature = "server")]
+pub mod persist;
+#[cfg(feature = "server")]
+pub mod seal;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod service;
+
+#[cfg(feature = "server")]
+pub use audit::{AuditLog, AuditQuery, AuditRecord, Counter};
+#[cfg(feature = "server")]
+pub use auth::Credential;
+#[cfg(feature = "server")]
+pub use error::{FaultProfileError, KmsError, SealError, StartError};
+#[cfg(feature = "server")]
+pub use faults::FaultProfile;
+#[cfg(feature = "server")]
+pub use seal::SealStatus;
+#[cfg(feature = "server")]
+pub use server::{MockKms, MockKmsBuilder};
