@@ -159,3 +159,87 @@ async fn rotation_in_the_kms_shows_in_status_and_old_ciphertexts_still_open() {
     assert_eq!(encrypt(&client, b"new dek").await.unwrap().key_id, rotated.key_id);
     assert_eq!(decrypt(&client, &old).await.unwrap(), b"old dek");
 }
+
+/// Three mock-kms processes replicating one key; the plugin lists all three endpoints. One node
+/// is killed while round trips run: failover must hide it from every caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_node_killed_under_load_costs_no_round_trip() {
+    use kms_lab_stack::process::Supervised;
+    let dir = tempfile::tempdir().unwrap();
+    let binary = OwnBinary::MockKms.locate().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| kms_lab_stack::ports::free_port().unwrap()).collect();
+    let mut nodes = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let peers: Vec<String> = ports.iter().filter(|p| *p != port).map(|p| format!("http://127.0.0.1:{p}")).collect();
+        let args: Vec<String> = [
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+            &dir.path().join(format!("node-{i}")).display().to_string(),
+            "--key-id",
+            "lab-key",
+            "--access-key",
+            "AK",
+            "--secret-key",
+            "SK",
+            "--node-id",
+            &format!("node-{i}"),
+            "--peers",
+            &peers.join(","),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        std::fs::create_dir_all(dir.path().join(format!("node-{i}"))).unwrap();
+        let mut node = Supervised::spawn(&format!("mock-kms-{i}"), &binary, &args, &dir.path().join(format!("node-{i}.log")), &[]).unwrap();
+        let port = *port;
+        node.wait_ready("admin health", Duration::from_secs(20), || async move {
+            kms_lab_stack::http::get(port, "/admin/health", Duration::from_secs(1)).await.is_some()
+        })
+        .await
+        .unwrap();
+        nodes.push(node);
+    }
+    let endpoints: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let config = serde_json::json!({"AccessKey": "AK", "SecretKey": "SK", "KmsEndpoint": endpoints.join(","), "KmsKeyId": "lab-key", "KmsSchema": "http"});
+    let spec = PluginSpec { name: "plugin".into(), kek: PluginKek::Remote(config), extra_args: vec!["--kms-timeout".into(), "2s".into()] };
+    let mut plugin = PluginSlot::new(spec, dir.path());
+    plugin.start(&OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None).await.unwrap();
+    let client = PluginClient::connect(plugin.socket.to_str().unwrap(), Duration::from_secs(10)).await.unwrap();
+
+    let total = 300usize;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (client, done) = (client.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                for i in (w..total).step_by(4) {
+                    let plaintext = format!("dek-{i}").into_bytes();
+                    let result = match encrypt(&client, &plaintext).await {
+                        Ok(sealed) => decrypt(&client, &sealed).await.map(|opened| opened == plaintext),
+                        Err(status) => Err(status),
+                    };
+                    if !matches!(result, Ok(true)) {
+                        failures.push(format!("{i}: {result:?}"));
+                    }
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                failures
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    while done.load(std::sync::atomic::Ordering::Relaxed) < total / 3 {
+        assert!(started.elapsed() < Duration::from_secs(120), "the load made no progress");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Kill the node the plugin prefers (the first endpoint) in the middle of the load.
+    nodes.remove(0).kill().await;
+    let mut failures = Vec::new();
+    for worker in workers {
+        failures.extend(worker.await.unwrap());
+    }
+    eprintln!("{} of {total} round trips failed after killing node-0 under load", failures.len());
+    assert!(failures.is_empty(), "round trips failed despite two live nodes: {failures:?}");
+}
