@@ -130,7 +130,11 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
     let mut stack_options = StackOptions::new("lab", binaries.clone(), &options.state_dir.join("runs")).with_mock_kms();
     // Re-probe the KEK every 5 s, so a rotation shows in the plugin's Status quickly.
     stack_options.plugins[0].extra_args = vec!["--health-ttl".into(), "5s".into()];
-    let stack = Stack::start(stack_options).await?;
+    let stack = tokio::select! {
+        stack = Stack::start(stack_options) => stack?,
+        // Dropping the half-started stack kills what it started and removes its work dir.
+        _ = wait_for_stop_signal() => return Ok(()),
+    };
     let bring_up = started.elapsed();
     println!(
         "    stack up in {:.1} s: apiserver {}  etcd {}  plugin {}  mock KMS http://127.0.0.1:{}",
@@ -143,7 +147,10 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
     let env_file = options.state_dir.join("lab.env");
     write_env_file(&env_file, &stack, &binaries)?;
 
-    let result = demo(&stack, &binaries, total).await;
+    let (result, interrupted) = tokio::select! {
+        result = demo(&stack, &binaries, total) => (result, false),
+        _ = wait_for_stop_signal() => (Ok(()), true),
+    };
     if let Err(error) = &result {
         let kept = stack.shutdown(true).await;
         let _ = std::fs::remove_file(&env_file);
@@ -151,7 +158,9 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
         return result;
     }
 
-    if options.demo_only {
+    if interrupted {
+        println!("\n==> interrupted: stopping the lab");
+    } else if options.demo_only {
         println!("\n==> demo finished; stopping the lab (--demo-only). Bring-up took {:.1} s.", bring_up.as_secs_f64());
     } else {
         println!(

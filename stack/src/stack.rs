@@ -463,7 +463,10 @@ impl Drop for Stack {
     fn drop(&mut self) {
         if !self.shut_down {
             // The processes are killed by their own Drop; the work dir by TempDir's.
-            eprintln!("kms-lab: the stack was not shut down cleanly; every process was killed; logs kept in {}", self.run_dir.display());
+            eprintln!(
+                "kms-lab: the stack was dropped without a shutdown; every process was killed; logs kept in {}",
+                self.run_dir.display()
+            );
         }
     }
 }

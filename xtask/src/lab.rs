@@ -30,14 +30,6 @@ pub fn run(sh: &Shell, args: &LabArgs, target_dir: PathBuf) -> anyhow::Result<()
     };
     std::fs::create_dir_all(&options.state_dir)?;
     let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(async {
-        tokio::select! {
-            result = kms_lab::lab::run_lab(&options) => result.map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => {
-                // Dropping the lab future kills every process it started and removes its work dir.
-                eprintln!("\ninterrupted: stopping every process the lab started");
-                Ok(())
-            }
-        }
-    })
+    // The lab handles Ctrl-C and SIGTERM itself: it stops every process and removes its files.
+    runtime.block_on(kms_lab::lab::run_lab(&options)).map_err(anyhow::Error::from)
 }
