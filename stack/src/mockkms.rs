@@ -72,11 +72,11 @@ impl MockKms {
             self.options.key_id.clone(),
             "--access-key".to_owned(),
             self.options.access_key.clone(),
-            "--secret-key".to_owned(),
-            self.options.secret_key.clone(),
         ];
         args.extend(self.options.extra_args.iter().cloned());
-        let mut process = Supervised::spawn("mock-kms", binary, &args, log, &[])?;
+        // The secret goes through the environment, not argv, so `ps` does not show it.
+        let env = [("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone())];
+        let mut process = Supervised::spawn("mock-kms", binary, &args, log, &env)?;
         let port = self.port;
         process
             .wait_ready(&format!("GET http://127.0.0.1:{port}/admin/health to answer"), READY_DEADLINE, || async move {
