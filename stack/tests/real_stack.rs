@@ -37,7 +37,8 @@ async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned");
-    let run_root = std::env::temp_dir().join("kms-lab-test-runs");
+    // Under cargo's test tmp dir (target/tmp): a failed run's logs stay there, a passed run's are removed.
+    let run_root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs");
     let mut stack = Stack::start(StackOptions::new("real-stack-test", binaries.clone(), &run_root)).await.expect("the stack starts");
     let client = stack.kube_client(0).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client, "default");
