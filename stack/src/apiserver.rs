@@ -65,7 +65,6 @@ pub struct ApiServerOptions {
 }
 
 /// A running kube-apiserver.
-#[derive(Debug)]
 pub struct ApiServer {
     /// The process (`None` while it restarts).
     pub process: Option<Supervised>,
@@ -73,6 +72,8 @@ pub struct ApiServer {
     pub port: u16,
     /// How it was started (to restart it the same way).
     pub options: ApiServerOptions,
+    /// An admin client for it.
+    pub client: kube::Client,
 }
 
 fn args(options: &ApiServerOptions, files: &SharedFiles, port: u16, cert_dir: &Path) -> Vec<String> {
@@ -102,30 +103,39 @@ fn args(options: &ApiServerOptions, files: &SharedFiles, port: u16, cert_dir: &P
     args
 }
 
+impl std::fmt::Debug for ApiServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiServer")
+            .field("process", &self.process)
+            .field("port", &self.port)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ApiServer {
-    /// Starts an apiserver from `binary` and waits for `readiness`, checked with `check`.
-    pub async fn start<F, Fut>(
+    /// Starts an apiserver from `binary` and waits until `GET <readiness path>` answers 200.
+    /// The admin client it waits with (trusting `ca_pem`) is kept for every later call.
+    pub async fn start(
         binary: &Path,
         options: ApiServerOptions,
         files: &SharedFiles,
+        ca_pem: &str,
         work_dir: &Path,
         log: &Path,
         readiness: Readiness,
-        check: F,
-    ) -> Result<Self, StackError>
-    where
-        F: FnMut(u16) -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
+    ) -> Result<Self, StackError> {
         let port = ports::free_port()?;
+        let client = client_for(&format!("https://127.0.0.1:{port}"), ca_pem, &files.admin_token).await?;
         let cert_dir = work_dir.join(format!("{}-certs", options.name));
         std::fs::create_dir_all(&cert_dir).map_err(StackError::io(format!("create {}", cert_dir.display())))?;
         let mut process = Supervised::spawn(&options.name, binary, &args(&options, files, port, &cert_dir), log, &[])?;
-        let mut check = check;
         process
-            .wait_ready(&format!("GET https://127.0.0.1:{port}{} to answer 200", readiness.path()), READY_DEADLINE, || check(port))
+            .wait_ready(&format!("GET https://127.0.0.1:{port}{} to answer 200", readiness.path()), READY_DEADLINE, || async {
+                matches!(raw_get(&client, readiness.path()).await, Ok((200, _)))
+            })
             .await?;
-        Ok(Self { process: Some(process), port, options })
+        Ok(Self { process: Some(process), port, options, client })
     }
 
     /// The server URL.
@@ -141,4 +151,22 @@ pub fn kubeconfig_yaml(server: &str, ca_pem: &str, token: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: kms-lab\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {token}\ncontexts:\n- name: kms-lab\n  context:\n    cluster: kms-lab\n    user: admin\ncurrent-context: kms-lab\n"
     )
+}
+
+/// A Kubernetes client for `server`, trusting `ca_pem`, authenticating with `token`.
+pub async fn client_for(server: &str, ca_pem: &str, token: &str) -> Result<kube::Client, StackError> {
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(&kubeconfig_yaml(server, ca_pem, token)).map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// `GET path` with `client`: status code and body, whatever the status.
+pub async fn raw_get(client: &kube::Client, path: &str) -> Result<(u16, String), StackError> {
+    let request = http::Request::get(path).body(kube::client::Body::empty()).map_err(|e| StackError::Kubeconfig(e.to_string()))?;
+    let response = client.send(request).await?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect_bytes().await?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -5,9 +5,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::Request;
-use kube::client::Body;
-
 use crate::apiserver::{self, ApiServer, ApiServerOptions, Readiness, SharedFiles};
 use crate::certs::Pki;
 use crate::encryption::{EncryptionConfiguration, KmsProvider, Provider};
@@ -308,17 +305,7 @@ impl Stack {
 
     async fn launch_apiserver(&self, options: ApiServerOptions, readiness: Readiness) -> Result<ApiServer, StackError> {
         let log = self.run_dir.join(format!("{}.log", options.name));
-        let (ca, token) = (self.ca_pem.clone(), self.files.admin_token.clone());
-        ApiServer::start(&self.binaries.kube_apiserver.path, options, &self.files, self.work.path(), &log, readiness, move |port| {
-            let (ca, token) = (ca.clone(), token.clone());
-            async move {
-                let Ok(client) = client_for(&format!("https://127.0.0.1:{port}"), &ca, &token).await else {
-                    return false;
-                };
-                matches!(raw_get(&client, readiness.path()).await, Ok((200, _)))
-            }
-        })
-        .await
+        ApiServer::start(&self.binaries.kube_apiserver.path, options, &self.files, &self.ca_pem, self.work.path(), &log, readiness).await
     }
 
     /// Restarts an apiserver with the same flags (on a new port), waiting for `readiness`.
@@ -375,12 +362,12 @@ impl Stack {
 
     /// A Kubernetes client for apiserver `index`, as the admin.
     pub async fn kube_client(&self, index: usize) -> Result<kube::Client, StackError> {
-        client_for(&self.apiserver_url(index)?, &self.ca_pem, &self.files.admin_token).await
+        Ok(self.apiserver_slot(index)?.client.clone())
     }
 
     /// `GET path` on apiserver `index` (e.g. `/healthz/kms-providers`): status code and body.
     pub async fn apiserver_get(&self, index: usize, path: &str) -> Result<(u16, String), StackError> {
-        raw_get(&self.kube_client(index).await?, path).await
+        apiserver::raw_get(&self.apiserver_slot(index)?.client, path).await
     }
 
     /// The raw value etcd holds at `key`, as the apiserver wrote it.
@@ -469,22 +456,4 @@ impl Drop for Stack {
             );
         }
     }
-}
-
-/// A Kubernetes client for `server`, trusting `ca_pem`, authenticating with `token`.
-pub async fn client_for(server: &str, ca_pem: &str, token: &str) -> Result<kube::Client, StackError> {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&apiserver::kubeconfig_yaml(server, ca_pem, token))
-        .map_err(|e| StackError::Kubeconfig(e.to_string()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.map_err(|e| StackError::Kubeconfig(e.to_string()))?;
-    Ok(kube::Client::try_from(config)?)
-}
-
-/// `GET path` with `client`: status code and body, whatever the status.
-pub async fn raw_get(client: &kube::Client, path: &str) -> Result<(u16, String), StackError> {
-    let request = Request::get(path).body(Body::empty()).map_err(|e| StackError::Kubeconfig(e.to_string()))?;
-    let response = client.send(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect_bytes().await?;
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
