@@ -40,6 +40,7 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
         .route("/admin/credentials", put(put_credentials).get(get_credentials))
         .route("/admin/keys", get(list_keys))
         .route("/admin/keys/{key_id}/rotate", post(rotate))
+        .route("/admin/keys/{key_id}/current", post(set_current))
         .route("/admin/cluster", get(cluster_status))
         .route(crate::cluster::SNAPSHOT_PATH, get(get_snapshot).post(post_snapshot))
 }
@@ -246,6 +247,32 @@ struct KeyMetadataBody {
 async fn rotate(State(node): State<Arc<Node>>, Path(key_id): Path<String>) -> Response {
     let result = async {
         let metadata = node.serving_keystore()?.rotate(&key_id)?;
+        node.commit().await?;
+        Ok::<_, KmsError>(metadata)
+    }
+    .await;
+    match result {
+        Ok(key_metadata) => axum::Json(KeyMetadataBody { key_metadata }).into_response(),
+        Err(error) => error_response(&error, ""),
+    }
+}
+
+/// The body of `POST /admin/keys/{key_id}/current`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct CurrentVersionBody {
+    version_id: String,
+}
+
+/// `POST /admin/keys/{key_id}/current {"VersionId": "…"}`: makes an existing version current
+/// again (a rollback A→B→A), replicated like a rotation.
+async fn set_current(State(node): State<Arc<Node>>, Path(key_id): Path<String>, body: Bytes) -> Response {
+    let body: CurrentVersionBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(error) => return admin_error(ErrorCode::InvalidParameter, format!("expected {{\"VersionId\": \"…\"}}: {error}")),
+    };
+    let result = async {
+        let metadata = node.serving_keystore()?.set_current(&key_id, &body.version_id)?;
         node.commit().await?;
         Ok::<_, KmsError>(metadata)
     }

@@ -362,7 +362,8 @@ mod tests {
 
     #[test]
     fn wire_names_are_pascal_case() {
-        let body = serde_json::to_string(&ErrorBody { code: ErrorCode::Throttling, message: "slow down".into(), request_id: "r1".into() }).unwrap();
+        let body = serde_json::to_string(&ErrorBody { code: ErrorCode::Throttling, message: "slow down".into(), request_id: "r1".into() })
+            .unwrap();
         assert_eq!(body, r#"{"Code":"Throttling","Message":"slow down","RequestId":"r1"}"#);
         assert_eq!(Action::from_name("RotateKey"), Some(Action::RotateKey));
         assert_eq!(ErrorCode::Sealed.http_status(), 503);

@@ -170,7 +170,7 @@ fn one() -> f64 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyDisabledFault {
-    /// The keys.
+    /// The keys; an entry `key/version` disables only that version (for Decrypt).
     pub key_ids: Vec<String>,
     /// The actions it applies to (all when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]

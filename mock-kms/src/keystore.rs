@@ -386,6 +386,24 @@ impl KeyStore {
         Ok(key.metadata(key_id))
     }
 
+    /// Makes an existing version of an enabled key current again (a rollback A→B→A), without
+    /// creating a new version; replicated like a rotation.
+    pub fn set_current(&self, key_id: &str, version_id: &str) -> Result<KeyMetadata, KmsError> {
+        let mut state = self.write();
+        {
+            let key = state.key(key_id)?;
+            key.require_enabled(key_id)?;
+            if !key.versions.contains_key(version_id) {
+                let known = key.versions.keys().cloned().collect::<Vec<_>>().join(", ");
+                return Err(KmsError::InvalidParameter(format!("key `{key_id}` has no version `{version_id}` (known: {known})")));
+            }
+        }
+        let stamp = state.tick(&self.node_id);
+        let key = state.keys.get_mut(key_id).ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
+        (key.current, key.current_stamp) = (version_id.to_owned(), stamp);
+        Ok(key.metadata(key_id))
+    }
+
     /// Sets a key's state: Enabled (EnableKey), Disabled (DisableKey) or PendingDeletion
     /// (ScheduleKeyDeletion). A key pending deletion can be neither enabled nor disabled.
     pub fn set_state(&self, key_id: &str, target: KeyState) -> Result<KeyMetadata, KmsError> {

@@ -298,6 +298,8 @@ async fn execute(
                 .map_err(|_| KmsError::InvalidCiphertext("CiphertextBlob is not valid base64".into()))?;
             if let Ok(parsed) = blob::parse(&blob) {
                 fault_disabled(disabled, parsed.key_id)?;
+                // A `key/version` entry disables just that version (it can no longer decrypt).
+                fault_disabled(disabled, &format!("{}/{}", parsed.key_id, parsed.version_id))?;
             }
             let opened = store.decrypt(&blob, &request.encryption_context)?;
             audit.set_key(&opened.key_id, Some(&opened.version_id));

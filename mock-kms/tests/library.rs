@@ -540,3 +540,29 @@ async fn a_data_dir_keeps_its_keys_when_moving_from_one_node_to_a_cluster() {
     cluster.shutdown().await;
     assert!(dir.path().join("node-2").join("keys.json").exists());
 }
+
+#[tokio::test]
+async fn the_admin_api_makes_an_older_version_current_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let kms = MockKms::builder().data_dir(dir.path()).key("lab-key").credential(Credential::new(AK, SK)).start().await.unwrap();
+    let client = Client::new(&kms.url());
+    let first = client.encrypt("lab-key", b"under A").await;
+    let rotated = client.admin_json("POST", "/admin/keys/lab-key/rotate", json!({})).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    assert_ne!(client.encrypt("lab-key", b"under B").await.key_version_id, first.key_version_id);
+
+    // A→B→A: the first version is current again, no new version is created.
+    let back = client.admin_json("POST", "/admin/keys/lab-key/current", json!({"VersionId": first.key_version_id})).await;
+    assert_eq!(back.status, 200, "{}", back.text());
+    let metadata: serde_json::Value = serde_json::from_str(&back.text()).unwrap();
+    assert_eq!(metadata["KeyMetadata"]["CurrentKeyVersionId"], first.key_version_id.as_str());
+    assert_eq!(metadata["KeyMetadata"]["KeyVersionIds"].as_array().unwrap().len(), 2);
+    assert_eq!(client.encrypt("lab-key", b"under A again").await.key_version_id, first.key_version_id);
+
+    let unknown = client.admin_json("POST", "/admin/keys/lab-key/current", json!({"VersionId": "no-such-version"})).await;
+    assert_eq!(unknown.status, 400, "{}", unknown.text());
+    assert!(unknown.text().contains("no-such-version"), "{}", unknown.text());
+    let malformed = client.admin_json("POST", "/admin/keys/lab-key/current", json!({"Version": "x"})).await;
+    assert_eq!(malformed.status, 400, "{}", malformed.text());
+    kms.shutdown().await;
+}

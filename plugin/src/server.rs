@@ -62,8 +62,25 @@ impl Plugin {
         self.shared.kek.clone()
     }
 
+    /// What the services share (KEK, health, metrics), e.g. to build wrapping services for [`Plugin::serve_with`].
+    pub fn shared(&self) -> Shared {
+        self.shared.clone()
+    }
+
     /// Serves until `shutdown` resolves; in-flight calls finish, then the socket file is removed.
-    pub async fn serve(mut self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let v2 = V2Service(self.shared.clone());
+        let v1 = V1beta1Service(self.shared.clone());
+        self.serve_with(v2, v1, shutdown).await
+    }
+
+    /// Like [`Plugin::serve`], but with caller-supplied services (e.g. ones that wrap [`V2Service`]
+    /// and [`V1beta1Service`]); the configured API selection still decides which are served.
+    pub async fn serve_with<S2, S1>(mut self, v2: S2, v1: S1, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError>
+    where
+        S2: v2::key_management_service_server::KeyManagementService,
+        S1: v1beta1::key_management_service_server::KeyManagementService,
+    {
         let listener = self.socket.take_listener().ok_or_else(|| KekError::Internal("the socket was already served".into()))?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(|source| SocketError::Io {
             action: "serve",
@@ -83,10 +100,8 @@ impl Plugin {
         };
         let api = self.config.api;
         tracing::info!(socket = %self.socket.path().display(), v2 = api.v2(), v1beta1 = api.v1beta1(), "KMS plugin serving");
-        let v2 = api.v2().then(|| v2::key_management_service_server::KeyManagementServiceServer::new(V2Service(self.shared.clone())));
-        let v1 = api
-            .v1beta1()
-            .then(|| v1beta1::key_management_service_server::KeyManagementServiceServer::new(V1beta1Service(self.shared.clone())));
+        let v2 = api.v2().then(|| v2::key_management_service_server::KeyManagementServiceServer::new(v2));
+        let v1 = api.v1beta1().then(|| v1beta1::key_management_service_server::KeyManagementServiceServer::new(v1));
         let result = tonic::transport::Server::builder()
             .add_optional_service(v2)
             .add_optional_service(v1)

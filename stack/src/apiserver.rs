@@ -18,6 +18,9 @@ pub enum Readiness {
     Ready,
     /// `/livez` answers 200: serving, though a KMS provider may be failing (startup-ordering tests).
     Live,
+    /// `/livez/ping` answers 200: the server answers requests, whatever its other checks say
+    /// (e.g. an apiserver that cannot decrypt stored Secrets, whose post-start hooks wait).
+    Serving,
 }
 
 impl Readiness {
@@ -26,6 +29,7 @@ impl Readiness {
         match self {
             Self::Ready => "/readyz",
             Self::Live => "/livez",
+            Self::Serving => "/livez/ping",
         }
     }
 }

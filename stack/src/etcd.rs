@@ -1,6 +1,6 @@
 //! A single-member etcd on loopback with a temporary data dir.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::StackError;
@@ -13,10 +13,14 @@ const READY_DEADLINE: Duration = Duration::from_secs(30);
 /// A running etcd.
 #[derive(Debug)]
 pub struct Etcd {
-    /// The process.
-    pub process: Supervised,
-    /// The client port on 127.0.0.1.
+    /// The process (`None` while stopped).
+    pub process: Option<Supervised>,
+    /// The client port on 127.0.0.1 (kept across restarts, so apiservers find it again).
     pub client_port: u16,
+    peer_port: u16,
+    binary: PathBuf,
+    data_dir: PathBuf,
+    log: PathBuf,
 }
 
 impl Etcd {
@@ -27,13 +31,29 @@ impl Etcd {
 
     /// Starts etcd from `binary`, keeping its data in `data_dir`, and waits until `/health` says true.
     pub async fn start(binary: &Path, data_dir: &Path, log: &Path) -> Result<Self, StackError> {
-        let client_port = ports::free_port()?;
-        let peer_port = ports::free_port()?;
-        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut etcd = Self {
+            process: None,
+            client_port: ports::free_port()?,
+            peer_port: ports::free_port()?,
+            binary: binary.to_owned(),
+            data_dir: data_dir.to_owned(),
+            log: log.to_owned(),
+        };
+        etcd.restart().await?;
+        Ok(etcd)
+    }
+
+    /// Starts the stopped process again on the same ports and data dir.
+    pub async fn restart(&mut self) -> Result<(), StackError> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        let client_port = self.client_port;
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let client = format!("http://127.0.0.1:{client_port}");
         let args = [
             "--name=lab".to_owned(),
-            format!("--data-dir={}", data_dir.display()),
+            format!("--data-dir={}", self.data_dir.display()),
             format!("--listen-client-urls={client}"),
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls={peer}"),
@@ -43,12 +63,13 @@ impl Etcd {
             // A lab etcd favours speed; its data dies with the run.
             "--unsafe-no-fsync".to_owned(),
         ];
-        let mut process = Supervised::spawn("etcd", binary, &args, log, &[])?;
+        let mut process = Supervised::spawn("etcd", &self.binary, &args, &self.log, &[])?;
         process
             .wait_ready(&format!("GET {client}/health to report health true"), READY_DEADLINE, || async move {
                 matches!(http::get(client_port, "/health", Duration::from_secs(1)).await, Some((200, body)) if body.contains("\"health\":\"true\""))
             })
             .await?;
-        Ok(Self { process, client_port })
+        self.process = Some(process);
+        Ok(())
     }
 }

@@ -21,4 +21,4 @@ pub use encryption::EncryptionConfiguration;
 pub use error::StackError;
 pub use mockkms::{MockKms, MockKmsOptions};
 pub use plugin::{PluginKek, PluginSpec};
-pub use stack::{Stack, StackOptions};
+pub use stack::{EncryptionBuilder, Stack, StackOptions};

@@ -1,7 +1,8 @@
-//! The mock remote KMS as a process of the stack: started with a key and a credential, and
-//! driven through its admin API (rotate, faults, audit log).
+//! The mock remote KMS as processes of the stack: one node, or a cluster of replicating nodes
+//! (one process each, so a scenario can kill one), optionally sealed, started with a key and a
+//! credential, and driven through its admin API (rotate, faults, seal, audit).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::StackError;
@@ -22,103 +23,306 @@ pub struct MockKmsOptions {
     pub access_key: String,
     /// The credential's secret key.
     pub secret_key: String,
-    /// Extra `mock-kms` flags (e.g. `--seed 7`, `--sealed`).
+    /// Extra `mock-kms` flags (e.g. `--seed 7`).
     pub extra_args: Vec<String>,
+    /// How many replicating nodes (processes) to run; 1 is a single KMS.
+    pub nodes: usize,
+    /// Start sealed (Shamir 5/3): every KMS call answers `Sealed` until 3 shares are given.
+    pub sealed: bool,
 }
 
 impl Default for MockKmsOptions {
     fn default() -> Self {
-        use rand::RngCore;
-        let mut secret = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut secret);
         Self {
             key_id: "lab-key".to_owned(),
             access_key: "lab-access-key".to_owned(),
-            secret_key: secret.iter().map(|b| format!("{b:02x}")).collect(),
+            secret_key: random_hex(16),
             extra_args: Vec::new(),
+            nodes: 1,
+            sealed: false,
         }
     }
 }
 
-/// A running mock KMS.
+fn random_hex(bytes: usize) -> String {
+    use rand::RngCore;
+    let mut buffer = vec![0u8; bytes];
+    rand::thread_rng().fill_bytes(&mut buffer);
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One node of the mock KMS.
 #[derive(Debug)]
-pub struct MockKms {
+pub struct MockKmsNode {
     /// The process (`None` while stopped).
     pub process: Option<Supervised>,
-    /// Its port on 127.0.0.1.
+    /// Its port on 127.0.0.1 (kept across restarts).
     pub port: u16,
+    /// Its state directory.
+    pub data_dir: PathBuf,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+/// A running mock KMS (one or more nodes).
+#[derive(Debug)]
+pub struct MockKms {
+    binary: PathBuf,
+    /// The nodes, in endpoint order.
+    pub nodes: Vec<MockKmsNode>,
     /// How it was started.
     pub options: MockKmsOptions,
+    /// The unseal shares printed by `mock-kms init` (empty unless sealed).
+    shares: Vec<String>,
+    cluster_secret: String,
 }
 
 impl MockKms {
-    /// Starts `mock-kms` with its state in `data_dir` and waits until `/admin/health` answers.
-    pub async fn start(binary: &Path, data_dir: &Path, log: &Path, options: MockKmsOptions) -> Result<Self, StackError> {
-        let port = ports::free_port()?;
-        let mut kms = Self { process: None, port, options };
-        kms.restart(binary, data_dir, log).await?;
+    /// Starts the nodes with their state under `data_root` (node *i* in `node-i/` when there are
+    /// several) and logs in `log_dir`, and waits until each answers `/admin/health`.
+    pub async fn start(binary: &Path, data_root: &Path, log_dir: &Path, options: MockKmsOptions) -> Result<Self, StackError> {
+        let count = options.nodes.max(1);
+        let mut nodes = Vec::with_capacity(count);
+        for index in 0..count {
+            let (data_dir, log) = if count == 1 {
+                (data_root.to_owned(), log_dir.join("mock-kms.log"))
+            } else {
+                (data_root.join(format!("node-{index}")), log_dir.join(format!("mock-kms-{index}.log")))
+            };
+            std::fs::create_dir_all(&data_dir).map_err(StackError::io(format!("create {}", data_dir.display())))?;
+            nodes.push(MockKmsNode { process: None, port: ports::free_port()?, data_dir, log });
+        }
+        let mut kms = Self { binary: binary.to_owned(), nodes, options, shares: Vec::new(), cluster_secret: random_hex(16) };
+        if kms.options.sealed {
+            kms.initialise_sealed()?;
+        }
+        for index in 0..count {
+            kms.start_node(index).await?;
+        }
         Ok(kms)
     }
 
-    /// (Re)starts the process on the same port and data dir.
-    pub async fn restart(&mut self, binary: &Path, data_dir: &Path, log: &Path) -> Result<(), StackError> {
-        std::fs::create_dir_all(data_dir).map_err(StackError::io(format!("create {}", data_dir.display())))?;
+    /// `mock-kms init` in node 0's data dir; every other node gets a copy of its `seal.json`.
+    fn initialise_sealed(&mut self) -> Result<(), StackError> {
+        let first = &self.nodes[0].data_dir;
+        let output = std::process::Command::new(&self.binary)
+            .args(["init", "--data-dir", &first.display().to_string(), "--shares", "5", "--threshold", "3"])
+            .output()
+            .map_err(|source| StackError::Spawn { component: "mock-kms init".into(), program: self.binary.clone(), source })?;
+        if !output.status.success() {
+            return Err(StackError::MockKms(format!("`mock-kms init` failed: {}", String::from_utf8_lossy(&output.stderr).trim())));
+        }
+        self.shares = String::from_utf8_lossy(&output.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        let seal = first.join("seal.json");
+        for node in &self.nodes[1..] {
+            let copy = node.data_dir.join("seal.json");
+            std::fs::copy(&seal, &copy).map_err(StackError::io(format!("copy {} to {}", seal.display(), copy.display())))?;
+        }
+        Ok(())
+    }
+
+    fn node(&self, index: usize) -> Result<&MockKmsNode, StackError> {
+        self.nodes.get(index).ok_or_else(|| StackError::NoSuchComponent {
+            kind: "mock KMS node",
+            name: format!("mock-kms-{index}"),
+            known: (0..self.nodes.len()).map(|i| format!("mock-kms-{i}")).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// (Re)starts node `index` on its port and data dir, and waits until `/admin/health` answers.
+    pub async fn start_node(&mut self, index: usize) -> Result<(), StackError> {
+        let node = self.node(index)?;
+        if node.process.is_some() {
+            return Ok(());
+        }
         let mut args = vec![
             "--listen".to_owned(),
-            format!("127.0.0.1:{}", self.port),
+            format!("127.0.0.1:{}", node.port),
             "--data-dir".to_owned(),
-            data_dir.display().to_string(),
+            node.data_dir.display().to_string(),
             "--key-id".to_owned(),
             self.options.key_id.clone(),
             "--access-key".to_owned(),
             self.options.access_key.clone(),
         ];
+        if self.options.sealed {
+            args.push("--sealed".to_owned());
+        }
+        if self.nodes.len() > 1 {
+            let peers: Vec<String> = self.nodes.iter().map(|n| format!("http://127.0.0.1:{}", n.port)).collect();
+            args.extend(["--node-id".to_owned(), format!("node-{index}"), "--peers".to_owned(), peers.join(",")]);
+        }
         args.extend(self.options.extra_args.iter().cloned());
-        // The secret goes through the environment, not argv, so `ps` does not show it.
-        let env = [("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone())];
-        let mut process = Supervised::spawn("mock-kms", binary, &args, log, &env)?;
-        let port = self.port;
+        // Secrets go through the environment, not argv, so `ps` does not show them.
+        let env = [
+            ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone()),
+            ("MOCK_KMS_CLUSTER_SECRET".to_owned(), self.cluster_secret.clone()),
+        ];
+        let name = if self.nodes.len() == 1 { "mock-kms".to_owned() } else { format!("mock-kms-{index}") };
+        let mut process = Supervised::spawn(&name, &self.binary, &args, &node.log, &env)?;
+        let port = node.port;
         process
             .wait_ready(&format!("GET http://127.0.0.1:{port}/admin/health to answer"), READY_DEADLINE, || async move {
                 http::get(port, "/admin/health", Duration::from_secs(1)).await.is_some()
             })
             .await?;
-        self.process = Some(process);
+        self.nodes[index].process = Some(process);
         Ok(())
     }
 
-    /// The seed-format plugin config (`-f config.json`) for this KMS.
+    /// Stops node `index` gracefully.
+    pub async fn stop_node(&mut self, index: usize, grace: Duration) -> Result<(), StackError> {
+        self.node(index)?;
+        if let Some(process) = self.nodes[index].process.take() {
+            process.stop(grace).await;
+        }
+        Ok(())
+    }
+
+    /// Kills node `index` with SIGKILL, as a crash would.
+    pub async fn kill_node(&mut self, index: usize) -> Result<(), StackError> {
+        self.node(index)?;
+        if let Some(process) = self.nodes[index].process.take() {
+            process.kill().await;
+        }
+        Ok(())
+    }
+
+    /// Stops every node.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        for node in &mut self.nodes {
+            if let Some(process) = node.process.take() {
+                process.stop(grace).await;
+            }
+        }
+    }
+
+    /// The port of node 0 (the only one of a single-node KMS).
+    pub fn port(&self) -> u16 {
+        self.nodes[0].port
+    }
+
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes.iter().filter_map(|n| n.process.as_ref()).filter_map(Supervised::pid).collect()
+    }
+
+    /// The seed-format plugin config (`-f config.json`) for this KMS: every node as an endpoint.
     pub fn plugin_config(&self) -> serde_json::Value {
+        let endpoints: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         serde_json::json!({
             "AccessKey": self.options.access_key,
             "SecretKey": self.options.secret_key,
-            "KmsEndpoint": format!("127.0.0.1:{}", self.port),
+            "KmsEndpoint": endpoints.join(","),
             "KmsKeyId": self.options.key_id,
             "KmsSchema": "http",
         })
     }
 
-    async fn admin(&self, method_post: bool, path: &str, body: &str) -> Result<String, StackError> {
-        let answer = if method_post {
-            http::post_json(self.port, path, body, ADMIN_TIMEOUT).await
-        } else {
-            http::get(self.port, path, ADMIN_TIMEOUT).await
-        };
-        match answer {
-            Some((status, body)) if (200..300).contains(&status) => Ok(body),
-            Some((status, body)) => Err(StackError::MockKms(format!("{path} answered {status}: {}", body.trim()))),
-            None => Err(StackError::MockKms(format!("{path}: no answer from mock-kms on 127.0.0.1:{}", self.port))),
+    /// An admin call on the first running node (or node 0).
+    async fn admin(&self, method: &str, path: &str, content_type: &str, body: &str) -> Result<String, StackError> {
+        let index = self.nodes.iter().position(|n| n.process.is_some()).unwrap_or(0);
+        self.admin_on(index, method, path, content_type, body).await
+    }
+
+    /// An admin call on node `index`.
+    async fn admin_on(&self, index: usize, method: &str, path: &str, content_type: &str, body: &str) -> Result<String, StackError> {
+        let port = self.node(index)?.port;
+        match http::request(port, method, path, content_type, body, ADMIN_TIMEOUT).await {
+            Some((status, text)) if (200..300).contains(&status) => Ok(text),
+            Some((status, text)) => {
+                Err(StackError::MockKms(format!("{method} {path} on mock-kms-{index} answered {status}: {}", text.trim())))
+            }
+            None => Err(StackError::MockKms(format!("{method} {path}: no answer from mock-kms-{index} on 127.0.0.1:{port}"))),
         }
     }
 
     /// Adds a key version and makes it current (`POST /admin/keys/<id>/rotate`).
     pub async fn rotate_key(&self) -> Result<String, StackError> {
-        self.admin(true, &format!("/admin/keys/{}/rotate", self.options.key_id), "").await
+        self.admin("POST", &format!("/admin/keys/{}/rotate", self.options.key_id), "application/json", "").await
+    }
+
+    /// Makes an existing version of the key current again, a rollback A→B→A
+    /// (`POST /admin/keys/<id>/current`); answers the key's metadata as JSON text.
+    pub async fn set_current_version(&self, version_id: &str) -> Result<String, StackError> {
+        let body = serde_json::json!({ "VersionId": version_id }).to_string();
+        self.admin("POST", &format!("/admin/keys/{}/current", self.options.key_id), "application/json", &body).await
+    }
+
+    /// The key's metadata (`GET /admin/keys`), as JSON.
+    pub async fn keys(&self) -> Result<serde_json::Value, StackError> {
+        let body = self.admin("GET", "/admin/keys", "application/json", "").await?;
+        serde_json::from_str(&body).map_err(|e| StackError::MockKms(format!("/admin/keys answered non-JSON: {e}")))
     }
 
     /// Audit records with a sequence number above `since_seq` (`GET /admin/audit`), as JSON values.
     pub async fn audit(&self, since_seq: u64) -> Result<Vec<serde_json::Value>, StackError> {
-        let body = self.admin(false, &format!("/admin/audit?since_seq={since_seq}"), "").await?;
+        let body = self.admin("GET", &format!("/admin/audit?since_seq={since_seq}"), "application/json", "").await?;
         Ok(body.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+    }
+
+    /// Puts a fault profile (YAML) in force on node `node`, or on every node when `None`.
+    pub async fn set_faults(&self, node: Option<usize>, profile_yaml: &str) -> Result<(), StackError> {
+        for index in self.node_indices(node)? {
+            self.admin_on(index, "PUT", "/admin/faults", "application/yaml", profile_yaml).await?;
+        }
+        Ok(())
+    }
+
+    /// Clears every fault on node `node`, or on every node when `None`.
+    pub async fn clear_faults(&self, node: Option<usize>) -> Result<(), StackError> {
+        for index in self.node_indices(node)? {
+            self.admin_on(index, "DELETE", "/admin/faults", "application/json", "").await?;
+        }
+        Ok(())
+    }
+
+    /// Counters of KMS calls since start on the first running node (`GET /admin/counters`).
+    pub async fn counters(&self) -> Result<serde_json::Value, StackError> {
+        let body = self.admin("GET", "/admin/counters", "application/json", "").await?;
+        serde_json::from_str(&body).map_err(|e| StackError::MockKms(format!("/admin/counters answered non-JSON: {e}")))
+    }
+
+    fn node_indices(&self, node: Option<usize>) -> Result<Vec<usize>, StackError> {
+        match node {
+            Some(index) => self.node(index).map(|_| vec![index]),
+            None => Ok((0..self.nodes.len()).collect()),
+        }
+    }
+
+    /// Gives unseal shares `shares` (indices into those `mock-kms init` printed) to every running
+    /// node; returns the last seal status answer.
+    pub async fn unseal(&self, shares: std::ops::Range<usize>) -> Result<serde_json::Value, StackError> {
+        if self.shares.len() < shares.end {
+            return Err(StackError::MockKms(format!(
+                "share {} asked for, but only {} unseal shares exist (was the KMS started sealed?)",
+                shares.end,
+                self.shares.len()
+            )));
+        }
+        let mut last = serde_json::Value::Null;
+        for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
+            for share in &self.shares[shares.clone()] {
+                let body = serde_json::json!({ "Share": share }).to_string();
+                let text = self.admin_on(index, "POST", "/admin/unseal", "application/json", &body).await?;
+                last = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            }
+        }
+        Ok(last)
+    }
+
+    /// The seal status of the first running node (`GET /admin/seal-status`).
+    pub async fn seal_status(&self) -> Result<serde_json::Value, StackError> {
+        let body = self.admin("GET", "/admin/seal-status", "application/json", "").await?;
+        serde_json::from_str(&body).map_err(|e| StackError::MockKms(format!("/admin/seal-status answered non-JSON: {e}")))
+    }
+
+    /// Replaces the accepted credentials of every running node with one (`PUT /admin/credentials`).
+    pub async fn set_credentials(&self, access_key: &str, secret_key: &str) -> Result<(), StackError> {
+        let body = serde_json::json!([{ "AccessKey": access_key, "SecretKey": secret_key }]).to_string();
+        for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
+            self.admin_on(index, "PUT", "/admin/credentials", "application/json", &body).await?;
+        }
+        Ok(())
     }
 }

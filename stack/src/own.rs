@@ -12,6 +12,8 @@ pub enum OwnBinary {
     KmsPlugin,
     /// The mock remote KMS.
     MockKms,
+    /// The reference plugin with defects switched on by flag (conformance mutants, broken variants in scenarios).
+    FaultyPlugin,
 }
 
 impl OwnBinary {
@@ -19,6 +21,7 @@ impl OwnBinary {
         match self {
             Self::KmsPlugin => "kms-plugin",
             Self::MockKms => "mock-kms",
+            Self::FaultyPlugin => "kms-faulty-plugin",
         }
     }
 
@@ -26,6 +29,7 @@ impl OwnBinary {
         match self {
             Self::KmsPlugin => "kms-plugin",
             Self::MockKms => "mock-kms",
+            Self::FaultyPlugin => "kms-faulty-plugin",
         }
     }
 
@@ -33,6 +37,7 @@ impl OwnBinary {
         match self {
             Self::KmsPlugin => "KMS_LAB_PLUGIN_BIN",
             Self::MockKms => "KMS_LAB_MOCK_KMS_BIN",
+            Self::FaultyPlugin => "KMS_LAB_FAULTY_PLUGIN_BIN",
         }
     }
 

@@ -33,12 +33,15 @@ pub struct PluginSpec {
     pub kek: PluginKek,
     /// Extra `kms-plugin` flags (e.g. `--health-ttl 1s`).
     pub extra_args: Vec<String>,
+    /// Defects to switch on: non-empty runs `kms-faulty-plugin` (the reference plugin with
+    /// `--defect NAME` flags) instead of `kms-plugin`.
+    pub defects: Vec<String>,
 }
 
 impl PluginSpec {
     /// A plugin with a local KEK.
     pub fn local(name: &str) -> Self {
-        Self { name: name.to_owned(), kek: PluginKek::Local, extra_args: Vec::new() }
+        Self { name: name.to_owned(), kek: PluginKek::Local, extra_args: Vec::new(), defects: Vec::new() }
     }
 }
 
@@ -100,6 +103,9 @@ impl PluginSlot {
             }
         }
         args.extend(self.spec.extra_args.iter().cloned());
+        for defect in &self.spec.defects {
+            args.extend(["--defect".to_owned(), defect.clone()]);
+        }
         let mut process = Supervised::spawn(&self.spec.name, binary, &args, log, &[])?;
         let endpoint = format!("unix://{}", self.socket.display());
         process

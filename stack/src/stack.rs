@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::apiserver::{self, ApiServer, ApiServerOptions, Readiness, SharedFiles};
@@ -34,12 +35,19 @@ pub struct StackOptions {
     pub plugins: Vec<PluginSpec>,
     /// The EncryptionConfiguration of apiserver-0 (None: the default above).
     pub encryption: Option<EncryptionConfiguration>,
+    /// Builds apiserver-0's EncryptionConfiguration from the plugins' sockets (which exist only
+    /// once the stack has its work directory); used when `encryption` is None.
+    pub encryption_builder: Option<EncryptionBuilder>,
     /// Start the plugins before the apiserver (false: the apiserver starts first).
     pub start_plugins_first: bool,
+    /// Start the plugins at all (false: they start only when asked, e.g. by a scenario step).
+    pub start_plugins: bool,
     /// What "apiserver started" means.
     pub readiness: Readiness,
     /// Pass `--feature-gates=KMSv1=true`.
     pub kms_v1_gate: bool,
+    /// Extra kube-apiserver flags for apiserver-0 (e.g. `--watch-cache=false`), appended last.
+    pub apiserver_args: Vec<String>,
     /// Run the mock KMS (started after etcd, before the plugins).
     pub mock_kms: Option<MockKmsOptions>,
 }
@@ -53,9 +61,12 @@ impl StackOptions {
             run_root: run_root.to_owned(),
             plugins: vec![PluginSpec::local("plugin-0")],
             encryption: None,
+            encryption_builder: None,
             start_plugins_first: true,
+            start_plugins: true,
             readiness: Readiness::Ready,
             kms_v1_gate: true,
+            apiserver_args: Vec::new(),
             mock_kms: None,
         }
     }
@@ -70,6 +81,19 @@ impl StackOptions {
     }
 }
 
+/// Finds a plugin's socket path by the plugin's name.
+pub type SocketLookup<'a> = &'a dyn Fn(&str) -> Option<PathBuf>;
+
+/// Builds an EncryptionConfiguration given a lookup from plugin name to socket path.
+#[derive(Clone)]
+pub struct EncryptionBuilder(pub Arc<dyn Fn(SocketLookup<'_>) -> EncryptionConfiguration + Send + Sync>);
+
+impl std::fmt::Debug for EncryptionBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptionBuilder(..)")
+    }
+}
+
 /// A running stack. Call [`Stack::shutdown`]; if it is dropped instead (a panic), every process
 /// is killed and the run directory is kept for its logs.
 #[derive(Debug)]
@@ -77,7 +101,6 @@ pub struct Stack {
     run_dir: PathBuf,
     work: tempfile::TempDir,
     binaries: Binaries,
-    plugin_binary: PathBuf,
     etcd: Option<Etcd>,
     mock_kms: Option<MockKms>,
     apiservers: Vec<ApiServer>,
@@ -131,13 +154,11 @@ impl Stack {
         write(&files.service_account_public, &pki.service_account_public_pem)?;
         write(&files.token_file, &format!("{admin_token},admin,admin-uid,system:masters\n"))?;
 
-        let plugin_binary = OwnBinary::KmsPlugin.locate()?;
         let plugins = options.plugins.iter().map(|spec| (spec.name.clone(), PluginSlot::new(spec.clone(), work.path()))).collect();
         let mut stack = Self {
             run_dir,
             work,
             binaries: options.binaries.clone(),
-            plugin_binary,
             etcd: None,
             mock_kms: None,
             apiservers: Vec::new(),
@@ -163,16 +184,21 @@ impl Stack {
         if let Some(kms_options) = options.mock_kms.clone() {
             let binary = OwnBinary::MockKms.locate()?;
             let data_dir = stack.work.path().join("mock-kms-data");
-            stack.mock_kms = Some(MockKms::start(&binary, &data_dir, &stack.run_dir.join("mock-kms.log"), kms_options).await?);
+            stack.mock_kms = Some(MockKms::start(&binary, &data_dir, &stack.run_dir, kms_options).await?);
         }
-        if options.start_plugins_first {
+        if options.start_plugins_first && options.start_plugins {
             for name in stack.plugin_names() {
                 stack.start_plugin(&name).await?;
             }
         }
-        let encryption = options.encryption.clone().unwrap_or_else(|| stack.default_encryption());
-        stack.add_apiserver(&encryption, options.kms_v1_gate, options.readiness, Vec::new()).await?;
-        if !options.start_plugins_first {
+        let sockets = |name: &str| stack.plugin_socket(name).map(Path::to_owned);
+        let encryption = match (&options.encryption, &options.encryption_builder) {
+            (Some(encryption), _) => encryption.clone(),
+            (None, Some(builder)) => (builder.0)(&sockets),
+            (None, None) => stack.default_encryption(),
+        };
+        stack.add_apiserver(&encryption, options.kms_v1_gate, options.readiness, options.apiserver_args.clone()).await?;
+        if !options.start_plugins_first && options.start_plugins {
             for name in stack.plugin_names() {
                 stack.start_plugin(&name).await?;
             }
@@ -209,6 +235,55 @@ impl Stack {
         self.mock_kms.as_ref()
     }
 
+    /// The stack's mock KMS, or an error saying the stack runs none.
+    fn mock_kms_or_error(&mut self) -> Result<&mut MockKms, StackError> {
+        self.mock_kms.as_mut().ok_or_else(|| StackError::NoSuchComponent {
+            kind: "mock KMS",
+            name: "mock-kms".into(),
+            known: "none".into(),
+        })
+    }
+
+    /// Starts (or restarts after a stop/kill) mock KMS node `index` on its port and data dir.
+    pub async fn start_mock_kms_node(&mut self, index: usize) -> Result<(), StackError> {
+        self.mock_kms_or_error()?.start_node(index).await
+    }
+
+    /// Stops mock KMS node `index` gracefully.
+    pub async fn stop_mock_kms_node(&mut self, index: usize) -> Result<(), StackError> {
+        self.mock_kms_or_error()?.stop_node(index, STOP_GRACE).await
+    }
+
+    /// Kills mock KMS node `index` (SIGKILL).
+    pub async fn kill_mock_kms_node(&mut self, index: usize) -> Result<(), StackError> {
+        self.mock_kms_or_error()?.kill_node(index).await
+    }
+
+    fn etcd_or_error(&mut self) -> Result<&mut Etcd, StackError> {
+        self.etcd.as_mut().ok_or_else(|| StackError::NoSuchComponent { kind: "etcd", name: "etcd".into(), known: "none".into() })
+    }
+
+    /// Starts etcd again after a stop or kill (same ports, same data).
+    pub async fn start_etcd(&mut self) -> Result<(), StackError> {
+        self.etcd_or_error()?.restart().await
+    }
+
+    /// Stops etcd gracefully.
+    pub async fn stop_etcd(&mut self) -> Result<(), StackError> {
+        if let Some(process) = self.etcd_or_error()?.process.take() {
+            process.stop(STOP_GRACE).await;
+        }
+        Ok(())
+    }
+
+    /// Kills etcd with SIGKILL.
+    pub async fn kill_etcd(&mut self) -> Result<(), StackError> {
+        if let Some(process) = self.etcd_or_error()?.process.take() {
+            process.kill().await;
+        }
+        Ok(())
+    }
+
     /// The names of the plugins.
     pub fn plugin_names(&self) -> Vec<String> {
         self.plugins.keys().cloned().collect()
@@ -231,11 +306,11 @@ impl Stack {
 
     /// Starts (or restarts after a stop/kill) a plugin and waits until it answers.
     pub async fn start_plugin(&mut self, name: &str) -> Result<(), StackError> {
-        let binary = self.plugin_binary.clone();
         let log = self.run_dir.join(format!("{name}.log"));
         let mock_kms_config = self.mock_kms.as_ref().map(MockKms::plugin_config);
         let slot = self.plugin(name)?;
         if slot.process.is_none() {
+            let binary = if slot.spec.defects.is_empty() { OwnBinary::KmsPlugin } else { OwnBinary::FaultyPlugin }.locate()?;
             slot.start(&binary, &log, mock_kms_config).await?;
         }
         Ok(())
@@ -343,6 +418,17 @@ impl Stack {
         write_atomically(path, &encryption.to_yaml()?)
     }
 
+    /// The EncryptionConfiguration file apiserver `index` reads, as it is now.
+    pub fn encryption_config_text(&self, index: usize) -> Result<String, StackError> {
+        let path = &self.apiserver_slot(index)?.options.encryption_config;
+        std::fs::read_to_string(path).map_err(StackError::io(format!("read {}", path.display())))
+    }
+
+    /// How many apiservers the stack has (stopped ones included).
+    pub fn apiserver_count(&self) -> usize {
+        self.apiservers.len()
+    }
+
     /// The admin kubeconfig of apiserver `index`.
     pub fn kubeconfig_path(&self, index: usize) -> PathBuf {
         self.run_dir.join(format!("kubeconfig-{index}"))
@@ -412,9 +498,9 @@ impl Stack {
     pub fn pids(&self) -> Vec<u32> {
         let apiservers = self.apiservers.iter().filter_map(|a| a.process.as_ref());
         let plugins = self.plugins.values().filter_map(|p| p.process.as_ref());
-        let etcd = self.etcd.iter().map(|e| &e.process);
-        let kms = self.mock_kms.iter().filter_map(|k| k.process.as_ref());
-        apiservers.chain(plugins).chain(kms).chain(etcd).filter_map(|p| p.pid()).collect()
+        let etcd = self.etcd.iter().filter_map(|e| e.process.as_ref());
+        let kms = self.mock_kms.iter().flat_map(MockKms::pids);
+        apiservers.chain(plugins).chain(etcd).filter_map(|p| p.pid()).chain(kms).collect()
     }
 
     /// Stops everything (apiservers, then plugins, then etcd). On success the run directory is
@@ -431,11 +517,11 @@ impl Stack {
                 process.stop(STOP_GRACE).await;
             }
         }
-        if let Some(process) = self.mock_kms.as_mut().and_then(|kms| kms.process.take()) {
-            process.stop(STOP_GRACE).await;
+        if let Some(kms) = self.mock_kms.as_mut() {
+            kms.stop_all(STOP_GRACE).await;
         }
-        if let Some(etcd) = self.etcd.take() {
-            etcd.process.stop(STOP_GRACE).await;
+        if let Some(process) = self.etcd.take().and_then(|etcd| etcd.process) {
+            process.stop(STOP_GRACE).await;
         }
         if keep_logs {
             Some(self.run_dir.clone())

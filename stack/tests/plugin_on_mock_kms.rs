@@ -11,7 +11,8 @@ use kms_wire::PluginClient;
 use kms_wire::proto::v2;
 
 struct Rig {
-    dir: tempfile::TempDir,
+    /// Holds the KMS's and the plugin's files until the test ends.
+    _dir: tempfile::TempDir,
     kms: MockKms,
     plugin: PluginSlot,
 }
@@ -22,18 +23,18 @@ fn kms_data(dir: &tempfile::TempDir) -> std::path::PathBuf {
 
 async fn rig(plugin_config: impl FnOnce(&MockKms) -> serde_json::Value) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let kms =
-        MockKms::start(&OwnBinary::MockKms.locate().unwrap(), &kms_data(&dir), &dir.path().join("kms.log"), MockKmsOptions::default())
-            .await
-            .expect("mock-kms starts");
+    let kms = MockKms::start(&OwnBinary::MockKms.locate().unwrap(), &kms_data(&dir), dir.path(), MockKmsOptions::default())
+        .await
+        .expect("mock-kms starts");
     let spec = PluginSpec {
         name: "plugin".into(),
         kek: PluginKek::Remote(plugin_config(&kms)),
         extra_args: vec!["--health-ttl".into(), "1s".into(), "--kms-timeout".into(), "2s".into()],
+        defects: Vec::new(),
     };
     let mut plugin = PluginSlot::new(spec, dir.path());
     plugin.start(&OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None).await.expect("the plugin starts");
-    Rig { dir, kms, plugin }
+    Rig { _dir: dir, kms, plugin }
 }
 
 async fn client(rig: &Rig) -> PluginClient {
@@ -114,7 +115,7 @@ async fn a_kms_crash_turns_status_unhealthy_and_a_restart_heals_it() {
     let client = client(&rig).await;
     let before = encrypt(&client, b"made before the crash").await.unwrap();
 
-    rig.kms.process.take().unwrap().kill().await;
+    rig.kms.kill_node(0).await.unwrap();
     let (down, noticed) =
         wait_for_status(&client, "healthz not ok after kill -9 of the KMS", Duration::from_secs(30), |s| s.healthz != "ok").await;
     eprintln!("Status turned unhealthy {noticed:?} after kill -9: {}", down.healthz);
@@ -124,9 +125,7 @@ async fn a_kms_crash_turns_status_unhealthy_and_a_restart_heals_it() {
     eprintln!("Encrypt failed after {:?} with {:?}", started.elapsed(), refused.code());
     assert!(matches!(refused.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded), "{refused:?}");
 
-    let data = kms_data(&rig.dir);
-    let log = rig.dir.path().join("kms-restarted.log");
-    rig.kms.restart(&OwnBinary::MockKms.locate().unwrap(), &data, &log).await.expect("mock-kms restarts on its data dir");
+    rig.kms.start_node(0).await.expect("mock-kms restarts on its data dir");
     let (up, healed) = wait_for_status(&client, "healthz ok after the KMS restarted", Duration::from_secs(30), |s| s.healthz == "ok").await;
     eprintln!("Status healthy again {healed:?} after the restart");
     assert_eq!(up.key_id, before.key_id, "the key version changed across a restart");
@@ -202,7 +201,12 @@ async fn a_kms_node_killed_under_load_costs_no_round_trip() {
     }
     let endpoints: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let config = serde_json::json!({"AccessKey": "AK", "SecretKey": "SK", "KmsEndpoint": endpoints.join(","), "KmsKeyId": "lab-key", "KmsSchema": "http"});
-    let spec = PluginSpec { name: "plugin".into(), kek: PluginKek::Remote(config), extra_args: vec!["--kms-timeout".into(), "2s".into()] };
+    let spec = PluginSpec {
+        name: "plugin".into(),
+        kek: PluginKek::Remote(config),
+        extra_args: vec!["--kms-timeout".into(), "2s".into()],
+        defects: Vec::new(),
+    };
     let mut plugin = PluginSlot::new(spec, dir.path());
     plugin.start(&OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None).await.unwrap();
     let client = PluginClient::connect(plugin.socket.to_str().unwrap(), Duration::from_secs(10)).await.unwrap();
