@@ -1,0 +1,104 @@
+//! The `kms-lab conformance` command line, shared by `kms-lab` and `cargo xtask conformance`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{Api, ConformanceError, Options, Report, render_junit, render_text};
+
+/// `kms-lab conformance`: check a KMS plugin's socket against what kube-apiserver expects.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConformanceArgs {
+    /// The plugin's socket, as the EncryptionConfiguration spells it (unix:///path/plugin.sock).
+    #[arg(long, value_name = "unix:///PATH", required_unless_present = "list")]
+    pub endpoint: Option<String>,
+    /// Which plugin API to check.
+    #[arg(long, value_enum, default_value_t = Api::V2)]
+    pub api: Api,
+    /// Also write the report: `junit=FILE` or `json=FILE` (repeatable).
+    #[arg(long, value_name = "junit=FILE|json=FILE", value_parser = ReportTarget::parse)]
+    pub report: Vec<ReportTarget>,
+    /// Deadline of every call to the plugin (kube-apiserver's default is 3s).
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Run only these check ids.
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    pub only: Vec<String>,
+    /// Skip these check ids.
+    #[arg(long, value_name = "ID", num_args = 1..)]
+    pub skip: Vec<String>,
+    /// A shell command that rotates the plugin's KEK (run with `sh -c`, `KMS_PLUGIN_ENDPOINT` set);
+    /// without it the rotation checks are skipped.
+    #[arg(long, value_name = "CMD")]
+    pub rotate_command: Option<String>,
+    /// How long Status may take to report the new key id after the rotate command.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub rotate_wait: Duration,
+    /// Concurrent callers in the load check.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub concurrency: usize,
+    /// List every check (id, rule, upstream reference) and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// Where to write a machine-readable report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportTarget {
+    /// JUnit XML.
+    Junit(PathBuf),
+    /// The serde JSON form of [`Report`].
+    Json(PathBuf),
+}
+
+impl ReportTarget {
+    /// Parses `junit=FILE` or `json=FILE`.
+    pub fn parse(spec: &str) -> Result<Self, ConformanceError> {
+        match spec.split_once('=') {
+            Some(("junit", path)) if !path.is_empty() => Ok(Self::Junit(path.into())),
+            Some(("json", path)) if !path.is_empty() => Ok(Self::Json(path.into())),
+            _ => Err(ConformanceError::ReportSpec(spec.to_owned())),
+        }
+    }
+
+    /// Writes `report` in this format.
+    pub fn write(&self, report: &Report) -> Result<(), ConformanceError> {
+        let (path, text) = match self {
+            Self::Junit(path) => (path, render_junit(report)),
+            Self::Json(path) => (path, serde_json::to_string_pretty(report).unwrap_or_default()),
+        };
+        std::fs::write(path, text).map_err(|source| ConformanceError::WriteReport { path: path.clone(), source })
+    }
+}
+
+impl ConformanceArgs {
+    /// The run options these flags describe.
+    pub fn options(&self) -> Options {
+        Options {
+            timeout: self.timeout,
+            only: self.only.clone(),
+            skip: self.skip.clone(),
+            rotate_command: self.rotate_command.clone(),
+            rotate_wait: self.rotate_wait,
+            concurrency: self.concurrency,
+            ..Options::new(self.endpoint.clone().unwrap_or_default(), self.api)
+        }
+    }
+}
+
+/// Runs the command: prints the text report to stdout, writes `--report` files, returns the
+/// report (the caller exits 0 iff [`Report::passed`]). With `--list`, prints the catalogue and
+/// returns `None`.
+pub async fn run_cli(args: &ConformanceArgs) -> Result<Option<Report>, ConformanceError> {
+    if args.list {
+        for check in crate::catalogue().iter().filter(|c| c.api == args.api) {
+            println!("{}\n    rule:     {}\n    upstream: {}", check.id, check.rule, check.reference);
+        }
+        return Ok(None);
+    }
+    let report = crate::run(&args.options()).await?;
+    print!("{}", render_text(&report));
+    for target in &args.report {
+        target.write(&report)?;
+    }
+    Ok(Some(report))
+}

@@ -1,0 +1,36 @@
+//! Why the suite could not run (check failures are not errors: they are in the report).
+
+use std::path::PathBuf;
+
+/// Why a conformance run could not start or its report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ConformanceError {
+    /// `--only` or `--skip` names a check that does not exist.
+    #[error("unknown check id `{id}` (known for {api}: {known})")]
+    UnknownCheck {
+        /// The id given.
+        id: String,
+        /// The API being checked.
+        api: crate::Api,
+        /// The valid ids, comma-separated.
+        known: String,
+    },
+    /// `--only`/`--skip` left nothing to run.
+    #[error("no check selected: --only/--skip removed every {0} check")]
+    NothingSelected(crate::Api),
+    /// The plugin socket could not be reached.
+    #[error(transparent)]
+    Connect(#[from] kms_wire::ClientError),
+    /// `--report` is not `junit=FILE` or `json=FILE`.
+    #[error("bad --report `{0}`: expected junit=FILE or json=FILE")]
+    ReportSpec(String),
+    /// The report file could not be written.
+    #[error("cannot write the report to `{path}`: {source}")]
+    WriteReport {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}

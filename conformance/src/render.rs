@@ -1,0 +1,100 @@
+//! Human-readable and JUnit renderings of a [`Report`] (JSON is the serde form).
+
+use std::fmt::Write;
+
+use crate::report::{CheckOutcome, Report};
+
+/// The report as the terminal shows it: one line per check; for a failure what was sent, what
+/// came back, the problem, the rule and its upstream reference.
+pub fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "kms-lab conformance: {} (KMS {}), {} checks", report.endpoint, report.api, report.checks.len());
+    let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    for check in &report.checks {
+        let tag = match check.outcome {
+            CheckOutcome::Pass => "PASS",
+            CheckOutcome::Fail(_) => "FAIL",
+            CheckOutcome::Skip { .. } => "SKIP",
+        };
+        let _ = writeln!(out, "  {tag} {:width$}  {}", check.id, check.rule);
+        match &check.outcome {
+            CheckOutcome::Pass => {}
+            CheckOutcome::Fail(finding) => {
+                let _ = writeln!(out, "       sent:     {}", finding.sent);
+                let _ = writeln!(out, "       received: {}", finding.received);
+                let _ = writeln!(out, "       problem:  {}", finding.problem);
+                let _ = writeln!(out, "       upstream: {}", check.reference);
+            }
+            CheckOutcome::Skip { reason } => {
+                let _ = writeln!(out, "       skipped:  {reason}");
+            }
+        }
+        if !matches!(check.outcome, CheckOutcome::Skip { .. }) && check.latency.is_some() {
+            for note in &check.notes {
+                let _ = writeln!(out, "       {note}");
+            }
+        }
+    }
+    let (passed, failed, skipped) = report.counts();
+    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    let _ = writeln!(out, "{verdict}: {passed} passed, {failed} failed, {skipped} skipped in {:.1} s", report.duration_ms as f64 / 1000.0);
+    out
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => out.push_str(&format!("&#x{:x};", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The report as a JUnit XML document (one `testcase` per check), for CI dashboards.
+pub fn render_junit(report: &Report) -> String {
+    let (_, failed, skipped) = report.counts();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuite name=\"kms-lab conformance ({})\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        report.api,
+        report.checks.len(),
+        report.duration_ms as f64 / 1000.0
+    );
+    let _ = writeln!(out, "  <properties><property name=\"endpoint\" value=\"{}\"/></properties>", xml_escape(&report.endpoint));
+    for check in &report.checks {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"kms-lab.conformance.{}\" name=\"{}\" time=\"{:.3}\">",
+            report.api,
+            xml_escape(check.id),
+            check.duration_ms as f64 / 1000.0
+        );
+        match &check.outcome {
+            CheckOutcome::Pass => {}
+            CheckOutcome::Fail(finding) => {
+                let body = format!(
+                    "sent: {}\nreceived: {}\nproblem: {}\nrule: {}\nupstream: {}",
+                    finding.sent, finding.received, finding.problem, check.rule, check.reference
+                );
+                let _ = write!(out, "<failure message=\"{}\">{}</failure>", xml_escape(&finding.problem), xml_escape(&body));
+            }
+            CheckOutcome::Skip { reason } => {
+                let _ = write!(out, "<skipped message=\"{}\"/>", xml_escape(reason));
+            }
+        }
+        if !check.notes.is_empty() {
+            let _ = write!(out, "<system-out>{}</system-out>", xml_escape(&check.notes.join("\n")));
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("</testsuite>\n");
+    out
+}

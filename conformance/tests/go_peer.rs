@@ -1,0 +1,35 @@
+//! Cross-check on code we did not write: a Go plugin on upstream's own server framework
+//! (`k8s.io/kms/pkg/service`), built once with `go build` into the kms-lab cache.
+
+use std::process::Command;
+use std::time::Duration;
+
+use kms_lab_conformance::process::{PluginProcess, short_run_dir};
+use kms_lab_conformance::{Api, Options, go_peer, render_text};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_peer_on_upstream_framework_passes_v2_with_rotation() {
+    let binary = go_peer::locate_or_build(&go_peer::default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let dir = short_run_dir().expect("run dir");
+    let socket = dir.path().join("go.sock");
+    let mut command = Command::new(&binary);
+    command.arg("--socket").arg(&socket);
+    let plugin = PluginProcess::start("kms-go-plugin", command, &socket, &dir.path().join("go.log"), Api::V2, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut options = Options::new(plugin.endpoint(), Api::V2);
+    options.rotate_command = Some(format!("kill -HUP {}", plugin.pid().expect("running")));
+    options.rotate_wait = Duration::from_secs(10);
+    let report = kms_lab_conformance::run(&options).await.expect("the suite runs");
+    let text = render_text(&report);
+    println!("{text}");
+    assert!(report.passed(), "the Go peer fails:\n{text}\nits log:\n{}", plugin.log_tail());
+    assert!(report.checks.iter().all(|c| !matches!(c.outcome, kms_lab_conformance::CheckOutcome::Skip { .. })), "{text}");
+}
+
+#[test]
+fn the_build_cache_is_keyed_by_the_sources() {
+    let hash = go_peer::source_hash().expect("sources readable");
+    assert_eq!(hash.len(), 16);
+    assert_eq!(hash, go_peer::source_hash().expect("sources readable"), "the key is stable");
+}

@@ -1,0 +1,74 @@
+//! `kms-faulty-plugin`: parses flags, wires signals like `kms-plugin`, and serves the reference
+//! plugin's KEK through the faulty services.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use kms_faulty_plugin::cli::FaultyArgs;
+use kms_plugin::Plugin;
+use kms_plugin::cli::Command;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Exit code for a configuration the plugin cannot use.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = FaultyArgs::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_PLUGIN_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    if let Some(Command::RotateKek { kek_file }) = &args.plugin.command {
+        return match kms_plugin::kek::append_random_key(kek_file) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = match args.plugin.resolve() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, args.defects())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: kms_plugin::PluginConfig, defects: kms_faulty_plugin::Defects) -> anyhow::Result<()> {
+    let plugin = Plugin::bind(config)?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let kek = plugin.kek();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if let Err(error) = kek.reload().await {
+                tracing::error!(%error, "SIGHUP: KEK reload failed; still using the previous key ring");
+            }
+        }
+    });
+    tracing::warn!(defects = ?defects.iter().collect::<Vec<_>>(), "faulty plugin: these defects are switched on");
+    let (v2, v1) = kms_faulty_plugin::services(plugin.shared(), defects);
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: finishing in-flight calls"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
+        }
+    };
+    plugin.serve_with(v2, v1, shutdown).await?;
+    Ok(())
+}
