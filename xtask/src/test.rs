@@ -22,10 +22,24 @@ pub fn run(sh: &Shell, args: &TestArgs) -> anyhow::Result<()> {
     }
     eprintln!("==> running the workspace tests");
     let extra = &args.cargo_test_args;
-    cmd!(sh, "cargo test --workspace --no-fail-fast -- {extra...}").run()?;
+    let mut failed = Vec::new();
+    if cmd!(sh, "cargo test --workspace --no-fail-fast -- {extra...}").run().is_err() {
+        failed.push("cargo test --workspace");
+    }
     if args.cargo_test_args.is_empty() {
+        eprintln!("==> running the scenario suite on the real stack (core and incident tiers)");
+        let junit = "target/kms-lab/scenarios-junit.xml";
+        let json = "target/kms-lab/scenarios.json";
+        if cmd!(sh, "cargo xtask scenarios --tier core --tier incident --junit {junit} --json {json}").run().is_err() {
+            failed.push("cargo xtask scenarios");
+        }
         eprintln!("==> running the lab demo on the real stack (cargo xtask lab --demo-only)");
-        cmd!(sh, "cargo xtask lab --demo-only").run()?;
+        if cmd!(sh, "cargo xtask lab --demo-only").run().is_err() {
+            failed.push("cargo xtask lab --demo-only");
+        }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!("failed: {} (see the output above)", failed.join(", "));
     }
     Ok(())
 }

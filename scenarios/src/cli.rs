@@ -1,0 +1,144 @@
+//! The `scenarios` command shared by `kms-lab scenarios` and `cargo xtask scenarios`: select,
+//! provision, run each on a fresh stack, print the table, write JUnit/JSON.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use kms_lab_stack::provision::{self, ProvisionOptions};
+
+use crate::load::{self, LoadError};
+use crate::model::Tier;
+use crate::report::SuiteReport;
+use crate::runner::{self, RunOptions};
+
+/// Arguments of `scenarios`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScenarioArgs {
+    /// Scenarios to run, by file name without `.yaml` (default: every scenario of the selected tiers).
+    pub names: Vec<String>,
+    /// Tiers to run when no names are given (repeatable).
+    #[arg(long, value_enum, default_values_t = [Tier::Core])]
+    pub tier: Vec<Tier>,
+    /// Write a JUnit XML report here (one testcase per scenario).
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report (every step, figure and failure) here.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Directory of scenario files (default: `KMS_LAB_SCENARIOS`, else `./scenarios`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Where run directories (component logs) go (default: `target/kms-lab/scenario-runs`).
+    #[arg(long, value_name = "DIR")]
+    pub run_root: Option<PathBuf>,
+    /// Use this seed instead of each scenario's own.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep the run directories of passing scenarios too.
+    #[arg(long)]
+    pub keep_logs: bool,
+    /// Only parse and check the scenario files, then list them.
+    #[arg(long)]
+    pub check: bool,
+    /// Look for kube-apiserver, etcd and kubectl here first.
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Kubernetes version to provision.
+    #[arg(long, default_value = provision::KUBERNETES_VERSION)]
+    pub k8s_version: String,
+}
+
+/// Why the command could not run its scenarios (a failing scenario is not an error: see the report).
+#[derive(Debug, thiserror::Error)]
+pub enum ScenariosError {
+    /// A scenario file is broken or a name is unknown.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// Binaries could not be provisioned.
+    #[error(transparent)]
+    Provision(#[from] provision::ProvisionError),
+    /// A report could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Provisioning stopped unexpectedly.
+    #[error("provisioning stopped unexpectedly: {0}")]
+    ProvisionPanicked(String),
+    /// The run was interrupted (Ctrl-C / SIGTERM); the stack of the running scenario was stopped.
+    #[error("interrupted; every process of the running scenario was stopped")]
+    Interrupted,
+}
+
+/// Runs the command; `Ok(true)` when every selected scenario passed.
+pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
+    let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
+    let scenarios = load::select(&dir, &args.names, &args.tier)?;
+    if args.check {
+        let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        for s in &scenarios {
+            println!("{:<width$}  {:<9} {:>3} steps  {}", s.name, s.tier.to_string(), s.steps.len(), s.title);
+        }
+        println!("{} scenario file(s) in {} are valid", scenarios.len(), dir.display());
+        return Ok(true);
+    }
+    let provision_options =
+        ProvisionOptions { bin_dir: args.bin_dir.clone(), kubernetes_version: args.k8s_version.clone(), ..ProvisionOptions::default() };
+    let binaries = tokio::task::spawn_blocking(move || provision::provision(&provision_options))
+        .await
+        .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))??;
+    let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
+    let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs };
+    println!("running {} scenario(s) from {}", scenarios.len(), dir.display());
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for scenario in &scenarios {
+        let run = runner::run_scenario(scenario, &options, &|line| println!("{line}"));
+        // On Ctrl-C or SIGTERM the scenario's future is dropped: its stack kills every process.
+        tokio::select! {
+            outcome = run => outcomes.push(outcome),
+            () = stop_signal() => return Err(ScenariosError::Interrupted),
+        }
+    }
+    let report =
+        SuiteReport { scenarios: outcomes, seconds: started.elapsed().as_secs_f64(), kubernetes_version: args.k8s_version.clone() };
+    println!("\n{}", report.table());
+    if let Some(path) = &args.junit {
+        write(path, &report.junit())?;
+        println!("JUnit report: {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        write(path, &report.json())?;
+        println!("JSON report: {}", path.display());
+    }
+    Ok(report.passed())
+}
+
+fn write(path: &std::path::Path, text: &str) -> Result<(), ScenariosError> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| ScenariosError::Write { path: path.to_owned(), source })?;
+    }
+    std::fs::write(path, text).map_err(|source| ScenariosError::Write { path: path.to_owned(), source })
+}
+
+/// `$CARGO_TARGET_DIR/kms-lab/scenario-runs`, or `target/…` under the current directory.
+fn default_run_root() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
+    target.join("kms-lab").join("scenario-runs")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,17 @@
+//! kms-lab's scenario suite: YAML files under `scenarios/` (one per scenario, read like a
+//! procedure), their typed [`model`], [`load`]ing with file:line errors, and the [`runner`]
+//! that plays each on a fresh real stack (etcd, kube-apiserver, plugins, mock KMS) and
+//! [`report`]s a table, JUnit XML and JSON. [`cli`] is the command both `kms-lab scenarios` and
+//! `cargo xtask scenarios` run.
+
+pub mod cli;
+pub mod error;
+pub mod load;
+pub mod model;
+pub mod report;
+pub mod runner;
+mod steps;
+pub mod world;
+
+pub use cli::{ScenarioArgs, ScenariosError};
+pub use model::{Scenario, Tier};

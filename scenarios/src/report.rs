@@ -1,0 +1,183 @@
+//! Reports of a suite run: the summary table people read, JUnit XML for CI (one testcase per
+//! scenario, named after its file), and JSON with every step and figure.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::runner::ScenarioOutcome;
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteReport {
+    /// Every scenario's result, in run order.
+    pub scenarios: Vec<ScenarioOutcome>,
+    /// Wall time of the whole run, provisioning excluded.
+    pub seconds: f64,
+    /// `kube-apiserver` version used.
+    pub kubernetes_version: String,
+}
+
+impl SuiteReport {
+    /// Whether every scenario passed.
+    pub fn passed(&self) -> bool {
+        self.scenarios.iter().all(|s| s.passed)
+    }
+
+    /// The summary table, with figures and failures below it.
+    pub fn table(&self) -> String {
+        let width = self.scenarios.iter().map(|s| s.name.len()).max().unwrap_or(8).max(8);
+        let mut out = String::new();
+        let _ = writeln!(out, "{:<width$}  {:<8}  {:<6}  {:>8}  {:>5}", "scenario", "tier", "result", "time", "steps");
+        let _ = writeln!(out, "{}", "-".repeat(width + 37));
+        for s in &self.scenarios {
+            let passed_steps = s.steps.iter().filter(|st| st.passed).count();
+            let total = s.steps.len() + s.skipped_steps;
+            let result = if s.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:<8}  {:<6}  {:>7.1}s  {:>2}/{:<2}",
+                s.name,
+                s.tier.to_string(),
+                result,
+                s.seconds,
+                passed_steps,
+                total
+            );
+        }
+        let _ = writeln!(out, "{}", "-".repeat(width + 37));
+        let failed = self.scenarios.iter().filter(|s| !s.passed).count();
+        let _ = writeln!(
+            out,
+            "{} scenario(s), {} passed, {failed} failed, {:.1} s in all (kube-apiserver {}, {} CPU(s))",
+            self.scenarios.len(),
+            self.scenarios.len() - failed,
+            self.seconds,
+            self.kubernetes_version,
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        );
+        for s in self.scenarios.iter().filter(|s| !s.figures.is_empty()) {
+            let figures: Vec<String> = s.figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "figures {}: {}", s.name, figures.join(", "));
+        }
+        for s in self.scenarios.iter().filter(|s| !s.passed) {
+            let _ = writeln!(out, "\nFAILED {}: {}", s.name, s.failure.as_deref().unwrap_or("unknown"));
+            if let Some(dir) = &s.run_dir {
+                let _ = writeln!(out, "  logs: {}", dir.display());
+            }
+        }
+        out
+    }
+
+    /// JUnit XML: one `testsuite`, one `testcase` per scenario.
+    pub fn junit(&self) -> String {
+        let failures = self.scenarios.iter().filter(|s| !s.passed).count();
+        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let _ = writeln!(
+            out,
+            "<testsuite name=\"kms-lab scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+            self.scenarios.len(),
+            self.seconds
+        );
+        for s in &self.scenarios {
+            let _ = write!(
+                out,
+                "  <testcase name=\"{}\" classname=\"kms-lab.scenarios.{}\" time=\"{:.3}\"",
+                escape(&s.name),
+                s.tier,
+                s.seconds
+            );
+            let _ = writeln!(out, " file=\"{}\">", escape(&s.file.display().to_string()));
+            if let Some(failure) = &s.failure {
+                let _ = writeln!(out, "    <failure message=\"{}\">{}</failure>", escape(failure), escape(&steps_text(s)));
+            }
+            let _ = writeln!(out, "    <system-out>{}</system-out>", escape(&steps_text(s)));
+            let _ = writeln!(out, "  </testcase>");
+        }
+        out.push_str("</testsuite>\n");
+        out
+    }
+
+    /// The JSON report.
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"cannot serialise the report: {e}\"}}"))
+    }
+}
+
+fn steps_text(s: &ScenarioOutcome) -> String {
+    let mut out = String::new();
+    for reference in &s.references {
+        let _ = writeln!(out, "reference: {reference}");
+    }
+    for step in &s.steps {
+        let _ = writeln!(
+            out,
+            "{} [{}] {} ({:.1} s): {}",
+            if step.passed { "ok  " } else { "FAIL" },
+            step.number,
+            step.label,
+            step.seconds,
+            step.detail
+        );
+    }
+    if s.skipped_steps > 0 {
+        let _ = writeln!(out, "{} step(s) not run", s.skipped_steps);
+    }
+    if let Some(dir) = &s.run_dir {
+        let _ = writeln!(out, "logs: {}", dir.display());
+    }
+    out
+}
+
+/// Escapes text for XML attributes and content.
+fn escape(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c == '\n' || *c == '\t' || !c.is_control())
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&apos;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Tier;
+    use crate::runner::StepRecord;
+
+    fn outcome(name: &str, passed: bool) -> ScenarioOutcome {
+        ScenarioOutcome {
+            name: name.into(),
+            title: "t".into(),
+            tier: Tier::Core,
+            file: format!("scenarios/{name}.yaml").into(),
+            references: vec![],
+            seed: 1,
+            passed,
+            seconds: 1.5,
+            steps: vec![StepRecord { number: 1, label: "create <x>".into(), passed, seconds: 0.5, detail: "a & b".into() }],
+            skipped_steps: usize::from(!passed),
+            failure: (!passed).then(|| "step 1 `create`: 500 \"boom\"".into()),
+            run_dir: None,
+            figures: Default::default(),
+        }
+    }
+
+    #[test]
+    fn junit_has_one_escaped_testcase_per_scenario() {
+        let report =
+            SuiteReport { scenarios: vec![outcome("a", true), outcome("b", false)], seconds: 3.0, kubernetes_version: "v1".into() };
+        let xml = report.junit();
+        assert_eq!(xml.matches("<testcase ").count(), 2);
+        assert!(xml.contains("tests=\"2\" failures=\"1\""));
+        assert!(xml.contains("<failure message=\"step 1 `create`: 500 &quot;boom&quot;\">"), "{xml}");
+        assert!(xml.contains("create &lt;x&gt;") && xml.contains("a &amp; b"));
+        assert!(!report.passed());
+        assert!(report.table().contains("FAILED b"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Plays scenarios: each on a fresh real stack, steps in order, progress as it goes, the stack
+//! torn down afterwards (its run directory kept when something failed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use kms_lab_stack::mockkms::MockKmsOptions;
+use kms_lab_stack::plugin::{PluginKek, PluginSpec};
+use kms_lab_stack::provision::Binaries;
+use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
+use serde::Serialize;
+
+use crate::model::{KekKind, Scenario, StartOrder, Tier};
+use crate::steps;
+use crate::world::{World, build_encryption};
+
+/// How to run scenarios.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The provisioned upstream binaries.
+    pub binaries: Binaries,
+    /// Where each scenario's run directory (component logs) is created.
+    pub run_root: PathBuf,
+    /// Replaces every scenario's own seed.
+    pub seed: Option<u64>,
+    /// Keep run directories of passing scenarios too.
+    pub keep_logs: bool,
+}
+
+/// One step as it ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    /// 1-based position (nested `load` steps are reported inside their parent's line).
+    pub number: usize,
+    /// What the step does.
+    pub label: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// How long it took.
+    pub seconds: f64,
+    /// What it saw, or why it failed.
+    pub detail: String,
+}
+
+/// A scenario's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioOutcome {
+    /// The file stem.
+    pub name: String,
+    /// The title.
+    pub title: String,
+    /// The tier.
+    pub tier: Tier,
+    /// The file.
+    pub file: PathBuf,
+    /// Upstream references.
+    pub references: Vec<String>,
+    /// The seed used.
+    pub seed: u64,
+    /// Whether every step passed.
+    pub passed: bool,
+    /// Wall time, stack start and teardown included.
+    pub seconds: f64,
+    /// The steps that ran.
+    pub steps: Vec<StepRecord>,
+    /// Steps never reached because an earlier one failed.
+    pub skipped_steps: usize,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// The run directory with every component's log, when kept.
+    pub run_dir: Option<PathBuf>,
+    /// Figures measured along the way.
+    pub figures: BTreeMap<String, f64>,
+}
+
+/// The stack a scenario asks for.
+fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64) -> StackOptions {
+    let spec = &scenario.stack;
+    let mut stack = StackOptions::new(&scenario.name, options.binaries.clone(), &options.run_root);
+    stack.plugins = spec
+        .plugins
+        .iter()
+        .map(|decl| {
+            let on_kms = match decl.kek {
+                Some(kind) => kind == KekKind::MockKms,
+                None => spec.mock_kms.is_some(),
+            };
+            PluginSpec {
+                name: decl.name.clone(),
+                kek: if on_kms { PluginKek::MockKms } else { PluginKek::Local },
+                extra_args: decl.args.clone(),
+                defects: decl.defects.clone(),
+            }
+        })
+        .collect();
+    stack.mock_kms = spec.mock_kms.as_ref().map(|kms| MockKmsOptions {
+        nodes: kms.nodes,
+        sealed: kms.sealed,
+        extra_args: vec!["--seed".into(), seed.to_string()],
+        ..MockKmsOptions::default()
+    });
+    stack.start_plugins_first = spec.start == StartOrder::PluginsFirst;
+    stack.start_plugins = stack.start_plugins_first;
+    let sealed = spec.mock_kms.as_ref().is_some_and(|k| k.sealed);
+    stack.readiness = if stack.start_plugins_first && !sealed { Readiness::Ready } else { Readiness::Live };
+    stack.kms_v1_gate = spec.kms_v1_gate;
+    stack.apiserver_args = spec.apiserver_args.clone();
+    let encryption = spec.encryption.clone();
+    stack.encryption_builder = Some(EncryptionBuilder(Arc::new(move |sockets| {
+        // Plugin names were validated when the file was loaded, so every socket resolves.
+        build_encryption(&encryption, seed, sockets).unwrap_or_else(|_| kms_lab_stack::EncryptionConfiguration::new(&[], Vec::new()))
+    })));
+    stack
+}
+
+/// Runs one scenario on a fresh stack; `progress` receives one line per event.
+pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &dyn Fn(&str)) -> ScenarioOutcome {
+    let started = Instant::now();
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let mut outcome = ScenarioOutcome {
+        name: scenario.name.clone(),
+        title: scenario.title.clone(),
+        tier: scenario.tier,
+        file: scenario.path.clone(),
+        references: scenario.references.clone(),
+        seed,
+        passed: false,
+        seconds: 0.0,
+        steps: Vec::new(),
+        skipped_steps: 0,
+        failure: None,
+        run_dir: None,
+        figures: BTreeMap::new(),
+    };
+    progress(&format!("▶ {} — {} (seed {seed})", scenario.name, scenario.title));
+    for reference in &scenario.references {
+        progress(&format!("  reference: {reference}"));
+    }
+    let stack = match Stack::start(stack_options(scenario, options, seed)).await {
+        Ok(stack) => stack,
+        Err(error) => {
+            let failure = format!("the stack did not start: {error} (component logs kept under {})", options.run_root.display());
+            progress(&format!("  ✗ {failure}"));
+            outcome.failure = Some(failure);
+            outcome.skipped_steps = scenario.steps.len();
+            outcome.seconds = started.elapsed().as_secs_f64();
+            return outcome;
+        }
+    };
+    progress(&format!("  stack up in {:.1} s; logs in {}", started.elapsed().as_secs_f64(), stack.run_dir().display()));
+    let mut world = World::new(stack, seed);
+    let total = scenario.steps.len();
+    for (index, step) in scenario.steps.iter().enumerate() {
+        let label = steps::label(step);
+        let step_started = Instant::now();
+        let result = steps::run(&mut world, step).await;
+        let seconds = step_started.elapsed().as_secs_f64();
+        let (passed, detail) = match result {
+            Ok(detail) => (true, detail),
+            Err(error) => (false, error.to_string()),
+        };
+        let mark = if passed { "✓" } else { "✗" };
+        progress(&format!("  {mark} [{:>2}/{total}] {label} ({seconds:.1} s): {detail}", index + 1));
+        outcome.steps.push(StepRecord { number: index + 1, label: label.clone(), passed, seconds, detail: detail.clone() });
+        if !passed {
+            outcome.failure = Some(format!("step {} `{label}`: {detail}", index + 1));
+            outcome.skipped_steps = total - index - 1;
+            break;
+        }
+    }
+    outcome.passed = outcome.failure.is_none();
+    outcome.figures = std::mem::take(&mut world.figures);
+    let keep = !outcome.passed || options.keep_logs;
+    outcome.run_dir = world.stack.shutdown(keep).await;
+    outcome.seconds = started.elapsed().as_secs_f64();
+    match (&outcome.run_dir, outcome.passed) {
+        (Some(dir), false) => {
+            progress(&format!("  ✗ FAILED after {:.1} s; every component's log is kept in {}", outcome.seconds, dir.display()))
+        }
+        (_, false) => progress(&format!("  ✗ FAILED after {:.1} s", outcome.seconds)),
+        (_, true) => progress(&format!("  ✓ passed in {:.1} s", outcome.seconds)),
+    }
+    outcome
+}
+
+/// The directory scenario files are read from by default: `KMS_LAB_SCENARIOS`, `./scenarios`
+/// when run from a checkout, else the files this crate was built with.
+pub fn default_scenario_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KMS_LAB_SCENARIOS") {
+        return PathBuf::from(dir);
+    }
+    let local = Path::new("scenarios");
+    if local.join("startup-ordering.yaml").is_file() {
+        return local.to_owned();
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

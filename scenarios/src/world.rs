@@ -1,0 +1,281 @@
+//! What a running scenario knows: its stack, every object it wrote (with the value it must read
+//! back), its marks and the figures it measured. Values and static keys derive from the seed, so
+//! the same seed writes the same bytes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kms_lab_stack::Stack;
+use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider, ResourceConfig, StaticKey, StaticKeys};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use sha2::{Digest, Sha256};
+
+use crate::error::StepError;
+use crate::model::{EncryptionSpec, Kind, KmsApi, ProviderSpec};
+
+/// Every generated plaintext starts with this, so a scan of etcd finds any that leaked.
+pub const PLAINTEXT_MARKER: &str = "kms-lab-plaintext:";
+/// The data key every generated object carries its value under.
+const DATA_KEY: &str = "value";
+/// The deadline of one API call made by a step.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// An object a scenario wrote.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    /// Secret or configmap.
+    pub kind: Kind,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// Its etcd key.
+    pub fn etcd_key(&self) -> String {
+        format!("/registry/{}/{}/{}", self.kind.resource(), self.namespace, self.name)
+    }
+}
+
+/// What a mark remembered.
+#[derive(Debug, Clone, Default)]
+pub struct Mark {
+    /// The highest audit sequence number at the mark.
+    pub audit_seq: u64,
+    /// Each reachable plugin's Status key id.
+    pub key_ids: BTreeMap<String, String>,
+}
+
+/// The state of a running scenario.
+pub struct World {
+    /// The stack.
+    pub stack: Stack,
+    seed: u64,
+    /// Objects written and not deleted, with the generation of their current value.
+    pub objects: BTreeMap<ObjectRef, u32>,
+    /// Marks by name.
+    pub marks: BTreeMap<String, Mark>,
+    /// Figures measured by steps (name → value), reported with the result.
+    pub figures: BTreeMap<String, f64>,
+}
+
+impl World {
+    /// A world around a started stack.
+    pub fn new(stack: Stack, seed: u64) -> Self {
+        Self { stack, seed, objects: BTreeMap::new(), marks: BTreeMap::new(), figures: BTreeMap::new() }
+    }
+
+    /// The scenario's seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The EncryptionConfiguration for `spec`, with plugin names resolved to their sockets.
+    pub fn encryption_config(&self, spec: &EncryptionSpec) -> Result<EncryptionConfiguration, StepError> {
+        build_encryption(spec, self.seed, &|name| self.stack.plugin_socket(name).map(Path::to_owned))
+    }
+
+    /// The tracked objects of `kind` in `namespace` whose names start with `prefix`, in name order.
+    pub fn select(&self, kind: Kind, namespace: &str, prefix: Option<&str>, count: Option<usize>) -> Vec<(ObjectRef, u32)> {
+        let matching = self
+            .objects
+            .iter()
+            .filter(|(o, _)| o.kind == kind && o.namespace == namespace && prefix.is_none_or(|p| o.name.starts_with(p)))
+            .map(|(o, g)| (o.clone(), *g));
+        match count {
+            Some(n) => matching.take(n).collect(),
+            None => matching.collect(),
+        }
+    }
+
+    /// Records a measured figure.
+    pub fn figure(&mut self, name: impl Into<String>, value: f64) {
+        self.figures.insert(name.into(), value);
+    }
+}
+
+/// The bytes of static key `name` in a run with `seed` (never printed).
+fn static_key(seed: u64, name: &str) -> String {
+    let digest = Sha256::new().chain_update(b"kms-lab-static-key").chain_update(seed.to_be_bytes()).chain_update(name).finalize();
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
+/// The EncryptionConfiguration for `spec` in a run with `seed`; `sockets` finds a plugin's socket.
+pub fn build_encryption(
+    spec: &EncryptionSpec,
+    seed: u64,
+    sockets: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<EncryptionConfiguration, StepError> {
+    let keys = |name: &str| StaticKeys { keys: vec![StaticKey { name: name.to_owned(), secret: static_key(seed, name) }] };
+    let provider = |spec: &ProviderSpec| -> Result<Provider, StepError> {
+        Ok(match spec {
+            ProviderSpec::Identity(_) => Provider::Identity(Default::default()),
+            ProviderSpec::Aescbc(key) => Provider::Aescbc(keys(&key.key)),
+            ProviderSpec::Aesgcm(key) => Provider::Aesgcm(keys(&key.key)),
+            ProviderSpec::Secretbox(key) => Provider::Secretbox(keys(&key.key)),
+            ProviderSpec::Kms(kms) => {
+                let socket =
+                    sockets(&kms.plugin).ok_or_else(|| StepError::Failed(format!("no plugin named `{}` in the stack", kms.plugin)))?;
+                let timeout = kms.timeout.map_or(Duration::from_secs(3), |d| d.0);
+                Provider::Kms(match kms.api {
+                    KmsApi::V2 => KmsProvider::v2(&kms.name, &socket, timeout),
+                    KmsApi::V1 => KmsProvider::v1(&kms.name, &socket, kms.cachesize.unwrap_or(1000), timeout),
+                })
+            }
+        })
+    };
+    let mut config = EncryptionConfiguration::new(&[], Vec::new());
+    config.resources.clear();
+    for (resource, providers) in spec {
+        let providers = providers.iter().map(provider).collect::<Result<Vec<_>, _>>()?;
+        config.resources.push(ResourceConfig { resources: vec![resource.clone()], providers });
+    }
+    Ok(config)
+}
+
+/// The value `object` holds at `generation` in a run with `seed`.
+pub fn value_for(seed: u64, object: &ObjectRef, generation: u32) -> String {
+    let digest = Sha256::new()
+        .chain_update(seed.to_be_bytes())
+        .chain_update(object.etcd_key().as_bytes())
+        .chain_update(generation.to_be_bytes())
+        .finalize();
+    format!("{PLAINTEXT_MARKER}{}:{generation}:{}", object.name, hex::encode(&digest[..8]))
+}
+
+/// One API call's outcome and how long it took.
+pub struct Call {
+    /// `Ok` or the error message the API answered.
+    pub result: Result<(), String>,
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+/// Writes, reads and deletes generated objects through one apiserver.
+#[derive(Clone)]
+pub struct ObjectClient {
+    client: kube::Client,
+}
+
+/// How the API answered, as a user sees it (`500 InternalError: …`).
+pub fn describe_kube_error(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => format!("{} {}: {}", status.code, status.reason, status.message),
+        other => other.to_string(),
+    }
+}
+
+impl ObjectClient {
+    /// A client for apiserver `index` of `stack`.
+    pub async fn new(stack: &Stack, index: usize) -> Result<Self, StepError> {
+        Ok(Self { client: stack.kube_client(index).await? })
+    }
+
+    async fn timed<F: std::future::Future<Output = Result<(), String>>>(call: F) -> Call {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(CALL_DEADLINE, call).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("no answer within {} s", CALL_DEADLINE.as_secs())),
+        };
+        Call { result, elapsed: started.elapsed() }
+    }
+
+    /// Creates `object` holding `value`.
+    pub async fn create(&self, object: &ObjectRef, value: &str) -> Call {
+        let meta = ObjectMeta { name: Some(object.name.clone()), namespace: Some(object.namespace.clone()), ..Default::default() };
+        let client = self.client.clone();
+        Self::timed(async move {
+            let params = PostParams::default();
+            match object.kind {
+                Kind::Secret => {
+                    let secret = Secret {
+                        metadata: meta,
+                        data: Some(BTreeMap::from([(DATA_KEY.to_owned(), ByteString(value.as_bytes().to_vec()))])),
+                        ..Default::default()
+                    };
+                    Api::<Secret>::namespaced(client, &object.namespace).create(&params, &secret).await.map(drop)
+                }
+                Kind::Configmap => {
+                    let map = ConfigMap {
+                        metadata: meta,
+                        data: Some(BTreeMap::from([(DATA_KEY.to_owned(), value.to_owned())])),
+                        ..Default::default()
+                    };
+                    Api::<ConfigMap>::namespaced(client, &object.namespace).create(&params, &map).await.map(drop)
+                }
+            }
+            .map_err(|e| describe_kube_error(&e))
+        })
+        .await
+    }
+
+    /// Replaces the value of `object` (read, change, write back).
+    pub async fn update(&self, object: &ObjectRef, value: &str) -> Call {
+        let client = self.client.clone();
+        Self::timed(async move {
+            let params = PostParams::default();
+            match object.kind {
+                Kind::Secret => {
+                    let api = Api::<Secret>::namespaced(client, &object.namespace);
+                    let mut secret = api.get(&object.name).await.map_err(|e| describe_kube_error(&e))?;
+                    secret.data = Some(BTreeMap::from([(DATA_KEY.to_owned(), ByteString(value.as_bytes().to_vec()))]));
+                    api.replace(&object.name, &params, &secret).await.map(drop)
+                }
+                Kind::Configmap => {
+                    let api = Api::<ConfigMap>::namespaced(client, &object.namespace);
+                    let mut map = api.get(&object.name).await.map_err(|e| describe_kube_error(&e))?;
+                    map.data = Some(BTreeMap::from([(DATA_KEY.to_owned(), value.to_owned())]));
+                    api.replace(&object.name, &params, &map).await.map(drop)
+                }
+            }
+            .map_err(|e| describe_kube_error(&e))
+        })
+        .await
+    }
+
+    /// Reads `object` and checks it holds `expected`.
+    pub async fn read(&self, object: &ObjectRef, expected: &str) -> Call {
+        let client = self.client.clone();
+        Self::timed(async move {
+            let found: Option<Vec<u8>> = match object.kind {
+                Kind::Secret => Api::<Secret>::namespaced(client, &object.namespace)
+                    .get(&object.name)
+                    .await
+                    .map(|s| s.data.and_then(|mut d| d.remove(DATA_KEY)).map(|b| b.0)),
+                Kind::Configmap => Api::<ConfigMap>::namespaced(client, &object.namespace)
+                    .get(&object.name)
+                    .await
+                    .map(|c| c.data.and_then(|mut d| d.remove(DATA_KEY)).map(String::into_bytes)),
+            }
+            .map_err(|e| describe_kube_error(&e))?;
+            match found {
+                Some(bytes) if bytes == expected.as_bytes() => Ok(()),
+                // Only the value's length is shown: values are the scenario's plaintext.
+                Some(bytes) => {
+                    Err(format!("WRONG VALUE: read {} bytes that differ from the {} bytes written", bytes.len(), expected.len()))
+                }
+                None => Err(format!("WRONG VALUE: `{DATA_KEY}` is missing")),
+            }
+        })
+        .await
+    }
+
+    /// Deletes `object`.
+    pub async fn delete(&self, object: &ObjectRef) -> Call {
+        let client = self.client.clone();
+        Self::timed(async move {
+            let params = DeleteParams::default();
+            match object.kind {
+                Kind::Secret => Api::<Secret>::namespaced(client, &object.namespace).delete(&object.name, &params).await.map(drop),
+                Kind::Configmap => Api::<ConfigMap>::namespaced(client, &object.namespace).delete(&object.name, &params).await.map(drop),
+            }
+            .map_err(|e| describe_kube_error(&e))
+        })
+        .await
+    }
+}
