@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use aes_gcm::Aes256Gcm;
-use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use base64::Engine;
 use bytes::Bytes;
 use rand::RngCore;
@@ -98,6 +98,19 @@ fn read_key_file(path: &Path) -> Result<Vec<KeyVersion>, KekError> {
     Ok(versions)
 }
 
+/// `value` in decimal (what `to_string` gives), written into `buffer` without allocating.
+fn decimal(mut value: u32, buffer: &mut [u8; 10]) -> &[u8] {
+    let mut start = buffer.len();
+    loop {
+        start -= 1;
+        buffer[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            return &buffer[start..];
+        }
+    }
+}
+
 impl LocalKek {
     /// A ring with one random key, gone when the process ends.
     pub fn random() -> Self {
@@ -138,17 +151,20 @@ impl LocalKek {
     pub fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, KekError> {
         let versions = self.versions.read().map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
         let current = versions.last().ok_or_else(|| KekError::Internal("key ring is empty".into()))?;
+        // One allocation: header ‖ nonce ‖ plaintext, sealed in place, then the tag appended.
         let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + plaintext.len() + TAG_LEN);
         out.push(FORMAT_V1);
         out.extend_from_slice(&current.version.to_be_bytes());
         let mut nonce = [0u8; NONCE_LEN];
         rand::thread_rng().fill_bytes(&mut nonce);
         out.extend_from_slice(&nonce);
-        let sealed = current
+        out.extend_from_slice(plaintext);
+        let (header, rest) = out.split_at_mut(HEADER_LEN);
+        let tag = current
             .cipher
-            .encrypt((&nonce).into(), Payload { msg: plaintext, aad: &out[..HEADER_LEN] })
+            .encrypt_in_place_detached((&nonce).into(), header, &mut rest[NONCE_LEN..])
             .map_err(|_| KekError::Internal("AES-GCM refused the plaintext size".into()))?;
-        out.extend_from_slice(&sealed);
+        out.extend_from_slice(&tag);
         Ok(Wrapped {
             ciphertext: out.into(),
             key_id: current.key_id.clone(),
@@ -180,11 +196,12 @@ impl LocalKek {
             return Err(KekError::Mismatch(format!("key_id `{key_id}` does not match the ciphertext's KEK version `{}`", key.key_id)));
         }
         if let Some(annotations) = claimed.annotations {
-            let expected = version.to_string();
-            let ok = annotations.len() == 1 && annotations.get(VERSION_ANNOTATION).is_some_and(|v| v.as_ref() == expected.as_bytes());
+            let mut digits = [0u8; 10];
+            let expected = decimal(version, &mut digits);
+            let ok = annotations.len() == 1 && annotations.get(VERSION_ANNOTATION).is_some_and(|v| v.as_ref() == expected);
             if !ok {
                 return Err(KekError::Mismatch(format!(
-                    "annotations do not match the ciphertext: expected exactly `{VERSION_ANNOTATION}: {expected}` as returned by Encrypt"
+                    "annotations do not match the ciphertext: expected exactly `{VERSION_ANNOTATION}: {version}` as returned by Encrypt"
                 )));
             }
         }
@@ -206,6 +223,13 @@ impl LocalKek {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_matches_to_string() {
+        for value in [0, 1, 9, 10, 99, 100, 4_294_967_295, 1_000_000_000] {
+            assert_eq!(decimal(value, &mut [0; 10]), value.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn wraps_and_unwraps_with_claims_checked() {

@@ -1,1 +1,0 @@
-//! kms-lab's benchmarks live in `benches/`; this crate has no library code of its own.

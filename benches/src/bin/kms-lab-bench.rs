@@ -1,0 +1,100 @@
+//! `kms-lab-bench [--quick] [--json FILE]`: the comparison set behind `cargo xtask bench`, built
+//! with optimisations (a debug-built client would blur every ratio). Prints a table; writes the
+//! JSON summary when asked.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use kms_lab_benches::apiserver::{self, ApiserverOptions};
+use kms_lab_benches::compare::{self, ComparisonOptions};
+use kms_lab_benches::report::{self, Report};
+use kms_lab_benches::targets::{self, SOCKET_PLACEHOLDER, TargetSpec};
+use kms_lab_conformance::go_peer;
+
+/// Benchmarks kms-lab's plugin and kube-apiserver's providers side by side.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Short segments and one apiserver round: a few minutes on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// Write the JSON summary here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The Go peer plugin binary (default: `conformance/go-plugin`, built once into the cache;
+    /// `KMS_LAB_GO_PLUGIN` names a prebuilt one).
+    #[arg(long, value_name = "PATH")]
+    go_plugin: Option<PathBuf>,
+    /// The Go peer's arguments, `{socket}` standing for the socket path.
+    #[arg(long, value_name = "ARGS", default_value = "--socket {socket}", allow_hyphen_values = true)]
+    go_plugin_args: String,
+    /// Leave the Go peer out.
+    #[arg(long)]
+    no_go_plugin: bool,
+    /// Skip the plugin comparison.
+    #[arg(long)]
+    no_plugin: bool,
+    /// Skip the apiserver-level bench (it needs kube-apiserver and etcd, provisioned into ~/.cache/kms-lab).
+    #[arg(long)]
+    no_apiserver: bool,
+    /// Where the stack's run directory goes (kept only if the apiserver bench fails).
+    #[arg(long, value_name = "DIR", default_value = "target/kms-lab/bench-runs")]
+    run_root: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_LAB_LOG").unwrap_or_else(|_| "warn,kube_client=off".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut notes = Vec::new();
+    let plugin = if args.no_plugin {
+        Vec::new()
+    } else {
+        let mut specs =
+            vec![TargetSpec::reference_plugin(targets::locate_reference_plugin()?), TargetSpec::bare_tonic(targets::locate_echo()?)];
+        if !args.go_plugin_args.contains(SOCKET_PLACEHOLDER) {
+            anyhow::bail!("--go-plugin-args `{}` must name the socket as `{SOCKET_PLACEHOLDER}`", args.go_plugin_args);
+        }
+        let go_plugin = match (&args.go_plugin, args.no_go_plugin) {
+            (_, true) => None,
+            (Some(program), false) => Some(program.clone()),
+            (None, false) => {
+                eprintln!("==> locating the Go peer (conformance/go-plugin; built once with `go build`)");
+                let cache = go_peer::default_cache_dir();
+                Some(tokio::task::spawn_blocking(move || go_peer::locate_or_build(&cache)).await??)
+            }
+        };
+        match go_plugin {
+            Some(program) => {
+                let go_args = args.go_plugin_args.split_whitespace().map(str::to_owned).collect();
+                specs.push(TargetSpec::go_peer(program, go_args));
+            }
+            None => notes.push("the Go peer was left out (--no-go-plugin): its ratios are missing".to_owned()),
+        }
+        let options = ComparisonOptions::standard(specs, args.quick);
+        eprintln!("==> plugin comparison: {} targets, interleaved rounds", options.targets.len());
+        compare::run(&options).await?
+    };
+    let apiserver = if args.no_apiserver {
+        Vec::new()
+    } else {
+        eprintln!("==> kube-apiserver: identity vs KMS v1 vs KMS v2 on the real stack");
+        let outcome = apiserver::run(&ApiserverOptions::standard(args.run_root.clone(), args.quick)).await?;
+        notes.extend(outcome.notes);
+        outcome.results
+    };
+    let report = Report::new(args.quick, plugin, apiserver, notes);
+    println!("{}", report::table(&report));
+    if let Some(path) = &args.json {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, report.to_json()? + "\n")?;
+        eprintln!("==> wrote {}", path.display());
+    }
+    Ok(())
+}

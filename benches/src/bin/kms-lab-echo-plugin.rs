@@ -1,0 +1,33 @@
+//! `kms-lab-echo-plugin --socket PATH`: the bare tonic echo service (see `kms_lab_benches::echo`),
+//! run as its own process like any plugin. SIGTERM or SIGINT stops it and removes the socket.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The floor for any KMS v2 plugin: returns the plaintext as the ciphertext.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The Unix socket to serve on (must not exist).
+    #[arg(long, value_name = "PATH")]
+    socket: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The same runtime the reference plugin's binary builds: multi-threaded, one worker per core.
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+        };
+        kms_lab_benches::echo::serve(&args.socket, shutdown).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,173 @@
+//! The plugins a comparison measures, each run as its own process on a fresh Unix socket (in a
+//! `/tmp/kms-lab-*` directory, so the path stays short), ready once it answers a v2 `Status`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kms_lab_stack::process::Supervised;
+use kms_wire::PluginClient;
+use kms_wire::proto::v2;
+
+use crate::BenchError;
+
+/// How long a target may take to answer on its socket.
+const READY_DEADLINE: Duration = Duration::from_secs(20);
+/// SIGTERM to SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The deadline of every call the harness makes (kube-apiserver's default).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// What `args` say where the socket goes.
+pub const SOCKET_PLACEHOLDER: &str = "{socket}";
+
+/// The role a target plays in the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// kms-lab's reference plugin (`kms-plugin --kms local`).
+    Plugin,
+    /// The bare tonic echo: the floor.
+    BareTonic,
+    /// The Go plugin on upstream's `k8s.io/kms/pkg/service`: a peer a user could pick instead.
+    GoPeer,
+}
+
+impl Role {
+    /// The name used in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Plugin => "kms-plugin",
+            Self::BareTonic => "bare-tonic-echo",
+            Self::GoPeer => "go-plugin",
+        }
+    }
+}
+
+/// How to start one target.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// Its role.
+    pub role: Role,
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments; [`SOCKET_PLACEHOLDER`] is replaced by the socket path.
+    pub args: Vec<String>,
+}
+
+impl TargetSpec {
+    /// The reference plugin binary with a local KEK, as `README.md` starts it (both APIs, logs at info).
+    pub fn reference_plugin(program: PathBuf) -> Self {
+        Self { role: Role::Plugin, program, args: vec!["--socket".into(), SOCKET_PLACEHOLDER.into(), "--kms".into(), "local".into()] }
+    }
+
+    /// The `kms-lab-echo-plugin` binary.
+    pub fn bare_tonic(program: PathBuf) -> Self {
+        Self { role: Role::BareTonic, program, args: vec!["--socket".into(), SOCKET_PLACEHOLDER.into()] }
+    }
+
+    /// A Go peer plugin; `args` name the socket with [`SOCKET_PLACEHOLDER`].
+    pub fn go_peer(program: PathBuf, args: Vec<String>) -> Self {
+        Self { role: Role::GoPeer, program, args }
+    }
+}
+
+/// Finds one of kms-lab's programs: `env_var`, then beside the running program, then one level up
+/// (benches run from `target/release/deps`).
+pub fn locate_program(file_name: &str, env_var: &str, fix: &str) -> Result<PathBuf, BenchError> {
+    if let Some(path) = std::env::var_os(env_var) {
+        return Ok(PathBuf::from(path));
+    }
+    let mut candidates = Vec::new();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        candidates.push(dir.join(file_name));
+        if let Some(parent) = dir.parent() {
+            candidates.push(parent.join(file_name));
+        }
+    }
+    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(found.clone());
+    }
+    let tried = std::iter::once(format!("${env_var}")).chain(candidates.iter().map(|p| p.display().to_string())).collect::<Vec<_>>();
+    Err(BenchError::ProgramMissing { program: file_name.to_owned(), tried: tried.join(", "), fix: fix.to_owned() })
+}
+
+/// The release-built reference plugin (`KMS_LAB_PLUGIN_BIN` overrides).
+pub fn locate_reference_plugin() -> Result<PathBuf, BenchError> {
+    locate_program("kms-plugin", "KMS_LAB_PLUGIN_BIN", "build it with `cargo build --release -p kms-plugin` (or run `cargo xtask bench`)")
+}
+
+/// The release-built bare tonic echo (`KMS_LAB_ECHO_BIN` overrides).
+pub fn locate_echo() -> Result<PathBuf, BenchError> {
+    locate_program(
+        "kms-lab-echo-plugin",
+        "KMS_LAB_ECHO_BIN",
+        "build it with `cargo build --release -p kms-lab-benches --bins` (or run `cargo xtask bench`)",
+    )
+}
+
+/// A target process serving on its socket, with a client connected to it.
+#[derive(Debug)]
+pub struct RunningTarget {
+    role: Role,
+    client: PluginClient,
+    process: Option<Supervised>,
+    // Dropped last: the socket and the log live here.
+    dir: tempfile::TempDir,
+}
+
+impl RunningTarget {
+    /// Starts `spec` in a fresh `/tmp/kms-lab-*` directory and waits (bounded) until it answers a
+    /// v2 `Status`; a target that exits first or never answers is an error with its last log lines.
+    pub async fn start(spec: &TargetSpec) -> Result<Self, BenchError> {
+        let dir = tempfile::Builder::new().prefix("kms-lab-").tempdir_in("/tmp").map_err(|source| BenchError::Io {
+            what: "create a socket directory in",
+            path: "/tmp".into(),
+            source,
+        })?;
+        let socket = dir.path().join("p.sock");
+        let log = dir.path().join("target.log");
+        let args: Vec<String> = spec.args.iter().map(|a| a.replace(SOCKET_PLACEHOLDER, &socket.display().to_string())).collect::<Vec<_>>();
+        let mut process = Supervised::spawn(spec.role.name(), &spec.program, &args, &log, &[])?;
+        let endpoint = format!("unix://{}", socket.display());
+        process.wait_ready(&format!("a v2 Status answer on {endpoint}"), READY_DEADLINE, || ready(&socket)).await?;
+        let client = PluginClient::connect(&endpoint, CALL_TIMEOUT)
+            .await
+            .map_err(|source| BenchError::Connect { target: spec.role.name().to_owned(), source })?;
+        Ok(Self { role: spec.role, client, process: Some(process), dir })
+    }
+
+    /// Its role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The client every measurement of this target uses.
+    pub fn client(&self) -> &PluginClient {
+        &self.client
+    }
+
+    /// The target's log so far (stdout and stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("target.log")
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(Supervised::pid)
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL after a grace period) and removes its directory.
+    pub async fn stop(mut self) {
+        if let Some(process) = self.process.take() {
+            process.stop(STOP_GRACE).await;
+        }
+    }
+}
+
+async fn ready(socket: &Path) -> bool {
+    let Ok(client) = PluginClient::connect(&socket.display().to_string(), Duration::from_secs(1)).await else {
+        return false;
+    };
+    client.v2().status(v2::StatusRequest {}).await.is_ok()
+}
