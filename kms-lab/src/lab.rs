@@ -142,7 +142,7 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
         stack.apiserver_url(0)?,
         stack.etcd_url(),
         stack.plugin_endpoint("plugin-0").unwrap_or_default(),
-        stack.mock_kms().map(|k| k.port).unwrap_or_default()
+        stack.mock_kms().map(|k| k.port()).unwrap_or_default()
     );
     let env_file = options.state_dir.join("lab.env");
     write_env_file(&env_file, &stack, &binaries)?;
@@ -223,7 +223,7 @@ async fn demo(stack: &Stack, binaries: &Binaries, total: usize) -> Result<(), La
         "rotating the KEK in the mock KMS: the plugin's Status reports the new key version, the apiserver sees it at its next Status poll",
     );
     let kms = stack.mock_kms().ok_or_else(|| LabError::Demo("the lab runs no mock KMS".into()))?;
-    println!("    $ curl -X POST http://127.0.0.1:{}/admin/keys/{}/rotate", kms.port, kms.options.key_id);
+    println!("    $ curl -X POST http://127.0.0.1:{}/admin/keys/{}/rotate", kms.port(), kms.options.key_id);
     kms.rotate_key().await?;
     let plugin = kms_wire::PluginClient::connect(&stack.plugin_endpoint("plugin-0").unwrap_or_default(), Duration::from_secs(5))
         .await

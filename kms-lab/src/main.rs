@@ -17,7 +17,21 @@ struct Cli {
 enum Command {
     /// Explain a raw etcd value (provider, key id, annotations) and, with keys, print the object.
     Decode(DecodeArgs),
+    /// Run scenario files on a fresh real stack each (etcd, kube-apiserver, plugin, mock KMS); JUnit/JSON reports.
+    ///
+    /// Exit codes: 0 every scenario passed, 1 a scenario failed (its logs are kept and named),
+    /// 2 a scenario file is invalid or the stack could not be provisioned, 130 interrupted.
+    Scenarios(kms_lab_scenarios::ScenarioArgs),
+    /// Lint an EncryptionConfiguration (KMSv1 gate, identity first, cachesize, timeout, reload, names, HA drift).
+    Lint(kms_lab_lint::cli::LintArgs),
+    /// Sweep KMS v1 cachesize and timeout against mock KMS profiles (real stack or --model) and recommend values.
+    Tune(kms_lab_tune::cli::TuneArgs),
+    /// Check a KMS plugin's socket against what kube-apiserver expects (v2 or v1beta1); exit 0 iff every check passes.
+    Conformance(kms_lab_conformance::ConformanceArgs),
 }
+
+/// The exit code after Ctrl-C or SIGTERM (128 + SIGINT), as shells report an interrupted command.
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -29,6 +43,38 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Conformance(args) => match runtime.block_on(kms_lab_conformance::run_cli(&args)) {
+            Ok(Some(report)) if !report.passed() => ExitCode::FAILURE,
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Scenarios(args) => match runtime.block_on(kms_lab_scenarios::cli::run(&args)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error @ kms_lab_scenarios::ScenariosError::Interrupted) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_INTERRUPTED)
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Lint(args) => ExitCode::from(kms_lab_lint::cli::run(&args)),
+        Command::Tune(args) => match runtime.block_on(kms_lab_tune::cli::run(&args)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(error @ kms_lab_tune::TuneError::Interrupted) => {
+                eprintln!("error: {error}");
+                ExitCode::from(EXIT_INTERRUPTED)
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Decode(args) => match runtime.block_on(decode::run(&args)) {
             Ok(report) => {
                 match args.format {

@@ -1,6 +1,9 @@
 //! `cargo xtask <task>`: the project's automation, one module per task; `main` only dispatches.
 
+mod bench;
+mod conformance;
 mod lab;
+mod scenarios;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +22,12 @@ enum Task {
     Test(test::TestArgs),
     /// Bring up etcd, kube-apiserver and the plugin, narrate a demo, stay up until Ctrl-C.
     Lab(lab::LabArgs),
+    /// Run the scenario suite on the real stack (`cargo xtask scenarios -- --help` for options).
+    Scenarios(scenarios::ScenariosArgs),
+    /// Check a plugin socket with `kms-lab conformance` (`cargo xtask conformance -- --help` for options).
+    Conformance(conformance::ConformanceArgs),
+    /// Benchmarks side by side: plugin vs bare tonic echo vs Go peer, and kube-apiserver per provider.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,6 +37,9 @@ fn main() -> anyhow::Result<()> {
     match cli.task {
         Task::Test(args) => test::run(&sh, &args),
         Task::Lab(args) => lab::run(&sh, &args, target_dir()),
+        Task::Scenarios(args) => scenarios::run(&sh, &args),
+        Task::Conformance(args) => conformance::run(&sh, &args),
+        Task::Bench(args) => bench::run(&sh, &args, target_dir()),
     }
 }
 
