@@ -237,7 +237,7 @@ impl<'a> Validator<'a> {
     fn check_step(&mut self, step: &Step) -> Result<(), LoadError> {
         match step {
             Step::Note(_) | Step::ExpectNoPlaintextInEtcd => Ok(()),
-            Step::Start(c) | Step::Stop(c) | Step::Kill(c) | Step::Restart(c) | Step::RestartLive(c) => self.component(c),
+            Step::Start(c) | Step::Stop(c) | Step::Kill(c) | Step::Restart(c) => self.component(c),
             Step::AddApiserver(add) => {
                 self.encryption(&add.encryption)?;
                 self.apiservers += 1;

@@ -318,9 +318,6 @@ pub enum Step {
     Kill(Component),
     /// Stops and starts a component (an apiserver: waits until it is ready, `/readyz`).
     Restart(Component),
-    /// Like `restart`, but an apiserver is only awaited until it answers requests (`/livez/ping`):
-    /// for states that leave it unready (or not even live), which the next steps then show.
-    RestartLive(Component),
     /// Starts one more apiserver on the same etcd with its own EncryptionConfiguration.
     AddApiserver(AddApiserver),
     /// Writes an apiserver's EncryptionConfiguration and applies it.
@@ -421,7 +418,7 @@ pub enum Apply {
     Restart,
     /// Restart the apiserver and wait only until it answers requests (`/livez/ping`): for
     /// configurations that leave it unready, which the next steps then show.
-    RestartLive,
+    RestartServing,
     /// Only write the file.
     WriteOnly,
 }

@@ -34,18 +34,6 @@ pub(super) async fn start(world: &mut World, component: &Component) -> StepResul
     Ok(format!("{component} is up after {:.1} s", started.elapsed().as_secs_f64()))
 }
 
-/// Starts a component; an apiserver is awaited only until it answers requests (`/livez/ping`).
-pub(super) async fn start_live(world: &mut World, component: &Component) -> StepResult {
-    match component {
-        Component::Apiserver(index) => {
-            let started = Instant::now();
-            world.stack.restart_apiserver(*index, Readiness::Serving).await?;
-            Ok(format!("{component} answers requests after {:.1} s", started.elapsed().as_secs_f64()))
-        }
-        other => start(world, other).await,
-    }
-}
-
 pub(super) async fn stop(world: &mut World, component: &Component, kill: bool) -> StepResult {
     let stack = &mut world.stack;
     match (component, kill) {
@@ -93,7 +81,7 @@ pub(super) async fn encryption(world: &mut World, step: &EncryptionStep) -> Step
                 world.stack.restart_apiserver(index, Readiness::Ready).await?;
                 seen.push(format!("apiserver-{index}: restarted and ready"));
             }
-            Apply::RestartLive => {
+            Apply::RestartServing => {
                 world.stack.restart_apiserver(index, Readiness::Serving).await?;
                 seen.push(format!("apiserver-{index}: restarted and answering requests"));
             }

@@ -29,10 +29,6 @@ pub fn run<'a>(world: &'a mut World, step: &'a Step) -> Pin<Box<dyn Future<Outpu
                 components::stop(world, c, false).await?;
                 components::start(world, c).await
             }
-            Step::RestartLive(c) => {
-                components::stop(world, c, false).await?;
-                components::start_live(world, c).await
-            }
             Step::AddApiserver(add) => components::add_apiserver(world, add).await,
             Step::Encryption(e) => components::encryption(world, e).await,
             Step::Create(o) => objects::create(world, o).await,
@@ -77,7 +73,6 @@ pub fn label(step: &Step) -> String {
         Step::Stop(c) => format!("stop {c}"),
         Step::Kill(c) => format!("kill -9 {c}"),
         Step::Restart(c) => format!("restart {c}"),
-        Step::RestartLive(c) => format!("restart {c} (wait until it answers, not until ready)"),
         Step::AddApiserver(_) => "add an apiserver".into(),
         Step::Encryption(e) => {
             let providers: Vec<String> = e
@@ -90,7 +85,7 @@ pub fn label(step: &Step) -> String {
             let how = match e.apply {
                 Apply::Reload => "reload",
                 Apply::Restart => "restart",
-                Apply::RestartLive => "restart, wait until it answers",
+                Apply::RestartServing => "restart, wait until it answers",
                 Apply::WriteOnly => "write only",
             };
             format!("encryption [{}] ({how})", providers.join("; "))
