@@ -501,7 +501,7 @@ pub struct Load {
     /// Concurrent writers (default 2).
     #[serde(default = "two")]
     pub writers: usize,
-    /// Retries of a failed write before it counts as lost (default 20, 250 ms apart, growing).
+    /// Retries of a failed write before it counts as lost (default 20: 250 ms, then 1 s apart).
     #[serde(default = "default_retries")]
     pub retries: u32,
     /// The apiserver to call.

@@ -295,7 +295,7 @@ async fn writer(w: Writer) -> LoadTally {
                 break;
             }
             attempt += 1;
-            // Backoff between retries of one write (not synchronisation): 250 ms, 500 ms, then 1 s.
+            // Backoff between retries of one write (not synchronisation): 250 ms, then 1 s.
             tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(3)).pow(2).min(4))).await;
         }
         // Pacing, so a long disturbance does not pile up thousands of objects.
