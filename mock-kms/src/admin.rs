@@ -25,6 +25,7 @@ use crate::auth::Credential;
 use crate::cluster::{NODE_HEADER, SIGNATURE_HEADER};
 use crate::error::{KmsError, SealError};
 use crate::faults::FaultProfile;
+use crate::keystore::KeyStore;
 use crate::node::Node;
 use crate::service::error_response;
 
@@ -245,8 +246,14 @@ struct KeyMetadataBody {
 
 /// `POST /admin/keys/{key_id}/rotate`: RotateKey without signing (replicated like any change).
 async fn rotate(State(node): State<Arc<Node>>, Path(key_id): Path<String>) -> Response {
+    change_key(&node, |store| store.rotate(&key_id)).await
+}
+
+/// Applies an admin change to a key on the serving keystore, replicates it, and answers with
+/// the key's metadata.
+async fn change_key(node: &Node, change: impl FnOnce(&KeyStore) -> Result<crate::api::KeyMetadata, KmsError>) -> Response {
     let result = async {
-        let metadata = node.serving_keystore()?.rotate(&key_id)?;
+        let metadata = change(node.serving_keystore()?)?;
         node.commit().await?;
         Ok::<_, KmsError>(metadata)
     }
@@ -271,16 +278,7 @@ async fn set_current(State(node): State<Arc<Node>>, Path(key_id): Path<String>, 
         Ok(body) => body,
         Err(error) => return admin_error(ErrorCode::InvalidParameter, format!("expected {{\"VersionId\": \"…\"}}: {error}")),
     };
-    let result = async {
-        let metadata = node.serving_keystore()?.set_current(&key_id, &body.version_id)?;
-        node.commit().await?;
-        Ok::<_, KmsError>(metadata)
-    }
-    .await;
-    match result {
-        Ok(key_metadata) => axum::Json(KeyMetadataBody { key_metadata }).into_response(),
-        Err(error) => error_response(&error, ""),
-    }
+    change_key(&node, |store| store.set_current(&key_id, &body.version_id)).await
 }
 
 #[derive(Serialize)]
