@@ -68,11 +68,12 @@ pub(super) async fn health(world: &mut World, check: &HealthCheck) -> StepResult
     observe_health(world, check).await.require()
 }
 
-async fn observe_metric(world: &World, expect: &MetricExpect) -> Seen {
+/// The metric's sum as judged (`None` when /metrics did not answer), with the observation.
+async fn observe_metric(world: &World, expect: &MetricExpect) -> (Seen, Option<f64>) {
     let metrics = match world.stack.apiserver_get(expect.apiserver, "/metrics").await {
         Ok((200, body)) => body,
-        Ok((status, _)) => return Seen::new(false, format!("apiserver-{} /metrics answered {status}", expect.apiserver)),
-        Err(error) => return Seen::new(false, format!("apiserver-{} /metrics: {error}", expect.apiserver)),
+        Ok((status, _)) => return (Seen::new(false, format!("apiserver-{} /metrics answered {status}", expect.apiserver)), None),
+        Err(error) => return (Seen::new(false, format!("apiserver-{} /metrics: {error}", expect.apiserver)), None),
     };
     let labels: Vec<(&str, &str)> = expect.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let sum = metric_sum(&metrics, &expect.name, &labels);
@@ -83,16 +84,14 @@ async fn observe_metric(world: &World, expect: &MetricExpect) -> Seen {
         (None, Some(max)) => format!("expected at most {max}"),
         (None, None) => "no bound".into(),
     };
-    Seen::new(ok, format!("{}{:?} = {sum} ({bounds})", expect.name, expect.labels))
+    (Seen::new(ok, format!("{}{:?} = {sum} ({bounds})", expect.name, expect.labels)), Some(sum))
 }
 
 pub(super) async fn metric(world: &mut World, expect: &MetricExpect) -> StepResult {
-    let seen = observe_metric(world, expect).await;
-    if seen.ok {
-        let labels: Vec<(&str, &str)> = expect.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        if let Ok((_, metrics)) = world.stack.apiserver_get(expect.apiserver, "/metrics").await {
-            world.figure(format!("metric.{}", expect.name), metric_sum(&metrics, &expect.name, &labels));
-        }
+    let (seen, sum) = observe_metric(world, expect).await;
+    // The figure is the value that was judged, not a second scrape.
+    if let (true, Some(sum)) = (seen.ok, sum) {
+        world.figure(format!("metric.{}", expect.name), sum);
     }
     seen.require()
 }
@@ -208,7 +207,7 @@ pub(super) async fn wait_until(world: &mut World, wait: &WaitUntil) -> StepResul
         } else if let Some(seen) = &wait.apiserver_key_id {
             observe_apiserver_key_id(world, seen).await
         } else if let Some(expect) = &wait.metric {
-            observe_metric(world, expect).await
+            observe_metric(world, expect).await.0
         } else {
             Seen::new(true, "nothing to wait for")
         };
