@@ -258,6 +258,84 @@ async fn a_live_socket_is_refused_and_left_alone() {
     assert_eq!(still.healthz, "ok", "the first plugin was disturbed");
 }
 
+/// The uid of `nobody`, the "other user" of the socket-ownership tests.
+const NOBODY: u32 = 65534;
+
+/// Runs `kms-plugin` as `uid` to completion; `None` when this test process cannot switch users (not root).
+fn run_as(uid: u32, args: &[&str]) -> Option<(std::process::ExitStatus, String)> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching to uid {uid} needs root; the decision itself is covered by socket::tests");
+        return None;
+    }
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(common::binary())
+        .args(args)
+        .uid(uid)
+        .gid(uid)
+        .stdin(std::process::Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
+        .expect("kms-plugin runs as another user");
+    // Bounded: a plugin that took the socket over would serve forever instead of exiting.
+    let deadline = Instant::now() + common::READY_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kms-plugin as uid {uid} did not exit within {:?}: it is serving", common::READY_DEADLINE);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Some((status, std::fs::read_to_string(stderr.path()).unwrap_or_default()))
+}
+
+fn chown(path: &std::path::Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).expect("chown (the test runs as root)");
+}
+
+/// The incident of issue 14: a root plugin serves a 0600 socket in a 0777 directory; another
+/// user's plugin on the same path gets "permission denied" connecting, which proves nothing, so
+/// it must refuse — and the live plugin keeps serving.
+#[tokio::test]
+async fn another_users_plugin_never_removes_a_live_socket_it_cannot_connect_to() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let live = local_plugin(&dir, &[]).await;
+    let socket = live.socket.to_str().unwrap().to_owned();
+    let Some((status, stderr)) = run_as(NOBODY, &["--socket", &socket, "--kms", "local"]) else { return };
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.to_lowercase().contains("permission denied") && stderr.contains("may be live"), "{stderr}");
+    assert!(!stderr.contains("removing stale socket"), "{stderr}");
+    let still = live.client().await.v2().status(v2::StatusRequest {}).await.expect("the live plugin still answers").into_inner();
+    assert_eq!(still.healthz, "ok");
+    assert!(!live.log_text().contains("removing stale socket"));
+}
+
+/// A socket nobody listens on (ECONNREFUSED) but owned by another uid is not ours to remove.
+#[test]
+fn a_dead_socket_of_another_user_is_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("kms.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: chown to another uid needs root; the decision itself is covered by socket::tests");
+        return;
+    }
+    chown(&socket, NOBODY);
+    let (status, stderr) = run_to_exit(&["--socket", socket.to_str().unwrap(), "--kms", "local"]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("owned by uid 65534, not by this process (uid 0)"), "{stderr}");
+    assert!(socket.exists(), "another user's socket was removed");
+}
+
 #[test]
 fn bad_configuration_exits_2_naming_the_problem() {
     let dir = tempfile::tempdir().unwrap();
