@@ -80,6 +80,7 @@ impl Args {
             .clone()
             .or(seed.grpc_socket_path)
             .ok_or(ConfigError::Missing { what: "socket path", hint: "pass --socket PATH, or set GRPCSocketPath in the config file" })?;
+        let kms_source = if self.kms.is_some() { "--kms" } else { "KmsEndpoint" };
         let kms = self.kms.clone().or(seed.kms_endpoint).ok_or(ConfigError::Missing {
             what: "KMS",
             hint: "pass --kms local for an in-process KEK, or --kms host:port (KmsEndpoint in the config file) for a remote KMS",
@@ -95,14 +96,14 @@ impl Args {
             }
             let schema = seed.kms_schema.unwrap_or_else(|| "http".to_owned());
             if schema != "http" && schema != "https" {
-                return Err(ConfigError::BadSchema(schema));
+                return Err(ConfigError::BadSchema);
             }
             let missing_credential = ConfigError::Missing {
                 what: "AccessKey/SecretKey",
                 hint: "a remote KMS needs a credential: set AccessKey and SecretKey in the config file (-f config.json)",
             };
             RemoteKmsConfig {
-                endpoints: config::parse_endpoints(&kms, &schema)?,
+                endpoints: config::parse_endpoints(&kms, &schema, kms_source)?,
                 key_id: self
                     .kms_key_id
                     .clone()

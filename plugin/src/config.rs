@@ -56,17 +56,60 @@ pub struct SeedConfig {
     pub grpc_socket_path: Option<PathBuf>,
 }
 
+/// The keys a seed-format config file may hold, as listed in errors.
+pub const SEED_KEYS: &str = "AccessKey, SecretKey, KmsEndpoint, KmsKeyId, KmsSchema, GRPCSocketPath";
+
 impl SeedConfig {
-    /// Reads and parses a seed-format config file.
+    /// Reads and parses a seed-format config file. Errors name the key and what it must be,
+    /// never a value: the file holds the KMS credential (see [`render_json_error`]).
     pub fn read(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.to_owned(), source })?;
-        serde_json::from_str(&text).map_err(|error| ConfigError::Invalid {
-            path: path.to_owned(),
-            line: error.line(),
-            column: error.column(),
-            message: error.to_string().split(" at line ").next().unwrap_or_default().to_owned(),
-        })
+        let text = Zeroizing::new(std::fs::read(path).map_err(|source| ConfigError::Unreadable { path: path.to_owned(), source })?);
+        let invalid = |line, column, message| ConfigError::Invalid { path: path.to_owned(), line, column, message };
+        let text = std::str::from_utf8(&text).map_err(|error| {
+            let before = &text[..error.valid_up_to()];
+            let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+            invalid(line, column, "the file is not UTF-8 text (is it a JSON file?)".to_owned())
+        })?;
+        if text.trim().is_empty() {
+            return Err(invalid(1, 1, format!("the file is empty; expected a JSON object with the keys {SEED_KEYS}")));
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let config: Self = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+            let key = error.path().to_string();
+            let inner = error.into_inner();
+            invalid(inner.line(), inner.column(), render_json_error(&key, &inner))
+        })?;
+        deserializer.end().map_err(|error| invalid(error.line(), error.column(), render_json_error("", &error)))?;
+        Ok(config)
     }
+}
+
+/// Re-renders a serde_json error on the seed file so that it names the key and what it must
+/// be, and never quotes a value (serde's own `invalid type: string "…"` would print a secret).
+pub fn render_json_error(key: &str, error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let message = error.to_string();
+    let message = message.split(" at line ").next().unwrap_or_default();
+    match error.classify() {
+        // Syntax messages describe the JSON grammar, never the input's text.
+        Category::Syntax | Category::Eof | Category::Io => message.to_owned(),
+        Category::Data if message.starts_with("unknown field") => match unknown_key(message) {
+            Some(name) => format!("unknown key `{name}`"),
+            None => "an unknown key (its name is not shown: it does not look like a key)".to_owned(),
+        },
+        Category::Data if message.starts_with("duplicate field") || message.starts_with("missing field") => message.to_owned(),
+        Category::Data if key.is_empty() || key == "." => format!("the file must hold one JSON object with the keys {SEED_KEYS}"),
+        Category::Data => format!("`{key}` must be a string (the value given is not shown: this file holds credentials)"),
+    }
+}
+
+/// The name in serde's ``unknown field `NAME`, expected …``, if it looks like a key (short,
+/// letters, digits, `_`, `-`, `.`); anything else may be a pasted value and is not repeated.
+fn unknown_key(message: &str) -> Option<&str> {
+    let name = message.strip_prefix("unknown field `")?.split('`').next()?;
+    let keyish = !name.is_empty() && name.len() <= 40 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    keyish.then_some(name)
 }
 
 /// The credential the plugin signs remote KMS requests with.
@@ -139,9 +182,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid seed-format JSON.
-    #[error(
-        "config file `{path}` line {line} column {column}: {message} (known keys: AccessKey, SecretKey, KmsEndpoint, KmsKeyId, KmsSchema, GRPCSocketPath)"
-    )]
+    #[error("config file `{path}` line {line} column {column}: {message} (known keys: {SEED_KEYS})")]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -149,7 +190,7 @@ pub enum ConfigError {
         line: usize,
         /// The column of the error.
         column: usize,
-        /// What serde said.
+        /// What is wrong, re-rendered from serde's error: it names the key, never a value.
         message: String,
     },
     /// A setting the chosen mode needs is missing.
@@ -160,52 +201,74 @@ pub enum ConfigError {
         /// How to give it.
         hint: &'static str,
     },
-    /// The KMS endpoint cannot be used.
-    #[error("bad KMS endpoint `{value}`: {reason} (expected host:port, or several separated by commas, or `local`)")]
+    /// The KMS endpoint cannot be used. The value is not repeated: a credential pasted into
+    /// the wrong key must not reach a terminal or a log.
+    #[error("bad {source_name}: {reason} (expected host:port, or several separated by commas, or `local`)")]
     BadEndpoint {
-        /// The endpoint as given.
-        value: String,
-        /// What is wrong.
+        /// Where the endpoint came from: `--kms` or `KmsEndpoint`.
+        source_name: &'static str,
+        /// What is wrong, without the value.
         reason: String,
     },
-    /// `KmsSchema` is neither `http` nor `https`.
-    #[error("bad KmsSchema `{0}`: expected `http` or `https`")]
-    BadSchema(String),
+    /// `KmsSchema` is neither `http` nor `https` (the value is not repeated).
+    #[error("bad KmsSchema: expected `http` or `https` (the value given is not shown: this file holds credentials)")]
+    BadSchema,
+    /// A flag's value is outside the range the plugin can work with.
+    #[error("invalid value for {flag}: {reason}; allowed: {allowed}")]
+    OutOfRange {
+        /// The flag, e.g. `--kms-timeout`.
+        flag: &'static str,
+        /// What is wrong with the value given.
+        reason: String,
+        /// The allowed range.
+        allowed: &'static str,
+    },
 }
 
-/// Splits a seed `KmsEndpoint` (`host:port[,host:port…]`, optionally with a scheme each) into base URLs.
-pub fn parse_endpoints(value: &str, schema: &str) -> Result<Vec<String>, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadEndpoint { value: value.to_owned(), reason: reason.to_owned() };
+/// Splits a seed `KmsEndpoint` (`host:port[,host:port…]`, optionally with a scheme each) into
+/// base URLs. `source_name` (`--kms` or `KmsEndpoint`) names the setting in errors, which
+/// describe the bad entry by position only, never by its text.
+pub fn parse_endpoints(value: &str, schema: &str, source_name: &'static str) -> Result<Vec<String>, ConfigError> {
+    let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+    let count = parts.len();
     let mut endpoints = Vec::new();
-    for part in value.split(',').map(str::trim) {
+    for (index, part) in parts.into_iter().enumerate() {
+        let bad = |what: &str| {
+            let entry = if count == 1 { String::new() } else { format!("entry {} of {count} ", index + 1) };
+            ConfigError::BadEndpoint { source_name, reason: format!("{entry}{what}") }
+        };
         if part.is_empty() {
-            return Err(bad("an endpoint in the list is empty"));
+            return Err(bad("is empty"));
         }
         let (scheme, authority) = match part.split_once("://") {
             Some((scheme @ ("http" | "https"), rest)) => (scheme, rest.trim_end_matches('/')),
-            Some((other, _)) => return Err(bad(&format!("scheme `{other}` is not http or https"))),
+            Some(_) => return Err(bad("has a scheme that is not `http://` or `https://`")),
             None => (schema, part),
         };
-        let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad(&format!("`{authority}` has no :port")))?;
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(bad(&format!("`{authority}` is not host:port with a port from 1 to 65535")));
+        let (host, port) = authority.rsplit_once(':').ok_or_else(|| bad("has no `:port`"))?;
+        if host.is_empty() {
+            return Err(bad("has no host before `:port`"));
+        }
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(bad("has a port that is not a number from 1 to 65535"));
         }
         endpoints.push(format!("{scheme}://{authority}"));
     }
     Ok(endpoints)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn endpoints_accept_lists_and_schemes() {
-        assert_eq!(parse_endpoints("127.0.0.1:8200", "http").unwrap(), vec!["http://127.0.0.1:8200"]);
-        assert_eq!(parse_endpoints("a:1, https://b:2,c:3", "http").unwrap(), vec!["http://a:1", "https://b:2", "http://c:3"]);
-        assert!(parse_endpoints("a:1,,b:2", "http").unwrap_err().to_string().contains("empty"));
-        assert!(parse_endpoints("nohost", "http").unwrap_err().to_string().contains("no :port"));
-        assert!(parse_endpoints("tcp://a:1", "http").unwrap_err().to_string().contains("`tcp`"));
+        let parse = |value| parse_endpoints(value, "http", "KmsEndpoint");
+        assert_eq!(parse("127.0.0.1:8200").unwrap(), vec!["http://127.0.0.1:8200"]);
+        assert_eq!(parse("a:1, https://b:2,c:3").unwrap(), vec!["http://a:1", "https://b:2", "http://c:3"]);
+        assert!(parse("a:1,,b:2").unwrap_err().to_string().contains("entry 2 of 3 is empty"));
+        assert!(parse("nohost").unwrap_err().to_string().contains("no `:port`"));
+        assert!(parse("tcp://a:1").unwrap_err().to_string().contains("not `http://`"));
+        assert!(parse("a:0").unwrap_err().to_string().contains("from 1 to 65535"));
     }
 
     #[test]
@@ -214,6 +277,31 @@ mod tests {
         let path = dir.path().join("config.json");
         std::fs::write(&path, "{\n  \"KmsEndpoint\": \"a:1\",\n  \"KmsKeyID\": \"k\"\n}").unwrap();
         let message = SeedConfig::read(&path).err().expect("unknown key is refused").to_string();
-        assert!(message.contains("unknown field `KmsKeyID`") && message.contains("line 3"), "{message}");
+        assert!(message.contains("unknown key `KmsKeyID`") && message.contains("line 3"), "{message}");
+    }
+
+    /// A secret in the wrong place or of the wrong type is never printed back.
+    #[test]
+    fn errors_name_the_key_and_never_the_value() {
+        const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let cases = [
+            (r#"{"SecretKey": 123456789}"#.to_owned(), "`SecretKey` must be a string", "123456789"),
+            (format!(r#"{{"SecretKey": ["{SECRET}"]}}"#), "`SecretKey` must be a string", SECRET),
+            (format!(r#"{{"AccessKey": {{"k": "{SECRET}"}}}}"#), "`AccessKey` must be a string", SECRET),
+            (format!(r#"{{"{SECRET}/+=": 1}}"#), "an unknown key", SECRET),
+            (format!(r#""{SECRET}""#), "one JSON object", SECRET),
+            (format!(r#"{{"KmsSchema": "http"}} "{SECRET}""#), "trailing characters", SECRET),
+            (" \n".to_owned(), "the file is empty", "SecretKey\": "),
+        ];
+        for (text, expected, secret) in cases {
+            std::fs::write(&path, &text).unwrap();
+            let message = SeedConfig::read(&path).err().expect("refused").to_string();
+            assert!(message.contains(expected) && !message.contains(secret), "{text}: {message}");
+        }
+        std::fs::write(&path, b"{\"SecretKey\": \"\xff\xfe\"}").unwrap();
+        let message = SeedConfig::read(&path).err().expect("refused").to_string();
+        assert!(message.contains("not UTF-8") && message.contains("line 1 column 16"), "{message}");
     }
 }
