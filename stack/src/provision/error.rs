@@ -3,14 +3,14 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use super::Component;
+use super::{Component, GoSubject};
 
 /// The fix suggested whenever a binary could not be found or built.
 pub const FIX: &str = "install Go (apt-get install golang-go) and rerun, or pass --bin-dir DIR with \
                        kube-apiserver, kubectl, etcd, etcdctl, or set KUBEBUILDER_ASSETS";
 
-/// The fix suggested when Go ran and failed.
-const BUILD_FIX: &str = "fix what Go reports above and rerun, or pass --bin-dir DIR with kube-apiserver, \
+/// The fix suggested when Go ran and failed building a control-plane binary.
+pub(crate) const BUILD_FIX: &str = "fix what Go reports above and rerun, or pass --bin-dir DIR with kube-apiserver, \
                          kubectl, etcd, etcdctl, or set KUBEBUILDER_ASSETS";
 
 /// One place where a binary was looked for, and why it was not used.
@@ -85,6 +85,20 @@ pub enum ProvisionError {
         tried: Vec<Attempt>,
     },
 
+    /// A Go-built test subject ([`GoSubject`]) is nowhere and could not be built (no source
+    /// folder, building disallowed or Go missing).
+    #[error("no usable {subject} ({key}); tried, in order:{}\nfix: {fix}", list(.tried))]
+    SubjectNotFound {
+        /// The subject.
+        subject: GoSubject,
+        /// What pins it: `commit <sha>` or `source hash <hash>`.
+        key: String,
+        /// Every place tried, the build last.
+        tried: Vec<Attempt>,
+        /// What to do: which variable to set, or how to install it elsewhere.
+        fix: String,
+    },
+
     /// Go was run and failed.
     #[error("{0}")]
     BuildFailed(Box<BuildFailure>),
@@ -103,14 +117,14 @@ pub enum ProvisionError {
 /// The details of [`ProvisionError::BuildFailed`].
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "building {component} {version} with Go failed at `{step}`: {detail}\nfull log: {}; its last {} lines:{}\n\
-     before building, tried in order:{}\nfix: {BUILD_FIX}",
+    "building {binary} {version} with Go failed at `{step}`: {detail}\nfull log: {}; its last {} lines:{}\n\
+     before building, tried in order:{}\nfix: {fix}",
     log.display(), tail.len(), indent(&tail.join("\n")), list(.tried)
 )]
 pub struct BuildFailure {
-    /// The binary.
-    pub component: Component,
-    /// The version wanted.
+    /// The binary's name, e.g. `kube-apiserver` or `aws-encryption-provider`.
+    pub binary: String,
+    /// The version wanted: `v1.37.2`, or what pins a Go subject (`at commit <sha>`).
     pub version: String,
     /// The Go command that failed, e.g. `go build k8s.io/kubernetes/cmd/kube-apiserver`.
     pub step: String,
@@ -122,6 +136,8 @@ pub struct BuildFailure {
     pub tail: Vec<String>,
     /// The places tried before building.
     pub tried: Vec<Attempt>,
+    /// What to do about it.
+    pub fix: String,
 }
 
 impl ProvisionError {
@@ -165,13 +181,14 @@ mod tests {
     #[test]
     fn build_failure_shows_the_log_tail_and_path() {
         let err = ProvisionError::BuildFailed(Box::new(BuildFailure {
-            component: Component::KubeApiserver,
+            binary: "kube-apiserver".into(),
             version: "v1.37.2".into(),
             step: "go build".into(),
             detail: "exit status: 1".into(),
             log: "/c/gobuild/k8s-v1.37.2/build-kube-apiserver.log".into(),
             tail: vec!["# k8s.io/foo".into(), "foo.go:1: oops".into()],
             tried: vec![Attempt::new("$KMS_LAB_KUBE_APISERVER", "not set")],
+            fix: BUILD_FIX.into(),
         }));
         let text = err.to_string();
         assert!(text.contains("failed at `go build`: exit status: 1"), "{text}");

@@ -1,7 +1,7 @@
 //! Place 6 of the lookup order: building a binary with Go from the Go module proxy into
 //! the cache (see the [module docs](super) for the layout).
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -10,13 +10,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::error::{Attempt, BuildFailure, ProvisionError};
+use super::error::{Attempt, BUILD_FIX, BuildFailure, ProvisionError};
 use super::lookup::{cache_path, check, find_in_cache};
 use super::version::{EtcdVersion, KubeVersion, go_version_cmp};
 use super::{Binary, Component, Env, Source, Versions};
 
 /// How many lines of Go's output a build error quotes.
-const TAIL_LINES: usize = 30;
+pub(crate) const TAIL_LINES: usize = 30;
 /// The oldest `go` directive a wrapper module may have: `tool` directives need Go 1.24.
 const MIN_GO_DIRECTIVE: &str = "1.24";
 
@@ -182,7 +182,7 @@ fn rfc3339_utc(seconds: u64) -> String {
 }
 
 /// The last `n` lines of a file (fewer if it is shorter or unreadable).
-fn tail(path: &Path, n: usize) -> Vec<String> {
+pub(crate) fn tail(path: &Path, n: usize) -> Vec<String> {
     let text = fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].iter().map(|l| (*l).to_owned()).collect()
@@ -200,9 +200,9 @@ pub(crate) struct Build<'a> {
 }
 
 /// A failed step: which command, and how.
-struct StepError {
-    step: String,
-    detail: String,
+pub(crate) struct StepError {
+    pub(crate) step: String,
+    pub(crate) detail: String,
 }
 
 impl StepError {
@@ -211,13 +211,10 @@ impl StepError {
     }
 }
 
-/// Builds `build.component` into the cache, under the cache lock.
-pub(crate) fn build(build: &Build<'_>) -> Result<Binary, ProvisionError> {
-    let Build { component, versions, cache, env, progress, .. } = *build;
-    let wanted = versions.of(component);
+/// Takes the exclusive build lock `<cache>/.lock` (creating `cache`), waiting for another
+/// process that holds it. Released when the file is dropped.
+pub(crate) fn lock_cache(cache: &Path, env: &Env, progress: bool) -> Result<File, ProvisionError> {
     fs::create_dir_all(cache).map_err(ProvisionError::io(format!("cannot create {}", cache.display())))?;
-
-    // One build at a time per cache; whoever waited then finds the binary in the cache.
     let lock_path = cache.join(".lock");
     let lock = OpenOptions::new()
         .create(true)
@@ -237,6 +234,27 @@ pub(crate) fn build(build: &Build<'_>) -> Result<Binary, ProvisionError> {
             return Err(ProvisionError::io(format!("cannot lock {}", lock_path.display()))(e));
         }
     }
+    Ok(lock)
+}
+
+/// A spinner on stderr while `progress`, else hidden.
+pub(crate) fn progress_bar(progress: bool) -> ProgressBar {
+    let bar = if progress { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("  {spinner} [{elapsed_precise}] {wide_msg}").expect("valid progress template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// The environment every control-plane build runs Go with: static, and our wrapper module
+/// stands alone whatever workspace the user has.
+const COMPONENT_ENV: &[(&str, &str)] = &[("CGO_ENABLED", "0"), ("GOWORK", "off")];
+
+/// Builds `build.component` into the cache, under the cache lock.
+pub(crate) fn build(build: &Build<'_>) -> Result<Binary, ProvisionError> {
+    let Build { component, versions, cache, env, progress, .. } = *build;
+    let wanted = versions.of(component);
+    // One build at a time per cache; whoever waited then finds the binary in the cache.
+    let _lock = lock_cache(cache, env, progress)?;
     if let Some(binary) = find_in_cache(component, wanted, cache, &mut Vec::new())? {
         return Ok(binary);
     }
@@ -259,10 +277,8 @@ pub(crate) fn build(build: &Build<'_>) -> Result<Binary, ProvisionError> {
             env.tilde(cache)
         );
     }
-    let bar = if progress { ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("  {spinner} [{elapsed_precise}] {wide_msg}").expect("valid progress template"));
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let steps = Steps { go: &env.go, log: &log, bar: &bar, narrate: progress && !std::io::stderr().is_terminal() };
+    let bar = progress_bar(progress);
+    let steps = Steps::new(&env.go, &log, &bar, progress, COMPONENT_ENV.iter().map(|&(k, v)| (k, v.into())).collect());
 
     let started = Instant::now();
     let dest = cache_path(cache, component, wanted);
@@ -278,56 +294,79 @@ pub(crate) fn build(build: &Build<'_>) -> Result<Binary, ProvisionError> {
             Ok(Binary { component, path: dest, version: wanted.to_owned(), source: Source::Built { seconds } })
         }
         Err(StepError { step, detail }) => Err(ProvisionError::BuildFailed(Box::new(BuildFailure {
-            component,
+            binary: component.name().to_owned(),
             version: wanted.to_owned(),
             step,
             detail,
             tail: tail(&log_path, TAIL_LINES),
             log: log_path,
             tried: build.tried.clone(),
+            fix: BUILD_FIX.to_owned(),
         }))),
     }
-    // `lock` is released when dropped.
+    // `_lock` is released when dropped.
 }
 
 /// Runs the Go commands of one build, logging their output.
-struct Steps<'a> {
+pub(crate) struct Steps<'a> {
     go: &'a OsStr,
     log: &'a File,
     bar: &'a ProgressBar,
     /// Print each step as a line (stderr is not a terminal, so there is no progress bar).
     narrate: bool,
+    /// Environment set on every Go command (the rest of Go's environment is inherited).
+    env: Vec<(&'static str, OsString)>,
 }
 
-impl Steps<'_> {
+impl<'a> Steps<'a> {
+    /// Steps logging to `log`, shown on `bar` (and narrated as lines when `progress` and stderr
+    /// is not a terminal), running `go` with `env` added.
+    pub(crate) fn new(go: &'a OsStr, log: &'a File, bar: &'a ProgressBar, progress: bool, env: Vec<(&'static str, OsString)>) -> Self {
+        Self { go, log, bar, narrate: progress && !std::io::stderr().is_terminal(), env }
+    }
+
     fn run(&self, component: Component, versions: &Versions, module: &Path, dest: &Path) -> Result<(), StepError> {
         if !module.join("go.mod").is_file() {
             self.prepare_module(component, versions, module)?;
         }
 
-        let pkg = package(component);
-        self.step(&format!("go list -deps {pkg}"));
-        let deps = self.go(module, &["list", "-deps", pkg], true)?;
-        let total = String::from_utf8_lossy(&deps).lines().filter(|l| !l.trim().is_empty()).count() as u64;
-
-        let dir = dest.parent().expect("a cache path has a parent");
-        fs::create_dir_all(dir).map_err(|e| StepError::new(format!("mkdir {}", dir.display()), e))?;
-        remove_stale_temporaries(dir, component.name());
-        let tmp = dir.join(format!("{}.tmp-{}", component.name(), std::process::id()));
         let date = rfc3339_utc(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         let flags = ldflags(component, versions, &date);
+        let wanted = versions.of(component);
+        self.build_package(module, package(component), &flags, dest, |tmp| match check(component, tmp) {
+            Ok(version) if version == wanted => Ok(()),
+            Ok(version) => Err(format!("it reports {version}, not {wanted}")),
+            Err(why) => Err(why),
+        })
+    }
+
+    /// `go build -v -trimpath -ldflags FLAGS -o <dest>.tmp-<pid> PKG` in `dir` (counting the
+    /// packages first for the bar), `check` on the result, then renamed to `dest`; the
+    /// temporary file never stays behind.
+    pub(crate) fn build_package(
+        &self,
+        dir: &Path,
+        pkg: &str,
+        flags: &str,
+        dest: &Path,
+        check: impl FnOnce(&Path) -> Result<(), String>,
+    ) -> Result<(), StepError> {
+        self.step(&format!("go list -deps {pkg}"));
+        let deps = self.go(dir, &["list", "-deps", pkg], true)?;
+        let total = String::from_utf8_lossy(&deps).lines().filter(|l| !l.trim().is_empty()).count() as u64;
+
+        let out_dir = dest.parent().expect("a cache path has a parent");
+        fs::create_dir_all(out_dir).map_err(|e| StepError::new(format!("mkdir {}", out_dir.display()), e))?;
+        let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        remove_stale_temporaries(out_dir, &name);
+        let tmp = out_dir.join(format!("{name}.tmp-{}", std::process::id()));
         let tmp_arg = tmp.to_string_lossy().into_owned();
-        let args = ["build", "-v", "-trimpath", "-ldflags", &flags, "-o", &tmp_arg, pkg];
+        let args = ["build", "-v", "-trimpath", "-ldflags", flags, "-o", &tmp_arg, pkg];
         self.step(&format!("go build {pkg} ({total} packages)"));
-        let built = self.go_build(module, &args, total).and_then(|()| {
+        let built = self
+            .go_build(dir, &args, total)
             // Check what was built before it goes into the cache.
-            let wanted = versions.of(component);
-            match check(component, &tmp) {
-                Ok(version) if version == wanted => Ok(()),
-                Ok(version) => Err(StepError::new("check the built binary", format!("it reports {version}, not {wanted}"))),
-                Err(why) => Err(StepError::new("check the built binary", why)),
-            }
-        });
+            .and_then(|()| check(&tmp).map_err(|why| StepError::new("check the built binary", why)));
         let installed = built.and_then(|()| {
             fs::rename(&tmp, dest).map_err(|e| StepError::new(format!("rename {} to {}", tmp.display(), dest.display()), e))
         });
@@ -436,12 +475,10 @@ impl Steps<'_> {
 
     fn command(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.go);
-        cmd.args(args)
-            .current_dir(dir)
-            .env("CGO_ENABLED", "0")
-            // Our wrapper module stands alone, whatever workspace the user has.
-            .env("GOWORK", "off")
-            .stdin(Stdio::null());
+        cmd.args(args).current_dir(dir).stdin(Stdio::null());
+        for (key, value) in &self.env {
+            cmd.env(key, value);
+        }
         cmd
     }
 
@@ -473,7 +510,8 @@ impl Steps<'_> {
     /// `go build -v ...`, advancing the bar by each package Go reports on stderr.
     fn go_build(&self, dir: &Path, args: &[&str], total: u64) -> Result<(), StepError> {
         let step = format!("go build {}", args.last().copied().unwrap_or_default());
-        let _ = writeln!(&*self.log, "$ cd {} && CGO_ENABLED=0 go {}", dir.display(), shell_words(args));
+        let env: String = self.env.iter().map(|(k, v)| format!("{k}={} ", shell_words(&[&v.to_string_lossy()]))).collect();
+        let _ = writeln!(&*self.log, "$ cd {} && {env}go {}", dir.display(), shell_words(args));
         self.bar.set_length(total);
         self.bar.set_position(0);
         self.bar.set_style(

@@ -38,10 +38,17 @@
 //! once: whoever waited finds the binary in the cache. A binary is built to
 //! `<dest>.tmp-<pid>`, checked, then renamed into place, so the cache never holds a partial
 //! binary. The first build of `kube-apiserver` takes about 8 minutes on 2 cores.
+//!
+//! # Go-built test subjects
+//!
+//! The Go binaries kms-lab runs as the plugin (or remote KMS) under test — the Go peer and
+//! the third-party plugins of `../shared/thirdparty` — are found the same way by
+//! [`locate_go_subject`] ([`GoSubject`]): `$KMS_LAB_<NAME>`, the cache, a build with Go.
 
 mod error;
 mod gobuild;
 mod lookup;
+mod subject;
 mod version;
 
 #[cfg(test)]
@@ -53,6 +60,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use error::{Attempt, BuildFailure, FIX, ProvisionError};
+pub use subject::{GoSubject, THIRDPARTY_ENV, locate_go_subject};
 
 /// The Kubernetes version of `kube-apiserver` and `kubectl` kms-lab is tested against.
 pub const KUBERNETES_VERSION: &str = "v1.37.2";
@@ -301,7 +309,7 @@ struct Env {
 }
 
 impl Env {
-    const VARS: [&'static str; 8] = [
+    const VARS: [&'static str; 9] = [
         "KMS_LAB_KUBE_APISERVER",
         "KMS_LAB_KUBECTL",
         "KMS_LAB_ETCD",
@@ -310,10 +318,12 @@ impl Env {
         "KUBEBUILDER_ASSETS",
         "KMS_LAB_CACHE",
         "HOME",
+        subject::THIRDPARTY_ENV,
     ];
 
     fn from_process() -> Self {
-        let vars = Self::VARS.iter().filter_map(|&name| std::env::var_os(name).map(|value| (name, value))).collect();
+        let subjects = GoSubject::ALL.map(GoSubject::env_var);
+        let vars = Self::VARS.iter().chain(subjects.iter()).filter_map(|&name| std::env::var_os(name).map(|value| (name, value))).collect();
         Self { vars, go: "go".into() }
     }
 

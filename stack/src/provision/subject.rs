@@ -1,0 +1,757 @@
+//! Go-built test subjects: the binaries kms-lab runs as the plugin (or remote KMS) under
+//! test rather than as its control plane — the Go peer of `conformance/go-plugin` and the
+//! third-party plugins and emulator of `../shared/thirdparty` (see its README for the
+//! upstream commits). One locator for all of them: [`locate_go_subject`].
+//!
+//! # Lookup order
+//!
+//! 1. the environment variable naming the binary ([`GoSubject::env_var`], e.g.
+//!    `KMS_LAB_AWS_ENCRYPTION_PROVIDER`): an executable file, used as it is;
+//! 2. the cache, `<cache>/bin/<name>-<key>/<name>` (the same `<cache>` as the control-plane
+//!    binaries), where `<key>` is the pinned upstream commit for a third-party subject and a
+//!    hash of the sources for the Go peer (so an edited Go peer is rebuilt);
+//! 3. a build with Go from the source folder into the cache, if
+//!    [`ProvisionOptions::allow_build`]: under the same lock, with the same progress and log
+//!    (`<cache>/gobuild/<name>-<key>/build-<name>.log`) and the same temporary-then-rename
+//!    install as the control-plane binaries.
+//!
+//! Third-party sources are looked for in `$KMS_LAB_THIRDPARTY/<folder>`, then
+//! `<workspace>/../shared/thirdparty/<folder>` (CI clones the repository with `shared/` beside
+//! it). Builds are static (`CGO_ENABLED=0`, `-trimpath`) with the subject's `GOFLAGS`
+//! (`-mod=mod` where the upstream `go.sum` is incomplete; empty for trousseau, whose `go.work`
+//! is used).
+
+use std::fmt;
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::error::{Attempt, BuildFailure, ProvisionError};
+use super::gobuild::{self, StepError, Steps, TAIL_LINES};
+use super::{Env, ProvisionOptions, absolute};
+
+/// The environment variable naming a folder that holds the third-party sources.
+pub const THIRDPARTY_ENV: &str = "KMS_LAB_THIRDPARTY";
+
+/// The files of the Go peer whose content keys its cache entry.
+const GO_PEER_SOURCES: &[&str] = &["go.mod", "go.sum", "main.go"];
+
+/// A Go-built binary kms-lab runs as a test subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GoSubject {
+    /// `kms-go-plugin`: the Go peer, a KMS v2 plugin on upstream's `k8s.io/kms/pkg/service`
+    /// (`conformance/go-plugin`).
+    GoPeer,
+    /// `aws-encryption-provider`: EKS's plugin (v2 and v1beta1 on one socket), AWS KMS.
+    AwsEncryptionProvider,
+    /// `k8s-cloudkms-plugin`: GKE's plugin (`--kms v2|v1`), Cloud KMS.
+    CloudKmsPlugin,
+    /// `trousseau`: trousseau's core plugin (v1beta1), talking to provider processes.
+    Trousseau,
+    /// `trousseau-awskms`: trousseau's AWS KMS provider process.
+    TrousseauAwsKms,
+    /// `trousseau-vault`: trousseau's Vault Transit provider process.
+    TrousseauVault,
+    /// `trousseau-debug`: trousseau's base64 provider (no encryption: a negative control).
+    TrousseauDebug,
+    /// `gcp-kms-emulator`: a Cloud KMS emulator's REST server (`cmd/server-rest`).
+    GcpKmsEmulator,
+}
+
+/// Where a subject's source folder lives.
+#[derive(Debug, Clone, Copy)]
+enum Folder {
+    /// Inside this workspace, relative to its root.
+    Workspace(&'static str),
+    /// Under the third-party folder.
+    ThirdParty(&'static str),
+}
+
+/// Everything that describes one subject.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    name: &'static str,
+    env_var: &'static str,
+    folder: Folder,
+    /// The main package, relative to the folder (`go build` runs in the folder).
+    package: &'static str,
+    /// The Go module at the root of the folder (the repository's module).
+    module: &'static str,
+    /// The pinned upstream commit (`None` for the Go peer, which lives here).
+    commit: Option<&'static str>,
+    goflags: &'static str,
+    /// Whether the folder's `go.work` is used (else `GOWORK=off`).
+    go_work: bool,
+    estimate: &'static str,
+}
+
+const AWS_COMMIT: &str = "6d4f71e96480b186ff19ea3c1ba4f9d90c2b6b9e";
+const CLOUDKMS_COMMIT: &str = "a88bafe6cfcc8727e6a7243dfa16f978b1c9a468";
+const TROUSSEAU_COMMIT: &str = "83a8c6eb1518ad13e3e5de7428233b33c29db6de";
+const GCP_EMULATOR_COMMIT: &str = "f9ecb45348410c104b10d13324ff4f6f93cdbd4d";
+
+impl GoSubject {
+    /// All of them.
+    pub const ALL: [GoSubject; 8] = [
+        Self::GoPeer,
+        Self::AwsEncryptionProvider,
+        Self::CloudKmsPlugin,
+        Self::Trousseau,
+        Self::TrousseauAwsKms,
+        Self::TrousseauVault,
+        Self::TrousseauDebug,
+        Self::GcpKmsEmulator,
+    ];
+
+    fn spec(self) -> Spec {
+        let trousseau = |name, env_var, package, estimate| Spec {
+            name,
+            env_var,
+            folder: Folder::ThirdParty("trousseau"),
+            package,
+            module: "github.com/ondat/trousseau",
+            commit: Some(TROUSSEAU_COMMIT),
+            goflags: "",
+            go_work: true,
+            estimate,
+        };
+        match self {
+            Self::GoPeer => Spec {
+                name: "kms-go-plugin",
+                env_var: "KMS_LAB_GO_PLUGIN",
+                folder: Folder::Workspace("conformance/go-plugin"),
+                package: ".",
+                module: "kms-lab.io/conformance/go-plugin",
+                commit: None,
+                goflags: "",
+                go_work: false,
+                estimate: "about 1 minute on 2 cores",
+            },
+            Self::AwsEncryptionProvider => Spec {
+                name: "aws-encryption-provider",
+                env_var: "KMS_LAB_AWS_ENCRYPTION_PROVIDER",
+                folder: Folder::ThirdParty("aws-encryption-provider"),
+                package: "./cmd/server",
+                module: "sigs.k8s.io/aws-encryption-provider",
+                commit: Some(AWS_COMMIT),
+                goflags: "-mod=mod",
+                go_work: false,
+                estimate: "about 3 minutes on 2 cores",
+            },
+            Self::CloudKmsPlugin => Spec {
+                name: "k8s-cloudkms-plugin",
+                env_var: "KMS_LAB_K8S_CLOUDKMS_PLUGIN",
+                folder: Folder::ThirdParty("k8s-cloudkms-plugin"),
+                package: "./cmd/k8s-cloudkms-plugin",
+                module: "github.com/GoogleCloudPlatform/k8s-cloudkms-plugin",
+                commit: Some(CLOUDKMS_COMMIT),
+                goflags: "-mod=mod",
+                go_work: false,
+                estimate: "about 90 s on 2 cores",
+            },
+            Self::Trousseau => trousseau("trousseau", "KMS_LAB_TROUSSEAU", "./trousseau", "about 2 minutes on 2 cores"),
+            Self::TrousseauAwsKms => {
+                trousseau("trousseau-awskms", "KMS_LAB_TROUSSEAU_AWSKMS", "./providers/awskms", "about 1 minute on 2 cores")
+            }
+            Self::TrousseauVault => {
+                trousseau("trousseau-vault", "KMS_LAB_TROUSSEAU_VAULT", "./providers/vault", "about 1 minute on 2 cores")
+            }
+            Self::TrousseauDebug => trousseau("trousseau-debug", "KMS_LAB_TROUSSEAU_DEBUG", "./providers/debug", "about 30 s on 2 cores"),
+            Self::GcpKmsEmulator => Spec {
+                name: "gcp-kms-emulator",
+                env_var: "KMS_LAB_GCP_KMS_EMULATOR",
+                folder: Folder::ThirdParty("gcp-kms-emulator"),
+                package: "./cmd/server-rest",
+                module: "github.com/blackwell-systems/gcp-kms-emulator",
+                commit: Some(GCP_EMULATOR_COMMIT),
+                goflags: "-mod=mod",
+                go_work: false,
+                estimate: "about 1 minute on 2 cores",
+            },
+        }
+    }
+
+    /// The binary's file name in the cache, e.g. `aws-encryption-provider`.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// The environment variable naming a prebuilt binary, e.g. `KMS_LAB_AWS_ENCRYPTION_PROVIDER`
+    /// (`KMS_LAB_GO_PLUGIN` for the Go peer).
+    pub fn env_var(self) -> &'static str {
+        self.spec().env_var
+    }
+
+    /// The source folder: relative to the workspace root for the Go peer
+    /// (`conformance/go-plugin`), else the folder's name under the third-party folder
+    /// (`aws-encryption-provider`).
+    pub fn folder(self) -> &'static str {
+        match self.spec().folder {
+            Folder::Workspace(path) | Folder::ThirdParty(path) => path,
+        }
+    }
+
+    /// Whether it is third-party code (from `../shared/thirdparty`), not kms-lab's.
+    pub fn is_third_party(self) -> bool {
+        matches!(self.spec().folder, Folder::ThirdParty(_))
+    }
+
+    /// The main package, relative to [`Self::folder`], e.g. `./cmd/server`.
+    pub fn main_package(self) -> &'static str {
+        self.spec().package
+    }
+
+    /// The Go module at the root of the source folder, e.g. `sigs.k8s.io/aws-encryption-provider`.
+    pub fn module(self) -> &'static str {
+        self.spec().module
+    }
+
+    /// The pinned upstream commit (40 hex digits); `None` for the Go peer, which lives here.
+    pub fn commit(self) -> Option<&'static str> {
+        self.spec().commit
+    }
+
+    /// The `GOFLAGS` its build needs: `-mod=mod`, or empty.
+    pub fn goflags(self) -> &'static str {
+        self.spec().goflags
+    }
+
+    /// How to get it outside this environment: `go install MODULE/PACKAGE@COMMIT`; `None` for
+    /// the Go peer.
+    pub fn go_install(self) -> Option<String> {
+        let spec = self.spec();
+        let package = spec.package.trim_start_matches('.').trim_start_matches('/');
+        let path = if package.is_empty() { spec.module.to_owned() } else { format!("{}/{package}", spec.module) };
+        spec.commit.map(|commit| format!("go install {path}@{commit}"))
+    }
+}
+
+impl fmt::Display for GoSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The Go-built test subject's binary, found or built; see the [module docs](self) for where
+/// it looks. Uses [`ProvisionOptions::cache_dir`], [`ProvisionOptions::allow_build`] and
+/// [`ProvisionOptions::progress`]. Blocking: a first build takes minutes.
+pub fn locate_go_subject(subject: GoSubject, options: &ProvisionOptions) -> Result<PathBuf, ProvisionError> {
+    locate_with(subject, options, &Env::from_process(), &workspace_root())
+}
+
+/// The workspace root this crate was compiled in.
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Why a candidate binary cannot be used.
+fn usable(path: &Path) -> Result<(), String> {
+    match fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such file".to_owned()),
+        Err(e) => Err(format!("cannot stat it: {e}")),
+        Ok(meta) if meta.is_dir() => Err("is a directory, not a binary".to_owned()),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => Err(format!("not executable (chmod +x {})", path.display())),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// The Go peer's cache key: a hash of its sources (16 hex digits).
+fn source_hash(dir: &Path) -> Result<String, String> {
+    let mut hasher = Sha256::new();
+    for name in GO_PEER_SOURCES {
+        let path = dir.join(name);
+        let content = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        hasher.update(name.as_bytes());
+        hasher.update((content.len() as u64).to_be_bytes());
+        hasher.update(&content);
+    }
+    Ok(hex(&hasher.finalize()[..8]))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The source folder, recording each place tried that does not hold it.
+fn find_source(spec: &Spec, env: &Env, workspace: &Path, tried: &mut Vec<Attempt>) -> Option<PathBuf> {
+    let candidates: Vec<(String, PathBuf)> = match spec.folder {
+        Folder::Workspace(path) => vec![("source".to_owned(), workspace.join(path))],
+        Folder::ThirdParty(folder) => {
+            let mut out = Vec::new();
+            match env.var(THIRDPARTY_ENV) {
+                None => tried.push(Attempt::new(format!("${THIRDPARTY_ENV}"), "not set")),
+                Some(dir) => out.push((format!("${THIRDPARTY_ENV}"), absolute(Path::new(dir)).join(folder))),
+            }
+            let beside = workspace.parent().unwrap_or(workspace).join("shared").join("thirdparty");
+            out.push(("beside the workspace".to_owned(), beside.join(folder)));
+            out
+        }
+    };
+    for (label, dir) in candidates {
+        if dir.is_dir() {
+            return Some(dir);
+        }
+        tried.push(Attempt::new(format!("{label} {}", dir.display()), "no such directory"));
+    }
+    None
+}
+
+/// What kept the subject from being built, for the fix.
+enum Missing {
+    /// No source folder anywhere.
+    Source,
+    /// A source folder without the main package.
+    Incomplete,
+    /// Building not allowed, no cache or no Go.
+    Build,
+}
+
+fn fix(subject: GoSubject, missing: Missing) -> String {
+    let spec = subject.spec();
+    let var = spec.env_var;
+    let name = spec.name;
+    let first = match missing {
+        Missing::Source if subject.is_third_party() => format!(
+            "set {var} to a built {name}, or {THIRDPARTY_ENV} to a folder holding {}/ (upstream {} at commit {})",
+            subject.folder(),
+            spec.module,
+            spec.commit.unwrap_or_default()
+        ),
+        Missing::Source => format!("set {var} to a built {name} (its source folder {} is part of kms-lab)", subject.folder()),
+        Missing::Incomplete => format!(
+            "the source folder lacks the main package {}: use a complete copy (set {THIRDPARTY_ENV}), or set {var} to a built {name}",
+            spec.package
+        ),
+        Missing::Build => format!("install Go (apt-get install golang-go) and rerun, or set {var} to a built {name}"),
+    };
+    match subject.go_install() {
+        Some(install) => format!("{first}; outside this environment: `{install}`, then set {var} to the installed binary"),
+        None => first,
+    }
+}
+
+pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &Env, workspace: &Path) -> Result<PathBuf, ProvisionError> {
+    let spec = subject.spec();
+    let mut tried = Vec::new();
+
+    // 1. $KMS_LAB_<NAME>
+    match env.var(spec.env_var) {
+        None => tried.push(Attempt::new(format!("${}", spec.env_var), "not set")),
+        Some(value) => {
+            let path = absolute(Path::new(value));
+            match usable(&path) {
+                Ok(()) => {
+                    tracing::debug!(%subject, path = %path.display(), "found through {}", spec.env_var);
+                    return Ok(path);
+                }
+                Err(why) => {
+                    tracing::warn!(%subject, "ignoring ${}={}: {why}", spec.env_var, path.display());
+                    tried.push(Attempt::new(format!("${}={}", spec.env_var, path.display()), why));
+                }
+            }
+        }
+    }
+
+    // The source folder (the Go peer's cache key depends on it).
+    let mut source_tried = Vec::new();
+    let source = find_source(&spec, env, workspace, &mut source_tried);
+    let key = match spec.commit {
+        Some(commit) => Ok(commit.to_owned()),
+        None => source.as_deref().map_or_else(|| Err("no source folder to hash".to_owned()), source_hash),
+    };
+    let shown_key = match (spec.commit, &key) {
+        (Some(commit), _) => format!("commit {commit}"),
+        (None, Ok(hash)) => format!("source hash {hash}"),
+        (None, Err(_)) => "source hash unknown".to_owned(),
+    };
+    let not_found = |tried: Vec<Attempt>, missing: Missing| ProvisionError::SubjectNotFound {
+        subject,
+        key: shown_key.clone(),
+        tried,
+        fix: fix(subject, missing),
+    };
+
+    // 2. the cache
+    let cache = env.cache_dir(options);
+    let dest = match (&cache, &key) {
+        (None, _) => {
+            tried.push(Attempt::new("cache", "no cache directory: set KMS_LAB_CACHE or HOME"));
+            None
+        }
+        (Some(cache), Err(why)) => {
+            tried.push(Attempt::new(format!("cache {}", cache.display()), why.clone()));
+            None
+        }
+        (Some(cache), Ok(key)) => {
+            let dest = subject_cache_path(cache, subject, key);
+            match usable(&dest) {
+                Ok(()) => {
+                    tracing::debug!(%subject, path = %dest.display(), "found in the cache");
+                    return Ok(dest);
+                }
+                Err(why) => tried.push(Attempt::new(format!("cache {}", dest.display()), why)),
+            }
+            Some(dest)
+        }
+    };
+
+    // 3. a build
+    tried.extend(source_tried);
+    let Some(source) = source else {
+        tried.push(Attempt::new("build with Go", "no source folder (see above)"));
+        return Err(not_found(tried, Missing::Source));
+    };
+    let package_dir = source.join(spec.package);
+    if !package_dir.is_dir() {
+        tried.push(Attempt::new(
+            format!("build with Go from {}", source.display()),
+            format!("the main package {} is missing (no directory {}): this copy is incomplete", spec.package, package_dir.display()),
+        ));
+        return Err(not_found(tried, Missing::Incomplete));
+    }
+    let (Some(cache), Some(dest), Ok(key)) = (cache, dest, key) else {
+        tried.push(Attempt::new(format!("build with Go from {}", source.display()), "no cache directory to build into"));
+        return Err(not_found(tried, Missing::Build));
+    };
+    let place = format!("build with Go from {} into {}", source.display(), cache.display());
+    if !options.allow_build {
+        tried.push(Attempt::new(place, "not allowed (allow_build is false)"));
+        return Err(not_found(tried, Missing::Build));
+    }
+    if let Err(why) = gobuild::go_version(&env.go) {
+        tried.push(Attempt::new(place, why));
+        return Err(not_found(tried, Missing::Build));
+    }
+    build(&SubjectBuild {
+        subject,
+        key: &key,
+        shown_key: &shown_key,
+        source: &source,
+        cache: &cache,
+        dest: &dest,
+        env,
+        progress: options.progress,
+        tried,
+    })
+}
+
+/// Where a cached subject lives: `<cache>/bin/<name>-<key>/<name>`.
+pub(crate) fn subject_cache_path(cache: &Path, subject: GoSubject, key: &str) -> PathBuf {
+    let name = subject.name();
+    cache.join("bin").join(format!("{name}-{key}")).join(name)
+}
+
+struct SubjectBuild<'a> {
+    subject: GoSubject,
+    key: &'a str,
+    shown_key: &'a str,
+    source: &'a Path,
+    cache: &'a Path,
+    dest: &'a Path,
+    env: &'a Env,
+    progress: bool,
+    tried: Vec<Attempt>,
+}
+
+fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
+    let spec = b.subject.spec();
+    let name = spec.name;
+    // One build at a time per cache; whoever waited then finds the binary in the cache.
+    let _lock = gobuild::lock_cache(b.cache, b.env, b.progress)?;
+    if usable(b.dest).is_ok() {
+        return Ok(b.dest.to_path_buf());
+    }
+    let logs = b.cache.join("gobuild").join(format!("{name}-{}", b.key));
+    fs::create_dir_all(&logs).map_err(ProvisionError::io(format!("cannot create {}", logs.display())))?;
+    let log_path = logs.join(format!("build-{name}.log"));
+    let log = File::create(&log_path).map_err(ProvisionError::io(format!("cannot create {}", log_path.display())))?;
+    if b.progress {
+        eprintln!(
+            "building {name} ({}) from {}: first run only, {}; later runs use {}",
+            b.shown_key,
+            b.env.tilde(b.source),
+            spec.estimate,
+            b.env.tilde(b.cache)
+        );
+    }
+    let go_work = if spec.go_work { b.source.join("go.work").into_os_string() } else { "off".into() };
+    let go_env = vec![("CGO_ENABLED", "0".into()), ("GOFLAGS", spec.goflags.into()), ("GOWORK", go_work)];
+    let bar = gobuild::progress_bar(b.progress);
+    let steps = Steps::new(&b.env.go, &log, &bar, b.progress, go_env);
+    let started = Instant::now();
+    let result = steps.build_package(b.source, spec.package, "-s -w", b.dest, usable);
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs();
+    match result {
+        Ok(()) => {
+            if b.progress {
+                eprintln!("built {name} in {seconds} s: {}", b.dest.display());
+            }
+            tracing::info!(subject = name, seconds, path = %b.dest.display(), "built");
+            Ok(b.dest.to_path_buf())
+        }
+        Err(StepError { step, detail }) => Err(ProvisionError::BuildFailed(Box::new(BuildFailure {
+            binary: name.to_owned(),
+            version: format!("({})", b.shown_key),
+            step,
+            detail,
+            tail: gobuild::tail(&log_path, TAIL_LINES),
+            log: log_path,
+            tried: b.tried.clone(),
+            fix: format!("fix what Go reports above and rerun, or set {} to a built {name}", spec.env_var),
+        }))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::ffi::OsString;
+    use std::process::Command;
+
+    use super::*;
+
+    fn env(vars: &[(&'static str, &Path)], go: &Path) -> Env {
+        Env { vars: vars.iter().map(|(k, v)| (*k, v.as_os_str().to_owned())).collect::<HashMap<_, _>>(), go: go.as_os_str().to_owned() }
+    }
+
+    fn options(cache: &Path, allow_build: bool) -> ProvisionOptions {
+        ProvisionOptions { cache_dir: Some(cache.to_path_buf()), allow_build, progress: false, ..ProvisionOptions::default() }
+    }
+
+    fn script(path: &Path, body: &str) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    const NO_GO: &str = "/nonexistent/go-for-kms-lab-tests";
+
+    #[test]
+    fn every_subject_is_described() {
+        let rows: Vec<_> = GoSubject::ALL.iter().map(|s| (s.name(), s.env_var(), s.folder(), s.main_package(), s.goflags())).collect();
+        assert_eq!(
+            rows,
+            [
+                ("kms-go-plugin", "KMS_LAB_GO_PLUGIN", "conformance/go-plugin", ".", ""),
+                ("aws-encryption-provider", "KMS_LAB_AWS_ENCRYPTION_PROVIDER", "aws-encryption-provider", "./cmd/server", "-mod=mod"),
+                ("k8s-cloudkms-plugin", "KMS_LAB_K8S_CLOUDKMS_PLUGIN", "k8s-cloudkms-plugin", "./cmd/k8s-cloudkms-plugin", "-mod=mod"),
+                ("trousseau", "KMS_LAB_TROUSSEAU", "trousseau", "./trousseau", ""),
+                ("trousseau-awskms", "KMS_LAB_TROUSSEAU_AWSKMS", "trousseau", "./providers/awskms", ""),
+                ("trousseau-vault", "KMS_LAB_TROUSSEAU_VAULT", "trousseau", "./providers/vault", ""),
+                ("trousseau-debug", "KMS_LAB_TROUSSEAU_DEBUG", "trousseau", "./providers/debug", ""),
+                ("gcp-kms-emulator", "KMS_LAB_GCP_KMS_EMULATOR", "gcp-kms-emulator", "./cmd/server-rest", "-mod=mod"),
+            ]
+        );
+        assert!(GoSubject::ALL.iter().all(|s| s.is_third_party() == s.commit().is_some()));
+        assert!(GoSubject::ALL.iter().filter_map(|s| s.commit()).all(|c| c.len() == 40 && c.chars().all(|c| c.is_ascii_hexdigit())));
+        assert_eq!(
+            GoSubject::AwsEncryptionProvider.go_install().unwrap(),
+            "go install sigs.k8s.io/aws-encryption-provider/cmd/server@6d4f71e96480b186ff19ea3c1ba4f9d90c2b6b9e"
+        );
+        assert_eq!(GoSubject::GoPeer.go_install(), None);
+        assert_eq!(
+            subject_cache_path(Path::new("/c"), GoSubject::CloudKmsPlugin, CLOUDKMS_COMMIT),
+            Path::new("/c/bin/k8s-cloudkms-plugin-a88bafe6cfcc8727e6a7243dfa16f978b1c9a468/k8s-cloudkms-plugin")
+        );
+    }
+
+    #[test]
+    fn the_variable_wins_then_the_cache_then_a_build() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let workspace = root.join("work/main");
+        fs::create_dir_all(&workspace).unwrap();
+        let cache = root.join("cache");
+        let subject = GoSubject::AwsEncryptionProvider;
+        let prebuilt = root.join("prebuilt/aws");
+        script(&prebuilt, "exit 0");
+        let cached = subject_cache_path(&cache, subject, AWS_COMMIT);
+        script(&cached, "exit 0");
+        let no_go = Path::new(NO_GO);
+
+        let found =
+            locate_with(subject, &options(&cache, false), &env(&[("KMS_LAB_AWS_ENCRYPTION_PROVIDER", &prebuilt)], no_go), &workspace);
+        assert_eq!(found.unwrap(), prebuilt);
+
+        // A variable naming nothing usable is passed over (with a warning): the cache wins.
+        let missing = root.join("nowhere/aws");
+        let found =
+            locate_with(subject, &options(&cache, false), &env(&[("KMS_LAB_AWS_ENCRYPTION_PROVIDER", &missing)], no_go), &workspace);
+        assert_eq!(found.unwrap(), cached);
+
+        // Without the cache entry: the source folder, then a build (not allowed here).
+        fs::remove_file(&cached).unwrap();
+        let thirdparty = root.join("work/shared/thirdparty");
+        fs::create_dir_all(thirdparty.join("aws-encryption-provider/cmd/server")).unwrap();
+        let err = locate_with(subject, &options(&cache, false), &env(&[], no_go), &workspace).unwrap_err();
+        let ProvisionError::SubjectNotFound { tried, .. } = &err else { panic!("{err}") };
+        let places: Vec<_> = tried.iter().map(|a| format!("{}: {}", a.place, a.skipped)).collect();
+        assert_eq!(
+            places,
+            [
+                "$KMS_LAB_AWS_ENCRYPTION_PROVIDER: not set".to_owned(),
+                format!("cache {}: no such file", cached.display()),
+                "$KMS_LAB_THIRDPARTY: not set".to_owned(),
+                format!(
+                    "build with Go from {}/aws-encryption-provider into {}: not allowed (allow_build is false)",
+                    thirdparty.display(),
+                    cache.display()
+                ),
+            ]
+        );
+        // Allowed, but no Go: says how to install it.
+        let err = locate_with(subject, &options(&cache, true), &env(&[], no_go), &workspace).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("is not on PATH") && text.contains("fix: install Go (apt-get install golang-go)"), "{text}");
+    }
+
+    #[test]
+    fn an_absent_source_folder_lists_every_place_and_the_fix() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let workspace = root.join("work/main");
+        let cache = root.join("cache");
+        let elsewhere = root.join("elsewhere");
+        let err = locate_with(
+            GoSubject::CloudKmsPlugin,
+            &options(&cache, true),
+            &env(&[("KMS_LAB_THIRDPARTY", &elsewhere)], Path::new(NO_GO)),
+            &workspace,
+        )
+        .unwrap_err();
+        let expected = [
+            format!("no usable k8s-cloudkms-plugin (commit {CLOUDKMS_COMMIT}); tried, in order:"),
+            "  1. $KMS_LAB_K8S_CLOUDKMS_PLUGIN: not set".to_owned(),
+            format!("  2. cache {}: no such file", subject_cache_path(&cache, GoSubject::CloudKmsPlugin, CLOUDKMS_COMMIT).display()),
+            format!("  3. $KMS_LAB_THIRDPARTY {}/k8s-cloudkms-plugin: no such directory", elsewhere.display()),
+            format!("  4. beside the workspace {}/work/shared/thirdparty/k8s-cloudkms-plugin: no such directory", root.display()),
+            "  5. build with Go: no source folder (see above)".to_owned(),
+            format!(
+                "fix: set KMS_LAB_K8S_CLOUDKMS_PLUGIN to a built k8s-cloudkms-plugin, or KMS_LAB_THIRDPARTY to a folder \
+                 holding k8s-cloudkms-plugin/ (upstream github.com/GoogleCloudPlatform/k8s-cloudkms-plugin at commit \
+                 {CLOUDKMS_COMMIT}); outside this environment: `go install \
+                 github.com/GoogleCloudPlatform/k8s-cloudkms-plugin/cmd/k8s-cloudkms-plugin@{CLOUDKMS_COMMIT}`, then set \
+                 KMS_LAB_K8S_CLOUDKMS_PLUGIN to the installed binary"
+            ),
+        ];
+        let text = err.to_string();
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected, "{text}");
+    }
+
+    #[test]
+    fn a_source_folder_without_the_main_package_is_called_incomplete() {
+        let root = tempfile::tempdir().unwrap();
+        let thirdparty = root.path().join("tp");
+        fs::create_dir_all(thirdparty.join("gcp-kms-emulator/internal")).unwrap();
+        let err = locate_with(
+            GoSubject::GcpKmsEmulator,
+            &options(&root.path().join("cache"), true),
+            &env(&[("KMS_LAB_THIRDPARTY", &thirdparty)], Path::new(NO_GO)),
+            &root.path().join("ws/main"),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("the main package ./cmd/server-rest is missing (no directory") && text.contains("this copy is incomplete"),
+            "{text}"
+        );
+        assert!(text.contains("fix: the source folder lacks the main package ./cmd/server-rest"), "{text}");
+    }
+
+    /// A fake `go` that records its environment and "builds" a script at `-o PATH`.
+    fn fake_go(dir: &Path) -> PathBuf {
+        let go = dir.join("fake-go");
+        script(
+            &go,
+            r#"case "$1" in
+  version) echo "go version go1.26.8 linux/amd64" ;;
+  list) echo a; echo b; echo c ;;
+  build)
+    echo "GOFLAGS=[$GOFLAGS] GOWORK=[$GOWORK] CGO_ENABLED=[$CGO_ENABLED] PWD=[$PWD]" >> "$(dirname "$0")/calls"
+    while [ "$#" -gt 0 ]; do if [ "$1" = "-o" ]; then out="$2"; fi; shift; done
+    printf '#!/bin/sh\necho built\n' > "$out"; chmod +x "$out"; echo a >&2; echo b >&2 ;;
+esac"#,
+        );
+        go
+    }
+
+    #[test]
+    fn a_build_installs_into_the_cache_with_the_subjects_go_environment() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let go = fake_go(root);
+        let thirdparty = root.join("tp");
+        fs::create_dir_all(thirdparty.join("trousseau/providers/awskms")).unwrap();
+        fs::create_dir_all(thirdparty.join("aws-encryption-provider/cmd/server")).unwrap();
+        let cache = root.join("cache");
+        let vars = [("KMS_LAB_THIRDPARTY", thirdparty.as_path())];
+        let workspace = root.join("ws/main");
+
+        let built = locate_with(GoSubject::TrousseauAwsKms, &options(&cache, true), &env(&vars, &go), &workspace).unwrap();
+        assert_eq!(built, subject_cache_path(&cache, GoSubject::TrousseauAwsKms, TROUSSEAU_COMMIT));
+        assert_eq!(Command::new(&built).output().unwrap().stdout, b"built\n");
+        let built = locate_with(GoSubject::AwsEncryptionProvider, &options(&cache, true), &env(&vars, &go), &workspace).unwrap();
+        assert!(built.ends_with(format!("aws-encryption-provider-{AWS_COMMIT}/aws-encryption-provider")), "{}", built.display());
+        let calls = fs::read_to_string(root.join("calls")).unwrap();
+        let trousseau = thirdparty.join("trousseau");
+        assert_eq!(
+            calls.lines().collect::<Vec<_>>(),
+            [
+                format!("GOFLAGS=[] GOWORK=[{}/go.work] CGO_ENABLED=[0] PWD=[{}]", trousseau.display(), trousseau.display()),
+                format!("GOFLAGS=[-mod=mod] GOWORK=[off] CGO_ENABLED=[0] PWD=[{}/aws-encryption-provider]", thirdparty.display()),
+            ]
+        );
+        // No temporary left behind; the log is kept; a second lookup needs no Go.
+        let leftovers: Vec<_> = fs::read_dir(built.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, [OsString::from("aws-encryption-provider")]);
+        let log = cache.join(format!("gobuild/aws-encryption-provider-{AWS_COMMIT}/build-aws-encryption-provider.log"));
+        assert!(fs::read_to_string(log).unwrap().contains("go build -v -trimpath -ldflags '-s -w' -o"));
+        let again = locate_with(GoSubject::AwsEncryptionProvider, &options(&cache, false), &env(&vars, Path::new(NO_GO)), &workspace);
+        assert_eq!(again.unwrap(), built);
+    }
+
+    #[test]
+    fn the_go_peer_is_keyed_by_its_sources() {
+        let root = tempfile::tempdir().unwrap();
+        let workspace = root.path().join("main");
+        let source = workspace.join("conformance/go-plugin");
+        fs::create_dir_all(&source).unwrap();
+        for name in GO_PEER_SOURCES {
+            fs::write(source.join(name), format!("// {name}\n")).unwrap();
+        }
+        let cache = root.path().join("cache");
+        let first = source_hash(&source).unwrap();
+        assert_eq!(first.len(), 16);
+        let cached = subject_cache_path(&cache, GoSubject::GoPeer, &first);
+        script(&cached, "exit 0");
+        let found = locate_with(GoSubject::GoPeer, &options(&cache, false), &env(&[], Path::new(NO_GO)), &workspace);
+        assert_eq!(found.unwrap(), cached);
+
+        fs::write(source.join("main.go"), "// edited\n").unwrap();
+        let second = source_hash(&source).unwrap();
+        assert_ne!(first, second, "an edit changes the key");
+        let err = locate_with(GoSubject::GoPeer, &options(&cache, false), &env(&[], Path::new(NO_GO)), &workspace).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with(&format!("no usable kms-go-plugin (source hash {second})")), "{text}");
+        assert!(text.contains(&format!("kms-go-plugin-{second}/kms-go-plugin: no such file")), "{text}");
+    }
+
+    /// The real thing, on the quickest third-party subject: `go build` of k8s-cloudkms-plugin
+    /// from `../shared/thirdparty` into a fresh cache (about 90 s on 2 cores the first time; Go's
+    /// own build cache makes later runs quicker).
+    #[test]
+    fn builds_the_real_cloudkms_plugin() {
+        let cache = tempfile::tempdir().unwrap();
+        let options = ProvisionOptions { cache_dir: Some(cache.path().to_path_buf()), ..ProvisionOptions::default() };
+        let path = locate_go_subject(GoSubject::CloudKmsPlugin, &options).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(path, subject_cache_path(cache.path(), GoSubject::CloudKmsPlugin, CLOUDKMS_COMMIT));
+        let out = Command::new(&path).arg("--help").output().unwrap();
+        let usage = String::from_utf8_lossy(&out.stderr);
+        assert!(usage.contains("-fake-kms-port") && usage.contains("-integration-test"), "{usage}");
+    }
+}
