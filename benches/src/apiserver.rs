@@ -164,7 +164,7 @@ pub async fn run(options: &ApiserverOptions) -> Result<Outcome, BenchError> {
     let mut stack_options = StackOptions::new("bench", binaries, &options.run_root);
     // Placeholder until the plugin's socket is known; the first segment writes the real one and restarts.
     stack_options.encryption = Some(EncryptionConfiguration::new(&["secrets"], vec![Provider::Identity(Default::default())]));
-    let mut stack = Stack::start(stack_options).await?;
+    let mut stack = Stack::launch(stack_options).await?;
     let result = measure(options, &mut stack).await;
     let kept = stack.shutdown(result.is_err()).await;
     if let Some(dir) = kept {
@@ -183,7 +183,7 @@ async fn measure(options: &ApiserverOptions, stack: &mut Stack) -> Result<Outcom
             let provider = options.providers[index];
             eprintln!("    apiserver round {}/{}: {}", round + 1, options.rounds, provider.name());
             stack.write_encryption_config(0, &provider.encryption(&options.providers, stack))?;
-            stack.restart_apiserver(0, Readiness::Live).await?;
+            stack.restart(&kms_lab_stack::Component::Apiserver(0), kms_lab_stack::WaitFor::Live).await?;
             if failed.contains_key(&index) {
                 continue;
             }

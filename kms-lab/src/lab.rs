@@ -131,7 +131,7 @@ pub async fn run_lab(options: &LabOptions) -> Result<(), LabError> {
     // Re-probe the KEK every 5 s, so a rotation shows in the plugin's Status quickly.
     stack_options.plugins[0].extra_args = vec!["--health-ttl".into(), "5s".into()];
     let stack = tokio::select! {
-        stack = Stack::start(stack_options) => stack?,
+        stack = Stack::launch(stack_options) => stack?,
         // Dropping the half-started stack kills what it started and removes its work dir.
         _ = wait_for_stop_signal() => return Ok(()),
     };

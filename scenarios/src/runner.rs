@@ -138,7 +138,7 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
     for reference in &scenario.references {
         progress(&format!("  reference: {reference}"));
     }
-    let stack = match Stack::start(stack_options(scenario, options, seed)).await {
+    let stack = match Stack::launch(stack_options(scenario, options, seed)).await {
         Ok(stack) => stack,
         Err(error) => {
             let failure = format!("the stack did not start: {error} (component logs kept under {})", options.run_root.display());

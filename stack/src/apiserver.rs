@@ -118,7 +118,8 @@ impl std::fmt::Debug for ApiServer {
 }
 
 impl ApiServer {
-    /// Starts an apiserver from `binary` and waits until `GET <readiness path>` answers 200.
+    /// Starts an apiserver from `binary` and waits until `GET <readiness path>` answers 200
+    /// (`None`: only until the process is spawned).
     /// The admin client it waits with (trusting `ca_pem`) is kept for every later call.
     pub async fn start(
         binary: &Path,
@@ -127,13 +128,17 @@ impl ApiServer {
         ca_pem: &str,
         work_dir: &Path,
         log: &Path,
-        readiness: Readiness,
+        readiness: Option<Readiness>,
     ) -> Result<Self, StackError> {
         let port = ports::free_port()?;
         let client = client_for(&format!("https://127.0.0.1:{port}"), ca_pem, &files.admin_token).await?;
         let cert_dir = work_dir.join(format!("{}-certs", options.name));
         std::fs::create_dir_all(&cert_dir).map_err(StackError::io(format!("create {}", cert_dir.display())))?;
         let mut process = Supervised::spawn(&options.name, binary, &args(&options, files, port, &cert_dir), log, &[])?;
+        // `None`: started, nothing awaited (the caller observes it with its own bounded waits).
+        let Some(readiness) = readiness else {
+            return Ok(Self { process: Some(process), port, options, client });
+        };
         process
             .wait_ready(&format!("GET https://127.0.0.1:{port}{} to answer 200", readiness.path()), READY_DEADLINE, || async {
                 matches!(raw_get(&client, readiness.path()).await, Ok((200, _)))

@@ -86,6 +86,16 @@ pub enum StackError {
         /// The names there are.
         known: String,
     },
+    /// A component was asked to do what its state does not allow (start while running, …).
+    #[error("cannot {verb} `{component}`: {reason}")]
+    ComponentState {
+        /// The verb (`start`, `restart`).
+        verb: &'static str,
+        /// The component, by name.
+        component: String,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
     /// One of kms-lab's own binaries is not built.
     #[error(
         "kms-lab's `{0}` binary was not found next to this program or in target/debug: build it with `cargo build -p {1}` (or set {2})"

@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod certs;
+pub mod component;
 pub mod encryption;
 pub mod error;
 pub mod etcd;
@@ -17,6 +18,7 @@ pub mod provision;
 pub mod stack;
 
 pub use apiserver::Readiness;
+pub use component::{Component, WaitFor};
 pub use encryption::EncryptionConfiguration;
 pub use error::StackError;
 pub use mockkms::{MockKms, MockKmsOptions};

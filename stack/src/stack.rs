@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::apiserver::{self, ApiServer, ApiServerOptions, Readiness, SharedFiles};
 use crate::certs::Pki;
+use crate::component::{Component, WaitFor};
 use crate::encryption::{EncryptionConfiguration, KmsProvider, Provider};
 use crate::error::StackError;
 use crate::etcd::Etcd;
@@ -94,7 +95,7 @@ impl std::fmt::Debug for EncryptionBuilder {
     }
 }
 
-/// A running stack. Call [`Stack::shutdown`]; if it is dropped instead (a panic), every process
+/// A running stack. Made by [`Stack::launch`]; call [`Stack::shutdown`]; if it is dropped instead (a panic), every process
 /// is killed and the run directory is kept for its logs.
 #[derive(Debug)]
 pub struct Stack {
@@ -129,8 +130,9 @@ fn random_token() -> String {
 }
 
 impl Stack {
-    /// Starts everything in order: etcd, the plugins (unless the apiserver goes first), the apiserver.
-    pub async fn start(options: StackOptions) -> Result<Self, StackError> {
+    /// Launches a new stack: everything in order: etcd, the plugins (unless the apiserver goes
+    /// first), the apiserver.
+    pub async fn launch(options: StackOptions) -> Result<Self, StackError> {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let run_dir = options.run_root.join(format!("{}-{stamp}-{}", options.name, std::process::id()));
         std::fs::create_dir_all(&run_dir).map_err(StackError::io(format!("create run directory {}", run_dir.display())))?;
@@ -176,7 +178,7 @@ impl Stack {
         Ok(stack)
     }
 
-    /// Starts the components in order (see [`Stack::start`]).
+    /// Starts the components in order (see [`Stack::launch`]).
     async fn bring_up(&mut self, options: &StackOptions) -> Result<(), StackError> {
         let stack = self;
         let etcd_data = stack.work.path().join("etcd-data");
@@ -244,45 +246,15 @@ impl Stack {
         })
     }
 
-    /// Starts (or restarts after a stop/kill) mock KMS node `index` on its port and data dir.
-    pub async fn start_mock_kms_node(&mut self, index: usize) -> Result<(), StackError> {
-        self.mock_kms_or_error()?.start_node(index).await
-    }
 
-    /// Stops mock KMS node `index` gracefully.
-    pub async fn stop_mock_kms_node(&mut self, index: usize) -> Result<(), StackError> {
-        self.mock_kms_or_error()?.stop_node(index, STOP_GRACE).await
-    }
 
-    /// Kills mock KMS node `index` (SIGKILL).
-    pub async fn kill_mock_kms_node(&mut self, index: usize) -> Result<(), StackError> {
-        self.mock_kms_or_error()?.kill_node(index).await
-    }
 
     fn etcd_or_error(&mut self) -> Result<&mut Etcd, StackError> {
         self.etcd.as_mut().ok_or_else(|| StackError::NoSuchComponent { kind: "etcd", name: "etcd".into(), known: "none".into() })
     }
 
-    /// Starts etcd again after a stop or kill (same ports, same data).
-    pub async fn start_etcd(&mut self) -> Result<(), StackError> {
-        self.etcd_or_error()?.restart().await
-    }
 
-    /// Stops etcd gracefully.
-    pub async fn stop_etcd(&mut self) -> Result<(), StackError> {
-        if let Some(process) = self.etcd_or_error()?.process.take() {
-            process.stop(STOP_GRACE).await;
-        }
-        Ok(())
-    }
 
-    /// Kills etcd with SIGKILL.
-    pub async fn kill_etcd(&mut self) -> Result<(), StackError> {
-        if let Some(process) = self.etcd_or_error()?.process.take() {
-            process.kill().await;
-        }
-        Ok(())
-    }
 
     /// The names of the plugins.
     pub fn plugin_names(&self) -> Vec<String> {
@@ -305,7 +277,7 @@ impl Stack {
     }
 
     /// Starts (or restarts after a stop/kill) a plugin and waits until it answers.
-    pub async fn start_plugin(&mut self, name: &str) -> Result<(), StackError> {
+    async fn start_plugin(&mut self, name: &str) -> Result<(), StackError> {
         let log = self.run_dir.join(format!("{name}.log"));
         let mock_kms_config = self.mock_kms.as_ref().map(MockKms::plugin_config);
         let slot = self.plugin(name)?;
@@ -316,21 +288,7 @@ impl Stack {
         Ok(())
     }
 
-    /// Stops a plugin gracefully (SIGTERM: in-flight calls finish, the socket is removed).
-    pub async fn stop_plugin(&mut self, name: &str) -> Result<(), StackError> {
-        if let Some(process) = self.plugin(name)?.process.take() {
-            process.stop(STOP_GRACE).await;
-        }
-        Ok(())
-    }
 
-    /// Kills a plugin with SIGKILL, as a crash would (its socket file stays behind).
-    pub async fn kill_plugin(&mut self, name: &str) -> Result<(), StackError> {
-        if let Some(process) = self.plugin(name)?.process.take() {
-            process.kill().await;
-        }
-        Ok(())
-    }
 
     /// Sends SIGHUP to a plugin (it re-reads its KEK file).
     pub fn reload_plugin(&self, name: &str) -> Result<(), StackError> {
@@ -372,37 +330,18 @@ impl Stack {
             kms_v1_gate: kms_v1_gate || encryption.uses_kms_v1(),
             extra_args,
         };
-        let apiserver = self.launch_apiserver(options, readiness).await?;
+        let apiserver = self.launch_apiserver(options, Some(readiness)).await?;
         self.write_kubeconfig(index, apiserver.port)?;
         self.apiservers.push(apiserver);
         Ok(index)
     }
 
-    async fn launch_apiserver(&self, options: ApiServerOptions, readiness: Readiness) -> Result<ApiServer, StackError> {
+    async fn launch_apiserver(&self, options: ApiServerOptions, readiness: Option<Readiness>) -> Result<ApiServer, StackError> {
         let log = self.run_dir.join(format!("{}.log", options.name));
         ApiServer::start(&self.binaries.kube_apiserver.path, options, &self.files, &self.ca_pem, self.work.path(), &log, readiness).await
     }
 
-    /// Restarts an apiserver with the same flags (on a new port), waiting for `readiness`.
-    pub async fn restart_apiserver(&mut self, index: usize, readiness: Readiness) -> Result<(), StackError> {
-        let options = self.apiserver_slot(index)?.options.clone();
-        if let Some(process) = self.apiservers[index].process.take() {
-            process.stop(STOP_GRACE).await;
-        }
-        let fresh = self.launch_apiserver(options, readiness).await?;
-        self.write_kubeconfig(index, fresh.port)?;
-        self.apiservers[index] = fresh;
-        Ok(())
-    }
 
-    /// Stops an apiserver (SIGTERM); its index stays, so it can be restarted.
-    pub async fn stop_apiserver(&mut self, index: usize) -> Result<(), StackError> {
-        self.apiserver_slot(index)?;
-        if let Some(process) = self.apiservers[index].process.take() {
-            process.stop(STOP_GRACE).await;
-        }
-        Ok(())
-    }
 
     fn apiserver_slot(&self, index: usize) -> Result<&ApiServer, StackError> {
         self.apiservers.get(index).ok_or_else(|| StackError::NoSuchComponent {
@@ -492,6 +431,163 @@ impl Stack {
             .as_array()
             .map(|kvs| kvs.iter().map(|kv| (String::from_utf8_lossy(&decode(&kv["key"])).into_owned(), decode(&kv["value"]))).collect())
             .unwrap_or_default())
+    }
+
+    /// Whether `component` has a running process (`mock-kms`: any of its nodes).
+    pub fn is_running(&self, component: &Component) -> bool {
+        match component {
+            Component::Etcd => self.etcd.as_ref().is_some_and(|e| e.process.is_some()),
+            Component::Apiserver(i) => self.apiservers.get(*i).is_some_and(|a| a.process.is_some()),
+            Component::MockKms => self.mock_kms.as_ref().is_some_and(|k| k.nodes.iter().any(|n| n.process.is_some())),
+            Component::MockKmsNode(i) => self.mock_kms.as_ref().and_then(|k| k.nodes.get(*i)).is_some_and(|n| n.process.is_some()),
+            Component::Plugin(name) => self.plugins.get(name).is_some_and(|p| p.process.is_some()),
+        }
+    }
+
+    /// Every component of the stack, by name (apiservers, plugins, etcd, each mock KMS node).
+    pub fn components(&self) -> Vec<Component> {
+        let mut all: Vec<Component> = (0..self.apiservers.len()).map(Component::Apiserver).collect();
+        all.extend(self.plugins.keys().cloned().map(Component::Plugin));
+        all.push(Component::Etcd);
+        if let Some(kms) = &self.mock_kms {
+            all.push(Component::MockKms);
+            all.extend((0..kms.nodes.len()).map(Component::MockKmsNode));
+        }
+        all
+    }
+
+    /// Starts a stopped (or killed, or never started) component and waits for `wait`
+    /// ([`WaitFor::applies_to`]). Starting a running component is refused: use [`Stack::restart`].
+    pub async fn start(&mut self, component: &Component, wait: WaitFor) -> Result<(), StackError> {
+        self.check_component(component)?;
+        if !wait.applies_to(component) {
+            return Err(StackError::ComponentState {
+                verb: "start",
+                component: component.to_string(),
+                reason: format!("`wait: {wait}` applies to apiservers only; other components wait until `ready`"),
+            });
+        }
+        let running = match component {
+            // `mock-kms` starts the nodes that are down.
+            Component::MockKms => self.mock_kms.as_ref().is_some_and(|k| k.nodes.iter().all(|n| n.process.is_some())),
+            other => self.is_running(other),
+        };
+        if running {
+            return Err(StackError::ComponentState {
+                verb: "start",
+                component: component.to_string(),
+                reason: "it is running; `restart` stops and starts it, `stop`/`kill` first to start it later".into(),
+            });
+        }
+        match component {
+            Component::Etcd => self.etcd_or_error()?.restart().await,
+            Component::Apiserver(index) => {
+                let options = self.apiserver_slot(*index)?.options.clone();
+                let readiness = match wait {
+                    WaitFor::Ready => Some(Readiness::Ready),
+                    WaitFor::Serving => Some(Readiness::Serving),
+                    WaitFor::Live => Some(Readiness::Live),
+                    WaitFor::None => None,
+                };
+                let fresh = self.launch_apiserver(options, readiness).await?;
+                self.write_kubeconfig(*index, fresh.port)?;
+                self.apiservers[*index] = fresh;
+                Ok(())
+            }
+            Component::MockKms => {
+                let kms = self.mock_kms_or_error()?;
+                for index in 0..kms.nodes.len() {
+                    if kms.nodes[index].process.is_none() {
+                        kms.start_node(index).await?;
+                    }
+                }
+                Ok(())
+            }
+            Component::MockKmsNode(index) => self.mock_kms_or_error()?.start_node(*index).await,
+            Component::Plugin(name) => self.start_plugin(name).await,
+        }
+    }
+
+    /// Stops a component gracefully: SIGTERM, then SIGKILL after the grace period (an apiserver
+    /// drains, a plugin finishes in-flight calls and removes its socket). A stopped one stays stopped.
+    pub async fn stop(&mut self, component: &Component) -> Result<(), StackError> {
+        self.end(component, false).await
+    }
+
+    /// Kills a component with SIGKILL, as a crash would (a plugin's socket file stays behind).
+    pub async fn kill(&mut self, component: &Component) -> Result<(), StackError> {
+        self.end(component, true).await
+    }
+
+    /// Stops a component gracefully and starts it again, waiting for `wait`.
+    pub async fn restart(&mut self, component: &Component, wait: WaitFor) -> Result<(), StackError> {
+        self.check_component(component)?;
+        if !wait.applies_to(component) {
+            return Err(StackError::ComponentState {
+                verb: "restart",
+                component: component.to_string(),
+                reason: format!("`wait: {wait}` applies to apiservers only; other components wait until `ready`"),
+            });
+        }
+        self.stop(component).await?;
+        self.start(component, wait).await
+    }
+
+    /// The error for a component this stack does not have.
+    fn check_component(&self, component: &Component) -> Result<(), StackError> {
+        let known = self.components().iter().map(Component::to_string).collect::<Vec<_>>().join(", ");
+        let (kind, exists) = match component {
+            Component::Etcd => ("etcd", self.etcd.is_some()),
+            Component::Apiserver(i) => ("apiserver", *i < self.apiservers.len()),
+            Component::MockKms => ("mock KMS", self.mock_kms.is_some()),
+            Component::MockKmsNode(i) => ("mock KMS node", self.mock_kms.as_ref().is_some_and(|k| *i < k.nodes.len())),
+            Component::Plugin(name) => ("plugin", self.plugins.contains_key(name)),
+        };
+        if exists { Ok(()) } else { Err(StackError::NoSuchComponent { kind, name: component.to_string(), known }) }
+    }
+
+    /// Stops (`kill`: SIGKILL at once) whatever runs of `component`.
+    async fn end(&mut self, component: &Component, kill: bool) -> Result<(), StackError> {
+        self.check_component(component)?;
+        let end = |process: crate::process::Supervised| async move {
+            if kill {
+                process.kill().await;
+            } else {
+                process.stop(STOP_GRACE).await;
+            }
+        };
+        match component {
+            Component::Etcd => {
+                if let Some(process) = self.etcd_or_error()?.process.take() {
+                    end(process).await;
+                }
+            }
+            Component::Apiserver(index) => {
+                if let Some(process) = self.apiservers[*index].process.take() {
+                    end(process).await;
+                }
+            }
+            Component::MockKms | Component::MockKmsNode(_) => {
+                let kms = self.mock_kms_or_error()?;
+                let nodes: Vec<usize> = match component {
+                    Component::MockKmsNode(index) => vec![*index],
+                    _ => (0..kms.nodes.len()).collect(),
+                };
+                for index in nodes {
+                    if kill {
+                        kms.kill_node(index).await?;
+                    } else {
+                        kms.stop_node(index, STOP_GRACE).await?;
+                    }
+                }
+            }
+            Component::Plugin(name) => {
+                if let Some(process) = self.plugin(name)?.process.take() {
+                    end(process).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The process ids of every running component.

@@ -39,7 +39,7 @@ async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
         .expect("kube-apiserver and etcd are provisioned");
     // Under cargo's test tmp dir (target/tmp): a failed run's logs stay there, a passed run's are removed.
     let run_root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs");
-    let mut stack = Stack::start(StackOptions::new("real-stack-test", binaries.clone(), &run_root)).await.expect("the stack starts");
+    let mut stack = Stack::launch(StackOptions::new("real-stack-test", binaries.clone(), &run_root)).await.expect("the stack starts");
     let client = stack.kube_client(0).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(client, "default");
 
@@ -85,7 +85,7 @@ async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
     let (status, body) = stack.apiserver_get(0, "/healthz/kms-providers").await.unwrap();
     assert_eq!((status, body.as_str()), (200, "ok"));
 
-    stack.kill_plugin("plugin-0").await.unwrap();
+    stack.kill(&kms_lab_stack::Component::Plugin("plugin-0".into())).await.unwrap();
     wait_until("/healthz/kms-providers to fail after the plugin was killed", Duration::from_secs(90), || async {
         matches!(stack.apiserver_get(0, "/healthz/kms-providers").await, Ok((status, _)) if status != 200)
     })
@@ -93,7 +93,7 @@ async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
     let (_, body) = stack.apiserver_get(0, "/readyz?verbose").await.unwrap();
     assert!(body.contains("[-]kms-providers failed"), "{body}");
 
-    stack.start_plugin("plugin-0").await.unwrap();
+    stack.start(&kms_lab_stack::Component::Plugin("plugin-0".into()), kms_lab_stack::WaitFor::Ready).await.unwrap();
     wait_until("/healthz/kms-providers to heal after the plugin restarted", Duration::from_secs(90), || async {
         matches!(stack.apiserver_get(0, "/healthz/kms-providers").await, Ok((200, _)))
     })

@@ -334,7 +334,7 @@ pub async fn run_real(options: &TuneOptions, calibration_calls: usize, progress:
             encryption(&first, &socket(PLUGIN).unwrap_or_default())
         })));
         stack_options.readiness = Readiness::Live;
-        let started = stack.insert(Stack::start(stack_options).await?);
+        let started = stack.insert(Stack::launch(stack_options).await?);
         sweep(started, options, &settings, calibration_calls, progress).await
     };
     let result = unless_interrupted(run).await;
@@ -404,7 +404,7 @@ async fn sweep(
             if !fresh {
                 progress.set_message(format!("{what}: restarting the apiserver"));
                 stack.write_encryption_config(0, &encryption(setting, &socket))?;
-                stack.restart_apiserver(0, Readiness::Live).await?;
+                stack.restart(&kms_lab_stack::Component::Apiserver(0), kms_lab_stack::WaitFor::Live).await?;
             }
             fresh = false;
             progress.set_message(format!("{what}: waiting for /readyz"));
@@ -580,7 +580,7 @@ async fn workload(
                 if matches!(op, Op::Restart) {
                     counted = counted.plus(scrape(stack, api, provider).await?);
                     progress.set_message(format!("{what}: workload restarts the apiserver"));
-                    stack.restart_apiserver(0, Readiness::Live).await?;
+                    stack.restart(&kms_lab_stack::Component::Apiserver(0), kms_lab_stack::WaitFor::Live).await?;
                     not_ready.extend(wait_ready(stack).await?);
                     secrets = KubeApi::namespaced(stack.kube_client(0).await?, "default");
                 }
