@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use kms_lab_stack::Readiness;
+use kms_lab_stack::{Readiness, WaitFor};
 
 use super::StepResult;
 use super::expect::metric_sum;
@@ -16,40 +16,33 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(120);
 /// The counter of the apiserver's automatic reloads of its EncryptionConfiguration.
 const RELOADS_METRIC: &str = "apiserver_encryption_config_controller_automatic_reloads_total";
 
+fn stack_component(component: &Component) -> kms_lab_stack::Component {
+    match component {
+        Component::Etcd => kms_lab_stack::Component::Etcd,
+        Component::Apiserver(i) => kms_lab_stack::Component::Apiserver(*i),
+        Component::MockKms => kms_lab_stack::Component::MockKms,
+        Component::MockKmsNode(i) => kms_lab_stack::Component::MockKmsNode(*i),
+        Component::Plugin(name) => kms_lab_stack::Component::Plugin(name.clone()),
+    }
+}
+
 pub(super) async fn start(world: &mut World, component: &Component) -> StepResult {
     let started = Instant::now();
-    let stack = &mut world.stack;
-    match component {
-        Component::Etcd => stack.start_etcd().await?,
-        Component::Apiserver(index) => stack.restart_apiserver(*index, Readiness::Ready).await?,
-        Component::MockKms => {
-            let nodes = stack.mock_kms().map_or(0, |k| k.nodes.len());
-            for index in 0..nodes {
-                stack.start_mock_kms_node(index).await?;
-            }
-        }
-        Component::MockKmsNode(index) => stack.start_mock_kms_node(*index).await?,
-        Component::Plugin(name) => stack.start_plugin(name).await?,
+    let target = stack_component(component);
+    if world.stack.is_running(&target) && matches!(component, Component::Apiserver(_)) {
+        world.stack.restart(&target, WaitFor::Ready).await?;
+    } else if !world.stack.is_running(&target) || matches!(component, Component::MockKms) {
+        world.stack.start(&target, WaitFor::Ready).await?;
     }
     Ok(format!("{component} is up after {:.1} s", started.elapsed().as_secs_f64()))
 }
 
 pub(super) async fn stop(world: &mut World, component: &Component, kill: bool) -> StepResult {
-    let stack = &mut world.stack;
-    match (component, kill) {
-        (Component::Etcd, false) => stack.stop_etcd().await?,
-        (Component::Etcd, true) => stack.kill_etcd().await?,
-        (Component::Apiserver(index), _) => stack.stop_apiserver(*index).await?,
-        (Component::MockKms, _) => {
-            let nodes = stack.mock_kms().map_or(0, |k| k.nodes.len());
-            for index in 0..nodes {
-                if kill { stack.kill_mock_kms_node(index).await? } else { stack.stop_mock_kms_node(index).await? }
-            }
-        }
-        (Component::MockKmsNode(index), false) => stack.stop_mock_kms_node(*index).await?,
-        (Component::MockKmsNode(index), true) => stack.kill_mock_kms_node(*index).await?,
-        (Component::Plugin(name), false) => stack.stop_plugin(name).await?,
-        (Component::Plugin(name), true) => stack.kill_plugin(name).await?,
+    let target = stack_component(component);
+    if kill && !matches!(component, Component::Apiserver(_)) {
+        world.stack.kill(&target).await?;
+    } else {
+        world.stack.stop(&target).await?;
     }
     Ok(format!("{component} is {}", if kill { "killed" } else { "stopped" }))
 }
@@ -78,11 +71,11 @@ pub(super) async fn encryption(world: &mut World, step: &EncryptionStep) -> Step
         match step.apply {
             Apply::WriteOnly => seen.push(format!("apiserver-{index}: written")),
             Apply::Restart => {
-                world.stack.restart_apiserver(index, Readiness::Ready).await?;
+                world.stack.restart(&kms_lab_stack::Component::Apiserver(index), WaitFor::Ready).await?;
                 seen.push(format!("apiserver-{index}: restarted and ready"));
             }
             Apply::RestartServing => {
-                world.stack.restart_apiserver(index, Readiness::Serving).await?;
+                world.stack.restart(&kms_lab_stack::Component::Apiserver(index), WaitFor::Serving).await?;
                 seen.push(format!("apiserver-{index}: restarted and answering requests"));
             }
             Apply::Reload => {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kms_lab_lint::{ApiserverFlags, LintContext};
-use kms_lab_stack::Readiness;
 use kms_wire::envelope::Envelope;
 use kube::api::{Api, ListParams};
 
@@ -277,17 +276,17 @@ pub(super) async fn observe_health(world: &mut World, observe: &ObserveHealth) -
 pub(super) async fn restart_apiserver(world: &mut World, restart: &RestartApiserver) -> StepResult {
     let started = Instant::now();
     let readiness = match restart.wait {
-        WaitFor::Live => Readiness::Live,
-        WaitFor::Ready => Readiness::Ready,
-        WaitFor::Serving => Readiness::Serving,
+        WaitFor::Live => kms_lab_stack::WaitFor::Live,
+        WaitFor::Ready => kms_lab_stack::WaitFor::Ready,
+        WaitFor::Serving => kms_lab_stack::WaitFor::Serving,
     };
-    world.stack.restart_apiserver(restart.apiserver, readiness).await?;
-    Ok(format!("apiserver-{} answers {} after {:.1} s", restart.apiserver, readiness.path(), started.elapsed().as_secs_f64()))
+    world.stack.restart(&kms_lab_stack::Component::Apiserver(restart.apiserver), readiness).await?;
+    Ok(format!("apiserver-{} answers {} after {:.1} s", restart.apiserver, readiness, started.elapsed().as_secs_f64()))
 }
 
 pub(super) async fn cold_start(world: &mut World, cold: &ColdStart) -> StepResult {
     let started = Instant::now();
-    world.stack.restart_apiserver(cold.apiserver, Readiness::Live).await?;
+    world.stack.restart(&kms_lab_stack::Component::Apiserver(cold.apiserver), kms_lab_stack::WaitFor::Live).await?;
     let live = started.elapsed();
     let expected = world.select(cold.kind, &cold.namespace, None, None).len();
     let mut attempts = 0;
