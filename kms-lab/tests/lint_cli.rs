@@ -17,7 +17,7 @@ fn lint(args: &[&str]) -> (i32, String, String) {
 }
 
 #[test]
-fn exit_codes_are_0_clean_1_strict_warnings_2_errors_3_unreadable() {
+fn exit_codes_are_0_clean_1_findings_2_usage_or_unreadable_input() {
     let flags = fixture("flags/good.txt");
     assert_eq!(lint(&[&fixture("clean.yaml"), "--apiserver-flags", &flags]).0, 0);
     assert_eq!(lint(&[&fixture("aescbc-not-recommended.yaml"), "--strict"]).0, 0, "info only");
@@ -26,13 +26,14 @@ fn exit_codes_are_0_clean_1_strict_warnings_2_errors_3_unreadable() {
     assert_eq!(lint(&[&warnings, "--apiserver-flags", &no_reload]).0, 0);
     assert_eq!(lint(&[&warnings, "--apiserver-flags", &no_reload, "--strict"]).0, 1);
     let (code, stdout, _) = lint(&[&fixture("identity-first.yaml")]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(stdout.contains("error[identity-first]") && stdout.contains("fix:"), "{stdout}");
     let (code, _, stderr) = lint(&[&fixture("unreadable/bad-indent.yaml")]);
-    assert_eq!(code, 3);
+    assert_eq!(code, 2);
     assert!(stderr.contains("bad-indent.yaml:9:"), "{stderr}");
-    assert_eq!(lint(&["/nonexistent/encryption.yaml"]).0, 3);
-    assert_eq!(lint(&[&fixture("clean.yaml"), "--kms-p99", "fast"]).0, 3, "a malformed flag value is unreadable input");
+    assert_eq!(lint(&["/nonexistent/encryption.yaml"]).0, 2);
+    assert_eq!(lint(&[&fixture("clean.yaml"), "--kms-p99", "fast"]).0, 2, "a malformed flag value is a usage error");
+    assert_eq!(lint(&[&fixture("clean.yaml"), "--no-such-flag"]).0, 2, "clap's usage errors share the code");
 }
 
 #[test]
@@ -51,7 +52,7 @@ fn json_output_lists_findings_with_id_severity_reason_and_fix() {
 fn help_documents_the_exit_codes() {
     let output = Command::new(env!("CARGO_BIN_EXE_kms-lab")).args(["lint", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
-    for line in ["0  clean", "1  warnings, with --strict", "2  at least one error", "3  an input could not be read"] {
+    for line in ["0  clean", "1  the check failed", "2  usage or input error"] {
         assert!(help.contains(line), "--help lacks `{line}`:\n{help}");
     }
 }

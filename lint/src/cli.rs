@@ -19,11 +19,13 @@ pub enum Format {
 /// `kms-lab lint` arguments.
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_help = "\
-Exit codes:
+Exit codes (the same for every kms-lab command):
   0  clean, or info findings only (also warnings without --strict)
-  1  warnings, with --strict
-  2  at least one error (the apiserver refuses the file, or it defeats encryption)
-  3  an input could not be read or parsed (file:line:column and what was expected)
+  1  the check failed: at least one error finding (the apiserver refuses the file, or it defeats
+     encryption), or warnings with --strict
+  2  usage or input error: a bad flag, or an input that could not be used (unreadable, over 1 MiB,
+     empty, several YAML documents, not the kind of file its flag takes; file:line:column and what
+     was expected)
 
 Findings: unknown-field, wrong-api-version, wrong-kind, no-resources, no-providers, provider-not-one,
 identity-first, duplicate-resource, aescbc-not-recommended, static-key-invalid, kms-missing-name,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::duration::parse_go_duration;
 use crate::error::LintError;
+use crate::input::{clip, read_text};
 
 /// kube-apiserver's default `--request-timeout`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -77,9 +78,18 @@ impl ApiserverFlags {
         Ok(flags)
     }
 
-    /// Reads flags from a file.
+    /// Reads flags from a file (at most [`crate::input::MAX_FILE_BYTES`]), refusing a file that
+    /// is clearly something else (another manifest, an EncryptionConfiguration, no flags at all).
     pub fn from_file(path: &Path) -> Result<Self, LintError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LintError::Read { path: path.to_owned(), source })?;
+        let text = read_text(path, "--apiserver-flags")?;
+        if let Some(found) = not_apiserver_flags(&text) {
+            return Err(LintError::WrongKind {
+                path: path.to_owned(),
+                flag: "--apiserver-flags",
+                found,
+                expected: "kube-apiserver's flags (its command line, one flag per line, or its static pod manifest)",
+            });
+        }
         Self::parse(&text)
     }
 
@@ -113,6 +123,22 @@ impl ApiserverFlags {
     }
 }
 
+/// What `text` is, when it is clearly not kube-apiserver's flags; `None` when it may be.
+fn not_apiserver_flags(text: &str) -> Option<String> {
+    let kind = text.lines().find_map(|line| line.strip_prefix("kind:")).map(|kind| kind.trim().trim_matches(['"', '\'']));
+    match kind {
+        Some("EncryptionConfiguration") => {
+            return Some("an EncryptionConfiguration (lint it as the main file and give this flag the apiserver's flags)".to_owned());
+        }
+        Some(kind) if !text.contains("kube-apiserver") => {
+            return Some(format!("a Kubernetes `{}` manifest that does not run kube-apiserver", clip(kind)));
+        }
+        _ => {}
+    }
+    let has_flag = text.split_whitespace().any(|token| token.trim_matches(['"', '\'', ',']).starts_with("--"));
+    (!has_flag).then(|| "a file without any command-line flag (`--name=value`)".to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +161,16 @@ mod tests {
         assert_eq!(flags.request_timeout(), DEFAULT_REQUEST_TIMEOUT);
         assert!(!ApiserverFlags::parse("--encryption-provider-config-automatic-reload=false").unwrap().automatic_reload);
         assert!(ApiserverFlags::parse("--feature-gates=KMSv1").is_err());
+    }
+
+    #[test]
+    fn files_that_are_not_flags_are_named() {
+        let deployment =
+            "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      containers:\n      - args: [--port=80]\n";
+        assert!(not_apiserver_flags(deployment).unwrap().contains("`Deployment` manifest"));
+        assert!(not_apiserver_flags("kind: EncryptionConfiguration\nresources: []\n").unwrap().contains("an EncryptionConfiguration"));
+        assert!(not_apiserver_flags("hello world\n").unwrap().contains("without any command-line flag"));
+        assert!(not_apiserver_flags("kind: Pod\nspec:\n  containers:\n  - command:\n    - kube-apiserver\n    - --foo=1\n").is_none());
+        assert!(not_apiserver_flags("kube-apiserver --feature-gates=KMSv1=true").is_none());
     }
 }

@@ -14,6 +14,7 @@ pub mod cli;
 mod duration;
 mod error;
 mod flags;
+pub mod input;
 mod model;
 mod report;
 mod rules;
@@ -24,7 +25,7 @@ pub use duration::parse_go_duration;
 pub use error::LintError;
 pub use flags::{ApiserverFlags, DEFAULT_REQUEST_TIMEOUT};
 pub use model::{RawConfig, parse as parse_config};
-pub use report::{EXIT_CLEAN, EXIT_ERRORS, EXIT_UNREADABLE, EXIT_WARNINGS, Finding, Report, Severity};
+pub use report::{EXIT_CLEAN, EXIT_ERRORS, EXIT_UNREADABLE, EXIT_WARNINGS, Finding, MAX_FINDINGS_PER_ID, Omitted, Report, Severity};
 pub use rules::{DEFAULT_CACHESIZE, DEFAULT_KMS_TIMEOUT, LintContext};
 
 /// Every finding id the linter reports (each has a fixture under `lint/tests/fixtures/`).
@@ -60,20 +61,27 @@ pub const FINDING_IDS: &[&str] = &[
 /// Lints the text of one configuration (named `file` in findings and errors).
 pub fn lint_str(text: &str, file: &str, context: &LintContext) -> Result<Report, LintError> {
     let config = model::parse(text, file)?;
-    Ok(Report { files: vec![file.to_owned()], findings: rules::lint_config(&config, file, context) })
+    Ok(Report { files: vec![file.to_owned()], findings: rules::lint_config(&config, file, context), omitted: Vec::new() }.finish())
 }
 
 /// Lints `path`, and compares it with each HA peer's file in `against`.
 pub fn lint_files(path: &Path, against: &[PathBuf], context: &LintContext) -> Result<Report, LintError> {
     let file = path.display().to_string();
     let config = model::parse_file(path)?;
-    let mut report = Report { files: vec![file.clone()], findings: rules::lint_config(&config, &file, context) };
+    let mut report = Report { files: vec![file.clone()], findings: rules::lint_config(&config, &file, context), omitted: Vec::new() };
     for other_path in against {
         let other_file = other_path.display().to_string();
         let other = model::parse_file(other_path)?;
+        if let Some(found) = other.not_an_encryption_configuration() {
+            return Err(LintError::WrongKind {
+                path: other_path.clone(),
+                flag: "--against",
+                found,
+                expected: "an EncryptionConfiguration (another control-plane node's copy)",
+            });
+        }
         report.findings.extend(rules::compare(&config, &file, &other, &other_file));
         report.files.push(other_file);
     }
-    report.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    Ok(report)
+    Ok(report.finish())
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::error::LintError;
+use crate::input::{clip, read_text, render_serde_message};
 
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -146,30 +147,105 @@ impl RawProvider {
     }
 }
 
-/// Parses `text` (named `file` in errors) into the lenient model.
+/// Parses `text` (named `file` in errors) into the lenient model. An empty file and a file of
+/// several YAML documents are errors that say so (with the line of the second document); type
+/// errors name the key and the expected shape, never the value (it may be a key's secret).
 pub fn parse(text: &str, file: &str) -> Result<RawConfig, LintError> {
+    if !has_content(text) {
+        return Err(LintError::Empty { file: file.to_owned() });
+    }
     let deserializer = serde_yaml::Deserializer::from_str(text);
     match serde_path_to_error::deserialize::<_, Option<RawConfig>>(deserializer) {
         Ok(config) => Ok(config.unwrap_or_default()),
         Err(error) => {
             let key = error.path().to_string();
             let inner = error.into_inner();
-            let (line, column) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-            Err(LintError::Yaml { file: file.to_owned(), line, column, key, message: expected(&inner.to_string()) })
+            let message = inner.to_string();
+            let message = message.split(" at line ").next().unwrap_or(&message);
+            if message.contains("more than one document") {
+                return Err(multiple_documents(text, file));
+            }
+            let (line, column) = inner.location().map(|l| (l.line(), l.column())).unwrap_or((1, 1));
+            Err(LintError::Yaml { file: file.to_owned(), line, column, key, message: expected(&render_serde_message("", message)) })
         }
     }
 }
 
-/// serde_yaml's message without its own location suffix, plus what the file should look like.
+/// Whether `text` holds anything but blank lines, comments and document markers.
+fn has_content(text: &str) -> bool {
+    text.lines().map(str::trim).any(|line| !line.is_empty() && !line.starts_with('#') && !is_marker(line) && line != "...")
+}
+
+/// A `---` document start line.
+fn is_marker(line: &str) -> bool {
+    line == "---" || line.starts_with("--- ") || line.starts_with("---\t")
+}
+
+/// The error for a file of several documents: the line of the `---` that starts the second
+/// non-empty one, and how many non-empty documents there are.
+fn multiple_documents(text: &str, file: &str) -> LintError {
+    let mut documents: Vec<(usize, bool)> = vec![(1, false)];
+    for (index, line) in text.lines().enumerate() {
+        let trimmed = line.trim_end();
+        if is_marker(trimmed) && !line.starts_with(' ') {
+            documents.push((index + 1, trimmed.len() > 3 && !trimmed[3..].trim().is_empty() && !trimmed[3..].trim().starts_with('#')));
+        } else if let Some(last) = documents.last_mut() {
+            let content = trimmed.trim();
+            last.1 |= !content.is_empty() && !content.starts_with('#') && content != "...";
+        }
+    }
+    let non_empty: Vec<usize> = documents.iter().filter(|(_, content)| *content).map(|(line, _)| *line).collect();
+    LintError::MultipleDocuments { file: file.to_owned(), line: non_empty.get(1).copied().unwrap_or(1), count: non_empty.len().max(2) }
+}
+
+/// serde_yaml's message (re-rendered without values), plus what the file should look like.
 fn expected(message: &str) -> String {
-    let message = message.split(" at line ").next().unwrap_or(message).to_owned();
     format!(
         "{message}; expected an EncryptionConfiguration: `apiVersion: apiserver.config.k8s.io/v1`, `kind: EncryptionConfiguration`, `resources:` a list of {{resources: [..], providers: [..]}}"
     )
 }
 
-/// Reads and parses a file.
+/// Reads and parses a file (at most [`crate::input::MAX_FILE_BYTES`]).
 pub fn parse_file(path: &Path) -> Result<RawConfig, LintError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LintError::Read { path: path.to_owned(), source })?;
+    let text = read_text(path, "the EncryptionConfiguration")?;
     parse(&text, &path.display().to_string())
+}
+
+impl RawConfig {
+    /// What this file looks like, when it is clearly not an EncryptionConfiguration (another
+    /// kind, or neither `kind` nor `resources`); `None` when it may be one.
+    pub fn not_an_encryption_configuration(&self) -> Option<String> {
+        match self.kind.as_deref() {
+            Some("EncryptionConfiguration") => None,
+            Some(kind) => Some(format!("a `{}`", clip(kind))),
+            None if self.resources.is_none() => {
+                Some("a YAML file with neither `kind: EncryptionConfiguration` nor `resources:`".to_owned())
+            }
+            None => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_multi_document_files_say_so_with_a_line() {
+        for text in ["", "\n\n", "# only a comment\n---\n"] {
+            assert!(matches!(parse(text, "e.yaml"), Err(LintError::Empty { .. })), "{text:?}");
+        }
+        let text = "---\napiVersion: v1\nkind: EncryptionConfiguration\n---\n# second\nkind: Deployment\n";
+        let error = parse(text, "m.yaml").unwrap_err();
+        assert!(matches!(error, LintError::MultipleDocuments { line: 4, count: 2, .. }), "{error:?}");
+        assert!(error.to_string().starts_with("m.yaml:4:1: a second YAML document"), "{error}");
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_shape_is_not_echoed() {
+        let text = "kind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - aescbc:\n      keys:\n      - c2VjcmV0LXZhbHVlLW5ldmVyLXByaW50ZWQ=\n";
+        let message = parse(text, "k.yaml").unwrap_err().to_string();
+        assert!(!message.contains("c2VjcmV0") && !message.contains("RawKey"), "{message}");
+        assert!(message.contains("k.yaml:7:") && message.contains("keys[0]") && message.contains("`name` and `secret`"), "{message}");
+    }
 }

@@ -4,6 +4,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::input::{clip, clip_quoted};
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,26 +51,69 @@ pub struct Finding {
 pub struct Report {
     /// The files linted (the main file first, then `--against` files).
     pub files: Vec<String>,
-    /// The findings, most severe first.
+    /// The findings, most severe first; at most [`MAX_FINDINGS_PER_ID`] of each id.
     pub findings: Vec<Finding>,
+    /// Findings left out of `findings` because their id was reported that often already.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<Omitted>,
 }
 
-/// The exit code for a clean run (or one with only infos).
+/// How many findings of one id a report lists; the rest are counted in [`Report::omitted`].
+pub const MAX_FINDINGS_PER_ID: usize = 10;
+
+/// Findings of one id left out of a report (a repeated mistake is told once, not 10 000 times).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Omitted {
+    /// The finding id.
+    pub id: &'static str,
+    /// Its severity.
+    pub severity: Severity,
+    /// How many were left out.
+    pub count: usize,
+}
+
+/// The exit code for a clean run (or one with only infos, or warnings without `--strict`).
 pub const EXIT_CLEAN: u8 = 0;
-/// The exit code for warnings under `--strict`.
+/// The exit code for warnings under `--strict`: the check failed.
 pub const EXIT_WARNINGS: u8 = 1;
-/// The exit code when any finding is an error.
-pub const EXIT_ERRORS: u8 = 2;
-/// The exit code when an input could not be read or parsed.
-pub const EXIT_UNREADABLE: u8 = 3;
+/// The exit code when any finding is an error: the check failed.
+pub const EXIT_ERRORS: u8 = 1;
+/// The exit code when an input could not be used (unreadable, too large, empty, not the kind of
+/// file its flag takes) or a flag is malformed: a usage or configuration error.
+pub const EXIT_UNREADABLE: u8 = 2;
 
 impl Report {
-    /// The worst severity found, if any.
-    pub fn worst(&self) -> Option<Severity> {
-        self.findings.iter().map(|f| f.severity).max()
+    /// Puts the report in its final shape: most severe first, every quoted value clipped (see
+    /// [`crate::input::clip_quoted`]), and at most [`MAX_FINDINGS_PER_ID`] findings of each id.
+    pub fn finish(mut self) -> Self {
+        self.findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        let mut seen: std::collections::BTreeMap<&'static str, usize> = std::collections::BTreeMap::new();
+        let mut kept = Vec::new();
+        for mut finding in std::mem::take(&mut self.findings) {
+            let count = seen.entry(finding.id).or_default();
+            *count += 1;
+            if *count > MAX_FINDINGS_PER_ID {
+                match self.omitted.iter_mut().find(|o| o.id == finding.id) {
+                    Some(omitted) => omitted.count += 1,
+                    None => self.omitted.push(Omitted { id: finding.id, severity: finding.severity, count: 1 }),
+                }
+                continue;
+            }
+            finding.path = clip(&finding.path);
+            finding.reason = clip_quoted(&finding.reason);
+            finding.fix = clip_quoted(&finding.fix);
+            kept.push(finding);
+        }
+        self.findings = kept;
+        self
     }
 
-    /// The process exit code: 2 with errors, 1 with warnings and `strict`, else 0.
+    /// The worst severity found, if any.
+    pub fn worst(&self) -> Option<Severity> {
+        self.findings.iter().map(|f| f.severity).chain(self.omitted.iter().map(|o| o.severity)).max()
+    }
+
+    /// The process exit code: 1 with errors, or with warnings and `strict`; else 0.
     pub fn exit_code(&self, strict: bool) -> u8 {
         match self.worst() {
             Some(Severity::Error) => EXIT_ERRORS,
@@ -90,7 +135,19 @@ impl Report {
             let _ = writeln!(out, "  why: {}", finding.reason);
             let _ = writeln!(out, "  fix: {}", finding.fix);
         }
-        let count = |severity| self.findings.iter().filter(|f| f.severity == severity).count();
+        for omitted in &self.omitted {
+            let _ = writeln!(
+                out,
+                "… and {} more {}[{}] finding(s) like the ones above (each id is listed at most {MAX_FINDINGS_PER_ID} times)",
+                omitted.count,
+                omitted.severity.as_str(),
+                omitted.id
+            );
+        }
+        let count = |severity| {
+            self.findings.iter().filter(|f| f.severity == severity).count()
+                + self.omitted.iter().filter(|o| o.severity == severity).map(|o| o.count).sum::<usize>()
+        };
         let _ = writeln!(
             out,
             "{}: {} error(s), {} warning(s), {} info",

@@ -87,7 +87,22 @@ fn exit_codes_follow_the_worst_severity() {
     assert_eq!(code("aescbc-not-recommended.yaml", true), 0, "info never fails");
     assert_eq!(code("no-automatic-reload.yaml", false), 0, "warnings pass without --strict");
     assert_eq!(code("no-automatic-reload.yaml", true), 1);
-    assert_eq!(code("identity-first.yaml", false), 2);
+    assert_eq!(code("identity-first.yaml", false), 1, "an error finding fails the check (2 is for usage errors)");
+}
+
+#[test]
+fn a_repeated_finding_is_listed_ten_times_and_counted_after_that() {
+    let groups: String = (0..500).map(|i| format!("- resources: [secrets]\n  providers:\n  - identity: {{}}\n  x{i}: 1\n")).collect();
+    let text = format!("apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n{groups}");
+    let report = kms_lab_lint::lint_str(&text, "many.yaml", &Default::default()).unwrap();
+    assert_eq!(report.findings.iter().filter(|f| f.id == "identity-first").count(), kms_lab_lint::MAX_FINDINGS_PER_ID);
+    let omitted = report.omitted.iter().find(|o| o.id == "identity-first").expect("the rest is counted");
+    assert_eq!(omitted.count, 500 - kms_lab_lint::MAX_FINDINGS_PER_ID);
+    let text = report.render_text();
+    assert!(text.contains("… and 490 more error[identity-first]"), "{text}");
+    assert!(text.contains("many.yaml: 500 error(s), 999 warning(s)"), "{text}");
+    assert!(text.lines().count() < 200, "{} lines", text.lines().count());
+    assert_eq!(report.exit_code(false), 1);
 }
 
 #[test]

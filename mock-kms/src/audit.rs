@@ -31,6 +31,9 @@ pub struct AuditRecord {
     pub seq: u64,
     /// When the call finished, RFC 3339 with milliseconds (UTC).
     pub time: String,
+    /// The same time as Unix milliseconds (what typed readers use; 0 in files written before it existed).
+    #[serde(default)]
+    pub time_unix_ms: u64,
     /// The id sent back in `x-kms-request-id`.
     pub request_id: String,
     /// The access key the request claimed (verified or not); `None` if it had none.
@@ -47,6 +50,9 @@ pub struct AuditRecord {
     pub latency_ms: f64,
     /// The node that served it.
     pub node: String,
+    /// Why the client made the call, from [`crate::api::HEADER_CALLER`]; `None` when it did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<crate::api::Caller>,
     #[serde(skip, default = "epoch")]
     at: SystemTime,
 }
@@ -74,6 +80,8 @@ pub struct NewRecord {
     pub latency_ms: f64,
     /// See [`AuditRecord::node`].
     pub node: String,
+    /// See [`AuditRecord::caller`].
+    pub caller: Option<crate::api::Caller>,
 }
 
 /// A filter over the in-memory records; every field that is set must match.
@@ -88,6 +96,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// Only this node.
     pub node: Option<String>,
+    /// Only this caller (`health-probe`, `request`).
+    pub caller: Option<crate::api::Caller>,
     /// Only records after this sequence number (exclusive: pass the last `seq` you saw).
     pub since_seq: Option<u64>,
     /// Only records at or after this time (RFC 3339).
@@ -164,6 +174,7 @@ impl AuditLog {
         let record = AuditRecord {
             seq: inner.next_seq,
             time: humantime::format_rfc3339_millis(at).to_string(),
+            time_unix_ms: at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default(),
             request_id: new.request_id,
             access_key: new.access_key,
             action: new.action,
@@ -172,6 +183,7 @@ impl AuditLog {
             outcome: new.outcome,
             latency_ms: (new.latency_ms * 1000.0).round() / 1000.0,
             node: new.node,
+            caller: new.caller,
             at,
         };
         inner.next_seq += 1;
@@ -205,6 +217,7 @@ impl AuditLog {
                 && query.key_id.as_ref().is_none_or(|k| Some(k) == r.key_id.as_ref())
                 && query.outcome.as_ref().is_none_or(|o| *o == r.outcome)
                 && query.node.as_ref().is_none_or(|n| *n == r.node)
+                && query.caller.is_none_or(|c| Some(c) == r.caller)
                 && query.since_seq.is_none_or(|s| r.seq > s)
                 && since.is_none_or(|t| r.at >= t)
         };
@@ -302,7 +315,7 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::with_file(&path, 10).unwrap();
         log.record(new("Encrypt", Some("k"), "Ok"));
-        log.record(new("Decrypt", Some("k"), "Ok"));
+        log.record(NewRecord { caller: Some(crate::api::Caller::Request), ..new("Decrypt", Some("k"), "Ok") });
         log.close();
         let text = std::fs::read_to_string(&path).unwrap();
         let records: Vec<AuditRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -312,6 +325,14 @@ mod tests {
             assert!(first.get(field).is_some(), "missing {field}: {first}");
         }
         assert!(first["time"].as_str().unwrap().ends_with('Z') && first["time"].as_str().unwrap().contains('.'));
+        assert!(first["time_unix_ms"].as_u64().is_some_and(|ms| ms > 1_600_000_000_000), "{first}");
+
+        // Every line is what the typed admin API reads.
+        let typed = crate::api::admin::parse_audit_lines(&text).unwrap();
+        assert_eq!(typed[1].action, crate::api::Action::Decrypt);
+        assert_eq!(typed[1].outcome, crate::api::admin::Outcome::Ok);
+        assert_eq!(typed[1].caller, Some(crate::api::Caller::Request));
+        assert!(typed[0].time_unix_ms > 1_600_000_000_000 && typed[0].caller.is_none());
 
         // A new log on the same file numbers on.
         let reopened = AuditLog::with_file(&path, 10).unwrap();

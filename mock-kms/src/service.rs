@@ -98,6 +98,7 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, Path(action_name): Path<
         key_id,
         key_version_id,
         node: node.id.clone(),
+        caller: header(&headers, api::HEADER_CALLER).and_then(api::Caller::from_name),
         ..NewRecord::default()
     };
     let mut audit = AuditGuard { node: node.clone(), record: Some(record), started };
