@@ -36,7 +36,10 @@ pub struct ConformanceArgs {
     /// Concurrent callers in the load check.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub concurrency: usize,
-    /// List every check (id, rule, upstream reference) and exit.
+    /// Warnings fail the run too (exit 1 on any WARN, as on any FAIL).
+    #[arg(long)]
+    pub strict: bool,
+    /// List every check (id, level and why, rule, upstream reference) and exit.
     #[arg(long)]
     pub list: bool,
 }
@@ -80,6 +83,7 @@ impl ConformanceArgs {
             rotate_command: self.rotate_command.clone(),
             rotate_wait: self.rotate_wait,
             concurrency: self.concurrency,
+            strict: self.strict,
             ..Options::new(self.endpoint.clone().unwrap_or_default(), self.api)
         }
     }
@@ -91,7 +95,15 @@ impl ConformanceArgs {
 pub async fn run_cli(args: &ConformanceArgs) -> Result<Option<Report>, ConformanceError> {
     if args.list {
         for check in crate::catalogue().iter().filter(|c| c.api == args.api) {
-            println!("{}\n    rule:     {}\n    upstream: {}", check.id, check.rule, check.reference);
+            println!(
+                "{} [{}]\n    rule:     {}\n    {}:     {}\n    upstream: {}",
+                check.id,
+                check.level,
+                check.rule,
+                if check.level == crate::Level::Fail { "why" } else { "advice" },
+                check.why,
+                check.reference
+            );
         }
         return Ok(None);
     }

@@ -5,11 +5,17 @@
 //! from. A failure says what was sent, what came back and which rule that breaks. Every call has
 //! a deadline, so a hanging plugin fails a check instead of hanging the suite.
 //!
+//! Each check has a level: `FAIL` where the real kube-apiserver misbehaves with such a plugin or
+//! the data key is exposed (the reason names the apiserver code path or the attack), `WARN` for
+//! advice. The run passes (exit 0) iff nothing FAILs; [`Options::strict`] makes warnings fail.
+//!
 //! - [`ConformanceArgs`] / [`Options`]: what to check; [`run`] returns a typed [`Report`].
 //! - [`catalogue`]: every check with its rule and reference.
 //! - [`render_text`], [`render_junit`], JSON through serde: the report formats.
 //! - [`process`]: start a plugin process on a temporary socket and wait until it answers.
-//! - [`go_peer`]: build (once, cached) a Go plugin on upstream's own `k8s.io/kms/pkg/service`.
+//!
+//! The Go peer (`go-plugin/`, a plugin on upstream's own `k8s.io/kms/pkg/service`) is located or
+//! built by `kms_lab_stack::provision::locate_go_subject(GoSubject::GoPeer, ..)`.
 
 #![warn(missing_docs)]
 
@@ -17,7 +23,6 @@ mod checks;
 mod cli;
 mod context;
 mod error;
-pub mod go_peer;
 pub mod process;
 mod render;
 mod report;
@@ -26,7 +31,7 @@ pub use checks::{CheckInfo, catalogue};
 pub use cli::{ConformanceArgs, ReportTarget, run_cli};
 pub use error::ConformanceError;
 pub use render::{render_junit, render_text};
-pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Percentiles, Report};
+pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Level, Percentiles, Report};
 
 use std::time::{Duration, Instant};
 
@@ -77,6 +82,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Round trips per caller in the load check.
     pub round_trips_per_caller: usize,
+    /// Warnings fail the run too (`--strict`).
+    pub strict: bool,
 }
 
 impl Options {
@@ -92,6 +99,7 @@ impl Options {
             rotate_wait: Duration::from_secs(60),
             concurrency: 16,
             round_trips_per_caller: 8,
+            strict: false,
         }
     }
 }
@@ -109,5 +117,11 @@ pub async fn run(options: &Options) -> Result<Report, ConformanceError> {
         let outcome = checks::run_one(&ctx, info).await;
         reports.push(CheckReport::new(info, outcome, check_started.elapsed()));
     }
-    Ok(Report { endpoint: options.endpoint.clone(), api: options.api, duration_ms: started.elapsed().as_millis(), checks: reports })
+    Ok(Report {
+        endpoint: options.endpoint.clone(),
+        api: options.api,
+        duration_ms: started.elapsed().as_millis(),
+        strict: options.strict,
+        checks: reports,
+    })
 }

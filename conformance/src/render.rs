@@ -14,15 +14,18 @@ pub fn render_text(report: &Report) -> String {
         let tag = match check.outcome {
             CheckOutcome::Pass => "PASS",
             CheckOutcome::Fail(_) => "FAIL",
+            CheckOutcome::Warn(_) => "WARN",
             CheckOutcome::Skip { .. } => "SKIP",
         };
         let _ = writeln!(out, "  {tag} {:width$}  {}", check.id, check.rule);
         match &check.outcome {
             CheckOutcome::Pass => {}
-            CheckOutcome::Fail(finding) => {
+            CheckOutcome::Fail(finding) | CheckOutcome::Warn(finding) => {
                 let _ = writeln!(out, "       sent:     {}", finding.sent);
                 let _ = writeln!(out, "       received: {}", finding.received);
                 let _ = writeln!(out, "       problem:  {}", finding.problem);
+                let label = if check.level == crate::Level::Fail { "why:     " } else { "advice:  " };
+                let _ = writeln!(out, "       {label} {}", check.level_reason);
                 let _ = writeln!(out, "       upstream: {}", check.reference);
             }
             CheckOutcome::Skip { reason } => {
@@ -36,8 +39,14 @@ pub fn render_text(report: &Report) -> String {
         }
     }
     let (passed, failed, skipped) = report.counts();
+    let warned = report.warned_ids().len();
     let verdict = if report.passed() { "PASS" } else { "FAIL" };
-    let _ = writeln!(out, "{verdict}: {passed} passed, {failed} failed, {skipped} skipped in {:.1} s", report.duration_ms as f64 / 1000.0);
+    let strict = if report.strict { " (--strict: warnings fail)" } else { "" };
+    let _ = writeln!(
+        out,
+        "{verdict}: {passed} passed, {failed} failed, {warned} warnings, {skipped} skipped in {:.1} s{strict}",
+        report.duration_ms as f64 / 1000.0
+    );
     out
 }
 
@@ -59,11 +68,15 @@ fn xml_escape(text: &str) -> String {
 
 /// The report as a JUnit XML document (one `testcase` per check), for CI dashboards.
 pub fn render_junit(report: &Report) -> String {
-    let (_, failed, skipped) = report.counts();
+    let (_, mut failed, skipped) = report.counts();
+    let warned = report.warned_ids().len();
+    if report.strict {
+        failed += warned;
+    }
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuite name=\"kms-lab conformance ({})\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" time=\"{:.3}\">",
+        "<testsuite name=\"kms-lab conformance ({})\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" warnings=\"{warned}\" time=\"{:.3}\">",
         report.api,
         report.checks.len(),
         report.duration_ms as f64 / 1000.0
@@ -81,10 +94,27 @@ pub fn render_junit(report: &Report) -> String {
             CheckOutcome::Pass => {}
             CheckOutcome::Fail(finding) => {
                 let body = format!(
-                    "sent: {}\nreceived: {}\nproblem: {}\nrule: {}\nupstream: {}",
-                    finding.sent, finding.received, finding.problem, check.rule, check.reference
+                    "sent: {}\nreceived: {}\nproblem: {}\nwhy: {}\nrule: {}\nupstream: {}",
+                    finding.sent, finding.received, finding.problem, check.level_reason, check.rule, check.reference
                 );
                 let _ = write!(out, "<failure message=\"{}\">{}</failure>", xml_escape(&finding.problem), xml_escape(&body));
+            }
+            // JUnit has no warning: a property and the text in system-err keep it visible
+            // without counting as a failure (as a failure under --strict).
+            CheckOutcome::Warn(finding) if report.strict => {
+                let body = format!("WARN (--strict): {}\nadvice: {}", finding.problem, check.level_reason);
+                let _ = write!(out, "<failure message=\"WARN: {}\">{}</failure>", xml_escape(&finding.problem), xml_escape(&body));
+            }
+            CheckOutcome::Warn(finding) => {
+                let body = format!(
+                    "WARN: {}\nsent: {}\nreceived: {}\nadvice: {}\nupstream: {}",
+                    finding.problem, finding.sent, finding.received, check.level_reason, check.reference
+                );
+                let _ = write!(
+                    out,
+                    "<properties><property name=\"level\" value=\"warn\"/></properties><system-err>{}</system-err>",
+                    xml_escape(&body)
+                );
             }
             CheckOutcome::Skip { reason } => {
                 let _ = write!(out, "<skipped message=\"{}\"/>", xml_escape(reason));

@@ -71,14 +71,36 @@ pub struct LatencySummary {
     pub decrypt: Option<Percentiles>,
 }
 
+/// How much a broken rule matters: the exit code follows `Fail` only (`--strict`: both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// The real kube-apiserver misbehaves with this plugin, or the data key is exposed.
+    Fail,
+    /// Advice: the apiserver works with it, but the plugin departs from good practice.
+    Warn,
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fail => "FAIL",
+            Self::Warn => "WARN",
+        })
+    }
+}
+
 /// How one check ended.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum CheckOutcome {
     /// The plugin follows the rule.
     Pass,
-    /// The plugin breaks the rule.
+    /// The plugin breaks a rule whose breaking is a failure ([`Level::Fail`]).
     Fail(Finding),
+    /// The plugin breaks a rule that is advice ([`Level::Warn`]): reported, exit code unchanged
+    /// unless `--strict`.
+    Warn(Finding),
     /// The check did not run.
     Skip {
         /// Why.
@@ -95,6 +117,10 @@ pub struct CheckReport {
     pub rule: &'static str,
     /// Where upstream the rule comes from.
     pub reference: &'static str,
+    /// The level of the check when its rule is broken.
+    pub level: Level,
+    /// Why it has that level: the apiserver code path or the attack (FAIL), or why it is advice (WARN).
+    pub level_reason: &'static str,
     /// Pass, fail (with the finding) or skip (with the reason).
     #[serde(flatten)]
     pub outcome: CheckOutcome,
@@ -110,20 +136,40 @@ pub struct CheckReport {
 
 impl CheckReport {
     pub(crate) fn new(info: &CheckInfo, result: crate::checks::CheckResult, elapsed: Duration) -> Self {
+        // A broken advisory rule is a warning, whatever the check module said.
+        let outcome = match (info.level, result.outcome) {
+            (Level::Warn, CheckOutcome::Fail(finding)) => CheckOutcome::Warn(finding),
+            (_, outcome) => outcome,
+        };
         Self {
             id: info.id,
             rule: info.rule,
             reference: info.reference,
-            outcome: result.outcome,
+            level: info.level,
+            level_reason: info.why,
+            outcome,
             notes: result.notes,
             latency: result.latency,
             duration_ms: elapsed.as_millis(),
         }
     }
 
-    /// Whether the check failed.
+    /// Whether the check failed (a FAIL, not a warning).
     pub fn failed(&self) -> bool {
         matches!(self.outcome, CheckOutcome::Fail(_))
+    }
+
+    /// Whether the check ended in a warning.
+    pub fn warned(&self) -> bool {
+        matches!(self.outcome, CheckOutcome::Warn(_))
+    }
+
+    /// The finding of a failure or warning.
+    pub fn finding(&self) -> Option<&Finding> {
+        match &self.outcome {
+            CheckOutcome::Fail(finding) | CheckOutcome::Warn(finding) => Some(finding),
+            _ => None,
+        }
     }
 }
 
@@ -136,19 +182,27 @@ pub struct Report {
     pub api: crate::Api,
     /// Wall time of the run.
     pub duration_ms: u128,
+    /// `--strict`: warnings fail the run too.
+    pub strict: bool,
     /// Every selected check, in run order.
     pub checks: Vec<CheckReport>,
 }
 
 impl Report {
-    /// Whether every check passed (skipped checks do not count against it); the exit code follows this.
+    /// Whether the run passes: no FAIL (and, when [`Self::strict`], no WARN); skipped checks do
+    /// not count against it. The exit code follows this.
     pub fn passed(&self) -> bool {
-        !self.checks.iter().any(CheckReport::failed)
+        !self.checks.iter().any(|c| c.failed() || (self.strict && c.warned()))
     }
 
-    /// The ids of the failed checks.
+    /// The ids of the failed checks (FAIL level).
     pub fn failed_ids(&self) -> Vec<&'static str> {
         self.checks.iter().filter(|c| c.failed()).map(|c| c.id).collect()
+    }
+
+    /// The ids of the checks that ended in a warning.
+    pub fn warned_ids(&self) -> Vec<&'static str> {
+        self.checks.iter().filter(|c| c.warned()).map(|c| c.id).collect()
     }
 
     /// The report of one check, by id.
@@ -156,10 +210,11 @@ impl Report {
         self.checks.iter().find(|c| c.id == id)
     }
 
-    /// (passed, failed, skipped) counts.
+    /// (passed, failed, skipped) counts; warnings are in [`Self::warned_ids`], not in passed.
     pub fn counts(&self) -> (usize, usize, usize) {
         let failed = self.checks.iter().filter(|c| c.failed()).count();
+        let warned = self.checks.iter().filter(|c| c.warned()).count();
         let skipped = self.checks.iter().filter(|c| matches!(c.outcome, CheckOutcome::Skip { .. })).count();
-        (self.checks.len() - failed - skipped, failed, skipped)
+        (self.checks.len() - failed - warned - skipped, failed, skipped)
     }
 }

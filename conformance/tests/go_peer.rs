@@ -1,15 +1,16 @@
 //! Cross-check on code we did not write: a Go plugin on upstream's own server framework
-//! (`k8s.io/kms/pkg/service`), built once with `go build` into the kms-lab cache.
+//! (`k8s.io/kms/pkg/service`), located or built once into the kms-lab cache by the stack's locator.
 
 use std::process::Command;
 use std::time::Duration;
 
 use kms_lab_conformance::process::{PluginProcess, short_run_dir};
-use kms_lab_conformance::{Api, Options, go_peer, render_text};
+use kms_lab_conformance::{Api, Options, render_text};
+use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_peer_on_upstream_framework_passes_v2_with_rotation() {
-    let binary = go_peer::locate_or_build(&go_peer::default_cache_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let binary = locate_go_subject(GoSubject::GoPeer, &ProvisionOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let dir = short_run_dir().expect("run dir");
     let socket = dir.path().join("go.sock");
     let mut command = Command::new(&binary);
@@ -25,11 +26,4 @@ async fn go_peer_on_upstream_framework_passes_v2_with_rotation() {
     println!("{text}");
     assert!(report.passed(), "the Go peer fails:\n{text}\nits log:\n{}", plugin.log_tail());
     assert!(report.checks.iter().all(|c| !matches!(c.outcome, kms_lab_conformance::CheckOutcome::Skip { .. })), "{text}");
-}
-
-#[test]
-fn the_build_cache_is_keyed_by_the_sources() {
-    let hash = go_peer::source_hash().expect("sources readable");
-    assert_eq!(hash.len(), 16);
-    assert_eq!(hash, go_peer::source_hash().expect("sources readable"), "the key is stable");
 }

@@ -25,6 +25,18 @@ pub enum Defect {
     EchoPlaintext,
     /// Encrypting the same plaintext again returns the same ciphertext (both APIs).
     Deterministic,
+    /// Readable DEK, encodings: the ciphertext also carries the plaintext in base64 (both APIs).
+    Base64Dek,
+    /// Readable DEK, partial encodings: the ciphertext also carries the plaintext's first 8 bytes in hex (both APIs).
+    PartialDek,
+    /// Readable DEK, fixed transforms: the ciphertext also carries the plaintext XORed with a fixed key (both APIs).
+    XorFixedKey,
+    /// Readable DEK, structure: the ciphertext also carries the plaintext through a fixed byte substitution table
+    /// (ECB with a one-byte block: equal prefixes, equal blocks and a zero DEK all show) (both APIs).
+    Substitution,
+    /// Length leak: the plaintext is run-length encoded before it is encrypted, so the ciphertext's length
+    /// depends on its content (both APIs).
+    CompressThenEncrypt,
     /// Encrypt's ciphertext is padded beyond the apiserver's 1 KiB limit.
     OversizeCiphertext,
     /// Encrypt returns an annotation whose key is not an FQDN (`kms_version`).

@@ -31,6 +31,49 @@ const PADDING_ANNOTATION_KEY: &str = "padding.faulty.kms-lab.io";
 /// How long `racy-under-load` keeps its shared buffer between write and read.
 const RACE_WINDOW: Duration = Duration::from_millis(2);
 
+/// The fixed key of `xor-fixed-key`.
+const XOR_KEY: &[u8; 32] = b"kms-lab faulty plugin fixed key!";
+
+/// The plaintext as the readable-DEK defects expose it, appended to the real ciphertext.
+fn exposure(defects: &Defects, plaintext: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    if defects.has(Defect::Base64Dek) {
+        use base64::Engine as _;
+        out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(plaintext).as_bytes());
+    }
+    if defects.has(Defect::PartialDek) {
+        out.extend_from_slice(hex::encode(&plaintext[..plaintext.len().min(8)]).as_bytes());
+    }
+    if defects.has(Defect::XorFixedKey) {
+        out.extend(plaintext.iter().zip(XOR_KEY.iter().cycle()).map(|(p, k)| p ^ k));
+    }
+    if defects.has(Defect::Substitution) {
+        // An affine byte permutation (167 is odd, so it is a bijection).
+        out.extend(plaintext.iter().map(|p| p.wrapping_mul(167).wrapping_add(13)));
+    }
+    out
+}
+
+/// Run-length encoding, `(count, byte)` pairs (`compress-then-encrypt`).
+fn rle(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let run = data[i..].iter().take(255).take_while(|&&b| b == data[i]).count();
+        out.extend_from_slice(&[run as u8, data[i]]);
+        i += run;
+    }
+    out
+}
+
+/// Undoes [`rle`].
+fn unrle(data: &[u8]) -> Option<Vec<u8>> {
+    if !data.len().is_multiple_of(2) {
+        return None;
+    }
+    Some(data.chunks(2).flat_map(|pair| std::iter::repeat_n(pair[1], pair[0] as usize)).collect())
+}
+
 /// State the defects need, shared by both services.
 #[derive(Default)]
 struct State {
@@ -124,6 +167,11 @@ impl Faults {
             out.extend_from_slice(plaintext);
         }
         out.extend_from_slice(ciphertext);
+        let exposed = exposure(&self.defects, plaintext);
+        if !exposed.is_empty() {
+            out.extend_from_slice(&exposed);
+            out.extend_from_slice(&(exposed.len() as u16).to_be_bytes());
+        }
         if self.has(Defect::OversizeCiphertext) {
             out.extend_from_slice(&[0u8; CIPHERTEXT_PADDING]);
         }
@@ -148,6 +196,12 @@ impl Faults {
             let split = rest.len().checked_sub(CIPHERTEXT_PADDING).ok_or_else(|| bad("too short"))?;
             rest = &rest[..split];
         }
+        if [Defect::Base64Dek, Defect::PartialDek, Defect::XorFixedKey, Defect::Substitution].iter().any(|d| self.has(*d)) {
+            let split = rest.len().checked_sub(2).ok_or_else(|| bad("too short"))?;
+            let len = u16::from_be_bytes([rest[split], rest[split + 1]]) as usize;
+            let start = split.checked_sub(len).ok_or_else(|| bad("too short"))?;
+            rest = &rest[..start];
+        }
         if self.has(Defect::EchoPlaintext) {
             let len = rest.get(..4).ok_or_else(|| bad("too short"))?;
             let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
@@ -159,6 +213,9 @@ impl Faults {
     /// Turns a real decrypt result into the faulty one.
     async fn finish_decrypt(&self, result: Result<Bytes, Status>) -> Result<Bytes, Status> {
         let mut plaintext = match result {
+            Ok(plaintext) if self.has(Defect::CompressThenEncrypt) => {
+                unrle(&plaintext).ok_or_else(|| Status::invalid_argument("ciphertext rejected: bad run-length encoding"))?
+            }
             Ok(plaintext) => plaintext.to_vec(),
             Err(_) if self.has(Defect::DecryptIgnoresTamper) => random_bytes(32),
             Err(status) if self.has(Defect::WrongStatusCode) => return Err(Status::unavailable(status.message().to_owned())),
@@ -244,6 +301,10 @@ impl V2Api for FaultyV2 {
         }
         let plaintext = request.plaintext.clone();
         let uid = request.uid.clone();
+        let mut request = request;
+        if f.has(Defect::CompressThenEncrypt) {
+            request.plaintext = rle(&request.plaintext).into();
+        }
         let mut response = self.inner.encrypt(Request::new(request)).await?.into_inner();
         *lock(&f.state.latest_key_id) = Some(response.key_id.clone());
         response.ciphertext = f.frame(&response.ciphertext, &plaintext, &uid);
@@ -320,6 +381,10 @@ impl V1Api for FaultyV1beta1 {
             return Ok(Response::new(v1beta1::EncryptResponse { cipher }));
         }
         let plain = request.plain.clone();
+        let mut request = request;
+        if f.has(Defect::CompressThenEncrypt) {
+            request.plain = rle(&request.plain).into();
+        }
         let mut response = self.inner.encrypt(Request::new(request)).await?.into_inner();
         response.cipher = f.frame(&response.cipher, &plain, "");
         if f.has(Defect::Deterministic) {

@@ -6,26 +6,31 @@ use std::process::Command;
 use std::time::Duration;
 
 use kms_lab_conformance::process::{PluginProcess, short_run_dir};
-use kms_lab_conformance::{Api, Options, Report, render_text};
+use kms_lab_conformance::{Api, Level, Options, Report, render_text};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kms-faulty-plugin");
 const READY_DEADLINE: Duration = Duration::from_secs(20);
 
-/// One mutant: its defect, the API checked, whether it needs a KEK rotation, and the check ids
-/// that must fail.
+/// One mutant: its defect, the API checked, whether it needs a KEK rotation, the check ids that
+/// must catch it, and the level they must report (FAIL: exit 1; WARN: reported, exit 0).
 struct Mutant {
     defect: &'static str,
     api: Api,
     rotate: bool,
     fails: &'static [&'static str],
+    level: Level,
 }
 
 const fn m(defect: &'static str, api: Api, fails: &'static [&'static str]) -> Mutant {
-    Mutant { defect, api, rotate: false, fails }
+    Mutant { defect, api, rotate: false, fails, level: Level::Fail }
+}
+
+const fn warn(defect: &'static str, api: Api, fails: &'static [&'static str]) -> Mutant {
+    Mutant { defect, api, rotate: false, fails, level: Level::Warn }
 }
 
 const fn rotating(defect: &'static str, fails: &'static [&'static str]) -> Mutant {
-    Mutant { defect, api: Api::V2, rotate: true, fails }
+    Mutant { defect, api: Api::V2, rotate: true, fails, level: Level::Fail }
 }
 
 /// defect → the check ids that must catch it.
@@ -33,10 +38,21 @@ const MUTANTS: &[Mutant] = &[
     m("wrong-version", Api::V2, &["v2.status.version"]),
     m("unhealthy", Api::V2, &["v2.status.healthz"]),
     m("oversize-key-id", Api::V2, &["v2.status.key-id-valid"]),
-    m("unstable-key-id", Api::V2, &["v2.status.key-id-stable"]),
+    warn("unstable-key-id", Api::V2, &["v2.status.key-id-stable"]),
     m("key-id-differs-from-status", Api::V2, &["v2.encrypt.key-id-matches-status"]),
     m("echo-plaintext", Api::V2, &["v2.encrypt.not-plaintext"]),
-    m("deterministic", Api::V2, &["v2.encrypt.non-deterministic"]),
+    warn("deterministic", Api::V2, &["v2.encrypt.non-deterministic"]),
+    // Readable DEK, one defect per family.
+    m("base64-dek", Api::V2, &["v2.encrypt.dek-not-readable"]),
+    m("partial-dek", Api::V2, &["v2.encrypt.dek-not-readable"]),
+    m("xor-fixed-key", Api::V2, &["v2.encrypt.dek-not-readable"]),
+    m("substitution", Api::V2, &["v2.encrypt.dek-not-readable"]),
+    warn("compress-then-encrypt", Api::V2, &["v2.encrypt.length-hides-content"]),
+    m("base64-dek", Api::V1beta1, &["v1beta1.encrypt.dek-not-readable"]),
+    m("partial-dek", Api::V1beta1, &["v1beta1.encrypt.dek-not-readable"]),
+    m("xor-fixed-key", Api::V1beta1, &["v1beta1.encrypt.dek-not-readable"]),
+    m("substitution", Api::V1beta1, &["v1beta1.encrypt.dek-not-readable"]),
+    warn("compress-then-encrypt", Api::V1beta1, &["v1beta1.encrypt.length-hides-content"]),
     m("oversize-ciphertext", Api::V2, &["v2.encrypt.ciphertext-size"]),
     m("bad-annotation-key", Api::V2, &["v2.encrypt.annotations-valid"]),
     m("oversize-annotations", Api::V2, &["v2.encrypt.annotations-valid"]),
@@ -44,24 +60,25 @@ const MUTANTS: &[Mutant] = &[
     m("uid-affects-result", Api::V2, &["v2.encrypt.uid-independent"]),
     m("hang-on-encrypt", Api::V2, &["v2.encrypt.key-id-matches-status", "v2.decrypt.round-trip"]),
     m("corrupts-plaintext", Api::V2, &["v2.decrypt.round-trip"]),
-    m("decrypt-ignores-tamper", Api::V2, &["v2.decrypt.refuses-garbage", "v2.decrypt.refuses-tampered", "v2.decrypt.refuses-truncated"]),
-    m("ignores-annotations", Api::V2, &["v2.decrypt.refuses-wrong-annotations"]),
+    m("decrypt-ignores-tamper", Api::V2, &["v2.decrypt.refuses-garbage", "v2.decrypt.refuses-tampered"]),
+    warn("decrypt-ignores-tamper", Api::V2, &["v2.decrypt.refuses-truncated"]),
+    warn("ignores-annotations", Api::V2, &["v2.decrypt.refuses-wrong-annotations"]),
     rotating("ignore-rotation", &["v2.rotation.key-id-changes"]),
     rotating("status-always-ok", &["v2.rotation.key-id-changes"]),
     rotating("key-id-without-version", &["v2.rotation.key-id-changes"]),
     rotating("forgets-old-kek", &["v2.rotation.old-ciphertext-decrypts"]),
     m("racy-under-load", Api::V2, &["v2.load.concurrent-round-trips"]),
-    m("wrong-status-code", Api::V2, &["v2.hygiene.error-codes"]),
+    warn("wrong-status-code", Api::V2, &["v2.hygiene.error-codes"]),
     m("plaintext-in-error", Api::V2, &["v2.hygiene.no-plaintext-in-errors"]),
     m("v1beta1-bad-version", Api::V1beta1, &["v1beta1.version.api"]),
-    m("v1beta1-bad-runtime-version", Api::V1beta1, &["v1beta1.version.runtime"]),
+    warn("v1beta1-bad-runtime-version", Api::V1beta1, &["v1beta1.version.runtime"]),
     m("hang-on-encrypt", Api::V1beta1, &["v1beta1.round-trip"]),
     m("corrupts-plaintext", Api::V1beta1, &["v1beta1.round-trip"]),
     m("echo-plaintext", Api::V1beta1, &["v1beta1.encrypt.not-plaintext"]),
-    m("deterministic", Api::V1beta1, &["v1beta1.encrypt.non-deterministic"]),
+    warn("deterministic", Api::V1beta1, &["v1beta1.encrypt.non-deterministic"]),
     m("decrypt-ignores-tamper", Api::V1beta1, &["v1beta1.decrypt.refuses-garbage"]),
     m("racy-under-load", Api::V1beta1, &["v1beta1.load.concurrent-round-trips"]),
-    m("wrong-status-code", Api::V1beta1, &["v1beta1.hygiene.error-codes"]),
+    warn("wrong-status-code", Api::V1beta1, &["v1beta1.hygiene.error-codes"]),
     m("plaintext-in-error", Api::V1beta1, &["v1beta1.hygiene.no-plaintext-in-errors"]),
 ];
 
@@ -113,9 +130,26 @@ async fn without_defects_every_check_passes_in_both_apis_rotation_included() {
     let plugin = Faulty::start(&[], Api::V2).await;
     let v2 = plugin.conformance(Api::V2, true).await;
     assert!(v2.passed(), "{}", render_text(&v2));
+    assert!(v2.warned_ids().is_empty(), "no warnings either:\n{}", render_text(&v2));
     assert_eq!(v2.counts().2, 0, "nothing skipped with a rotate command:\n{}", render_text(&v2));
     let v1 = plugin.conformance(Api::V1beta1, false).await;
     assert!(v1.passed(), "{}", render_text(&v1));
+    assert!(v1.warned_ids().is_empty(), "no warnings either:\n{}", render_text(&v1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_makes_a_warning_fail_and_junit_shows_it_without_failing() {
+    let plugin = Faulty::start(&["wrong-status-code"], Api::V2).await;
+    let mut report = plugin.conformance(Api::V2, false).await;
+    assert_eq!(report.warned_ids(), ["v2.hygiene.error-codes"], "{}", render_text(&report));
+    assert!(report.passed(), "{}", render_text(&report));
+    let junit = kms_lab_conformance::render_junit(&report);
+    assert!(junit.contains("failures=\"0\"") && junit.contains("warnings=\"1\"") && junit.contains("WARN: "), "{junit}");
+    let text = render_text(&report);
+    assert!(text.contains("  WARN v2.hygiene.error-codes") && text.contains("0 failed, 1 warnings"), "{text}");
+    report.strict = true;
+    assert!(!report.passed(), "--strict: a warning fails the run");
+    assert!(kms_lab_conformance::render_junit(&report).contains("failures=\"1\""));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,15 +158,26 @@ async fn every_mutant_fails_the_check_written_for_it() {
     for mutant in MUTANTS {
         let plugin = Faulty::start(&[mutant.defect], mutant.api).await;
         let report = plugin.conformance(mutant.api, mutant.rotate).await;
-        let failed = report.failed_ids();
-        let missing: Vec<_> = mutant.fails.iter().filter(|id| !failed.contains(id)).collect();
-        println!("{:28} {:8} → failed {failed:?}", mutant.defect, mutant.api.to_string());
+        let (failed, warned) = (report.failed_ids(), report.warned_ids());
+        let caught = if mutant.level == Level::Fail { &failed } else { &warned };
+        let missing: Vec<_> = mutant.fails.iter().filter(|id| !caught.contains(id)).collect();
+        println!("{:28} {:8} → failed {failed:?} warned {warned:?}", mutant.defect, mutant.api.to_string());
         if !missing.is_empty() {
-            missed.push(format!("--defect {} ({}): expected {missing:?} to fail\n{}", mutant.defect, mutant.api, render_text(&report)));
+            missed.push(format!(
+                "--defect {} ({}): expected {missing:?} at {}\n{}",
+                mutant.defect,
+                mutant.api,
+                mutant.level,
+                render_text(&report)
+            ));
         }
-        // A failure names what was sent, what came back and the upstream rule.
+        // A WARN-only defect leaves the exit code at 0; any FAIL-level defect makes it 1.
+        if mutant.level == Level::Warn && mutant.fails.iter().all(|id| !failed.contains(id)) && failed.is_empty() {
+            assert!(report.passed(), "a warning must not fail the run:\n{}", render_text(&report));
+        }
+        // A failure or warning names what was sent, what came back and the upstream rule.
         for id in mutant.fails {
-            if let Some(kms_lab_conformance::CheckOutcome::Fail(finding)) = report.check(id).map(|c| &c.outcome) {
+            if let Some(finding) = report.check(id).and_then(|c| c.finding()) {
                 assert!(!finding.sent.is_empty() && !finding.received.is_empty() && !finding.problem.is_empty(), "{finding:?}");
             }
         }

@@ -9,7 +9,7 @@ use kms_lab_benches::apiserver::{self, ApiserverOptions};
 use kms_lab_benches::compare::{self, ComparisonOptions};
 use kms_lab_benches::report::{self, Report};
 use kms_lab_benches::targets::{self, SOCKET_PLACEHOLDER, TargetSpec};
-use kms_lab_conformance::go_peer;
+use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
 
 /// Benchmarks kms-lab's plugin and kube-apiserver's providers side by side.
 #[derive(Debug, Parser)]
@@ -64,8 +64,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (Some(program), false) => Some(program.clone()),
             (None, false) => {
                 eprintln!("==> locating the Go peer (conformance/go-plugin; built once with `go build`)");
-                let cache = go_peer::default_cache_dir();
-                Some(tokio::task::spawn_blocking(move || go_peer::locate_or_build(&cache)).await??)
+                Some(tokio::task::spawn_blocking(|| locate_go_subject(GoSubject::GoPeer, &ProvisionOptions::default())).await??)
             }
         };
         match go_plugin {

@@ -17,6 +17,8 @@ pub(crate) async fn run(ctx: &Ctx, id: &str) -> CheckResult {
         "v2.encrypt.key-id-matches-status" => key_id_matches_status(ctx).await.into(),
         "v2.encrypt.not-plaintext" => not_plaintext(ctx).await.into(),
         "v2.encrypt.non-deterministic" => non_deterministic(ctx).await.into(),
+        "v2.encrypt.dek-not-readable" => super::exposure::dek_not_readable(&V2Encryptor(ctx)).await,
+        "v2.encrypt.length-hides-content" => super::exposure::length_hides_content(&V2Encryptor(ctx)).await,
         "v2.encrypt.ciphertext-size" => ciphertext_size(ctx).await.into(),
         "v2.encrypt.annotations-valid" => annotations_valid(ctx).await.into(),
         "v2.encrypt.payload-sizes" => payload_sizes(ctx).await,
@@ -197,4 +199,24 @@ async fn uid_independent(ctx: &Ctx) -> Result<(), Finding> {
         }
     }
     Ok(())
+}
+
+/// The v2 Encrypt, for the exposure checks.
+struct V2Encryptor<'a>(&'a Ctx);
+
+impl super::exposure::Encryptor for V2Encryptor<'_> {
+    async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Finding> {
+        let uid = uid("exposure");
+        self.0.encrypt(plaintext, &uid).await.map(|e| e.ciphertext.to_vec()).map_err(|error| {
+            Finding::new(
+                describe_encrypt(plaintext, &uid),
+                error.to_string(),
+                "Encrypt of a 32-byte plaintext must succeed: the apiserver sends exactly this",
+            )
+        })
+    }
+
+    fn describe(&self, plaintext: &[u8]) -> String {
+        describe_encrypt(plaintext, "kms-lab-conformance-exposure-…")
+    }
 }

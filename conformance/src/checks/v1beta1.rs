@@ -21,6 +21,8 @@ pub(crate) async fn run(ctx: &Ctx, id: &str) -> CheckResult {
         "v1beta1.round-trip" => round_trip(ctx).await.into(),
         "v1beta1.encrypt.not-plaintext" => not_plaintext(ctx).await.into(),
         "v1beta1.encrypt.non-deterministic" => non_deterministic(ctx).await.into(),
+        "v1beta1.encrypt.dek-not-readable" => super::exposure::dek_not_readable(&V1Encryptor(ctx)).await,
+        "v1beta1.encrypt.length-hides-content" => super::exposure::length_hides_content(&V1Encryptor(ctx)).await,
         "v1beta1.decrypt.refuses-garbage" => refuses_garbage(ctx).await,
         _ => unknown(id),
     }
@@ -187,10 +189,23 @@ async fn refuses_garbage(ctx: &Ctx) -> CheckResult {
         Err(finding) => return CheckResult::fail(finding),
     };
     let good = Encrypted { ciphertext: cipher.into(), key_id: String::new(), annotations: Default::default() };
-    let variants: Vec<Variant> = [garbage(&good), tampered(&good), truncated(&good)].into_iter().flatten().collect();
-    for variant in &variants {
+    let truncations = truncated(&good);
+    let truncation_count = truncations.len();
+    let variants: Vec<Variant> = [garbage(&good), tampered(&good), truncations].into_iter().flatten().collect();
+    let first_truncation = variants.len() - truncation_count;
+    let mut warning = None;
+    for (index, variant) in variants.iter().enumerate() {
         let sent = format!("DecryptRequest {{ version: \"v1beta1\", cipher: {} }} — {}", bytes(&variant.ciphertext), variant.what);
         match ctx.v1_decrypt(&variant.ciphertext).await {
+            // A truncated cipher answered with the original plaintext (the remote KMS tolerates
+            // lost padding): the apiserver gets the right DEK, so this is advice only.
+            Ok(back) if index >= first_truncation && back.as_ref() == plain.as_slice() => {
+                warning.get_or_insert(Finding::new(
+                    sent,
+                    format!("success: DecryptResponse {{ plain: {} }} (the original plaintext)", bytes(&back)),
+                    format!("{} was answered with the original plaintext: harmless to the apiserver, but a cipher should be refused unless it is exactly what Encrypt returned", variant.what),
+                ));
+            }
             Ok(back) => {
                 let what = if back.as_ref() == plain.as_slice() { "the original plaintext" } else { "bytes that were never encrypted" };
                 return CheckResult::fail(Finding::new(
@@ -205,7 +220,23 @@ async fn refuses_garbage(ctx: &Ctx) -> CheckResult {
             Err(_) => {}
         }
     }
-    CheckResult::pass().note(format!("{} malformed ciphers refused", variants.len()))
+    match warning {
+        Some(finding) => CheckResult::warn(finding),
+        None => CheckResult::pass().note(format!("{} malformed ciphers refused", variants.len())),
+    }
+}
+
+/// The v1beta1 Encrypt, for the exposure checks.
+struct V1Encryptor<'a>(&'a Ctx);
+
+impl super::exposure::Encryptor for V1Encryptor<'_> {
+    async fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, Finding> {
+        encrypt(self.0, plaintext).await
+    }
+
+    fn describe(&self, plaintext: &[u8]) -> String {
+        format!("EncryptRequest {{ version: \"v1beta1\", plain: {} }}", bytes(plaintext))
+    }
 }
 
 #[cfg(test)]
