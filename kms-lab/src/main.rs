@@ -28,6 +28,20 @@ enum Command {
     Tune(kms_lab_tune::cli::TuneArgs),
     /// Check a KMS plugin's socket against what kube-apiserver expects (v2 or v1beta1); exit 0 iff every check passes.
     Conformance(kms_lab_conformance::ConformanceArgs),
+    /// Remove the containers a killed `--runtime container` run left behind (label
+    /// `org.kms-lab.managed`; containers whose owning process still runs are kept).
+    Clean(CleanArgs),
+}
+
+/// Arguments of `kms-lab clean`.
+#[derive(Debug, clap::Args)]
+struct CleanArgs {
+    /// Also remove containers whose owning process still runs.
+    #[arg(long)]
+    all: bool,
+    /// Also remove the cached `localhost/kms-lab/…` images (rebuilt offline on the next container run).
+    #[arg(long)]
+    images: bool,
 }
 
 /// The exit code after Ctrl-C or SIGTERM (128 + SIGINT), as shells report an interrupted command.
@@ -61,6 +75,30 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("error: {error}");
                 ExitCode::from(2)
+            }
+        },
+        Command::Clean(args) => match runtime.block_on(kms_lab_stack::container::clean(args.all, args.images)) {
+            Ok(report) => {
+                for name in &report.containers {
+                    println!("removed container {name}");
+                }
+                for name in &report.images {
+                    println!("removed image {name}");
+                }
+                for name in &report.kept {
+                    println!("kept {name}");
+                }
+                println!(
+                    "{} container(s) and {} image(s) removed, {} kept",
+                    report.containers.len(),
+                    report.images.len(),
+                    report.kept.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
             }
         },
         Command::Lint(args) => ExitCode::from(kms_lab_lint::cli::run(&args)),

@@ -46,6 +46,10 @@ pub struct ScenarioArgs {
     /// Kubernetes version to provision.
     #[arg(long, default_value = provision::KUBERNETES_VERSION)]
     pub k8s_version: String,
+    /// Where the stack's components run: `process` or `container` (Docker, images built offline
+    /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<kms_lab_stack::Runtime>,
 }
 
 /// Why the command could not run its scenarios (a failing scenario is not an error: see the report).
@@ -76,6 +80,9 @@ pub enum ScenariosError {
 
 /// Runs the command; `Ok(true)` when every selected scenario passed.
 pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
+    if let Some(runtime) = args.runtime {
+        kms_lab_stack::Runtime::choose_for_process(runtime);
+    }
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
     let scenarios = load::select(&dir, &args.names, &args.tier)?;
     if args.check {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::error::StackError;
 use crate::ports;
 use crate::process::Supervised;
+use crate::runtime::Launcher;
 
 /// How long the apiserver may take to become ready (or live).
 pub const READY_DEADLINE: Duration = Duration::from_secs(90);
@@ -121,7 +122,9 @@ impl ApiServer {
     /// Starts an apiserver from `binary` and waits until `GET <readiness path>` answers 200
     /// (`None`: only until the process is spawned).
     /// The admin client it waits with (trusting `ca_pem`) is kept for every later call.
+    #[allow(clippy::too_many_arguments, reason = "one argument per thing the stack shares with its apiservers")]
     pub async fn start(
+        launcher: &Launcher,
         binary: &Path,
         options: ApiServerOptions,
         files: &SharedFiles,
@@ -134,7 +137,7 @@ impl ApiServer {
         let client = client_for(&format!("https://127.0.0.1:{port}"), ca_pem, &files.admin_token).await?;
         let cert_dir = work_dir.join(format!("{}-certs", options.name));
         std::fs::create_dir_all(&cert_dir).map_err(StackError::io(format!("create {}", cert_dir.display())))?;
-        let mut process = Supervised::spawn(&options.name, binary, &args(&options, files, port, &cert_dir), log, &[])?;
+        let mut process = launcher.spawn(&options.name, binary, &args(&options, files, port, &cert_dir), log, &[]).await?;
         // `None`: started, nothing awaited (the caller observes it with its own bounded waits).
         let Some(readiness) = readiness else {
             return Ok(Self { process: Some(process), port, options, client });

@@ -96,6 +96,9 @@ pub enum StackError {
         /// Why not, and what to do instead.
         reason: String,
     },
+    /// The container runtime failed (Docker unreachable, an image build or a container start failed).
+    #[error("container runtime: {0}")]
+    Container(String),
     /// One of kms-lab's own binaries is not built.
     #[error(
         "kms-lab's `{0}` binary was not found next to this program or in target/debug: build it with `cargo build -p {1}` (or set {2})"

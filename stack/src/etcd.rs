@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::error::StackError;
 use crate::process::Supervised;
+use crate::runtime::Launcher;
 use crate::{http, ports};
 
 /// How long etcd may take to report healthy.
@@ -19,6 +20,7 @@ pub struct Etcd {
     pub client_port: u16,
     peer_port: u16,
     binary: PathBuf,
+    launcher: Launcher,
     data_dir: PathBuf,
     log: PathBuf,
 }
@@ -30,12 +32,13 @@ impl Etcd {
     }
 
     /// Starts etcd from `binary`, keeping its data in `data_dir`, and waits until `/health` says true.
-    pub async fn start(binary: &Path, data_dir: &Path, log: &Path) -> Result<Self, StackError> {
+    pub async fn start(launcher: &Launcher, binary: &Path, data_dir: &Path, log: &Path) -> Result<Self, StackError> {
         let mut etcd = Self {
             process: None,
             client_port: ports::free_port()?,
             peer_port: ports::free_port()?,
             binary: binary.to_owned(),
+            launcher: launcher.clone(),
             data_dir: data_dir.to_owned(),
             log: log.to_owned(),
         };
@@ -63,7 +66,7 @@ impl Etcd {
             // A lab etcd favours speed; its data dies with the run.
             "--unsafe-no-fsync".to_owned(),
         ];
-        let mut process = Supervised::spawn("etcd", &self.binary, &args, &self.log, &[])?;
+        let mut process = self.launcher.spawn("etcd", &self.binary, &args, &self.log, &[]).await?;
         process
             .wait_ready(&format!("GET {client}/health to report health true"), READY_DEADLINE, || async move {
                 matches!(http::get(client_port, "/health", Duration::from_secs(1)).await, Some((200, body)) if body.contains("\"health\":\"true\""))

@@ -4,17 +4,20 @@
 
 pub mod apiserver;
 pub mod certs;
+pub mod container;
 pub mod component;
 pub mod encryption;
 pub mod error;
 pub mod etcd;
 pub mod http;
+pub mod images;
 pub mod mockkms;
 pub mod own;
 pub mod plugin;
 pub mod ports;
 pub mod process;
 pub mod provision;
+pub mod runtime;
 pub mod stack;
 
 pub use apiserver::Readiness;
@@ -23,4 +26,5 @@ pub use encryption::EncryptionConfiguration;
 pub use error::StackError;
 pub use mockkms::{MockKms, MockKmsOptions};
 pub use plugin::{PluginKek, PluginSpec};
+pub use runtime::{Launcher, Runtime};
 pub use stack::{EncryptionBuilder, Stack, StackOptions};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::error::StackError;
 use crate::process::Supervised;
+use crate::runtime::Launcher;
 use crate::{http, ports};
 
 /// How long the mock KMS may take to answer its health endpoint.
@@ -68,6 +69,7 @@ pub struct MockKmsNode {
 #[derive(Debug)]
 pub struct MockKms {
     binary: PathBuf,
+    launcher: Launcher,
     /// The nodes, in endpoint order.
     pub nodes: Vec<MockKmsNode>,
     /// How it was started.
@@ -80,7 +82,7 @@ pub struct MockKms {
 impl MockKms {
     /// Starts the nodes with their state under `data_root` (node *i* in `node-i/` when there are
     /// several) and logs in `log_dir`, and waits until each answers `/admin/health`.
-    pub async fn start(binary: &Path, data_root: &Path, log_dir: &Path, options: MockKmsOptions) -> Result<Self, StackError> {
+    pub async fn start(launcher: &Launcher, binary: &Path, data_root: &Path, log_dir: &Path, options: MockKmsOptions) -> Result<Self, StackError> {
         let count = options.nodes.max(1);
         let mut nodes = Vec::with_capacity(count);
         for index in 0..count {
@@ -92,7 +94,7 @@ impl MockKms {
             std::fs::create_dir_all(&data_dir).map_err(StackError::io(format!("create {}", data_dir.display())))?;
             nodes.push(MockKmsNode { process: None, port: ports::free_port()?, data_dir, log });
         }
-        let mut kms = Self { binary: binary.to_owned(), nodes, options, shares: Vec::new(), cluster_secret: random_hex(16) };
+        let mut kms = Self { binary: binary.to_owned(), launcher: launcher.clone(), nodes, options, shares: Vec::new(), cluster_secret: random_hex(16) };
         if kms.options.sealed {
             kms.initialise_sealed()?;
         }
@@ -159,7 +161,7 @@ impl MockKms {
             ("MOCK_KMS_CLUSTER_SECRET".to_owned(), self.cluster_secret.clone()),
         ];
         let name = if self.nodes.len() == 1 { "mock-kms".to_owned() } else { format!("mock-kms-{index}") };
-        let mut process = Supervised::spawn(&name, &self.binary, &args, &node.log, &env)?;
+        let mut process = self.launcher.spawn(&name, &self.binary, &args, &node.log, &env).await?;
         let port = node.port;
         process
             .wait_ready(&format!("GET http://127.0.0.1:{port}/admin/health to answer"), READY_DEADLINE, || async move {

@@ -9,6 +9,7 @@ use kms_wire::proto::v2;
 
 use crate::error::StackError;
 use crate::process::Supervised;
+use crate::runtime::Launcher;
 
 /// How long a plugin may take to answer on its socket.
 const READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -71,7 +72,7 @@ impl PluginSlot {
 
     /// Starts the plugin and waits until it answers a v2 Status call on its socket;
     /// `mock_kms_config` is the config of the stack's mock KMS, for [`PluginKek::MockKms`].
-    pub async fn start(&mut self, binary: &Path, log: &Path, mock_kms_config: Option<serde_json::Value>) -> Result<(), StackError> {
+    pub async fn start(&mut self, launcher: &Launcher, binary: &Path, log: &Path, mock_kms_config: Option<serde_json::Value>) -> Result<(), StackError> {
         let mut args = vec!["--socket".to_owned(), self.socket.display().to_string()];
         let remote = match &self.spec.kek {
             PluginKek::Local => None,
@@ -106,7 +107,7 @@ impl PluginSlot {
         for defect in &self.spec.defects {
             args.extend(["--defect".to_owned(), defect.clone()]);
         }
-        let mut process = Supervised::spawn(&self.spec.name, binary, &args, log, &[])?;
+        let mut process = launcher.spawn(&self.spec.name, binary, &args, log, &[]).await?;
         let endpoint = format!("unix://{}", self.socket.display());
         process
             .wait_ready(&format!("a v2 Status answer on {endpoint}"), READY_DEADLINE, || {

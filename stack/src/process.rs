@@ -1,11 +1,13 @@
-//! One child process of the stack: spawned with its output in a log file, raced against its
-//! own exit while waiting for readiness, stopped with SIGTERM then SIGKILL.
+//! One component of the stack, as a child process or a container (see [`crate::runtime`]):
+//! started with its output in a log file, raced against its own exit while waiting for
+//! readiness, stopped with SIGTERM then SIGKILL. Both backends keep these semantics.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::container::Container;
 use crate::error::StackError;
 
 /// How often readiness is polled.
@@ -13,12 +15,23 @@ const POLL: Duration = Duration::from_millis(100);
 /// How many log lines an error shows.
 const LOG_TAIL: usize = 25;
 
-/// A running child process owned by the stack.
+/// A running component owned by the stack: a child process or a container.
 #[derive(Debug)]
 pub struct Supervised {
     name: String,
-    child: tokio::process::Child,
+    backend: Backend,
     log: PathBuf,
+}
+
+/// What runs the component.
+#[derive(Debug)]
+enum Backend {
+    /// A child process of this program.
+    Process(tokio::process::Child),
+    /// A Docker container.
+    Container(Box<Container>),
+    /// Stopped or killed already (only while `stop`/`kill` consume the value).
+    Exited,
 }
 
 /// The last `n` lines of a log file (empty if unreadable).
@@ -52,7 +65,12 @@ impl Supervised {
         let child =
             command.spawn().map_err(|source| StackError::Spawn { component: name.to_owned(), program: program.to_owned(), source })?;
         tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
-        Ok(Self { name: name.to_owned(), child, log: log.to_owned() })
+        Ok(Self { name: name.to_owned(), backend: Backend::Process(child), log: log.to_owned() })
+    }
+
+    /// A component running in `container`, its output followed into `log`.
+    pub(crate) fn from_container(name: &str, log: &Path, container: Container) -> Self {
+        Self { name: name.to_owned(), backend: Backend::Container(Box::new(container)), log: log.to_owned() }
     }
 
     /// The component's name.
@@ -65,14 +83,30 @@ impl Supervised {
         &self.log
     }
 
-    /// Its process id, while it runs.
+    /// Its process id while it runs (in a container: the host pid of the container's init).
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        match &self.backend {
+            Backend::Process(child) => child.id(),
+            Backend::Container(container) => container.pid(),
+            Backend::Exited => None,
+        }
+    }
+
+    /// The container's id, when it runs in one.
+    pub fn container_id(&self) -> Option<&str> {
+        match &self.backend {
+            Backend::Process(_) | Backend::Exited => None,
+            Backend::Container(container) => Some(container.id()),
+        }
     }
 
     /// Its exit status, if it has exited.
-    pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    pub async fn exited(&mut self) -> Option<ExitStatus> {
+        match &mut self.backend {
+            Backend::Process(child) => child.try_wait().ok().flatten(),
+            Backend::Container(container) => container.exited().await,
+            Backend::Exited => None,
+        }
     }
 
     /// Polls `check` until it returns true, failing if the process exits first or `deadline` passes.
@@ -83,7 +117,7 @@ impl Supervised {
     {
         let started = Instant::now();
         loop {
-            if let Some(status) = self.exited() {
+            if let Some(status) = self.exited().await {
                 return Err(StackError::ExitedBeforeReady {
                     component: self.name.clone(),
                     waited_for: waited_for.to_owned(),
@@ -110,32 +144,61 @@ impl Supervised {
     }
 
     fn signal(&self, signal: libc::c_int) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) on our own child's pid has no memory effects.
-            unsafe {
-                libc::kill(pid as libc::pid_t, signal);
+        match &self.backend {
+            Backend::Process(child) => {
+                if let Some(pid) = child.id() {
+                    // SAFETY: kill(2) on our own child's pid has no memory effects.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, signal);
+                    }
+                }
             }
+            Backend::Container(container) => container.signal(signal),
+            Backend::Exited => {}
         }
     }
 
-    /// Kills the process at once (SIGKILL), as a crash would, and reaps it.
+    /// Kills the component at once (SIGKILL), as a crash would, and reaps it (a container is removed).
     pub async fn kill(mut self) -> Option<ExitStatus> {
-        self.signal(libc::SIGKILL);
-        self.child.wait().await.ok()
+        match std::mem::replace(&mut self.backend, Backend::Exited) {
+            Backend::Process(mut child) => {
+                if let Some(pid) = child.id() {
+                    // SAFETY: as in `signal`.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    }
+                }
+                child.wait().await.ok()
+            }
+            Backend::Container(container) => container.kill().await,
+            Backend::Exited => None,
+        }
     }
 
-    /// Stops the process: SIGTERM, up to `grace` to exit, then SIGKILL.
+    /// Stops the component: SIGTERM, up to `grace` to exit, then SIGKILL (a container is removed).
     pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
-        if let Some(status) = self.exited() {
-            return Some(status);
-        }
-        self.signal(libc::SIGTERM);
-        match tokio::time::timeout(grace, self.child.wait()).await {
-            Ok(status) => status.ok(),
-            Err(_) => {
-                tracing::warn!(component = %self.name, ?grace, "did not exit after SIGTERM; sending SIGKILL");
-                self.kill().await
+        match std::mem::replace(&mut self.backend, Backend::Exited) {
+            Backend::Process(mut child) => {
+                if let Some(status) = child.try_wait().ok().flatten() {
+                    return Some(status);
+                }
+                if let Some(pid) = child.id() {
+                    // SAFETY: as in `signal`.
+                    unsafe {
+                        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                    }
+                }
+                match tokio::time::timeout(grace, child.wait()).await {
+                    Ok(status) => status.ok(),
+                    Err(_) => {
+                        tracing::warn!(component = %self.name, ?grace, "did not exit after SIGTERM; sending SIGKILL");
+                        self.backend = Backend::Process(child);
+                        self.kill().await
+                    }
+                }
             }
+            Backend::Container(container) => container.stop(grace).await,
+            Backend::Exited => None,
         }
     }
 
@@ -147,8 +210,11 @@ impl Supervised {
 
 impl Drop for Supervised {
     fn drop(&mut self) {
-        // Reached only when the stack was not shut down (a panic): `kill_on_drop` also applies.
-        if self.exited().is_none() {
+        // Reached only when the stack was not shut down (a panic): `kill_on_drop` also applies;
+        // a container is removed (by force) by its own Drop.
+        if let Backend::Process(child) = &mut self.backend
+            && child.try_wait().ok().flatten().is_none()
+        {
             self.signal(libc::SIGKILL);
         }
     }

@@ -16,6 +16,7 @@ use crate::mockkms::{MockKms, MockKmsOptions};
 use crate::own::OwnBinary;
 use crate::plugin::{PluginSlot, PluginSpec};
 use crate::provision::Binaries;
+use crate::runtime::{Launcher, Runtime};
 
 /// The grace period between SIGTERM and SIGKILL when stopping a component.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -51,6 +52,8 @@ pub struct StackOptions {
     pub apiserver_args: Vec<String>,
     /// Run the mock KMS (started after etcd, before the plugins).
     pub mock_kms: Option<MockKmsOptions>,
+    /// Where the components run (default: `KMS_LAB_RUNTIME`, else processes).
+    pub runtime: Runtime,
 }
 
 impl StackOptions {
@@ -69,6 +72,10 @@ impl StackOptions {
             kms_v1_gate: true,
             apiserver_args: Vec::new(),
             mock_kms: None,
+            runtime: Runtime::configured().unwrap_or_else(|error| {
+                eprintln!("kms-lab: {error}; using the process runtime");
+                Runtime::Process
+            }),
         }
     }
 
@@ -101,6 +108,7 @@ impl std::fmt::Debug for EncryptionBuilder {
 pub struct Stack {
     run_dir: PathBuf,
     work: tempfile::TempDir,
+    launcher: Launcher,
     binaries: Binaries,
     etcd: Option<Etcd>,
     mock_kms: Option<MockKms>,
@@ -159,6 +167,7 @@ impl Stack {
         let plugins = options.plugins.iter().map(|spec| (spec.name.clone(), PluginSlot::new(spec.clone(), work.path()))).collect();
         let mut stack = Self {
             run_dir,
+            launcher: Launcher::for_stack(options.runtime, &options.name, work.path(), &options.binaries),
             work,
             binaries: options.binaries.clone(),
             etcd: None,
@@ -182,11 +191,11 @@ impl Stack {
     async fn bring_up(&mut self, options: &StackOptions) -> Result<(), StackError> {
         let stack = self;
         let etcd_data = stack.work.path().join("etcd-data");
-        stack.etcd = Some(Etcd::start(&stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log")).await?);
+        stack.etcd = Some(Etcd::start(&stack.launcher, &stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log")).await?);
         if let Some(kms_options) = options.mock_kms.clone() {
             let binary = OwnBinary::MockKms.locate()?;
             let data_dir = stack.work.path().join("mock-kms-data");
-            stack.mock_kms = Some(MockKms::start(&binary, &data_dir, &stack.run_dir, kms_options).await?);
+            stack.mock_kms = Some(MockKms::start(&stack.launcher, &binary, &data_dir, &stack.run_dir, kms_options).await?);
         }
         if options.start_plugins_first && options.start_plugins {
             for name in stack.plugin_names() {
@@ -280,10 +289,11 @@ impl Stack {
     async fn start_plugin(&mut self, name: &str) -> Result<(), StackError> {
         let log = self.run_dir.join(format!("{name}.log"));
         let mock_kms_config = self.mock_kms.as_ref().map(MockKms::plugin_config);
+        let launcher = self.launcher.clone();
         let slot = self.plugin(name)?;
         if slot.process.is_none() {
             let binary = if slot.spec.defects.is_empty() { OwnBinary::KmsPlugin } else { OwnBinary::FaultyPlugin }.locate()?;
-            slot.start(&binary, &log, mock_kms_config).await?;
+            slot.start(&launcher, &binary, &log, mock_kms_config).await?;
         }
         Ok(())
     }
@@ -338,7 +348,17 @@ impl Stack {
 
     async fn launch_apiserver(&self, options: ApiServerOptions, readiness: Option<Readiness>) -> Result<ApiServer, StackError> {
         let log = self.run_dir.join(format!("{}.log", options.name));
-        ApiServer::start(&self.binaries.kube_apiserver.path, options, &self.files, &self.ca_pem, self.work.path(), &log, readiness).await
+        ApiServer::start(
+            &self.launcher,
+            &self.binaries.kube_apiserver.path,
+            options,
+            &self.files,
+            &self.ca_pem,
+            self.work.path(),
+            &log,
+            readiness,
+        )
+        .await
     }
 
 

@@ -21,6 +21,10 @@ Examples:
 
 Writes tune.md (recommendation + table), tune.csv and tune.svg into --out.")]
 pub struct TuneArgs {
+    /// Where the stack's components run: `process` or `container` (Docker, images built offline
+    /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<kms_lab_stack::Runtime>,
     /// Where tune.md, tune.csv and tune.svg go.
     #[arg(long, value_name = "DIR", default_value = "target/kms-lab/tune")]
     pub out: PathBuf,
@@ -155,6 +159,9 @@ pub struct Outcome {
 
 /// Runs `kms-lab tune`: calibrates, sweeps, writes the outputs, prints where they are and the recommendation.
 pub async fn run(args: &TuneArgs) -> Result<Outcome, TuneError> {
+    if let Some(runtime) = args.runtime {
+        kms_lab_stack::Runtime::choose_for_process(runtime);
+    }
     let options = args.options()?;
     let bar = progress_bar();
     let mut written = Vec::new();

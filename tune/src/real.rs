@@ -98,10 +98,12 @@ pub async fn calibrate(profiles: &[Profile], calls: usize, progress: &ProgressBa
     let mut kms: Option<MockKms> = None;
     let run = async {
         progress.set_message("starting the mock KMS and the plugin");
+        let launcher = kms_lab_stack::Launcher::new(kms_lab_stack::Runtime::configured()?, "tune").with_mount(work.path());
         let started = kms.insert(
-            MockKms::start(&OwnBinary::MockKms.locate()?, &work.path().join("kms-data"), work.path(), MockKmsOptions::default()).await?,
+            MockKms::start(&launcher, &OwnBinary::MockKms.locate()?, &work.path().join("kms-data"), work.path(), MockKmsOptions::default())
+                .await?,
         );
-        slot.start(&OwnBinary::KmsPlugin.locate()?, &work.path().join("plugin.log"), Some(started.plugin_config())).await?;
+        slot.start(&launcher, &OwnBinary::KmsPlugin.locate()?, &work.path().join("plugin.log"), Some(started.plugin_config())).await?;
         let endpoint = format!("unix://{}", slot.socket.display());
         measure(started, &endpoint, profiles, calls, progress).await
     };

@@ -16,10 +16,17 @@ pub struct LabArgs {
     /// The Kubernetes version to provision.
     #[arg(long, value_name = "VERSION", default_value = kms_lab_stack::provision::KUBERNETES_VERSION)]
     pub k8s_version: String,
+    /// Where the stack's components run: `process` or `container` (Docker, images built offline
+    /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<kms_lab_stack::Runtime>,
 }
 
 /// Runs the lab.
 pub fn run(sh: &Shell, args: &LabArgs, target_dir: PathBuf) -> anyhow::Result<()> {
+    if let Some(runtime) = args.runtime {
+        kms_lab_stack::Runtime::choose_for_process(runtime);
+    }
     eprintln!("==> building kms-plugin and mock-kms");
     cmd!(sh, "cargo build --quiet -p kms-plugin -p mock-kms --bins").run()?;
     let options = kms_lab::lab::LabOptions {
