@@ -203,3 +203,46 @@ async fn trousseau_with_its_awskms_provider_against_moto_passes_v1beta1() {
     drop(provider_process);
     drop(moto);
 }
+
+/// The negative control: trousseau with its `debug` provider, which stores the DEK in base64
+/// ("no encryption"). Before the readable-DEK checks it failed only as deterministic (now advice);
+/// now the readable DEK is a FAIL, with the attack named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trousseau_with_its_debug_provider_fails_for_a_readable_dek() {
+    let (core, provider) =
+        tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauDebug))).await.expect("locator");
+    let dir = short_run_dir().expect("run dir");
+    let sockets = dir.path().join("sockets");
+    std::fs::create_dir_all(sockets.join("debug")).expect("socket dir");
+    let provider_log = dir.path().join("debug.log");
+    let provider_socket = sockets.join("debug/debug.socket");
+    let args = vec![format!("--listen-addr=unix://{}", provider_socket.display())];
+    let mut provider_process = Supervised::spawn("trousseau-debug", &provider, &args, &provider_log, &[]).unwrap_or_else(|e| panic!("{e}"));
+    provider_process
+        .wait_ready(&format!("the debug provider's socket {}", provider_socket.display()), READY, || {
+            let socket = provider_socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
+    let socket = dir.path().join("trousseau.sock");
+    let mut command = Command::new(&core);
+    command
+        .arg("--enabled-providers=debug")
+        .arg(format!("--socket-location={}", sockets.display()))
+        .arg(format!("--listen-addr=unix://{}", socket.display()))
+        .arg(format!("--healthz-port={}", free_port()))
+        .arg(format!("--metrics-addr={}", free_port()));
+    let plugin = PluginProcess::start("trousseau (debug)", command, &socket, &dir.path().join("trousseau.log"), Api::V1beta1, READY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let report = conformance(plugin.endpoint(), Api::V1beta1).await;
+    let text = render_text(&report);
+    println!("{text}\n{}", table("trousseau + debug (v1beta1)", &report));
+    assert!(!report.passed(), "{text}");
+    assert!(report.failed_ids().contains(&"v1beta1.encrypt.dek-not-readable"), "{text}");
+    let finding = report.check("v1beta1.encrypt.dek-not-readable").and_then(|c| c.finding()).expect("a finding");
+    assert!(finding.problem.contains("base64") && finding.problem.contains("whoever reads etcd"), "{text}");
+    drop(plugin);
+    drop(provider_process);
+}
