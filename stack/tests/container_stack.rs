@@ -112,3 +112,32 @@ async fn the_stack_runs_in_containers_with_the_same_semantics() {
     let left = own_containers();
     assert!(left.is_empty(), "containers left after shutdown: {left:?}");
 }
+
+/// `kms-lab clean`'s sweep: a container whose owner is gone (a run killed with SIGKILL) is
+/// removed, one whose owner still runs is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_removes_containers_of_dead_owners_only() {
+    let docker = |args: &[&str]| {
+        let output = std::process::Command::new("docker").args(args).output().expect("the docker CLI runs");
+        assert!(output.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    // A container that is only created, never started: any image of ours will do (built here
+    // from /bin/true with its libraries, so this test needs no other test's images).
+    let client = kms_lab_stack::container::docker().await.expect("dockerd answers");
+    let image =
+        kms_lab_stack::images::ensure(&client, std::path::Path::new("/bin/true"), "test").await.expect("the image builds").to_string();
+    let managed = "org.kms-lab.managed=true";
+    let dead = format!("kms-lab-clean-dead-{}", std::process::id());
+    let live = format!("kms-lab-clean-live-{}", std::process::id());
+    // pid 0 is never a live owner; pid 1 (init) always is (not this process: the other test
+    // counts the containers this process owns).
+    docker(&["create", "--label", managed, "--label", "org.kms-lab.owner-pid=0", "--name", &dead, &image]);
+    docker(&["create", "--label", managed, "--label", "org.kms-lab.owner-pid=1", "--name", &live, &image]);
+    let report = kms_lab_stack::container::clean(false, false).await.expect("clean runs");
+    let names = docker(&["ps", "-a", "--filter", &format!("label={managed}"), "--format", "{{.Names}}"]);
+    docker(&["rm", "-f", &live]);
+    assert!(report.containers.contains(&dead), "{report:?}");
+    assert!(!names.lines().any(|n| n == dead), "the dead owner's container is left: {names}");
+    assert!(names.lines().any(|n| n == live), "the live owner's container was removed: {names}");
+}
