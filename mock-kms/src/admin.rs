@@ -17,8 +17,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
+use crate::api::admin::{AccessKeys, ClusterStatus, Health, KeyMetadataAnswer, Keys, NodeStatus, SetCurrentRequest, SnapshotPushAnswer};
 use crate::api::{ErrorBody, ErrorCode};
 use crate::audit::AuditQuery;
 use crate::auth::Credential;
@@ -42,6 +43,8 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
         .route("/admin/keys", get(list_keys))
         .route("/admin/keys/{key_id}/rotate", post(rotate))
         .route("/admin/keys/{key_id}/current", post(set_current))
+        .route("/admin/keys/{key_id}/versions/{version_id}/disable", post(disable_version))
+        .route("/admin/keys/{key_id}/versions/{version_id}/enable", post(enable_version))
         .route("/admin/cluster", get(cluster_status))
         .route(crate::cluster::SNAPSHOT_PATH, get(get_snapshot).post(post_snapshot))
 }
@@ -72,17 +75,6 @@ fn target(node: &Arc<Node>, param: &NodeParam) -> Result<Arc<Node>, Box<Response
     })
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Health {
-    status: &'static str,
-    node_id: String,
-    sealed: bool,
-    ready: bool,
-    keys: usize,
-    clock: u64,
-}
-
 /// `GET /admin/health`: 200 when the node serves `/v1/*`, else 503; the body says why.
 async fn health(State(node): State<Arc<Node>>) -> Response {
     let sealed = node.shared.sealed();
@@ -96,7 +88,7 @@ async fn health(State(node): State<Arc<Node>>) -> Response {
     };
     let store = node.keystore();
     let body = Health {
-        status,
+        status: status.to_owned(),
         node_id: node.id.clone(),
         sealed,
         ready,
@@ -203,12 +195,6 @@ async fn seal_status(State(node): State<Arc<Node>>) -> Response {
     axum::Json(node.shared.seal_status()).into_response()
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct AccessKeys {
-    access_keys: Vec<String>,
-}
-
 /// `PUT /admin/credentials [{"AccessKey": "AK", "SecretKey": "SK"}, ...]`: replaces the whole set.
 async fn put_credentials(State(node): State<Arc<Node>>, body: Bytes) -> Response {
     match serde_json::from_slice::<Vec<Credential>>(&body) {
@@ -225,23 +211,11 @@ async fn get_credentials(State(node): State<Arc<Node>>) -> Response {
     axum::Json(AccessKeys { access_keys: node.shared.auth.access_keys() }).into_response()
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Keys {
-    keys: Vec<crate::api::KeyMetadata>,
-}
-
 async fn list_keys(State(node): State<Arc<Node>>) -> Response {
     match node.serving_keystore() {
         Ok(store) => axum::Json(Keys { keys: store.list() }).into_response(),
         Err(error) => error_response(&error, ""),
     }
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct KeyMetadataBody {
-    key_metadata: crate::api::KeyMetadata,
 }
 
 /// `POST /admin/keys/{key_id}/rotate`: RotateKey without signing (replicated like any change).
@@ -259,45 +233,31 @@ async fn change_key(node: &Node, change: impl FnOnce(&KeyStore) -> Result<crate:
     }
     .await;
     match result {
-        Ok(key_metadata) => axum::Json(KeyMetadataBody { key_metadata }).into_response(),
+        Ok(key_metadata) => axum::Json(KeyMetadataAnswer { key_metadata }).into_response(),
         Err(error) => error_response(&error, ""),
     }
-}
-
-/// The body of `POST /admin/keys/{key_id}/current`.
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-struct CurrentVersionBody {
-    version_id: String,
 }
 
 /// `POST /admin/keys/{key_id}/current {"VersionId": "…"}`: makes an existing version current
 /// again (a rollback A→B→A), replicated like a rotation.
 async fn set_current(State(node): State<Arc<Node>>, Path(key_id): Path<String>, body: Bytes) -> Response {
-    let body: CurrentVersionBody = match serde_json::from_slice(&body) {
+    let body: SetCurrentRequest = match serde_json::from_slice(&body) {
         Ok(body) => body,
         Err(error) => return admin_error(ErrorCode::InvalidParameter, format!("expected {{\"VersionId\": \"…\"}}: {error}")),
     };
     change_key(&node, |store| store.set_current(&key_id, &body.version_id)).await
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct NodeStatus {
-    node_id: String,
-    url: String,
-    ready: bool,
-    listening: bool,
-    hung_requests: usize,
-    clock: u64,
+/// `POST /admin/keys/{key_id}/versions/{version_id}/disable`: the version neither decrypts
+/// (409 `KeyNotEnabled`) nor, when current, encrypts; keystore state, replicated like a rotation
+/// and untouched by `DELETE /admin/faults`.
+async fn disable_version(State(node): State<Arc<Node>>, Path((key_id, version_id)): Path<(String, String)>) -> Response {
+    change_key(&node, |store| store.set_version_enabled(&key_id, &version_id, false)).await
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ClusterStatus {
-    node_id: String,
-    peers: Vec<String>,
-    nodes: Vec<NodeStatus>,
+/// `POST /admin/keys/{key_id}/versions/{version_id}/enable`: undoes a version's disable.
+async fn enable_version(State(node): State<Arc<Node>>, Path((key_id, version_id)): Path<(String, String)>) -> Response {
+    change_key(&node, |store| store.set_version_enabled(&key_id, &version_id, true)).await
 }
 
 /// `GET /admin/cluster`: this node's peers and the status of every node of this process.
@@ -353,7 +313,7 @@ async fn post_snapshot(State(node): State<Arc<Node>>, headers: HeaderMap, body: 
         }
     };
     match node.accept_push(&snapshot, &peer).await {
-        Ok(changed) => axum::Json(serde_json::json!({ "Changed": changed })).into_response(),
+        Ok(changed) => axum::Json(SnapshotPushAnswer { changed }).into_response(),
         Err(message) => error_response(&KmsError::ServiceUnavailable(message), ""),
     }
 }

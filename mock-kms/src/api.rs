@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod admin;
+
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -23,6 +25,9 @@ pub const HEADER_NONCE: &str = "x-kms-nonce";
 pub const HEADER_SIGNATURE: &str = "x-kms-signature";
 /// Header on every response naming the request in the audit log.
 pub const HEADER_REQUEST_ID: &str = "x-kms-request-id";
+/// Header saying why a KMS call was made ([`Caller`] by name); the mock KMS records it in the
+/// audit log (a request without it is recorded with no caller).
+pub const HEADER_CALLER: &str = "x-kms-caller";
 /// How far a request's timestamp may be from the server's clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
@@ -96,6 +101,85 @@ impl Action {
 impl std::fmt::Display for Action {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Action {
+    type Err = UnknownName;
+
+    /// Parses an action name; the error lists every action.
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        Self::from_name(name).ok_or_else(|| UnknownName::new("action", name, Self::ALL.iter().map(|a| a.name())))
+    }
+}
+
+/// A name that is not one of an enum's names, e.g. ``unknown outcome `KeyNotEnabeld` (known: Ok, …)``.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// What was being named (`action`, `outcome`, `caller`).
+    pub kind: &'static str,
+    /// The name given.
+    pub name: String,
+    /// Every valid name.
+    pub known: Vec<&'static str>,
+}
+
+impl UnknownName {
+    /// The error for `name`, an unknown `kind`, listing `known`.
+    pub fn new(kind: &'static str, name: &str, known: impl IntoIterator<Item = &'static str>) -> Self {
+        Self { kind, name: name.to_owned(), known: known.into_iter().collect() }
+    }
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown {} `{}` (known: {})", self.kind, self.name.escape_debug(), self.known.join(", "))
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// Why a KMS call was made, as the client knows it: sent in [`HEADER_CALLER`] and recorded in the
+/// audit log, so an expectation can count exactly the calls it means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Caller {
+    /// The plugin's own health probe (the wrap/unwrap round trip behind `Status`).
+    HealthProbe,
+    /// Serving a KMS API call from the plugin's client (the apiserver's Encrypt or Decrypt).
+    Request,
+}
+
+impl Caller {
+    /// Every caller.
+    pub const ALL: [Caller; 2] = [Self::HealthProbe, Self::Request];
+
+    /// The caller's name, as sent in [`HEADER_CALLER`] (`health-probe`, `request`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HealthProbe => "health-probe",
+            Self::Request => "request",
+        }
+    }
+
+    /// Parses a caller name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Caller {
+    type Err = UnknownName;
+
+    /// Parses a caller name; the error lists every caller.
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        Self::from_name(name).ok_or_else(|| UnknownName::new("caller", name, Self::ALL.iter().map(|c| c.name())))
     }
 }
 
@@ -223,6 +307,9 @@ pub struct KeyMetadata {
     pub current_key_version_id: String,
     /// Every version, oldest first.
     pub key_version_ids: Vec<String>,
+    /// The versions disabled on their own (they neither encrypt nor decrypt), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_key_version_ids: Vec<String>,
     /// Creation time, RFC 3339.
     pub creation_date: String,
 }

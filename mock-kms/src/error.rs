@@ -75,6 +75,16 @@ pub enum KmsError {
         /// Its state.
         state: KeyState,
     },
+    /// One version of the key is disabled (admin `…/versions/{version}/disable`).
+    #[error(
+        "version `{version_id}` of key `{key_id}` is disabled: it can neither encrypt nor decrypt (enable it with POST /admin/keys/{key_id}/versions/{version_id}/enable)"
+    )]
+    KeyVersionNotEnabled {
+        /// The key.
+        key_id: String,
+        /// The disabled version.
+        version_id: String,
+    },
     /// Over the request quota (an injected `throttle` fault).
     #[error("request quota exceeded: retry after {retry_after_secs} s")]
     Throttling {
@@ -105,7 +115,7 @@ impl KmsError {
             Self::Forbidden { .. } => ErrorCode::Forbidden,
             Self::KeyNotFound(_) | Self::KeyVersionNotFound { .. } => ErrorCode::KeyNotFound,
             Self::KeyAlreadyExists(_) => ErrorCode::KeyAlreadyExists,
-            Self::KeyNotEnabled { .. } => ErrorCode::KeyNotEnabled,
+            Self::KeyNotEnabled { .. } | Self::KeyVersionNotEnabled { .. } => ErrorCode::KeyNotEnabled,
             Self::Throttling { .. } => ErrorCode::Throttling,
             Self::InternalFailure(_) => ErrorCode::InternalFailure,
             Self::Sealed => ErrorCode::Sealed,

@@ -94,6 +94,12 @@ pub struct VersionSnapshot {
     pub created: Stamp,
     /// Base64 of `nonce ‖ AES-256-GCM(material) ‖ tag` under the snapshot's sealing key.
     pub material: String,
+    /// Whether this version is disabled on its own (it neither encrypts nor decrypts).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// When `disabled` was last set (`None`: never, i.e. at `created`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_stamp: Option<Stamp>,
 }
 
 /// What Encrypt and GenerateDataKey produce.
@@ -119,6 +125,15 @@ struct Version {
     spec: KeySpec,
     created: Stamp,
     material: Zeroizing<Vec<u8>>,
+    /// Disabled on its own: neither encrypts nor decrypts (last writer wins by `state_stamp`).
+    disabled: bool,
+    state_stamp: Stamp,
+}
+
+impl Version {
+    fn new(spec: KeySpec, created: Stamp) -> Self {
+        Self { spec, material: crypto::random_bytes(crypto::key_len(spec)), disabled: false, state_stamp: created.clone(), created }
+    }
 }
 
 struct Key {
@@ -141,6 +156,7 @@ impl Key {
             key_state: self.state,
             key_spec: self.spec,
             current_key_version_id: self.current.clone(),
+            disabled_key_version_ids: versions.iter().filter(|(_, id)| self.versions[*id].disabled).map(|(_, id)| (*id).clone()).collect(),
             key_version_ids: versions.into_iter().map(|(_, id)| id.clone()).collect(),
             creation_date: self.creation_date.clone(),
         }
@@ -151,6 +167,18 @@ impl Key {
             KeyState::Enabled => Ok(()),
             state => Err(KmsError::KeyNotEnabled { key_id: key_id.to_owned(), state }),
         }
+    }
+
+    /// The version, if it is not disabled on its own.
+    fn enabled_version(&self, key_id: &str, version_id: &str) -> Result<&Version, KmsError> {
+        let version = self
+            .versions
+            .get(version_id)
+            .ok_or_else(|| KmsError::KeyVersionNotFound { key_id: key_id.to_owned(), version_id: version_id.to_owned() })?;
+        if version.disabled {
+            return Err(KmsError::KeyVersionNotEnabled { key_id: key_id.to_owned(), version_id: version_id.to_owned() });
+        }
+        Ok(version)
     }
 
     /// Merges `other` into `self`; whether anything changed.
@@ -169,9 +197,18 @@ impl Key {
             changed = true;
         }
         for (id, version) in other.versions {
-            if let std::collections::btree_map::Entry::Vacant(slot) = self.versions.entry(id) {
-                slot.insert(version);
-                changed = true;
+            match self.versions.entry(id) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(version);
+                    changed = true;
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    let local = slot.get_mut();
+                    if version.state_stamp > local.state_stamp {
+                        (local.disabled, local.state_stamp) = (version.disabled, version.state_stamp);
+                        changed = true;
+                    }
+                }
             }
         }
         changed
@@ -299,6 +336,8 @@ impl KeyStore {
                         key_spec: v.spec,
                         created: v.created.clone(),
                         material: B64.encode(key.seal(&material_aad(key_id, version_id, v.spec), &v.material)),
+                        disabled: v.disabled,
+                        state_stamp: (v.state_stamp != v.created).then(|| v.state_stamp.clone()),
                     })
                     .collect(),
             })
@@ -321,7 +360,7 @@ impl KeyStore {
         let mut changed = false;
         for (key_id, k) in incoming {
             max_clock = max_clock.max(k.created.clock).max(k.state_stamp.clock).max(k.current_stamp.clock);
-            max_clock = k.versions.values().map(|v| v.created.clock).fold(max_clock, u64::max);
+            max_clock = k.versions.values().map(|v| v.created.clock.max(v.state_stamp.clock)).fold(max_clock, u64::max);
             match state.keys.get_mut(&key_id) {
                 Some(local) => changed |= local.merge(k),
                 None => {
@@ -343,7 +382,7 @@ impl KeyStore {
         }
         let stamp = state.tick(&self.node_id);
         let version_id = crypto::random_uuid();
-        let version = Version { spec, created: stamp.clone(), material: crypto::random_bytes(crypto::key_len(spec)) };
+        let version = Version::new(spec, stamp.clone());
         let key = Key {
             spec,
             creation_date: now_rfc3339(),
@@ -379,7 +418,7 @@ impl KeyStore {
         };
         let stamp = state.tick(&self.node_id);
         let version_id = crypto::random_uuid();
-        let version = Version { spec, created: stamp.clone(), material: crypto::random_bytes(crypto::key_len(spec)) };
+        let version = Version::new(spec, stamp.clone());
         let key = state.keys.get_mut(key_id).ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
         key.versions.insert(version_id.clone(), version);
         (key.current, key.current_stamp) = (version_id, stamp);
@@ -397,10 +436,34 @@ impl KeyStore {
                 let known = key.versions.keys().cloned().collect::<Vec<_>>().join(", ");
                 return Err(KmsError::InvalidParameter(format!("key `{key_id}` has no version `{version_id}` (known: {known})")));
             }
+            key.enabled_version(key_id, version_id)?;
         }
         let stamp = state.tick(&self.node_id);
         let key = state.keys.get_mut(key_id).ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
         (key.current, key.current_stamp) = (version_id.to_owned(), stamp);
+        Ok(key.metadata(key_id))
+    }
+
+    /// Disables (`enabled == false`) or enables one version of a key, as keystore state replicated
+    /// like a rotation: a disabled version neither decrypts (409 `KeyNotEnabled`) nor, when
+    /// current, encrypts. Setting the state it already has changes nothing.
+    pub fn set_version_enabled(&self, key_id: &str, version_id: &str, enabled: bool) -> Result<KeyMetadata, KmsError> {
+        let mut state = self.write();
+        {
+            let key = state.key(key_id)?;
+            let Some(version) = key.versions.get(version_id) else {
+                let known = key.versions.keys().cloned().collect::<Vec<_>>().join(", ");
+                return Err(KmsError::InvalidParameter(format!("key `{key_id}` has no version `{version_id}` (known: {known})")));
+            };
+            if version.disabled != enabled {
+                return Ok(key.metadata(key_id));
+            }
+        }
+        let stamp = state.tick(&self.node_id);
+        let key = state.keys.get_mut(key_id).ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
+        if let Some(version) = key.versions.get_mut(version_id) {
+            (version.disabled, version.state_stamp) = (!enabled, stamp);
+        }
         Ok(key.metadata(key_id))
     }
 
@@ -429,8 +492,10 @@ impl KeyStore {
         let state = self.read();
         let key = state.key(key_id)?;
         key.require_enabled(key_id)?;
-        let version =
-            key.versions.get(&key.current).ok_or_else(|| KmsError::InternalFailure(format!("key `{key_id}` lost its current version")))?;
+        if !key.versions.contains_key(&key.current) {
+            return Err(KmsError::InternalFailure(format!("key `{key_id}` lost its current version")));
+        }
+        let version = key.enabled_version(key_id, &key.current)?;
         let header = blob::header(key_id, &key.current)
             .ok_or_else(|| KmsError::InternalFailure(format!("key `{key_id}` has an id too long for a blob")))?;
         let sealed = crypto::seal(version.spec, &version.material, &blob::aad(&header, context), plaintext)
@@ -446,10 +511,7 @@ impl KeyStore {
         let state = self.read();
         let key = state.key(parsed.key_id)?;
         key.require_enabled(parsed.key_id)?;
-        let version = key
-            .versions
-            .get(parsed.version_id)
-            .ok_or_else(|| KmsError::KeyVersionNotFound { key_id: parsed.key_id.to_owned(), version_id: parsed.version_id.to_owned() })?;
+        let version = key.enabled_version(parsed.key_id, parsed.version_id)?;
         let plaintext = crypto::open(version.spec, &version.material, &blob::aad(parsed.header, context), parsed.sealed).map_err(|_| {
             KmsError::InvalidCiphertext(
                 "CiphertextBlob fails authentication: it was altered, or the EncryptionContext differs from the one given to Encrypt"
@@ -480,7 +542,11 @@ fn open_snapshot(snapshot: &Snapshot, key: &SealingKey) -> Result<BTreeMap<Strin
             if material.len() != crypto::key_len(v.key_spec) {
                 return Err(bad());
             }
-            versions.insert(v.version_id.clone(), Version { spec: v.key_spec, created: v.created.clone(), material });
+            let state_stamp = v.state_stamp.clone().unwrap_or_else(|| v.created.clone());
+            versions.insert(
+                v.version_id.clone(),
+                Version { spec: v.key_spec, created: v.created.clone(), material, disabled: v.disabled, state_stamp },
+            );
         }
         if !versions.contains_key(&k.current_version_id) {
             return Err(SnapshotError::Inconsistent(format!(

@@ -39,19 +39,7 @@ pub struct SealConfig {
     pub root_key_fingerprint: String,
 }
 
-/// Where an unseal stands (the `/admin/seal-status` and `/admin/unseal` answer).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SealStatus {
-    /// Whether `/v1/*` calls are refused with 503 `Sealed`.
-    pub sealed: bool,
-    /// Distinct shares accepted in this attempt.
-    pub progress: usize,
-    /// Shares needed.
-    pub threshold: usize,
-    /// Shares made at init.
-    pub shares: usize,
-}
+pub use crate::api::admin::SealStatus;
 
 /// What one accepted share led to.
 #[derive(Debug)]

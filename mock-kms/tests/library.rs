@@ -566,3 +566,51 @@ async fn the_admin_api_makes_an_older_version_current_again() {
     assert_eq!(malformed.status, 400, "{}", malformed.text());
     kms.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_disabled_key_version_is_replicated_state_that_clearing_faults_does_not_undo() {
+    use mock_kms::api::admin::{self, KeyMetadataAnswer, Outcome};
+    let kms = MockKms::builder().cluster_size(2).key("lab-key").credential(Credential::new(AK, SK)).start().await.unwrap();
+    let clients: Vec<Client> = kms.urls().iter().map(|u| Client::new(u)).collect();
+    let first = clients[0].encrypt("lab-key", b"under v1").await;
+    let rotated: KeyMetadataAnswer = clients[0].admin("POST", &admin::path::rotate("lab-key"), "application/json", "").await.json();
+    let second = clients[0].encrypt("lab-key", b"under v2").await;
+    assert_eq!(second.key_version_id, rotated.key_metadata.current_key_version_id);
+
+    // Disable v1 on node 0: node 1 refuses to decrypt with it, v2 still works, the metadata says so.
+    let disabled = clients[0].admin("POST", &admin::path::disable_version("lab-key", &first.key_version_id), "application/json", "").await;
+    assert_eq!(disabled.status, 200, "{}", disabled.text());
+    let disabled: KeyMetadataAnswer = disabled.json();
+    assert_eq!(disabled.key_metadata.disabled_key_version_ids, std::slice::from_ref(&first.key_version_id));
+    let refused = clients[1].decrypt(&first.ciphertext_blob).await.expect_error(ErrorCode::KeyNotEnabled);
+    assert!(refused.message.contains(&first.key_version_id) && refused.message.contains("disabled"), "{}", refused.message);
+    assert_eq!(clients[1].decrypt_ok(&second.ciphertext_blob).await, b"under v2");
+    assert_eq!(kms.describe_key(1, "lab-key").unwrap().disabled_key_version_ids, std::slice::from_ref(&first.key_version_id));
+
+    // Clearing faults leaves it disabled; a disabled version cannot be made current.
+    assert_eq!(clients[0].admin("DELETE", "/admin/faults", "application/json", "").await.status, 200);
+    clients[0].decrypt(&first.ciphertext_blob).await.expect_error(ErrorCode::KeyNotEnabled);
+    let body = serde_json::to_vec(&admin::SetCurrentRequest { version_id: first.key_version_id.clone() }).unwrap();
+    assert_eq!(
+        clients[0].admin("POST", &admin::path::current("lab-key"), "application/json", body).await.error().code,
+        ErrorCode::KeyNotEnabled
+    );
+    let unknown = clients[0].admin("POST", &admin::path::disable_version("lab-key", "nope"), "application/json", "").await;
+    assert!(unknown.error().message.contains("has no version `nope` (known: "), "{}", unknown.text());
+
+    // Enabled again on node 1, node 0 decrypts it.
+    let enabled: KeyMetadataAnswer =
+        clients[1].admin("POST", &admin::path::enable_version("lab-key", &first.key_version_id), "application/json", "").await.json();
+    assert!(enabled.key_metadata.disabled_key_version_ids.is_empty());
+    assert_eq!(clients[0].decrypt_ok(&first.ciphertext_blob).await, b"under v1");
+
+    // The audit log, read typed: exactly the two refused Decrypts say KeyNotEnabled.
+    let query = admin::AuditQuery { action: Some(Action::Decrypt), outcome: Some(Outcome::KeyNotEnabled), ..Default::default() };
+    let records =
+        admin::parse_audit_lines(&clients[0].admin_get(&format!("{}?{}", admin::path::AUDIT, query.to_query())).await.text()).unwrap();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.iter().all(|r| r.key_version_id.as_deref() == Some(first.key_version_id.as_str()) && r.caller.is_none()));
+    let counters: admin::Counters = clients[0].admin_get(admin::path::COUNTERS).await.json();
+    assert_eq!(counters.count(Action::Decrypt, Outcome::KeyNotEnabled), 2);
+    kms.shutdown().await;
+}

@@ -1,0 +1,713 @@
+//! The admin API under `/admin/` as typed requests and answers: what `mock-kms`'s admin routes
+//! serve and what a client (kms-lab's stack) sends and reads. Server-free, like the rest of
+//! [`crate::api`].
+//!
+//! | Route | Request | Answer |
+//! |---|---|---|
+//! | `GET /admin/health` | — | [`Health`] (200 when serving, else 503) |
+//! | `GET, PUT, DELETE /admin/faults` | [`FaultProfile`] (JSON, or YAML with a yaml content type) | [`FaultProfile`] in force |
+//! | `GET /admin/audit?…` | [`AuditQuery::to_query`] | JSON lines of [`AuditRecord`] |
+//! | `GET /admin/counters` | — | [`Counters`] |
+//! | `POST /admin/unseal` | [`UnsealRequest`] | [`SealStatus`] |
+//! | `GET /admin/seal-status` | — | [`SealStatus`] |
+//! | `PUT, GET /admin/credentials` | [`CredentialEntry`] list (PUT) | [`AccessKeys`] |
+//! | `GET /admin/keys` | — | [`Keys`] |
+//! | `POST /admin/keys/{key}/rotate` | — | [`KeyMetadataAnswer`] |
+//! | `POST /admin/keys/{key}/current` | [`SetCurrentRequest`] | [`KeyMetadataAnswer`] |
+//! | `POST /admin/keys/{key}/versions/{version}/disable` | — | [`KeyMetadataAnswer`] |
+//! | `POST /admin/keys/{key}/versions/{version}/enable` | — | [`KeyMetadataAnswer`] |
+//! | `GET /admin/cluster` | — | [`ClusterStatus`] |
+//!
+//! Errors are [`crate::api::ErrorBody`] with the status of their code. The paths are built by the
+//! functions of [`path`].
+
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Action, Caller, ErrorCode, KeyMetadata, UnknownName};
+
+/// The admin paths.
+pub mod path {
+    /// `GET /admin/health`.
+    pub const HEALTH: &str = "/admin/health";
+    /// `GET, PUT, DELETE /admin/faults`.
+    pub const FAULTS: &str = "/admin/faults";
+    /// `GET /admin/audit` (with [`super::AuditQuery::to_query`]).
+    pub const AUDIT: &str = "/admin/audit";
+    /// `GET /admin/counters`.
+    pub const COUNTERS: &str = "/admin/counters";
+    /// `POST /admin/unseal`.
+    pub const UNSEAL: &str = "/admin/unseal";
+    /// `GET /admin/seal-status`.
+    pub const SEAL_STATUS: &str = "/admin/seal-status";
+    /// `PUT, GET /admin/credentials`.
+    pub const CREDENTIALS: &str = "/admin/credentials";
+    /// `GET /admin/keys`.
+    pub const KEYS: &str = "/admin/keys";
+    /// `GET /admin/cluster`.
+    pub const CLUSTER: &str = "/admin/cluster";
+
+    /// `POST /admin/keys/{key_id}/rotate`.
+    pub fn rotate(key_id: &str) -> String {
+        format!("/admin/keys/{key_id}/rotate")
+    }
+
+    /// `POST /admin/keys/{key_id}/current`.
+    pub fn current(key_id: &str) -> String {
+        format!("/admin/keys/{key_id}/current")
+    }
+
+    /// `POST /admin/keys/{key_id}/versions/{version_id}/disable`.
+    pub fn disable_version(key_id: &str, version_id: &str) -> String {
+        format!("/admin/keys/{key_id}/versions/{version_id}/disable")
+    }
+
+    /// `POST /admin/keys/{key_id}/versions/{version_id}/enable`.
+    pub fn enable_version(key_id: &str, version_id: &str) -> String {
+        format!("/admin/keys/{key_id}/versions/{version_id}/enable")
+    }
+}
+
+/// The outcome of a KMS call in the audit log: `Ok`, an [`ErrorCode`], or `Abandoned`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Answered successfully.
+    Ok,
+    /// See [`ErrorCode::InvalidParameter`].
+    InvalidParameter,
+    /// See [`ErrorCode::InvalidCiphertext`].
+    InvalidCiphertext,
+    /// See [`ErrorCode::InvalidAccessKeyId`].
+    InvalidAccessKeyId,
+    /// See [`ErrorCode::SignatureDoesNotMatch`].
+    SignatureDoesNotMatch,
+    /// See [`ErrorCode::RequestTimeTooSkewed`].
+    RequestTimeTooSkewed,
+    /// See [`ErrorCode::RequestReplayed`].
+    RequestReplayed,
+    /// See [`ErrorCode::Forbidden`].
+    Forbidden,
+    /// See [`ErrorCode::KeyNotFound`].
+    KeyNotFound,
+    /// See [`ErrorCode::KeyAlreadyExists`].
+    KeyAlreadyExists,
+    /// See [`ErrorCode::KeyNotEnabled`] (a disabled key, or a disabled key version).
+    KeyNotEnabled,
+    /// See [`ErrorCode::Throttling`].
+    Throttling,
+    /// See [`ErrorCode::InternalFailure`].
+    InternalFailure,
+    /// See [`ErrorCode::Sealed`].
+    Sealed,
+    /// See [`ErrorCode::ServiceUnavailable`].
+    ServiceUnavailable,
+    /// The client went away before the call was answered (e.g. during a hang).
+    Abandoned,
+}
+
+impl Outcome {
+    /// Every outcome.
+    pub const ALL: [Outcome; 16] = [
+        Self::Ok,
+        Self::InvalidParameter,
+        Self::InvalidCiphertext,
+        Self::InvalidAccessKeyId,
+        Self::SignatureDoesNotMatch,
+        Self::RequestTimeTooSkewed,
+        Self::RequestReplayed,
+        Self::Forbidden,
+        Self::KeyNotFound,
+        Self::KeyAlreadyExists,
+        Self::KeyNotEnabled,
+        Self::Throttling,
+        Self::InternalFailure,
+        Self::Sealed,
+        Self::ServiceUnavailable,
+        Self::Abandoned,
+    ];
+
+    /// The outcome's name, as in the audit log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ok => "Ok",
+            Self::InvalidParameter => "InvalidParameter",
+            Self::InvalidCiphertext => "InvalidCiphertext",
+            Self::InvalidAccessKeyId => "InvalidAccessKeyId",
+            Self::SignatureDoesNotMatch => "SignatureDoesNotMatch",
+            Self::RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            Self::RequestReplayed => "RequestReplayed",
+            Self::Forbidden => "Forbidden",
+            Self::KeyNotFound => "KeyNotFound",
+            Self::KeyAlreadyExists => "KeyAlreadyExists",
+            Self::KeyNotEnabled => "KeyNotEnabled",
+            Self::Throttling => "Throttling",
+            Self::InternalFailure => "InternalFailure",
+            Self::Sealed => "Sealed",
+            Self::ServiceUnavailable => "ServiceUnavailable",
+            Self::Abandoned => "Abandoned",
+        }
+    }
+
+    /// Parses an outcome name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == name)
+    }
+
+    /// The error code of a refused call (`None` for `Ok` and `Abandoned`).
+    pub fn error_code(self) -> Option<ErrorCode> {
+        Some(match self {
+            Self::Ok | Self::Abandoned => return None,
+            Self::InvalidParameter => ErrorCode::InvalidParameter,
+            Self::InvalidCiphertext => ErrorCode::InvalidCiphertext,
+            Self::InvalidAccessKeyId => ErrorCode::InvalidAccessKeyId,
+            Self::SignatureDoesNotMatch => ErrorCode::SignatureDoesNotMatch,
+            Self::RequestTimeTooSkewed => ErrorCode::RequestTimeTooSkewed,
+            Self::RequestReplayed => ErrorCode::RequestReplayed,
+            Self::Forbidden => ErrorCode::Forbidden,
+            Self::KeyNotFound => ErrorCode::KeyNotFound,
+            Self::KeyAlreadyExists => ErrorCode::KeyAlreadyExists,
+            Self::KeyNotEnabled => ErrorCode::KeyNotEnabled,
+            Self::Throttling => ErrorCode::Throttling,
+            Self::InternalFailure => ErrorCode::InternalFailure,
+            Self::Sealed => ErrorCode::Sealed,
+            Self::ServiceUnavailable => ErrorCode::ServiceUnavailable,
+        })
+    }
+}
+
+impl From<ErrorCode> for Outcome {
+    fn from(code: ErrorCode) -> Self {
+        Self::ALL.into_iter().find(|o| o.error_code() == Some(code)).unwrap_or(Self::InternalFailure)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Outcome {
+    type Err = UnknownName;
+
+    /// Parses an outcome name; the error lists every outcome.
+    fn from_str(name: &str) -> Result<Self, UnknownName> {
+        Self::from_name(name).ok_or_else(|| UnknownName::new("outcome", name, Self::ALL.iter().map(|o| o.name())))
+    }
+}
+
+/// One KMS call in the audit log (a line of `GET /admin/audit` and of the audit file).
+///
+/// Fields added later (by other dialects) are ignored by this type. A record of a call to an
+/// unknown `/v1/<name>` path does not parse as this type (its action is not an [`Action`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number in the mock KMS process, from 1.
+    pub seq: u64,
+    /// When the call finished, Unix milliseconds.
+    pub time_unix_ms: u64,
+    /// The id sent back in `x-kms-request-id`.
+    pub request_id: String,
+    /// The access key the request claimed (verified or not); `None` if it had none.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// The action.
+    pub action: Action,
+    /// The key named by the request (or by its ciphertext blob), if any.
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The key version used (or named by the blob), if any.
+    #[serde(default)]
+    pub key_version_id: Option<String>,
+    /// How the call ended.
+    pub outcome: Outcome,
+    /// Time from receiving the request to answering it, injected latency included.
+    pub latency_ms: f64,
+    /// The node that served it.
+    pub node: String,
+    /// Why the client made the call ([`crate::api::HEADER_CALLER`]); `None` when it did not say.
+    #[serde(default)]
+    pub caller: Option<Caller>,
+}
+
+impl AuditRecord {
+    /// When the call finished.
+    pub fn time(&self) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(self.time_unix_ms)
+    }
+}
+
+/// A filter over the audit log (`GET /admin/audit`); every field that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this action.
+    pub action: Option<Action>,
+    /// Only this key.
+    pub key_id: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<Outcome>,
+    /// Only this caller.
+    pub caller: Option<Caller>,
+    /// Only this node.
+    pub node: Option<String>,
+    /// Only records after this sequence number (exclusive: pass the last `seq` you saw).
+    pub since_seq: Option<u64>,
+    /// At most this many (the oldest matching first).
+    pub limit: Option<usize>,
+}
+
+impl AuditQuery {
+    /// The query string (without `?`), percent-encoding values.
+    pub fn to_query(&self) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        if let Some(action) = self.action {
+            pairs.push(("action", action.name().to_owned()));
+        }
+        if let Some(key_id) = &self.key_id {
+            pairs.push(("key_id", key_id.clone()));
+        }
+        if let Some(outcome) = self.outcome {
+            pairs.push(("outcome", outcome.name().to_owned()));
+        }
+        if let Some(caller) = self.caller {
+            pairs.push(("caller", caller.name().to_owned()));
+        }
+        if let Some(node) = &self.node {
+            pairs.push(("node", node.clone()));
+        }
+        if let Some(since_seq) = self.since_seq {
+            pairs.push(("since_seq", since_seq.to_string()));
+        }
+        if let Some(limit) = self.limit {
+            pairs.push(("limit", limit.to_string()));
+        }
+        pairs.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect::<Vec<_>>().join("&")
+    }
+}
+
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Parses the JSON lines of `GET /admin/audit` (or an audit file); the error names the line.
+pub fn parse_audit_lines(text: &str) -> Result<Vec<AuditRecord>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            serde_json::from_str(line).map_err(|e| format!("audit line {} is not an audit record: {e}: `{}`", index + 1, line.trim()))
+        })
+        .collect()
+}
+
+/// One counter: how many calls had this (key, action, outcome).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counter {
+    /// The key (empty for calls that named none).
+    pub key_id: String,
+    /// The action.
+    pub action: Action,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The count.
+    pub count: u64,
+}
+
+/// `GET /admin/counters`: calls since start per (key, action, outcome), not bounded by the
+/// in-memory audit window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Counters {
+    /// Every non-zero counter.
+    pub counters: Vec<Counter>,
+}
+
+impl Counters {
+    /// Calls of `action` with `outcome` on any key.
+    pub fn count(&self, action: Action, outcome: Outcome) -> u64 {
+        self.counters.iter().filter(|c| c.action == action && c.outcome == outcome).map(|c| c.count).sum()
+    }
+
+    /// Calls of `action` whatever their outcome, on any key.
+    pub fn total(&self, action: Action) -> u64 {
+        self.counters.iter().filter(|c| c.action == action).map(|c| c.count).sum()
+    }
+}
+
+/// Where an unseal stands (the `/admin/seal-status` and `/admin/unseal` answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SealStatus {
+    /// Whether `/v1/*` calls are refused with 503 `Sealed`.
+    pub sealed: bool,
+    /// Distinct shares accepted in this attempt.
+    pub progress: usize,
+    /// Shares needed.
+    pub threshold: usize,
+    /// Shares made at init.
+    pub shares: usize,
+}
+
+/// `POST /admin/unseal`: one share, or `Reset` to discard the shares given so far.
+/// `Debug` never shows the share.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct UnsealRequest {
+    /// Base64 of one unseal share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<String>,
+    /// Discard the shares given so far.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+}
+
+impl std::fmt::Debug for UnsealRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnsealRequest").field("share", &self.share.as_ref().map(|_| "<redacted>")).field("reset", &self.reset).finish()
+    }
+}
+
+/// One credential of `PUT /admin/credentials` (the body is a list; it replaces the whole set).
+/// `Debug` never shows the secret key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CredentialEntry {
+    /// The access key (an identifier, not secret).
+    pub access_key: String,
+    /// The secret key.
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for CredentialEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialEntry").field("access_key", &self.access_key).finish_non_exhaustive()
+    }
+}
+
+/// `GET, PUT /admin/credentials` answer: the accepted access keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AccessKeys {
+    /// The access keys, sorted.
+    pub access_keys: Vec<String>,
+}
+
+/// `GET /admin/keys` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Keys {
+    /// Every key.
+    pub keys: Vec<KeyMetadata>,
+}
+
+/// The answer of every admin key change (rotate, set current, disable / enable a version).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadataAnswer {
+    /// The key after the change.
+    pub key_metadata: KeyMetadata,
+}
+
+/// `POST /admin/keys/{key_id}/current`: makes an existing version current again (A→B→A).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SetCurrentRequest {
+    /// The version to make current.
+    pub version_id: String,
+}
+
+/// `GET /admin/health` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Health {
+    /// `ok`, `sealed` or `starting`.
+    pub status: String,
+    /// The node.
+    pub node_id: String,
+    /// Whether it is sealed.
+    pub sealed: bool,
+    /// Whether it serves `/v1/*`.
+    pub ready: bool,
+    /// How many keys it holds.
+    pub keys: usize,
+    /// Its keystore's logical clock.
+    pub clock: u64,
+}
+
+/// One node in [`ClusterStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeStatus {
+    /// The node.
+    pub node_id: String,
+    /// Its URL.
+    pub url: String,
+    /// Whether it serves `/v1/*`.
+    pub ready: bool,
+    /// Whether its listener is open (not in an outage).
+    pub listening: bool,
+    /// Calls it holds unanswered (the `hang` fault).
+    pub hung_requests: usize,
+    /// Its keystore's logical clock.
+    pub clock: u64,
+}
+
+/// `GET /admin/cluster` answer: this node's peers and every node of its process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ClusterStatus {
+    /// The node that answered.
+    pub node_id: String,
+    /// Its peers' URLs.
+    pub peers: Vec<String>,
+    /// Every node of its process.
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// `POST /admin/cluster/snapshot` answer (node to node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SnapshotPushAnswer {
+    /// Whether the pushed snapshot changed the receiver's state.
+    pub changed: bool,
+}
+
+// ---- Fault profiles (`/admin/faults`); their validation and YAML parsing live in
+// `crate::faults` (server side).
+
+/// Which faults are active. Every field is optional; an empty profile means "no faults".
+///
+/// Each fault except `outage` takes `actions`: the actions it applies to (all when absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultProfile {
+    /// Seed for this profile's random draws (overrides `--seed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Added latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyFault>,
+    /// A share of calls fails with 500 InternalFailure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<ErrorRateFault>,
+    /// A token-bucket quota; calls over it get 429 Throttling with `Retry-After`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleFault>,
+    /// The node stops accepting connections (connection refused) until cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage: Option<OutageFault>,
+    /// Calls are read and never answered until cleared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hang: Option<HangFault>,
+    /// Returned `Plaintext` / `CiphertextBlob` get a flipped byte.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrupt: Option<CorruptFault>,
+    /// Keys treated as disabled (409 KeyNotEnabled; DescribeKey shows Disabled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_disabled: Option<KeyDisabledFault>,
+    /// Actions refused with 403 Forbidden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny: Option<DenyFault>,
+}
+
+/// Added latency: `fixed_ms` plus a sample of `distribution` (clamped at 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyFault {
+    /// Milliseconds added to every call.
+    #[serde(default)]
+    pub fixed_ms: f64,
+    /// A random part added on top.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<LatencyDistribution>,
+    /// The actions it applies to (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<Action>>,
+}
+
+/// A latency distribution, tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LatencyDistribution {
+    /// Uniform in `[min_ms, max_ms]`.
+    Uniform {
+        /// Lower bound.
+        min_ms: f64,
+        /// Upper bound.
+        max_ms: f64,
+    },
+    /// Normal (Gaussian), clamped at 0.
+    Normal {
+        /// Mean.
+        mean_ms: f64,
+        /// Standard deviation.
+        stddev_ms: f64,
+    },
+    /// Exponential with the given mean.
+    Exponential {
+        /// Mean.
+        mean_ms: f64,
+    },
+}
+
+/// A share of calls fails with 500 InternalFailure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRateFault {
+    /// Probability of failure per call, 0 to 1.
+    pub rate: f64,
+    /// The actions it applies to (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<Action>>,
+}
+
+/// A token bucket: `per_second` tokens per second, up to `burst` saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleFault {
+    /// The quota, calls per second (may be fractional).
+    pub per_second: f64,
+    /// The bucket size (defaults to `per_second`, at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<f64>,
+    /// The actions it applies to (all when absent); they share one bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<Action>>,
+}
+
+/// The node closes its listener and drops its connections: clients get "connection refused".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutageFault {
+    /// Clear the outage by itself after this long (the admin API is down too during an outage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+}
+
+/// Calls are accepted and read, then not answered until the fault is cleared.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HangFault {
+    /// Clear the hang by itself after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// The actions it applies to (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<Action>>,
+}
+
+/// Returned `Plaintext` / `CiphertextBlob` get one byte flipped (all 8 bits).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorruptFault {
+    /// Probability per call, 0 to 1 (default 1).
+    #[serde(default = "one")]
+    pub rate: f64,
+    /// The actions it applies to (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<Action>>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Keys treated as disabled.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyDisabledFault {
+    /// The keys; an entry `key/version` disables only that version (for Decrypt).
+    pub key_ids: Vec<String>,
+    /// The actions it applies to (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<Action>>,
+}
+
+/// Actions refused with 403 Forbidden.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenyFault {
+    /// The denied actions (all when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actions: Option<Vec<Action>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_parse_by_name_and_list_the_known_ones() {
+        for outcome in Outcome::ALL {
+            assert_eq!(outcome.name().parse::<Outcome>(), Ok(outcome));
+            assert_eq!(serde_json::to_string(&outcome).unwrap(), format!("\"{}\"", outcome.name()));
+        }
+        let error = "KeyNotEnabeld".parse::<Outcome>().unwrap_err().to_string();
+        assert!(error.starts_with("unknown outcome `KeyNotEnabeld` (known: Ok, InvalidParameter,"), "{error}");
+        assert!(error.contains("KeyNotEnabled") && error.contains("Abandoned"), "{error}");
+        assert_eq!(Outcome::from(ErrorCode::Throttling), Outcome::Throttling);
+        assert_eq!(Outcome::Throttling.error_code(), Some(ErrorCode::Throttling));
+        let error = "Decrpyt".parse::<Action>().unwrap_err().to_string();
+        assert!(error.starts_with("unknown action `Decrpyt` (known: CreateKey, DescribeKey,"), "{error}");
+        assert_eq!(serde_json::from_str::<Action>("\"Decrypt\"").unwrap(), Action::Decrypt);
+    }
+
+    #[test]
+    fn callers_are_named_as_in_the_header() {
+        assert_eq!(Caller::HealthProbe.name(), "health-probe");
+        for caller in Caller::ALL {
+            assert_eq!(serde_json::to_string(&caller).unwrap(), format!("\"{}\"", caller.name()));
+            assert_eq!(caller.name().parse::<Caller>(), Ok(caller));
+        }
+        assert!("probe".parse::<Caller>().unwrap_err().to_string().contains("(known: health-probe, request)"));
+    }
+
+    #[test]
+    fn an_audit_line_parses_typed_and_ignores_fields_it_does_not_know() {
+        let line = r#"{"seq":7,"time":"2026-01-01T00:00:00.123Z","time_unix_ms":1767225600123,"request_id":"r","access_key":"AK","action":"Decrypt","key_id":"k","key_version_id":"v1","outcome":"KeyNotEnabled","latency_ms":1.5,"node":"node-0","caller":"health-probe","dialect":"alibaba"}"#;
+        let records = parse_audit_lines(&format!("{line}\n\n")).unwrap();
+        assert_eq!(records.len(), 1);
+        let record = &records[0];
+        assert_eq!(
+            (record.seq, record.action, record.outcome, record.caller),
+            (7, Action::Decrypt, Outcome::KeyNotEnabled, Some(Caller::HealthProbe))
+        );
+        assert_eq!(record.time(), SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123));
+        let without_caller = line.replace(r#","caller":"health-probe""#, "");
+        assert_eq!(parse_audit_lines(&without_caller).unwrap()[0].caller, None);
+        let error = parse_audit_lines(&format!("{line}\n{}", line.replace("Decrypt", "Decrpyt"))).unwrap_err();
+        assert!(error.starts_with("audit line 2 is not an audit record: unknown variant `Decrpyt`"), "{error}");
+    }
+
+    #[test]
+    fn audit_queries_encode_typed_filters() {
+        let query = AuditQuery {
+            action: Some(Action::Decrypt),
+            outcome: Some(Outcome::Ok),
+            caller: Some(Caller::Request),
+            key_id: Some("a b/c".into()),
+            since_seq: Some(3),
+            ..AuditQuery::default()
+        };
+        assert_eq!(query.to_query(), "action=Decrypt&key_id=a%20b%2Fc&outcome=Ok&caller=request&since_seq=3");
+        assert_eq!(AuditQuery::default().to_query(), "");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let credential = CredentialEntry { access_key: "AK".into(), secret_key: "very-secret".into() };
+        assert!(!format!("{credential:?}").contains("very-secret"));
+        let unseal = UnsealRequest { share: Some("c2hhcmU=".into()), reset: false };
+        assert!(!format!("{unseal:?}").contains("c2hhcmU="));
+        assert_eq!(serde_json::to_string(&unseal).unwrap(), r#"{"Share":"c2hhcmU="}"#);
+    }
+}
