@@ -31,14 +31,14 @@ pub struct Args {
     /// Which plugin APIs to serve.
     #[arg(long, value_enum, default_value_t = ApiSelection::Both)]
     pub api: ApiSelection,
-    /// How long a successful KEK round trip keeps Status healthy before the next probe.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long a successful KEK round trip keeps Status healthy before the next probe (0s to 1h; 0s probes on every Status).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = health_ttl)]
     pub health_ttl: Duration,
-    /// Deadline of one call to the remote KMS.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    /// Deadline of one call to the remote KMS (10ms to 60s; keep it under the apiserver's KMS timeout, 3s by default).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = kms_timeout)]
     pub kms_timeout: Duration,
-    /// Retries of a retryable remote KMS failure (with backoff, across endpoints).
-    #[arg(long, value_name = "N", default_value_t = 3)]
+    /// Retries of a retryable remote KMS failure (with backoff, across endpoints; 0 to 10).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub kms_retries: u32,
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9100).
     #[arg(long, value_name = "ADDR")]
@@ -66,6 +66,24 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         kek_file: PathBuf,
     },
+}
+
+/// A duration flag's value within `min..=max`, or an error that gives the allowed range.
+fn duration_in(text: &str, min: Duration, max: Duration, range: &str) -> Result<Duration, String> {
+    let value =
+        humantime::parse_duration(text).map_err(|error| format!("{error}; expected a duration such as `2s` or `500ms` ({range})"))?;
+    if value < min || value > max {
+        return Err(format!("out of range: allowed {range}"));
+    }
+    Ok(value)
+}
+
+fn kms_timeout(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::from_millis(10), Duration::from_secs(60), "10ms to 60s")
+}
+
+fn health_ttl(text: &str) -> Result<Duration, String> {
+    duration_in(text, Duration::ZERO, Duration::from_secs(3600), "0s to 1h")
 }
 
 impl Args {
@@ -146,6 +164,22 @@ mod tests {
         assert!(message.contains("--socket PATH"), "{message}");
         let message = args(&["--socket", "/tmp/x.sock"]).resolve().unwrap_err().to_string();
         assert!(message.contains("--kms local"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_flags_are_usage_errors_naming_the_range() {
+        for (flag, value, range) in [
+            ("--kms-timeout", "0", "10ms to 60s"),
+            ("--kms-timeout", "2h", "10ms to 60s"),
+            ("--health-ttl", "2d", "0s to 1h"),
+            ("--kms-retries", "1000", "0..=10"),
+        ] {
+            let error = Args::try_parse_from(["kms-plugin", flag, value]).expect_err(flag);
+            assert_eq!(error.exit_code(), 2, "{flag} {value}");
+            assert!(error.to_string().contains(range), "{flag} {value}: {error}");
+        }
+        assert!(Args::try_parse_from(["kms-plugin", "--kms-timeout", "soon"]).unwrap_err().to_string().contains("expected a duration"));
+        assert!(Args::try_parse_from(["kms-plugin", "--health-ttl", "0s", "--kms-timeout", "10ms"]).is_ok());
     }
 
     #[test]

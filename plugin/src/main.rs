@@ -12,7 +12,9 @@ const EXIT_CONFIG: u8 = 2;
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_PLUGIN_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // ANSI colour only when stderr is a terminal: a log file must not carry escape codes.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -30,7 +32,7 @@ fn main() -> ExitCode {
             }
             Err(error) => {
                 eprintln!("error: {error}");
-                ExitCode::FAILURE
+                exit_for_kek(&error)
             }
         };
     }
@@ -52,8 +54,19 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            match error.downcast_ref::<kms_plugin::ServeError>() {
+                Some(kms_plugin::ServeError::Kek(kek)) => exit_for_kek(kek),
+                _ => ExitCode::FAILURE,
+            }
         }
+    }
+}
+
+/// 2 for a key file the user must fix (configuration), 1 for anything else.
+fn exit_for_kek(error: &kms_plugin::KekError) -> ExitCode {
+    match error {
+        kms_plugin::KekError::KeyFile(_) => ExitCode::from(EXIT_CONFIG),
+        _ => ExitCode::FAILURE,
     }
 }
 

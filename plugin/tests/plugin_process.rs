@@ -245,6 +245,7 @@ async fn a_stale_socket_file_is_replaced() {
     let status = plugin.client().await.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(status.healthz, "ok");
     assert!(plugin.log_text().contains("removing stale socket"));
+    assert!(!plugin.log_text().contains('\u{1b}'), "ANSI colour codes in a log file: {:?}", plugin.log_text());
 }
 
 #[tokio::test]
@@ -381,4 +382,25 @@ fn http_get(addr: &str, path: &str) -> String {
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("metrics response is text");
     response
+}
+
+/// Issue 14: user input the plugin cannot use is a configuration error (exit 2) that says what
+/// is wrong, never "internal error"; a log written to a file carries no ANSI colour codes.
+#[test]
+fn bad_flags_and_key_files_exit_2_and_logs_to_a_file_have_no_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("kms.sock");
+    let socket = socket.to_str().unwrap();
+    let (status, stderr) = run_to_exit(&["--socket", socket, "--kms", "local", "--kms-timeout", "0"]);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("allowed 10ms to 60s"), "{stderr}");
+    let kek = dir.path().join("kek");
+    for (contents, expected) in [(&b""[..], "holds no key"), (&b"\xff\xfe\n"[..], "not UTF-8")] {
+        std::fs::write(&kek, contents).unwrap();
+        let (status, stderr) = run_to_exit(&["--socket", socket, "--kms", "local", "--kek-file", kek.to_str().unwrap()]);
+        assert_eq!(status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected) && !stderr.contains("internal error"), "{stderr}");
+        assert!(!stderr.contains('\u{1b}'), "ANSI escape codes in a log that is not a terminal: {stderr:?}");
+    }
+    assert!(!std::path::Path::new(socket).exists(), "a refused start left a socket behind");
 }

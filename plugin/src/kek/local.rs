@@ -64,24 +64,52 @@ fn random_key() -> Zeroizing<[u8; 32]> {
 
 /// Appends a new random key to a key file (creating it, mode 0600), making it the current version.
 pub fn append_random_key(path: &Path) -> Result<(), KekError> {
-    let io = |e: std::io::Error| KekError::Internal(format!("cannot write key file `{}`: {e}", path.display()));
+    let io = |e: std::io::Error| KekError::KeyFile(format!("cannot write key file `{}`: {e}{}", path.display(), io_hint(&e)));
     let mut file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
     let line = Zeroizing::new(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(random_key().as_ref())));
     file.write_all(line.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)
 }
 
+/// A hint for an I/O error on the key file (empty when none fits).
+fn io_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => " (run the plugin as the file's owner, or pass another --kek-file)",
+        std::io::ErrorKind::IsADirectory => " (--kek-file takes a file: one base64 key per line)",
+        std::io::ErrorKind::NotFound => " (create its directory first)",
+        _ => "",
+    }
+}
+
+/// The most bytes a key file may hold (a million key versions is far beyond any real rotation).
+const MAX_KEY_FILE_BYTES: u64 = 64 << 20;
+
 fn read_key_file(path: &Path) -> Result<Vec<KeyVersion>, KekError> {
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).map_err(|e| KekError::Internal(format!("cannot read key file `{}`: {e}", path.display())))?,
-    );
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| KekError::KeyFile(format!("cannot read key file `{}`: {e}{}", path.display(), io_hint(&e)));
+    let mut bytes = Zeroizing::new(Vec::new());
+    std::fs::File::open(path).and_then(|f| f.take(MAX_KEY_FILE_BYTES + 1).read_to_end(&mut bytes)).map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_KEY_FILE_BYTES {
+        return Err(KekError::KeyFile(format!(
+            "key file `{}` is larger than {} MiB: is it the right file? (expected one base64 key per line)",
+            path.display(),
+            MAX_KEY_FILE_BYTES >> 20
+        )));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
+        KekError::KeyFile(format!(
+            "key file `{}` line {line}: not UTF-8 text; expected one base64-encoded 32-byte key per line",
+            path.display()
+        ))
+    })?;
     let mut versions = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || KekError::Internal(format!("key file `{}` line {}: expected a base64-encoded 32-byte key", path.display(), index + 1));
+        let bad = || KekError::KeyFile(format!("key file `{}` line {}: expected a base64-encoded 32-byte key", path.display(), index + 1));
         let key = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(line).map_err(|_| bad())?);
         if key.len() != 32 {
             return Err(bad());
@@ -90,8 +118,8 @@ fn read_key_file(path: &Path) -> Result<Vec<KeyVersion>, KekError> {
         versions.push(key_version(version, &key)?);
     }
     if versions.is_empty() {
-        return Err(KekError::Internal(format!(
-            "key file `{}` holds no key: add one with `kms-plugin rotate-kek --kek-file {0}`",
+        return Err(KekError::KeyFile(format!(
+            "key file `{}` holds no key (it is empty or only comments): add one with `kms-plugin rotate-kek --kek-file {0}`",
             path.display()
         )));
     }
@@ -136,7 +164,7 @@ impl LocalKek {
         let fresh = read_key_file(path)?;
         let mut versions = self.versions.write().map_err(|_| KekError::Internal("key ring lock poisoned".into()))?;
         if fresh.len() < versions.len() || fresh.iter().zip(versions.iter()).any(|(new, old)| new.key_id != old.key_id) {
-            return Err(KekError::Internal(format!(
+            return Err(KekError::KeyFile(format!(
                 "key file `{}` lost or changed an existing key version; only appending new versions is allowed (nothing was reloaded)",
                 path.display()
             )));
@@ -283,5 +311,25 @@ mod tests {
         std::fs::write(&path, "c2hvcnQ=\n").unwrap();
         let message = LocalKek::from_file(&path).unwrap_err().to_string();
         assert!(message.contains("line 1") && !message.contains("c2hvcnQ"), "{message}");
+    }
+
+    #[test]
+    fn a_bad_key_file_is_a_user_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek");
+        let cases: [(&[u8], &str); 3] = [
+            (b"", "holds no key"),
+            (b"# just a comment\n", "holds no key"),
+            (b"c2VjcmV0LWJ1dC1ub3QtYS1rZXk=\n\xff\xfe\n", "line 2: not UTF-8"),
+        ];
+        for (contents, expected) in cases {
+            std::fs::write(&path, contents).unwrap();
+            let error = LocalKek::from_file(&path).unwrap_err();
+            assert!(matches!(error, KekError::KeyFile(_)), "{error:?}");
+            let message = error.to_string();
+            assert!(message.contains(expected) && !message.contains("internal") && !message.contains("c2VjcmV0"), "{message}");
+        }
+        let error = LocalKek::from_file(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("--kek-file takes a file"), "{error}");
     }
 }

@@ -63,6 +63,10 @@ pub enum KekError {
     /// The KMS cannot be reached or is not serving.
     #[error("the KMS is unavailable: {0}")]
     Unavailable(String),
+    /// The key file (`--kek-file`) cannot be used: the user's input, not an internal fault.
+    /// The message names the file (and line) and what it must hold, never key material.
+    #[error("{0}")]
+    KeyFile(String),
     /// Anything else.
     #[error("internal error: {0}")]
     Internal(String),
@@ -74,7 +78,7 @@ impl KekError {
         match self {
             Self::InvalidCiphertext(_) | Self::Mismatch(_) => tonic::Code::InvalidArgument,
             Self::UnknownKeyVersion(_) => tonic::Code::NotFound,
-            Self::KeyUnusable(_) => tonic::Code::FailedPrecondition,
+            Self::KeyUnusable(_) | Self::KeyFile(_) => tonic::Code::FailedPrecondition,
             Self::Unauthenticated(_) => tonic::Code::Unauthenticated,
             Self::PermissionDenied(_) => tonic::Code::PermissionDenied,
             Self::Throttled(_) => tonic::Code::ResourceExhausted,
