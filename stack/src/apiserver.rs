@@ -136,7 +136,7 @@ impl ApiServer {
         let port = ports::free_port()?;
         let client = client_for(&format!("https://127.0.0.1:{port}"), ca_pem, &files.admin_token).await?;
         let cert_dir = work_dir.join(format!("{}-certs", options.name));
-        std::fs::create_dir_all(&cert_dir).map_err(StackError::io(format!("create {}", cert_dir.display())))?;
+        crate::fsutil::private_dir(&cert_dir).map_err(StackError::io(format!("create {}", cert_dir.display())))?;
         let mut process = launcher.spawn(&options.name, binary, &args(&options, files, port, &cert_dir), log, &[]).await?;
         // `None`: started, nothing awaited (the caller observes it with its own bounded waits).
         let Some(readiness) = readiness else {

@@ -9,6 +9,7 @@ pub mod component;
 pub mod encryption;
 pub mod error;
 pub mod etcd;
+pub mod fsutil;
 pub mod http;
 pub mod images;
 pub mod mockkms;

@@ -119,8 +119,9 @@ pub struct Stack {
     shut_down: bool,
 }
 
+/// Every file the stack writes holds or sits beside credentials: mode 0600 (see [`crate::fsutil`]).
 fn write(path: &Path, contents: &str) -> Result<(), StackError> {
-    std::fs::write(path, contents).map_err(StackError::io(format!("write {}", path.display())))
+    crate::fsutil::write_private(path, contents.as_bytes()).map_err(StackError::io(format!("write {}", path.display())))
 }
 
 /// Writes `contents` to `path` through a temporary file and a rename, so readers never see half a file.
@@ -143,9 +144,10 @@ impl Stack {
     pub async fn launch(options: StackOptions) -> Result<Self, StackError> {
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let run_dir = options.run_root.join(format!("{}-{stamp}-{}", options.name, std::process::id()));
-        std::fs::create_dir_all(&run_dir).map_err(StackError::io(format!("create run directory {}", run_dir.display())))?;
+        crate::fsutil::private_dir(&run_dir).map_err(StackError::io(format!("create run directory {}", run_dir.display())))?;
         // Sockets and data live in a short /tmp path: Unix socket paths are limited to 108 bytes.
         let work = tempfile::Builder::new().prefix("kms-lab-").tempdir().map_err(StackError::io("create a work directory in /tmp"))?;
+        crate::fsutil::private_dir(work.path()).map_err(StackError::io("make the work directory 0700"))?;
         let pki = Pki::generate()?;
         let admin_token = random_token();
         let files = SharedFiles {
