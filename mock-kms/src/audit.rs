@@ -53,8 +53,19 @@ pub struct AuditRecord {
     /// Why the client made the call, from [`crate::api::HEADER_CALLER`]; `None` when it did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<crate::api::Caller>,
+    /// The API the call came in on (`native`, `aws`, `gcp`, `vault`; see [`crate::dialects::Dialect`]).
+    #[serde(default = "native")]
+    pub dialect: String,
+    /// The operation as the dialect names it (`TrentService.Encrypt`, `transit/encrypt`, …); the
+    /// native action name on the native API. `action` is the native action it maps to.
+    #[serde(default)]
+    pub operation: String,
     #[serde(skip, default = "epoch")]
     at: SystemTime,
+}
+
+fn native() -> String {
+    crate::dialects::Dialect::Native.name().to_owned()
 }
 
 fn epoch() -> SystemTime {
@@ -82,6 +93,10 @@ pub struct NewRecord {
     pub node: String,
     /// See [`AuditRecord::caller`].
     pub caller: Option<crate::api::Caller>,
+    /// See [`AuditRecord::dialect`] (empty: `native`).
+    pub dialect: String,
+    /// See [`AuditRecord::operation`] (empty: the action).
+    pub operation: String,
 }
 
 /// A filter over the in-memory records; every field that is set must match.
@@ -171,6 +186,7 @@ impl AuditLog {
     pub fn record(&self, new: NewRecord) -> AuditRecord {
         let at = SystemTime::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let operation = if new.operation.is_empty() { new.action.clone() } else { new.operation };
         let record = AuditRecord {
             seq: inner.next_seq,
             time: humantime::format_rfc3339_millis(at).to_string(),
@@ -184,6 +200,8 @@ impl AuditLog {
             latency_ms: (new.latency_ms * 1000.0).round() / 1000.0,
             node: new.node,
             caller: new.caller,
+            dialect: if new.dialect.is_empty() { native() } else { new.dialect },
+            operation,
             at,
         };
         inner.next_seq += 1;

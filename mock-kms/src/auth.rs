@@ -116,6 +116,12 @@ impl Authenticator {
         keys
     }
 
+    /// The secret key of `access_key`, if it is accepted (for dialects that verify their own
+    /// signature scheme, e.g. SigV4).
+    pub(crate) fn secret(&self, access_key: &str) -> Option<Zeroizing<String>> {
+        self.secrets.read().unwrap_or_else(|p| p.into_inner()).get(access_key).cloned()
+    }
+
     /// Verifies a request; returns its access key.
     pub fn verify(&self, method: &str, path: &str, body: &[u8], headers: AuthHeaders<'_>, now_ms: u64) -> Result<String, KmsError> {
         let missing =

@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use crate::api::KeySpec;
 use crate::auth::Credential;
+use crate::dialects::Dialect;
 use crate::error::StartError;
 use crate::faults::FaultProfile;
 use crate::server::MockKmsBuilder;
@@ -24,6 +25,18 @@ pub struct Args {
     /// A subcommand; without one the KMS serves.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// The API the --listen address speaks: native (kms-lab's signed API), aws (AWS KMS JSON 1.1
+    /// with SigV4: --access-key/--secret-key are the AWS credential), gcp (Cloud KMS REST, no
+    /// auth) or vault (Vault Transit; --vault-token is the accepted token).
+    #[arg(long, value_name = "DIALECT", default_value = "native")]
+    pub dialect: Dialect,
+    /// One more listener speaking another dialect on the same node (same keys, audit log and
+    /// faults), e.g. `--also vault=127.0.0.1:8201`; repeat for several.
+    #[arg(long = "also", value_name = "DIALECT=ADDR", value_parser = parse_also)]
+    pub also: Vec<(Dialect, SocketAddr)>,
+    /// The token the vault dialect accepts in X-Vault-Token (prefer the environment variable).
+    #[arg(long, value_name = "TOKEN", env = "MOCK_KMS_VAULT_TOKEN", hide_env_values = true)]
+    pub vault_token: Option<Zeroizing<String>>,
     /// Address to listen on; with --cluster N, node i listens on port + i.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8200")]
     pub listen: SocketAddr,
@@ -106,11 +119,28 @@ pub enum Command {
     },
 }
 
+fn parse_also(value: &str) -> Result<(Dialect, SocketAddr), String> {
+    let (dialect, addr) = value.split_once('=').ok_or_else(|| format!("`{value}` is not DIALECT=ADDR (e.g. vault=127.0.0.1:8201)"))?;
+    let dialect: Dialect = dialect.parse().map_err(|e: crate::dialects::UnknownDialect| e.to_string())?;
+    let addr = addr.parse().map_err(|_| format!("`{addr}` is not an address HOST:PORT (e.g. 127.0.0.1:8201)"))?;
+    Ok((dialect, addr))
+}
+
 impl Args {
     /// The builder these flags describe (reading the fault profile file if given).
     pub fn builder(&self) -> Result<MockKmsBuilder, StartError> {
-        let mut builder =
-            MockKmsBuilder::default().listen(self.listen).sealed(self.sealed).cluster_size(self.cluster).peers(self.peers.iter().cloned());
+        let mut builder = MockKmsBuilder::default()
+            .listen(self.listen)
+            .dialect(self.dialect)
+            .sealed(self.sealed)
+            .cluster_size(self.cluster)
+            .peers(self.peers.iter().cloned());
+        for (dialect, addr) in &self.also {
+            builder = builder.extra_listener(*dialect, *addr);
+        }
+        if let Some(token) = &self.vault_token {
+            builder = builder.vault_token(token.as_str());
+        }
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
         }
@@ -174,15 +204,25 @@ mod tests {
         assert_eq!(args.listen.port(), 9000);
         assert_eq!(args.key_ids, ["lab-key"]);
         args.builder().unwrap();
+        let aws = parse(&["--dialect", "aws", "--listen", "127.0.0.1:9001", "--access-key", "AK", "--secret-key", "SK", "--key-id", "K"])
+            .unwrap();
+        assert_eq!(aws.dialect, Dialect::Aws);
+        let both = parse(&["--dialect", "aws", "--also", "native=127.0.0.1:9002", "--vault-token", "t"]).unwrap();
+        assert_eq!(both.also, [(Dialect::Native, "127.0.0.1:9002".parse().unwrap())]);
         let peers = parse(&["--node-id", "a", "--peers", "http://127.0.0.1:1,127.0.0.1:2"]).unwrap();
         assert_eq!(peers.peers.len(), 2);
     }
 
     #[test]
     fn conflicting_or_incomplete_flags_are_usage_errors() {
-        for bad in
-            [vec!["--cluster", "3", "--peers", "http://h:1"], vec!["--access-key", "AK"], vec!["--sealed"], vec!["--listen", "nowhere"]]
-        {
+        for bad in [
+            vec!["--cluster", "3", "--peers", "http://h:1"],
+            vec!["--access-key", "AK"],
+            vec!["--sealed"],
+            vec!["--listen", "nowhere"],
+            vec!["--dialect", "azure"],
+            vec!["--also", "vault"],
+        ] {
             let error = parse(&bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert_eq!(error.exit_code(), 2, "{bad:?}");
         }

@@ -11,9 +11,11 @@
 //!   [`persist`] (the data dir); [`seal`] (sealed start, Shamir shares); [`cluster`] (replication).
 //! - [`auth`] (credentials, signatures, skew, replay), [`audit`] (records, queries, counters),
 //!   [`faults`] (the seeded [`FaultProfile`]).
+//! - [`dialects`]: the AWS KMS, Cloud KMS and Vault Transit APIs, one listener each.
 //! - [`error`]: every error type. [`cli`]: the `mock-kms` flags.
 
 pub mod api;
+pub mod dialects;
 
 #[cfg(feature = "server")]
 pub mod admin;

@@ -29,6 +29,7 @@ enum Stop {
 pub(crate) async fn serve(node: Arc<Node>, listener: TcpListener, app: Router) {
     let mut shutdown = node.shared.shutdown.subscribe();
     let mut faults = node.faults.subscribe();
+    let addr = listener.local_addr().unwrap_or(node.addr);
     let mut listener = Some(listener);
     while let Some(bound) = listener.take() {
         node.set_listening(true);
@@ -38,13 +39,13 @@ pub(crate) async fn serve(node: Arc<Node>, listener: TcpListener, app: Router) {
         }
         node.set_listening(false);
         node.set_ready(false);
-        tracing::warn!(node = %node.id, addr = %node.addr, "outage: listener closed, connections dropped");
+        tracing::warn!(node = %node.id, %addr, "outage: listener closed, connections dropped");
         if !wait_for_recovery(&mut shutdown, &mut faults).await {
             return;
         }
-        listener = rebind(&node, &mut shutdown).await;
+        listener = rebind(&node, addr, &mut shutdown).await;
         if listener.is_some() {
-            tracing::info!(node = %node.id, addr = %node.addr, "outage over: listening again");
+            tracing::info!(node = %node.id, %addr, "outage over: listening again");
             let node = node.clone();
             tokio::spawn(async move {
                 if node.keystore().is_some() {
@@ -139,13 +140,13 @@ async fn wait_for_recovery(shutdown: &mut watch::Receiver<bool>, faults: &mut wa
     }
 }
 
-async fn rebind(node: &Arc<Node>, shutdown: &mut watch::Receiver<bool>) -> Option<TcpListener> {
+async fn rebind(node: &Arc<Node>, addr: std::net::SocketAddr, shutdown: &mut watch::Receiver<bool>) -> Option<TcpListener> {
     let mut warned = false;
     loop {
-        match TcpListener::bind(node.addr).await {
+        match TcpListener::bind(addr).await {
             Ok(listener) => return Some(listener),
             Err(error) if !warned => {
-                tracing::error!(node = %node.id, addr = %node.addr, %error, "cannot listen again after the outage; retrying");
+                tracing::error!(node = %node.id, %addr, %error, "cannot listen again after the outage; retrying");
                 warned = true;
             }
             Err(_) => {}

@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// Serialises unseal attempts.
     pub unseal_lock: tokio::sync::Mutex<()>,
+    /// The AWS dialect's aliases and rotation flags.
+    pub aws: crate::dialects::aws::AwsState,
+    /// The token the Vault dialect accepts (`--vault-token`).
+    pub vault_token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Shared {

@@ -15,9 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::post;
 use rand::RngCore;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -29,6 +26,7 @@ use crate::audit::{AuditLog, Counter, DEFAULT_CAPACITY};
 use crate::auth::{Authenticator, Credential};
 use crate::cluster::{self, Replicator};
 use crate::crypto::SealingKey;
+use crate::dialects::Dialect;
 use crate::error::{FaultProfileError, KmsError, PersistError, SealError, StartError};
 use crate::faults::{FaultProfile, Faults};
 use crate::keystore::Snapshot;
@@ -57,6 +55,9 @@ pub struct MockKmsBuilder {
     faults: FaultProfile,
     audit_log: Option<PathBuf>,
     audit_capacity: usize,
+    dialect: Dialect,
+    extra_listeners: Vec<(Dialect, SocketAddr)>,
+    vault_token: Option<Zeroizing<String>>,
 }
 
 impl std::fmt::Debug for MockKmsBuilder {
@@ -71,6 +72,8 @@ impl std::fmt::Debug for MockKmsBuilder {
             .field("cluster_size", &self.cluster_size)
             .field("node_id", &self.node_id)
             .field("peers", &self.peers)
+            .field("dialect", &self.dialect)
+            .field("extra_listeners", &self.extra_listeners)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +95,9 @@ impl Default for MockKmsBuilder {
             faults: FaultProfile::default(),
             audit_log: None,
             audit_capacity: DEFAULT_CAPACITY,
+            dialect: Dialect::Native,
+            extra_listeners: Vec::new(),
+            vault_token: None,
         }
     }
 }
@@ -188,6 +194,25 @@ impl MockKmsBuilder {
     /// How many audit records to keep in memory (default 100 000).
     pub fn audit_capacity(mut self, records: usize) -> Self {
         self.audit_capacity = records;
+        self
+    }
+
+    /// The API the main listener speaks (default [`Dialect::Native`]).
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
+        self
+    }
+
+    /// One more listener on every node, speaking `dialect` at `addr` (with a cluster of N, node i
+    /// listens on port + i, or on an ephemeral port when the port is 0).
+    pub fn extra_listener(mut self, dialect: Dialect, addr: SocketAddr) -> Self {
+        self.extra_listeners.push((dialect, addr));
+        self
+    }
+
+    /// The token the Vault dialect accepts in `X-Vault-Token`.
+    pub fn vault_token(mut self, token: impl Into<String>) -> Self {
+        self.vault_token = Some(Zeroizing::new(token.into()));
         self
     }
 
@@ -323,6 +348,8 @@ impl MockKmsBuilder {
             ensure_keys: self.keys.clone(),
             shutdown,
             unseal_lock: tokio::sync::Mutex::new(()),
+            aws: Default::default(),
+            vault_token: self.vault_token.take(),
         });
         if shared.auth.access_keys().is_empty() {
             tracing::warn!("no credential given: every call fails with InvalidAccessKeyId until PUT /admin/credentials");
@@ -357,9 +384,24 @@ impl MockKmsBuilder {
         }
 
         let mut tasks = Vec::new();
-        for (node, listener) in nodes.iter().zip(listeners) {
-            let app = router(node.clone());
+        let mut extra_addrs = Vec::new();
+        for (index, (node, listener)) in nodes.iter().zip(listeners).enumerate() {
+            let app = crate::dialects::router(self.dialect, node.clone())?;
             tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app)));
+            for (dialect, addr) in &self.extra_listeners {
+                let mut addr = *addr;
+                if addr.port() != 0 {
+                    addr.set_port(u16::try_from(usize::from(addr.port()) + index).map_err(|_| {
+                        StartError::Config(format!("listen port {} + {} nodes runs past port 65535", addr.port(), self.cluster_size))
+                    })?);
+                }
+                let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+                let bound = listener.local_addr().unwrap_or(addr);
+                tracing::info!(node = %node.id, dialect = %dialect, addr = %bound, "listening");
+                extra_addrs.push((index, *dialect, bound));
+                let app = crate::dialects::router(*dialect, node.clone())?;
+                tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app)));
+            }
         }
         if let Some(root) = root {
             let _ = shared.root.set(root.clone());
@@ -371,7 +413,7 @@ impl MockKmsBuilder {
         } else {
             tracing::info!("sealed: POST unseal shares to /admin/unseal");
         }
-        Ok(MockKms { shared, nodes, tasks, seed })
+        Ok(MockKms { shared, nodes, tasks, seed, dialect: self.dialect, extra_addrs })
     }
 }
 
@@ -398,14 +440,6 @@ fn node_state(dir: &Path, cluster_size: usize, index: usize) -> Result<(StateFil
     Ok((own, None))
 }
 
-fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/v1/{action}", post(crate::service::call))
-        .merge(crate::admin::routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(node)
-}
-
 /// A running mock KMS (one node, or a cluster of nodes in this process). Dropping it stops the
 /// nodes without waiting; [`MockKms::shutdown`] waits for in-flight calls and flushes the audit log.
 pub struct MockKms {
@@ -413,6 +447,9 @@ pub struct MockKms {
     nodes: Vec<Arc<Node>>,
     tasks: Vec<JoinHandle<()>>,
     seed: u64,
+    dialect: Dialect,
+    /// (node index, dialect, address) of every extra listener.
+    extra_addrs: Vec<(usize, Dialect, SocketAddr)>,
 }
 
 impl std::fmt::Debug for MockKms {
@@ -457,6 +494,19 @@ impl MockKms {
     /// Every node's id, by node index.
     pub fn node_ids(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.id.clone()).collect()
+    }
+
+    /// The dialect of the main listeners ([`MockKms::addrs`]).
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Node `node`'s listener for `dialect` (the main one or an extra one), if it has one.
+    pub fn dialect_addr(&self, node: usize, dialect: Dialect) -> Option<SocketAddr> {
+        if dialect == self.dialect {
+            return self.nodes.get(node).map(|n| n.addr);
+        }
+        self.extra_addrs.iter().find(|(i, d, _)| *i == node && *d == dialect).map(|(_, _, a)| *a)
     }
 
     /// The seed of fault randomness.

@@ -85,8 +85,20 @@ fn peek(action: Option<Action>, body: &[u8]) -> (Option<String>, Option<String>)
 }
 
 /// `POST /v1/{action}`.
-pub(crate) async fn call(State(node): State<Arc<Node>>, Path(action_name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn call(
+    State(node): State<Arc<Node>>,
+    Path(action_name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let started = Instant::now();
+    // An oversized body is answered as a structured InvalidParameter naming the limit, never as
+    // a bare HTTP 413 (which a client can only read as an outage).
+    let limit = "a Plaintext may be at most 6144 bytes";
+    let (body, too_large) = match crate::dialects::call::read_body(body, crate::server::MAX_BODY, limit).await {
+        Ok(body) => (body, None),
+        Err(error) => (Bytes::new(), Some(error)),
+    };
     let request_id = crate::crypto::random_uuid();
     let action_name: String = action_name.chars().take(MAX_ACTION_NAME).collect();
     let action = Action::from_name(&action_name);
@@ -102,7 +114,10 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, Path(action_name): Path<
         ..NewRecord::default()
     };
     let mut audit = AuditGuard { node: node.clone(), record: Some(record), started };
-    let result = run(&node, action, &action_name, &headers, &body, &request_id, &mut audit).await;
+    let result = match too_large {
+        Some(error) => Err(error),
+        None => run(&node, action, &action_name, &headers, &body, &request_id, &mut audit).await,
+    };
     let mut response = match result {
         Ok(response) => {
             audit.finish(OUTCOME_OK);

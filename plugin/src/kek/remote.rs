@@ -15,6 +15,8 @@ use zeroize::Zeroizing;
 use super::{Claimed, KekError, Wrapped};
 use crate::config::RemoteKmsConfig;
 
+/// The largest plaintext the mock KMS encrypts (named when a request is refused as too large).
+const MAX_PLAINTEXT: usize = 6 * 1024;
 /// The first retry's backoff; each further retry doubles it (full jitter).
 const BASE_BACKOFF: Duration = Duration::from_millis(50);
 /// The longest single backoff.
@@ -159,6 +161,7 @@ impl RemoteKek {
             .header(api::HEADER_TIMESTAMP, timestamp.to_string())
             .header(api::HEADER_NONCE, nonce)
             .header(api::HEADER_SIGNATURE, signature)
+            .header(api::HEADER_CALLER, super::current_caller().map_or("", |c| c.name()))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec())
             .timeout(timeout)
@@ -203,12 +206,17 @@ impl RemoteKek {
         }
         let Ok(error) = serde_json::from_slice::<ErrorBody>(&bytes) else {
             let retryable = status.is_server_error() || status.as_u16() == 429;
-            return Err(Attempt {
-                error: KekError::Unavailable(format!("{endpoint} answered HTTP {status} without an error body")),
-                retryable,
-                retry_after,
-                switch_endpoint: retryable,
-            });
+            let problem = format!("{endpoint} answered HTTP {status} without an error body");
+            let error = match status.as_u16() {
+                // The request itself was refused: a client error, not an outage.
+                413 => KekError::Mismatch(format!(
+                    "the KMS refused the {action} request as too large ({problem}): send a smaller plaintext (the mock KMS takes at most {} bytes)",
+                    MAX_PLAINTEXT
+                )),
+                code if (400..500).contains(&code) && code != 429 => KekError::Internal(problem),
+                _ => KekError::Unavailable(problem),
+            };
+            return Err(Attempt { error, retryable, retry_after, switch_endpoint: retryable });
         };
         Err(Attempt {
             error: map_error(action, &error),
@@ -233,9 +241,62 @@ fn map_error(action: Action, error: &ErrorBody) -> KekError {
         ErrorCode::KeyNotFound => KekError::KeyUnusable(format!("{detail}; check KmsKeyId")),
         ErrorCode::KeyNotEnabled => KekError::KeyUnusable(detail),
         ErrorCode::InvalidCiphertext => KekError::InvalidCiphertext(detail),
+        // The KMS refused the request as invalid (e.g. a plaintext over its limit; the message
+        // names the limit): the caller's argument, reported as InvalidArgument.
+        ErrorCode::InvalidParameter if matches!(action, Action::Encrypt | Action::Decrypt) => {
+            KekError::Mismatch(format!("the KMS refused the {action} request as invalid: {detail}"))
+        }
         ErrorCode::InvalidParameter | ErrorCode::KeyAlreadyExists => KekError::Internal(detail),
         ErrorCode::Throttling => KekError::Throttled(detail),
         ErrorCode::Sealed => KekError::Unavailable(format!("{detail}; the KMS must be unsealed")),
         ErrorCode::InternalFailure | ErrorCode::ServiceUnavailable => KekError::Unavailable(detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::config::Credential;
+
+    async fn kek_answering(template: ResponseTemplate) -> (MockServer, RemoteKek) {
+        let server = MockServer::start().await;
+        Mock::given(method("POST")).respond_with(template).mount(&server).await;
+        let config = RemoteKmsConfig {
+            endpoints: vec![server.uri()],
+            key_id: "lab-key".into(),
+            credential: Credential { access_key: "AK".into(), secret_key: Zeroizing::new("SK".into()) },
+            call_timeout: Duration::from_secs(5),
+            max_retries: 2,
+        };
+        (server, RemoteKek::new(config).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_over_the_kms_limit_is_invalid_argument_naming_the_limit() {
+        // What the mock KMS answers for a 64 KiB Encrypt (mock-kms/tests/dialects.rs checks that side).
+        let body = serde_json::json!({
+            "Code": "InvalidParameter",
+            "Message": "the request body is larger than 65536 bytes, the most this KMS reads (a Plaintext may be at most 6144 bytes)",
+            "RequestId": "r-1",
+        });
+        let (_server, kek) = kek_answering(ResponseTemplate::new(400).set_body_json(body)).await;
+        let error = kek.wrap(&[0u8; 64 * 1024]).await.unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error}");
+        assert!(error.to_string().contains("6144") && error.to_string().contains("InvalidParameter"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_bare_413_is_a_client_error_not_an_outage() {
+        let (server, kek) = kek_answering(ResponseTemplate::new(413)).await;
+        let error = kek.wrap(&[0u8; 64 * 1024]).await.unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error}");
+        assert!(error.to_string().contains("too large") && error.to_string().contains("6144"), "{error}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1, "a refused request is not retried");
     }
 }

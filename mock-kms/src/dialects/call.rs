@@ -1,0 +1,145 @@
+//! The frame every dialect's call runs in, so faults, seal and audit behave the same under all:
+//! hang → latency → (sealed / not ready) → the dialect's auth → throttle → deny → error rate →
+//! the operation (`key_disabled` applies there) → corrupt; one audit record per call, also when
+//! the client goes away (`Abandoned`).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+
+use super::Dialect;
+use crate::api::{Action, ErrorCode, KeyMetadata, KeyState};
+use crate::audit::{NewRecord, OUTCOME_ABANDONED, OUTCOME_OK};
+use crate::error::KmsError;
+use crate::keystore::KeyStore;
+use crate::node::Node;
+
+/// One call of a dialect operation, recorded in the audit log exactly once.
+pub(crate) struct Call {
+    pub node: Arc<Node>,
+    /// The id answered in the dialect's request-id header and kept in the audit record.
+    pub request_id: String,
+    /// The native action the operation maps to (faults and counters use it).
+    pub action: Option<Action>,
+    record: Option<NewRecord>,
+    started: Instant,
+}
+
+impl Call {
+    /// Starts the record of a call of `operation` (the dialect's own name), mapped to `action`.
+    pub fn new(node: &Arc<Node>, dialect: Dialect, operation: &str, action: Option<Action>) -> Self {
+        let request_id = crate::crypto::random_uuid();
+        let operation: String = operation.chars().take(64).collect();
+        let record = NewRecord {
+            request_id: request_id.clone(),
+            action: action.map_or_else(|| operation.clone(), |a| a.name().to_owned()),
+            node: node.id.clone(),
+            dialect: dialect.name().to_owned(),
+            operation,
+            ..NewRecord::default()
+        };
+        Self { node: node.clone(), request_id, action, record: Some(record), started: Instant::now() }
+    }
+
+    /// Records the access key (or token holder) the request claimed.
+    pub fn set_access_key(&mut self, access_key: Option<&str>) {
+        if let Some(record) = &mut self.record {
+            record.access_key = access_key.map(|a| a.chars().take(128).collect());
+        }
+    }
+
+    /// Records the key (and version) the call used.
+    pub fn set_key(&mut self, key_id: &str, version_id: Option<&str>) {
+        if let Some(record) = &mut self.record {
+            record.key_id = Some(key_id.chars().take(crate::blob::MAX_ID_LEN).collect());
+            if let Some(version_id) = version_id {
+                record.key_version_id = Some(version_id.to_owned());
+            }
+        }
+    }
+
+    /// Hang and latency faults, then the key store if the node serves (else `Sealed` or
+    /// `ServiceUnavailable`).
+    pub async fn enter(&self) -> Result<Arc<KeyStore>, KmsError> {
+        let mut shutdown = self.node.shared.shutdown.subscribe();
+        self.node.faults.hang(self.action, &mut shutdown).await?;
+        if let Some(latency) = self.node.faults.latency(self.action) {
+            tokio::time::sleep(latency).await;
+        }
+        Ok(self.node.serving_keystore()?.clone())
+    }
+
+    /// Throttle, deny and error-rate faults (after authentication, as on the native API).
+    pub fn admit(&self, operation: &str) -> Result<(), KmsError> {
+        self.node.faults.admit(self.action, operation)
+    }
+
+    /// The keys a `key_disabled` fault disables for this call.
+    pub fn disabled(&self) -> BTreeSet<String> {
+        self.node.faults.disabled_keys(self.action)
+    }
+
+    /// `Err(KeyNotEnabled)` if a `key_disabled` fault disables `key_id` (or `key_id/version_id`).
+    pub fn check_fault_disabled(&self, key_id: &str, version_id: Option<&str>) -> Result<(), KmsError> {
+        let disabled = self.disabled();
+        let version = version_id.map(|v| format!("{key_id}/{v}"));
+        if disabled.contains(key_id) || version.is_some_and(|v| disabled.contains(&v)) {
+            return Err(KmsError::KeyNotEnabled { key_id: key_id.to_owned(), state: KeyState::Disabled });
+        }
+        Ok(())
+    }
+
+    /// `metadata` as a `key_disabled` fault makes it look (Disabled).
+    pub fn shown(&self, mut metadata: KeyMetadata) -> KeyMetadata {
+        if metadata.key_state == KeyState::Enabled && self.disabled().contains(&metadata.key_id) {
+            metadata.key_state = KeyState::Disabled;
+        }
+        metadata
+    }
+
+    /// Whether to corrupt this call's returned data: `Some(random)` picks the byte to flip.
+    pub fn corruption(&self) -> Option<u64> {
+        self.node.faults.corruption(self.action)
+    }
+
+    /// Writes the record with `Ok` or the native error code the call failed with.
+    pub fn finish(&mut self, result: Result<(), ErrorCode>) {
+        match result {
+            Ok(()) => self.finish_with(OUTCOME_OK),
+            Err(code) => self.finish_with(&format!("{code:?}")),
+        }
+    }
+
+    fn finish_with(&mut self, outcome: &str) {
+        if let Some(mut record) = self.record.take() {
+            record.outcome = outcome.to_owned();
+            record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+            tracing::debug!(
+                node = %record.node, request_id = %record.request_id, dialect = %record.dialect, operation = %record.operation,
+                key_id = ?record.key_id, outcome = %record.outcome, latency_ms = record.latency_ms, "call"
+            );
+            self.node.shared.audit.record(record);
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.finish_with(OUTCOME_ABANDONED);
+    }
+}
+
+/// Reads a request body of at most `limit` bytes; a larger one is an `InvalidParameter` naming
+/// the limit (each dialect answers it in its own error shape, never as a bare HTTP 413).
+pub(crate) async fn read_body(body: Body, limit: usize, what: &str) -> Result<Bytes, KmsError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| KmsError::InvalidParameter(format!("the request body is larger than {limit} bytes, the most this KMS reads ({what})")))
+}
+
+/// The `n`th (from 1) version of a key, oldest first, as Vault and Cloud KMS number them.
+pub(crate) fn version_number(metadata: &KeyMetadata, version_id: &str) -> Option<usize> {
+    metadata.key_version_ids.iter().position(|v| v == version_id).map(|i| i + 1)
+}
