@@ -58,13 +58,16 @@ impl Health {
             }
         }
         let previous_key_id = last.as_ref().map(|p| p.report.key_id.clone()).unwrap_or_default();
-        let report = match tokio::time::timeout(self.probe_timeout, self.round_trip()).await {
-            Ok(Ok(key_id)) => HealthReport { healthz: HEALTHZ_OK.to_owned(), key_id },
-            Ok(Err(reason)) => HealthReport { healthz: reason, key_id: previous_key_id },
-            Err(_) => {
-                HealthReport { healthz: format!("KEK round trip did not finish within {:?}", self.probe_timeout), key_id: previous_key_id }
-            }
-        };
+        let report =
+            match tokio::time::timeout(self.probe_timeout, crate::kek::as_caller(crate::kek::Caller::HealthProbe, self.round_trip())).await
+            {
+                Ok(Ok(key_id)) => HealthReport { healthz: HEALTHZ_OK.to_owned(), key_id },
+                Ok(Err(reason)) => HealthReport { healthz: reason, key_id: previous_key_id },
+                Err(_) => HealthReport {
+                    healthz: format!("KEK round trip did not finish within {:?}", self.probe_timeout),
+                    key_id: previous_key_id,
+                },
+            };
         if !report.is_ok() {
             tracing::warn!(reason = %report.healthz, "KEK health probe failed");
         }

@@ -73,7 +73,7 @@ impl v2::key_management_service_server::KeyManagementService for V2Service {
         let request = request.into_inner();
         self.0
             .observed("v2", "Encrypt", &request.uid, async {
-                let wrapped = self.0.kek.wrap(&request.plaintext).await?;
+                let wrapped = crate::kek::as_caller(crate::kek::Caller::Request, self.0.kek.wrap(&request.plaintext)).await?;
                 let key_id = wrapped.key_id.clone();
                 Ok((
                     v2::EncryptResponse { ciphertext: wrapped.ciphertext, key_id: wrapped.key_id, annotations: wrapped.annotations },
@@ -88,7 +88,8 @@ impl v2::key_management_service_server::KeyManagementService for V2Service {
         self.0
             .observed("v2", "Decrypt", &request.uid, async {
                 let claimed = Claimed { key_id: Some(&request.key_id), annotations: Some(&request.annotations) };
-                let mut plaintext = self.0.kek.unwrap(&request.ciphertext, claimed).await?;
+                let mut plaintext =
+                    crate::kek::as_caller(crate::kek::Caller::Request, self.0.kek.unwrap(&request.ciphertext, claimed)).await?;
                 // Hand the buffer itself to the response (it leaves the process anyway) instead of copying it.
                 Ok((v2::DecryptResponse { plaintext: std::mem::take(&mut *plaintext).into() }, request.key_id.clone()))
             })
@@ -127,7 +128,7 @@ impl v1beta1::key_management_service_server::KeyManagementService for V1beta1Ser
         self.0
             .observed("v1beta1", "Encrypt", "", async {
                 check_v1_version(&request.version)?;
-                let wrapped = self.0.kek.wrap(&request.plain).await?;
+                let wrapped = crate::kek::as_caller(crate::kek::Caller::Request, self.0.kek.wrap(&request.plain)).await?;
                 Ok((v1beta1::EncryptResponse { cipher: wrapped.ciphertext }, wrapped.key_id))
             })
             .await
@@ -138,7 +139,8 @@ impl v1beta1::key_management_service_server::KeyManagementService for V1beta1Ser
         self.0
             .observed("v1beta1", "Decrypt", "", async {
                 check_v1_version(&request.version)?;
-                let mut plain = self.0.kek.unwrap(&request.cipher, Claimed::default()).await?;
+                let mut plain =
+                    crate::kek::as_caller(crate::kek::Caller::Request, self.0.kek.unwrap(&request.cipher, Claimed::default())).await?;
                 Ok((v1beta1::DecryptResponse { plain: std::mem::take(&mut *plain).into() }, String::new()))
             })
             .await

@@ -148,3 +148,18 @@ async fn decrypt_refuses_a_key_id_that_does_not_match_the_blob() {
     let wrong = kek.unwrap(b"blob", Claimed { key_id: Some("lab-key/v1"), annotations: None }).await.unwrap_err();
     assert_eq!(wrong.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn every_call_says_why_it_was_made_when_the_task_knows() {
+    use kms_plugin::kek::{Caller, as_caller};
+    let server = MockServer::start().await;
+    let caller_is =
+        |want: Option<&'static str>| move |request: &Request| request.headers.get(api::HEADER_CALLER).and_then(|v| v.to_str().ok()) == want;
+    Mock::given(path("/v1/Encrypt")).and(caller_is(Some("health-probe"))).respond_with(encrypt_ok()).expect(1).mount(&server).await;
+    Mock::given(path("/v1/Encrypt")).and(caller_is(Some("request"))).respond_with(encrypt_ok()).expect(1).mount(&server).await;
+    Mock::given(path("/v1/Encrypt")).and(caller_is(None)).respond_with(encrypt_ok()).expect(1).mount(&server).await;
+    let kek = RemoteKek::new(config(vec![server.uri()], Duration::from_secs(2), 0)).unwrap();
+    as_caller(Caller::HealthProbe, kek.wrap(b"dek")).await.expect("the probe's Encrypt matches");
+    as_caller(Caller::Request, kek.wrap(b"dek")).await.expect("the request's Encrypt matches");
+    kek.wrap(b"dek").await.expect("an Encrypt without a caller sends no header");
+}

@@ -12,6 +12,22 @@ pub use local::{LocalKek, append_random_key};
 pub use remote::{RemoteKek, key_id_of};
 
 use crate::config::KekConfig;
+pub use mock_kms::api::Caller;
+
+tokio::task_local! {
+    static CALLER: Caller;
+}
+
+/// Runs `call` with every remote KMS call it makes marked as made for `caller` (sent as
+/// `x-kms-caller`, recorded in the mock KMS's audit log).
+pub async fn as_caller<F: std::future::Future>(caller: Caller, call: F) -> F::Output {
+    CALLER.scope(caller, call).await
+}
+
+/// Why the current task calls the KMS, if [`as_caller`] said so.
+pub fn current_caller() -> Option<Caller> {
+    CALLER.try_with(|caller| *caller).ok()
+}
 
 /// A DEK as the KEK wrapped it, with what the v2 API returns alongside.
 #[derive(Debug, Clone)]

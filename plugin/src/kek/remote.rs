@@ -161,6 +161,7 @@ impl RemoteKek {
             .header(api::HEADER_TIMESTAMP, timestamp.to_string())
             .header(api::HEADER_NONCE, nonce)
             .header(api::HEADER_SIGNATURE, signature)
+            .headers(caller_header())
             .header(api::HEADER_CALLER, super::current_caller().map_or("", |c| c.name()))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec())
@@ -225,6 +226,15 @@ impl RemoteKek {
             switch_endpoint: error.code != ErrorCode::Throttling,
         })
     }
+}
+
+/// `x-kms-caller: <why>` when the current task said why it calls the KMS ([`super::as_caller`]).
+fn caller_header() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(caller) = super::current_caller() {
+        headers.insert(api::HEADER_CALLER, reqwest::header::HeaderValue::from_static(caller.name()));
+    }
+    headers
 }
 
 /// What a KMS error means for the apiserver, with the KMS's own code and request id.
