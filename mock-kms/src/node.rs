@@ -37,7 +37,9 @@ pub(crate) struct Shared {
     pub unseal_lock: tokio::sync::Mutex<()>,
     /// The AWS dialect's aliases and rotation flags.
     pub aws: crate::dialects::aws::AwsState,
-    /// The token the Vault dialect accepts (`--vault-token`).
+    /// The token the Vault dialect accepts (`--vault-token`); kept for the Vault dialect, which
+    /// is not implemented yet.
+    #[allow(dead_code)]
     pub vault_token: Option<zeroize::Zeroizing<String>>,
 }
 

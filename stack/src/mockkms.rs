@@ -5,6 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mock_kms::api::KeyMetadata;
+use mock_kms::api::admin;
+
 use crate::error::StackError;
 use crate::process::Supervised;
 use crate::runtime::Launcher;
@@ -324,6 +327,90 @@ impl MockKms {
         let body = serde_json::json!([{ "AccessKey": access_key, "SecretKey": secret_key }]).to_string();
         for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
             self.admin_on(index, "PUT", "/admin/credentials", "application/json", &body).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The typed admin client ([`mock_kms::api::admin`]): what new code uses instead of the
+/// `serde_json::Value` methods above (which stay until the scenarios switch).
+impl MockKms {
+    async fn admin_typed<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: &str) -> Result<T, StackError> {
+        let text = self.admin(method, path, "application/json", body).await?;
+        serde_json::from_str(&text).map_err(|e| StackError::MockKms(format!("{method} {path} answered a body that is not the expected JSON: {e}")))
+    }
+
+    fn key_path_metadata(answer: admin::KeyMetadataAnswer) -> KeyMetadata {
+        answer.key_metadata
+    }
+
+    /// Audit records with a sequence number above `since_seq` (`GET /admin/audit`), typed.
+    pub async fn audit_records(&self, since_seq: u64) -> Result<Vec<admin::AuditRecord>, StackError> {
+        self.audit_query(&admin::AuditQuery { since_seq: Some(since_seq), ..Default::default() }).await
+    }
+
+    /// The audit records matching `query`, oldest first.
+    pub async fn audit_query(&self, query: &admin::AuditQuery) -> Result<Vec<admin::AuditRecord>, StackError> {
+        let path = format!("{}?{}", admin::path::AUDIT, query.to_query());
+        let text = self.admin("GET", &path, "application/json", "").await?;
+        admin::parse_audit_lines(&text).map_err(|problem| StackError::MockKms(format!("GET {path}: {problem}")))
+    }
+
+    /// Adds a key version and makes it current; the key after the change.
+    pub async fn rotate(&self) -> Result<KeyMetadata, StackError> {
+        self.admin_typed("POST", &admin::path::rotate(&self.options.key_id), "").await.map(Self::key_path_metadata)
+    }
+
+    /// Makes an existing (enabled) version current again, a rollback A→B→A.
+    pub async fn set_current(&self, version_id: &str) -> Result<KeyMetadata, StackError> {
+        let body = serde_json::to_string(&admin::SetCurrentRequest { version_id: version_id.to_owned() })
+            .map_err(|e| StackError::MockKms(format!("cannot encode the set-current request: {e}")))?;
+        self.admin_typed("POST", &admin::path::current(&self.options.key_id), &body).await.map(Self::key_path_metadata)
+    }
+
+    /// Disables one version of the key as KMS state (replicated; `clear_faults` does not undo it):
+    /// Decrypt with it answers `KeyNotEnabled`.
+    pub async fn disable_version(&self, version_id: &str) -> Result<KeyMetadata, StackError> {
+        self.admin_typed("POST", &admin::path::disable_version(&self.options.key_id, version_id), "").await.map(Self::key_path_metadata)
+    }
+
+    /// Enables a version [`MockKms::disable_version`] disabled.
+    pub async fn enable_version(&self, version_id: &str) -> Result<KeyMetadata, StackError> {
+        self.admin_typed("POST", &admin::path::enable_version(&self.options.key_id, version_id), "").await.map(Self::key_path_metadata)
+    }
+
+    /// The plugins' key as the KMS describes it (`GET /admin/keys`).
+    pub async fn key_metadata(&self) -> Result<KeyMetadata, StackError> {
+        let keys: admin::Keys = self.admin_typed("GET", admin::path::KEYS, "").await?;
+        let known = keys.keys.iter().map(|k| format!("`{}`", k.key_id)).collect::<Vec<_>>().join(", ");
+        keys.keys
+            .into_iter()
+            .find(|k| k.key_id == self.options.key_id)
+            .ok_or_else(|| StackError::MockKms(format!("the mock KMS has no key `{}` (it has {known})", self.options.key_id)))
+    }
+
+    /// Counters of KMS calls since start on the first running node.
+    pub async fn counters_typed(&self) -> Result<admin::Counters, StackError> {
+        self.admin_typed("GET", admin::path::COUNTERS, "").await
+    }
+
+    /// The seal status of the first running node.
+    pub async fn seal_status_typed(&self) -> Result<admin::SealStatus, StackError> {
+        self.admin_typed("GET", admin::path::SEAL_STATUS, "").await
+    }
+
+    /// Gives unseal shares `shares` (indices into those `mock-kms init` printed) to every running
+    /// node; the last seal status answered.
+    pub async fn unseal_typed(&self, shares: std::ops::Range<usize>) -> Result<admin::SealStatus, StackError> {
+        let last = self.unseal(shares).await?;
+        serde_json::from_value(last).map_err(|e| StackError::MockKms(format!("/admin/unseal answered a body that is not a seal status: {e}")))
+    }
+
+    /// Puts a typed fault profile in force on node `node`, or on every node when `None`.
+    pub async fn set_fault_profile(&self, node: Option<usize>, profile: &admin::FaultProfile) -> Result<(), StackError> {
+        let body = serde_json::to_string(profile).map_err(|e| StackError::MockKms(format!("cannot encode the fault profile: {e}")))?;
+        for index in self.node_indices(node)? {
+            self.admin_on(index, "PUT", admin::path::FAULTS, "application/json", &body).await?;
         }
         Ok(())
     }

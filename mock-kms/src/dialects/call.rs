@@ -138,8 +138,3 @@ pub(crate) async fn read_body(body: Body, limit: usize, what: &str) -> Result<By
         .await
         .map_err(|_| KmsError::InvalidParameter(format!("the request body is larger than {limit} bytes, the most this KMS reads ({what})")))
 }
-
-/// The `n`th (from 1) version of a key, oldest first, as Vault and Cloud KMS number them.
-pub(crate) fn version_number(metadata: &KeyMetadata, version_id: &str) -> Option<usize> {
-    metadata.key_version_ids.iter().position(|v| v == version_id).map(|i| i + 1)
-}
