@@ -89,6 +89,40 @@ pub enum DecodeCommandError {
     /// The value did not open.
     #[error("the value did not open: {0}")]
     Open(#[from] DecodeError),
+    /// The input holds nothing.
+    #[error(
+        "the input is empty (0 bytes): did etcdctl find the key? (`etcdctl get KEY --print-value-only` prints nothing for a missing key)"
+    )]
+    Empty,
+    /// The input is larger than any value etcd accepts.
+    #[error(
+        "the input is larger than etcd's request limit ({} bytes, `--max-request-bytes` default): it is not a value etcd stored",
+        ETCD_MAX_REQUEST_BYTES
+    )]
+    TooLarge,
+    /// No encryption prefix, and not a Kubernetes object either.
+    #[error(
+        "the value has no encryption prefix (`k8s:enc:…`) and is not a Kubernetes object (neither protobuf `k8s\\x00…` nor JSON `{{…`): it is not a value kube-apiserver stored ({0} bytes)"
+    )]
+    NotAnObject(usize),
+}
+
+/// etcd's default `--max-request-bytes` (1.5 MiB): no stored value is larger.
+pub const ETCD_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// The most characters of an opened object `decode` prints; the rest is counted, not shown.
+pub const MAX_PLAINTEXT_CHARS: usize = 64 * 1024;
+
+impl DecodeCommandError {
+    /// The exit code for this error (see [`crate::exit`]): 2 when the command line or its input
+    /// file cannot be used, 1 when the value was read and is not what it should be.
+    pub fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            Self::Read { .. } | Self::Encoding(_) | Self::BadKey(_) | Self::NeedEtcdKey => Exit::Usage,
+            _ => Exit::Failed,
+        }
+    }
 }
 
 /// What `decode` found, as printed.
@@ -116,12 +150,28 @@ pub struct Report {
 
 fn read_input(args: &DecodeArgs) -> Result<Vec<u8>, DecodeCommandError> {
     let mut raw = Vec::new();
+    // Hex and base64 text is at most about twice the value: read no more than that could need.
+    let cap = (ETCD_MAX_REQUEST_BYTES as u64) * 2 + 4096;
     let read = if args.input.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut raw)
+        std::io::stdin().take(cap + 1).read_to_end(&mut raw)
     } else {
-        std::fs::File::open(&args.input).and_then(|mut f| f.read_to_end(&mut raw))
+        std::fs::File::open(&args.input).and_then(|f| f.take(cap + 1).read_to_end(&mut raw))
     };
     read.map_err(|source| DecodeCommandError::Read { path: args.input.clone(), source })?;
+    if raw.len() as u64 > cap {
+        return Err(DecodeCommandError::TooLarge);
+    }
+    let value = decode_input(args, raw)?;
+    if value.is_empty() {
+        return Err(DecodeCommandError::Empty);
+    }
+    if value.len() > ETCD_MAX_REQUEST_BYTES {
+        return Err(DecodeCommandError::TooLarge);
+    }
+    Ok(value)
+}
+
+fn decode_input(args: &DecodeArgs, raw: Vec<u8>) -> Result<Vec<u8>, DecodeCommandError> {
     match args.input_encoding {
         InputEncoding::Raw => Ok(raw),
         InputEncoding::Hex => {
@@ -188,6 +238,11 @@ pub fn describe(envelope: &Envelope) -> Report {
 pub async fn run(args: &DecodeArgs) -> Result<Report, DecodeCommandError> {
     let raw = read_input(args)?;
     let envelope = Envelope::parse(&raw)?;
+    if let Envelope::Identity { data } = &envelope
+        && !(data.starts_with(b"k8s\x00") || data.trim_ascii_start().starts_with(b"{"))
+    {
+        return Err(DecodeCommandError::NotAnObject(data.len()));
+    }
     let mut report = describe(&envelope);
     let keys = KeyRing {
         plugin: match &args.plugin {
@@ -204,7 +259,13 @@ pub async fn run(args: &DecodeArgs) -> Result<Report, DecodeCommandError> {
             _ => return Err(DecodeCommandError::NeedEtcdKey),
         };
         let opened = decode::open(&envelope, etcd_key.as_bytes(), &keys).await?;
-        report.plaintext = Some(opened.escape_ascii().to_string());
+        let mut text = opened.escape_ascii().to_string();
+        if let Some((end, _)) = text.char_indices().nth(MAX_PLAINTEXT_CHARS) {
+            let rest = text.len() - end;
+            text.truncate(end);
+            text.push_str(&format!("… ({rest} more characters not shown)"));
+        }
+        report.plaintext = Some(text);
     }
     Ok(report)
 }

@@ -1,4 +1,5 @@
 //! The `kms-lab` command line's commands, as a library so tests call them in process.
 
 pub mod decode;
+pub mod exit;
 pub mod lab;

@@ -4,10 +4,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use kms_lab::decode::{self, DecodeArgs, OutputFormat};
+use kms_lab::exit::{self, Exit};
 
 /// kms-lab: a test harness and simulation lab for Kubernetes KMS plugins.
 #[derive(Debug, Parser)]
-#[command(name = "kms-lab", version)]
+#[command(name = "kms-lab", version, after_help = exit::HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,37 +45,33 @@ struct CleanArgs {
     images: bool,
 }
 
-/// The exit code after Ctrl-C or SIGTERM (128 + SIGINT), as shells report an interrupted command.
-const EXIT_INTERRUPTED: u8 = 130;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     match cli.command {
         Command::Conformance(args) => match runtime.block_on(kms_lab_conformance::run_cli(&args)) {
-            Ok(Some(report)) if !report.passed() => ExitCode::FAILURE,
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(Some(report)) => Exit::passed(report.passed()).into(),
+            Ok(None) => Exit::Success.into(),
             Err(error) => {
                 eprintln!("error: {error}");
-                ExitCode::from(2)
+                Exit::Usage.into()
             }
         },
         Command::Scenarios(args) => match runtime.block_on(kms_lab_scenarios::cli::run(&args)) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
+            Ok(passed) => Exit::passed(passed).into(),
             Err(error @ kms_lab_scenarios::ScenariosError::Interrupted) => {
                 eprintln!("error: {error}");
-                ExitCode::from(EXIT_INTERRUPTED)
+                Exit::Interrupted.into()
             }
             Err(error) => {
                 eprintln!("error: {error}");
-                ExitCode::from(2)
+                Exit::Usage.into()
             }
         },
         Command::Clean(args) => match runtime.block_on(kms_lab_stack::container::clean(args.all, args.images)) {
@@ -94,23 +91,23 @@ fn main() -> ExitCode {
                     report.images.len(),
                     report.kept.len()
                 );
-                ExitCode::SUCCESS
+                Exit::Success.into()
             }
             Err(error) => {
                 eprintln!("error: {error}");
-                ExitCode::FAILURE
+                Exit::Failed.into()
             }
         },
         Command::Lint(args) => ExitCode::from(kms_lab_lint::cli::run(&args)),
         Command::Tune(args) => match runtime.block_on(kms_lab_tune::cli::run(&args)) {
-            Ok(_) => ExitCode::SUCCESS,
+            Ok(_) => Exit::Success.into(),
             Err(error @ kms_lab_tune::TuneError::Interrupted) => {
                 eprintln!("error: {error}");
-                ExitCode::from(EXIT_INTERRUPTED)
+                Exit::Interrupted.into()
             }
             Err(error) => {
                 eprintln!("error: {error}");
-                ExitCode::FAILURE
+                Exit::Failed.into()
             }
         },
         Command::Decode(args) => match runtime.block_on(decode::run(&args)) {
@@ -119,11 +116,11 @@ fn main() -> ExitCode {
                     OutputFormat::Text => print!("{}", decode::render_text(&report)),
                     OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
                 }
-                ExitCode::SUCCESS
+                Exit::Success.into()
             }
             Err(error) => {
                 eprintln!("error: {error}");
-                ExitCode::FAILURE
+                error.exit().into()
             }
         },
     }

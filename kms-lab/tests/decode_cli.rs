@@ -140,6 +140,6 @@ fn opens_an_aescbc_value_with_a_named_key_from_hex_input() {
     assert!(report["plaintext"].as_str().unwrap().contains("hunter2"));
 
     let (code, _, stderr) = kms_lab(&["decode", file.to_str().unwrap(), "--input-encoding", "hex", "--key", "key1=!!!notbase64secret"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a malformed --key is a usage error");
     assert!(stderr.contains("key1=<redacted>") && !stderr.contains("notbase64secret"), "{stderr}");
 }
