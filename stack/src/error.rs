@@ -76,6 +76,9 @@ pub enum StackError {
     /// A mock KMS admin call failed.
     #[error("mock KMS admin call failed: {0}")]
     MockKms(String),
+    /// A `/metrics` scrape failed or does not parse.
+    #[error("metrics: {0}")]
+    Metrics(String),
     /// A component name that is not in the stack.
     #[error("no {kind} named `{name}` in this stack (known: {known})")]
     NoSuchComponent {

@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod fsutil;
 pub mod http;
 pub mod images;
+pub mod metrics;
 pub mod mockkms;
 pub mod own;
 pub mod plugin;
