@@ -22,6 +22,7 @@ use indicatif::ProgressBar;
 use k8s_openapi::api::core::v1::Secret;
 use kms_lab_stack::apiserver::Readiness;
 use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
+use kms_lab_stack::metrics::Metrics as PromMetrics;
 use kms_lab_stack::mockkms::{MockKms, MockKmsOptions};
 use kms_lab_stack::own::OwnBinary;
 use kms_lab_stack::plugin::{PluginKek, PluginSlot, PluginSpec};
@@ -206,23 +207,23 @@ pub struct KmsCounters {
 }
 
 impl KmsCounters {
-    /// Parses the Prometheus text of kube-apiserver's `/metrics` for `provider` of `api`.
+    /// Reads kube-apiserver's parsed `/metrics` for `provider` of `api`.
     ///
     /// kube-apiserver counts its KMS v2 gRPC calls (`…_kms_operations_latency_seconds`) but not
     /// its v1 ones: for v1, an Encrypt is a write through the provider's transformer and a Decrypt
     /// a DEK cache miss (`apiserver_storage_envelope_transformation_cache_misses_total`).
-    pub fn parse(text: &str, api: Api, provider: &str) -> Self {
+    pub fn parse(metrics: &PromMetrics, api: Api, provider: &str) -> Self {
         let prefix = format!("k8s:enc:kms:{}:{provider}:", api.as_str());
         let mut counters = Self::default();
         let (mut failed_lookups, mut failed_decrypts) = (0.0, 0.0);
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some((series, value)) = line.rsplit_once(' ') else { continue };
-            let Ok(value) = value.parse::<f64>() else { continue };
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            let label = |key: &str| {
-                let start = labels.find(&format!("{key}=\""))? + key.len() + 2;
-                labels[start..].split('"').next()
-            };
+        const NAMES: [&str; 3] = [
+            "apiserver_envelope_encryption_kms_operations_latency_seconds_count",
+            "apiserver_storage_envelope_transformation_cache_misses_total",
+            "apiserver_storage_transformation_operations_total",
+        ];
+        for sample in NAMES.iter().flat_map(|name| metrics.samples(name)) {
+            let value = sample.value;
+            let label = |key: &str| sample.labels.get(key).map(String::as_str);
             let failed = |status: Option<&str>, counters: &mut Self| match status {
                 Some("OK") => {}
                 Some("DeadlineExceeded") => {
@@ -231,7 +232,7 @@ impl KmsCounters {
                 }
                 _ => counters.failed += value,
             };
-            match name {
+            match sample.name.as_str() {
                 "apiserver_envelope_encryption_kms_operations_latency_seconds_count"
                     if api == Api::V2 && label("provider_name") == Some(provider) =>
                 {
@@ -290,11 +291,7 @@ impl KmsCounters {
 
 /// What apiserver-0 has done with `provider` since it started.
 async fn scrape(stack: &Stack, api: Api, provider: &str) -> Result<KmsCounters, TuneError> {
-    let (status, body) = stack.apiserver_get(0, "/metrics").await?;
-    if status != 200 {
-        return Err(TuneError::Real(format!("apiserver-0 /metrics answered {status}")));
-    }
-    Ok(KmsCounters::parse(&body, api, provider))
+    Ok(KmsCounters::parse(&stack.metrics(0).await?, api, provider))
 }
 
 /// Encrypt/Decrypt calls that reached the mock KMS (with the plugin's retries), all outcomes.
@@ -643,20 +640,20 @@ apiserver_storage_transformation_operations_total{resource="secrets",status="OK"
 
     #[test]
     fn v1_counters_come_from_the_transformer_and_the_dek_cache_misses() {
-        let counters = KmsCounters::parse(METRICS, Api::V1, V1_PROVIDER);
+        let counters = KmsCounters::parse(&PromMetrics::parse(METRICS).unwrap(), Api::V1, V1_PROVIDER);
         let expected = KmsCounters { encrypts: 40.0, decrypts: 12.0, failed: 3.0, deadline_exceeded: 3.0, lookups: 103.0, misses: 12.0 };
         assert_eq!(counters, expected);
     }
 
     #[test]
     fn v2_counters_come_from_the_providers_grpc_calls() {
-        let counters = KmsCounters::parse(METRICS, Api::V2, V2_PROVIDER);
+        let counters = KmsCounters::parse(&PromMetrics::parse(METRICS).unwrap(), Api::V2, V2_PROVIDER);
         assert_eq!(counters, KmsCounters { encrypts: 1.0, decrypts: 9.0, failed: 2.0, deadline_exceeded: 2.0, lookups: 50.0, misses: 9.0 });
         assert_eq!(counters.plus(counters).decrypts, 18.0);
         // Without a DEK seed, reads fail with no Decrypt call: misses all the same.
         let seedless = "apiserver_storage_transformation_operations_total{resource=\"secrets\",status=\"Unknown\",\
                         transformation_type=\"from_storage\",transformer_prefix=\"k8s:enc:kms:v2:tune-v2:\"} 30\n";
-        let counters = KmsCounters::parse(seedless, Api::V2, V2_PROVIDER);
+        let counters = KmsCounters::parse(&PromMetrics::parse(seedless).unwrap(), Api::V2, V2_PROVIDER);
         assert_eq!((counters.lookups, counters.misses), (30.0, 30.0));
     }
 }
