@@ -43,6 +43,12 @@ pub enum LoadError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// The directory holds no scenario file at all (a wrong `--dir`?).
+    #[error("no scenario files (`*.yaml`) in {dir}: check `--dir` (or `KMS_LAB_SCENARIOS`); the suite's files are in the repository's `scenarios/`")]
+    NoFiles {
+        /// The directory searched.
+        dir: PathBuf,
+    },
     /// Names given on the command line match no scenario file.
     #[error("no scenario named {wanted} in {dir} (known: {known})")]
     UnknownName {
@@ -76,7 +82,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     Ok(scenario)
 }
 
-/// Every `*.yaml` scenario under `dir` (and its subdirectories), sorted by path.
+/// Every `*.yaml` scenario under `dir` (and its subdirectories), sorted by path. Directories
+/// named `tests` are skipped: they hold deliberately invalid files (`tests/invalid/`).
 pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_owned()];
@@ -85,7 +92,9 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
-                pending.push(path);
+                if path.file_name().is_some_and(|n| n != "tests" && n != "src" && n != "target") {
+                    pending.push(path);
+                }
             } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
                 found.push(path);
             }
@@ -98,7 +107,11 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
 /// Loads the scenarios to run: the named ones (by file stem, in any tier), or every one whose
 /// tier is in `tiers`. Every file is parsed, so one broken file is reported even when not selected.
 pub fn select(dir: &Path, names: &[String], tiers: &[Tier]) -> Result<Vec<Scenario>, LoadError> {
-    let all = discover(dir)?.iter().map(|p| load_file(p)).collect::<Result<Vec<_>, _>>()?;
+    let files = discover(dir)?;
+    if files.is_empty() {
+        return Err(LoadError::NoFiles { dir: dir.to_owned() });
+    }
+    let all = files.iter().map(|p| load_file(p)).collect::<Result<Vec<_>, _>>()?;
     if names.is_empty() {
         return Ok(all.into_iter().filter(|s| tiers.contains(&s.tier)).collect());
     }
@@ -323,12 +336,6 @@ impl<'a> Validator<'a> {
             }
             Step::ExpectHealth(health) => self.apiserver(health.apiserver),
             Step::ExpectEtcd(expect) => {
-                if let Some(provider) = &expect.provider {
-                    let known = kms_wire::envelope::ProviderKind::ALL.map(|k| k.name());
-                    if !known.contains(&provider.as_str()) {
-                        return Err(self.invalid(format!("provider `{provider}` (known: {})", known.join(", "))));
-                    }
-                }
                 if let Some(key_id) = &expect.key_id {
                     self.key_id(key_id)?;
                 }
@@ -533,6 +540,13 @@ mod tests {
         assert!(error.starts_with("test.yaml:8:") && error.contains("live") && error.contains("serving"), "{error}");
         let error = parse_text(&format!("{HEADER}  - expect_socket: {{plugin: plugin-9, exists: true}}\n")).unwrap_err().to_string();
         assert!(error.contains("no plugin named `plugin-9`"), "{error}");
+    }
+
+    #[test]
+    fn a_directory_without_scenario_files_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = select(dir.path(), &[], &[Tier::Core]).unwrap_err().to_string();
+        assert!(error.starts_with("no scenario files") && error.contains("--dir"), "{error}");
     }
 
     #[test]

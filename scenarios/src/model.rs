@@ -128,7 +128,7 @@ pub struct PluginDecl {
     pub args: Vec<String>,
     /// Defects of `kms-faulty-plugin` to switch on (a deliberately broken plugin).
     #[serde(default)]
-    pub defects: Vec<String>,
+    pub defects: Vec<DefectName>,
 }
 
 /// Where a plugin's KEK lives.
@@ -225,6 +225,45 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// A `kms-faulty-plugin` defect by its flag name (`status-always-ok`); a misspelt one is a load
+/// error listing every defect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefectName(pub kms_faulty_plugin::Defect);
+
+impl DefectName {
+    /// The flag name (`status-always-ok`), as `kms-faulty-plugin --defect` takes it.
+    pub fn name(self) -> String {
+        use clap::ValueEnum;
+        self.0.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+}
+
+impl<'de> Deserialize<'de> for DefectName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use clap::ValueEnum;
+        let text = String::deserialize(deserializer)?;
+        kms_faulty_plugin::Defect::from_str(&text, false).map(DefectName).map_err(|_| {
+            let known: Vec<String> = kms_faulty_plugin::Defect::value_variants().iter().map(|d| DefectName(*d).name()).collect();
+            serde::de::Error::custom(format!("unknown defect `{text}` (known: {})", known.join(", ")))
+        })
+    }
+}
+
+/// A storage provider kind by name (`kms-v2`); a misspelt one is a load error listing every kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProviderName(pub kms_wire::envelope::ProviderKind);
+
+impl<'de> Deserialize<'de> for ProviderName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use kms_wire::envelope::ProviderKind;
+        let text = String::deserialize(deserializer)?;
+        ProviderKind::ALL.into_iter().find(|k| k.name() == text).map(ProviderName).ok_or_else(|| {
+            let known: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.name()).collect();
+            serde::de::Error::custom(format!("unknown provider `{text}` (known: {})", known.join(", ")))
+        })
+    }
+}
+
 /// A regular expression an error message must match.
 #[derive(Debug, Clone)]
 pub struct Pattern(pub regex::Regex);
@@ -310,11 +349,12 @@ impl Kind {
 pub enum Step {
     /// Prints a line of narration.
     Note(String),
-    /// Starts a component (after a stop or kill, or one not started yet).
+    /// Starts a component that is not running (after a stop or kill, or one not started yet);
+    /// a running one is refused (use `restart`).
     Start(Component),
     /// Stops a component gracefully (SIGTERM).
     Stop(Component),
-    /// Kills a component (SIGKILL), as a crash would.
+    /// Kills a component with SIGKILL, whatever its kind, as a crash would.
     Kill(Component),
     /// Stops and starts a component (an apiserver: waits until it is ready, `/readyz`).
     Restart(Component),
@@ -631,7 +671,7 @@ pub struct EtcdExpect {
     pub count: Option<usize>,
     /// The provider kind every value was written by: identity, aescbc, aesgcm, secretbox, kms-v1, kms-v2.
     #[serde(default)]
-    pub provider: Option<String>,
+    pub provider: Option<ProviderName>,
     /// The key name (static) or provider name (kms) in every value's prefix.
     #[serde(default)]
     pub name: Option<String>,
@@ -666,10 +706,10 @@ pub struct AuditExpect {
     /// The mark the window starts at.
     pub since: String,
     /// The KMS action (`Encrypt`, `Decrypt`, …).
-    pub action: String,
+    pub action: mock_kms::api::Action,
     /// Only records with this outcome (`Ok`, `Sealed`, …; default any).
     #[serde(default)]
-    pub outcome: Option<String>,
+    pub outcome: Option<mock_kms::api::admin::Outcome>,
     /// At least this many.
     #[serde(default)]
     pub at_least: Option<usize>,
@@ -927,7 +967,7 @@ pub struct KmsCalls {
     /// The mark the window starts at.
     pub since: String,
     /// The KMS action (`Decrypt`, …).
-    pub action: String,
+    pub action: mock_kms::api::Action,
     /// Figures are recorded under `<figure>.*`.
     pub figure: String,
     /// The number of objects the calls are for (gives calls per object).

@@ -91,7 +91,7 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64) -> StackO
                 name: decl.name.clone(),
                 kek: if on_kms { PluginKek::MockKms } else { PluginKek::Local },
                 extra_args: decl.args.clone(),
-                defects: decl.defects.clone(),
+                defects: decl.defects.iter().map(|d| d.name()).collect(),
             }
         })
         .collect();

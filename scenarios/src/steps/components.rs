@@ -28,23 +28,19 @@ fn stack_component(component: &Component) -> kms_lab_stack::Component {
 
 pub(super) async fn start(world: &mut World, component: &Component) -> StepResult {
     let started = Instant::now();
-    let target = stack_component(component);
-    if world.stack.is_running(&target) && matches!(component, Component::Apiserver(_)) {
-        world.stack.restart(&target, WaitFor::Ready).await?;
-    } else if !world.stack.is_running(&target) || matches!(component, Component::MockKms) {
-        world.stack.start(&target, WaitFor::Ready).await?;
-    }
+    // A running component is refused with the fix (`restart`); `mock-kms` starts the nodes that are down.
+    world.stack.start(&stack_component(component), WaitFor::Ready).await?;
     Ok(format!("{component} is up after {:.1} s", started.elapsed().as_secs_f64()))
 }
 
 pub(super) async fn stop(world: &mut World, component: &Component, kill: bool) -> StepResult {
     let target = stack_component(component);
-    if kill && !matches!(component, Component::Apiserver(_)) {
+    if kill {
         world.stack.kill(&target).await?;
     } else {
         world.stack.stop(&target).await?;
     }
-    Ok(format!("{component} is {}", if kill { "killed" } else { "stopped" }))
+    Ok(format!("{component} is {}", if kill { "killed (SIGKILL)" } else { "stopped (SIGTERM)" }))
 }
 
 pub(super) async fn add_apiserver(world: &mut World, add: &AddApiserver) -> StepResult {

@@ -252,15 +252,16 @@ pub(super) async fn audit(world: &mut World, expect: &AuditExpect) -> StepResult
     let records = kms.audit(since).await?;
     let count = records
         .iter()
-        .filter(|r| r["action"] == expect.action.as_str())
-        .filter(|r| expect.outcome.as_ref().is_none_or(|o| r["outcome"] == o.as_str()))
+        .filter(|r| r["action"] == expect.action.name())
+        .filter(|r| expect.outcome.is_none_or(|o| r["outcome"] == o.name()))
         .count();
-    let outcome = expect.outcome.as_ref().map(|o| format!(" with outcome {o}")).unwrap_or_default();
+    let action = expect.action.name();
+    let outcome = expect.outcome.map(|o| format!(" with outcome {}", o.name())).unwrap_or_default();
     world.figure(
-        format!("audit.{}{}.since_{}", expect.action, expect.outcome.as_ref().map(|o| format!(".{o}")).unwrap_or_default(), expect.since),
+        format!("audit.{action}{}.since_{}", expect.outcome.map(|o| format!(".{}", o.name())).unwrap_or_default(), expect.since),
         count as f64,
     );
-    let text = format!("{count} {} calls{outcome} since `{}`", expect.action, expect.since);
+    let text = format!("{count} {action} calls{outcome} since `{}`", expect.since);
     let ok = expect.at_least.is_none_or(|min| count >= min) && expect.at_most.is_none_or(|max| count <= max);
     let bounds = format!(
         "{}{}",
@@ -307,9 +308,9 @@ pub(super) async fn etcd(world: &mut World, expect: &EtcdExpect) -> StepResult {
         let label = format!("{}{}", envelope.kind(), envelope.name().map(|n| format!(":{n}")).unwrap_or_default());
         *kinds.entry(label.clone()).or_default() += 1;
         if let Some(provider) = &expect.provider
-            && envelope.kind().name() != provider
+            && envelope.kind() != provider.0
         {
-            return Err(StepError::Failed(format!("{key} is stored as {label}, expected {provider}")));
+            return Err(StepError::Failed(format!("{key} is stored as {label}, expected {}", provider.0.name())));
         }
         if let Some(name) = &expect.name
             && envelope.name() != Some(name.as_str())

@@ -340,7 +340,7 @@ pub(super) async fn kms_calls(world: &mut World, calls: &KmsCalls) -> StepResult
     let since = world.marks.get(&calls.since).map(|m| m.audit_seq).unwrap_or(0);
     let kms = world.stack.mock_kms().ok_or_else(|| StepError::Failed("the stack runs no mock KMS".into()))?;
     let records = kms.audit(since).await?;
-    let mine: Vec<&serde_json::Value> = records.iter().filter(|r| r["action"] == calls.action.as_str()).collect();
+    let mine: Vec<&serde_json::Value> = records.iter().filter(|r| r["action"] == calls.action.name()).collect();
     let ok = mine.iter().filter(|r| r["outcome"] == "Ok").count();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut per_second: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -369,7 +369,7 @@ pub(super) async fn kms_calls(world: &mut World, calls: &KmsCalls) -> StepResult
     let text = format!(
         "{} {} calls since `{}` ({}), {}peak {peak}/s, successful peak {ok_peak}/s over {} s",
         mine.len(),
-        calls.action,
+        calls.action.name(),
         calls.since,
         outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect::<Vec<_>>().join(", "),
         per_object.map(|p| format!("{p:.2} per object, ")).unwrap_or_default(),

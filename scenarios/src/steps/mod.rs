@@ -111,7 +111,7 @@ pub fn label(step: &Step) -> String {
         Step::ExpectHealth(h) => format!("expect apiserver-{} {} {}", h.apiserver, h.path, if h.healthy { "healthy" } else { "failing" }),
         Step::ExpectEtcd(e) => format!("expect etcd {}/{}*", e.kind.resource(), e.prefix.as_deref().unwrap_or("")),
         Step::ExpectNoPlaintextInEtcd => "expect no plaintext anywhere in etcd".into(),
-        Step::ExpectAudit(a) => format!("expect mock KMS {} calls since `{}`", a.action, a.since),
+        Step::ExpectAudit(a) => format!("expect mock KMS {} calls since `{}`", a.action.name(), a.since),
         Step::ExpectMetric(m) => format!("expect metric {}", m.name),
         Step::ExpectPluginStatus(p) => format!("expect {} Status", p.plugin),
         Step::Lint(l) => format!(
@@ -144,7 +144,7 @@ pub fn label(step: &Step) -> String {
         ),
         Step::ColdStart(c) => format!("cold start apiserver-{} until a full LIST of {}", c.apiserver, c.kind.resource()),
         Step::SetCurrentKeyVersion(v) => format!("make the key version {} used at `{}` current again", v.plugin, v.mark),
-        Step::KmsCalls(k) => format!("count mock KMS {} calls since `{}`", k.action, k.since),
+        Step::KmsCalls(k) => format!("count mock KMS {} calls since `{}`", k.action.name(), k.since),
     }
 }
 
