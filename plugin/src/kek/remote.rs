@@ -162,7 +162,6 @@ impl RemoteKek {
             .header(api::HEADER_NONCE, nonce)
             .header(api::HEADER_SIGNATURE, signature)
             .headers(caller_header())
-            .header(api::HEADER_CALLER, super::current_caller().map_or("", |c| c.name()))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec())
             .timeout(timeout)
