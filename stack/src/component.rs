@@ -22,9 +22,7 @@ pub enum Component {
 
 /// A component name that does not parse (`apiserver-x`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "`{0}` is not a component name: write `etcd`, `apiserver-N`, `mock-kms`, `mock-kms-N` or a plugin's name (N is a number)"
-)]
+#[error("`{0}` is not a component name: write `etcd`, `apiserver-N`, `mock-kms`, `mock-kms-N` or a plugin's name (N is a number)")]
 pub struct BadComponentName(pub String);
 
 impl FromStr for Component {

@@ -4,8 +4,8 @@
 
 pub mod apiserver;
 pub mod certs;
-pub mod container;
 pub mod component;
+pub mod container;
 pub mod encryption;
 pub mod error;
 pub mod etcd;

@@ -85,7 +85,13 @@ pub struct MockKms {
 impl MockKms {
     /// Starts the nodes with their state under `data_root` (node *i* in `node-i/` when there are
     /// several) and logs in `log_dir`, and waits until each answers `/admin/health`.
-    pub async fn start(launcher: &Launcher, binary: &Path, data_root: &Path, log_dir: &Path, options: MockKmsOptions) -> Result<Self, StackError> {
+    pub async fn start(
+        launcher: &Launcher,
+        binary: &Path,
+        data_root: &Path,
+        log_dir: &Path,
+        options: MockKmsOptions,
+    ) -> Result<Self, StackError> {
         let count = options.nodes.max(1);
         let mut nodes = Vec::with_capacity(count);
         for index in 0..count {
@@ -97,7 +103,14 @@ impl MockKms {
             std::fs::create_dir_all(&data_dir).map_err(StackError::io(format!("create {}", data_dir.display())))?;
             nodes.push(MockKmsNode { process: None, port: ports::free_port()?, data_dir, log });
         }
-        let mut kms = Self { binary: binary.to_owned(), launcher: launcher.clone(), nodes, options, shares: Vec::new(), cluster_secret: random_hex(16) };
+        let mut kms = Self {
+            binary: binary.to_owned(),
+            launcher: launcher.clone(),
+            nodes,
+            options,
+            shares: Vec::new(),
+            cluster_secret: random_hex(16),
+        };
         if kms.options.sealed {
             kms.initialise_sealed()?;
         }
@@ -337,7 +350,8 @@ impl MockKms {
 impl MockKms {
     async fn admin_typed<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: &str) -> Result<T, StackError> {
         let text = self.admin(method, path, "application/json", body).await?;
-        serde_json::from_str(&text).map_err(|e| StackError::MockKms(format!("{method} {path} answered a body that is not the expected JSON: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| StackError::MockKms(format!("{method} {path} answered a body that is not the expected JSON: {e}")))
     }
 
     fn key_path_metadata(answer: admin::KeyMetadataAnswer) -> KeyMetadata {
@@ -403,7 +417,8 @@ impl MockKms {
     /// node; the last seal status answered.
     pub async fn unseal_typed(&self, shares: std::ops::Range<usize>) -> Result<admin::SealStatus, StackError> {
         let last = self.unseal(shares).await?;
-        serde_json::from_value(last).map_err(|e| StackError::MockKms(format!("/admin/unseal answered a body that is not a seal status: {e}")))
+        serde_json::from_value(last)
+            .map_err(|e| StackError::MockKms(format!("/admin/unseal answered a body that is not a seal status: {e}")))
     }
 
     /// Puts a typed fault profile in force on node `node`, or on every node when `None`.

@@ -72,7 +72,13 @@ impl PluginSlot {
 
     /// Starts the plugin and waits until it answers a v2 Status call on its socket;
     /// `mock_kms_config` is the config of the stack's mock KMS, for [`PluginKek::MockKms`].
-    pub async fn start(&mut self, launcher: &Launcher, binary: &Path, log: &Path, mock_kms_config: Option<serde_json::Value>) -> Result<(), StackError> {
+    pub async fn start(
+        &mut self,
+        launcher: &Launcher,
+        binary: &Path,
+        log: &Path,
+        mock_kms_config: Option<serde_json::Value>,
+    ) -> Result<(), StackError> {
         let mut args = vec!["--socket".to_owned(), self.socket.display().to_string()];
         let remote = match &self.spec.kek {
             PluginKek::Local => None,

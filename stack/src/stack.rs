@@ -257,15 +257,9 @@ impl Stack {
         })
     }
 
-
-
-
     fn etcd_or_error(&mut self) -> Result<&mut Etcd, StackError> {
         self.etcd.as_mut().ok_or_else(|| StackError::NoSuchComponent { kind: "etcd", name: "etcd".into(), known: "none".into() })
     }
-
-
-
 
     /// The names of the plugins.
     pub fn plugin_names(&self) -> Vec<String> {
@@ -299,8 +293,6 @@ impl Stack {
         }
         Ok(())
     }
-
-
 
     /// Sends SIGHUP to a plugin (it re-reads its KEK file).
     pub fn reload_plugin(&self, name: &str) -> Result<(), StackError> {
@@ -362,8 +354,6 @@ impl Stack {
         )
         .await
     }
-
-
 
     fn apiserver_slot(&self, index: usize) -> Result<&ApiServer, StackError> {
         self.apiservers.get(index).ok_or_else(|| StackError::NoSuchComponent {

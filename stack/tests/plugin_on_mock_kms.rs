@@ -23,9 +23,15 @@ fn kms_data(dir: &tempfile::TempDir) -> std::path::PathBuf {
 
 async fn rig(plugin_config: impl FnOnce(&MockKms) -> serde_json::Value) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let kms = MockKms::start(&kms_lab_stack::Launcher::default(), &OwnBinary::MockKms.locate().unwrap(), &kms_data(&dir), dir.path(), MockKmsOptions::default())
-        .await
-        .expect("mock-kms starts");
+    let kms = MockKms::start(
+        &kms_lab_stack::Launcher::default(),
+        &OwnBinary::MockKms.locate().unwrap(),
+        &kms_data(&dir),
+        dir.path(),
+        MockKmsOptions::default(),
+    )
+    .await
+    .expect("mock-kms starts");
     let spec = PluginSpec {
         name: "plugin".into(),
         kek: PluginKek::Remote(plugin_config(&kms)),
@@ -33,7 +39,10 @@ async fn rig(plugin_config: impl FnOnce(&MockKms) -> serde_json::Value) -> Rig {
         defects: Vec::new(),
     };
     let mut plugin = PluginSlot::new(spec, dir.path());
-    plugin.start(&kms_lab_stack::Launcher::default(), &OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None).await.expect("the plugin starts");
+    plugin
+        .start(&kms_lab_stack::Launcher::default(), &OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None)
+        .await
+        .expect("the plugin starts");
     Rig { _dir: dir, kms, plugin }
 }
 
@@ -208,7 +217,10 @@ async fn a_kms_node_killed_under_load_costs_no_round_trip() {
         defects: Vec::new(),
     };
     let mut plugin = PluginSlot::new(spec, dir.path());
-    plugin.start(&kms_lab_stack::Launcher::default(), &OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None).await.unwrap();
+    plugin
+        .start(&kms_lab_stack::Launcher::default(), &OwnBinary::KmsPlugin.locate().unwrap(), &dir.path().join("plugin.log"), None)
+        .await
+        .unwrap();
     let client = PluginClient::connect(plugin.socket.to_str().unwrap(), Duration::from_secs(10)).await.unwrap();
 
     let total = 300usize;
