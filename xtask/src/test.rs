@@ -37,6 +37,14 @@ pub fn run(sh: &Shell, args: &TestArgs) -> anyhow::Result<()> {
         if cmd!(sh, "cargo xtask lab --demo-only").run().is_err() {
             failed.push("cargo xtask lab --demo-only");
         }
+        eprintln!("==> the container tier: core scenarios and the lab demo with --runtime container (dockerd; .ci/run starts it)");
+        let (cjunit, cjson) = ("target/kms-lab/scenarios-container-junit.xml", "target/kms-lab/scenarios-container.json");
+        if cmd!(sh, "cargo xtask scenarios --tier core --runtime container --junit {cjunit} --json {cjson}").run().is_err() {
+            failed.push("cargo xtask scenarios --tier core --runtime container");
+        }
+        if cmd!(sh, "cargo xtask lab --demo-only --runtime container").run().is_err() {
+            failed.push("cargo xtask lab --demo-only --runtime container");
+        }
     }
     if !failed.is_empty() {
         anyhow::bail!("failed: {} (see the output above)", failed.join(", "));
