@@ -275,51 +275,8 @@ impl<'de> Deserialize<'de> for Pattern {
     }
 }
 
-/// A component of the stack a step acts on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Component {
-    /// etcd.
-    Etcd,
-    /// apiserver-N.
-    Apiserver(usize),
-    /// Every mock KMS node (`mock-kms`).
-    MockKms,
-    /// Mock KMS node N (`mock-kms-N`).
-    MockKmsNode(usize),
-    /// A plugin, by name.
-    Plugin(String),
-}
-
-impl<'de> Deserialize<'de> for Component {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let number =
-            |rest: &str| rest.parse::<usize>().map_err(|_| serde::de::Error::custom(format!("`{text}`: expected a number after the dash")));
-        Ok(if text == "etcd" {
-            Self::Etcd
-        } else if text == "mock-kms" {
-            Self::MockKms
-        } else if let Some(rest) = text.strip_prefix("apiserver-") {
-            Self::Apiserver(number(rest)?)
-        } else if let Some(rest) = text.strip_prefix("mock-kms-") {
-            Self::MockKmsNode(number(rest)?)
-        } else {
-            Self::Plugin(text)
-        })
-    }
-}
-
-impl fmt::Display for Component {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Etcd => f.write_str("etcd"),
-            Self::Apiserver(i) => write!(f, "apiserver-{i}"),
-            Self::MockKms => f.write_str("mock-kms"),
-            Self::MockKmsNode(i) => write!(f, "mock-kms-{i}"),
-            Self::Plugin(name) => f.write_str(name),
-        }
-    }
-}
+/// A component of the stack a step acts on (`etcd`, `apiserver-N`, `mock-kms`, `mock-kms-N`, a plugin).
+pub use kms_lab_stack::Component;
 
 /// The kind of object a step writes or reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]

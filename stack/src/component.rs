@@ -22,7 +22,9 @@ pub enum Component {
 
 /// A component name that does not parse (`apiserver-x`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a component name: write `etcd`, `apiserver-N`, `mock-kms`, `mock-kms-N` or a plugin's name (N is a number)")]
+#[error(
+    "`{0}` is not a component name: expected a number after the dash in `apiserver-N` / `mock-kms-N`, or `etcd`, `mock-kms` or a plugin's name"
+)]
 pub struct BadComponentName(pub String);
 
 impl FromStr for Component {

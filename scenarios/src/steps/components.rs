@@ -16,29 +16,18 @@ const RELOAD_DEADLINE: Duration = Duration::from_secs(120);
 /// The counter of the apiserver's automatic reloads of its EncryptionConfiguration.
 const RELOADS_METRIC: &str = "apiserver_encryption_config_controller_automatic_reloads_total";
 
-fn stack_component(component: &Component) -> kms_lab_stack::Component {
-    match component {
-        Component::Etcd => kms_lab_stack::Component::Etcd,
-        Component::Apiserver(i) => kms_lab_stack::Component::Apiserver(*i),
-        Component::MockKms => kms_lab_stack::Component::MockKms,
-        Component::MockKmsNode(i) => kms_lab_stack::Component::MockKmsNode(*i),
-        Component::Plugin(name) => kms_lab_stack::Component::Plugin(name.clone()),
-    }
-}
-
 pub(super) async fn start(world: &mut World, component: &Component) -> StepResult {
     let started = Instant::now();
     // A running component is refused with the fix (`restart`); `mock-kms` starts the nodes that are down.
-    world.stack.start(&stack_component(component), WaitFor::Ready).await?;
+    world.stack.start(component, WaitFor::Ready).await?;
     Ok(format!("{component} is up after {:.1} s", started.elapsed().as_secs_f64()))
 }
 
 pub(super) async fn stop(world: &mut World, component: &Component, kill: bool) -> StepResult {
-    let target = stack_component(component);
     if kill {
-        world.stack.kill(&target).await?;
+        world.stack.kill(component).await?;
     } else {
-        world.stack.stop(&target).await?;
+        world.stack.stop(component).await?;
     }
     Ok(format!("{component} is {}", if kill { "killed (SIGKILL)" } else { "stopped (SIGTERM)" }))
 }
