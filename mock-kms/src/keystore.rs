@@ -410,6 +410,16 @@ impl KeyStore {
 
     /// Adds a new version of an enabled key and makes it current.
     pub fn rotate(&self, key_id: &str) -> Result<KeyMetadata, KmsError> {
+        self.new_version(key_id, true).map(|(metadata, _)| metadata)
+    }
+
+    /// Adds a new version of an enabled key without making it current (Cloud KMS's
+    /// CreateCryptoKeyVersion); the metadata after, and the new version's id.
+    pub fn add_version(&self, key_id: &str) -> Result<(KeyMetadata, String), KmsError> {
+        self.new_version(key_id, false)
+    }
+
+    fn new_version(&self, key_id: &str, make_current: bool) -> Result<(KeyMetadata, String), KmsError> {
         let mut state = self.write();
         let spec = {
             let key = state.key(key_id)?;
@@ -421,8 +431,10 @@ impl KeyStore {
         let version = Version::new(spec, stamp.clone());
         let key = state.keys.get_mut(key_id).ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
         key.versions.insert(version_id.clone(), version);
-        (key.current, key.current_stamp) = (version_id, stamp);
-        Ok(key.metadata(key_id))
+        if make_current {
+            (key.current, key.current_stamp) = (version_id.clone(), stamp);
+        }
+        Ok((key.metadata(key_id), version_id))
     }
 
     /// Makes an existing version of an enabled key current again (a rollback A→B→A), without
@@ -486,8 +498,13 @@ impl KeyStore {
 
     /// Encrypts up to [`MAX_PLAINTEXT`] bytes with the key's current version, binding `context`.
     pub fn encrypt(&self, key_id: &str, plaintext: &[u8], context: &BTreeMap<String, String>) -> Result<Encrypted, KmsError> {
-        if plaintext.len() > MAX_PLAINTEXT {
-            return Err(KmsError::InvalidParameter(format!("Plaintext is {} bytes; the limit is {MAX_PLAINTEXT} bytes", plaintext.len())));
+        self.encrypt_up_to(key_id, plaintext, context, MAX_PLAINTEXT)
+    }
+
+    /// [`KeyStore::encrypt`] with a dialect's own plaintext limit (Cloud KMS: 64 KiB).
+    pub fn encrypt_up_to(&self, key_id: &str, plaintext: &[u8], context: &BTreeMap<String, String>, limit: usize) -> Result<Encrypted, KmsError> {
+        if plaintext.len() > limit {
+            return Err(KmsError::InvalidParameter(format!("Plaintext is {} bytes; the limit is {limit} bytes", plaintext.len())));
         }
         let state = self.read();
         let key = state.key(key_id)?;

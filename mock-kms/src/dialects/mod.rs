@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub(crate) mod aws;
 #[cfg(feature = "server")]
 pub(crate) mod call;
+#[cfg(feature = "server")]
+pub(crate) mod gcp;
 
 /// An API the mock KMS can speak on a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -84,9 +86,10 @@ pub(crate) fn router(dialect: Dialect, node: std::sync::Arc<crate::node::Node>) 
     let api = match dialect {
         Dialect::Native => axum::Router::new().route("/v1/{action}", post(crate::service::call)),
         Dialect::Aws => axum::Router::new().route("/", post(aws::call)),
-        Dialect::Gcp | Dialect::Vault => {
+        Dialect::Gcp => axum::Router::new().route("/v1/{*path}", axum::routing::any(gcp::call)),
+        Dialect::Vault => {
             return Err(crate::error::StartError::Config(format!(
-                "--dialect {dialect} is not implemented in this build yet: use native or aws"
+                "--dialect {dialect} is not implemented in this build yet: use native, aws or gcp"
             )));
         }
     };
