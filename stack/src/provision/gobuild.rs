@@ -376,6 +376,12 @@ impl<'a> Steps<'a> {
         installed
     }
 
+    /// `go mod tidy` in `dir` (downloads what the module needs on the first run).
+    pub(crate) fn tidy(&self, dir: &Path) -> Result<(), StepError> {
+        self.step("go mod tidy (downloads the modules on the first run)");
+        self.go(dir, &["mod", "tidy"], false).map(drop)
+    }
+
     /// Writes the wrapper module's `go.mod` and `go.sum`: generated and tidied in a staging
     /// directory, then renamed into `module` (`go.mod` last, so its presence means ready).
     fn prepare_module(&self, component: Component, versions: &Versions, module: &Path) -> Result<(), StepError> {

@@ -57,7 +57,9 @@ pub enum GoSubject {
     TrousseauVault,
     /// `trousseau-debug`: trousseau's base64 provider (no encryption: a negative control).
     TrousseauDebug,
-    /// `gcp-kms-emulator`: a Cloud KMS emulator's REST server (`cmd/server-rest`).
+    /// `gcp-kms-emulator`: a Cloud KMS emulator's REST server. Upstream's `cmd/server-rest` is
+    /// missing from the copy here, so kms-lab's own main (`stack/go/gcp-kms-emulator-rest`)
+    /// serves the emulator's REST gateway over its storage, built against the unmodified folder.
     GcpKmsEmulator,
 }
 
@@ -86,7 +88,31 @@ struct Spec {
     /// Whether the folder's `go.work` is used (else `GOWORK=off`).
     go_work: bool,
     estimate: &'static str,
+    /// kms-lab's own `main`, for a subject whose copy lacks its upstream main package.
+    wrapper: Option<Wrapper>,
 }
+
+/// kms-lab's own `main.go` for a third-party subject whose copy lacks its main package: built in
+/// a generated module (under `<cache>/gobuild/`) whose path lies under the subject's module, so
+/// it may import the subject's `internal/` packages, and whose `go.mod` `replace`s the subject's
+/// module by the source folder, which stays unmodified.
+#[derive(Debug, Clone, Copy)]
+struct Wrapper {
+    /// The generated module's path.
+    module: &'static str,
+    /// The main package's source.
+    main_go: &'static str,
+    /// The packages of the source folder it imports (relative paths), checked before a build.
+    needs: &'static [&'static str],
+}
+
+/// gcp-kms-emulator's copy lost `cmd/` and `internal/server` to a `.gitignore` line `server`:
+/// this main serves its REST gateway over its storage (see the file's comment).
+const GCP_EMULATOR_WRAPPER: Wrapper = Wrapper {
+    module: "github.com/blackwell-systems/gcp-kms-emulator/cmd/kms-lab-rest",
+    main_go: include_str!("../../go/gcp-kms-emulator-rest/main.go"),
+    needs: &["internal/gateway", "internal/storage"],
+};
 
 const AWS_COMMIT: &str = "6d4f71e96480b186ff19ea3c1ba4f9d90c2b6b9e";
 const CLOUDKMS_COMMIT: &str = "a88bafe6cfcc8727e6a7243dfa16f978b1c9a468";
@@ -117,6 +143,7 @@ impl GoSubject {
             goflags: "",
             go_work: true,
             estimate,
+            wrapper: None,
         };
         match self {
             Self::GoPeer => Spec {
@@ -129,6 +156,7 @@ impl GoSubject {
                 goflags: "",
                 go_work: false,
                 estimate: "about 1 minute on 2 cores",
+                wrapper: None,
             },
             Self::AwsEncryptionProvider => Spec {
                 name: "aws-encryption-provider",
@@ -140,6 +168,7 @@ impl GoSubject {
                 goflags: "-mod=mod",
                 go_work: false,
                 estimate: "about 3 minutes on 2 cores",
+                wrapper: None,
             },
             Self::CloudKmsPlugin => Spec {
                 name: "k8s-cloudkms-plugin",
@@ -151,6 +180,7 @@ impl GoSubject {
                 goflags: "-mod=mod",
                 go_work: false,
                 estimate: "about 90 s on 2 cores",
+                wrapper: None,
             },
             Self::Trousseau => trousseau("trousseau", "KMS_LAB_TROUSSEAU", "./trousseau", "about 2 minutes on 2 cores"),
             Self::TrousseauAwsKms => {
@@ -170,6 +200,7 @@ impl GoSubject {
                 goflags: "-mod=mod",
                 go_work: false,
                 estimate: "about 1 minute on 2 cores",
+                wrapper: Some(GCP_EMULATOR_WRAPPER),
             },
         }
     }
@@ -272,6 +303,11 @@ fn source_hash(dir: &Path) -> Result<String, String> {
     Ok(hex(&hasher.finalize()[..8]))
 }
 
+/// A wrapper main's cache key part: a hash of its text (8 hex digits), so an edit rebuilds.
+fn text_hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes())[..4])
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -323,8 +359,11 @@ fn fix(subject: GoSubject, missing: Missing) -> String {
         ),
         Missing::Source => format!("set {var} to a built {name} (its source folder {} is part of kms-lab)", subject.folder()),
         Missing::Incomplete => format!(
-            "the source folder lacks the main package {}: use a complete copy (set {THIRDPARTY_ENV}), or set {var} to a built {name}",
-            spec.package
+            "the source folder lacks {}: use a complete copy (set {THIRDPARTY_ENV}), or set {var} to a built {name}",
+            match spec.wrapper {
+                Some(wrapper) => wrapper.needs.join(" and "),
+                None => format!("the main package {}", spec.package),
+            }
         ),
         Missing::Build => format!("install Go (apt-get install golang-go) and rerun, or set {var} to a built {name}"),
     };
@@ -359,11 +398,13 @@ pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &
     // The source folder (the Go peer's cache key depends on it).
     let mut source_tried = Vec::new();
     let source = find_source(&spec, env, workspace, &mut source_tried);
-    let key = match spec.commit {
-        Some(commit) => Ok(commit.to_owned()),
-        None => source.as_deref().map_or_else(|| Err("no source folder to hash".to_owned()), source_hash),
+    let key = match (spec.commit, spec.wrapper) {
+        (Some(commit), Some(wrapper)) => Ok(format!("{commit}-{}", text_hash(wrapper.main_go))),
+        (Some(commit), None) => Ok(commit.to_owned()),
+        (None, _) => source.as_deref().map_or_else(|| Err("no source folder to hash".to_owned()), source_hash),
     };
     let shown_key = match (spec.commit, &key) {
+        (Some(commit), _) if spec.wrapper.is_some() => format!("commit {commit} with kms-lab's main"),
         (Some(commit), _) => format!("commit {commit}"),
         (None, Ok(hash)) => format!("source hash {hash}"),
         (None, Err(_)) => "source hash unknown".to_owned(),
@@ -405,11 +446,15 @@ pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &
         tried.push(Attempt::new("build with Go", "no source folder (see above)"));
         return Err(not_found(tried, Missing::Source));
     };
-    let package_dir = source.join(spec.package);
-    if !package_dir.is_dir() {
+    let needed: Vec<&str> = match spec.wrapper {
+        Some(wrapper) => wrapper.needs.to_vec(),
+        None => vec![spec.package],
+    };
+    if let Some(missing) = needed.iter().map(|package| source.join(package)).find(|dir| !dir.is_dir()) {
+        let what = if spec.wrapper.is_some() { "a package kms-lab's main imports" } else { "the main package" };
         tried.push(Attempt::new(
             format!("build with Go from {}", source.display()),
-            format!("the main package {} is missing (no directory {}): this copy is incomplete", spec.package, package_dir.display()),
+            format!("{what} is missing (no directory {}): this copy is incomplete", missing.display()),
         ));
         return Err(not_found(tried, Missing::Incomplete));
     }
@@ -483,7 +528,11 @@ fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
     let bar = gobuild::progress_bar(b.progress);
     let steps = Steps::new(&b.env.go, &log, &bar, b.progress, go_env);
     let started = Instant::now();
-    let result = steps.build_package(b.source, spec.package, "-s -w", b.dest, usable);
+    let result = match spec.wrapper {
+        None => steps.build_package(b.source, spec.package, "-s -w", b.dest, usable),
+        Some(wrapper) => prepare_wrapper(&steps, &wrapper, spec.module, b.source, &logs.join("module"))
+            .and_then(|module| steps.build_package(&module, ".", "-s -w", b.dest, usable)),
+    };
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs();
     match result {
@@ -505,6 +554,23 @@ fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
             fix: format!("fix what Go reports above and rerun, or set {} to a built {name}", spec.env_var),
         }))),
     }
+}
+
+/// Writes the wrapper's module into `dir` (`main.go`, a `go.mod` that `replace`s `module` by
+/// `source`), then `go mod tidy` there; the module's directory.
+fn prepare_wrapper(steps: &Steps<'_>, wrapper: &Wrapper, module: &str, source: &Path, dir: &Path) -> Result<PathBuf, StepError> {
+    let io = |what: String| move |e: std::io::Error| StepError { step: what, detail: e.to_string() };
+    fs::create_dir_all(dir).map_err(io(format!("mkdir {}", dir.display())))?;
+    let gomod = format!(
+        "// Generated by kms-lab (stack/src/provision/subject.rs) for every build; do not edit.\n\
+         module {}\n\ngo 1.24.0\n\nrequire {module} v0.0.0\n\nreplace {module} => {}\n",
+        wrapper.module,
+        source.display()
+    );
+    fs::write(dir.join("go.mod"), gomod).map_err(io("write go.mod".to_owned()))?;
+    fs::write(dir.join("main.go"), wrapper.main_go).map_err(io("write main.go".to_owned()))?;
+    steps.tidy(dir)?;
+    Ok(dir.to_path_buf())
 }
 
 #[cfg(test)]
@@ -647,20 +713,49 @@ mod tests {
     fn a_source_folder_without_the_main_package_is_called_incomplete() {
         let root = tempfile::tempdir().unwrap();
         let thirdparty = root.path().join("tp");
-        fs::create_dir_all(thirdparty.join("gcp-kms-emulator/internal")).unwrap();
-        let err = locate_with(
-            GoSubject::GcpKmsEmulator,
-            &options(&root.path().join("cache"), true),
-            &env(&[("KMS_LAB_THIRDPARTY", &thirdparty)], Path::new(NO_GO)),
-            &root.path().join("ws/main"),
-        )
-        .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("the main package ./cmd/server-rest is missing (no directory") && text.contains("this copy is incomplete"),
-            "{text}"
-        );
-        assert!(text.contains("fix: the source folder lacks the main package ./cmd/server-rest"), "{text}");
+        fs::create_dir_all(thirdparty.join("k8s-cloudkms-plugin/cmd")).unwrap();
+        fs::create_dir_all(thirdparty.join("gcp-kms-emulator/internal/storage")).unwrap();
+        let locate = |subject| {
+            locate_with(
+                subject,
+                &options(&root.path().join("cache"), true),
+                &env(&[("KMS_LAB_THIRDPARTY", &thirdparty)], Path::new(NO_GO)),
+                &root.path().join("ws/main"),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        let text = locate(GoSubject::CloudKmsPlugin);
+        assert!(text.contains("the main package is missing (no directory") && text.contains("this copy is incomplete"), "{text}");
+        assert!(text.contains("fix: the source folder lacks the main package ./cmd/k8s-cloudkms-plugin"), "{text}");
+        // The emulator is built with kms-lab's main: what that main imports must be there.
+        let text = locate(GoSubject::GcpKmsEmulator);
+        assert!(text.contains("a package kms-lab's main imports is missing (no directory") && text.contains("internal/gateway"), "{text}");
+        assert!(text.contains("fix: the source folder lacks internal/gateway and internal/storage"), "{text}");
+    }
+
+    #[test]
+    fn the_emulator_builds_kms_labs_main_against_the_unmodified_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let go = fake_go(root);
+        let thirdparty = root.join("tp");
+        for package in GCP_EMULATOR_WRAPPER.needs {
+            fs::create_dir_all(thirdparty.join("gcp-kms-emulator").join(package)).unwrap();
+        }
+        let cache = root.join("cache");
+        let vars = [("KMS_LAB_THIRDPARTY", thirdparty.as_path())];
+        let built = locate_with(GoSubject::GcpKmsEmulator, &options(&cache, true), &env(&vars, &go), &root.join("ws/main")).unwrap();
+        let key = format!("{GCP_EMULATOR_COMMIT}-{}", text_hash(GCP_EMULATOR_WRAPPER.main_go));
+        assert_eq!(built, subject_cache_path(&cache, GoSubject::GcpKmsEmulator, &key));
+        let module = cache.join(format!("gobuild/gcp-kms-emulator-{key}/module"));
+        let gomod = fs::read_to_string(module.join("go.mod")).unwrap();
+        assert!(gomod.contains("module github.com/blackwell-systems/gcp-kms-emulator/cmd/kms-lab-rest\n"), "{gomod}");
+        let replace = format!("replace github.com/blackwell-systems/gcp-kms-emulator => {}\n", thirdparty.join("gcp-kms-emulator").display());
+        assert!(gomod.contains(&replace), "{gomod}");
+        assert_eq!(fs::read_to_string(module.join("main.go")).unwrap(), GCP_EMULATOR_WRAPPER.main_go);
+        let calls = fs::read_to_string(root.join("calls")).unwrap();
+        assert_eq!(calls.trim(), format!("GOFLAGS=[-mod=mod] GOWORK=[off] CGO_ENABLED=[0] PWD=[{}]", module.display()));
     }
 
     /// A fake `go` that records its environment and "builds" a script at `-o PATH`.
