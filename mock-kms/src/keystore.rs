@@ -502,7 +502,13 @@ impl KeyStore {
     }
 
     /// [`KeyStore::encrypt`] with a dialect's own plaintext limit (Cloud KMS: 64 KiB).
-    pub fn encrypt_up_to(&self, key_id: &str, plaintext: &[u8], context: &BTreeMap<String, String>, limit: usize) -> Result<Encrypted, KmsError> {
+    pub fn encrypt_up_to(
+        &self,
+        key_id: &str,
+        plaintext: &[u8],
+        context: &BTreeMap<String, String>,
+        limit: usize,
+    ) -> Result<Encrypted, KmsError> {
         if plaintext.len() > limit {
             return Err(KmsError::InvalidParameter(format!("Plaintext is {} bytes; the limit is {limit} bytes", plaintext.len())));
         }

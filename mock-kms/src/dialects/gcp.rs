@@ -263,9 +263,7 @@ impl Op {
     fn action(self, request: &GcpRequest) -> Action {
         match self {
             Self::CreateKeyRing | Self::CreateCryptoKey => Action::CreateKey,
-            Self::GetCryptoKey | Self::TestIamPermissions | Self::GetCryptoKeyVersion | Self::ListCryptoKeyVersions => {
-                Action::DescribeKey
-            }
+            Self::GetCryptoKey | Self::TestIamPermissions | Self::GetCryptoKeyVersion | Self::ListCryptoKeyVersions => Action::DescribeKey,
             Self::ListCryptoKeys => Action::ListKeys,
             Self::Encrypt => Action::Encrypt,
             Self::Decrypt => Action::Decrypt,
@@ -333,14 +331,26 @@ fn valid_id(id: &str) -> bool {
 
 /// `METHOD /v1/…` → the method and resource it names.
 fn route(method: &Method, path: &str) -> Result<Route, GcpError> {
-    let unknown = || GcpError::new(Status::NotFound, ErrorCode::InvalidParameter, format!("Method not found: {method} {path} (this mock serves: {SERVED})"));
+    let unknown = || {
+        GcpError::new(
+            Status::NotFound,
+            ErrorCode::InvalidParameter,
+            format!("Method not found: {method} {path} (this mock serves: {SERVED})"),
+        )
+    };
     let rest = path.strip_prefix("/v1/").ok_or_else(unknown)?;
     let (rest, verb) = match rest.rsplit_once(':') {
         Some((rest, verb)) if !verb.contains('/') => (rest, Some(verb)),
         _ => (rest, None),
     };
     let parts: Vec<&str> = rest.split('/').collect();
-    if parts.len() < 5 || parts[0] != "projects" || parts[2] != "locations" || parts[4] != "keyRings" || parts[1].is_empty() || parts[3].is_empty() {
+    if parts.len() < 5
+        || parts[0] != "projects"
+        || parts[2] != "locations"
+        || parts[4] != "keyRings"
+        || parts[1].is_empty()
+        || parts[3].is_empty()
+    {
         return Err(unknown());
     }
     let location = format!("projects/{}/locations/{}", parts[1], parts[3]);
@@ -385,11 +395,9 @@ fn route(method: &Method, path: &str) -> Result<Route, GcpError> {
         }
         ([ring, "cryptoKeys", key, "cryptoKeyVersions", version], verb, m) => {
             let name = name_of(ring, key)?;
-            let number = version
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| GcpError::invalid(format!("the cryptoKeyVersion id `{}` is not a positive number", version.escape_debug())))?;
+            let number = version.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                GcpError::invalid(format!("the cryptoKeyVersion id `{}` is not a positive number", version.escape_debug()))
+            })?;
             let op = match (verb, m) {
                 (None, &Method::GET) => Op::GetCryptoKeyVersion,
                 (None, &Method::PATCH) => Op::UpdateCryptoKeyVersion,
@@ -428,9 +436,8 @@ fn parse_request(body: &[u8]) -> Result<GcpRequest, GcpError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(GcpRequest::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        GcpError::invalid(format!("Invalid JSON payload received: {}", crate::persist::json_problem(&e)))
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| GcpError::invalid(format!("Invalid JSON payload received: {}", crate::persist::json_problem(&e))))
 }
 
 fn reply(status: u16, request_id: &str, body: &Value) -> Response {
@@ -448,10 +455,11 @@ fn reply(status: u16, request_id: &str, body: &Value) -> Response {
 /// `/v1/…`: one Cloud KMS call.
 pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri, body: Body) -> Response {
     let routed = route(&method, uri.path());
-    let request = match read_body(body, MAX_BODY, "Cloud KMS takes at most 64 KiB of plaintext and 64 KiB of additionalAuthenticatedData").await {
-        Ok(bytes) => parse_request(&bytes),
-        Err(error) => Err(error.into()),
-    };
+    let request =
+        match read_body(body, MAX_BODY, "Cloud KMS takes at most 64 KiB of plaintext and 64 KiB of additionalAuthenticatedData").await {
+            Ok(bytes) => parse_request(&bytes),
+            Err(error) => Err(error.into()),
+        };
     let (operation, action) = match (&routed, &request) {
         (Ok(route), Ok(request)) => (route.op.name(), Some(route.op.action(request))),
         (Ok(route), Err(_)) => (route.op.name(), Some(route.op.action(&GcpRequest::default()))),
@@ -675,7 +683,9 @@ impl Ops<'_> {
             Some("ENCRYPT_DECRYPT") => {}
             None => return Err(GcpError::invalid("CryptoKey.purpose is required (this mock serves ENCRYPT_DECRYPT)")),
             Some(other) => {
-                return Err(GcpError::invalid(format!("CryptoKey.purpose `{other}` is not served by this mock KMS (only ENCRYPT_DECRYPT)")));
+                return Err(GcpError::invalid(format!(
+                    "CryptoKey.purpose `{other}` is not served by this mock KMS (only ENCRYPT_DECRYPT)"
+                )));
             }
         }
         if let Some(template) = &request.version_template {
@@ -738,7 +748,8 @@ impl Ops<'_> {
         if primary.state != VersionState::Enabled {
             return Err(GcpError::not_enabled(key, &primary));
         }
-        let sealed = self.store.encrypt_up_to(&key.key, &plaintext, &aad_context(&aad), MAX_PLAINTEXT).map_err(|e| self.store_error(key, e))?;
+        let sealed =
+            self.store.encrypt_up_to(&key.key, &plaintext, &aad_context(&aad), MAX_PLAINTEXT).map_err(|e| self.store_error(key, e))?;
         self.call.set_key(&key.key, Some(&sealed.version_id));
         // The version used, numbered from a fresh view if a rotation came in between.
         let number = match self.version_by_id(&metadata, &sealed.version_id) {
@@ -817,21 +828,17 @@ impl Ops<'_> {
         }
         let deny = self.call.node.faults.profile().deny;
         let denied = |action: Action| deny.as_ref().is_some_and(|d| d.actions.as_ref().is_none_or(|a| a.contains(&action)));
-        let granted: Vec<&String> = request
-            .permissions
-            .iter()
-            .filter(|p| PERMISSIONS.iter().any(|(name, action)| name == p && !denied(*action)))
-            .collect();
+        let granted: Vec<&String> =
+            request.permissions.iter().filter(|p| PERMISSIONS.iter().any(|(name, action)| name == p && !denied(*action))).collect();
         Ok(if granted.is_empty() { json!({}) } else { json!({ "permissions": granted }) })
     }
 
     async fn update_primary(&mut self, key: &KeyName, request: &GcpRequest) -> Result<Value, GcpError> {
         let id = request.crypto_key_version_id.as_deref().unwrap_or_default();
-        let number: u32 = id
-            .parse()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| GcpError::invalid(format!("cryptoKeyVersionId `{}` must be a version number (1, 2, …)", id.escape_debug())))?;
+        let number: u32 =
+            id.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                GcpError::invalid(format!("cryptoKeyVersionId `{}` must be a version number (1, 2, …)", id.escape_debug()))
+            })?;
         let metadata = self.key(key)?;
         let version = self.version(key, &metadata, number)?;
         if version.state != VersionState::Enabled {
@@ -848,14 +855,25 @@ impl Ops<'_> {
         let (metadata, version_id) = self.store.add_version(&key.key).map_err(|e| self.store_error(key, e))?;
         self.call.set_key(&key.key, Some(&version_id));
         self.commit().await?;
-        let version = self.version_by_id(&metadata, &version_id).ok_or_else(|| GcpError::from(KmsError::InternalFailure("the new version is missing".into())))?;
+        let version = self
+            .version_by_id(&metadata, &version_id)
+            .ok_or_else(|| GcpError::from(KmsError::InternalFailure("the new version is missing".into())))?;
         Ok(version_json(key, &version))
     }
 
-    async fn update_version(&mut self, key: &KeyName, number: u32, request: &GcpRequest, query: &BTreeMap<String, String>) -> Result<Value, GcpError> {
+    async fn update_version(
+        &mut self,
+        key: &KeyName,
+        number: u32,
+        request: &GcpRequest,
+        query: &BTreeMap<String, String>,
+    ) -> Result<Value, GcpError> {
         let mask = query.get("updateMask").map(String::as_str).unwrap_or_default();
         if mask.split(',').map(str::trim).collect::<Vec<_>>() != ["state"] {
-            return Err(GcpError::invalid(format!("updateMask `{}` must be `state` (the only field this mock KMS updates)", mask.escape_debug())));
+            return Err(GcpError::invalid(format!(
+                "updateMask `{}` must be `state` (the only field this mock KMS updates)",
+                mask.escape_debug()
+            )));
         }
         let enabled = match request.state.as_deref() {
             Some("ENABLED") => true,
@@ -873,7 +891,11 @@ impl Ops<'_> {
             return Err(GcpError::new(
                 Status::FailedPrecondition,
                 ErrorCode::KeyNotEnabled,
-                format!("{} is in state DESTROY_SCHEDULED and cannot be {}.", key.version_path(number), if enabled { "enabled" } else { "disabled" }),
+                format!(
+                    "{} is in state DESTROY_SCHEDULED and cannot be {}.",
+                    key.version_path(number),
+                    if enabled { "enabled" } else { "disabled" }
+                ),
             ));
         }
         self.call.set_key(&key.key, Some(&version.id));

@@ -751,7 +751,8 @@ mod tests {
         let module = cache.join(format!("gobuild/gcp-kms-emulator-{key}/module"));
         let gomod = fs::read_to_string(module.join("go.mod")).unwrap();
         assert!(gomod.contains("module github.com/blackwell-systems/gcp-kms-emulator/cmd/kms-lab-rest\n"), "{gomod}");
-        let replace = format!("replace github.com/blackwell-systems/gcp-kms-emulator => {}\n", thirdparty.join("gcp-kms-emulator").display());
+        let replace =
+            format!("replace github.com/blackwell-systems/gcp-kms-emulator => {}\n", thirdparty.join("gcp-kms-emulator").display());
         assert!(gomod.contains(&replace), "{gomod}");
         assert_eq!(fs::read_to_string(module.join("main.go")).unwrap(), GCP_EMULATOR_WRAPPER.main_go);
         let calls = fs::read_to_string(root.join("calls")).unwrap();
