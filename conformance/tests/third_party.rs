@@ -246,3 +246,176 @@ async fn trousseau_with_its_debug_provider_fails_for_a_readable_dek() {
     drop(plugin);
     drop(provider_process);
 }
+
+// ---------------------------------------------------------------------------------------------
+// k8s-cloudkms-plugin (GKE's) on the mock KMS's Cloud KMS dialect, in the plugin's own
+// `--integration-test --fake-kms-port P` mode: plain HTTP to localhost:P, no Google auth.
+// ---------------------------------------------------------------------------------------------
+
+/// The key the plugin uses; any project, location and key ring name the mock's `lab-key`.
+const GCP_KEY: &str = "projects/kms-lab/locations/global/keyRings/lab/cryptoKeys/lab-key";
+
+/// The mock KMS in process, speaking Cloud KMS REST on a loopback port, with `lab-key`.
+async fn gcp_mock_kms() -> mock_kms::MockKms {
+    mock_kms::MockKms::builder()
+        .dialect(mock_kms::dialects::Dialect::Gcp)
+        .listen("127.0.0.1:0".parse().expect("an address"))
+        .key("lab-key")
+        .seed(13)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the mock KMS starts: {e}"))
+}
+
+/// k8s-cloudkms-plugin on `socket`, `--kms v2` or `v1`, against the mock KMS on `kms_port`; its
+/// healthz on `healthz_port` (glog to stderr, so nothing is left in /tmp).
+fn cloudkms_command(binary: &Path, kms_port: u16, socket: &Path, kms: &str, healthz_port: u16) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("--integration-test")
+        .arg(format!("--fake-kms-port={kms_port}"))
+        .arg(format!("--key-uri={GCP_KEY}"))
+        .arg(format!("--path-to-unix-socket={}", socket.display()))
+        .arg(format!("--kms={kms}"))
+        .arg(format!("--healthz-port={healthz_port}"))
+        .arg(format!("--metrics-port={}", free_port()))
+        .arg("--logtostderr");
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k8s_cloudkms_plugin_on_the_gcp_dialect_passes_v2_and_v1beta1() {
+    let binary = tokio::task::spawn_blocking(|| locate(GoSubject::CloudKmsPlugin)).await.expect("locator");
+    let dir = short_run_dir().expect("run dir");
+    let kms = gcp_mock_kms().await;
+    let port = kms.addr().port();
+    for (api, flag) in [(Api::V2, "v2"), (Api::V1beta1, "v1")] {
+        let socket = dir.path().join(format!("gcp-{flag}.sock"));
+        let command = cloudkms_command(&binary, port, &socket, flag, free_port());
+        let log = dir.path().join(format!("cloudkms-{flag}.log"));
+        let plugin =
+            PluginProcess::start("k8s-cloudkms-plugin", command, &socket, &log, api, READY).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut options = Options::new(plugin.endpoint(), api);
+        options.concurrency = 8;
+        options.round_trips_per_caller = 4;
+        // Rotation as a Cloud KMS operator would see it: a new primary version (the admin API
+        // adds one and makes it primary); the plugin's Status reports the new version's name.
+        options.rotate_command = Some(format!("curl -sf -X POST http://127.0.0.1:{port}/admin/keys/lab-key/rotate"));
+        options.rotate_wait = Duration::from_secs(20);
+        let report = kms_lab_conformance::run(&options).await.expect("the suite runs");
+        judge(&format!("k8s-cloudkms-plugin ({api})"), &report, &plugin.log_tail());
+        drop(plugin);
+    }
+    // Every plugin call reached the mock KMS as a Cloud KMS operation.
+    let records = kms.audit().records();
+    assert!(records.iter().any(|r| r.dialect == "gcp" && r.operation == "Encrypt" && r.outcome == "Ok"), "no GCP Encrypt in the audit log");
+    assert!(records.iter().any(|r| r.dialect == "gcp" && r.operation == "Decrypt" && r.outcome == "Ok"), "no GCP Decrypt in the audit log");
+    kms.shutdown().await;
+}
+
+/// `GET http://127.0.0.1:port/path`: the status code and body (HTTP/1.0, the connection closes).
+async fn http_get(port: u16, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("healthz listens");
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("request sent");
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut text)).await.expect("healthz answers").expect("readable");
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
+
+/// What the plugin answers to one v2 call: `ok`, or the gRPC code and message.
+fn outcome<T>(result: &Result<tonic::Response<T>, tonic::Status>) -> String {
+    match result {
+        Ok(_) => "ok".to_owned(),
+        Err(status) => format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn k8s_cloudkms_plugin_under_kms_faults() {
+    use kms_wire::proto::v2;
+    use mock_kms::api::Action;
+    use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
+
+    let binary = tokio::task::spawn_blocking(|| locate(GoSubject::CloudKmsPlugin)).await.expect("locator");
+    let dir = short_run_dir().expect("run dir");
+    let kms = gcp_mock_kms().await;
+    let socket = dir.path().join("gcp.sock");
+    let healthz = free_port();
+    let command = cloudkms_command(&binary, kms.addr().port(), &socket, "v2", healthz);
+    let plugin = PluginProcess::start("k8s-cloudkms-plugin", command, &socket, &dir.path().join("cloudkms.log"), Api::V2, READY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let client = kms_wire::PluginClient::connect(&plugin.endpoint(), Duration::from_secs(10)).await.expect("the plugin's socket");
+    let v1 = format!("{GCP_KEY}/cryptoKeyVersions/1");
+    let encrypt = || async { client.v2().encrypt(v2::EncryptRequest { plaintext: vec![7u8; 32].into(), uid: "fault-test".into() }).await };
+    let decrypt = |ciphertext: bytes::Bytes, key_id: String| async {
+        let request = v2::DecryptRequest { ciphertext, uid: "fault-test".into(), key_id, ..Default::default() };
+        client.v2().decrypt(request).await
+    };
+    let status = || async { client.v2().status(v2::StatusRequest {}).await.expect("Status answers").into_inner() };
+
+    // Healthy: a v2 round trip under version 1; Status and /healthz (TestIamPermissions) are ok.
+    let sealed = encrypt().await.expect("Encrypt").into_inner();
+    assert_eq!(sealed.key_id, v1);
+    let opened = decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await.expect("Decrypt").into_inner();
+    assert_eq!(opened.plaintext.as_ref(), &[7u8; 32]);
+    assert_eq!((status().await.healthz.as_str(), status().await.key_id), ("ok", v1.clone()));
+    assert_eq!(http_get(healthz, "/healthz").await.0, 200);
+
+    // Decrypt denied: Decrypt fails with gRPC Unknown carrying Google's 403 (no retry), Encrypt
+    // and Status stay ok, and the plugin's /healthz turns 403: TestIamPermissions lacks useToDecrypt.
+    kms.set_faults(FaultProfile { deny: Some(DenyFault { actions: Some(vec![Action::Decrypt]) }), ..Default::default() }).unwrap();
+    let denied = outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await);
+    assert!(denied.starts_with("Unknown: googleapi: Error 403: Permission 'cloudkms.cryptoKeyVersions.useToDecrypt' denied"), "{denied}");
+    assert_eq!(outcome(&encrypt().await), "ok");
+    assert_eq!(status().await.healthz, "ok");
+    let (code, body) = http_get(healthz, "/healthz").await;
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("cloudkms.cryptoKeyVersions.useToDecrypt"), "{body}");
+    assert_eq!(kms.audit().count("lab-key", "Decrypt", "Forbidden"), 1, "one denied Decrypt reached the KMS: the plugin does not retry");
+
+    // Throttling: Encrypt fails at once with Google's 429 (the client does not retry it).
+    let throttle = ThrottleFault { per_second: 0.001, burst: Some(1.0), actions: Some(vec![Action::Encrypt]) };
+    kms.set_faults(FaultProfile { throttle: Some(throttle), ..Default::default() }).unwrap();
+    assert_eq!(outcome(&encrypt().await), "ok");
+    let throttled = outcome(&encrypt().await);
+    assert!(throttled.starts_with("Unknown: googleapi: Error 429: Quota exceeded"), "{throttled}");
+    assert!(throttled.contains("rateLimitExceeded"), "{throttled}");
+    assert_eq!(kms.audit().count("lab-key", "Encrypt", "Throttling"), 1, "the throttled Encrypt was sent once");
+    kms.clear_faults();
+
+    // Key version disabled (Cloud KMS's own operation, PATCH state=DISABLED): Encrypt and Decrypt
+    // fail with FAILED_PRECONDITION; Status turns "not reachable" but keeps the last key id, so
+    // the apiserver does not start a key migration; enabled again, all is well.
+    let kms_url = kms.url();
+    let patch = format!(
+        "curl -sf -X PATCH -H 'content-type: application/json' -d '{{\"state\": \"DISABLED\"}}' '{kms_url}/v1/{v1}?updateMask=state'"
+    );
+    let patched = Command::new("sh").args(["-c", &patch]).output().expect("curl runs");
+    assert!(patched.status.success(), "PATCH state DISABLED: {}", String::from_utf8_lossy(&patched.stderr));
+    let refused = outcome(&encrypt().await);
+    assert!(refused.contains("Error 400") && refused.contains("is not enabled, current state is: DISABLED."), "{refused}");
+    let refused = outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await);
+    assert!(refused.contains("failedPrecondition"), "{refused}");
+    let during = status().await;
+    assert_eq!((during.healthz.as_str(), during.key_id), ("Cloud KMS key is not reachable", v1.clone()));
+    let enable = patch.replace("DISABLED", "ENABLED");
+    assert!(Command::new("sh").args(["-c", &enable]).output().expect("curl runs").status.success());
+    assert_eq!(outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await), "ok");
+
+    // KMS outage (the listener closes): Encrypt fails with gRPC Unknown (connection refused);
+    // Status reports "not reachable" and keeps the last key id; back when the outage ends.
+    kms.set_faults(FaultProfile::from_yaml("outage: {}").unwrap()).unwrap();
+    let down = outcome(&encrypt().await);
+    assert!(down.starts_with("Unknown: ") && down.contains("connection refused"), "{down}");
+    let during = status().await;
+    assert_eq!((during.healthz.as_str(), during.key_id), ("Cloud KMS key is not reachable", v1.clone()));
+    kms.clear_faults();
+    assert_eq!(outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await), "ok");
+    assert_eq!(status().await.healthz, "ok");
+
+    drop(plugin);
+    kms.shutdown().await;
+}

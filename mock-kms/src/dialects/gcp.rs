@@ -483,6 +483,10 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
 }
 
 async fn run(call: &mut Call, route: &Route, request: &GcpRequest, uri: &Uri) -> Result<Value, GcpError> {
+    if let Some(key) = &route.key {
+        // Named in the audit record also when a fault refuses the call.
+        call.set_key(&key.key, None);
+    }
     let store = call.enter().await?;
     let resource = route.key.as_ref().map_or_else(|| route.parent.clone(), KeyName::path);
     call.admit(route.op.name()).map_err(|error| match error {
