@@ -3,8 +3,9 @@
 //! remote KMS on loopback: a correct plugin must exit 0 (no FAIL); its warnings are listed.
 //! Each run prints its plugin × check × level table (`--nocapture` shows it).
 //!
-//! Needs `moto[server]` 5.2.5 and boto3 (`pip install 'moto[server]==5.2.5' boto3`): a missing
-//! one fails the test with that command, never skips it.
+//! The AWS plugins need `moto[server]` 5.2.5 and boto3 (`pip install 'moto[server]==5.2.5' boto3`):
+//! a missing one fails the test with that command, never skips it. k8s-cloudkms-plugin runs against
+//! the mock KMS's Cloud KMS dialect in process (its v2 rotate command uses `curl`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -313,13 +314,18 @@ async fn k8s_cloudkms_plugin_on_the_gcp_dialect_passes_v2_and_v1beta1() {
     kms.shutdown().await;
 }
 
-/// `GET http://127.0.0.1:port/path`: the status code and body (HTTP/1.0, the connection closes).
-async fn http_get(port: u16, path: &str) -> (u16, String) {
+/// `METHOD http://127.0.0.1:port/path` with a JSON `body`: the status code and body (HTTP/1.0,
+/// the connection closes).
+async fn http(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("healthz listens");
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.expect("request sent");
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("the HTTP server listens");
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("request sent");
     let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut text)).await.expect("healthz answers").expect("readable");
+    tokio::time::timeout(Duration::from_secs(15), stream.read_to_string(&mut text)).await.expect("an answer").expect("readable");
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
 }
@@ -362,7 +368,7 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     let opened = decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await.expect("Decrypt").into_inner();
     assert_eq!(opened.plaintext.as_ref(), &[7u8; 32]);
     assert_eq!((status().await.healthz.as_str(), status().await.key_id), ("ok", v1.clone()));
-    assert_eq!(http_get(healthz, "/healthz").await.0, 200);
+    assert_eq!(http(healthz, "GET", "/healthz", "").await.0, 200);
 
     // Decrypt denied: Decrypt fails with gRPC Unknown carrying Google's 403 (no retry), Encrypt
     // and Status stay ok, and the plugin's /healthz turns 403: TestIamPermissions lacks useToDecrypt.
@@ -371,7 +377,7 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     assert!(denied.starts_with("Unknown: googleapi: Error 403: Permission 'cloudkms.cryptoKeyVersions.useToDecrypt' denied"), "{denied}");
     assert_eq!(outcome(&encrypt().await), "ok");
     assert_eq!(status().await.healthz, "ok");
-    let (code, body) = http_get(healthz, "/healthz").await;
+    let (code, body) = http(healthz, "GET", "/healthz", "").await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("cloudkms.cryptoKeyVersions.useToDecrypt"), "{body}");
     assert_eq!(kms.audit().count("lab-key", "Decrypt", "Forbidden"), 1, "one denied Decrypt reached the KMS: the plugin does not retry");
@@ -389,20 +395,20 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     // Key version disabled (Cloud KMS's own operation, PATCH state=DISABLED): Encrypt and Decrypt
     // fail with FAILED_PRECONDITION; Status turns "not reachable" but keeps the last key id, so
     // the apiserver does not start a key migration; enabled again, all is well.
-    let kms_url = kms.url();
-    let patch = format!(
-        "curl -sf -X PATCH -H 'content-type: application/json' -d '{{\"state\": \"DISABLED\"}}' '{kms_url}/v1/{v1}?updateMask=state'"
-    );
-    let patched = Command::new("sh").args(["-c", &patch]).output().expect("curl runs");
-    assert!(patched.status.success(), "PATCH state DISABLED: {}", String::from_utf8_lossy(&patched.stderr));
+    let kms_port = kms.addr().port();
+    let set_state = |state: &'static str| {
+        let path = format!("/v1/{v1}?updateMask=state");
+        async move { http(kms_port, "PATCH", &path, &format!("{{\"state\": \"{state}\"}}")).await }
+    };
+    let (code, body) = set_state("DISABLED").await;
+    assert_eq!(code, 200, "PATCH state DISABLED: {body}");
     let refused = outcome(&encrypt().await);
     assert!(refused.contains("Error 400") && refused.contains("is not enabled, current state is: DISABLED."), "{refused}");
     let refused = outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await);
     assert!(refused.contains("failedPrecondition"), "{refused}");
     let during = status().await;
     assert_eq!((during.healthz.as_str(), during.key_id), ("Cloud KMS key is not reachable", v1.clone()));
-    let enable = patch.replace("DISABLED", "ENABLED");
-    assert!(Command::new("sh").args(["-c", &enable]).output().expect("curl runs").status.success());
+    assert_eq!(set_state("ENABLED").await.0, 200);
     assert_eq!(outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await), "ok");
 
     // KMS outage (the listener closes): Encrypt fails with gRPC Unknown (connection refused);

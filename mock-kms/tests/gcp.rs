@@ -193,6 +193,11 @@ async fn every_error_answers_in_googles_error_model() {
     assert_eq!(message, format!("CryptoKey {unknown} not found."));
     google_error(&gcp.get(unknown).await, 404, "NOT_FOUND", "notFound");
     google_error(&gcp.get(&format!("{KEY}/cryptoKeyVersions/9")).await, 404, "NOT_FOUND", "notFound");
+    // Encrypt naming a version: the primary one works, another is not served (said so).
+    ok(&gcp.encrypt(&format!("{KEY}/cryptoKeyVersions/1"), b"x", b"").await);
+    ok(&gcp.post(&format!("{KEY}/cryptoKeyVersions"), json!({})).await);
+    let other_version = gcp.encrypt(&format!("{KEY}/cryptoKeyVersions/2"), b"x", b"").await;
+    assert!(google_error(&other_version, 501, "UNIMPLEMENTED", "notImplemented").contains("primary version only"));
 
     // Cloud KMS's 64 KiB plaintext limit, named; exactly 64 KiB passes.
     let too_large = google_error(&gcp.encrypt(KEY, &vec![7u8; 64 * 1024 + 1], b"").await, 400, "INVALID_ARGUMENT", "badRequest");

@@ -528,7 +528,10 @@ async fn run(call: &mut Call, route: &Route, request: &GcpRequest, uri: &Uri) ->
             Ok(version_json(key, &version))
         }
         Op::UpdateCryptoKeyVersion => ops.update_version(key, route.version.unwrap_or_default(), request, &query).await,
-        Op::CreateKeyRing | Op::CreateCryptoKey | Op::ListCryptoKeys => Err(GcpError::invalid("unexpected route")),
+        // `route` gives these no key; a key route never maps to them.
+        op @ (Op::CreateKeyRing | Op::CreateCryptoKey | Op::ListCryptoKeys) => {
+            Err(KmsError::InternalFailure(format!("{} was routed with a key", op.name())).into())
+        }
     }
 }
 
