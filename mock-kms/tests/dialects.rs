@@ -34,15 +34,7 @@ fn sdk(endpoint: &str, access_key: &str, secret_key: &str) -> Client {
 }
 
 async fn aws_kms() -> MockKms {
-    MockKms::builder()
-        .dialect(Dialect::Aws)
-        .extra_listener(Dialect::Native, "127.0.0.1:0".parse().unwrap())
-        .credential(Credential::new(AK, SK))
-        .key("lab-key")
-        .seed(15)
-        .start()
-        .await
-        .unwrap()
+    common::dialect_kms(Dialect::Aws).await
 }
 
 /// The `__type` of an SDK error (its code), or `ok`.

@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::{AK, Client, Reply, SK};
+use common::{Client, Reply};
 use kms_lab_stack::process::Supervised;
 use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
+use mock_kms::MockKms;
 use mock_kms::api::Action;
 use mock_kms::dialects::Dialect;
 use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
-use mock_kms::{Credential, MockKms};
 use serde_json::{Value, json};
 
 const RING: &str = "projects/lab/locations/global/keyRings/ring";
@@ -84,15 +84,7 @@ fn google_error(reply: &Reply, http: u16, status: &str, reason: &str) -> String 
 }
 
 async fn gcp_kms() -> MockKms {
-    MockKms::builder()
-        .dialect(Dialect::Gcp)
-        .extra_listener(Dialect::Native, "127.0.0.1:0".parse().unwrap())
-        .credential(Credential::new(AK, SK))
-        .key("lab-key")
-        .seed(15)
-        .start()
-        .await
-        .unwrap()
+    common::dialect_kms(Dialect::Gcp).await
 }
 
 #[tokio::test]

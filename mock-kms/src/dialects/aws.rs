@@ -18,8 +18,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
@@ -97,18 +97,6 @@ impl From<KmsError> for AwsError {
     }
 }
 
-fn reply(status: u16, request_id: &str, body: &Value) -> Response {
-    let mut response =
-        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), serde_json::to_vec(body).unwrap_or_default())
-            .into_response();
-    let headers = response.headers_mut();
-    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert("x-amzn-requestid", value);
-    }
-    response
-}
-
 /// `POST /`: one AWS KMS call.
 pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -116,13 +104,10 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
     let mut call = Call::new(&node, Dialect::Aws, &operation, action_of(&operation));
     let result = run(&mut call, &operation, &method, &uri, &headers, body).await;
     match result {
-        Ok(body) => {
-            call.finish(Ok(()));
-            reply(200, &call.request_id, &body)
-        }
+        Ok(body) => call.answer(200, None, &body, CONTENT_TYPE, "x-amzn-requestid"),
         Err(error) => {
-            call.finish(Err(error.code));
-            reply(error.status, &call.request_id, &json!({"__type": error.kind, "message": error.message}))
+            let body = json!({"__type": error.kind, "message": error.message});
+            call.answer(error.status, Some(error.code), &body, CONTENT_TYPE, "x-amzn-requestid")
         }
     }
 }

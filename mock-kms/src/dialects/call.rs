@@ -104,6 +104,29 @@ impl Call {
         self.node.faults.corruption(self.action)
     }
 
+    /// Ends the call: records `Ok` or `failed`'s native code, and answers the JSON `body` with
+    /// `status`, the dialect's `content_type` and the request id in its `request_id_header`.
+    pub fn answer(
+        &mut self,
+        status: u16,
+        failed: Option<ErrorCode>,
+        body: &serde_json::Value,
+        content_type: &'static str,
+        request_id_header: &'static str,
+    ) -> axum::response::Response {
+        use axum::http::{HeaderValue, StatusCode};
+        use axum::response::IntoResponse;
+        self.finish(failed.map_or(Ok(()), Err));
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, serde_json::to_vec(body).unwrap_or_default()).into_response();
+        let headers = response.headers_mut();
+        headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if let Ok(value) = HeaderValue::from_str(&self.request_id) {
+            headers.insert(request_id_header, value);
+        }
+        response
+    }
+
     /// Writes the record with `Ok` or the native error code the call failed with.
     pub fn finish(&mut self, result: Result<(), ErrorCode>) {
         match result {

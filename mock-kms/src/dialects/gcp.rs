@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{Method, Uri};
+use axum::response::Response;
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -45,6 +45,8 @@ const AAD_CONTEXT_KEY: &str = "gcp:aad";
 /// Every version's algorithm and protection level (AES-256-GCM in software).
 const ALGORITHM: &str = "GOOGLE_SYMMETRIC_ENCRYPTION";
 const PROTECTION_LEVEL: &str = "SOFTWARE";
+/// The content type of every answer.
+const CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 /// Cloud KMS's default for `destroyScheduledDuration` (30 days).
 const DESTROY_SCHEDULED_DURATION: &str = "2592000s";
 
@@ -440,18 +442,6 @@ fn parse_request(body: &[u8]) -> Result<GcpRequest, GcpError> {
         .map_err(|e| GcpError::invalid(format!("Invalid JSON payload received: {}", crate::persist::json_problem(&e))))
 }
 
-fn reply(status: u16, request_id: &str, body: &Value) -> Response {
-    let mut response =
-        (StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), serde_json::to_vec(body).unwrap_or_default())
-            .into_response();
-    let headers = response.headers_mut();
-    headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=UTF-8"));
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(crate::api::HEADER_REQUEST_ID, value);
-    }
-    response
-}
-
 /// `/v1/…`: one Cloud KMS call.
 pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri, body: Body) -> Response {
     let routed = route(&method, uri.path());
@@ -471,14 +461,8 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
         (Err(error), _) | (_, Err(error)) => Err(error),
     };
     match result {
-        Ok(body) => {
-            call.finish(Ok(()));
-            reply(200, &call.request_id, &body)
-        }
-        Err(error) => {
-            call.finish(Err(error.code));
-            reply(error.status.http(), &call.request_id, &error.body())
-        }
+        Ok(body) => call.answer(200, None, &body, CONTENT_TYPE, crate::api::HEADER_REQUEST_ID),
+        Err(error) => call.answer(error.status.http(), Some(error.code), &error.body(), CONTENT_TYPE, crate::api::HEADER_REQUEST_ID),
     }
 }
 

@@ -314,6 +314,20 @@ impl Drop for KmsProcess {
 }
 
 /// A free loopback port (bound then released; fine on a test machine).
+/// A mock KMS speaking `dialect`, with a native listener beside it, the test credential and
+/// `lab-key`, seeded.
+pub async fn dialect_kms(dialect: mock_kms::dialects::Dialect) -> mock_kms::MockKms {
+    mock_kms::MockKms::builder()
+        .dialect(dialect)
+        .extra_listener(mock_kms::dialects::Dialect::Native, "127.0.0.1:0".parse().unwrap())
+        .credential(mock_kms::Credential::new(AK, SK))
+        .key("lab-key")
+        .seed(15)
+        .start()
+        .await
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
