@@ -5,7 +5,7 @@
 //!
 //! The AWS plugins need `moto[server]` 5.2.5 and boto3 (`pip install 'moto[server]==5.2.5' boto3`):
 //! a missing one fails the test with that command, never skips it. k8s-cloudkms-plugin runs against
-//! the mock KMS's Cloud KMS dialect in process (its v2 rotate command uses `curl`).
+//! the mock KMS's Cloud KMS dialect in process (its v2 rotate command runs `python3`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -301,7 +301,10 @@ async fn k8s_cloudkms_plugin_on_the_gcp_dialect_passes_v2_and_v1beta1() {
         options.round_trips_per_caller = 4;
         // Rotation as a Cloud KMS operator would see it: a new primary version (the admin API
         // adds one and makes it primary); the plugin's Status reports the new version's name.
-        options.rotate_command = Some(format!("curl -sf -X POST http://127.0.0.1:{port}/admin/keys/lab-key/rotate"));
+        // (python3 is there for moto; urlopen fails the command on a non-2xx answer.)
+        options.rotate_command = Some(format!(
+            "python3 -c \"import urllib.request as u; u.urlopen(u.Request('http://127.0.0.1:{port}/admin/keys/lab-key/rotate', method='POST'))\""
+        ));
         options.rotate_wait = Duration::from_secs(20);
         let report = kms_lab_conformance::run(&options).await.expect("the suite runs");
         judge(&format!("k8s-cloudkms-plugin ({api})"), &report, &plugin.log_tail());
@@ -411,11 +414,19 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     assert_eq!(set_state("ENABLED").await.0, 200);
     assert_eq!(outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await), "ok");
 
-    // KMS outage (the listener closes): Encrypt fails with gRPC Unknown (connection refused);
-    // Status reports "not reachable" and keeps the last key id; back when the outage ends.
+    // KMS outage (the listener closes, open connections drop): Encrypt fails with gRPC Unknown
+    // (connection refused, or reset if the plugin's pooled connection was cut under it; the Go
+    // client does not retry a POST); Status reports "not reachable" and keeps the last key id;
+    // back when the outage ends.
     kms.set_faults(FaultProfile::from_yaml("outage: {}").unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + READY;
+    while tokio::net::TcpStream::connect(("127.0.0.1", kms_port)).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the mock KMS still accepts connections {READY:?} into its outage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let down = outcome(&encrypt().await);
-    assert!(down.starts_with("Unknown: ") && down.contains("connection refused"), "{down}");
+    let cut = down.contains("connection refused") || down.contains("connection reset by peer");
+    assert!(down.starts_with("Unknown: ") && cut, "{down}");
     let during = status().await;
     assert_eq!((during.healthz.as_str(), during.key_id), ("Cloud KMS key is not reachable", v1.clone()));
     kms.clear_faults();
