@@ -311,6 +311,28 @@ async fn a_gcp_ciphertext_opens_on_the_native_api_with_the_aad_as_context() {
     kms.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_scripted_command_line_serves_cloud_kms_and_keeps_versions_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--dialect", "gcp", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--key-id", "lab-key"];
+    let kms = common::KmsProcess::start(dir.path(), &args, 1);
+    let gcp = Gcp::new(kms.url());
+    let blob = ok(&gcp.encrypt(KEY, b"persisted", b"aad").await)["ciphertext"].as_str().unwrap().to_owned();
+    ok(&gcp.post(&format!("{KEY}/cryptoKeyVersions"), json!({})).await);
+    ok(&gcp.post(&format!("{KEY}:updatePrimaryVersion"), json!({"cryptoKeyVersionId": "2"})).await);
+    assert_eq!(kms.terminate().await.code(), Some(0));
+
+    let kms = common::KmsProcess::start(dir.path(), &args, 1);
+    let gcp = Gcp::new(kms.url());
+    assert_eq!(ok(&gcp.get(KEY).await)["primary"]["name"], format!("{KEY}/cryptoKeyVersions/2"), "the numbering and primary survive");
+    let opened = ok(&gcp.decrypt(KEY, &blob, b"aad").await);
+    assert_eq!(B64.decode(opened["plaintext"].as_str().unwrap()).unwrap(), b"persisted");
+    let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
+    assert!(audit.lines().all(|l| l.contains("\"dialect\":\"gcp\"")), "{audit}");
+    assert_eq!(kms.terminate().await.code(), Some(0));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Differential: the same request sequence to gcp-kms-emulator and to the GCP dialect.
 // ---------------------------------------------------------------------------------------------
