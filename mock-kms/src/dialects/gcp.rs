@@ -413,8 +413,8 @@ fn route(method: &Method, path: &str) -> Result<Route, GcpError> {
 }
 
 /// Every request body field any served method reads (camelCase, as Google's JSON mapping);
-/// others, such as the CRC32C fields, are ignored.
-#[derive(Debug, Default, Deserialize)]
+/// others, such as the CRC32C fields, are ignored. No `Debug`: it holds the plaintext.
+#[derive(Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 struct GcpRequest {
     plaintext: Option<String>,
@@ -483,46 +483,40 @@ async fn run(call: &mut Call, route: &Route, request: &GcpRequest, uri: &Uri) ->
     })?;
     let query: BTreeMap<String, String> = Query::try_from_uri(uri).map(|Query(q)| q).unwrap_or_default();
     let mut ops = Ops { call, store: &store };
-    let Some(key) = route.key.as_ref() else {
-        return match route.op {
-            Op::CreateKeyRing => ops.create_key_ring(&route.parent, &query),
-            Op::CreateCryptoKey => ops.create_crypto_key(&route.parent, &query, request).await,
-            _ => Ok(ops.list_crypto_keys(&route.parent)),
-        };
-    };
-    match route.op {
-        Op::GetCryptoKey => {
+    match (route.op, route.key.as_ref()) {
+        (Op::CreateKeyRing, _) => ops.create_key_ring(&route.parent, &query),
+        (Op::CreateCryptoKey, _) => ops.create_crypto_key(&route.parent, &query, request).await,
+        (Op::ListCryptoKeys, _) => Ok(ops.list_crypto_keys(&route.parent)),
+        // `route` gives every other method its key.
+        (op, None) => Err(KmsError::InternalFailure(format!("{} was routed without a key", op.name())).into()),
+        (Op::GetCryptoKey, Some(key)) => {
             let metadata = ops.key(key)?;
             Ok(ops.key_json(key, &metadata))
         }
-        Op::Encrypt => ops.encrypt(key, route.version, request),
-        Op::Decrypt => ops.decrypt(key, request),
-        Op::TestIamPermissions => ops.test_iam_permissions(key, request),
-        Op::UpdateCryptoKeyPrimaryVersion => ops.update_primary(key, request).await,
-        Op::CreateCryptoKeyVersion => ops.create_version(key).await,
-        Op::ListCryptoKeyVersions => {
+        (Op::Encrypt, Some(key)) => ops.encrypt(key, route.version, request),
+        (Op::Decrypt, Some(key)) => ops.decrypt(key, request),
+        (Op::TestIamPermissions, Some(key)) => ops.test_iam_permissions(key, request),
+        (Op::UpdateCryptoKeyPrimaryVersion, Some(key)) => ops.update_primary(key, request).await,
+        (Op::CreateCryptoKeyVersion, Some(key)) => ops.create_version(key).await,
+        (Op::ListCryptoKeyVersions, Some(key)) => {
             let metadata = ops.key(key)?;
             let versions: Vec<Value> = ops.versions(&metadata).iter().map(|v| version_json(key, v)).collect();
             Ok(list("cryptoKeyVersions", versions))
         }
-        Op::GetCryptoKeyVersion => {
+        (Op::GetCryptoKeyVersion, Some(key)) => {
             let metadata = ops.key(key)?;
-            let number = route.version.unwrap_or_default();
-            let version = ops.version(key, &metadata, number)?;
+            let version = ops.version(key, &metadata, route.version.unwrap_or_default())?;
             Ok(version_json(key, &version))
         }
-        Op::UpdateCryptoKeyVersion => ops.update_version(key, route.version.unwrap_or_default(), request, &query).await,
-        // `route` gives these no key; a key route never maps to them.
-        op @ (Op::CreateKeyRing | Op::CreateCryptoKey | Op::ListCryptoKeys) => {
-            Err(KmsError::InternalFailure(format!("{} was routed with a key", op.name())).into())
-        }
+        (Op::UpdateCryptoKeyVersion, Some(key)) => ops.update_version(key, route.version.unwrap_or_default(), request, &query).await,
     }
 }
 
-/// `{"<field>": items, "totalSize": n}`, the list answer (Google omits an empty list).
+/// `{"<field>": items, "totalSize": n}`, the list answer (`{}` when empty: proto3 JSON leaves
+/// out an empty list and a zero).
 fn list(field: &str, items: Vec<Value>) -> Value {
     let total = items.len();
-    if items.is_empty() { json!({"totalSize": 0}) } else { json!({ field: items, "totalSize": total }) }
+    if items.is_empty() { json!({}) } else { json!({ field: items, "totalSize": total }) }
 }
 
 /// A version's state as Cloud KMS names it.
