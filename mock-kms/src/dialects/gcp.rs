@@ -700,7 +700,7 @@ impl Ops<'_> {
             .list()
             .iter()
             .filter(|m| valid_id(&m.key_id))
-            .map(|m| self.key_json(&KeyName { ring: ring.to_owned(), key: m.key_id.clone() }, &self.call.shown(m.clone())))
+            .map(|m| self.key_json(&KeyName { ring: ring.to_owned(), key: m.key_id.clone() }, m))
             .collect();
         list("cryptoKeys", keys)
     }
