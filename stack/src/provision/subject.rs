@@ -15,6 +15,11 @@
 //!    (`<cache>/gobuild/<name>-<key>/build-<name>.log`) and the same temporary-then-rename
 //!    install as the control-plane binaries.
 //!
+//! A subject whose copy lacks its upstream main package (gcp-kms-emulator) is built from a
+//! small main of kms-lab's (`stack/go/`) in a generated module under `<cache>/gobuild/` that
+//! `replace`s the subject's module by its unmodified source folder; its cache key adds a hash of
+//! that main to the commit.
+//!
 //! Third-party sources are looked for in `$KMS_LAB_THIRDPARTY/<folder>`, then
 //! `<workspace>/../shared/thirdparty/<folder>` (CI clones the repository with `shared/` beside
 //! it). Builds are static (`CGO_ENABLED=0`, `-trimpath`) with the subject's `GOFLAGS`
@@ -78,7 +83,9 @@ struct Spec {
     name: &'static str,
     env_var: &'static str,
     folder: Folder,
-    /// The main package, relative to the folder (`go build` runs in the folder).
+    /// The main package, relative to the folder (`go build` runs in the folder); for a subject
+    /// with a [`Wrapper`], upstream's main package (what `go install` names outside this
+    /// environment), which the copy here lacks.
     package: &'static str,
     /// The Go module at the root of the folder (the repository's module).
     module: &'static str,
