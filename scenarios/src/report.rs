@@ -28,24 +28,26 @@ impl SuiteReport {
     pub fn table(&self) -> String {
         let width = self.scenarios.iter().map(|s| s.name.len()).max().unwrap_or(8).max(8);
         let mut out = String::new();
-        let _ = writeln!(out, "{:<width$}  {:<8}  {:<6}  {:>8}  {:>5}", "scenario", "tier", "result", "time", "steps");
-        let _ = writeln!(out, "{}", "-".repeat(width + 37));
+        let _ = writeln!(out, "{:<width$}  {:<8}  {:<6}  {:>8}  {:>5}  {:>9}", "scenario", "tier", "result", "time", "steps", "etcd revs");
+        let _ = writeln!(out, "{}", "-".repeat(width + 48));
         for s in &self.scenarios {
             let passed_steps = s.steps.iter().filter(|st| st.passed).count();
             let total = s.steps.len() + s.skipped_steps;
             let result = if s.passed { "pass" } else { "FAIL" };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:<8}  {:<6}  {:>7.1}s  {:>2}/{:<2}",
+                "{:<width$}  {:<8}  {:<6}  {:>7.1}s  {:>2}/{:<2}  {:>9}",
                 s.name,
                 s.tier.to_string(),
                 result,
                 s.seconds,
                 passed_steps,
-                total
+                total,
+                s.etcd_revisions_checked
             );
         }
-        let _ = writeln!(out, "{}", "-".repeat(width + 37));
+        let _ = writeln!(out, "{}", "-".repeat(width + 48));
+        let _ = writeln!(out, "etcd revs: values written to etcd during the run, each scanned for plaintext (not only the last).");
         let failed = self.scenarios.iter().filter(|s| !s.passed).count();
         let _ = writeln!(
             out,
@@ -165,6 +167,7 @@ mod tests {
             failure: (!passed).then(|| "step 1 `create`: 500 \"boom\"".into()),
             run_dir: None,
             figures: Default::default(),
+            etcd_revisions_checked: 0,
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
 use crate::steps;
-use crate::world::{World, build_encryption};
+use crate::world::{PLAINTEXT_MARKER, World, build_encryption};
 
 /// How to run scenarios.
 #[derive(Debug, Clone)]
@@ -73,6 +73,8 @@ pub struct ScenarioOutcome {
     pub run_dir: Option<PathBuf>,
     /// Figures measured along the way.
     pub figures: BTreeMap<String, f64>,
+    /// Values written to etcd during the run that the revision recorder scanned for plaintext.
+    pub etcd_revisions_checked: u64,
 }
 
 /// The stack a scenario asks for.
@@ -133,6 +135,7 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
         failure: None,
         run_dir: None,
         figures: BTreeMap::new(),
+        etcd_revisions_checked: 0,
     };
     progress(&format!("▶ {} — {} (seed {seed})", scenario.name, scenario.title));
     for reference in &scenario.references {
@@ -150,7 +153,20 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
         }
     };
     progress(&format!("  stack up in {:.1} s; logs in {}", started.elapsed().as_secs_f64(), stack.run_dir().display()));
-    let mut world = World::new(stack, seed);
+    // Every revision written from now on is scanned for plaintext, not only the last one.
+    let history = match stack.record_etcd_history("/registry/", PLAINTEXT_MARKER.as_bytes()).await {
+        Ok(recorder) => recorder,
+        Err(error) => {
+            let failure = format!("the etcd revision recorder did not start: {error}");
+            progress(&format!("  ✗ {failure}"));
+            outcome.failure = Some(failure);
+            outcome.skipped_steps = scenario.steps.len();
+            outcome.run_dir = stack.shutdown(true).await;
+            outcome.seconds = started.elapsed().as_secs_f64();
+            return outcome;
+        }
+    };
+    let mut world = World::new(stack, seed, Some(history));
     let total = scenario.steps.len();
     for (index, step) in scenario.steps.iter().enumerate() {
         let label = steps::label(step);
@@ -172,6 +188,11 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
     }
     outcome.passed = outcome.failure.is_none();
     outcome.figures = std::mem::take(&mut world.figures);
+    if let Some(history) = world.history() {
+        let summary = history.summary();
+        outcome.etcd_revisions_checked = summary.revisions;
+    }
+    world.stop_history();
     let keep = !outcome.passed || options.keep_logs;
     outcome.run_dir = world.stack.shutdown(keep).await;
     outcome.seconds = started.elapsed().as_secs_f64();

@@ -2,8 +2,10 @@
 //! back), its marks and the figures it measured. Values and static keys derive from the seed, so
 //! the same seed writes the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -11,6 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kms_lab_stack::Stack;
 use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider, ResourceConfig, StaticKey, StaticKeys};
+use kube::api::ListParams;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use sha2::{Digest, Sha256};
 
@@ -43,8 +46,10 @@ impl ObjectRef {
 }
 
 /// What a mark remembered.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Mark {
+    /// When it was set (`wait_until {since: MARK}` measures from here).
+    pub at: Instant,
     /// The highest audit sequence number at the mark.
     pub audit_seq: u64,
     /// Each reachable plugin's Status key id.
@@ -62,12 +67,64 @@ pub struct World {
     pub marks: BTreeMap<String, Mark>,
     /// Figures measured by steps (name → value), reported with the result.
     pub figures: BTreeMap<String, f64>,
+    /// Writes stored by the running `load`, if any (its `writes` conditions count them).
+    load_writes: Option<Arc<AtomicU64>>,
+    /// The next number of each write probe prefix.
+    probes: BTreeMap<(Kind, String), usize>,
+    /// Every revision written to etcd since the stack started, scanned for plaintext.
+    history: Option<kms_lab_stack::etcd_watch::Recorder>,
 }
 
 impl World {
-    /// A world around a started stack.
-    pub fn new(stack: Stack, seed: u64) -> Self {
-        Self { stack, seed, objects: BTreeMap::new(), marks: BTreeMap::new(), figures: BTreeMap::new() }
+    /// A world around a started stack; `history` scans every etcd revision from the start.
+    pub fn new(stack: Stack, seed: u64, history: Option<kms_lab_stack::etcd_watch::Recorder>) -> Self {
+        Self {
+            stack,
+            seed,
+            objects: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            figures: BTreeMap::new(),
+            load_writes: None,
+            probes: BTreeMap::new(),
+            history,
+        }
+    }
+
+    /// The etcd revision recorder, when one runs.
+    pub fn history(&self) -> Option<&kms_lab_stack::etcd_watch::Recorder> {
+        self.history.as_ref()
+    }
+
+    /// Stops the etcd revision recorder (before the stack goes down).
+    pub fn stop_history(&mut self) {
+        if let Some(recorder) = self.history.take() {
+            recorder.stop();
+        }
+    }
+
+    /// Writes stored so far by the running `load` (0 outside a load).
+    pub fn load_writes(&self) -> u64 {
+        self.load_writes.as_ref().map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Makes `counter` the running load's write count (`None` when the load ends).
+    pub fn set_load_writes(&mut self, counter: Option<Arc<AtomicU64>>) {
+        self.load_writes = counter;
+    }
+
+    /// The name of the next write probe object under `prefix` (`<prefix>-NNN`): numbering goes
+    /// on after the objects of that prefix written so far and every earlier probe, refused or not.
+    pub fn next_probe_name(&mut self, kind: Kind, prefix: &str) -> String {
+        let taken = self.objects.keys().filter(|o| o.kind == kind && o.name.starts_with(&format!("{prefix}-"))).count();
+        let next = self.probes.entry((kind, prefix.to_owned())).or_insert(taken);
+        let name = format!("{prefix}-{:03}", *next);
+        *next += 1;
+        name
+    }
+
+    /// The tracked objects of `kind` in `namespace` a LIST (`names`) did not return.
+    pub fn missing_from(&self, kind: Kind, namespace: &str, names: &BTreeSet<String>) -> Vec<ObjectRef> {
+        self.select(kind, namespace, None, None).into_iter().map(|(o, _)| o).filter(|o| !names.contains(&o.name)).collect()
     }
 
     /// The scenario's seed.
@@ -278,4 +335,25 @@ impl ObjectClient {
         })
         .await
     }
+}
+
+/// One LIST through apiserver `apiserver`: the names it returned, or the API's error.
+pub async fn list_names(world: &World, apiserver: usize, kind: Kind, namespace: &str) -> Result<BTreeSet<String>, String> {
+    let client = world.stack.kube_client(apiserver).await.map_err(|e| e.to_string())?;
+    let params = ListParams::default();
+    let call = async {
+        let names: Vec<Option<String>> = match kind {
+            Kind::Secret => Api::<Secret>::namespaced(client, namespace)
+                .list(&params)
+                .await
+                .map(|l| l.items.into_iter().map(|s| s.metadata.name).collect()),
+            Kind::Configmap => Api::<ConfigMap>::namespaced(client, namespace)
+                .list(&params)
+                .await
+                .map(|l| l.items.into_iter().map(|c| c.metadata.name).collect()),
+        }
+        .map_err(|e| describe_kube_error(&e))?;
+        Ok(names.into_iter().flatten().collect())
+    };
+    tokio::time::timeout(CALL_DEADLINE, call).await.unwrap_or_else(|_| Err(format!("no answer within {} s", CALL_DEADLINE.as_secs())))
 }

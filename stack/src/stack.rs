@@ -243,6 +243,13 @@ impl Stack {
         self.etcd.as_ref().map(Etcd::url).unwrap_or_default()
     }
 
+    /// Starts scanning every value written to etcd under `prefix` from revision 1 on for `needle`
+    /// (see [`crate::etcd_watch`]): a plaintext written and later overwritten is still caught.
+    pub async fn record_etcd_history(&self, prefix: &str, needle: &[u8]) -> Result<crate::etcd_watch::Recorder, StackError> {
+        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
+        crate::etcd_watch::Recorder::start(port, prefix, needle, 1).await
+    }
+
     /// The stack's mock KMS, if it runs one.
     pub fn mock_kms(&self) -> Option<&MockKms> {
         self.mock_kms.as_ref()
