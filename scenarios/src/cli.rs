@@ -93,11 +93,7 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         println!("{} scenario file(s) in {} are valid", scenarios.len(), dir.display());
         return Ok(true);
     }
-    let provision_options =
-        ProvisionOptions { bin_dir: args.bin_dir.clone(), kubernetes_version: args.k8s_version.clone(), ..ProvisionOptions::default() };
-    let binaries = tokio::task::spawn_blocking(move || provision::provision(&provision_options))
-        .await
-        .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))??;
+    let binaries = provision_binaries(args.bin_dir.clone(), &args.k8s_version).await?;
     let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
     let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs };
     println!("running {} scenario(s) from {}", scenarios.len(), dir.display());
@@ -125,6 +121,15 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
     Ok(report.passed())
 }
 
+/// Finds or builds kube-apiserver, kubectl, etcd and etcdctl (blocking work, off the runtime).
+pub async fn provision_binaries(bin_dir: Option<PathBuf>, k8s_version: &str) -> Result<provision::Binaries, ScenariosError> {
+    let options = ProvisionOptions { bin_dir, kubernetes_version: k8s_version.to_owned(), ..ProvisionOptions::default() };
+    tokio::task::spawn_blocking(move || provision::provision(&options))
+        .await
+        .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))?
+        .map_err(ScenariosError::from)
+}
+
 fn write(path: &std::path::Path, text: &str) -> Result<(), ScenariosError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| ScenariosError::Write { path: path.to_owned(), source })?;
@@ -133,13 +138,13 @@ fn write(path: &std::path::Path, text: &str) -> Result<(), ScenariosError> {
 }
 
 /// `$CARGO_TARGET_DIR/kms-lab/scenario-runs`, or `target/…` under the current directory.
-fn default_run_root() -> PathBuf {
+pub fn default_run_root() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     target.join("kms-lab").join("scenario-runs")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         return std::future::pending().await;

@@ -37,8 +37,9 @@ pub enum Condition {
     Audit(AuditCount),
     /// The raw values in etcd are as described.
     Etcd(EtcdExpect),
-    /// No generated plaintext is in etcd now, nor in any revision written since the stack started.
-    NoPlaintextInEtcd,
+    /// No generated plaintext is in etcd now, nor in any revision written since the stack started
+    /// (or since a mark).
+    NoPlaintextInEtcd(NoPlaintext),
     /// A plugin's socket file exists or not (a crash leaves it behind; SIGTERM removes it).
     Socket(SocketExpect),
     /// A LIST of a kind returns every object the scenario wrote.
@@ -86,7 +87,7 @@ impl Condition {
                 a.bounds().check("audit", true)
             }
             Self::Etcd(e) => e.key_id.as_ref().map_or(Ok(()), |k| scope.key_id(k)),
-            Self::NoPlaintextInEtcd => Ok(()),
+            Self::NoPlaintextInEtcd(n) => n.since.as_ref().map_or(Ok(()), |mark| scope.mark(mark)),
             Self::Socket(s) => scope.plugin(&s.plugin),
             Self::Listed(l) => scope.apiserver(l.apiserver),
             Self::Writes(_) if !scope.in_load() => {
@@ -126,7 +127,10 @@ impl Condition {
                 a.bounds().describe()
             ),
             Self::Etcd(e) => format!("etcd {}/{}/{}*", e.kind.resource(), e.namespace, e.prefix.as_deref().unwrap_or("")),
-            Self::NoPlaintextInEtcd => "no plaintext anywhere in etcd, in any revision".into(),
+            Self::NoPlaintextInEtcd(n) => match &n.since {
+                Some(mark) => format!("no plaintext anywhere in etcd, in any revision since `{mark}`"),
+                None => "no plaintext anywhere in etcd, in any revision".into(),
+            },
             Self::Socket(s) => format!("{}'s socket file {}", s.plugin, if s.exists { "present" } else { "absent" }),
             Self::Listed(l) => format!("a LIST of {} on apiserver-{} returns every object written", l.kind.resource(), l.apiserver),
             Self::Writes(w) => format!("the load stored {} more writes", w.at_least),
@@ -161,7 +165,7 @@ impl Condition {
             Self::Write(w) => (observe_write(world, w).await, None),
             Self::Audit(a) => observe_audit(world, a).await,
             Self::Etcd(e) => (observe_etcd(world, e).await, None),
-            Self::NoPlaintextInEtcd => (observe_no_plaintext(world).await, None),
+            Self::NoPlaintextInEtcd(n) => (observe_no_plaintext(world, n).await, None),
             Self::Socket(s) => (observe_socket(world, s), None),
             Self::Listed(l) => (observe_listed(world, l).await, None),
             Self::Writes(w) => {
@@ -335,6 +339,16 @@ pub struct EtcdExpect {
     /// KMS v2: the key id in every value, compared with a mark.
     #[serde(default)]
     pub key_id: Option<KeyIdExpect>,
+}
+
+/// `no_plaintext_in_etcd: {since}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoPlaintext {
+    /// Only revisions written after this mark (default: every revision since the stack started;
+    /// a scenario that stores plaintext on purpose, e.g. under `identity`, checks from a later mark).
+    #[serde(default)]
+    pub since: Option<String>,
 }
 
 /// `socket`: whether a plugin's socket file exists.
@@ -604,7 +618,7 @@ async fn etcd_report(world: &World, expect: &EtcdExpect) -> Result<String, Strin
     Ok(format!("{} values under {key_prefix}: {kinds}{ids}", values.len()))
 }
 
-async fn observe_no_plaintext(world: &World) -> Seen {
+async fn observe_no_plaintext(world: &World, expect: &NoPlaintext) -> Seen {
     let values = match world.stack.etcd_list("/registry/").await {
         Ok(values) => values,
         Err(error) => return Seen::new(false, error.to_string()),
@@ -614,16 +628,29 @@ async fn observe_no_plaintext(world: &World) -> Seen {
     if let Some(first) = leaked.first() {
         return Seen::new(false, format!("plaintext found in {} etcd value(s) now, e.g. {first}", leaked.len()));
     }
+    let after = expect.since.as_ref().and_then(|mark| world.marks.get(mark)).map_or(0, |m| m.etcd_revision);
     let history = match world.history() {
-        Some(recorder) => recorder.summary(),
+        Some(recorder) => {
+            // The watch streams behind the writes: read the history through the current revision first.
+            let now = match world.stack.etcd_revision().await {
+                Ok(now) => now,
+                Err(error) => return Seen::new(false, error.to_string()),
+            };
+            if !recorder.caught_up(now, Duration::from_secs(15)).await {
+                return Seen::new(false, format!("the etcd revision recorder did not reach revision {now} within 15 s"));
+            }
+            recorder.summary_after(after)
+        }
         None => return Seen::new(true, format!("{} etcd values scanned, no plaintext (no revision recorder running)", values.len())),
     };
     match history.first_leak {
         Some((key, revision)) => Seen::new(
             false,
             format!(
-                "plaintext was written to etcd and later overwritten: {} of {} revisions since the start hold it, first {key} at revision {revision}",
-                history.leaked, history.revisions
+                "plaintext was written to etcd and later overwritten: {} of {} revisions since {} hold it, first {key} at revision {revision}",
+                history.leaked,
+                history.revisions,
+                expect.since.as_ref().map_or("the start".to_owned(), |m| format!("`{m}`"))
             ),
         ),
         None => Seen::new(

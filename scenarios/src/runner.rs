@@ -117,8 +117,22 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64) -> StackO
     stack
 }
 
+/// What to do with the stack of a scenario that passed, before it is torn down (the lab keeps it
+/// up until Ctrl-C).
+pub type Hold<'h> = Box<dyn for<'w> FnOnce(&'w World) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'w>> + 'h>;
+
 /// Runs one scenario on a fresh stack; `progress` receives one line per event.
 pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &dyn Fn(&str)) -> ScenarioOutcome {
+    run_scenario_then(scenario, options, progress, None).await
+}
+
+/// [`run_scenario`], and when every step passed, `hold` runs with the live stack before teardown.
+pub async fn run_scenario_then(
+    scenario: &Scenario,
+    options: &RunOptions,
+    progress: &dyn Fn(&str),
+    hold: Option<Hold<'_>>,
+) -> ScenarioOutcome {
     let started = Instant::now();
     let seed = options.seed.unwrap_or(scenario.seed);
     let mut outcome = ScenarioOutcome {
@@ -178,7 +192,13 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
             Err(error) => (false, error.to_string()),
         };
         let mark = if passed { "✓" } else { "✗" };
-        progress(&format!("  {mark} [{:>2}/{total}] {label} ({seconds:.1} s): {detail}", index + 1));
+        if let (crate::steps::Step::Say(_), true) = (&**step, passed) {
+            progress(&format!("\n==> [{:>2}/{total}] {detail}", index + 1));
+        } else {
+            // Multi-line details (a `show` hexdump) are indented under their step.
+            let detail = detail.replace('\n', "\n        ");
+            progress(&format!("  {mark} [{:>2}/{total}] {label} ({seconds:.1} s): {detail}", index + 1));
+        }
         outcome.steps.push(StepRecord { number: index + 1, label: label.clone(), passed, seconds, detail: detail.clone() });
         if !passed {
             outcome.failure = Some(format!("step {} `{label}`: {detail}", index + 1));
@@ -187,6 +207,9 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
         }
     }
     outcome.passed = outcome.failure.is_none();
+    if let (true, Some(hold)) = (outcome.passed, hold) {
+        hold(&world).await;
+    }
     outcome.figures = std::mem::take(&mut world.figures);
     if let Some(history) = world.history() {
         let summary = history.summary();

@@ -50,6 +50,8 @@ impl ObjectRef {
 pub struct Mark {
     /// When it was set (`wait_until {since: MARK}` measures from here).
     pub at: Instant,
+    /// etcd's revision at the mark.
+    pub etcd_revision: i64,
     /// The highest audit sequence number at the mark.
     pub audit_seq: u64,
     /// Each reachable plugin's Status key id.

@@ -11,10 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::StackError;
 
-/// What the recorder saw so far.
+/// What the recorder saw, over a window of revisions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HistorySummary {
-    /// Values written (puts) under the prefix since the start revision.
+    /// Values written (puts) under the prefix in the window.
     pub revisions: u64,
     /// How many of them held the byte string.
     pub leaked: u64,
@@ -24,9 +24,19 @@ pub struct HistorySummary {
     pub compacted_gap: Option<(i64, i64)>,
 }
 
+/// Everything seen: the revision of every put, and the puts that held the byte string.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The highest store revision the watch has reported (every message's header).
+    through: i64,
+    puts: Vec<i64>,
+    leaks: Vec<(i64, String)>,
+    compacted_gap: Option<(i64, i64)>,
+}
+
 /// A running watch; stopped by [`Recorder::stop`] or when dropped.
 pub struct Recorder {
-    state: Arc<Mutex<HistorySummary>>,
+    state: Arc<Mutex<Seen>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -35,7 +45,7 @@ impl Recorder {
     /// (1: everything still in etcd's history), scanning every value for `needle`. Returns once
     /// etcd accepted the watch; reconnects by itself if etcd restarts.
     pub async fn start(port: u16, prefix: &str, needle: &[u8], start_revision: i64) -> Result<Self, StackError> {
-        let state = Arc::new(Mutex::new(HistorySummary::default()));
+        let state = Arc::new(Mutex::new(Seen::default()));
         let watch = Watch { port, prefix: prefix.as_bytes().to_vec(), needle: needle.to_vec(), state: state.clone() };
         let (created, accepted) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(watch.run(start_revision, created));
@@ -52,9 +62,37 @@ impl Recorder {
         }
     }
 
-    /// What was seen so far.
+    /// Waits (at most `timeout`) until the watch has read etcd's history through `revision`;
+    /// whether it did.
+    pub async fn caught_up(&self, revision: i64, timeout: Duration) -> bool {
+        let started = std::time::Instant::now();
+        loop {
+            if self.state.lock().map(|s| s.through >= revision).unwrap_or(false) {
+                return true;
+            }
+            if started.elapsed() > timeout {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What was seen so far, from the start revision on.
     pub fn summary(&self) -> HistorySummary {
-        self.state.lock().map(|s| s.clone()).unwrap_or_default()
+        self.summary_after(0)
+    }
+
+    /// What was seen in the revisions after `revision` (e.g. one taken at a scenario's mark).
+    pub fn summary_after(&self, revision: i64) -> HistorySummary {
+        let Ok(seen) = self.state.lock() else { return HistorySummary::default() };
+        let mut leaks = seen.leaks.iter().filter(|(r, _)| *r > revision);
+        let first_leak = leaks.next().map(|(r, key)| (key.clone(), *r));
+        HistorySummary {
+            revisions: seen.puts.iter().filter(|r| **r > revision).count() as u64,
+            leaked: u64::from(first_leak.is_some()) + leaks.count() as u64,
+            first_leak,
+            compacted_gap: seen.compacted_gap.filter(|(_, to)| *to > revision),
+        }
     }
 
     /// Stops watching.
@@ -73,7 +111,7 @@ struct Watch {
     port: u16,
     prefix: Vec<u8>,
     needle: Vec<u8>,
-    state: Arc<Mutex<HistorySummary>>,
+    state: Arc<Mutex<Seen>>,
 }
 
 impl Watch {
@@ -142,6 +180,11 @@ impl Watch {
             while let Some(message) = decoder.next_message() {
                 let Ok(message) = serde_json::from_slice::<serde_json::Value>(&message) else { continue };
                 let result = &message["result"];
+                if let Some(revision) = result["header"]["revision"].as_str().and_then(|r| r.parse::<i64>().ok())
+                    && let Ok(mut state) = self.state.lock()
+                {
+                    state.through = state.through.max(revision);
+                }
                 if result["created"].as_bool() == Some(true)
                     && let Some(sender) = created.take()
                 {
@@ -163,13 +206,10 @@ impl Watch {
                     let value = b64.decode(kv["value"].as_str().unwrap_or_default()).unwrap_or_default();
                     let leaked = !self.needle.is_empty() && value.windows(self.needle.len()).any(|w| w == self.needle.as_slice());
                     if let Ok(mut state) = self.state.lock() {
-                        state.revisions += 1;
+                        state.puts.push(revision);
                         if leaked {
-                            state.leaked += 1;
-                            if state.first_leak.is_none() {
-                                let key = b64.decode(kv["key"].as_str().unwrap_or_default()).unwrap_or_default();
-                                state.first_leak = Some((String::from_utf8_lossy(&key).into_owned(), revision));
-                            }
+                            let key = b64.decode(kv["key"].as_str().unwrap_or_default()).unwrap_or_default();
+                            state.leaks.push((revision, String::from_utf8_lossy(&key).into_owned()));
                         }
                     }
                 }

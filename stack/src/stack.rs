@@ -428,6 +428,21 @@ impl Stack {
         self.etcd_range(prefix.as_bytes(), Some(&end)).await
     }
 
+    /// etcd's current revision (a mark in its history).
+    pub async fn etcd_revision(&self) -> Result<i64, StackError> {
+        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
+        let request = serde_json::json!({ "key": "AA==", "count_only": true });
+        let (status, body) = crate::http::post_json(port, "/v3/kv/range", &request.to_string(), Duration::from_secs(10))
+            .await
+            .ok_or_else(|| StackError::Etcd(format!("no answer from etcd on 127.0.0.1:{port}")))?;
+        let response: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| StackError::Etcd(format!("range answered {status}, not JSON: {e}")))?;
+        response["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| StackError::Etcd(format!("range answered {status} without a header revision: {body}")))
+    }
+
     /// etcd's `Range` through its v3 JSON gateway.
     async fn etcd_range(&self, key: &[u8], range_end: Option<&[u8]>) -> Result<Vec<(String, Vec<u8>)>, StackError> {
         use base64::Engine;

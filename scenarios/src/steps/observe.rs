@@ -65,6 +65,7 @@ impl StepKind for Mark {
                 }
                 None => 0,
             };
+            let etcd_revision = world.stack.etcd_revision().await?;
             let mut key_ids = BTreeMap::new();
             for plugin in world.stack.plugin_names() {
                 if let Ok(status) = plugin_status_now(world, &plugin).await {
@@ -72,10 +73,10 @@ impl StepKind for Mark {
                 }
             }
             let text = format!(
-                "audit position {audit_seq}; key ids: {}",
+                "etcd revision {etcd_revision}, audit position {audit_seq}; key ids: {}",
                 key_ids.iter().map(|(p, k)| format!("{p} `{k}`")).collect::<Vec<_>>().join(", ")
             );
-            world.marks.insert(self.0.clone(), MarkState { at, audit_seq, key_ids });
+            world.marks.insert(self.0.clone(), MarkState { at, etcd_revision, audit_seq, key_ids });
             Ok(text)
         })
     }
@@ -518,10 +519,15 @@ impl StepKind for Lint {
     }
 }
 
-/// `show`: shows a person what the stack holds (the demo's chapters); asserts nothing.
+/// `show: {WHAT: …}`: shows a person what the stack holds (the demo's chapters); asserts nothing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Show(#[serde(with = "serde_yaml::with::singleton_map_recursive")] pub ShowWhat);
+
+/// What `show` shows.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Show {
+pub enum ShowWhat {
     /// An object's raw value in etcd: hexdump and envelope header.
     Etcd(ObjectName),
     /// An object's value as read back through the API.
@@ -585,32 +591,32 @@ fn four() -> usize {
 
 impl StepKind for Show {
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        match self {
-            Self::Etcd(_) | Self::Object(_) => Ok(()),
-            Self::Health(h) => scope.apiserver(h.apiserver),
-            Self::Metrics(m) => scope.apiserver(m.apiserver),
-            Self::Audit(_) => scope.mock_kms("show: audit"),
+        match &self.0 {
+            ShowWhat::Etcd(_) | ShowWhat::Object(_) => Ok(()),
+            ShowWhat::Health(h) => scope.apiserver(h.apiserver),
+            ShowWhat::Metrics(m) => scope.apiserver(m.apiserver),
+            ShowWhat::Audit(_) => scope.mock_kms("show: audit"),
         }
     }
 
     fn label(&self) -> String {
-        match self {
-            Self::Etcd(o) => {
+        match &self.0 {
+            ShowWhat::Etcd(o) => {
                 format!("$ etcdctl get /registry/{}/{}/{} --print-value-only | hexdump -C", o.kind.resource(), o.namespace, o.name)
             }
-            Self::Object(o) => {
+            ShowWhat::Object(o) => {
                 format!("$ kubectl get {} {} -n {} (the value as the API returns it)", o.kind.resource(), o.name, o.namespace)
             }
-            Self::Health(h) => format!("$ kubectl get --raw {} (apiserver-{})", h.path, h.apiserver),
-            Self::Metrics(m) => format!("$ kubectl get --raw /metrics | grep {}", m.names.join(" -e ")),
-            Self::Audit(_) => "the mock KMS audit log".into(),
+            ShowWhat::Health(h) => format!("$ kubectl get --raw {} (apiserver-{})", h.path, h.apiserver),
+            ShowWhat::Metrics(m) => format!("$ kubectl get --raw /metrics | grep {}", m.names.join(" -e ")),
+            ShowWhat::Audit(_) => "the mock KMS audit log".into(),
         }
     }
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            match self {
-                Self::Etcd(o) => {
+            match &self.0 {
+                ShowWhat::Etcd(o) => {
                     let key = format!("/registry/{}/{}/{}", o.kind.resource(), o.namespace, o.name);
                     let raw = world.stack.etcd_get(&key).await?.ok_or_else(|| StepError::Failed(format!("{key} is not in etcd")))?;
                     let header = match Envelope::parse(&raw) {
@@ -622,7 +628,7 @@ impl StepKind for Show {
                     };
                     Ok(format!("{} bytes, {header}\n{}", raw.len(), hexdump(&raw, 160)))
                 }
-                Self::Object(o) => {
+                ShowWhat::Object(o) => {
                     let object = ObjectRef { kind: o.kind, namespace: o.namespace.clone(), name: o.name.clone() };
                     let generation = world.objects.get(&object).copied().ok_or_else(|| {
                         StepError::Failed(format!("{} was not written by this scenario: `show: object` shows generated values", o.name))
@@ -634,11 +640,11 @@ impl StepKind for Show {
                     // A generated demo value, not a secret: it shows the round trip.
                     Ok(format!("`{}` reads back as `{expected}`", o.name))
                 }
-                Self::Health(h) => {
+                ShowWhat::Health(h) => {
                     let (status, body) = world.stack.apiserver_get(h.apiserver, &h.path).await?;
                     Ok(format!("{status} {}", body.trim()))
                 }
-                Self::Metrics(m) => {
+                ShowWhat::Metrics(m) => {
                     let metrics = world.stack.metrics(m.apiserver).await?;
                     let lines: Vec<String> = metrics
                         .samples_matching(|name| m.names.iter().any(|n| name.starts_with(n.as_str())))
@@ -646,7 +652,7 @@ impl StepKind for Show {
                         .collect();
                     Ok(lines.join("\n"))
                 }
-                Self::Audit(a) => {
+                ShowWhat::Audit(a) => {
                     let kms = world.stack.mock_kms().ok_or_else(|| StepError::Failed("the stack runs no mock KMS".into()))?;
                     let records = kms.audit_records(0).await?;
                     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
