@@ -224,8 +224,8 @@ impl StepKind for Unseal {
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let kms = kms(world)?;
-            let given = kms.seal_status_typed().await?.progress;
-            let status = kms.unseal_typed(given..given + self.0).await?;
+            let given = kms.seal_status().await?.progress;
+            let status = kms.unseal(given..given + self.0).await?;
             Ok(format!("seal status: sealed={} progress={}/{}", status.sealed, status.progress, status.threshold))
         })
     }
