@@ -9,8 +9,10 @@ pub mod conditions;
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod parallel;
 pub mod report;
 pub mod runner;
+pub mod schedule;
 pub mod steps;
 pub mod world;
 

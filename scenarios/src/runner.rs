@@ -10,7 +10,7 @@ use kms_lab_stack::mockkms::MockKmsOptions;
 use kms_lab_stack::plugin::{PluginKek, PluginSpec};
 use kms_lab_stack::provision::Binaries;
 use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
 use crate::steps;
@@ -30,7 +30,7 @@ pub struct RunOptions {
 }
 
 /// One step as it ran.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     /// 1-based position (nested `load` steps are reported inside their parent's line).
     pub number: usize,
@@ -45,7 +45,7 @@ pub struct StepRecord {
 }
 
 /// A scenario's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioOutcome {
     /// The file stem.
     pub name: String,
@@ -74,7 +74,34 @@ pub struct ScenarioOutcome {
     /// Figures measured along the way.
     pub figures: BTreeMap<String, f64>,
     /// Values written to etcd during the run that the revision recorder scanned for plaintext.
+    #[serde(default)]
     pub etcd_revisions_checked: u64,
+    /// Why the scenario did not run (e.g. the plugin lacks what it requires); reported, never silent.
+    #[serde(default)]
+    pub skipped: Option<String>,
+}
+
+impl ScenarioOutcome {
+    /// The outcome of a scenario that was not run, with the reason every report shows.
+    pub fn skipped(scenario: &Scenario, seed: u64, reason: String) -> Self {
+        Self {
+            name: scenario.name.clone(),
+            title: scenario.title.clone(),
+            tier: scenario.tier,
+            file: scenario.path.clone(),
+            references: scenario.references.clone(),
+            seed,
+            passed: true,
+            seconds: 0.0,
+            steps: Vec::new(),
+            skipped_steps: scenario.steps.len(),
+            failure: None,
+            run_dir: None,
+            figures: BTreeMap::new(),
+            etcd_revisions_checked: 0,
+            skipped: Some(reason),
+        }
+    }
 }
 
 /// The stack a scenario asks for.
@@ -150,6 +177,7 @@ pub async fn run_scenario_then(
         run_dir: None,
         figures: BTreeMap::new(),
         etcd_revisions_checked: 0,
+        skipped: None,
     };
     progress(&format!("▶ {} — {} (seed {seed})", scenario.name, scenario.title));
     for reference in &scenario.references {
