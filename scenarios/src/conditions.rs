@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::model::{KeyIdExpect, Kind, Pattern, ProviderName, default_namespace, default_plugin};
 use crate::steps::{Bounds, Scope};
-use crate::world::{Mark, ObjectClient, ObjectRef, PLAINTEXT_MARKER, World, value_for};
+use crate::world::{Mark, ObjectRef, PLAINTEXT_MARKER, World, value_for};
 
 /// The deadline of one Status call made by a condition.
 const STATUS_DEADLINE: Duration = Duration::from_secs(5);
@@ -490,7 +490,7 @@ async fn observe_apiserver_key_id(world: &World, seen: &ApiserverKeyId) -> Seen 
 }
 
 async fn observe_write(world: &mut World, write: &WriteProbe) -> Seen {
-    let client = match ObjectClient::new(&world.stack, write.apiserver).await {
+    let client = match world.client(write.apiserver).await {
         Ok(client) => client,
         Err(error) => return Seen::new(false, error.to_string()),
     };

@@ -196,13 +196,14 @@ mod tests {
             seed: 1,
             passed,
             seconds: 1.5,
-            steps: vec![StepRecord { number: 1, label: "create <x>".into(), passed, seconds: 0.5, detail: "a & b".into() }],
+            steps: vec![StepRecord { number: 1, started_s: 0.0, label: "create <x>".into(), passed, seconds: 0.5, detail: "a & b".into() }],
             skipped_steps: usize::from(!passed),
             failure: (!passed).then(|| "step 1 `create`: 500 \"boom\"".into()),
             run_dir: None,
             figures: Default::default(),
             etcd_revisions_checked: 0,
             skipped: None,
+            timeline: Default::default(),
         }
     }
 

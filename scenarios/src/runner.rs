@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
 use crate::steps;
-use crate::world::{PLAINTEXT_MARKER, World, build_encryption};
+use crate::world::{KmsEvent, PLAINTEXT_MARKER, TimelineReport, World, build_encryption};
 
 /// How to run scenarios.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct RunOptions {
 pub struct StepRecord {
     /// 1-based position (nested `load` steps are reported inside their parent's line).
     pub number: usize,
+    /// When it began, seconds since the scenario (its stack) started.
+    #[serde(default)]
+    pub started_s: f64,
     /// What the step does.
     pub label: String,
     /// Whether it passed.
@@ -79,6 +82,9 @@ pub struct ScenarioOutcome {
     /// Why the scenario did not run (e.g. the plugin lacks what it requires); reported, never silent.
     #[serde(default)]
     pub skipped: Option<String>,
+    /// API and KMS calls over time, for the timeline plot.
+    #[serde(default)]
+    pub timeline: TimelineReport,
 }
 
 impl ScenarioOutcome {
@@ -100,6 +106,7 @@ impl ScenarioOutcome {
             figures: BTreeMap::new(),
             etcd_revisions_checked: 0,
             skipped: Some(reason),
+            timeline: TimelineReport::default(),
         }
     }
 }
@@ -178,6 +185,7 @@ pub async fn run_scenario_then(
         figures: BTreeMap::new(),
         etcd_revisions_checked: 0,
         skipped: None,
+        timeline: TimelineReport::default(),
     };
     progress(&format!("▶ {} — {} (seed {seed})", scenario.name, scenario.title));
     for reference in &scenario.references {
@@ -213,6 +221,7 @@ pub async fn run_scenario_then(
     for (index, step) in scenario.steps.iter().enumerate() {
         let label = steps::label(step);
         let step_started = Instant::now();
+        let started_s = (world.timeline().origin().elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         let result = steps::run(&mut world, step).await;
         let seconds = step_started.elapsed().as_secs_f64();
         let (passed, detail) = match result {
@@ -227,7 +236,7 @@ pub async fn run_scenario_then(
             let detail = detail.replace('\n', "\n        ");
             progress(&format!("  {mark} [{:>2}/{total}] {label} ({seconds:.1} s): {detail}", index + 1));
         }
-        outcome.steps.push(StepRecord { number: index + 1, label: label.clone(), passed, seconds, detail: detail.clone() });
+        outcome.steps.push(StepRecord { number: index + 1, started_s, label: label.clone(), passed, seconds, detail: detail.clone() });
         if !passed {
             outcome.failure = Some(format!("step {} `{label}`: {detail}", index + 1));
             outcome.skipped_steps = total - index - 1;
@@ -244,6 +253,7 @@ pub async fn run_scenario_then(
         outcome.etcd_revisions_checked = summary.revisions;
     }
     world.stop_history();
+    outcome.timeline = timeline_report(&world).await;
     let keep = !outcome.passed || options.keep_logs;
     outcome.run_dir = world.stack.shutdown(keep).await;
     outcome.seconds = started.elapsed().as_secs_f64();
@@ -255,6 +265,27 @@ pub async fn run_scenario_then(
         (_, true) => progress(&format!("  ✓ passed in {:.1} s", outcome.seconds)),
     }
     outcome
+}
+
+/// The scenario's API calls and the mock KMS's audit log, on one time axis.
+async fn timeline_report(world: &World) -> TimelineReport {
+    let timeline = world.timeline();
+    let kms = match world.stack.mock_kms() {
+        Some(kms) => kms.audit_records(0).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    TimelineReport {
+        api: timeline.api_events(),
+        kms: kms
+            .iter()
+            .map(|r| KmsEvent {
+                at_s: (timeline.seconds_at(r.time_unix_ms) * 1000.0).round() / 1000.0,
+                action: r.action.name().to_owned(),
+                ok: r.outcome == mock_kms::api::admin::Outcome::Ok,
+                caller: r.caller.map(|c| c.name().to_owned()),
+            })
+            .collect(),
+    }
 }
 
 /// The directory scenario files are read from by default: `KMS_LAB_SCENARIOS`, `./scenarios`

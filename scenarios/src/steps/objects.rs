@@ -194,7 +194,7 @@ fn strip(calls: Vec<(ObjectRef, u32, Call)>) -> Vec<(ObjectRef, Call)> {
 }
 
 async fn create(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+    let client = world.client(objects.apiserver).await?;
     let prefix = objects.prefix.clone().unwrap_or_default();
     let targets: Vec<(ObjectRef, u32)> = (0..objects.count.unwrap_or(0))
         .map(|i| (ObjectRef { kind: objects.kind, namespace: objects.namespace.clone(), name: format!("{prefix}-{i:03}") }, 0))
@@ -215,7 +215,7 @@ async fn create(world: &mut World, objects: &Objects) -> StepResult {
 }
 
 async fn update(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+    let client = world.client(objects.apiserver).await?;
     let targets = world.select(objects.kind, &objects.namespace, objects.prefix.as_deref(), objects.count);
     let seed = world.seed();
     let calls = each(targets, |object, generation| {
@@ -233,7 +233,7 @@ async fn update(world: &mut World, objects: &Objects) -> StepResult {
 }
 
 async fn read(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+    let client = world.client(objects.apiserver).await?;
     let targets = world.select(objects.kind, &objects.namespace, objects.prefix.as_deref(), objects.count);
     let seed = world.seed();
     let calls = each(targets, |object, generation| {
@@ -250,7 +250,7 @@ async fn read(world: &mut World, objects: &Objects) -> StepResult {
 }
 
 async fn delete(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+    let client = world.client(objects.apiserver).await?;
     let targets = world.select(objects.kind, &objects.namespace, objects.prefix.as_deref(), objects.count);
     let calls = each(targets, |object, _| {
         let client = client.clone();
@@ -585,7 +585,7 @@ async fn writer(w: Writer) -> LoadTally {
 }
 
 async fn load(world: &mut World, load: &Load) -> StepResult {
-    let client = ObjectClient::new(&world.stack, load.apiserver).await?;
+    let client = world.client(load.apiserver).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let stored = Arc::new(AtomicU64::new(0));
     let started = Instant::now();

@@ -16,7 +16,7 @@ use super::{Bounds, Scope, StepFuture, StepKind};
 use crate::conditions::{Condition, audit_window, plugin_status_now};
 use crate::error::StepError;
 use crate::model::{Dur, FigureName, Kind, default_namespace};
-use crate::world::{Mark as MarkState, ObjectClient, ObjectRef, World};
+use crate::world::{Mark as MarkState, ObjectRef, World};
 
 /// `say: TEXT`: a line of narration.
 #[derive(Debug, Clone, Deserialize)]
@@ -634,7 +634,7 @@ impl StepKind for Show {
                         StepError::Failed(format!("{} was not written by this scenario: `show: object` shows generated values", o.name))
                     })?;
                     let expected = crate::world::value_for(world.seed(), &object, generation);
-                    let client = ObjectClient::new(&world.stack, 0).await?;
+                    let client = world.client(0).await?;
                     let call = client.read(&object, &expected).await;
                     call.result.map_err(StepError::Failed)?;
                     // A generated demo value, not a secret: it shows the round trip.
