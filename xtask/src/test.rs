@@ -24,7 +24,7 @@ pub fn run(sh: &Shell, args: &TestArgs) -> anyhow::Result<()> {
         failed.push("cargo test --workspace");
     }
     if args.cargo_test_args.is_empty() {
-        eprintln!("==> running the scenario suite on the real stack (core and incident tiers)");
+        eprintln!("==> running the scenario suite on the real stack (core and incident tiers, --jobs chosen for this machine)");
         let junit = "target/kms-lab/scenarios-junit.xml";
         let json = "target/kms-lab/scenarios.json";
         if cmd!(sh, "cargo xtask scenarios --tier core --tier incident --junit {junit} --json {json}").run().is_err() {
