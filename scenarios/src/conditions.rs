@@ -9,7 +9,7 @@ use kms_wire::envelope::Envelope;
 use kms_wire::proto::v2;
 use serde::Deserialize;
 
-use crate::model::{KeyIdExpect, Kind, Pattern, ProviderName, default_namespace, default_plugin};
+use crate::model::{FigureName, KeyIdExpect, Kind, Pattern, ProviderName, default_namespace, default_plugin};
 use crate::steps::{Bounds, Scope};
 use crate::world::{Mark, ObjectRef, PLAINTEXT_MARKER, World, value_for};
 
@@ -146,10 +146,10 @@ impl Condition {
     }
 
     /// The figure a counting condition records its value under, if the author named one.
-    fn figure(&self) -> Option<&str> {
+    fn figure(&self) -> Option<&FigureName> {
         match self {
-            Self::Metric(m) => m.figure.as_deref(),
-            Self::Audit(a) => a.figure.as_deref(),
+            Self::Metric(m) => m.figure.as_ref(),
+            Self::Audit(a) => a.figure.as_ref(),
             _ => None,
         }
     }
@@ -176,7 +176,7 @@ impl Condition {
         };
         // The figure is the value that was judged, not a second observation.
         if let (true, Some(name), Some(value)) = (seen.ok, self.figure(), value) {
-            world.figure(name, value);
+            world.figure(name.to_string(), value);
         }
         seen
     }
@@ -253,7 +253,7 @@ pub struct MetricExpect {
     pub at_most: Option<f64>,
     /// Record the sum as this figure when the condition holds.
     #[serde(default)]
-    pub figure: Option<String>,
+    pub figure: Option<FigureName>,
 }
 
 impl MetricExpect {
@@ -302,7 +302,7 @@ pub struct AuditCount {
     pub at_most: Option<f64>,
     /// Record the count as this figure.
     #[serde(default)]
-    pub figure: Option<String>,
+    pub figure: Option<FigureName>,
 }
 
 impl AuditCount {
