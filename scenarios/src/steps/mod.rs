@@ -74,6 +74,8 @@ steps! {
     Kill(process::Kill),
     /// Stops and starts a component and waits for it (`ready`, `serving`, `live` or `none`).
     Restart(process::Restart),
+    /// Sends SIGHUP to a plugin: it re-reads its KEK file.
+    Reload(process::Reload),
     /// Starts one more apiserver on the same etcd with its own EncryptionConfiguration.
     AddApiserver(process::AddApiserver),
     /// Writes an apiserver's EncryptionConfiguration and applies it by reload (or only writes it).

@@ -132,6 +132,28 @@ impl StepKind for Restart {
     }
 }
 
+/// `reload: PLUGIN`: SIGHUP to a plugin, which re-reads its KEK file (a local-KEK rotation).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Reload(pub String);
+
+impl StepKind for Reload {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.plugin(&self.0)
+    }
+
+    fn label(&self) -> String {
+        format!("reload {} (SIGHUP: it re-reads its KEK file)", self.0)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            world.stack.reload_plugin(&self.0)?;
+            Ok(format!("{} was sent SIGHUP", self.0))
+        })
+    }
+}
+
 /// Seconds rounded to a tenth, as figures record them.
 pub fn seconds(elapsed: Duration) -> f64 {
     (elapsed.as_secs_f64() * 10.0).round() / 10.0
