@@ -199,7 +199,7 @@ impl std::str::FromStr for Outcome {
 
 /// One KMS call in the audit log (a line of `GET /admin/audit` and of the audit file).
 ///
-/// Fields added later (by other dialects) are ignored by this type. A record of a call to an
+/// Fields added later are ignored by this type. A record of a call to an
 /// unknown `/v1/<name>` path does not parse as this type (its action is not an [`Action`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -229,6 +229,13 @@ pub struct AuditRecord {
     /// Why the client made the call ([`crate::api::HEADER_CALLER`]); `None` when it did not say.
     #[serde(default)]
     pub caller: Option<Caller>,
+    /// The API the call came in on.
+    #[serde(default)]
+    pub dialect: crate::dialects::Dialect,
+    /// The operation as the dialect names it (`Encrypt`, `transit/encrypt`, …; empty in records
+    /// written before dialects existed).
+    #[serde(default)]
+    pub operation: String,
 }
 
 impl AuditRecord {

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
 use super::Dialect;
-use super::call::{Call, read_body};
+use super::call::{Call, constant_time_eq, read_body};
 use crate::api::{Action, ErrorCode, KeyMetadata, KeySpec, KeyState};
 use crate::blob;
 use crate::error::{KmsError, SealError};
@@ -328,10 +328,6 @@ fn check_token(call: &mut Call, headers: &HeaderMap) -> Result<(), VaultError> {
         Some(expected) if constant_time_eq(expected, given.as_bytes()) => Ok(()),
         _ => Err(VaultError::denied(ErrorCode::SignatureDoesNotMatch)),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether this node is a standby of an in-process cluster (node 0 is the active node).
