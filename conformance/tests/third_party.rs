@@ -155,49 +155,60 @@ fn command_clone(command: &Command) -> Command {
     copy
 }
 
+/// trousseau's `name` provider (`provider` with `args` and `envs`, listening on
+/// `dir/sockets/NAME/NAME.socket`), ready, and its core with that provider enabled on
+/// `dir/trousseau.sock` (v1beta1), ready.
+async fn start_trousseau(
+    dir: &Path,
+    core: &Path,
+    name: &str,
+    provider: &Path,
+    mut args: Vec<String>,
+    envs: &[(String, String)],
+) -> (Supervised, PluginProcess) {
+    let sockets = dir.join("sockets");
+    std::fs::create_dir_all(sockets.join(name)).expect("socket dir");
+    let provider_log = dir.join(format!("{name}.log"));
+    let provider_socket = sockets.join(format!("{name}/{name}.socket"));
+    args.push(format!("--listen-addr=unix://{}", provider_socket.display()));
+    let mut provider_process =
+        Supervised::spawn(&format!("trousseau-{name}"), provider, &args, &provider_log, envs).unwrap_or_else(|e| panic!("{e}"));
+    provider_process
+        .wait_ready(&format!("the {name} provider's socket {}", provider_socket.display()), READY, || {
+            let socket = provider_socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
+    let socket = dir.join("trousseau.sock");
+    let mut command = Command::new(core);
+    command
+        .arg(format!("--enabled-providers={name}"))
+        .arg(format!("--socket-location={}", sockets.display()))
+        .arg(format!("--listen-addr=unix://{}", socket.display()))
+        .arg(format!("--healthz-port={}", free_port()))
+        .arg(format!("--metrics-addr={}", free_port()));
+    let plugin = PluginProcess::start(&format!("trousseau ({name})"), command, &socket, &dir.join("trousseau.log"), Api::V1beta1, READY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nprovider log:\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
+    (provider_process, plugin)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trousseau_with_its_awskms_provider_against_moto_passes_v1beta1() {
     let (core, provider) =
         tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauAwsKms))).await.expect("locator");
     let dir = short_run_dir().expect("run dir");
     let moto = Moto::start(dir.path()).await;
-    let sockets = dir.path().join("sockets");
-    std::fs::create_dir_all(sockets.join("awskms")).expect("socket dir");
     let config = dir.path().join("awskms.yaml");
     std::fs::write(&config, format!("profile: default\nkeyArn: {}\nendpoint: {}\n", moto.key_arn, moto.endpoint)).expect("config");
     let credentials = dir.path().join("credentials");
     std::fs::write(&credentials, "[default]\naws_access_key_id = test\naws_secret_access_key = test\nregion = us-east-1\n")
         .expect("credentials");
-
-    let provider_log = dir.path().join("awskms.log");
-    let args = vec![
-        format!("--config-file-path={}", config.display()),
-        format!("--listen-addr=unix://{}/awskms/awskms.socket", sockets.display()),
-    ];
+    let args = vec![format!("--config-file-path={}", config.display())];
     let envs =
         [("AWS_SHARED_CREDENTIALS_FILE".to_owned(), credentials.display().to_string()), ("AWS_REGION".to_owned(), "us-east-1".to_owned())];
-    let mut provider_process =
-        Supervised::spawn("trousseau-awskms", &provider, &args, &provider_log, &envs).unwrap_or_else(|e| panic!("{e}"));
-    let provider_socket = sockets.join("awskms/awskms.socket");
-    provider_process
-        .wait_ready(&format!("the awskms provider's socket {}", provider_socket.display()), READY, || {
-            let socket = provider_socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
-
-    let socket = dir.path().join("trousseau.sock");
-    let mut command = Command::new(&core);
-    command
-        .arg("--enabled-providers=awskms")
-        .arg(format!("--socket-location={}", sockets.display()))
-        .arg(format!("--listen-addr=unix://{}", socket.display()))
-        .arg(format!("--healthz-port={}", free_port()))
-        .arg(format!("--metrics-addr={}", free_port()));
-    let plugin = PluginProcess::start("trousseau", command, &socket, &dir.path().join("trousseau.log"), Api::V1beta1, READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\nprovider log:\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
+    let (provider_process, plugin) = start_trousseau(dir.path(), &core, "awskms", &provider, args, &envs).await;
     let report = conformance(plugin.endpoint(), Api::V1beta1).await;
     judge("trousseau + awskms (v1beta1)", &report, &plugin.log_tail());
     drop(plugin);
@@ -213,30 +224,7 @@ async fn trousseau_with_its_debug_provider_fails_for_a_readable_dek() {
     let (core, provider) =
         tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauDebug))).await.expect("locator");
     let dir = short_run_dir().expect("run dir");
-    let sockets = dir.path().join("sockets");
-    std::fs::create_dir_all(sockets.join("debug")).expect("socket dir");
-    let provider_log = dir.path().join("debug.log");
-    let provider_socket = sockets.join("debug/debug.socket");
-    let args = vec![format!("--listen-addr=unix://{}", provider_socket.display())];
-    let mut provider_process = Supervised::spawn("trousseau-debug", &provider, &args, &provider_log, &[]).unwrap_or_else(|e| panic!("{e}"));
-    provider_process
-        .wait_ready(&format!("the debug provider's socket {}", provider_socket.display()), READY, || {
-            let socket = provider_socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
-    let socket = dir.path().join("trousseau.sock");
-    let mut command = Command::new(&core);
-    command
-        .arg("--enabled-providers=debug")
-        .arg(format!("--socket-location={}", sockets.display()))
-        .arg(format!("--listen-addr=unix://{}", socket.display()))
-        .arg(format!("--healthz-port={}", free_port()))
-        .arg(format!("--metrics-addr={}", free_port()));
-    let plugin = PluginProcess::start("trousseau (debug)", command, &socket, &dir.path().join("trousseau.log"), Api::V1beta1, READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (provider_process, plugin) = start_trousseau(dir.path(), &core, "debug", &provider, Vec::new(), &[]).await;
     let report = conformance(plugin.endpoint(), Api::V1beta1).await;
     let text = render_text(&report);
     println!("{text}\n{}", table("trousseau + debug (v1beta1)", &report));
@@ -468,34 +456,10 @@ async fn sealed_vault_mock_kms(dir: &Path) -> (mock_kms::MockKms, Vec<String>) {
 async fn trousseau_on_vault(dir: &Path, kms_port: u16) -> (Supervised, PluginProcess) {
     let (core, provider) =
         tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauVault))).await.expect("locator");
-    let sockets = dir.join("sockets");
-    std::fs::create_dir_all(sockets.join("vault")).expect("socket dir");
     let config = dir.join("vault.yaml");
     std::fs::write(&config, format!("keyNames:\n  - lab-key\naddress: http://127.0.0.1:{kms_port}\ntoken: {VAULT_TOKEN}\n"))
         .expect("config");
-    let provider_log = dir.join("vault-provider.log");
-    let provider_socket = sockets.join("vault/vault.socket");
-    let args = vec![format!("--config-file-path={}", config.display()), format!("--listen-addr=unix://{}", provider_socket.display())];
-    let mut provider_process = Supervised::spawn("trousseau-vault", &provider, &args, &provider_log, &[]).unwrap_or_else(|e| panic!("{e}"));
-    provider_process
-        .wait_ready(&format!("the vault provider's socket {}", provider_socket.display()), READY, || {
-            let socket = provider_socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
-    let socket = dir.join("trousseau.sock");
-    let mut command = Command::new(&core);
-    command
-        .arg("--enabled-providers=vault")
-        .arg(format!("--socket-location={}", sockets.display()))
-        .arg(format!("--listen-addr=unix://{}", socket.display()))
-        .arg(format!("--healthz-port={}", free_port()))
-        .arg(format!("--metrics-addr={}", free_port()));
-    let plugin = PluginProcess::start("trousseau (vault)", command, &socket, &dir.join("trousseau.log"), Api::V1beta1, READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\nprovider log:\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
-    (provider_process, plugin)
+    start_trousseau(dir, &core, "vault", &provider, vec![format!("--config-file-path={}", config.display())], &[]).await
 }
 
 /// trousseau's vault provider, configured with a token (`token:`), swallows every Vault error:
