@@ -680,7 +680,7 @@ mod tests {
 
     #[test]
     fn an_audit_line_parses_typed_and_ignores_fields_it_does_not_know() {
-        let line = r#"{"seq":7,"time":"2026-01-01T00:00:00.123Z","time_unix_ms":1767225600123,"request_id":"r","access_key":"AK","action":"Decrypt","key_id":"k","key_version_id":"v1","outcome":"KeyNotEnabled","latency_ms":1.5,"node":"node-0","caller":"health-probe","dialect":"alibaba"}"#;
+        let line = r#"{"seq":7,"time":"2026-01-01T00:00:00.123Z","time_unix_ms":1767225600123,"request_id":"r","access_key":"AK","action":"Decrypt","key_id":"k","key_version_id":"v1","outcome":"KeyNotEnabled","latency_ms":1.5,"node":"node-0","caller":"health-probe","dialect":"vault","operation":"transit/decrypt","region":"eu"}"#;
         let records = parse_audit_lines(&format!("{line}\n\n")).unwrap();
         assert_eq!(records.len(), 1);
         let record = &records[0];
@@ -688,6 +688,7 @@ mod tests {
             (record.seq, record.action, record.outcome, record.caller),
             (7, Action::Decrypt, Outcome::KeyNotEnabled, Some(Caller::HealthProbe))
         );
+        assert_eq!((record.dialect, record.operation.as_str()), (crate::dialects::Dialect::Vault, "transit/decrypt"));
         assert_eq!(record.time(), SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123));
         let without_caller = line.replace(r#","caller":"health-probe""#, "");
         assert_eq!(parse_audit_lines(&without_caller).unwrap()[0].caller, None);
