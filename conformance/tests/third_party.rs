@@ -155,49 +155,60 @@ fn command_clone(command: &Command) -> Command {
     copy
 }
 
+/// trousseau's `name` provider (`provider` with `args` and `envs`, listening on
+/// `dir/sockets/NAME/NAME.socket`), ready, and its core with that provider enabled on
+/// `dir/trousseau.sock` (v1beta1), ready.
+async fn start_trousseau(
+    dir: &Path,
+    core: &Path,
+    name: &str,
+    provider: &Path,
+    mut args: Vec<String>,
+    envs: &[(String, String)],
+) -> (Supervised, PluginProcess) {
+    let sockets = dir.join("sockets");
+    std::fs::create_dir_all(sockets.join(name)).expect("socket dir");
+    let provider_log = dir.join(format!("{name}.log"));
+    let provider_socket = sockets.join(format!("{name}/{name}.socket"));
+    args.push(format!("--listen-addr=unix://{}", provider_socket.display()));
+    let mut provider_process =
+        Supervised::spawn(&format!("trousseau-{name}"), provider, &args, &provider_log, envs).unwrap_or_else(|e| panic!("{e}"));
+    provider_process
+        .wait_ready(&format!("the {name} provider's socket {}", provider_socket.display()), READY, || {
+            let socket = provider_socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
+    let socket = dir.join("trousseau.sock");
+    let mut command = Command::new(core);
+    command
+        .arg(format!("--enabled-providers={name}"))
+        .arg(format!("--socket-location={}", sockets.display()))
+        .arg(format!("--listen-addr=unix://{}", socket.display()))
+        .arg(format!("--healthz-port={}", free_port()))
+        .arg(format!("--metrics-addr={}", free_port()));
+    let plugin = PluginProcess::start(&format!("trousseau ({name})"), command, &socket, &dir.join("trousseau.log"), Api::V1beta1, READY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nprovider log:\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
+    (provider_process, plugin)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trousseau_with_its_awskms_provider_against_moto_passes_v1beta1() {
     let (core, provider) =
         tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauAwsKms))).await.expect("locator");
     let dir = short_run_dir().expect("run dir");
     let moto = Moto::start(dir.path()).await;
-    let sockets = dir.path().join("sockets");
-    std::fs::create_dir_all(sockets.join("awskms")).expect("socket dir");
     let config = dir.path().join("awskms.yaml");
     std::fs::write(&config, format!("profile: default\nkeyArn: {}\nendpoint: {}\n", moto.key_arn, moto.endpoint)).expect("config");
     let credentials = dir.path().join("credentials");
     std::fs::write(&credentials, "[default]\naws_access_key_id = test\naws_secret_access_key = test\nregion = us-east-1\n")
         .expect("credentials");
-
-    let provider_log = dir.path().join("awskms.log");
-    let args = vec![
-        format!("--config-file-path={}", config.display()),
-        format!("--listen-addr=unix://{}/awskms/awskms.socket", sockets.display()),
-    ];
+    let args = vec![format!("--config-file-path={}", config.display())];
     let envs =
         [("AWS_SHARED_CREDENTIALS_FILE".to_owned(), credentials.display().to_string()), ("AWS_REGION".to_owned(), "us-east-1".to_owned())];
-    let mut provider_process =
-        Supervised::spawn("trousseau-awskms", &provider, &args, &provider_log, &envs).unwrap_or_else(|e| panic!("{e}"));
-    let provider_socket = sockets.join("awskms/awskms.socket");
-    provider_process
-        .wait_ready(&format!("the awskms provider's socket {}", provider_socket.display()), READY, || {
-            let socket = provider_socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
-
-    let socket = dir.path().join("trousseau.sock");
-    let mut command = Command::new(&core);
-    command
-        .arg("--enabled-providers=awskms")
-        .arg(format!("--socket-location={}", sockets.display()))
-        .arg(format!("--listen-addr=unix://{}", socket.display()))
-        .arg(format!("--healthz-port={}", free_port()))
-        .arg(format!("--metrics-addr={}", free_port()));
-    let plugin = PluginProcess::start("trousseau", command, &socket, &dir.path().join("trousseau.log"), Api::V1beta1, READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\nprovider log:\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
+    let (provider_process, plugin) = start_trousseau(dir.path(), &core, "awskms", &provider, args, &envs).await;
     let report = conformance(plugin.endpoint(), Api::V1beta1).await;
     judge("trousseau + awskms (v1beta1)", &report, &plugin.log_tail());
     drop(plugin);
@@ -213,30 +224,7 @@ async fn trousseau_with_its_debug_provider_fails_for_a_readable_dek() {
     let (core, provider) =
         tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauDebug))).await.expect("locator");
     let dir = short_run_dir().expect("run dir");
-    let sockets = dir.path().join("sockets");
-    std::fs::create_dir_all(sockets.join("debug")).expect("socket dir");
-    let provider_log = dir.path().join("debug.log");
-    let provider_socket = sockets.join("debug/debug.socket");
-    let args = vec![format!("--listen-addr=unix://{}", provider_socket.display())];
-    let mut provider_process = Supervised::spawn("trousseau-debug", &provider, &args, &provider_log, &[]).unwrap_or_else(|e| panic!("{e}"));
-    provider_process
-        .wait_ready(&format!("the debug provider's socket {}", provider_socket.display()), READY, || {
-            let socket = provider_socket.clone();
-            async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
-    let socket = dir.path().join("trousseau.sock");
-    let mut command = Command::new(&core);
-    command
-        .arg("--enabled-providers=debug")
-        .arg(format!("--socket-location={}", sockets.display()))
-        .arg(format!("--listen-addr=unix://{}", socket.display()))
-        .arg(format!("--healthz-port={}", free_port()))
-        .arg(format!("--metrics-addr={}", free_port()));
-    let plugin = PluginProcess::start("trousseau (debug)", command, &socket, &dir.path().join("trousseau.log"), Api::V1beta1, READY)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let (provider_process, plugin) = start_trousseau(dir.path(), &core, "debug", &provider, Vec::new(), &[]).await;
     let report = conformance(plugin.endpoint(), Api::V1beta1).await;
     let text = render_text(&report);
     println!("{text}\n{}", table("trousseau + debug (v1beta1)", &report));
@@ -434,5 +422,130 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     assert_eq!(status().await.healthz, "ok");
 
     drop(plugin);
+    kms.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// trousseau with its `vault` provider on the mock KMS's Vault Transit dialect (sealed start,
+// Shamir 5/3 unsealed through Vault's own `PUT /v1/sys/unseal`).
+// ---------------------------------------------------------------------------------------------
+
+/// The token the mock KMS accepts and the provider sends.
+const VAULT_TOKEN: &str = "s.kms-lab-trousseau-token";
+
+/// The mock KMS in process, speaking Vault Transit on a loopback port, started sealed (Shamir
+/// 5/3, state in `dir`), with `lab-key` once unsealed; and the five unseal shares.
+async fn sealed_vault_mock_kms(dir: &Path) -> (mock_kms::MockKms, Vec<String>) {
+    let shares = mock_kms::seal::init(dir, 5, 3).expect("mock-kms init").iter().map(|s| s.to_string()).collect();
+    let kms = mock_kms::MockKms::builder()
+        .dialect(mock_kms::dialects::Dialect::Vault)
+        .vault_token(VAULT_TOKEN)
+        .data_dir(dir)
+        .sealed(true)
+        .listen("127.0.0.1:0".parse().expect("an address"))
+        .key("lab-key")
+        .seed(17)
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the mock KMS starts: {e}"));
+    (kms, shares)
+}
+
+/// trousseau's vault provider (on `sockets/vault/vault.socket`, against the Vault at `kms_port`
+/// with [`VAULT_TOKEN`]) and its core on `dir/trousseau.sock`, v1beta1.
+async fn trousseau_on_vault(dir: &Path, kms_port: u16) -> (Supervised, PluginProcess) {
+    let (core, provider) =
+        tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauVault))).await.expect("locator");
+    let config = dir.join("vault.yaml");
+    std::fs::write(&config, format!("keyNames:\n  - lab-key\naddress: http://127.0.0.1:{kms_port}\ntoken: {VAULT_TOKEN}\n"))
+        .expect("config");
+    start_trousseau(dir, &core, "vault", &provider, vec![format!("--config-file-path={}", config.display())], &[]).await
+}
+
+/// trousseau's vault provider, configured with a token (`token:`), swallows every Vault error:
+/// `withRefreshToken` returns `(result, nil)` whenever a token is configured, so a failed
+/// encrypt is an empty ciphertext and a failed decrypt an empty plaintext, both answered as
+/// success; the core then stores `vault:-:` + newline as the DEK's cipher. Every fault below
+/// shows it; the conformance suite FAILs it for `decrypt.refuses-garbage`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trousseau_with_its_vault_provider_on_the_vault_dialect() {
+    use kms_wire::proto::v1beta1;
+    use mock_kms::api::Action;
+    use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
+
+    /// What trousseau's core answers when its vault provider answered an empty cipher.
+    const EMPTY: &[u8] = b"vault:-:\n";
+
+    let dir = short_run_dir().expect("run dir");
+    let data = dir.path().join("kms");
+    std::fs::create_dir_all(&data).expect("data dir");
+    let (kms, shares) = sealed_vault_mock_kms(&data).await;
+    let port = kms.addr().port();
+    let (provider, plugin) = trousseau_on_vault(dir.path(), port).await;
+    let client = kms_wire::PluginClient::connect(&plugin.endpoint(), Duration::from_secs(30)).await.expect("the plugin's socket");
+    let dek = vec![7u8; 32];
+    let encrypt = || async {
+        let request = v1beta1::EncryptRequest { version: "v1beta1".into(), plain: dek.clone().into() };
+        client.v1beta1().encrypt(request).await.map(|r| r.into_inner().cipher)
+    };
+    let decrypt = |cipher: bytes::Bytes| async {
+        client.v1beta1().decrypt(v1beta1::DecryptRequest { version: "v1beta1".into(), cipher }).await.map(|r| r.into_inner().plain)
+    };
+    let count = |operation: &str, outcome: &str| {
+        kms.audit().records().iter().filter(|r| r.dialect == "vault" && r.operation == operation && r.outcome == outcome).count()
+    };
+
+    // Sealed Vault: the provider's client tries 3 times (Vault's Go client retries a 503 twice),
+    // then trousseau answers Encrypt with success and an empty cipher: the DEK is lost.
+    let sealed = encrypt().await.expect("trousseau answers Encrypt while Vault is sealed");
+    assert_eq!(sealed.as_ref(), EMPTY, "{:?}", String::from_utf8_lossy(&sealed));
+    assert_eq!(count("transit/encrypt", "Sealed"), 3, "Vault's Go client sends a call 3 times against a sealed Vault");
+
+    // Unsealed with 3 of the 5 shares through Vault's own API; trousseau recovers at once.
+    let mut last = String::new();
+    for share in &shares[..3] {
+        let (code, body) = http(port, "PUT", "/v1/sys/unseal", &format!("{{\"key\": \"{share}\"}}")).await;
+        assert_eq!(code, 200, "{body}");
+        last = body;
+    }
+    assert!(last.contains("\"sealed\":false"), "{last}");
+    let cipher = encrypt().await.expect("Encrypt after unseal");
+    assert!(cipher.starts_with(b"vault:-:") && cipher.len() > 100, "{:?}", String::from_utf8_lossy(&cipher));
+    assert_eq!(decrypt(cipher.clone()).await.expect("Decrypt after unseal").as_ref(), dek.as_slice());
+    // What was "encrypted" while sealed "decrypts" to an empty DEK: lost for good.
+    assert!(decrypt(sealed.clone()).await.expect("trousseau answers").is_empty());
+
+    // The suite's verdict on a healthy Vault: FAIL, for the same swallowed errors.
+    let report = conformance(plugin.endpoint(), Api::V1beta1).await;
+    let text = render_text(&report);
+    println!("{text}\n{}", table("trousseau + vault (v1beta1)", &report));
+    assert_eq!(report.failed_ids(), ["v1beta1.decrypt.refuses-garbage"], "{text}");
+
+    // Decrypt denied: one 403 reaches Vault; trousseau answers an empty plaintext as success.
+    kms.set_faults(FaultProfile { deny: Some(DenyFault { actions: Some(vec![Action::Decrypt]) }), ..Default::default() }).unwrap();
+    assert!(decrypt(cipher.clone()).await.expect("trousseau answers Decrypt while it is denied").is_empty());
+    assert_eq!(count("transit/decrypt", "Forbidden"), 1, "a 403 is not retried");
+
+    // Throttling (429): not retried; the throttled Encrypt is an empty cipher answered as success.
+    let throttle = ThrottleFault { per_second: 0.001, burst: Some(1.0), actions: Some(vec![Action::Encrypt]) };
+    kms.set_faults(FaultProfile { throttle: Some(throttle), ..Default::default() }).unwrap();
+    assert_ne!(encrypt().await.expect("within the burst").as_ref(), EMPTY);
+    assert_eq!(encrypt().await.expect("trousseau answers Encrypt while throttled").as_ref(), EMPTY);
+    assert_eq!(count("transit/encrypt", "Throttling"), 1, "a 429 is not retried");
+
+    // Outage (connection refused): the same empty cipher, after the client's retries.
+    kms.set_faults(FaultProfile::from_yaml("outage: {}").unwrap()).unwrap();
+    let deadline = std::time::Instant::now() + READY;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "the mock KMS still accepts connections {READY:?} into its outage");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(encrypt().await.expect("trousseau answers Encrypt during an outage").as_ref(), EMPTY);
+    kms.clear_faults();
+    let cipher = encrypt().await.expect("Encrypt after the outage");
+    assert_eq!(decrypt(cipher).await.expect("Decrypt after the outage").as_ref(), dek.as_slice());
+
+    drop(plugin);
+    drop(provider);
     kms.shutdown().await;
 }

@@ -37,10 +37,10 @@ pub(crate) struct Shared {
     pub unseal_lock: tokio::sync::Mutex<()>,
     /// The AWS dialect's aliases and rotation flags.
     pub aws: crate::dialects::aws::AwsState,
-    /// The token the Vault dialect accepts (`--vault-token`); kept for the Vault dialect, which
-    /// is not implemented yet.
-    #[allow(dead_code)]
+    /// The token the Vault dialect accepts (`--vault-token`).
     pub vault_token: Option<zeroize::Zeroizing<String>>,
+    /// The Vault dialect's per-key `min_decryption_version`.
+    pub vault: crate::dialects::vault::VaultState,
 }
 
 impl Shared {

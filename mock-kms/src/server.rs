@@ -350,6 +350,7 @@ impl MockKmsBuilder {
             unseal_lock: tokio::sync::Mutex::new(()),
             aws: Default::default(),
             vault_token: self.vault_token.take(),
+            vault: Default::default(),
         });
         if shared.auth.access_keys().is_empty() {
             tracing::warn!("no credential given: every call fails with InvalidAccessKeyId until PUT /admin/credentials");

@@ -1,12 +1,17 @@
 //! The mock remote KMS as processes of the stack: one node, or a cluster of replicating nodes
 //! (one process each, so a scenario can kill one), optionally sealed, started with a key and a
-//! credential, and driven through its admin API (rotate, faults, seal, audit).
+//! credential, and driven through its admin API (rotate, faults, seal, audit). Besides the native
+//! listener (always there: the admin API and kms-lab's own plugin), a node can speak the dialects
+//! of real plugins ([`MockKmsOptions::dialects`]: AWS KMS, Cloud KMS, Vault Transit), one
+//! listener each; [`MockKms::dialect_endpoint`] hands a plugin its URL and credentials.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mock_kms::api::KeyMetadata;
 use mock_kms::api::admin;
+use mock_kms::dialects::Dialect;
 
 use crate::error::StackError;
 use crate::process::Supervised;
@@ -18,8 +23,8 @@ const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// Deadline of one admin call.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How to run the mock KMS.
-#[derive(Debug, Clone)]
+/// How to run the mock KMS. `Debug` leaves the secret key and the Vault token out.
+#[derive(Clone)]
 pub struct MockKmsOptions {
     /// The key the plugins use (created if missing).
     pub key_id: String,
@@ -33,6 +38,12 @@ pub struct MockKmsOptions {
     pub nodes: usize,
     /// Start sealed (Shamir 5/3): every KMS call answers `Sealed` until 3 shares are given.
     pub sealed: bool,
+    /// Dialects each node speaks besides the native one, one listener each (`aws` takes the
+    /// access/secret key as its SigV4 credential, `vault` takes [`MockKmsOptions::vault_token`],
+    /// `gcp` no auth). Listing `native` changes nothing.
+    pub dialects: Vec<Dialect>,
+    /// The token the Vault dialect accepts (random by default).
+    pub vault_token: String,
 }
 
 impl Default for MockKmsOptions {
@@ -44,7 +55,67 @@ impl Default for MockKmsOptions {
             extra_args: Vec::new(),
             nodes: 1,
             sealed: false,
+            dialects: Vec::new(),
+            vault_token: format!("s.{}", random_hex(12)),
         }
+    }
+}
+
+/// How a plugin authenticates to the mock KMS in one dialect.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DialectCredentials {
+    /// An access key and its secret key: the native signature, or AWS SigV4
+    /// (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
+    AccessKey {
+        /// The access key (an identifier).
+        access_key: String,
+        /// The secret key.
+        secret_key: String,
+    },
+    /// Vault's `X-Vault-Token`.
+    VaultToken(String),
+    /// No auth (the Cloud KMS dialect, as k8s-cloudkms-plugin's `--integration-test` mode).
+    None,
+}
+
+impl std::fmt::Debug for DialectCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AccessKey { access_key, .. } => write!(f, "AccessKey {{ access_key: {access_key:?}, secret_key: <redacted> }}"),
+            Self::VaultToken(_) => f.write_str("VaultToken(<redacted>)"),
+            Self::None => f.write_str("None"),
+        }
+    }
+}
+
+/// What a plugin needs to reach the mock KMS in one dialect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialectEndpoint {
+    /// The dialect.
+    pub dialect: Dialect,
+    /// `http://127.0.0.1:PORT` of each node's listener for the dialect, in node order.
+    pub urls: Vec<String>,
+    /// How to authenticate.
+    pub credentials: DialectCredentials,
+}
+
+impl DialectEndpoint {
+    /// Node 0's URL (the only one of a single-node KMS).
+    pub fn url(&self) -> &str {
+        &self.urls[0]
+    }
+}
+
+impl std::fmt::Debug for MockKmsOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockKmsOptions")
+            .field("key_id", &self.key_id)
+            .field("access_key", &self.access_key)
+            .field("extra_args", &self.extra_args)
+            .field("nodes", &self.nodes)
+            .field("sealed", &self.sealed)
+            .field("dialects", &self.dialects)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,8 +131,10 @@ fn random_hex(bytes: usize) -> String {
 pub struct MockKmsNode {
     /// The process (`None` while stopped).
     pub process: Option<Supervised>,
-    /// Its port on 127.0.0.1 (kept across restarts).
+    /// Its port on 127.0.0.1 (kept across restarts): the native API and the admin API.
     pub port: u16,
+    /// The port of each other dialect's listener (kept across restarts).
+    pub dialect_ports: BTreeMap<Dialect, u16>,
     /// Its state directory.
     pub data_dir: PathBuf,
     /// Its log file.
@@ -101,7 +174,11 @@ impl MockKms {
                 (data_root.join(format!("node-{index}")), log_dir.join(format!("mock-kms-{index}.log")))
             };
             std::fs::create_dir_all(&data_dir).map_err(StackError::io(format!("create {}", data_dir.display())))?;
-            nodes.push(MockKmsNode { process: None, port: ports::free_port()?, data_dir, log });
+            let mut dialect_ports = BTreeMap::new();
+            for dialect in options.dialects.iter().filter(|d| **d != Dialect::Native) {
+                dialect_ports.insert(*dialect, ports::free_port()?);
+            }
+            nodes.push(MockKmsNode { process: None, port: ports::free_port()?, dialect_ports, data_dir, log });
         }
         let mut kms = Self {
             binary: binary.to_owned(),
@@ -170,11 +247,15 @@ impl MockKms {
             let peers: Vec<String> = self.nodes.iter().map(|n| format!("http://127.0.0.1:{}", n.port)).collect();
             args.extend(["--node-id".to_owned(), format!("node-{index}"), "--peers".to_owned(), peers.join(",")]);
         }
+        for (dialect, port) in &node.dialect_ports {
+            args.extend(["--also".to_owned(), format!("{dialect}=127.0.0.1:{port}")]);
+        }
         args.extend(self.options.extra_args.iter().cloned());
         // Secrets go through the environment, not argv, so `ps` does not show them.
         let env = [
             ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone()),
             ("MOCK_KMS_CLUSTER_SECRET".to_owned(), self.cluster_secret.clone()),
+            ("MOCK_KMS_VAULT_TOKEN".to_owned(), self.options.vault_token.clone()),
         ];
         let name = if self.nodes.len() == 1 { "mock-kms".to_owned() } else { format!("mock-kms-{index}") };
         let mut process = self.launcher.spawn(&name, &self.binary, &args, &node.log, &env).await?;
@@ -218,6 +299,33 @@ impl MockKms {
     /// The port of node 0 (the only one of a single-node KMS).
     pub fn port(&self) -> u16 {
         self.nodes[0].port
+    }
+
+    /// The URLs and credentials a plugin uses to reach this KMS in `dialect`; an error names the
+    /// dialects it was started with when `dialect` is not one of them.
+    pub fn dialect_endpoint(&self, dialect: Dialect) -> Result<DialectEndpoint, StackError> {
+        let urls = self
+            .nodes
+            .iter()
+            .map(|n| if dialect == Dialect::Native { Some(n.port) } else { n.dialect_ports.get(&dialect).copied() })
+            .map(|port| port.map(|p| format!("http://127.0.0.1:{p}")))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| {
+                let started: Vec<String> =
+                    std::iter::once("native".to_owned()).chain(self.nodes[0].dialect_ports.keys().map(|d| d.to_string())).collect();
+                StackError::MockKms(format!(
+                    "the mock KMS speaks {} but not `{dialect}`: add it to MockKmsOptions::dialects",
+                    started.join(", ")
+                ))
+            })?;
+        let access_key =
+            || DialectCredentials::AccessKey { access_key: self.options.access_key.clone(), secret_key: self.options.secret_key.clone() };
+        let credentials = match dialect {
+            Dialect::Native | Dialect::Aws => access_key(),
+            Dialect::Vault => DialectCredentials::VaultToken(self.options.vault_token.clone()),
+            Dialect::Gcp => DialectCredentials::None,
+        };
+        Ok(DialectEndpoint { dialect, urls, credentials })
     }
 
     /// The process ids of the running nodes.

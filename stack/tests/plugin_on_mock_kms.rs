@@ -261,3 +261,63 @@ async fn a_kms_node_killed_under_load_costs_no_round_trip() {
     eprintln!("{} of {total} round trips failed after killing node-0 under load", failures.len());
     assert!(failures.is_empty(), "round trips failed despite two live nodes: {failures:?}");
 }
+
+/// Round trips through the Vault and AWS dialects with clients we did not write (Python's hvac
+/// and boto3), each given only what [`MockKms::dialect_endpoint`] hands a plugin.
+const VAULT_AND_AWS_ROUND_TRIPS: &str = r#"
+import base64, os
+import boto3, hvac
+env = os.environ
+transit = hvac.Client(url=env["VAULT_URL"], token=env["VAULT_TOKEN"]).secrets.transit
+ciphertext = transit.encrypt_data(env["KEY"], plaintext=base64.b64encode(b"via vault").decode())["data"]["ciphertext"]
+assert base64.b64decode(transit.decrypt_data(env["KEY"], ciphertext=ciphertext)["data"]["plaintext"]) == b"via vault"
+kms = boto3.client("kms", endpoint_url=env["AWS_URL"], region_name="us-east-1")
+blob = kms.encrypt(KeyId=env["KEY"], Plaintext=b"via aws")["CiphertextBlob"]
+assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"via aws"
+print(ciphertext.split(":")[1])
+"#;
+
+#[tokio::test]
+async fn a_mock_kms_node_speaks_the_vault_and_aws_dialects_with_the_credentials_it_hands_out() {
+    use kms_lab_stack::mockkms::DialectCredentials;
+    use mock_kms::dialects::Dialect;
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = MockKmsOptions { dialects: vec![Dialect::Vault, Dialect::Aws], ..MockKmsOptions::default() };
+    let mut kms =
+        MockKms::start(&kms_lab_stack::Launcher::default(), &OwnBinary::MockKms.locate().unwrap(), &kms_data(&dir), dir.path(), options)
+            .await
+            .expect("mock-kms starts");
+    let vault = kms.dialect_endpoint(Dialect::Vault).unwrap();
+    let aws = kms.dialect_endpoint(Dialect::Aws).unwrap();
+    let DialectCredentials::VaultToken(token) = &vault.credentials else { panic!("vault hands out a token: {vault:?}") };
+    let DialectCredentials::AccessKey { access_key, secret_key } = &aws.credentials else { panic!("aws hands out AK/SK: {aws:?}") };
+    assert_ne!(vault.url(), aws.url());
+    let missing = kms.dialect_endpoint(Dialect::Gcp).unwrap_err().to_string();
+    assert!(missing.contains("native, aws, vault") && missing.contains("`gcp`"), "{missing}");
+
+    let out = std::process::Command::new("python3")
+        .args(["-c", VAULT_AND_AWS_ROUND_TRIPS])
+        .env("VAULT_URL", vault.url())
+        .env("VAULT_TOKEN", token)
+        .env("AWS_URL", aws.url())
+        .env("AWS_ACCESS_KEY_ID", access_key)
+        .env("AWS_SECRET_ACCESS_KEY", secret_key)
+        .env("KEY", &kms.options.key_id)
+        .output()
+        .expect("python3 runs (with `pip install hvac==2.4.0 boto3`)");
+    assert!(out.status.success(), "the hvac/boto3 round trips failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v1", "Vault's ciphertext names the key version");
+
+    // One key store under both dialects; the audit log says which was called.
+    let records = kms.audit_records(0).await.unwrap();
+    for (dialect, operation) in
+        [(Dialect::Vault, "transit/encrypt"), (Dialect::Vault, "transit/decrypt"), (Dialect::Aws, "Encrypt"), (Dialect::Aws, "Decrypt")]
+    {
+        assert!(
+            records.iter().any(|r| r.dialect == dialect && r.operation == operation && r.outcome == Outcome::Ok),
+            "no {dialect} {operation} in the audit log: {records:?}"
+        );
+    }
+    kms.stop_all(Duration::from_secs(5)).await;
+}

@@ -199,7 +199,7 @@ impl std::str::FromStr for Outcome {
 
 /// One KMS call in the audit log (a line of `GET /admin/audit` and of the audit file).
 ///
-/// Fields added later (by other dialects) are ignored by this type. A record of a call to an
+/// Fields added later are ignored by this type. A record of a call to an
 /// unknown `/v1/<name>` path does not parse as this type (its action is not an [`Action`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -229,6 +229,13 @@ pub struct AuditRecord {
     /// Why the client made the call ([`crate::api::HEADER_CALLER`]); `None` when it did not say.
     #[serde(default)]
     pub caller: Option<Caller>,
+    /// The API the call came in on.
+    #[serde(default)]
+    pub dialect: crate::dialects::Dialect,
+    /// The operation as the dialect names it (`Encrypt`, `transit/encrypt`, …; empty in records
+    /// written before dialects existed).
+    #[serde(default)]
+    pub operation: String,
 }
 
 impl AuditRecord {
@@ -673,7 +680,7 @@ mod tests {
 
     #[test]
     fn an_audit_line_parses_typed_and_ignores_fields_it_does_not_know() {
-        let line = r#"{"seq":7,"time":"2026-01-01T00:00:00.123Z","time_unix_ms":1767225600123,"request_id":"r","access_key":"AK","action":"Decrypt","key_id":"k","key_version_id":"v1","outcome":"KeyNotEnabled","latency_ms":1.5,"node":"node-0","caller":"health-probe","dialect":"alibaba"}"#;
+        let line = r#"{"seq":7,"time":"2026-01-01T00:00:00.123Z","time_unix_ms":1767225600123,"request_id":"r","access_key":"AK","action":"Decrypt","key_id":"k","key_version_id":"v1","outcome":"KeyNotEnabled","latency_ms":1.5,"node":"node-0","caller":"health-probe","dialect":"vault","operation":"transit/decrypt","region":"eu"}"#;
         let records = parse_audit_lines(&format!("{line}\n\n")).unwrap();
         assert_eq!(records.len(), 1);
         let record = &records[0];
@@ -681,6 +688,7 @@ mod tests {
             (record.seq, record.action, record.outcome, record.caller),
             (7, Action::Decrypt, Outcome::KeyNotEnabled, Some(Caller::HealthProbe))
         );
+        assert_eq!((record.dialect, record.operation.as_str()), (crate::dialects::Dialect::Vault, "transit/decrypt"));
         assert_eq!(record.time(), SystemTime::UNIX_EPOCH + Duration::from_millis(1_767_225_600_123));
         let without_caller = line.replace(r#","caller":"health-probe""#, "");
         assert_eq!(parse_audit_lines(&without_caller).unwrap()[0].caller, None);

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Dialect;
-use super::call::{Call, read_body};
+use super::call::{Call, constant_time_eq, read_body};
 use crate::api::{Action, ErrorCode, KeyMetadata, KeySpec, KeyState};
 use crate::blob;
 use crate::error::KmsError;
@@ -253,10 +253,6 @@ fn verify(call: &mut Call, method: &Method, uri: &Uri, headers: &HeaderMap, body
         ));
     }
     Ok(Scope { region: region.to_owned() })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `20260102T030405Z` → the time.

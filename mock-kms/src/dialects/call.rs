@@ -161,3 +161,8 @@ pub(crate) async fn read_body(body: Body, limit: usize, what: &str) -> Result<By
         .await
         .map_err(|_| KmsError::InvalidParameter(format!("the request body is larger than {limit} bytes, the most this KMS reads ({what})")))
 }
+
+/// Whether two secrets are equal, in time independent of where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -19,6 +19,8 @@ pub(crate) mod aws;
 pub(crate) mod call;
 #[cfg(feature = "server")]
 pub(crate) mod gcp;
+#[cfg(feature = "server")]
+pub(crate) mod vault;
 
 /// An API the mock KMS can speak on a listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -87,11 +89,7 @@ pub(crate) fn router(dialect: Dialect, node: std::sync::Arc<crate::node::Node>) 
         Dialect::Native => axum::Router::new().route("/v1/{action}", post(crate::service::call)),
         Dialect::Aws => axum::Router::new().route("/", post(aws::call)),
         Dialect::Gcp => axum::Router::new().route("/v1/{*path}", axum::routing::any(gcp::call)),
-        Dialect::Vault => {
-            return Err(crate::error::StartError::Config(format!(
-                "--dialect {dialect} is not implemented in this build yet: use native, aws or gcp"
-            )));
-        }
+        Dialect::Vault => axum::Router::new().route("/v1/{*path}", axum::routing::any(vault::call)),
     };
     Ok(api.merge(admin).with_state(node))
 }
