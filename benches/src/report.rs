@@ -320,7 +320,12 @@ mod tests {
         assert_eq!(ratios["apiserver_v2_creates_over_identity"], 0.5);
         assert_eq!(ratios["apiserver_v1_cache10_reads_over_identity"], 1.0);
         assert!(!ratios.contains_key("plugin_decrypt_p50_over_bare_tonic_p50"));
+        assert!(!ratios.contains_key("plugin_encrypt_1k_x1_p50_over_bare_tonic"), "no 1 KiB cells were measured");
         let report = Report::new(true, plugin, apiserver, vec![]);
+        let [only] = report.plugin_over_bare_tonic.as_slice() else { panic!("one cell ran on both: {:?}", report.plugin_over_bare_tonic) };
+        assert_eq!((only.workload.op, only.concurrency), (Op::Encrypt, 1));
+        assert_eq!(only.p50, Spread { median: 1.2, min: 1.2, max: 1.2 });
+        assert_eq!(only.throughput, Spread { median: 1.0, min: 1.0, max: 1.0 });
         let text = table(&report);
         assert!(text.contains("kms-plugin p50/p99/thr") && text.contains("kms-v1-cache10"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();
