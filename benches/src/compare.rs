@@ -62,6 +62,12 @@ pub struct CellResult {
     pub round_throughputs: Vec<f64>,
     /// Median latency of each round alone, µs.
     pub round_p50_us: Vec<f64>,
+    /// CPU time (user + system) the target process spent per call, µs: its own cost, whatever
+    /// the client costs. `None` when the process's CPU time could not be read.
+    pub server_cpu_us_per_call: Option<f64>,
+    /// CPU time the client (this harness process) spent per call, µs. On a small machine the
+    /// client shares the cores with the target, so a costly client dilutes every throughput ratio.
+    pub client_cpu_us_per_call: Option<f64>,
 }
 
 #[derive(Default)]
@@ -70,6 +76,10 @@ struct Accumulated {
     measured: Duration,
     round_throughputs: Vec<f64>,
     round_p50_us: Vec<f64>,
+    server_cpu: Duration,
+    client_cpu: Duration,
+    /// A segment whose CPU times could not be read: the per-call CPU figures are left out.
+    cpu_unknown: bool,
 }
 
 /// Starts every target, runs the rounds, stops every target (also on failure).
@@ -115,7 +125,11 @@ async fn measure(options: &ComparisonOptions, targets: &[RunningTarget]) -> Resu
             for offset in 0..targets.len() {
                 let target = &targets[(round + index + offset) % targets.len()];
                 let request = &prepared[&(target.role(), *workload)];
+                let (server_before, client_before) = (stats::cpu_time(target.pid()), stats::cpu_time(None));
                 let segment = load::run(target.client(), request, *concurrency, options.segment).await?;
+                let spent = |before: Option<Duration>, now: Option<Duration>| Some(now?.saturating_sub(before?));
+                let server_spent = spent(server_before, stats::cpu_time(target.pid()));
+                let client_spent = spent(client_before, stats::cpu_time(None));
                 if segment.errors > 0 {
                     return Err(BenchError::CallsFailed {
                         target: target.role().name().to_owned(),
@@ -132,19 +146,32 @@ async fn measure(options: &ComparisonOptions, targets: &[RunningTarget]) -> Resu
                 sorted.sort_unstable();
                 entry.round_p50_us.push(stats::percentile(&sorted, 50.0) as f64 / 1000.0);
                 entry.measured += segment.elapsed;
+                match (server_spent, client_spent) {
+                    (Some(server), Some(client)) => {
+                        entry.server_cpu += server;
+                        entry.client_cpu += client;
+                    }
+                    _ => entry.cpu_unknown = true,
+                }
                 entry.samples.extend(segment.samples);
             }
         }
     }
     Ok(results
         .into_iter()
-        .map(|((target, workload, concurrency), mut acc)| CellResult {
-            target,
-            workload,
-            concurrency,
-            summary: stats::summarize(&mut acc.samples, acc.measured),
-            round_throughputs: acc.round_throughputs,
-            round_p50_us: acc.round_p50_us,
+        .map(|((target, workload, concurrency), mut acc)| {
+            let calls = acc.samples.len();
+            let per_call = |cpu: Duration| (calls > 0 && !acc.cpu_unknown).then(|| cpu.as_secs_f64() * 1e6 / calls as f64);
+            CellResult {
+                target,
+                workload,
+                concurrency,
+                summary: stats::summarize(&mut acc.samples, acc.measured),
+                round_throughputs: acc.round_throughputs,
+                round_p50_us: acc.round_p50_us,
+                server_cpu_us_per_call: per_call(acc.server_cpu),
+                client_cpu_us_per_call: per_call(acc.client_cpu),
+            }
         })
         .collect())
 }

@@ -21,6 +21,9 @@ pub struct Report {
     pub cpus: usize,
     /// Headline ratios (see [`ratios`]).
     pub ratios: BTreeMap<String, f64>,
+    /// The plugin over the bare tonic echo in every cell both ran: p50 latency and throughput,
+    /// each the median and spread of per-round ratios.
+    pub plugin_over_bare_tonic: Vec<CellRatio>,
     /// Every plugin cell.
     pub plugin: Vec<CellResult>,
     /// Every apiserver provider.
@@ -34,7 +37,8 @@ impl Report {
     pub fn new(quick: bool, plugin: Vec<CellResult>, apiserver: Vec<ProviderResult>, notes: Vec<String>) -> Self {
         let cpus = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
         let ratios = ratios(&plugin, &apiserver);
-        Self { mode: if quick { "quick" } else { "full" }, cpus, ratios, plugin, apiserver, notes }
+        let plugin_over_bare_tonic = cell_ratios(&plugin, Role::Plugin, Role::BareTonic);
+        Self { mode: if quick { "quick" } else { "full" }, cpus, ratios, plugin_over_bare_tonic, plugin, apiserver, notes }
     }
 
     /// The JSON summary.
@@ -55,8 +59,61 @@ fn short(provider: &str) -> String {
 /// The median over rounds of `a`'s figure over `b`'s in the same round: the two ran back to back,
 /// so a burst of load from elsewhere on the machine mostly cancels out.
 fn paired(a: &[f64], b: &[f64]) -> Option<f64> {
-    let per_round: Vec<f64> = a.iter().zip(b).filter_map(|(a, b)| ratio(*a, *b)).collect();
-    (!per_round.is_empty()).then(|| stats::median(&per_round))
+    Spread::of(a, b).map(|spread| spread.median)
+}
+
+/// The per-round ratios of two targets' figures: their median and their spread.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    /// The median over rounds (what the headline ratios report).
+    pub median: f64,
+    /// The lowest round.
+    pub min: f64,
+    /// The highest round.
+    pub max: f64,
+}
+
+impl Spread {
+    fn of(a: &[f64], b: &[f64]) -> Option<Self> {
+        let per_round: Vec<f64> = a.iter().zip(b).filter_map(|(a, b)| ratio(*a, *b)).collect();
+        let round3 = |v: f64| (v * 1000.0).round() / 1000.0;
+        (!per_round.is_empty()).then(|| Self {
+            median: round3(stats::median(&per_round)),
+            min: round3(per_round.iter().copied().fold(f64::INFINITY, f64::min)),
+            max: round3(per_round.iter().copied().fold(f64::NEG_INFINITY, f64::max)),
+        })
+    }
+}
+
+/// One target over another in one cell (call shape × callers).
+#[derive(Debug, Clone, Serialize)]
+pub struct CellRatio {
+    /// The call shape.
+    #[serde(flatten)]
+    pub workload: Workload,
+    /// Concurrent callers.
+    pub concurrency: usize,
+    /// p50 latency over the other's p50 (below 1 is faster).
+    pub p50: Spread,
+    /// Throughput over the other's throughput (above 1 is faster).
+    pub throughput: Spread,
+}
+
+/// `a` over `b` in every cell both ran.
+pub fn cell_ratios(plugin: &[CellResult], a: Role, b: Role) -> Vec<CellRatio> {
+    plugin
+        .iter()
+        .filter(|c| c.target == a)
+        .filter_map(|ca| {
+            let cb = cell(plugin, b, ca.workload.op, ca.workload.payload_bytes, ca.concurrency)?;
+            Some(CellRatio {
+                workload: ca.workload,
+                concurrency: ca.concurrency,
+                p50: Spread::of(&ca.round_p50_us, &cb.round_p50_us)?,
+                throughput: Spread::of(&ca.round_throughputs, &cb.round_throughputs)?,
+            })
+        })
+        .collect()
 }
 
 fn geomean(values: &[f64]) -> Option<f64> {
@@ -70,6 +127,9 @@ fn geomean(values: &[f64]) -> Option<f64> {
 /// - `plugin_throughput_over_go_plugin`: the geometric mean over Encrypt and Decrypt at 32 B and
 ///   1 KiB with 64 callers (the goal's figure, ≥ 2); `plugin_encrypt_throughput_over_go_plugin`
 ///   is Encrypt 32 B alone; the same against the bare tonic echo, and the Go peer against it;
+/// - `plugin_encrypt_1k_x{1,16,64}_{p50,throughput}_over_bare_tonic`: Encrypt 1 KiB at 1, 16 and
+///   64 callers, the figures an independent client measures (the goal: throughput ≥ 0.95);
+///   every other cell is in [`Report::plugin_over_bare_tonic`];
 /// - `apiserver_<provider>_{creates,reads}_over_identity`, e.g. `apiserver_v2_creates_over_identity`.
 ///
 /// A ratio whose parts were not measured (no Go peer, no apiserver) is left out.
@@ -105,6 +165,13 @@ pub fn ratios(plugin: &[CellResult], apiserver: &[ProviderResult]) -> BTreeMap<S
     put("plugin_encrypt_throughput_over_go_plugin", thr(Plugin, GoPeer, Op::Encrypt, 32));
     put("plugin_throughput_over_bare_tonic", thr_all(Plugin, BareTonic));
     put("go_plugin_throughput_over_bare_tonic", thr_all(GoPeer, BareTonic));
+    for callers in [1, 16, 64] {
+        let pair = || Some((cell(plugin, Plugin, Op::Encrypt, 1024, callers)?, cell(plugin, BareTonic, Op::Encrypt, 1024, callers)?));
+        let p50 = pair().and_then(|(a, b)| paired(&a.round_p50_us, &b.round_p50_us));
+        let throughput = pair().and_then(|(a, b)| paired(&a.round_throughputs, &b.round_throughputs));
+        put(&format!("plugin_encrypt_1k_x{callers}_p50_over_bare_tonic"), p50);
+        put(&format!("plugin_encrypt_1k_x{callers}_throughput_over_bare_tonic"), throughput);
+    }
     if let Some(identity) = apiserver.iter().find(|p| p.provider == "identity") {
         for provider in apiserver.iter().filter(|p| p.provider != "identity") {
             let name = short(&provider.provider);
@@ -171,6 +238,27 @@ pub fn table(report: &Report) -> String {
         }
         let _ = writeln!(out);
     }
+    if !report.plugin_over_bare_tonic.is_empty() {
+        let _ = writeln!(out, "kms-plugin over bare-tonic-echo per cell: median of per-round ratios [lowest, highest round]");
+        let header = format!("{:<8} {:>6} {:>7} | {:>26} | {:>26}", "call", "bytes", "callers", "p50 latency", "throughput");
+        let _ = writeln!(out, "{header}");
+        let _ = writeln!(out, "{}", "-".repeat(header.chars().count()));
+        let mut rows = report.plugin_over_bare_tonic.clone();
+        rows.sort_by_key(|r| (r.workload, r.concurrency));
+        for r in rows {
+            let spread = |s: Spread| format!("{:.3} [{:.3}, {:.3}]", s.median, s.min, s.max);
+            let _ = writeln!(
+                out,
+                "{:<8} {:>6} {:>7} | {:>26} | {:>26}",
+                r.workload.op.name(),
+                r.workload.payload_bytes,
+                r.concurrency,
+                spread(r.p50),
+                spread(r.throughput)
+            );
+        }
+        let _ = writeln!(out);
+    }
     let _ = writeln!(out, "Ratios (same run)");
     for (key, value) in &report.ratios {
         let _ = writeln!(out, "  {key:<48} {value:>8.3}");
@@ -194,6 +282,8 @@ mod tests {
             summary: Summary { calls: 10, p50_us, p99_us: p50_us * 2.0, mean_us: p50_us, throughput_per_s },
             round_throughputs: vec![throughput_per_s, throughput_per_s * 2.0, throughput_per_s],
             round_p50_us: vec![p50_us, p50_us, p50_us * 10.0],
+            server_cpu_us_per_call: None,
+            client_cpu_us_per_call: None,
         }
     }
 
@@ -230,7 +320,12 @@ mod tests {
         assert_eq!(ratios["apiserver_v2_creates_over_identity"], 0.5);
         assert_eq!(ratios["apiserver_v1_cache10_reads_over_identity"], 1.0);
         assert!(!ratios.contains_key("plugin_decrypt_p50_over_bare_tonic_p50"));
+        assert!(!ratios.contains_key("plugin_encrypt_1k_x1_p50_over_bare_tonic"), "no 1 KiB cells were measured");
         let report = Report::new(true, plugin, apiserver, vec![]);
+        let [only] = report.plugin_over_bare_tonic.as_slice() else { panic!("one cell ran on both: {:?}", report.plugin_over_bare_tonic) };
+        assert_eq!((only.workload.op, only.concurrency), (Op::Encrypt, 1));
+        assert_eq!(only.p50, Spread { median: 1.2, min: 1.2, max: 1.2 });
+        assert_eq!(only.throughput, Spread { median: 1.0, min: 1.0, max: 1.0 });
         let text = table(&report);
         assert!(text.contains("kms-plugin p50/p99/thr") && text.contains("kms-v1-cache10"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&report.to_json().unwrap()).unwrap();

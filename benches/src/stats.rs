@@ -43,6 +43,34 @@ pub fn summarize(samples: &mut [u64], measured: Duration) -> Summary {
     }
 }
 
+/// CPU time (user + system, all threads) a process has used so far: `/proc/PID/stat` for another
+/// process, `getrusage` for this one. `None` when it cannot be read (the process is gone).
+pub fn cpu_time(pid: Option<u32>) -> Option<Duration> {
+    match pid {
+        Some(pid) => {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut fields = rest.split_whitespace().skip(11);
+            let ticks: u64 = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+            // SAFETY: sysconf only reads a constant.
+            let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok().filter(|t| *t > 0)?;
+            Some(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+        }
+        None => {
+            let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+            // SAFETY: getrusage fills the struct it is given.
+            if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+                return None;
+            }
+            // SAFETY: initialised by the successful call above.
+            let usage = unsafe { usage.assume_init() };
+            let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+            Some(Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime)))
+        }
+    }
+}
+
 /// The median of some values (0 when there are none).
 pub fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
@@ -82,6 +110,18 @@ mod tests {
         assert_eq!(summary.p99_us, 4.0);
         assert_eq!(summary.mean_us, 2.5);
         assert_eq!(summary.throughput_per_s, 2.0);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_and_a_child_grows_with_work() {
+        let before = cpu_time(None).expect("getrusage works");
+        let mut x = 0u64;
+        for i in 0..50_000_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+        assert!(cpu_time(None).expect("getrusage works") > before, "{x}");
+        assert!(cpu_time(Some(std::process::id())).is_some(), "this process's /proc/PID/stat parses");
+        assert_eq!(cpu_time(Some(u32::MAX)), None);
     }
 
     #[test]

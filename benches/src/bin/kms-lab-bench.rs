@@ -3,10 +3,12 @@
 //! JSON summary when asked.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use kms_lab_benches::apiserver::{self, ApiserverOptions};
 use kms_lab_benches::compare::{self, ComparisonOptions};
+use kms_lab_benches::load::{Op, Workload};
 use kms_lab_benches::report::{self, Report};
 use kms_lab_benches::targets::{self, SOCKET_PLACEHOLDER, TargetSpec};
 use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
@@ -33,12 +35,37 @@ struct Args {
     /// Skip the plugin comparison.
     #[arg(long)]
     no_plugin: bool,
+    /// Plugin comparison: only these numbers of concurrent callers (comma-separated; default 1,16,64).
+    #[arg(long, value_name = "N,N,...", value_delimiter = ',')]
+    callers: Vec<usize>,
+    /// Plugin comparison: only these call shapes, `OP:BYTES` (e.g. `encrypt:1024`; default Encrypt
+    /// and Decrypt at 32 and 1024).
+    #[arg(long, value_name = "OP:BYTES", value_delimiter = ',', value_parser = parse_workload)]
+    workload: Vec<Workload>,
+    /// Plugin comparison: how long one target runs one cell in one round (e.g. `2s`, `300ms`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    segment: Option<Duration>,
+    /// Plugin comparison: the number of interleaved rounds.
+    #[arg(long, value_name = "N")]
+    rounds: Option<usize>,
     /// Skip the apiserver-level bench (it needs kube-apiserver and etcd, provisioned into ~/.cache/kms-lab).
     #[arg(long)]
     no_apiserver: bool,
     /// Where the stack's run directory goes (kept only if the apiserver bench fails).
     #[arg(long, value_name = "DIR", default_value = "target/kms-lab/bench-runs")]
     run_root: PathBuf,
+}
+
+/// `encrypt:1024` → Encrypt with 1 KiB of plaintext.
+fn parse_workload(text: &str) -> Result<Workload, String> {
+    let (op, bytes) = text.split_once(':').ok_or_else(|| format!("`{text}`: give OP:BYTES, e.g. encrypt:1024"))?;
+    let op = match op {
+        "encrypt" => Op::Encrypt,
+        "decrypt" => Op::Decrypt,
+        other => return Err(format!("unknown call `{other}`: the choices are encrypt, decrypt")),
+    };
+    let payload_bytes = bytes.parse().map_err(|_| format!("`{bytes}` is not a number of bytes (in `{text}`)"))?;
+    Ok(Workload { op, payload_bytes })
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,7 +101,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             None => notes.push("the Go peer was left out (--no-go-plugin): its ratios are missing".to_owned()),
         }
-        let options = ComparisonOptions::standard(specs, args.quick);
+        let mut options = ComparisonOptions::standard(specs, args.quick);
+        if !args.callers.is_empty() {
+            options.concurrencies = args.callers.clone();
+        }
+        if !args.workload.is_empty() {
+            options.workloads = args.workload.clone();
+        }
+        options.segment = args.segment.unwrap_or(options.segment);
+        options.rounds = args.rounds.unwrap_or(options.rounds);
         eprintln!("==> plugin comparison: {} targets, interleaved rounds", options.targets.len());
         compare::run(&options).await?
     };
