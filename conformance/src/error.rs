@@ -43,7 +43,7 @@ pub enum ConformanceError {
         problem: String,
     },
     /// Ctrl-C: what finished was printed and the partial reports written.
-    #[error("interrupted: {finished} of {selected} check(s) finished; partial reports written")]
+    #[error("interrupted: {finished} of {selected} check(s) finished (printed above, and in the --report files)")]
     Interrupted {
         /// Checks that finished.
         finished: usize,
