@@ -11,9 +11,7 @@ pub fn listen(error: &std::io::Error, addr: &std::net::SocketAddr) -> &'static s
         ErrorKind::AddrNotAvailable => {
             "this machine has no such address: listen on one of its own, e.g. 127.0.0.1:PORT (this machine only) or 0.0.0.0:PORT (all interfaces)"
         }
-        ErrorKind::PermissionDenied if addr.port() < 1024 => {
-            "ports below 1024 need root or CAP_NET_BIND_SERVICE: pick a port from 1024 up"
-        }
+        ErrorKind::PermissionDenied if addr.port() < 1024 => "ports below 1024 need root or CAP_NET_BIND_SERVICE: pick a port from 1024 up",
         ErrorKind::PermissionDenied => "this user may not listen there: pick another address or port",
         _ => "check the address and port",
     }

@@ -97,10 +97,7 @@ mod tests {
     fn the_table_and_the_help_agree() {
         for exit in [Exit::Success, Exit::Failed, Exit::Usage, Exit::Interrupted] {
             let code = exit.code().to_string();
-            assert!(
-                EXIT_HELP.lines().any(|line| line.trim_start().starts_with(&format!("{code} "))),
-                "{code} is not in EXIT_HELP"
-            );
+            assert!(EXIT_HELP.lines().any(|line| line.trim_start().starts_with(&format!("{code} "))), "{code} is not in EXIT_HELP");
         }
     }
 }

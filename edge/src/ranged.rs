@@ -32,11 +32,7 @@ pub fn duration(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duratio
 /// Checks an already parsed duration against `min..=max`; the error names the range.
 pub fn check_duration(value: Duration, min: Duration, max: Duration) -> Result<Duration, String> {
     if value < min || value > max {
-        return Err(format!(
-            "expected a duration from {} to {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        ));
+        return Err(format!("expected a duration from {} to {}", humantime::format_duration(min), humantime::format_duration(max)));
     }
     Ok(value)
 }

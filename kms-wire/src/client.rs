@@ -107,9 +107,7 @@ pub fn socket_hint(address: &SocketAddress, error: &std::io::Error) -> &'static 
             "this user may not connect to it: run as the plugin's user (the socket is 0600), or with sudo"
         }
         _ if error.kind() == ErrorKind::NotFound => "no such socket: is the plugin running, and is this its --socket path?",
-        _ if error.kind() == ErrorKind::ConnectionRefused => {
-            "nobody listens on it: the plugin is not running (a stale socket file)"
-        }
+        _ if error.kind() == ErrorKind::ConnectionRefused => "nobody listens on it: the plugin is not running (a stale socket file)",
         _ => "check the path and that the plugin is running",
     }
 }

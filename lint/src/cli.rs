@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use kms_lab_edge::Exit;
 use crate::{ApiserverFlags, LintContext, LintError, lint_files, parse_go_duration};
+use kms_lab_edge::Exit;
 
 /// Output format of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kms_plugin::Plugin;
 use kms_lab_edge::{Exit, fail};
+use kms_plugin::Plugin;
 use kms_plugin::cli::{Args, Command};
 use kms_plugin::exit;
 use tokio::signal::unix::{SignalKind, signal};
