@@ -106,7 +106,12 @@ impl Report {
     /// The exit code (the one table, `kms_lab_edge::Exit`): 1 with errors, or with warnings and
     /// `strict` (the check failed); else 0. An input that cannot be used is 2 ([`crate::cli::run`]).
     pub fn exit_code(&self, strict: bool) -> kms_lab_edge::Exit {
-        kms_lab_edge::Exit::passed(!matches!(self.worst(), Some(Severity::Error)) && !(strict && self.worst() == Some(Severity::Warning)))
+        let failed = match self.worst() {
+            Some(Severity::Error) => true,
+            Some(Severity::Warning) => strict,
+            _ => false,
+        };
+        kms_lab_edge::Exit::passed(!failed)
     }
 
     /// Whether a finding with this id was reported.
