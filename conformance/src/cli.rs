@@ -1,9 +1,22 @@
 //! The `kms-lab conformance` command line, shared by `kms-lab` and `cargo xtask conformance`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::{Api, ConformanceError, Options, Report, render_junit, render_text};
+use std::future::Future;
+use std::io::Write;
+use std::time::Instant;
+
+use kms_lab_edge::ranged;
+
+use crate::{Api, CheckReport, ConformanceError, Options, Report, render_check, render_header, render_junit, render_summary};
+
+/// The shortest `--timeout`: below it no plugin answers, and every check would fail.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(10);
+/// The longest `--timeout` (a hanging plugin takes this long per check).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// The most `--concurrency` callers (each holds its own buffers: a million took 4 GB).
+pub const MAX_CONCURRENCY: usize = 1024;
 
 /// `kms-lab conformance`: check a KMS plugin's socket against what kube-apiserver expects.
 #[derive(Debug, Clone, clap::Args)]
@@ -17,8 +30,8 @@ pub struct ConformanceArgs {
     /// Also write the report: `junit=FILE` or `json=FILE` (repeatable).
     #[arg(long, value_name = "junit=FILE|json=FILE", value_parser = ReportTarget::parse)]
     pub report: Vec<ReportTarget>,
-    /// Deadline of every call to the plugin (kube-apiserver's default is 3s).
-    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    /// Deadline of every call to the plugin (kube-apiserver's default is 3s), from 10ms to 10m.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = ranged::duration(MIN_TIMEOUT, MAX_TIMEOUT))]
     pub timeout: Duration,
     /// Run only these check ids.
     #[arg(long, value_name = "ID", num_args = 1..)]
@@ -30,11 +43,11 @@ pub struct ConformanceArgs {
     /// without it the rotation checks are skipped.
     #[arg(long, value_name = "CMD")]
     pub rotate_command: Option<String>,
-    /// How long Status may take to report the new key id after the rotate command.
-    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    /// How long Status may take to report the new key id after the rotate command (1s to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = ranged::duration(Duration::from_secs(1), Duration::from_secs(3600)))]
     pub rotate_wait: Duration,
-    /// Concurrent callers in the load check.
-    #[arg(long, value_name = "N", default_value_t = 16)]
+    /// Concurrent callers in the load check, 1 to 1024.
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = ranged::number(1usize, MAX_CONCURRENCY))]
     pub concurrency: usize,
     /// Warnings fail the run too (exit 1 on any WARN, as on any FAIL).
     #[arg(long)]
@@ -63,6 +76,40 @@ impl ReportTarget {
         }
     }
 
+    /// The file this target writes.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Junit(path) | Self::Json(path) => path,
+        }
+    }
+
+    /// Checks, before the run, that the report can be written there (an existing directory, not a
+    /// directory itself, writable), so a long run is not wasted on a typo in the path.
+    pub fn check_writable(&self) -> Result<(), ConformanceError> {
+        let path = self.path();
+        let problem = |problem: String| ConformanceError::ReportPath { path: path.to_owned(), problem };
+        if path.is_dir() {
+            return Err(problem("it is a directory: give a file name inside it".into()));
+        }
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        if !parent.is_dir() {
+            return Err(problem(format!("the directory `{}` does not exist: create it first, or write elsewhere", parent.display())));
+        }
+        let existed = path.exists();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|error| problem(format!("cannot write there: {error}")))?;
+        if !existed {
+            let _ = std::fs::remove_file(path);
+        }
+        Ok(())
+    }
+
     /// Writes `report` in this format.
     pub fn write(&self, report: &Report) -> Result<(), ConformanceError> {
         let (path, text) = match self {
@@ -89,10 +136,24 @@ impl ConformanceArgs {
     }
 }
 
-/// Runs the command: prints the text report to stdout, writes `--report` files, returns the
-/// report (the caller exits 0 iff [`Report::passed`]). With `--list`, prints the catalogue and
-/// returns `None`.
+/// Runs the command until Ctrl-C; see [`run_cli_until`].
 pub async fn run_cli(args: &ConformanceArgs) -> Result<Option<Report>, ConformanceError> {
+    run_cli_until(args, async {
+        // Without a handler Ctrl-C is the default (the process dies): wait forever then.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    })
+    .await
+}
+
+/// Runs the command: prints each check to stdout as it finishes, then the verdict, and writes
+/// the `--report` files (their paths are checked first); returns the report (the caller exits 0
+/// iff [`Report::passed`]). With `--list`, prints the catalogue and returns `None`. When
+/// `interrupt` resolves first, the run stops (a running rotate command is killed), the
+/// finished checks are kept, partial reports written, and [`ConformanceError::Interrupted`]
+/// returned.
+pub async fn run_cli_until(args: &ConformanceArgs, interrupt: impl Future<Output = ()>) -> Result<Option<Report>, ConformanceError> {
     if args.list {
         for check in crate::catalogue().iter().filter(|c| c.api == args.api) {
             println!(
@@ -107,8 +168,50 @@ pub async fn run_cli(args: &ConformanceArgs) -> Result<Option<Report>, Conforman
         }
         return Ok(None);
     }
-    let report = crate::run(&args.options()).await?;
-    print!("{}", render_text(&report));
+    for target in &args.report {
+        target.check_writable()?;
+    }
+    let options = args.options();
+    let selected = crate::checks::select(options.api, &options.only, &options.skip)?;
+    let width = selected.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    let started = Instant::now();
+    let mut finished: Vec<CheckReport> = Vec::new();
+    let result = {
+        let run = crate::run_streamed(&options, |check| {
+            let mut out = std::io::stdout().lock();
+            if finished.is_empty() {
+                let _ = out.write_all(render_header(&options.endpoint, options.api, selected.len()).as_bytes());
+            }
+            let _ = out.write_all(render_check(check, width).as_bytes());
+            let _ = out.flush();
+            finished.push(check.clone());
+        });
+        tokio::select! {
+            result = run => Some(result),
+            () = interrupt => None,
+        }
+    };
+    let report = match result {
+        Some(result) => result?,
+        None => {
+            let report = Report {
+                endpoint: options.endpoint.clone(),
+                api: options.api,
+                duration_ms: started.elapsed().as_millis(),
+                strict: options.strict,
+                interrupted: true,
+                checks: finished,
+            };
+            println!("interrupted");
+            print!("{}", render_summary(&report));
+            for target in &args.report {
+                target.write(&report)?;
+                println!("partial report written to {}", target.path().display());
+            }
+            return Err(ConformanceError::Interrupted { finished: report.checks.len(), selected: selected.len() });
+        }
+    };
+    print!("{}", render_summary(&report));
     for target in &args.report {
         target.write(&report)?;
     }

@@ -28,9 +28,9 @@ mod render;
 mod report;
 
 pub use checks::{CheckInfo, catalogue};
-pub use cli::{ConformanceArgs, ReportTarget, run_cli};
+pub use cli::{ConformanceArgs, ReportTarget, run_cli, run_cli_until};
 pub use error::ConformanceError;
-pub use render::{render_junit, render_text};
+pub use render::{render_check, render_header, render_junit, render_summary, render_text};
 pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Level, Percentiles, Report};
 
 use std::time::{Duration, Instant};
@@ -105,23 +105,60 @@ impl Options {
 }
 
 /// Runs the suite against `options.endpoint` and returns the report; `Err` only when the suite
-/// cannot run at all (bad ids, no plugin on the socket). Check failures are in the report.
+/// cannot run at all (bad ids, no plugin on the socket, the plugin does not serve the API).
+/// Check failures are in the report.
 pub async fn run(options: &Options) -> Result<Report, ConformanceError> {
+    run_streamed(options, |_| {}).await
+}
+
+/// [`run`], calling `on_check` with each check's result as it finishes (a hanging plugin shows
+/// progress check by check instead of everything at the end).
+pub async fn run_streamed(options: &Options, mut on_check: impl FnMut(&CheckReport)) -> Result<Report, ConformanceError> {
     let selected = checks::select(options.api, &options.only, &options.skip)?;
     let client = kms_wire::PluginClient::connect(&options.endpoint, options.timeout).await?;
+    probe_api(&client, options.api).await?;
     let ctx = context::Ctx::new(client, options.clone());
     let started = Instant::now();
     let mut reports = Vec::with_capacity(selected.len());
     for info in selected {
         let check_started = Instant::now();
         let outcome = checks::run_one(&ctx, info).await;
-        reports.push(CheckReport::new(info, outcome, check_started.elapsed()));
+        let report = CheckReport::new(info, outcome, check_started.elapsed());
+        on_check(&report);
+        reports.push(report);
     }
     Ok(Report {
         endpoint: options.endpoint.clone(),
         api: options.api,
         duration_ms: started.elapsed().as_millis(),
         strict: options.strict,
+        interrupted: false,
         checks: reports,
     })
+}
+
+/// Whether the plugin serves `api` at all: its first call (Status for v2, Version for v1beta1)
+/// answers `Unimplemented` when it does not. Then the suite says so once, and which API the
+/// plugin does serve, instead of failing every check with `Unimplemented`.
+async fn probe_api(client: &kms_wire::PluginClient, api: Api) -> Result<(), ConformanceError> {
+    use kms_wire::proto::{KMS_V1BETA1_API_VERSION, v1beta1, v2};
+    async fn serves(client: &kms_wire::PluginClient, api: Api) -> bool {
+        let answer = match api {
+            Api::V2 => client.v2().status(v2::StatusRequest {}).await.map(drop),
+            Api::V1beta1 => {
+                client.v1beta1().version(v1beta1::VersionRequest { version: KMS_V1BETA1_API_VERSION.to_owned() }).await.map(drop)
+            }
+        };
+        // Any other answer (an error code, a timeout) is for the checks to judge.
+        !matches!(answer, Err(status) if status.code() == tonic::Code::Unimplemented)
+    }
+    if serves(client, api).await {
+        return Ok(());
+    }
+    let other = match api {
+        Api::V2 => Api::V1beta1,
+        Api::V1beta1 => Api::V2,
+    };
+    let serves_other = serves(client, other).await;
+    Err(ConformanceError::ApiNotServed { endpoint: client.address().to_string(), api, other: serves_other.then_some(other) })
 }

@@ -2,52 +2,73 @@
 
 use std::fmt::Write;
 
-use crate::report::{CheckOutcome, Report};
+use crate::report::{CheckOutcome, CheckReport, Report};
 
 /// The report as the terminal shows it: one line per check; for a failure what was sent, what
 /// came back, the problem, the rule and its upstream reference.
 pub fn render_text(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "kms-lab conformance: {} (KMS {}), {} checks", report.endpoint, report.api, report.checks.len());
     let width = report.checks.iter().map(|c| c.id.len()).max().unwrap_or(0);
+    let mut out = render_header(&report.endpoint, report.api, report.checks.len());
     for check in &report.checks {
-        let tag = match check.outcome {
-            CheckOutcome::Pass => "PASS",
-            CheckOutcome::Fail(_) => "FAIL",
-            CheckOutcome::Warn(_) => "WARN",
-            CheckOutcome::Skip { .. } => "SKIP",
-        };
-        let _ = writeln!(out, "  {tag} {:width$}  {}", check.id, check.rule);
-        match &check.outcome {
-            CheckOutcome::Pass => {}
-            CheckOutcome::Fail(finding) | CheckOutcome::Warn(finding) => {
-                let _ = writeln!(out, "       sent:     {}", finding.sent);
-                let _ = writeln!(out, "       received: {}", finding.received);
-                let _ = writeln!(out, "       problem:  {}", finding.problem);
-                let label = if check.level == crate::Level::Fail { "why:     " } else { "advice:  " };
-                let _ = writeln!(out, "       {label} {}", check.level_reason);
-                let _ = writeln!(out, "       upstream: {}", check.reference);
-            }
-            CheckOutcome::Skip { reason } => {
-                let _ = writeln!(out, "       skipped:  {reason}");
-            }
+        out.push_str(&render_check(check, width));
+    }
+    out.push_str(&render_summary(report));
+    out
+}
+
+/// The first line of the text report.
+pub fn render_header(endpoint: &str, api: crate::Api, checks: usize) -> String {
+    format!("kms-lab conformance: {endpoint} (KMS {api}), {checks} checks\n")
+}
+
+/// One check of the text report (its line, and what was found), ids padded to `width`.
+pub fn render_check(check: &CheckReport, width: usize) -> String {
+    let mut out = String::new();
+    let tag = match check.outcome {
+        CheckOutcome::Pass => "PASS",
+        CheckOutcome::Fail(_) => "FAIL",
+        CheckOutcome::Warn(_) => "WARN",
+        CheckOutcome::Skip { .. } => "SKIP",
+    };
+    let _ = writeln!(out, "  {tag} {:width$}  {}", check.id, check.rule);
+    match &check.outcome {
+        CheckOutcome::Pass => {}
+        CheckOutcome::Fail(finding) | CheckOutcome::Warn(finding) => {
+            let _ = writeln!(out, "       sent:     {}", finding.sent);
+            let _ = writeln!(out, "       received: {}", finding.received);
+            let _ = writeln!(out, "       problem:  {}", finding.problem);
+            let label = if check.level == crate::Level::Fail { "why:     " } else { "advice:  " };
+            let _ = writeln!(out, "       {label} {}", check.level_reason);
+            let _ = writeln!(out, "       upstream: {}", check.reference);
         }
-        if !matches!(check.outcome, CheckOutcome::Skip { .. }) && check.latency.is_some() {
-            for note in &check.notes {
-                let _ = writeln!(out, "       {note}");
-            }
+        CheckOutcome::Skip { reason } => {
+            let _ = writeln!(out, "       skipped:  {reason}");
         }
     }
+    if !matches!(check.outcome, CheckOutcome::Skip { .. }) && check.latency.is_some() {
+        for note in &check.notes {
+            let _ = writeln!(out, "       {note}");
+        }
+    }
+    out
+}
+
+/// The verdict line of the text report.
+pub fn render_summary(report: &Report) -> String {
     let (passed, failed, skipped) = report.counts();
     let warned = report.warned_ids().len();
-    let verdict = if report.passed() { "PASS" } else { "FAIL" };
+    let verdict = if report.interrupted {
+        "INTERRUPTED"
+    } else if report.passed() {
+        "PASS"
+    } else {
+        "FAIL"
+    };
     let strict = if report.strict { " (--strict: warnings fail)" } else { "" };
-    let _ = writeln!(
-        out,
-        "{verdict}: {passed} passed, {failed} failed, {warned} warnings, {skipped} skipped in {:.1} s{strict}",
+    format!(
+        "{verdict}: {passed} passed, {failed} failed, {warned} warnings, {skipped} skipped in {:.1} s{strict}\n",
         report.duration_ms as f64 / 1000.0
-    );
-    out
+    )
 }
 
 fn xml_escape(text: &str) -> String {
@@ -76,8 +97,9 @@ pub fn render_junit(report: &Report) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuite name=\"kms-lab conformance ({})\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" warnings=\"{warned}\" time=\"{:.3}\">",
+        "<testsuite name=\"kms-lab conformance ({}{})\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" warnings=\"{warned}\" time=\"{:.3}\">",
         report.api,
+        if report.interrupted { ", interrupted: partial" } else { "" },
         report.checks.len(),
         report.duration_ms as f64 / 1000.0
     );

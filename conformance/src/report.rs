@@ -184,6 +184,8 @@ pub struct Report {
     pub duration_ms: u128,
     /// `--strict`: warnings fail the run too.
     pub strict: bool,
+    /// The run was interrupted (Ctrl-C): [`Self::checks`] holds only the checks that finished.
+    pub interrupted: bool,
     /// Every selected check, in run order.
     pub checks: Vec<CheckReport>,
 }

@@ -7,7 +7,8 @@ use crate::defect::{Defect, Defects};
 #[command(
     name = "kms-faulty-plugin",
     version,
-    about = "kms-lab's reference KMS plugin with switchable defects, for conformance mutation tests and scenarios"
+    about = "kms-lab's reference KMS plugin with switchable defects, for conformance mutation tests and scenarios",
+    after_help = kms_lab_edge::EXIT_HELP
 )]
 pub struct FaultyArgs {
     /// The reference plugin's flags.

@@ -5,46 +5,32 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kms_faulty_plugin::cli::FaultyArgs;
+use kms_lab_edge::{Exit, fail};
 use kms_plugin::Plugin;
 use kms_plugin::cli::Command;
+use kms_plugin::exit;
 use tokio::signal::unix::{SignalKind, signal};
-
-/// Exit code for a configuration the plugin cannot use.
-const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     let args = FaultyArgs::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_PLUGIN_LOG").unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    kms_lab_edge::init_logging("KMS_PLUGIN_LOG", args.plugin.log_format);
     if let Some(Command::RotateKek { kek_file }) = &args.plugin.command {
         return match kms_plugin::kek::append_random_key(kek_file) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::FAILURE
-            }
+            Ok(()) => Exit::Success.into(),
+            Err(error) => fail(&error, exit::for_kek(&error)),
         };
     }
     let config = match args.plugin.resolve() {
         Ok(config) => config,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(error) => return fail(&error, Exit::Usage),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return fail(&format!("cannot start the async runtime: {error}"), Exit::Failed),
     };
     match runtime.block_on(run(config, args.defects())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
+        Ok(()) => Exit::Success.into(),
+        Err(error) => fail(&error, exit::for_error(&error)),
     }
 }
 

@@ -89,17 +89,6 @@ pub enum DecodeCommandError {
     /// The value did not open.
     #[error("the value did not open: {0}")]
     Open(#[from] DecodeError),
-    /// The plugin socket cannot be connected to; the OS's reason and a hint that fits it.
-    #[error("cannot connect to the plugin at `{path}`: {source} ({hint})")]
-    Socket {
-        /// The socket path.
-        path: PathBuf,
-        /// What connecting said.
-        #[source]
-        source: std::io::Error,
-        /// What to do.
-        hint: &'static str,
-    },
     /// The input holds nothing.
     #[error(
         "the input is empty (0 bytes): did etcdctl find the key? (`etcdctl get KEY --print-value-only` prints nothing for a missing key)"
@@ -123,18 +112,6 @@ pub const ETCD_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
 /// The most characters of an opened object `decode` prints; the rest is counted, not shown.
 pub const MAX_PLAINTEXT_CHARS: usize = 64 * 1024;
-
-impl DecodeCommandError {
-    /// The exit code for this error (see [`crate::exit`]): 2 when the command line or its input
-    /// file cannot be used, 1 when the value was read and is not what it should be.
-    pub fn exit(&self) -> crate::exit::Exit {
-        use crate::exit::Exit;
-        match self {
-            Self::Read { .. } | Self::Encoding(_) | Self::BadKey(_) | Self::NeedEtcdKey | Self::Socket { .. } => Exit::Usage,
-            _ => Exit::Failed,
-        }
-    }
-}
 
 /// What `decode` found, as printed.
 #[derive(Debug, Serialize)]
@@ -206,28 +183,6 @@ fn parse_keys(keys: &[String]) -> Result<Vec<StaticKey>, DecodeCommandError> {
         .collect()
 }
 
-/// Connects once to a `unix://` path endpoint so a failure shows the OS's reason (the gRPC
-/// client only says "transport error") with a hint that fits it.
-fn probe_socket(endpoint: &str) -> Result<(), DecodeCommandError> {
-    use std::io::ErrorKind;
-    let path = PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint));
-    if path.as_os_str().is_empty() || path.starts_with("/@") || endpoint.contains("://") && !endpoint.starts_with("unix://") {
-        return Ok(()); // abstract sockets and bad schemes: the client's own errors say it
-    }
-    let Err(source) = std::os::unix::net::UnixStream::connect(&path) else { return Ok(()) };
-    let hint = match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_dir() => "it is a directory: give the plugin's socket file inside it",
-        Ok(meta) if meta.is_file() => "it is a regular file, not a socket: is this the plugin's --socket path?",
-        _ if source.kind() == ErrorKind::PermissionDenied => {
-            "this user may not connect to it: run as the plugin's user (the socket is 0600), or with sudo"
-        }
-        _ if source.kind() == ErrorKind::NotFound => "no such socket: is the plugin running, and is this its --socket path?",
-        _ if source.kind() == ErrorKind::ConnectionRefused => "nobody listens on it: the plugin is not running (a stale socket file)",
-        _ => "check the path and that the plugin is running",
-    };
-    Err(DecodeCommandError::Socket { path, source, hint })
-}
-
 /// Shows a `--key` argument without its secret.
 fn redact(spec: &str) -> String {
     match spec.split_once('=') {
@@ -279,10 +234,7 @@ pub async fn run(args: &DecodeArgs) -> Result<Report, DecodeCommandError> {
     let mut report = describe(&envelope);
     let keys = KeyRing {
         plugin: match &args.plugin {
-            Some(endpoint) => {
-                probe_socket(endpoint)?;
-                Some(PluginClient::connect(endpoint, args.timeout).await?)
-            }
+            Some(endpoint) => Some(PluginClient::connect(endpoint, args.timeout).await?),
             None => None,
         },
         static_keys: parse_keys(&args.keys)?,

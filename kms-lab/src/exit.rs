@@ -1,62 +1,70 @@
-//! One exit-code table for every `kms-lab` command (and the plugin binaries follow it):
-//! the codes are mapped here and nowhere else, and [`HELP`] is what `--help` prints.
+//! The one exit-code table ([`Exit`], in `kms_lab_edge` so `kms-plugin`, `mock-kms` and
+//! `kms-faulty-plugin` use the same codes) and the one place `kms-lab` maps each command's
+//! errors to it: 2 when the command line or an input cannot be used (nothing ran), 1 when what
+//! ran failed, 130 when interrupted.
 
-use std::process::ExitCode;
+pub use kms_lab_edge::{EXIT_HELP as HELP, Exit};
 
-/// How a `kms-lab` command ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// 0: it ran and everything it checked passed.
-    Success,
-    /// 1: the thing checked failed (findings, failed checks or scenarios, a value that is not
-    /// what it should be).
-    Failed,
-    /// 2: usage or configuration error: a bad flag or an input that cannot be used; nothing ran.
-    Usage,
-    /// 130: interrupted (Ctrl-C or SIGTERM; 128 + SIGINT, as shells report it).
-    Interrupted,
+use kms_lab_conformance::ConformanceError;
+use kms_lab_scenarios::ScenariosError;
+use kms_lab_tune::TuneError;
+
+use crate::decode::DecodeCommandError;
+use crate::lab::LabError;
+
+/// `kms-lab conformance`: a plugin that cannot be reached or does not serve the API, bad ids
+/// and report paths are unusable input; Ctrl-C is 130.
+pub fn conformance(error: &ConformanceError) -> Exit {
+    match error {
+        ConformanceError::Interrupted { .. } => Exit::Interrupted,
+        ConformanceError::WriteReport { .. } => Exit::Failed,
+        _ => Exit::Usage,
+    }
 }
 
-impl Exit {
-    /// The numeric code.
-    pub fn code(self) -> u8 {
-        match self {
-            Self::Success => 0,
-            Self::Failed => 1,
-            Self::Usage => 2,
-            Self::Interrupted => 130,
+/// `kms-lab tune`: bad flags, profiles and calibration files are unusable input; a failed run 1.
+pub fn tune(error: &TuneError) -> Exit {
+    match error {
+        TuneError::Interrupted => Exit::Interrupted,
+        TuneError::Profile { .. } | TuneError::UnknownProfile { .. } | TuneError::Calibration { .. } | TuneError::Argument { .. } => {
+            Exit::Usage
         }
-    }
-
-    /// 0 or 1: passed or failed.
-    pub fn passed(passed: bool) -> Self {
-        if passed { Self::Success } else { Self::Failed }
+        _ => Exit::Failed,
     }
 }
 
-impl From<Exit> for ExitCode {
-    fn from(exit: Exit) -> Self {
-        ExitCode::from(exit.code())
+/// `kms-lab scenarios`: invalid files and provisioning are unusable input (nothing ran).
+pub fn scenarios(error: &ScenariosError) -> Exit {
+    match error {
+        ScenariosError::Interrupted => Exit::Interrupted,
+        _ => Exit::Usage,
     }
 }
 
-/// The exit-code table as `kms-lab --help` shows it (also in the README).
-pub const HELP: &str = "\
-Exit codes (every command):
-  0    success: everything checked passed
-  1    the thing checked failed (findings, failed checks or scenarios, a malformed value)
-  2    usage or configuration error (a bad flag or input; nothing ran)
-  130  interrupted (Ctrl-C / SIGTERM)";
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_table_and_the_help_agree() {
-        for exit in [Exit::Success, Exit::Failed, Exit::Usage, Exit::Interrupted] {
-            let code = exit.code().to_string();
-            assert!(HELP.lines().any(|line| line.trim_start().starts_with(&format!("{code} "))), "{code} is not in HELP");
-        }
+/// `kms-lab lab`: the demo failing is 1, Ctrl-C during the demo 130, set-up 2.
+pub fn lab(error: &LabError) -> Exit {
+    match error {
+        LabError::Interrupted => Exit::Interrupted,
+        LabError::Demo { .. } => Exit::Failed,
+        _ => Exit::Usage,
     }
+}
+
+/// `kms-lab decode`: the command line or its input file cannot be used (2), or the value was
+/// read and is not what it should be (1).
+pub fn decode(error: &DecodeCommandError) -> Exit {
+    match error {
+        DecodeCommandError::Read { .. }
+        | DecodeCommandError::Encoding(_)
+        | DecodeCommandError::BadKey(_)
+        | DecodeCommandError::NeedEtcdKey
+        | DecodeCommandError::Plugin(_) => Exit::Usage,
+        _ => Exit::Failed,
+    }
+}
+
+/// `kms-lab provision`: binaries that cannot be found or built are unusable input (2);
+/// `kms-lab clean`: the container runtime failed (1).
+pub fn provision() -> Exit {
+    Exit::Usage
 }

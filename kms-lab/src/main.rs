@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kms_lab::decode::{self, DecodeArgs, OutputFormat};
 use kms_lab::exit::{self, Exit};
+use kms_lab_edge::fail;
 
 /// kms-lab: a test harness and simulation lab for Kubernetes KMS plugins.
 #[derive(Debug, Parser)]
@@ -66,25 +67,13 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return Exit::Failed.into();
+            return fail(&format!("cannot start the async runtime: {error}"), Exit::Failed);
         }
     };
     match cli.command {
         Command::Lab(args) => match runtime.block_on(kms_lab::lab::run(&args)) {
             Ok(()) => Exit::Success.into(),
-            Err(error @ kms_lab::lab::LabError::Interrupted) => {
-                eprintln!("error: {error}");
-                Exit::Interrupted.into()
-            }
-            Err(error @ kms_lab::lab::LabError::Demo { .. }) => {
-                eprintln!("error: {error}");
-                Exit::Failed.into()
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                Exit::Usage.into()
-            }
+            Err(error) => fail(&error, exit::lab(&error)),
         },
         Command::Provision(args) => match runtime.block_on(kms_lab_scenarios::cli::provision_binaries(args.bin_dir, &args.k8s_version)) {
             Ok(binaries) => {
@@ -93,29 +82,16 @@ fn main() -> ExitCode {
                 }
                 Exit::Success.into()
             }
-            Err(error) => {
-                eprintln!("error: {error}");
-                Exit::Usage.into()
-            }
+            Err(error) => fail(&error, exit::provision()),
         },
         Command::Conformance(args) => match runtime.block_on(kms_lab_conformance::run_cli(&args)) {
             Ok(Some(report)) => Exit::passed(report.passed()).into(),
             Ok(None) => Exit::Success.into(),
-            Err(error) => {
-                eprintln!("error: {error}");
-                Exit::Usage.into()
-            }
+            Err(error) => fail(&error, exit::conformance(&error)),
         },
         Command::Scenarios(args) => match runtime.block_on(kms_lab_scenarios::cli::run(&args)) {
             Ok(passed) => Exit::passed(passed).into(),
-            Err(error @ kms_lab_scenarios::ScenariosError::Interrupted) => {
-                eprintln!("error: {error}");
-                Exit::Interrupted.into()
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                Exit::Usage.into()
-            }
+            Err(error) => fail(&error, exit::scenarios(&error)),
         },
         Command::Clean(args) => match runtime.block_on(kms_lab_stack::container::clean(args.all, args.images)) {
             Ok(report) => {
@@ -136,22 +112,12 @@ fn main() -> ExitCode {
                 );
                 Exit::Success.into()
             }
-            Err(error) => {
-                eprintln!("error: {error}");
-                Exit::Failed.into()
-            }
+            Err(error) => fail(&error, Exit::Failed),
         },
-        Command::Lint(args) => ExitCode::from(kms_lab_lint::cli::run(&args)),
+        Command::Lint(args) => kms_lab_lint::cli::run(&args).into(),
         Command::Tune(args) => match runtime.block_on(kms_lab_tune::cli::run(&args)) {
             Ok(_) => Exit::Success.into(),
-            Err(error @ kms_lab_tune::TuneError::Interrupted) => {
-                eprintln!("error: {error}");
-                Exit::Interrupted.into()
-            }
-            Err(error) => {
-                eprintln!("error: {error}");
-                Exit::Failed.into()
-            }
+            Err(error) => fail(&error, exit::tune(&error)),
         },
         Command::Decode(args) => match runtime.block_on(decode::run(&args)) {
             Ok(report) => {
@@ -161,10 +127,7 @@ fn main() -> ExitCode {
                 }
                 Exit::Success.into()
             }
-            Err(error) => {
-                eprintln!("error: {error}");
-                error.exit().into()
-            }
+            Err(error) => fail(&error, exit::decode(&error)),
         },
     }
 }

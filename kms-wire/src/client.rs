@@ -70,8 +70,18 @@ pub enum ClientError {
     /// The endpoint names a scheme other than `unix`.
     #[error("unsupported endpoint scheme `{0}`: a KMS plugin listens on a Unix socket, e.g. unix:///var/run/kms.sock")]
     Scheme(String),
-    /// Nothing accepted a connection on the socket.
-    #[error("cannot connect to the plugin at `{address}`: {source} (is the plugin running and listening there?)")]
+    /// The socket could not be opened: the OS's reason and the hint that fits it (missing, a
+    /// regular file, a directory, no permission, nobody listening).
+    #[error("cannot connect to the plugin at `{address}`: {source} ({hint})", hint = socket_hint(address, source))]
+    Socket {
+        /// The socket.
+        address: SocketAddress,
+        /// What connecting said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket accepted the connection but the gRPC channel could not be set up.
+    #[error("cannot open a gRPC channel to the plugin at `{address}`: {source} (is a KMS plugin serving gRPC there?)")]
     Connect {
         /// The socket.
         address: SocketAddress,
@@ -79,6 +89,27 @@ pub enum ClientError {
         #[source]
         source: tonic::transport::Error,
     },
+}
+
+/// What to do when connecting to `address` failed with `error`: the one place that tells a
+/// missing socket from a regular file, a directory, a socket this user may not open and one
+/// nobody listens on (every kms-lab command that dials a plugin shows this).
+pub fn socket_hint(address: &SocketAddress, error: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind;
+    let metadata = match address {
+        SocketAddress::Path(path) => std::fs::metadata(path).ok(),
+        SocketAddress::Abstract(_) => None,
+    };
+    match metadata {
+        Some(meta) if meta.is_dir() => "it is a directory: give the plugin's socket file inside it",
+        Some(meta) if meta.is_file() => "it is a regular file, not a socket: is this the plugin's --socket path?",
+        _ if error.kind() == ErrorKind::PermissionDenied => {
+            "this user may not connect to it: run as the plugin's user (the socket is 0600), or with sudo"
+        }
+        _ if error.kind() == ErrorKind::NotFound => "no such socket: is the plugin running, and is this its --socket path?",
+        _ if error.kind() == ErrorKind::ConnectionRefused => "nobody listens on it: the plugin is not running (a stale socket file)",
+        _ => "check the path and that the plugin is running",
+    }
 }
 
 /// A connection to one plugin socket, with typed clients for both APIs.
@@ -93,6 +124,9 @@ impl PluginClient {
     /// bounded by `call_timeout`.
     pub async fn connect(endpoint: &str, call_timeout: Duration) -> Result<Self, ClientError> {
         let address = SocketAddress::parse(endpoint)?;
+        // Open the socket once by hand: the gRPC connector would wrap the OS's reason into
+        // "transport error", and a user needs "permission denied" vs "no such file".
+        drop(address.connect().await.map_err(|source| ClientError::Socket { address: address.clone(), source })?);
         let connector_address = address.clone();
         // The URI is not dialled: the connector below opens the socket. `localhost` matches the
         // `:authority` kube-apiserver sends.
@@ -135,5 +169,26 @@ mod tests {
         assert_eq!(SocketAddress::parse("/tmp/kms.sock").unwrap(), SocketAddress::Path("/tmp/kms.sock".into()));
         assert!(matches!(SocketAddress::parse("tcp://127.0.0.1:1"), Err(ClientError::Scheme(s)) if s == "tcp"));
         assert!(matches!(SocketAddress::parse("unix://"), Err(ClientError::EmptyEndpoint)));
+    }
+
+    async fn connect_error(endpoint: &str) -> String {
+        PluginClient::connect(endpoint, Duration::from_secs(1)).await.unwrap_err().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_failed_connect_shows_the_os_error_and_the_hint_that_fits_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = connect_error(&format!("unix://{}/none.sock", dir.path().display())).await;
+        assert!(missing.contains("No such file or directory") && missing.contains("is the plugin running"), "{missing}");
+        let directory = connect_error(&format!("unix://{}", dir.path().display())).await;
+        assert!(directory.contains("it is a directory"), "{directory}");
+        let file = dir.path().join("plain");
+        std::fs::write(&file, "").unwrap();
+        let regular = connect_error(&format!("unix://{}", file.display())).await;
+        assert!(regular.contains("it is a regular file, not a socket"), "{regular}");
+        let stale = dir.path().join("stale.sock");
+        drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+        let refused = connect_error(&format!("unix://{}", stale.display())).await;
+        assert!(refused.contains("Connection refused") && refused.contains("nobody listens on it"), "{refused}");
     }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::report::EXIT_UNREADABLE;
 use crate::{ApiserverFlags, LintContext, LintError, lint_files, parse_go_duration};
+use kms_lab_edge::Exit;
 
 /// Output format of the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,8 +84,9 @@ fn parse_duration(text: &str) -> Result<Duration, LintError> {
     })
 }
 
-/// Runs the lint: prints the report to stdout (errors reading input to stderr) and returns the exit code.
-pub fn run(args: &LintArgs) -> u8 {
+/// Runs the lint: prints the report to stdout (errors reading input to stderr) and returns the
+/// exit code: 0 clean, 1 the config has findings that fail, 2 an input or flag cannot be used.
+pub fn run(args: &LintArgs) -> Exit {
     let report = args.context().and_then(|context| lint_files(&args.file, &args.against, &context));
     match report {
         Ok(report) => {
@@ -97,7 +98,7 @@ pub fn run(args: &LintArgs) -> u8 {
         }
         Err(error) => {
             eprintln!("error: {error}");
-            EXIT_UNREADABLE
+            Exit::Usage
         }
     }
 }

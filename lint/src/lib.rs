@@ -6,7 +6,7 @@
 //! use kms_lab_lint::{LintContext, lint_files};
 //! let report = lint_files(std::path::Path::new("encryption.yaml"), &[], &LintContext::default())?;
 //! print!("{}", report.render_text());
-//! std::process::exit(report.exit_code(false).into());
+//! std::process::exit(report.exit_code(false).code().into());
 //! # Ok::<(), kms_lab_lint::LintError>(())
 //! ```
 
@@ -25,7 +25,7 @@ pub use duration::parse_go_duration;
 pub use error::LintError;
 pub use flags::{ApiserverFlags, DEFAULT_REQUEST_TIMEOUT};
 pub use model::{RawConfig, parse as parse_config};
-pub use report::{EXIT_CLEAN, EXIT_ERRORS, EXIT_UNREADABLE, EXIT_WARNINGS, Finding, MAX_FINDINGS_PER_ID, Omitted, Report, Severity};
+pub use report::{Finding, MAX_FINDINGS_PER_ID, Omitted, Report, Severity};
 pub use rules::{DEFAULT_CACHESIZE, DEFAULT_KMS_TIMEOUT, LintContext};
 
 /// Every finding id the linter reports (each has a fixture under `lint/tests/fixtures/`).

@@ -72,16 +72,6 @@ pub struct Omitted {
     pub count: usize,
 }
 
-/// The exit code for a clean run (or one with only infos, or warnings without `--strict`).
-pub const EXIT_CLEAN: u8 = 0;
-/// The exit code for warnings under `--strict`: the check failed.
-pub const EXIT_WARNINGS: u8 = 1;
-/// The exit code when any finding is an error: the check failed.
-pub const EXIT_ERRORS: u8 = 1;
-/// The exit code when an input could not be used (unreadable, too large, empty, not the kind of
-/// file its flag takes) or a flag is malformed: a usage or configuration error.
-pub const EXIT_UNREADABLE: u8 = 2;
-
 impl Report {
     /// Puts the report in its final shape: most severe first, every quoted value clipped (see
     /// [`crate::input::clip_quoted`]), and at most [`MAX_FINDINGS_PER_ID`] findings of each id.
@@ -113,13 +103,15 @@ impl Report {
         self.findings.iter().map(|f| f.severity).chain(self.omitted.iter().map(|o| o.severity)).max()
     }
 
-    /// The process exit code: 1 with errors, or with warnings and `strict`; else 0.
-    pub fn exit_code(&self, strict: bool) -> u8 {
-        match self.worst() {
-            Some(Severity::Error) => EXIT_ERRORS,
-            Some(Severity::Warning) if strict => EXIT_WARNINGS,
-            _ => EXIT_CLEAN,
-        }
+    /// The exit code (the one table, `kms_lab_edge::Exit`): 1 with errors, or with warnings and
+    /// `strict` (the check failed); else 0. An input that cannot be used is 2 ([`crate::cli::run`]).
+    pub fn exit_code(&self, strict: bool) -> kms_lab_edge::Exit {
+        let failed = match self.worst() {
+            Some(Severity::Error) => true,
+            Some(Severity::Warning) => strict,
+            _ => false,
+        };
+        kms_lab_edge::Exit::passed(!failed)
     }
 
     /// Whether a finding with this id was reported.

@@ -19,7 +19,7 @@ use crate::server::MockKmsBuilder;
     name = "mock-kms",
     version,
     about = "kms-lab's emulated remote KMS: signed HTTP/JSON API, audit log, fault injection, HA and a sealed start",
-    after_help = "The admin API (/admin/…) on the same listener is unauthenticated: for the lab only."
+    after_help = format!("The admin API (/admin/…) on the same listener is unauthenticated: for the lab only.\n\n{}", kms_lab_edge::EXIT_HELP)
 )]
 pub struct Args {
     /// A subcommand; without one the KMS serves.
@@ -93,14 +93,8 @@ pub enum SpecArg {
     Sm4,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// How log lines are written (shared by every kms-lab binary).
+pub use kms_lab_edge::LogFormat;
 
 /// `mock-kms` subcommands.
 #[derive(Debug, clap::Subcommand)]

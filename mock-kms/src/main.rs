@@ -1,29 +1,35 @@
 //! `mock-kms`: parses flags, sets up logging and signals, and runs [`mock_kms::MockKms`].
 //!
-//! Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 for bad flags or an unusable data
-//! dir (the message names the flag and the fix), 1 for anything else.
+//! Exit codes follow the one table (`kms_lab_edge::Exit`): 0 after a clean shutdown
+//! (SIGTERM/SIGINT), 2 for bad flags, an address it cannot listen on or an unusable data dir
+//! (the message names the flag and the fix), 1 when it fails while serving. [`exit_for`] is the
+//! one place that maps errors to codes.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use mock_kms::cli::{Args, Command, LogFormat};
+use kms_lab_edge::{Exit, fail};
+use mock_kms::cli::{Args, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
-/// Exit code for flags or a data dir the KMS cannot use (also clap's code for usage errors).
-const EXIT_CONFIG: u8 = 2;
+/// Why mock-kms ended with an error: the one place its errors meet the exit-code table.
+enum Failure {
+    /// Flags, the data dir or the listen address cannot be used: nothing was served.
+    Config(String),
+    /// The process could not run (async runtime, signal handlers).
+    Runtime(String),
+}
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MOCK_KMS_LOG").unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+fn exit_for(failure: Failure) -> ExitCode {
+    match failure {
+        Failure::Config(error) => fail(&error, Exit::Usage),
+        Failure::Runtime(error) => fail(&error, Exit::Failed),
     }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(args.log_format);
+    kms_lab_edge::init_logging("MOCK_KMS_LOG", args.log_format);
     if let Some(Command::Init { data_dir, shares, threshold }) = &args.command {
         return match mock_kms::seal::init(data_dir, *shares, *threshold) {
             Ok(dealt) => {
@@ -35,46 +41,31 @@ fn main() -> ExitCode {
                      They are shown only once; store them apart. Start with: mock-kms --sealed --data-dir {0} …",
                     data_dir.display()
                 );
-                ExitCode::SUCCESS
+                Exit::Success.into()
             }
-            Err(error) => {
-                eprintln!("error: {error}");
-                ExitCode::from(EXIT_CONFIG)
-            }
+            Err(error) => exit_for(Failure::Config(error.to_string())),
         };
     }
     let builder = match args.builder() {
         Ok(builder) => builder,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(error) => return exit_for(Failure::Config(error.to_string())),
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return exit_for(Failure::Runtime(format!("cannot start the async runtime: {error}"))),
     };
-    runtime.block_on(run(builder))
+    match runtime.block_on(run(builder)) {
+        Ok(()) => Exit::Success.into(),
+        Err(failure) => exit_for(failure),
+    }
 }
 
-async fn run(builder: mock_kms::MockKmsBuilder) -> ExitCode {
+async fn run(builder: mock_kms::MockKmsBuilder) -> Result<(), Failure> {
     let (mut terminate, mut interrupt) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
-        (Err(error), _) | (_, Err(error)) => {
-            eprintln!("error: cannot install signal handlers: {error}");
-            return ExitCode::FAILURE;
-        }
+        (Err(error), _) | (_, Err(error)) => return Err(Failure::Runtime(format!("cannot install signal handlers: {error}"))),
     };
-    let kms = match builder.start().await {
-        Ok(kms) => kms,
-        Err(error) => {
-            eprintln!("error: {error}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
+    let kms = builder.start().await.map_err(|error| Failure::Config(error.to_string()))?;
     for url in kms.urls() {
         println!("mock-kms listening on {url}");
     }
@@ -84,5 +75,5 @@ async fn run(builder: mock_kms::MockKmsBuilder) -> ExitCode {
     }
     kms.shutdown().await;
     tracing::info!("stopped");
-    ExitCode::SUCCESS
+    Ok(())
 }

@@ -8,7 +8,12 @@ use crate::config::{self, ApiSelection, ConfigError, Credential, KekConfig, Plug
 
 /// `kms-plugin`: the kms-lab reference KMS plugin.
 #[derive(Debug, clap::Parser)]
-#[command(name = "kms-plugin", version, about = "kms-lab's reference KMS plugin (KMS v2 and v1beta1 on one Unix socket)")]
+#[command(
+    name = "kms-plugin",
+    version,
+    about = "kms-lab's reference KMS plugin (KMS v2 and v1beta1 on one Unix socket)",
+    after_help = kms_lab_edge::EXIT_HELP
+)]
 pub struct Args {
     /// A subcommand; without one the plugin serves.
     #[command(subcommand)]
@@ -48,14 +53,8 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+/// How log lines are written (shared by every kms-lab binary).
+pub use kms_lab_edge::LogFormat;
 
 /// `kms-plugin` subcommands.
 #[derive(Debug, clap::Subcommand)]

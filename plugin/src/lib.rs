@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod exit;
 pub mod health;
 pub mod kek;
 pub mod metrics;

@@ -30,7 +30,7 @@ pub enum ServeError {
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// The metrics endpoint could not be served.
-    #[error("cannot serve metrics on {addr}: {source}")]
+    #[error("cannot serve metrics on {addr}: {source} ({hint})", hint = kms_lab_edge::hint::listen(source, addr))]
     Metrics {
         /// The address.
         addr: std::net::SocketAddr,

@@ -102,7 +102,7 @@ impl Container {
             Some((image, entrypoint)) => (image, Some(entrypoint)),
             None => (images::ensure(&docker, spec.program, spec.version).await?, None),
         };
-        let open_log = || std::fs::OpenOptions::new().create(true).append(true).open(spec.log);
+        let open_log = || crate::fsutil::append_private(spec.log);
         let log = open_log().map_err(StackError::io(format!("open log {}", spec.log.display())))?;
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
         let owner = std::process::id();

@@ -25,6 +25,14 @@ pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     file.write_all(contents)
 }
 
+/// Opens `path` for appending with mode 0600 (created so, or made so if it existed): the logs of
+/// the stack's components, which can hold tokens, key ids and request details.
+pub fn append_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(FILE_MODE).open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +56,13 @@ mod tests {
         write_private(&file, b"new").unwrap();
         assert_eq!(mode(&file), 0o600);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "new");
+        let log = dir.join("etcd.log");
+        std::fs::write(&log, "old\n").unwrap();
+        std::fs::set_permissions(&log, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::io::Write::write_all(&mut append_private(&log).unwrap(), b"new\n").unwrap();
+        assert_eq!(mode(&log), 0o600);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "old\nnew\n");
+        append_private(&dir.join("fresh.log")).unwrap();
+        assert_eq!(mode(&dir.join("fresh.log")), 0o600);
     }
 }

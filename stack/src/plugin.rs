@@ -94,18 +94,8 @@ impl PluginSlot {
                 let text = serde_json::to_string_pretty(&config)
                     .map_err(|e| StackError::io(format!("write {}", self.state_file.display()))(std::io::Error::other(e)))?;
                 // It holds the KMS secret key: readable by this user only.
-                let write = || -> std::io::Result<()> {
-                    use std::io::Write;
-                    use std::os::unix::fs::OpenOptionsExt;
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&self.state_file)?
-                        .write_all(text.as_bytes())
-                };
-                write().map_err(StackError::io(format!("write {}", self.state_file.display())))?;
+                crate::fsutil::write_private(&self.state_file, text.as_bytes())
+                    .map_err(StackError::io(format!("write {}", self.state_file.display())))?;
                 args.extend(["-f".to_owned(), self.state_file.display().to_string()]);
             }
         }

@@ -45,7 +45,7 @@ impl Supervised {
     /// Starts `program` with `args`, stdout and stderr appended to `log`. The child gets
     /// SIGTERM if the process that started it dies.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path, envs: &[(String, String)]) -> Result<Self, StackError> {
-        let open_log = || std::fs::OpenOptions::new().create(true).append(true).open(log);
+        let open_log = || crate::fsutil::append_private(log);
         let stdout = open_log().map_err(StackError::io(format!("open log {}", log.display())))?;
         let stderr = stdout.try_clone().map_err(StackError::io(format!("open log {}", log.display())))?;
         let mut command = tokio::process::Command::new(program);

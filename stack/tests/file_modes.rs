@@ -22,9 +22,8 @@ fn reachable_by_others(dir: &Path) -> Vec<(String, u32)> {
         let path = entry.unwrap().path();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         // etcd and the mock KMS manage their own data directories, inside the private work dir.
-        // Component logs are opened by the process supervisor (0644 by umask); the 0700 run
-        // directory above is what keeps them from other users.
-        if meta.is_dir() || meta.file_type().is_socket() || path.extension().is_some_and(|e| e == "log") {
+        // Component logs are checked too: the supervisor opens them 0600 (`fsutil::append_private`).
+        if meta.is_dir() || meta.file_type().is_socket() {
             continue;
         }
         if mode(&path) & 0o077 != 0 {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use kms_lab_edge::ranged;
 
 use crate::calibration::Calibration;
 use crate::error::TuneError;
@@ -45,11 +46,13 @@ pub struct TuneArgs {
     /// default: every built-in one, or same-region and cross-region on the real stack with --quick).
     #[arg(long = "profile", value_name = "NAME|FILE")]
     pub profiles: Vec<String>,
-    /// Secrets in the workload (default 2000; 500 with --quick; 40 on the real stack with --quick).
-    #[arg(long, value_name = "N")]
+    /// Secrets in the workload, 1 to 1,000,000 (default 2000; 500 with --quick; 40 on the real
+    /// stack with --quick).
+    #[arg(long, value_name = "N", value_parser = ranged::number(1u64, MAX_SECRETS))]
     pub secrets: Option<u64>,
-    /// Operations after the initial writes (default 4 × Secrets; 100 on the real stack with --quick).
-    #[arg(long, value_name = "N")]
+    /// Operations after the initial writes, 1 to 10,000,000 (default 4 × Secrets; 100 on the real
+    /// stack with --quick).
+    #[arg(long, value_name = "N", value_parser = ranged::number(1u64, MAX_OPS))]
     pub ops: Option<u64>,
     /// Share of operations that are reads, 0–1.
     #[arg(long, value_name = "SHARE", default_value_t = 0.9)]
@@ -60,19 +63,25 @@ pub struct TuneArgs {
     /// Client operations per second.
     #[arg(long, value_name = "N", default_value_t = 50.0)]
     pub rate: f64,
-    /// Apiserver restarts during the workload.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    /// Apiserver restarts during the workload, 0 to 100.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = ranged::number(0u32, 100))]
     pub restarts: u32,
     /// KMS v1 cache sizes to sweep (comma-separated; default: around the Secret count).
     #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
     pub cachesizes: Vec<i64>,
-    /// Timeouts to sweep (comma-separated, e.g. 250ms,1s,3s).
-    #[arg(long, value_name = "D,D,…", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    /// Timeouts to sweep (comma-separated, e.g. 250ms,1s,3s), each from 1ms to 10m (the
+    /// apiserver refuses a zero timeout, as `kms-lab lint` says).
+    #[arg(long, value_name = "D,D,…", value_delimiter = ',', value_parser = ranged::duration(Duration::from_millis(1), Duration::from_secs(600)))]
     pub timeouts: Vec<Duration>,
     /// Seed of every random choice (same seed, same numbers on the model).
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 }
+
+/// The most `--secrets` (the model keeps a record per Secret: 100 million took 2.5 GB).
+pub const MAX_SECRETS: u64 = 1_000_000;
+/// The most `--ops`.
+pub const MAX_OPS: u64 = 10_000_000;
 
 fn argument(flag: &'static str, message: impl Into<String>) -> TuneError {
     TuneError::Argument { flag, message: message.into() }
@@ -95,10 +104,7 @@ impl TuneArgs {
         } else {
             2000
         });
-        if secrets == 0 {
-            return Err(argument("--secrets", "must be at least 1"));
-        }
-        let ops = self.ops.unwrap_or(if real_quick { 100 } else { secrets * 4 });
+        let ops = self.ops.unwrap_or(if real_quick { 100 } else { (secrets * 4).min(MAX_OPS) });
         for (flag, value) in [("--read-share", self.read_share), ("--list-share", self.list_share)] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(argument(flag, format!("is {value}; expected a share between 0 and 1")));
@@ -191,7 +197,38 @@ pub async fn run(args: &TuneArgs) -> Result<Outcome, TuneError> {
         },
     };
     let result = if args.model {
-        crate::run_model(&options, &calibration, &bar)
+        // Ctrl-C stops the sweep at once; the points that finished are written as a partial report.
+        // The handlers are installed here, before the line below says Ctrl-C is handled.
+        use tokio::signal::unix::{SignalKind, signal};
+        let install = |kind| signal(kind).map_err(|source| TuneError::Io { what: "install the Ctrl-C handler".into(), source });
+        let (mut interrupt, mut terminate) = (install(SignalKind::interrupt())?, install(SignalKind::terminate())?);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+        eprintln!(
+            "sweeping {} point(s) on the model ({} Secrets, {} operations each); Ctrl-C writes the points that finished",
+            options.settings().len() * options.profiles.len(),
+            options.workload.secrets,
+            options.workload.ops
+        );
+        let result = crate::run_model_until(&options, &calibration, &bar, &stop);
+        watcher.abort();
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            bar.finish_and_clear();
+            let finished = result.points.len();
+            report::write_all(&result, &args.out)?;
+            println!("interrupted: {finished} point(s) finished; partial report written to {}", args.out.join("tune.md").display());
+            return Err(TuneError::Interrupted);
+        }
+        result
     } else {
         let calls = if args.quick { 50 } else { 200 };
         match crate::real::run_real(&options, calls, &bar).await {

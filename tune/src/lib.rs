@@ -103,14 +103,29 @@ pub fn finish(mut result: TuneResult, call_p99_ms: impl Fn(&str) -> f64) -> Tune
 
 /// Runs the sweep on the model.
 pub fn run_model(options: &TuneOptions, calibration: &Calibration, progress: &ProgressBar) -> TuneResult {
+    run_model_until(options, calibration, progress, &std::sync::atomic::AtomicBool::new(false))
+}
+
+/// [`run_model`], stopping as soon as `stop` is set (Ctrl-C): the result then holds the points
+/// that finished, and its engine says it is partial.
+pub fn run_model_until(
+    options: &TuneOptions,
+    calibration: &Calibration,
+    progress: &ProgressBar,
+    stop: &std::sync::atomic::AtomicBool,
+) -> TuneResult {
     let settings = options.settings();
-    progress.set_length((settings.len() * options.profiles.len()) as u64);
+    let total = settings.len() * options.profiles.len();
+    progress.set_length(total as u64);
     let mut points = Vec::new();
     let mut p99 = std::collections::BTreeMap::new();
-    for profile in &options.profiles {
+    'profiles: for profile in &options.profiles {
         let model = KmsModel::new(profile, calibration);
         p99.insert(profile.name.clone(), model.p99_ms());
         for setting in &settings {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break 'profiles;
+            }
             progress.set_message(format!(
                 "{} {} cachesize {:?} timeout {}",
                 profile.name,
@@ -118,17 +133,17 @@ pub fn run_model(options: &TuneOptions, calibration: &Calibration, progress: &Pr
                 setting.cachesize,
                 recommend::show_ms(setting.timeout_ms)
             ));
-            points.push(Point {
-                profile: profile.name.clone(),
-                setting: *setting,
-                metrics: model::simulate(&model, *setting, &options.workload, options.seed),
-            });
+            let Some(metrics) = model::simulate_until(&model, *setting, &options.workload, options.seed, stop) else {
+                break 'profiles;
+            };
+            points.push(Point { profile: profile.name.clone(), setting: *setting, metrics });
             progress.inc(1);
         }
     }
+    let partial = if points.len() < total { format!("; interrupted: partial, {} of {total} points", points.len()) } else { String::new() };
     let result = TuneResult {
         command: options.command.clone(),
-        engine: format!("model, calibrated from {}", calibration.source),
+        engine: format!("model, calibrated from {}{partial}", calibration.source),
         seed: options.seed,
         workload: options.workload.clone(),
         profiles: options.profiles.iter().map(|p| p.name.clone()).collect(),

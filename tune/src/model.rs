@@ -406,6 +406,19 @@ pub(crate) fn operations(workload: &Workload, seed: u64) -> Vec<Op> {
 
 /// Simulates `workload` under `setting` against `model`; deterministic for a `seed`.
 pub fn simulate(model: &KmsModel, setting: Setting, workload: &Workload, seed: u64) -> Metrics {
+    simulate_until(model, setting, workload, seed, &std::sync::atomic::AtomicBool::new(false))
+        .expect("a flag nobody sets never stops the simulation")
+}
+
+/// [`simulate`], giving up (`None`) as soon as `stop` is set: one point with many Secrets can
+/// take minutes, and Ctrl-C must not wait for it.
+pub fn simulate_until(
+    model: &KmsModel,
+    setting: Setting,
+    workload: &Workload,
+    seed: u64,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Option<Metrics> {
     let bucket = model.throttle.map(|(per_second, burst)| Bucket { per_ms: per_second / 1000.0, burst, tokens: burst, last: 0.0 });
     let mut kms = Kms {
         model,
@@ -447,6 +460,9 @@ pub fn simulate(model: &KmsModel, setting: Setting, workload: &Workload, seed: u
     };
 
     for op in operations(workload, seed) {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let start = clock.max(scheduled);
         let (ok, spent) = match op {
             Op::Restart => {
@@ -498,7 +514,7 @@ pub fn simulate(model: &KmsModel, setting: Setting, workload: &Workload, seed: u
     }
     let minutes = (clock / 60_000.0).max(1e-9);
     let write_count = writes.len().max(1) as f64;
-    Metrics {
+    Some(Metrics {
         hit_rate: if server.lookups == 0 { 0.0 } else { server.hits as f64 / server.lookups as f64 },
         kms_calls_per_min: kms.calls as f64 / minutes,
         remote_calls_per_min: kms.remote as f64 / minutes,
@@ -511,7 +527,7 @@ pub fn simulate(model: &KmsModel, setting: Setting, workload: &Workload, seed: u
         timeouts: kms.timeouts,
         ops: ops_run,
         minutes,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,103 @@
+//! What every kms-lab binary (`kms-lab`, `kms-plugin`, `kms-faulty-plugin`, `mock-kms`) does at
+//! its edge, written once:
+//!
+//! - [`Exit`]: the one exit-code table (0 / 1 / 2 / 130), [`EXIT_HELP`] for `--help`.
+//! - [`init_logging`]: stderr logs, ANSI colour only on a terminal (a log file carries none).
+//! - [`ranged`]: flag parsers that reject out-of-range numbers and durations with the range.
+//! - [`hint`]: the hint that fits an OS error on a TCP listener (socket connects: `kms_wire`).
+
+#![warn(missing_docs)]
+
+pub mod hint;
+pub mod ranged;
+
+use std::process::ExitCode;
+
+/// How a command or a server ended; the code every kms-lab binary exits with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: it ran and everything it checked passed (a server: it stopped cleanly on SIGTERM/SIGINT,
+    /// which is how a server is meant to end).
+    Success,
+    /// 1: the thing checked failed (findings, failed checks or scenarios, a value that is not
+    /// what it should be); a server: it failed while serving.
+    Failed,
+    /// 2: usage or configuration error: a bad flag or an input that cannot be used; nothing ran.
+    Usage,
+    /// 130: a command was interrupted (Ctrl-C or SIGTERM; 128 + SIGINT, as shells report it);
+    /// what finished was printed and partial reports written.
+    Interrupted,
+}
+
+impl Exit {
+    /// The numeric code.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Success => 0,
+            Self::Failed => 1,
+            Self::Usage => 2,
+            Self::Interrupted => 130,
+        }
+    }
+
+    /// 0 or 1: passed or failed.
+    pub fn passed(passed: bool) -> Self {
+        if passed { Self::Success } else { Self::Failed }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> Self {
+        ExitCode::from(exit.code())
+    }
+}
+
+/// The exit-code table as every binary's `--help` shows it (also in the README).
+pub const EXIT_HELP: &str = "\
+Exit codes (every kms-lab command and binary):
+  0    success: everything checked passed (a server: stopped cleanly by SIGTERM/SIGINT)
+  1    the thing checked failed (findings, failed checks or scenarios, a malformed value);
+       a server: it failed while serving
+  2    usage or configuration error (a bad flag or input; nothing ran)
+  130  interrupted (Ctrl-C / SIGTERM): what finished is printed, partial reports written";
+
+/// Prints `error: {error}` (with its sources) to stderr and returns `exit`: the one way a
+/// binary reports the error it ends with.
+pub fn fail(error: &dyn std::fmt::Display, exit: Exit) -> ExitCode {
+    eprintln!("error: {error}");
+    exit.into()
+}
+
+/// The log format of a binary's `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Sets up logging to stderr with the filter in the environment variable `filter_var` (default
+/// `info`). ANSI colour only when stderr is a terminal: a log file must not carry escape codes.
+pub fn init_logging(filter_var: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env(filter_var).unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_and_the_help_agree() {
+        for exit in [Exit::Success, Exit::Failed, Exit::Usage, Exit::Interrupted] {
+            let code = exit.code().to_string();
+            assert!(EXIT_HELP.lines().any(|line| line.trim_start().starts_with(&format!("{code} "))), "{code} is not in EXIT_HELP");
+        }
+    }
+}
