@@ -249,6 +249,25 @@ pub fn sign(secret_key: &[u8], canonical: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
+/// The four authentication headers of a signed `POST path` with `body` (access key, timestamp,
+/// nonce, signature), for a client of the API; `nonce` must be unique per request.
+pub fn auth_headers(
+    access_key: &str,
+    secret_key: &[u8],
+    path: &str,
+    body: &[u8],
+    timestamp_ms: u64,
+    nonce: &str,
+) -> [(&'static str, String); 4] {
+    let signature = sign(secret_key, &canonical_request("POST", path, timestamp_ms, nonce, body));
+    [
+        (HEADER_ACCESS_KEY, access_key.to_owned()),
+        (HEADER_TIMESTAMP, timestamp_ms.to_string()),
+        (HEADER_NONCE, nonce.to_owned()),
+        (HEADER_SIGNATURE, signature),
+    ]
+}
+
 /// Whether `signature` (hex) is the signature of `canonical` under `secret_key`, in constant time.
 pub fn verify(secret_key: &[u8], canonical: &str, signature: &str) -> bool {
     let Ok(given) = hex::decode(signature) else { return false };

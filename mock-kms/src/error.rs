@@ -150,7 +150,7 @@ impl KmsError {
             // The secrets manager shares the API's resource-generic codes (see api::secrets).
             Self::SecretNotFound(_) => ErrorCode::KeyNotFound,
             Self::SecretAlreadyExists(_) => ErrorCode::KeyAlreadyExists,
-            Self::SecretPendingDeletion { .. } => ErrorCode::InvalidParameter,
+            Self::SecretPendingDeletion { .. } => ErrorCode::KeyNotFound,
             Self::AccessDenied { .. } => ErrorCode::Forbidden,
         }
     }

@@ -13,10 +13,9 @@
 //! | `DeleteSecret` | [`DeleteSecretRequest`] | [`DeleteSecretResponse`] |
 //! | `RestoreSecret` | [`SecretRequest`] | [`DescribeSecretResponse`] |
 //!
-//! Errors reuse the API's resource-generic codes: a missing secret is 404 `KeyNotFound`, an
-//! existing one 409 `KeyAlreadyExists`, a call on a secret scheduled for deletion 400
-//! `InvalidParameter`, a call an access policy does not allow 403 `Forbidden`; the message names
-//! the secret and the fix.
+//! Errors reuse the API's resource-generic codes: a missing secret, or one scheduled for deletion,
+//! is 404 `KeyNotFound`, an existing one 409 `KeyAlreadyExists`, a call an access policy does not
+//! allow 403 `Forbidden`; the message names the secret and the fix.
 
 use serde::{Deserialize, Serialize};
 
