@@ -169,7 +169,8 @@ pub struct Condition {
     pub type_: String,
     /// `True`, `False` or `Unknown`.
     pub status: String,
-    /// A PascalCase reason (see [`crate::decide::Reason`]).
+    /// Why: `Synced`, `InvalidSpec`, `StoreNotFound`, `StoreMisconfigured`, `StoreUnavailable`,
+    /// `Throttled`, `AccessDenied`, `RemoteSecretDeleted`, `PropertyNotFound`, `SecretConflict`, `StoreError`.
     pub reason: String,
     /// What happened and what to do; never a secret value.
     pub message: String,

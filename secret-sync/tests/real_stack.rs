@@ -155,7 +155,18 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     assert!(status.ready().unwrap().message.starts_with("spec.data[1].key"), "{status:?}");
     lab::wait_for_secret(&client, NS, "app", "token", Duration::ZERO, |v| v == Some(&b"tok-v1-first"[..])).await.expect("not blanked");
 
-    // 7. What the schema cannot catch names the field; no Secret is made.
+    // 7. The schema refuses a malformed spec at admission, naming the field.
+    let malformed = serde_json::json!({
+        "apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret", "metadata": { "name": "malformed" },
+        "spec": { "secretStoreRef": { "name": "kms" }, "data": [], "deletionPolicy": "Keep" }
+    });
+    let refused = Api::<ExternalSecret>::namespaced(client.clone(), NS)
+        .patch("malformed", &kube::api::PatchParams::apply("test"), &kube::api::Patch::Apply(&malformed))
+        .await
+        .expect_err("a malformed ExternalSecret is refused");
+    let refused = refused.to_string();
+    assert!(refused.contains("spec.data") && refused.contains("spec.deletionPolicy"), "{refused}");
+    // What the schema cannot catch names the field; no Secret is made.
     let mut bad = lab::external_secret("bad", "kms", vec![lab::entry("password", "db")]);
     bad.spec.data[0].property = Some("$.nope".into());
     lab::apply_external_secret(&client, NS, &bad).await.unwrap();
