@@ -90,6 +90,30 @@ impl Metrics {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn metrics_are_served_in_prometheus_text() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.store_call("GetSecretValue", "Denied");
+        metrics.sync("failed", Duration::from_millis(3));
+        metrics.error("AccessDenied");
+        let (addr, task) = serve(metrics, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let text = reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap();
+        task.abort();
+        for line in [
+            r#"kms_secret_sync_store_calls_total{action="GetSecretValue",outcome="Denied"} 1"#,
+            r#"kms_secret_sync_syncs_total{result="failed"} 1"#,
+            r#"kms_secret_sync_sync_errors_total{reason="AccessDenied"} 1"#,
+            "kms_secret_sync_sync_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+    }
+}
+
 /// Serves `/metrics` on `addr` until the task is dropped; returns the bound address.
 pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;

@@ -37,6 +37,16 @@ fn reader_policy() -> AccessPolicy {
     AccessPolicy::allow([Action::GetSecretValue, Action::Decrypt], ["secret/*", &format!("key/{KEY}")])
 }
 
+/// The controller's settings for the test: a short polling interval and backoff.
+fn config_for_test() -> ControllerConfig {
+    ControllerConfig {
+        polling_interval: INTERVAL,
+        reconcile_period: Duration::from_millis(100),
+        backoff_base: Duration::from_millis(200),
+        ..Default::default()
+    }
+}
+
 /// Whether `haystack` contains `needle`.
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
@@ -78,13 +88,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     let config_maps = Api::<ConfigMap>::namespaced(as_controller.clone(), NS).list(&ListParams::default()).await;
     assert!(matches!(config_maps, Err(kube::Error::Api(ref e)) if e.code == 403), "ConfigMaps must be forbidden: {config_maps:?}");
 
-    let config = ControllerConfig {
-        namespace: Some(NS.into()),
-        polling_interval: INTERVAL,
-        reconcile_period: Duration::from_millis(100),
-        backoff_base: Duration::from_millis(200),
-        ..Default::default()
-    };
+    let config = ControllerConfig { namespace: Some(NS.into()), ..config_for_test() };
     let controller = lab::RunningController::start(as_controller, config).await;
     lab::create_store(&client, NS, "kms", &kms.url(), &StoreCredential::new(SYNC, sync_secret)).await.unwrap();
 
@@ -200,7 +204,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     lab::apply_external_secret(&client, NS, &kept).await.unwrap();
     lab::wait_for_secret(&client, NS, "kept", "password", WAIT, |v| v.is_some()).await.unwrap();
     let external = Api::<ExternalSecret>::namespaced(client.clone(), NS);
-    for name in ["app", "kept"] {
+    for name in ["app", "kept", "bad", "lost"] {
         external.delete(name, &DeleteParams::default()).await.unwrap();
     }
     lab::wait_for_secret(&client, NS, "app", "password", WAIT, |v| v.is_none()).await.expect("deleted with its ExternalSecret");
@@ -229,6 +233,42 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     }
 
     controller.stop().await;
+
+    // 10. --disable-polling: read at start and on changes only; a restart picks up a new version.
+    let frozen_config = ControllerConfig { namespace: Some(NS.into()), disable_polling: true, ..config_for_test() };
+    let token = lab::service_account_token(&client, NS, rbac::NAME).await.unwrap();
+    let frozen =
+        lab::RunningController::start(lab::client_with_token(&stack.kubeconfig_path(0), &token).await.unwrap(), frozen_config.clone())
+            .await;
+    let mark = kms.audit().last_seq();
+    let reads =
+        || kms.audit().query(&AuditQuery { action: Some("GetSecretValue".into()), since_seq: Some(mark), ..Default::default() }).len();
+    let mut still = lab::external_secret("frozen", "kms", vec![lab::entry("password", "db")]);
+    still.spec.data[0].property = Some("password".into());
+    lab::apply_external_secret(&client, NS, &still).await.unwrap();
+    lab::wait_for_secret(&client, NS, "frozen", "password", WAIT, |v| v == Some(&b"pw-v6-after-deny"[..])).await.unwrap();
+    // Two reads are expected: the sync, and the one its own Secret write triggers. Then none.
+    let started = std::time::Instant::now();
+    while reads() < 2 {
+        assert!(started.elapsed() < WAIT, "the follow-up read after the Secret write did not come within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    store.put_secret_value("db", &db_value("pw-v7-unpolled")).await.unwrap();
+    // An observation window of three polling intervals: a polling controller would have read by now.
+    tokio::time::sleep(INTERVAL * 3).await;
+    assert_eq!(reads(), 2, "with polling disabled the store was read again");
+    lab::wait_for_secret(&client, NS, "frozen", "password", Duration::ZERO, |v| v == Some(&b"pw-v6-after-deny"[..]))
+        .await
+        .expect("the old value stays");
+    frozen.stop().await;
+    let token = lab::service_account_token(&client, NS, rbac::NAME).await.unwrap();
+    let restarted =
+        lab::RunningController::start(lab::client_with_token(&stack.kubeconfig_path(0), &token).await.unwrap(), frozen_config).await;
+    lab::wait_for_secret(&client, NS, "frozen", "password", WAIT, |v| v == Some(&b"pw-v7-unpolled"[..]))
+        .await
+        .expect("a restart picks up the new version");
+    restarted.stop().await;
+
     kms.shutdown().await;
     stack.shutdown(false).await;
 }

@@ -259,3 +259,29 @@ async fn a_kms_node_killed_under_load_costs_no_round_trip() {
     eprintln!("{} of {total} round trips failed after killing node-0 under load", failures.len());
     assert!(failures.is_empty(), "round trips failed despite two live nodes: {failures:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_works_with_least_privilege_and_a_denied_decrypt_is_named_and_audited() {
+    use mock_kms::api::Action;
+    use mock_kms::api::admin::AccessPolicy;
+    let rig = rig(MockKms::plugin_config).await;
+    let access_key = rig.kms.options.access_key.clone();
+    // Least privilege for encryption at rest: Encrypt and Decrypt on its key, nothing else.
+    rig.kms.set_policy(&access_key, &AccessPolicy::allow([Action::Encrypt, Action::Decrypt], ["key/lab-key"])).await.unwrap();
+    let client = client(&rig).await;
+    let sealed = encrypt(&client, b"dek under least privilege").await.expect("Encrypt is allowed");
+    assert_eq!(decrypt(&client, &sealed).await.unwrap(), b"dek under least privilege");
+
+    rig.kms.set_policy(&access_key, &AccessPolicy::allow([Action::Encrypt], ["key/lab-key"])).await.unwrap();
+    let denied = decrypt(&client, &sealed).await.expect_err("Decrypt is no longer allowed");
+    assert_ne!(denied.code(), tonic::Code::Ok);
+    let refused = rig.kms.audit_records(0).await.unwrap();
+    assert!(
+        refused.iter().any(|r| r.action == Action::Decrypt
+            && r.outcome == mock_kms::api::admin::Outcome::Forbidden
+            && r.access_key.as_deref() == Some(access_key.as_str())),
+        "the denied Decrypt is audited"
+    );
+    rig.kms.remove_policy(&access_key).await.unwrap();
+    assert_eq!(decrypt(&client, &sealed).await.unwrap(), b"dek under least privilege", "without a policy it may call everything");
+}
