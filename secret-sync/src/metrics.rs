@@ -90,6 +90,25 @@ impl Metrics {
     }
 }
 
+/// Serves `/metrics` on `addr` until the task is dropped; returns the bound address.
+pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.encode()) }
+        }),
+    );
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics server stopped");
+        }
+    });
+    Ok((bound, task))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,23 +131,4 @@ mod tests {
             assert!(text.contains(line), "missing {line} in:\n{text}");
         }
     }
-}
-
-/// Serves `/metrics` on `addr` until the task is dropped; returns the bound address.
-pub async fn serve(metrics: Arc<Metrics>, addr: SocketAddr) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let metrics = metrics.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.encode()) }
-        }),
-    );
-    let task = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the metrics server stopped");
-        }
-    });
-    Ok((bound, task))
 }
