@@ -14,7 +14,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
 use kms_lab_stack::provision::{self, ProvisionOptions};
-use kms_lab_stack::{Readiness, Stack, StackOptions};
+use kms_lab_stack::{Stack, StackOptions};
 use kube::api::{Api, PostParams};
 use serde::Serialize;
 

@@ -5,16 +5,6 @@ use std::path::PathBuf;
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    /// A program the benchmark runs was not found.
-    #[error("cannot find `{program}` (looked in: {tried}): {fix}")]
-    ProgramMissing {
-        /// The program's name.
-        program: String,
-        /// Every place looked in.
-        tried: String,
-        /// How to provide it.
-        fix: String,
-    },
     /// Starting or driving a process or the stack failed.
     #[error(transparent)]
     Stack(#[from] kms_lab_stack::StackError),

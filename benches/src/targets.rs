@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use kms_lab_stack::own::OwnBinary;
 use kms_lab_stack::process::Supervised;
 use kms_wire::PluginClient;
 use kms_wire::proto::v2;
@@ -70,40 +71,14 @@ impl TargetSpec {
     }
 }
 
-/// Finds one of kms-lab's programs: `env_var`, then beside the running program, then one level up
-/// (benches run from `target/release/deps`).
-pub fn locate_program(file_name: &str, env_var: &str, fix: &str) -> Result<PathBuf, BenchError> {
-    if let Some(path) = std::env::var_os(env_var) {
-        return Ok(PathBuf::from(path));
-    }
-    let mut candidates = Vec::new();
-    if let Ok(exe) = std::env::current_exe()
-        && let Some(dir) = exe.parent()
-    {
-        candidates.push(dir.join(file_name));
-        if let Some(parent) = dir.parent() {
-            candidates.push(parent.join(file_name));
-        }
-    }
-    if let Some(found) = candidates.iter().find(|p| p.is_file()) {
-        return Ok(found.clone());
-    }
-    let tried = std::iter::once(format!("${env_var}")).chain(candidates.iter().map(|p| p.display().to_string())).collect::<Vec<_>>();
-    Err(BenchError::ProgramMissing { program: file_name.to_owned(), tried: tried.join(", "), fix: fix.to_owned() })
-}
-
-/// The release-built reference plugin (`KMS_LAB_PLUGIN_BIN` overrides).
+/// The reference plugin, release-built beside the harness (`KMS_LAB_PLUGIN_BIN` overrides).
 pub fn locate_reference_plugin() -> Result<PathBuf, BenchError> {
-    locate_program("kms-plugin", "KMS_LAB_PLUGIN_BIN", "build it with `cargo build --release -p kms-plugin` (or run `cargo xtask bench`)")
+    Ok(OwnBinary::KmsPlugin.locate()?)
 }
 
-/// The release-built bare tonic echo (`KMS_LAB_ECHO_BIN` overrides).
+/// The bare tonic echo, release-built beside the harness (`KMS_LAB_ECHO_BIN` overrides).
 pub fn locate_echo() -> Result<PathBuf, BenchError> {
-    locate_program(
-        "kms-lab-echo-plugin",
-        "KMS_LAB_ECHO_BIN",
-        "build it with `cargo build --release -p kms-lab-benches --bins` (or run `cargo xtask bench`)",
-    )
+    Ok(OwnBinary::EchoPlugin.locate()?)
 }
 
 /// A target process serving on its socket, with a client connected to it.

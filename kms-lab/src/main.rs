@@ -29,9 +29,25 @@ enum Command {
     Tune(kms_lab_tune::cli::TuneArgs),
     /// Check a KMS plugin's socket against what kube-apiserver expects (v2 or v1beta1); exit 0 iff every check passes.
     Conformance(kms_lab_conformance::ConformanceArgs),
+    /// The narrated demo of envelope encryption on the real stack (`scenarios/lab-demo.yaml`),
+    /// then the lab stays up until Ctrl-C (`--demo-only` exits after the demo).
+    Lab(kms_lab::lab::LabArgs),
+    /// Find or build kube-apiserver, kubectl, etcd and etcdctl into the cache, and say where they are.
+    Provision(ProvisionArgs),
     /// Remove the containers a killed `--runtime container` run left behind (label
     /// `org.kms-lab.managed`; containers whose owning process still runs are kept).
     Clean(CleanArgs),
+}
+
+/// Arguments of `kms-lab provision`.
+#[derive(Debug, clap::Args)]
+struct ProvisionArgs {
+    /// A directory that already holds kube-apiserver, kubectl, etcd and etcdctl.
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<std::path::PathBuf>,
+    /// The Kubernetes version to provision.
+    #[arg(long, value_name = "VERSION", default_value = kms_lab_stack::provision::KUBERNETES_VERSION)]
+    k8s_version: String,
 }
 
 /// Arguments of `kms-lab clean`.
@@ -55,6 +71,33 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Lab(args) => match runtime.block_on(kms_lab::lab::run(&args)) {
+            Ok(()) => Exit::Success.into(),
+            Err(error @ kms_lab::lab::LabError::Interrupted) => {
+                eprintln!("error: {error}");
+                Exit::Interrupted.into()
+            }
+            Err(error @ kms_lab::lab::LabError::Demo { .. }) => {
+                eprintln!("error: {error}");
+                Exit::Failed.into()
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                Exit::Usage.into()
+            }
+        },
+        Command::Provision(args) => match runtime.block_on(kms_lab_scenarios::cli::provision_binaries(args.bin_dir, &args.k8s_version)) {
+            Ok(binaries) => {
+                for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
+                    println!("{:<15} {:<10} {}", binary.component.name(), binary.version, binary.path.display());
+                }
+                Exit::Success.into()
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                Exit::Usage.into()
+            }
+        },
         Command::Conformance(args) => match runtime.block_on(kms_lab_conformance::run_cli(&args)) {
             Ok(Some(report)) => Exit::passed(report.passed()).into(),
             Ok(None) => Exit::Success.into(),

@@ -13,7 +13,11 @@ use crate::runner::{self, RunOptions};
 
 /// Arguments of `scenarios`.
 #[derive(Debug, Clone, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ScenarioArgs {
+    /// `merge`: several shards' reports into one.
+    #[command(subcommand)]
+    pub command: Option<ScenariosCommand>,
     /// Scenarios to run, by file name without `.yaml` (default: every scenario of the selected tiers).
     pub names: Vec<String>,
     /// Tiers to run when no names are given (repeatable).
@@ -40,6 +44,17 @@ pub struct ScenarioArgs {
     /// Only parse and check the scenario files, then list them.
     #[arg(long)]
     pub check: bool,
+    /// How many scenarios run at once, each on its own stack (default: from the cores and free
+    /// memory, printed; `--jobs 1` runs one after another). Scenarios marked `exclusive` run alone.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
+    /// Run only shard K of N (`2/4`): a deterministic partition of the selected scenarios, for CI
+    /// fan-out; merge the shards' reports with `kms-lab scenarios merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::schedule::Shard>,
+    /// Balance `--shard` by the seconds each scenario took in this earlier JSON report.
+    #[arg(long, value_name = "FILE", requires = "shard")]
+    pub durations: Option<PathBuf>,
     /// Look for kube-apiserver, etcd and kubectl here first.
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
@@ -50,6 +65,27 @@ pub struct ScenarioArgs {
     /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
     #[arg(long, value_name = "RUNTIME")]
     pub runtime: Option<kms_lab_stack::Runtime>,
+}
+
+/// Subcommands of `scenarios`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ScenariosCommand {
+    /// Merge the JSON reports of several shards into one JUnit (and JSON) report.
+    Merge(MergeArgs),
+}
+
+/// Arguments of `scenarios merge`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MergeArgs {
+    /// The shards' JSON reports (`--json` of each `--shard` run).
+    #[arg(long = "json", value_name = "FILE", required = true, num_args = 1..)]
+    pub reports: Vec<PathBuf>,
+    /// Write the merged JUnit XML here.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the merged JSON report here.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }
 
 /// Why the command could not run its scenarios (a failing scenario is not an error: see the report).
@@ -70,6 +106,9 @@ pub enum ScenariosError {
         #[source]
         source: std::io::Error,
     },
+    /// A report to merge, or `--durations`, is unreadable.
+    #[error("{0}")]
+    Report(String),
     /// Provisioning stopped unexpectedly.
     #[error("provisioning stopped unexpectedly: {0}")]
     ProvisionPanicked(String),
@@ -80,11 +119,27 @@ pub enum ScenariosError {
 
 /// Runs the command; `Ok(true)` when every selected scenario passed.
 pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
+    if let Some(ScenariosCommand::Merge(merge)) = &args.command {
+        return run_merge(merge);
+    }
     if let Some(runtime) = args.runtime {
         kms_lab_stack::Runtime::choose_for_process(runtime);
     }
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
-    let scenarios = load::select(&dir, &args.names, &args.tier)?;
+    let mut scenarios = load::select(&dir, &args.names, &args.tier)?;
+    if let Some(shard) = args.shard {
+        let durations = match &args.durations {
+            Some(path) => crate::schedule::durations_from(path).map_err(ScenariosError::Report)?,
+            None => Default::default(),
+        };
+        let total = scenarios.len();
+        scenarios = crate::schedule::partition(scenarios, shard, &durations);
+        println!(
+            "shard {shard}: {} of {total} selected scenario(s), balanced by {}",
+            scenarios.len(),
+            if durations.is_empty() { "count" } else { "recorded durations" }
+        );
+    }
     if args.check {
         let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in &scenarios {
@@ -93,26 +148,40 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         println!("{} scenario file(s) in {} are valid", scenarios.len(), dir.display());
         return Ok(true);
     }
-    let provision_options =
-        ProvisionOptions { bin_dir: args.bin_dir.clone(), kubernetes_version: args.k8s_version.clone(), ..ProvisionOptions::default() };
-    let binaries = tokio::task::spawn_blocking(move || provision::provision(&provision_options))
-        .await
-        .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))??;
+    // Report paths are checked before minutes of work, not after.
+    for path in [&args.junit, &args.json].into_iter().flatten() {
+        writable(path)?;
+    }
+    let binaries = provision_binaries(args.bin_dir.clone(), &args.k8s_version).await?;
     let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
     let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs };
-    println!("running {} scenario(s) from {}", scenarios.len(), dir.display());
+    let jobs = match args.jobs {
+        Some(n) => usize::from(n),
+        None => {
+            let (jobs, why) = crate::schedule::default_jobs();
+            println!("--jobs {jobs} (from {why})");
+            jobs
+        }
+    };
+    println!("running {} scenario(s) from {}, {jobs} at once", scenarios.len(), dir.display());
     let started = Instant::now();
     let mut outcomes = Vec::new();
-    for scenario in &scenarios {
-        let run = runner::run_scenario(scenario, &options, &|line| println!("{line}"));
-        // On Ctrl-C or SIGTERM the scenario's future is dropped: its stack kills every process.
-        tokio::select! {
-            outcome = run => outcomes.push(outcome),
-            () = stop_signal() => return Err(ScenariosError::Interrupted),
-        }
+    let suite = crate::parallel::run_all(&scenarios, &options, jobs, &mut outcomes);
+    // On Ctrl-C or SIGTERM the running scenarios' futures are dropped: their stacks kill every process.
+    let interrupted = tokio::select! {
+        () = suite => false,
+        () = stop_signal() => true,
+    };
+    let report = SuiteReport {
+        scenarios: outcomes,
+        seconds: started.elapsed().as_secs_f64(),
+        kubernetes_version: args.k8s_version.clone(),
+        jobs,
+        shard: args.shard.map(|s| s.to_string()),
+    };
+    if interrupted {
+        println!("\ninterrupted: {} scenario(s) finished; partial reports follow", report.scenarios.len());
     }
-    let report =
-        SuiteReport { scenarios: outcomes, seconds: started.elapsed().as_secs_f64(), kubernetes_version: args.k8s_version.clone() };
     println!("\n{}", report.table());
     if let Some(path) = &args.junit {
         write(path, &report.junit())?;
@@ -122,7 +191,59 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         write(path, &report.json())?;
         println!("JSON report: {}", path.display());
     }
+    if interrupted {
+        return Err(ScenariosError::Interrupted);
+    }
     Ok(report.passed())
+}
+
+/// `scenarios merge`: the shards' reports as one.
+fn run_merge(merge: &MergeArgs) -> Result<bool, ScenariosError> {
+    let mut reports = Vec::new();
+    for path in &merge.reports {
+        let text = std::fs::read_to_string(path).map_err(|e| ScenariosError::Report(format!("cannot read {}: {e}", path.display())))?;
+        let report: SuiteReport = serde_json::from_str(&text).map_err(|e| {
+            ScenariosError::Report(format!("{}:{}: not a `kms-lab scenarios --json` report: {e}", path.display(), e.line()))
+        })?;
+        reports.push(report);
+    }
+    let merged = SuiteReport::merge(reports);
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = merged.scenarios.iter().find(|s| !seen.insert(s.name.clone())) {
+        return Err(ScenariosError::Report(format!(
+            "scenario `{}` is in more than one report: merge the reports of one sharded run (`--shard K/N` with the same N and selection)",
+            twice.name
+        )));
+    }
+    println!("{}", merged.table());
+    if let Some(path) = &merge.junit {
+        write(path, &merged.junit())?;
+        println!("JUnit report: {}", path.display());
+    }
+    if let Some(path) = &merge.json_out {
+        write(path, &merged.json())?;
+        println!("JSON report: {}", path.display());
+    }
+    Ok(merged.passed())
+}
+
+/// Fails now, naming the path, if a report could not be written there later.
+fn writable(path: &std::path::Path) -> Result<(), ScenariosError> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|source| ScenariosError::Write { path: path.to_owned(), source })?;
+    if path.is_dir() {
+        return Err(ScenariosError::Write { path: path.to_owned(), source: std::io::Error::other("it is a directory; name a file") });
+    }
+    Ok(())
+}
+
+/// Finds or builds kube-apiserver, kubectl, etcd and etcdctl (blocking work, off the runtime).
+pub async fn provision_binaries(bin_dir: Option<PathBuf>, k8s_version: &str) -> Result<provision::Binaries, ScenariosError> {
+    let options = ProvisionOptions { bin_dir, kubernetes_version: k8s_version.to_owned(), ..ProvisionOptions::default() };
+    tokio::task::spawn_blocking(move || provision::provision(&options))
+        .await
+        .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))?
+        .map_err(ScenariosError::from)
 }
 
 fn write(path: &std::path::Path, text: &str) -> Result<(), ScenariosError> {
@@ -133,13 +254,13 @@ fn write(path: &std::path::Path, text: &str) -> Result<(), ScenariosError> {
 }
 
 /// `$CARGO_TARGET_DIR/kms-lab/scenario-runs`, or `target/…` under the current directory.
-fn default_run_root() -> PathBuf {
+pub fn default_run_root() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     target.join("kms-lab").join("scenario-runs")
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
+pub async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut terminate) = signal(SignalKind::terminate()) else {
         return std::future::pending().await;

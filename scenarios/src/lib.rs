@@ -5,12 +5,15 @@
 //! `cargo xtask scenarios` run.
 
 pub mod cli;
+pub mod conditions;
 pub mod error;
 pub mod load;
 pub mod model;
+pub mod parallel;
 pub mod report;
 pub mod runner;
-mod steps;
+pub mod schedule;
+pub mod steps;
 pub mod world;
 
 pub use cli::{ScenarioArgs, ScenariosError};

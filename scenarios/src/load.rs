@@ -2,10 +2,10 @@
 //! apiservers, marks, fault profiles) so a mistake is reported with its file and line before
 //! any process starts.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use crate::model::{Component, EncryptionSpec, KekKind, KmsApi, ProviderSpec, Scenario, Step, Tier};
+use crate::model::{Scenario, Tier};
+use crate::steps::{Scope, process};
 
 /// Why a scenario file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +44,9 @@ pub enum LoadError {
         message: String,
     },
     /// The directory holds no scenario file at all (a wrong `--dir`?).
-    #[error("no scenario files (`*.yaml`) in {dir}: check `--dir` (or `KMS_LAB_SCENARIOS`); the suite's files are in the repository's `scenarios/`")]
+    #[error(
+        "no scenario files (`*.yaml`) in {dir}: check `--dir` (or `KMS_LAB_SCENARIOS`); the suite's files are in the repository's `scenarios/`"
+    )]
     NoFiles {
         /// The directory searched.
         dir: PathBuf,
@@ -78,7 +80,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     })?;
     scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     scenario.path = path.to_owned();
-    Validator::new(&scenario, text).check()?;
+    validate(&scenario, text)?;
     Ok(scenario)
 }
 
@@ -126,311 +128,22 @@ pub fn select(dir: &Path, names: &[String], tiers: &[Tier]) -> Result<Vec<Scenar
     Ok(names.iter().filter_map(|n| all.iter().find(|s| &s.name == n).cloned()).collect())
 }
 
-/// Checks references step by step, tracking what exists at each point (apiservers added, marks set).
-struct Validator<'a> {
-    scenario: &'a Scenario,
-    step_lines: Vec<usize>,
-    plugins: BTreeSet<String>,
-    apiservers: usize,
-    marks: BTreeSet<String>,
-    step: usize,
-}
-
-impl<'a> Validator<'a> {
-    fn new(scenario: &'a Scenario, text: &str) -> Self {
-        Self {
-            scenario,
-            step_lines: top_level_step_lines(text),
-            plugins: scenario.stack.plugins.iter().map(|p| p.name.clone()).collect(),
-            apiservers: 1,
-            marks: BTreeSet::new(),
-            step: 0,
-        }
+/// Checks the stack and then each step in order, with what exists at that point (apiservers
+/// added, marks set): each step type checks itself ([`crate::steps::StepKind::check`]).
+fn validate(scenario: &Scenario, text: &str) -> Result<(), LoadError> {
+    let lines = top_level_step_lines(text);
+    let invalid = |step: usize, message: String| LoadError::Invalid {
+        path: scenario.path.clone(),
+        line: lines.get(step.saturating_sub(1)).copied().unwrap_or(1),
+        step,
+        message,
+    };
+    let mut scope = Scope::new(scenario);
+    process::check_stack(&scope).map_err(|message| invalid(0, message))?;
+    for (index, step) in scenario.steps.iter().enumerate() {
+        step.kind().check(&mut scope).map_err(|message| invalid(index + 1, message))?;
     }
-
-    fn invalid(&self, message: String) -> LoadError {
-        let line = self.step_lines.get(self.step.saturating_sub(1)).copied().unwrap_or(1);
-        LoadError::Invalid { path: self.scenario.path.clone(), line, step: self.step, message }
-    }
-
-    fn check(mut self) -> Result<(), LoadError> {
-        let stack = &self.scenario.stack;
-        let mut names = BTreeSet::new();
-        for plugin in &stack.plugins {
-            if !names.insert(&plugin.name) {
-                return Err(self.invalid(format!("plugin `{}` is declared twice", plugin.name)));
-            }
-            if plugin.kek == Some(KekKind::MockKms) && stack.mock_kms.is_none() {
-                return Err(self.invalid(format!("plugin `{}` has `kek: mock-kms` but the stack has no `mock_kms:`", plugin.name)));
-            }
-        }
-        self.encryption(&stack.encryption)?;
-        for step in &self.scenario.steps {
-            self.step += 1;
-            self.check_step(step)?;
-        }
-        Ok(())
-    }
-
-    fn encryption(&self, spec: &EncryptionSpec) -> Result<(), LoadError> {
-        for (resource, providers) in spec {
-            if !matches!(resource.as_str(), "secrets" | "configmaps") {
-                return Err(self.invalid(format!("resource `{resource}`: scenarios encrypt `secrets` or `configmaps`")));
-            }
-            if providers.is_empty() {
-                return Err(self.invalid(format!("resource `{resource}` has no providers; add at least `identity: {{}}`")));
-            }
-            for provider in providers {
-                if let ProviderSpec::Kms(kms) = provider {
-                    self.plugin(&kms.plugin)?;
-                    if kms.api == KmsApi::V2 && kms.cachesize.is_some() {
-                        return Err(self.invalid(format!("kms provider `{}`: `cachesize` applies to `api: v1` only", kms.name)));
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn plugin(&self, name: &str) -> Result<(), LoadError> {
-        if self.plugins.contains(name) {
-            return Ok(());
-        }
-        let known = self.plugins.iter().cloned().collect::<Vec<_>>().join(", ");
-        Err(self.invalid(format!("no plugin named `{name}` in `stack.plugins` (known: {known})")))
-    }
-
-    fn apiserver(&self, index: usize) -> Result<(), LoadError> {
-        if index < self.apiservers {
-            return Ok(());
-        }
-        Err(self
-            .invalid(format!("apiserver-{index} does not exist here (apiservers 0..{}; add one with `add_apiserver`)", self.apiservers)))
-    }
-
-    fn mark(&self, name: &str) -> Result<(), LoadError> {
-        if self.marks.contains(name) {
-            return Ok(());
-        }
-        Err(self.invalid(format!("mark `{name}` is not set by an earlier `mark:` step")))
-    }
-
-    fn mock_kms(&self, what: &str) -> Result<(), LoadError> {
-        match &self.scenario.stack.mock_kms {
-            Some(_) => Ok(()),
-            None => Err(self.invalid(format!("`{what}` needs the mock KMS: add `mock_kms: {{}}` under `stack:`"))),
-        }
-    }
-
-    fn component(&self, component: &Component) -> Result<(), LoadError> {
-        match component {
-            Component::Etcd => Ok(()),
-            Component::Apiserver(index) => self.apiserver(*index),
-            Component::MockKms => self.mock_kms("mock-kms"),
-            Component::MockKmsNode(index) => {
-                self.mock_kms("mock-kms-N")?;
-                let nodes = self.scenario.stack.mock_kms.as_ref().map_or(0, |k| k.nodes);
-                if *index >= nodes {
-                    return Err(self.invalid(format!("mock-kms-{index} does not exist (the mock KMS has {nodes} node(s))")));
-                }
-                Ok(())
-            }
-            Component::Plugin(name) => self.plugin(name),
-        }
-    }
-
-    fn key_id(&self, expect: &crate::model::KeyIdExpect) -> Result<(), LoadError> {
-        self.plugin(&expect.plugin)?;
-        match (&expect.same_as, &expect.differs_from) {
-            (Some(mark), None) | (None, Some(mark)) => self.mark(mark),
-            _ => Err(self.invalid("`key_id` needs exactly one of `same_as: MARK` or `differs_from: MARK`".into())),
-        }
-    }
-
-    fn check_step(&mut self, step: &Step) -> Result<(), LoadError> {
-        match step {
-            Step::Note(_) | Step::ExpectNoPlaintextInEtcd => Ok(()),
-            Step::Start(c) | Step::Stop(c) | Step::Kill(c) | Step::Restart(c) => self.component(c),
-            Step::AddApiserver(add) => {
-                self.encryption(&add.encryption)?;
-                self.apiservers += 1;
-                Ok(())
-            }
-            Step::Encryption(e) => {
-                if let Some(index) = e.apiserver {
-                    self.apiserver(index)?;
-                }
-                self.encryption(&e.resources)
-            }
-            Step::Create(objects) | Step::Update(objects) | Step::Read(objects) | Step::Delete(objects) => {
-                self.apiserver(objects.apiserver)?;
-                if matches!(step, Step::Create(_)) && (objects.prefix.is_none() || objects.count.is_none()) {
-                    return Err(self.invalid("`create` needs `prefix` and `count`".into()));
-                }
-                Ok(())
-            }
-            Step::Rewrite(rewrite) => self.apiserver(rewrite.apiserver),
-            Step::Load(load) => {
-                self.apiserver(load.apiserver)?;
-                if load.writers == 0 {
-                    return Err(self.invalid("`load` needs at least one writer".into()));
-                }
-                for inner in &load.during {
-                    self.check_step(inner)?;
-                }
-                Ok(())
-            }
-            Step::Faults(faults) => {
-                self.mock_kms("faults")?;
-                if let Some(node) = faults.node {
-                    self.component(&Component::MockKmsNode(node))?;
-                }
-                let yaml = serde_yaml::to_string(&faults.profile).unwrap_or_default();
-                mock_kms::FaultProfile::from_yaml(&yaml).map(drop).map_err(|e| self.invalid(format!("fault profile: {e}")))
-            }
-            Step::ClearFaults => self.mock_kms("clear_faults"),
-            Step::RotateKek => self.mock_kms("rotate_kek"),
-            Step::SetCredentials(_) => self.mock_kms("set_credentials"),
-            Step::Unseal(shares) => {
-                if !self.scenario.stack.mock_kms.as_ref().is_some_and(|k| k.sealed) {
-                    return Err(self.invalid("`unseal` needs a sealed mock KMS: `mock_kms: {sealed: true}`".into()));
-                }
-                if !(1..=5).contains(shares) {
-                    return Err(self.invalid(format!("`unseal: {shares}`: the mock KMS has 5 shares; give 1 to 5")));
-                }
-                Ok(())
-            }
-            Step::DisableKeyVersion(disable) => {
-                self.mock_kms("disable_key_version")?;
-                self.plugin(&disable.plugin)?;
-                self.mark(&disable.mark)
-            }
-            Step::Mark(name) => {
-                self.marks.insert(name.clone());
-                Ok(())
-            }
-            Step::WaitUntil(wait) => {
-                let set = [wait.health.is_some(), wait.plugin_status.is_some(), wait.apiserver_key_id.is_some(), wait.metric.is_some()];
-                if set.iter().filter(|s| **s).count() != 1 {
-                    return Err(self.invalid(
-                        "`wait_until` needs exactly one condition: `health`, `plugin_status`, `apiserver_key_id` or `metric`".into(),
-                    ));
-                }
-                if let Some(health) = &wait.health {
-                    self.apiserver(health.apiserver)?;
-                }
-                if let Some(status) = &wait.plugin_status {
-                    self.plugin(&status.plugin)?;
-                    if let Some(key_id) = &status.key_id {
-                        self.key_id(key_id)?;
-                    }
-                }
-                if let Some(seen) = &wait.apiserver_key_id {
-                    self.apiserver(seen.apiserver)?;
-                    self.plugin(&seen.plugin)?;
-                }
-                if let Some(metric) = &wait.metric {
-                    self.apiserver(metric.apiserver)?;
-                }
-                Ok(())
-            }
-            Step::ExpectHealth(health) => self.apiserver(health.apiserver),
-            Step::ExpectEtcd(expect) => {
-                if let Some(key_id) = &expect.key_id {
-                    self.key_id(key_id)?;
-                }
-                Ok(())
-            }
-            Step::ExpectAudit(audit) => {
-                self.mock_kms("expect_audit")?;
-                self.mark(&audit.since)
-            }
-            Step::ExpectMetric(metric) => self.apiserver(metric.apiserver),
-            Step::ExpectPluginStatus(status) => {
-                self.plugin(&status.plugin)?;
-                match &status.key_id {
-                    Some(key_id) => self.key_id(key_id),
-                    None => Ok(()),
-                }
-            }
-            Step::Lint(lint) => {
-                self.apiserver(lint.apiserver)?;
-                for other in &lint.against {
-                    self.apiserver(*other)?;
-                }
-                if lint.expect.is_empty() && lint.absent.is_empty() {
-                    return Err(self.invalid("`lint` needs `expect: [finding ids]` or `absent: [finding ids]`".into()));
-                }
-                for id in lint.expect.iter().chain(&lint.absent) {
-                    if !kms_lab_lint::FINDING_IDS.contains(&id.as_str()) {
-                        return Err(
-                            self.invalid(format!("`lint`: unknown finding id `{id}` (known: {})", kms_lab_lint::FINDING_IDS.join(", ")))
-                        );
-                    }
-                }
-                Ok(())
-            }
-            Step::ExpectSocket(socket) => self.plugin(&socket.plugin),
-            Step::List(list) => self.apiserver(list.apiserver),
-            Step::CountDekSources(count) => {
-                if let (Some(min), Some(max)) = (count.at_least, count.at_most)
-                    && min > max
-                {
-                    return Err(self.invalid(format!("`count_dek_sources`: `at_least: {min}` is above `at_most: {max}`")));
-                }
-                Ok(())
-            }
-            Step::TimeUntil(time) => {
-                let set = [time.health.is_some(), time.plugin_status.is_some(), time.metric.is_some(), time.write.is_some()];
-                if set.iter().filter(|s| **s).count() != 1 {
-                    return Err(
-                        self.invalid("`time_until` needs exactly one condition: `health`, `plugin_status`, `metric` or `write`".into())
-                    );
-                }
-                if let Some(health) = &time.health {
-                    self.apiserver(health.apiserver)?;
-                }
-                if let Some(status) = &time.plugin_status {
-                    self.plugin(&status.plugin)?;
-                    if let Some(key_id) = &status.key_id {
-                        self.key_id(key_id)?;
-                    }
-                }
-                if let Some(metric) = &time.metric {
-                    self.apiserver(metric.apiserver)?;
-                }
-                if let Some(write) = &time.write {
-                    self.apiserver(write.apiserver)?;
-                }
-                if !time.must_happen && time.write.is_none() {
-                    return Err(self.invalid("`time_until`: `must_happen: false` is for `write` probes only".into()));
-                }
-                Ok(())
-            }
-            Step::ObserveHealth(observe) => {
-                self.apiserver(observe.apiserver)?;
-                let interval = observe.interval.map_or(std::time::Duration::from_secs(1), |d| d.0);
-                if interval.is_zero() || interval > observe.duration.0 {
-                    return Err(self.invalid("`observe_health`: `interval` must be above zero and at most `for`".into()));
-                }
-                Ok(())
-            }
-            Step::RestartApiserver(restart) => self.apiserver(restart.apiserver),
-            Step::ColdStart(cold) => self.apiserver(cold.apiserver),
-            Step::SetCurrentKeyVersion(version) => {
-                self.mock_kms("set_current_key_version")?;
-                self.plugin(&version.plugin)?;
-                self.mark(&version.mark)
-            }
-            Step::KmsCalls(calls) => {
-                self.mock_kms("kms_calls")?;
-                if calls.per_object_at_most.is_some() && calls.objects.is_none() {
-                    return Err(self.invalid("`kms_calls`: `per_object_at_most` needs `objects: N`".into()));
-                }
-                self.mark(&calls.since)
-            }
-        }
-    }
+    Ok(())
 }
 
 /// The 1-based line of each top-level item of the `steps:` list.
@@ -474,7 +187,7 @@ mod tests {
     #[test]
     fn a_valid_file_parses_into_typed_steps() {
         let scenario = parse_text(&format!(
-            "{HEADER}  - create: {{prefix: s, count: 3}}\n  - mark: m\n  - rotate_kek\n  - read: {{prefix: s, expect_error: 'deadline'}}\n"
+            "{HEADER}  - create: {{prefix: s, count: 3}}\n  - mark: m\n  - rotate_kek: {{}}\n  - read: {{prefix: s, expect_error: 'deadline'}}\n"
         ));
         // rotate_kek needs the mock KMS: the error names the step's line and the fix.
         let error = scenario.unwrap_err().to_string();
@@ -499,9 +212,10 @@ mod tests {
 
     #[test]
     fn a_bad_value_says_what_was_expected() {
-        let error = parse_text(&format!("{HEADER}  - wait_until: {{within: soon, health: {{path: /readyz, healthy: true}}}}\n"))
-            .unwrap_err()
-            .to_string();
+        let error =
+            parse_text(&format!("{HEADER}  - wait_until: {{within: soon, condition: {{health: {{path: /readyz, healthy: true}}}}}}\n"))
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("`soon` is not a duration"), "{error}");
         let error = parse_text(&format!("{HEADER}  - read: {{expect_error: '(unclosed'}}\n")).unwrap_err().to_string();
         assert!(error.contains("is not a regular expression"), "{error}");
@@ -513,7 +227,7 @@ mod tests {
         assert!(error.contains("no plugin named `plugin-9`") && error.contains("known: plugin-0"), "{error}");
         let error = parse_text(&format!("{HEADER}  - read: {{apiserver: 1}}\n")).unwrap_err().to_string();
         assert!(error.contains("apiserver-1 does not exist") && error.contains("add_apiserver"), "{error}");
-        let error = parse_text(&format!("{HEADER}  - expect_plugin_status: {{plugin: plugin-0, key_id: {{same_as: before}}}}\n"))
+        let error = parse_text(&format!("{HEADER}  - expect: {{plugin_status: {{plugin: plugin-0, key_id: {{same_as: before}}}}}}\n"))
             .unwrap_err()
             .to_string();
         assert!(error.contains("mark `before` is not set"), "{error}");
@@ -528,18 +242,31 @@ mod tests {
     }
 
     #[test]
-    fn incident_steps_are_validated_before_anything_runs() {
+    fn measurement_steps_are_validated_before_anything_runs() {
         let error = parse_text(&format!("{HEADER}  - lint: {{expect: [identity-frist]}}\n")).unwrap_err().to_string();
-        assert!(error.starts_with("test.yaml:8: step 1:") && error.contains("unknown finding id `identity-frist`"), "{error}");
+        assert!(error.starts_with("test.yaml:8:") && error.contains("unknown finding id `identity-frist`"), "{error}");
         assert!(error.contains("identity-first"), "{error}");
-        let error = parse_text(&format!("{HEADER}  - time_until: {{figure: f, within: 5s}}\n")).unwrap_err().to_string();
-        assert!(error.contains("`time_until` needs exactly one condition"), "{error}");
-        let error = parse_text(&format!("{HEADER}  - observe_health: {{path: /livez, for: 1s, interval: 2s}}\n")).unwrap_err().to_string();
+        let error = parse_text(&format!("{HEADER}  - wait_until: {{within: 5s, figure: f}}\n")).unwrap_err().to_string();
+        assert!(error.contains("missing field `condition`"), "{error}");
+        let error = parse_text(&format!("{HEADER}  - observe_health: {{path: /livez, for: 1s, interval: 2s, figure: h}}\n"))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("`interval` must be above zero and at most `for`"), "{error}");
-        let error = parse_text(&format!("{HEADER}  - restart_apiserver: {{wait: forever}}\n")).unwrap_err().to_string();
+        let error = parse_text(&format!("{HEADER}  - restart: {{component: apiserver-0, wait: forever}}\n")).unwrap_err().to_string();
         assert!(error.starts_with("test.yaml:8:") && error.contains("live") && error.contains("serving"), "{error}");
-        let error = parse_text(&format!("{HEADER}  - expect_socket: {{plugin: plugin-9, exists: true}}\n")).unwrap_err().to_string();
+        let error = parse_text(&format!("{HEADER}  - restart: {{component: plugin-0, wait: serving}}\n")).unwrap_err().to_string();
+        assert!(error.contains("applies to apiservers only"), "{error}");
+        let error = parse_text(&format!("{HEADER}  - expect: {{socket: {{plugin: plugin-9, exists: true}}}}\n")).unwrap_err().to_string();
         assert!(error.contains("no plugin named `plugin-9`"), "{error}");
+    }
+
+    #[test]
+    fn nested_steps_of_a_load_are_checked_with_the_load() {
+        let text = format!(
+            "{HEADER}  - load:\n      prefix: l\n      for: 5s\n      during:\n        - wait_until: {{within: 5s, condition: {{writes: {{at_least: 3}}}}}}\n        - kill: plugin-7\n"
+        );
+        let error = parse_text(&text).unwrap_err().to_string();
+        assert!(error.starts_with("test.yaml:8: step 1:") && error.contains("in `during`, `kill -9 plugin-7`: no plugin named"), "{error}");
     }
 
     #[test]

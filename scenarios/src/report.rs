@@ -3,12 +3,12 @@
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runner::ScenarioOutcome;
 
-/// A whole run.
-#[derive(Debug, Clone, Serialize)]
+/// A whole run (or one shard of it, or several shards merged).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SuiteReport {
     /// Every scenario's result, in run order.
     pub scenarios: Vec<ScenarioOutcome>,
@@ -16,6 +16,16 @@ pub struct SuiteReport {
     pub seconds: f64,
     /// `kube-apiserver` version used.
     pub kubernetes_version: String,
+    /// How many scenarios ran at once.
+    #[serde(default = "one")]
+    pub jobs: usize,
+    /// The shard this report covers (`2/4`), if the run was sharded.
+    #[serde(default)]
+    pub shard: Option<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl SuiteReport {
@@ -28,37 +38,48 @@ impl SuiteReport {
     pub fn table(&self) -> String {
         let width = self.scenarios.iter().map(|s| s.name.len()).max().unwrap_or(8).max(8);
         let mut out = String::new();
-        let _ = writeln!(out, "{:<width$}  {:<8}  {:<6}  {:>8}  {:>5}", "scenario", "tier", "result", "time", "steps");
-        let _ = writeln!(out, "{}", "-".repeat(width + 37));
+        let _ = writeln!(out, "{:<width$}  {:<8}  {:<6}  {:>8}  {:>5}  {:>9}", "scenario", "tier", "result", "time", "steps", "etcd revs");
+        let _ = writeln!(out, "{}", "-".repeat(width + 48));
         for s in &self.scenarios {
             let passed_steps = s.steps.iter().filter(|st| st.passed).count();
             let total = s.steps.len() + s.skipped_steps;
-            let result = if s.passed { "pass" } else { "FAIL" };
+            let result = match (s.passed, &s.skipped) {
+                (_, Some(_)) => "skip",
+                (true, None) => "pass",
+                (false, None) => "FAIL",
+            };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:<8}  {:<6}  {:>7.1}s  {:>2}/{:<2}",
+                "{:<width$}  {:<8}  {:<6}  {:>7.1}s  {:>2}/{:<2}  {:>9}",
                 s.name,
                 s.tier.to_string(),
                 result,
                 s.seconds,
                 passed_steps,
-                total
+                total,
+                s.etcd_revisions_checked
             );
         }
-        let _ = writeln!(out, "{}", "-".repeat(width + 37));
+        let _ = writeln!(out, "{}", "-".repeat(width + 48));
+        let _ = writeln!(out, "etcd revs: values written to etcd during the run, each scanned for plaintext (not only the last).");
         let failed = self.scenarios.iter().filter(|s| !s.passed).count();
         let _ = writeln!(
             out,
-            "{} scenario(s), {} passed, {failed} failed, {:.1} s in all (kube-apiserver {}, {} CPU(s))",
+            "{} scenario(s), {} passed, {failed} failed, {:.1} s in all (kube-apiserver {}, {} CPU(s), {} at once{})",
             self.scenarios.len(),
             self.scenarios.len() - failed,
             self.seconds,
             self.kubernetes_version,
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            self.jobs,
+            self.shard.as_ref().map(|s| format!(", shard {s}")).unwrap_or_default()
         );
         for s in self.scenarios.iter().filter(|s| !s.figures.is_empty()) {
             let figures: Vec<String> = s.figures.iter().map(|(k, v)| format!("{k}={v}")).collect();
             let _ = writeln!(out, "figures {}: {}", s.name, figures.join(", "));
+        }
+        for s in self.scenarios.iter().filter(|s| s.skipped.is_some()) {
+            let _ = writeln!(out, "SKIPPED {}: {}", s.name, s.skipped.as_deref().unwrap_or_default());
         }
         for s in self.scenarios.iter().filter(|s| !s.passed) {
             let _ = writeln!(out, "\nFAILED {}: {}", s.name, s.failure.as_deref().unwrap_or("unknown"));
@@ -75,8 +96,9 @@ impl SuiteReport {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         let _ = writeln!(
             out,
-            "<testsuite name=\"kms-lab scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" time=\"{:.3}\">",
+            "<testsuite name=\"kms-lab scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"0\" skipped=\"{}\" time=\"{:.3}\">",
             self.scenarios.len(),
+            self.scenarios.iter().filter(|s| s.skipped.is_some()).count(),
             self.seconds
         );
         for s in &self.scenarios {
@@ -88,6 +110,9 @@ impl SuiteReport {
                 s.seconds
             );
             let _ = writeln!(out, " file=\"{}\">", escape(&s.file.display().to_string()));
+            if let Some(reason) = &s.skipped {
+                let _ = writeln!(out, "    <skipped message=\"{}\"/>", escape(reason));
+            }
             if let Some(failure) = &s.failure {
                 let _ = writeln!(out, "    <failure message=\"{}\">{}</failure>", escape(failure), escape(&steps_text(s)));
             }
@@ -96,6 +121,17 @@ impl SuiteReport {
         }
         out.push_str("</testsuite>\n");
         out
+    }
+
+    /// Several shards' reports as one: every scenario once, in file order; the wall time is the
+    /// longest shard's (they ran side by side).
+    pub fn merge(reports: Vec<SuiteReport>) -> SuiteReport {
+        let seconds = reports.iter().map(|r| r.seconds).fold(0.0, f64::max);
+        let kubernetes_version = reports.first().map(|r| r.kubernetes_version.clone()).unwrap_or_default();
+        let jobs = reports.iter().map(|r| r.jobs).max().unwrap_or(1);
+        let mut scenarios: Vec<ScenarioOutcome> = reports.into_iter().flat_map(|r| r.scenarios).collect();
+        scenarios.sort_by(|a, b| a.file.cmp(&b.file));
+        SuiteReport { scenarios, seconds, kubernetes_version, jobs, shard: None }
     }
 
     /// The JSON report.
@@ -160,18 +196,26 @@ mod tests {
             seed: 1,
             passed,
             seconds: 1.5,
-            steps: vec![StepRecord { number: 1, label: "create <x>".into(), passed, seconds: 0.5, detail: "a & b".into() }],
+            steps: vec![StepRecord { number: 1, started_s: 0.0, label: "create <x>".into(), passed, seconds: 0.5, detail: "a & b".into() }],
             skipped_steps: usize::from(!passed),
             failure: (!passed).then(|| "step 1 `create`: 500 \"boom\"".into()),
             run_dir: None,
             figures: Default::default(),
+            etcd_revisions_checked: 0,
+            skipped: None,
+            timeline: Default::default(),
         }
     }
 
     #[test]
     fn junit_has_one_escaped_testcase_per_scenario() {
-        let report =
-            SuiteReport { scenarios: vec![outcome("a", true), outcome("b", false)], seconds: 3.0, kubernetes_version: "v1".into() };
+        let report = SuiteReport {
+            scenarios: vec![outcome("a", true), outcome("b", false)],
+            seconds: 3.0,
+            kubernetes_version: "v1".into(),
+            jobs: 1,
+            shard: None,
+        };
         let xml = report.junit();
         assert_eq!(xml.matches("<testcase ").count(), 2);
         assert!(xml.contains("tests=\"2\" failures=\"1\""));

@@ -10,11 +10,11 @@ use kms_lab_stack::mockkms::MockKmsOptions;
 use kms_lab_stack::plugin::{PluginKek, PluginSpec};
 use kms_lab_stack::provision::Binaries;
 use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
 use crate::steps;
-use crate::world::{World, build_encryption};
+use crate::world::{KmsEvent, PLAINTEXT_MARKER, TimelineReport, World, build_encryption};
 
 /// How to run scenarios.
 #[derive(Debug, Clone)]
@@ -30,10 +30,13 @@ pub struct RunOptions {
 }
 
 /// One step as it ran.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     /// 1-based position (nested `load` steps are reported inside their parent's line).
     pub number: usize,
+    /// When it began, seconds since the scenario (its stack) started.
+    #[serde(default)]
+    pub started_s: f64,
     /// What the step does.
     pub label: String,
     /// Whether it passed.
@@ -45,7 +48,7 @@ pub struct StepRecord {
 }
 
 /// A scenario's result.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScenarioOutcome {
     /// The file stem.
     pub name: String,
@@ -73,6 +76,39 @@ pub struct ScenarioOutcome {
     pub run_dir: Option<PathBuf>,
     /// Figures measured along the way.
     pub figures: BTreeMap<String, f64>,
+    /// Values written to etcd during the run that the revision recorder scanned for plaintext.
+    #[serde(default)]
+    pub etcd_revisions_checked: u64,
+    /// Why the scenario did not run (e.g. the plugin lacks what it requires); reported, never silent.
+    #[serde(default)]
+    pub skipped: Option<String>,
+    /// API and KMS calls over time, for the timeline plot.
+    #[serde(default)]
+    pub timeline: TimelineReport,
+}
+
+impl ScenarioOutcome {
+    /// The outcome of a scenario that was not run, with the reason every report shows.
+    pub fn skipped(scenario: &Scenario, seed: u64, reason: String) -> Self {
+        Self {
+            name: scenario.name.clone(),
+            title: scenario.title.clone(),
+            tier: scenario.tier,
+            file: scenario.path.clone(),
+            references: scenario.references.clone(),
+            seed,
+            passed: true,
+            seconds: 0.0,
+            steps: Vec::new(),
+            skipped_steps: scenario.steps.len(),
+            failure: None,
+            run_dir: None,
+            figures: BTreeMap::new(),
+            etcd_revisions_checked: 0,
+            skipped: Some(reason),
+            timeline: TimelineReport::default(),
+        }
+    }
 }
 
 /// The stack a scenario asks for.
@@ -115,8 +151,22 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64) -> StackO
     stack
 }
 
+/// What to do with the stack of a scenario that passed, before it is torn down (the lab keeps it
+/// up until Ctrl-C).
+pub type Hold<'h> = Box<dyn for<'w> FnOnce(&'w World) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'w>> + 'h>;
+
 /// Runs one scenario on a fresh stack; `progress` receives one line per event.
 pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &dyn Fn(&str)) -> ScenarioOutcome {
+    run_scenario_then(scenario, options, progress, None).await
+}
+
+/// [`run_scenario`], and when every step passed, `hold` runs with the live stack before teardown.
+pub async fn run_scenario_then(
+    scenario: &Scenario,
+    options: &RunOptions,
+    progress: &dyn Fn(&str),
+    hold: Option<Hold<'_>>,
+) -> ScenarioOutcome {
     let started = Instant::now();
     let seed = options.seed.unwrap_or(scenario.seed);
     let mut outcome = ScenarioOutcome {
@@ -133,6 +183,9 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
         failure: None,
         run_dir: None,
         figures: BTreeMap::new(),
+        etcd_revisions_checked: 0,
+        skipped: None,
+        timeline: TimelineReport::default(),
     };
     progress(&format!("▶ {} — {} (seed {seed})", scenario.name, scenario.title));
     for reference in &scenario.references {
@@ -150,11 +203,25 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
         }
     };
     progress(&format!("  stack up in {:.1} s; logs in {}", started.elapsed().as_secs_f64(), stack.run_dir().display()));
-    let mut world = World::new(stack, seed);
+    // Every revision written from now on is scanned for plaintext, not only the last one.
+    let history = match stack.record_etcd_history("/registry/", PLAINTEXT_MARKER.as_bytes()).await {
+        Ok(recorder) => recorder,
+        Err(error) => {
+            let failure = format!("the etcd revision recorder did not start: {error}");
+            progress(&format!("  ✗ {failure}"));
+            outcome.failure = Some(failure);
+            outcome.skipped_steps = scenario.steps.len();
+            outcome.run_dir = stack.shutdown(true).await;
+            outcome.seconds = started.elapsed().as_secs_f64();
+            return outcome;
+        }
+    };
+    let mut world = World::new(stack, seed, Some(history));
     let total = scenario.steps.len();
     for (index, step) in scenario.steps.iter().enumerate() {
         let label = steps::label(step);
         let step_started = Instant::now();
+        let started_s = (world.timeline().origin().elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         let result = steps::run(&mut world, step).await;
         let seconds = step_started.elapsed().as_secs_f64();
         let (passed, detail) = match result {
@@ -162,8 +229,14 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
             Err(error) => (false, error.to_string()),
         };
         let mark = if passed { "✓" } else { "✗" };
-        progress(&format!("  {mark} [{:>2}/{total}] {label} ({seconds:.1} s): {detail}", index + 1));
-        outcome.steps.push(StepRecord { number: index + 1, label: label.clone(), passed, seconds, detail: detail.clone() });
+        if let (crate::steps::Step::Say(_), true) = (&**step, passed) {
+            progress(&format!("\n==> [{:>2}/{total}] {detail}", index + 1));
+        } else {
+            // Multi-line details (a `show` hexdump) are indented under their step.
+            let detail = detail.replace('\n', "\n        ");
+            progress(&format!("  {mark} [{:>2}/{total}] {label} ({seconds:.1} s): {detail}", index + 1));
+        }
+        outcome.steps.push(StepRecord { number: index + 1, started_s, label: label.clone(), passed, seconds, detail: detail.clone() });
         if !passed {
             outcome.failure = Some(format!("step {} `{label}`: {detail}", index + 1));
             outcome.skipped_steps = total - index - 1;
@@ -171,7 +244,16 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
         }
     }
     outcome.passed = outcome.failure.is_none();
+    if let (true, Some(hold)) = (outcome.passed, hold) {
+        hold(&world).await;
+    }
     outcome.figures = std::mem::take(&mut world.figures);
+    if let Some(history) = world.history() {
+        let summary = history.summary();
+        outcome.etcd_revisions_checked = summary.revisions;
+    }
+    world.stop_history();
+    outcome.timeline = timeline_report(&world).await;
     let keep = !outcome.passed || options.keep_logs;
     outcome.run_dir = world.stack.shutdown(keep).await;
     outcome.seconds = started.elapsed().as_secs_f64();
@@ -183,6 +265,27 @@ pub async fn run_scenario(scenario: &Scenario, options: &RunOptions, progress: &
         (_, true) => progress(&format!("  ✓ passed in {:.1} s", outcome.seconds)),
     }
     outcome
+}
+
+/// The scenario's API calls and the mock KMS's audit log, on one time axis.
+async fn timeline_report(world: &World) -> TimelineReport {
+    let timeline = world.timeline();
+    let kms = match world.stack.mock_kms() {
+        Some(kms) => kms.audit_records(0).await.unwrap_or_default(),
+        None => Vec::new(),
+    };
+    TimelineReport {
+        api: timeline.api_events(),
+        kms: kms
+            .iter()
+            .map(|r| KmsEvent {
+                at_s: (timeline.seconds_at(r.time_unix_ms) * 1000.0).round() / 1000.0,
+                action: r.action.name().to_owned(),
+                ok: r.outcome == mock_kms::api::admin::Outcome::Ok,
+                caller: r.caller.map(|c| c.name().to_owned()),
+            })
+            .collect(),
+    }
 }
 
 /// The directory scenario files are read from by default: `KMS_LAB_SCENARIOS`, `./scenarios`

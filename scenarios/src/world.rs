@@ -2,8 +2,10 @@
 //! back), its marks and the figures it measured. Values and static keys derive from the seed, so
 //! the same seed writes the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -11,6 +13,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kms_lab_stack::Stack;
 use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider, ResourceConfig, StaticKey, StaticKeys};
+use kube::api::ListParams;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use sha2::{Digest, Sha256};
 
@@ -43,8 +46,12 @@ impl ObjectRef {
 }
 
 /// What a mark remembered.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Mark {
+    /// When it was set (`wait_until {since: MARK}` measures from here).
+    pub at: Instant,
+    /// etcd's revision at the mark.
+    pub etcd_revision: i64,
     /// The highest audit sequence number at the mark.
     pub audit_seq: u64,
     /// Each reachable plugin's Status key id.
@@ -62,12 +69,67 @@ pub struct World {
     pub marks: BTreeMap<String, Mark>,
     /// Figures measured by steps (name → value), reported with the result.
     pub figures: BTreeMap<String, f64>,
+    /// Writes stored by the running `load`, if any (its `writes` conditions count them).
+    load_writes: Option<Arc<AtomicU64>>,
+    /// The next number of each write probe prefix.
+    probes: BTreeMap<(Kind, String), usize>,
+    /// Every revision written to etcd since the stack started, scanned for plaintext.
+    history: Option<kms_lab_stack::etcd_watch::Recorder>,
+    /// API calls over time.
+    timeline: Timeline,
 }
 
 impl World {
-    /// A world around a started stack.
-    pub fn new(stack: Stack, seed: u64) -> Self {
-        Self { stack, seed, objects: BTreeMap::new(), marks: BTreeMap::new(), figures: BTreeMap::new() }
+    /// A world around a started stack; `history` scans every etcd revision from the start.
+    pub fn new(stack: Stack, seed: u64, history: Option<kms_lab_stack::etcd_watch::Recorder>) -> Self {
+        Self {
+            stack,
+            seed,
+            objects: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            figures: BTreeMap::new(),
+            load_writes: None,
+            probes: BTreeMap::new(),
+            history,
+            timeline: Timeline::new(),
+        }
+    }
+
+    /// The etcd revision recorder, when one runs.
+    pub fn history(&self) -> Option<&kms_lab_stack::etcd_watch::Recorder> {
+        self.history.as_ref()
+    }
+
+    /// Stops the etcd revision recorder (before the stack goes down).
+    pub fn stop_history(&mut self) {
+        if let Some(recorder) = self.history.take() {
+            recorder.stop();
+        }
+    }
+
+    /// Writes stored so far by the running `load` (0 outside a load).
+    pub fn load_writes(&self) -> u64 {
+        self.load_writes.as_ref().map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    /// Makes `counter` the running load's write count (`None` when the load ends).
+    pub fn set_load_writes(&mut self, counter: Option<Arc<AtomicU64>>) {
+        self.load_writes = counter;
+    }
+
+    /// The name of the next write probe object under `prefix` (`<prefix>-NNN`): numbering goes
+    /// on after the objects of that prefix written so far and every earlier probe, refused or not.
+    pub fn next_probe_name(&mut self, kind: Kind, prefix: &str) -> String {
+        let taken = self.objects.keys().filter(|o| o.kind == kind && o.name.starts_with(&format!("{prefix}-"))).count();
+        let next = self.probes.entry((kind, prefix.to_owned())).or_insert(taken);
+        let name = format!("{prefix}-{:03}", *next);
+        *next += 1;
+        name
+    }
+
+    /// The tracked objects of `kind` in `namespace` a LIST (`names`) did not return.
+    pub fn missing_from(&self, kind: Kind, namespace: &str, names: &BTreeSet<String>) -> Vec<ObjectRef> {
+        self.select(kind, namespace, None, None).into_iter().map(|(o, _)| o).filter(|o| !names.contains(&o.name)).collect()
     }
 
     /// The scenario's seed.
@@ -91,6 +153,16 @@ impl World {
             Some(n) => matching.take(n).collect(),
             None => matching.collect(),
         }
+    }
+
+    /// A client for apiserver `index` whose calls go on the scenario's timeline.
+    pub async fn client(&self, index: usize) -> Result<ObjectClient, StepError> {
+        Ok(ObjectClient { client: self.stack.kube_client(index).await?, timeline: self.timeline.clone() })
+    }
+
+    /// What happened when, for the report's timeline plot.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
     }
 
     /// Records a measured figure.
@@ -160,6 +232,7 @@ pub struct Call {
 #[derive(Clone)]
 pub struct ObjectClient {
     client: kube::Client,
+    timeline: Timeline,
 }
 
 /// How the API answered, as a user sees it (`500 InternalError: …`).
@@ -171,17 +244,13 @@ pub fn describe_kube_error(error: &kube::Error) -> String {
 }
 
 impl ObjectClient {
-    /// A client for apiserver `index` of `stack`.
-    pub async fn new(stack: &Stack, index: usize) -> Result<Self, StepError> {
-        Ok(Self { client: stack.kube_client(index).await? })
-    }
-
-    async fn timed<F: std::future::Future<Output = Result<(), String>>>(call: F) -> Call {
+    async fn timed<F: std::future::Future<Output = Result<(), String>>>(&self, verb: Verb, call: F) -> Call {
         let started = Instant::now();
         let result = match tokio::time::timeout(CALL_DEADLINE, call).await {
             Ok(result) => result,
             Err(_) => Err(format!("no answer within {} s", CALL_DEADLINE.as_secs())),
         };
+        self.timeline.api(verb, started, result.is_ok());
         Call { result, elapsed: started.elapsed() }
     }
 
@@ -189,7 +258,7 @@ impl ObjectClient {
     pub async fn create(&self, object: &ObjectRef, value: &str) -> Call {
         let meta = ObjectMeta { name: Some(object.name.clone()), namespace: Some(object.namespace.clone()), ..Default::default() };
         let client = self.client.clone();
-        Self::timed(async move {
+        self.timed(Verb::Create, async move {
             let params = PostParams::default();
             match object.kind {
                 Kind::Secret => {
@@ -217,7 +286,7 @@ impl ObjectClient {
     /// Replaces the value of `object` (read, change, write back).
     pub async fn update(&self, object: &ObjectRef, value: &str) -> Call {
         let client = self.client.clone();
-        Self::timed(async move {
+        self.timed(Verb::Update, async move {
             let params = PostParams::default();
             match object.kind {
                 Kind::Secret => {
@@ -241,7 +310,7 @@ impl ObjectClient {
     /// Reads `object` and checks it holds `expected`.
     pub async fn read(&self, object: &ObjectRef, expected: &str) -> Call {
         let client = self.client.clone();
-        Self::timed(async move {
+        self.timed(Verb::Read, async move {
             let found: Option<Vec<u8>> = match object.kind {
                 Kind::Secret => Api::<Secret>::namespaced(client, &object.namespace)
                     .get(&object.name)
@@ -268,7 +337,7 @@ impl ObjectClient {
     /// Deletes `object`.
     pub async fn delete(&self, object: &ObjectRef) -> Call {
         let client = self.client.clone();
-        Self::timed(async move {
+        self.timed(Verb::Delete, async move {
             let params = DeleteParams::default();
             match object.kind {
                 Kind::Secret => Api::<Secret>::namespaced(client, &object.namespace).delete(&object.name, &params).await.map(drop),
@@ -278,4 +347,121 @@ impl ObjectClient {
         })
         .await
     }
+}
+
+/// One LIST through apiserver `apiserver`: the names it returned, or the API's error.
+pub async fn list_names(world: &World, apiserver: usize, kind: Kind, namespace: &str) -> Result<BTreeSet<String>, String> {
+    let client = world.stack.kube_client(apiserver).await.map_err(|e| e.to_string())?;
+    let params = ListParams::default();
+    let call = async {
+        let names: Vec<Option<String>> = match kind {
+            Kind::Secret => Api::<Secret>::namespaced(client, namespace)
+                .list(&params)
+                .await
+                .map(|l| l.items.into_iter().map(|s| s.metadata.name).collect()),
+            Kind::Configmap => Api::<ConfigMap>::namespaced(client, namespace)
+                .list(&params)
+                .await
+                .map(|l| l.items.into_iter().map(|c| c.metadata.name).collect()),
+        }
+        .map_err(|e| describe_kube_error(&e))?;
+        Ok(names.into_iter().flatten().collect())
+    };
+    tokio::time::timeout(CALL_DEADLINE, call).await.unwrap_or_else(|_| Err(format!("no answer within {} s", CALL_DEADLINE.as_secs())))
+}
+
+/// An API call's verb, as the timeline records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    /// A create.
+    Create,
+    /// An update.
+    Update,
+    /// A read.
+    Read,
+    /// A delete.
+    Delete,
+}
+
+/// One API call on the timeline: when it started (seconds since the scenario began), its verb
+/// and whether it succeeded.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ApiEvent {
+    /// Seconds since the scenario began.
+    pub at_s: f64,
+    /// The verb.
+    pub verb: Verb,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// The API calls a scenario made, shared by every client (load writers run in their own tasks).
+#[derive(Debug, Clone)]
+pub struct Timeline {
+    origin: Instant,
+    origin_unix_ms: u64,
+    api: Arc<std::sync::Mutex<Vec<ApiEvent>>>,
+}
+
+impl Timeline {
+    /// An empty timeline starting now.
+    pub fn new() -> Self {
+        let origin_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        Self { origin: Instant::now(), origin_unix_ms, api: Arc::default() }
+    }
+
+    /// When the timeline began.
+    pub fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    fn api(&self, verb: Verb, started: Instant, ok: bool) {
+        let at_s = (started.saturating_duration_since(self.origin).as_secs_f64() * 1000.0).round() / 1000.0;
+        if let Ok(mut events) = self.api.lock() {
+            events.push(ApiEvent { at_s, verb, ok });
+        }
+    }
+
+    /// Seconds since the scenario began of a wall-clock time in Unix milliseconds (audit records).
+    pub fn seconds_at(&self, unix_ms: u64) -> f64 {
+        (unix_ms as f64 - self.origin_unix_ms as f64) / 1000.0
+    }
+
+    /// Every API call so far, in the order they started.
+    pub fn api_events(&self) -> Vec<ApiEvent> {
+        let mut events = self.api.lock().map(|e| e.clone()).unwrap_or_default();
+        events.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+        events
+    }
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One mock KMS call on the timeline.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct KmsEvent {
+    /// Seconds since the scenario began (when the call finished).
+    pub at_s: f64,
+    /// The action (`Encrypt`, `Decrypt`, …).
+    pub action: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Why it was made (`request`, `health-probe`), when the client said.
+    #[serde(default)]
+    pub caller: Option<String>,
+}
+
+/// What a scenario's timeline plot shows: API calls and mock KMS calls over time (the steps,
+/// faults among them, come from the step records).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct TimelineReport {
+    /// API calls made by the scenario's steps and load writers.
+    pub api: Vec<ApiEvent>,
+    /// Calls the mock KMS served.
+    pub kms: Vec<KmsEvent>,
 }

@@ -98,7 +98,10 @@ impl Container {
     /// output into `spec.log`.
     pub(crate) async fn start(spec: &ContainerSpec<'_>) -> Result<Self, StackError> {
         let docker = docker().await?;
-        let image = images::ensure(&docker, spec.program, spec.version).await?;
+        let (image, entrypoint) = match images::from_registry(&docker, spec.program, spec.version).await? {
+            Some((image, entrypoint)) => (image, Some(entrypoint)),
+            None => (images::ensure(&docker, spec.program, spec.version).await?, None),
+        };
         let open_log = || std::fs::OpenOptions::new().create(true).append(true).open(spec.log);
         let log = open_log().map_err(StackError::io(format!("open log {}", spec.log.display())))?;
         let number = STARTED.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +109,12 @@ impl Container {
         let container_name = format!("kms-lab-{}-{owner}-{number}", spec.name);
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let user = unsafe { format!("{}:{}", libc::getuid(), libc::getgid()) };
-        let mut request = GenericImage::new(&image.name, &image.tag)
+        let mut generic = GenericImage::new(&image.name, &image.tag);
+        if let Some(entrypoint) = &entrypoint {
+            // Upstream images name no entrypoint: static pods give the command.
+            generic = generic.with_entrypoint(entrypoint);
+        }
+        let mut request = generic
             .with_cmd(spec.args.iter().cloned())
             .with_container_name(&container_name)
             .with_user(user)

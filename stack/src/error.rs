@@ -104,9 +104,19 @@ pub enum StackError {
     Container(String),
     /// One of kms-lab's own binaries is not built.
     #[error(
-        "kms-lab's `{0}` binary was not found next to this program or in target/debug: build it with `cargo build -p {1}` (or set {2})"
+        "kms-lab's `{binary}` binary was not found (tried {}): build it with `cargo build -p {package}` (add `--release` for benches), or set {env_var}",
+        tried.join(", ")
     )]
-    OwnBinaryMissing(&'static str, &'static str, &'static str),
+    OwnBinaryMissing {
+        /// The file name.
+        binary: &'static str,
+        /// The package that builds it.
+        package: &'static str,
+        /// The variable that names it directly.
+        env_var: &'static str,
+        /// Every place looked at, in order.
+        tried: Vec<String>,
+    },
 }
 
 impl StackError {

@@ -1,4 +1,7 @@
-//! Container images of the stack's binaries, built offline: `FROM scratch` plus the binary
+//! Container images of the stack's binaries. kube-apiserver and etcd come from
+//! `registry.k8s.io` at the pinned version where the registry answers (`KMS_LAB_IMAGES`:
+//! `auto`, the default, tries it once per process and falls back; `registry` requires it; `local`
+//! never asks). Every other image, and those two when the registry does not answer, is built offline: `FROM scratch` plus the binary
 //! (the Go-built kube-apiserver, etcd, kubectl and etcdctl are static) and the shared
 //! libraries `ldd` lists for a dynamically linked one (kms-lab's own Rust binaries). Tagged
 //! `localhost/kms-lab/<binary>:<version>-<hash>` (the hash is the binary's and its libraries'
@@ -104,6 +107,104 @@ fn contents(binary: &Path) -> Result<Contents, StackError> {
     Ok(found)
 }
 
+/// Where images come from (`KMS_LAB_IMAGES`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Upstream images where the registry answers, else built offline (the default).
+    Auto,
+    /// Upstream images only: a registry that does not answer is an error.
+    Registry,
+    /// Built offline only.
+    Local,
+}
+
+impl ImageSource {
+    /// The choice in `KMS_LAB_IMAGES` (unset: `auto`).
+    pub fn from_env() -> Result<Self, StackError> {
+        match std::env::var("KMS_LAB_IMAGES").as_deref().map(str::trim) {
+            Err(_) | Ok("") | Ok("auto") => Ok(Self::Auto),
+            Ok("registry") => Ok(Self::Registry),
+            Ok("local") => Ok(Self::Local),
+            Ok(other) => Err(StackError::Container(format!("KMS_LAB_IMAGES=`{other}` is not a choice (known: auto, registry, local)"))),
+        }
+    }
+}
+
+/// The upstream image of a binary kms-lab provisions, at `version`: `(image, entrypoint)`.
+/// The kube-apiserver image has no entrypoint (static pods name the command); etcd's tag has no
+/// `v` and a `-0` build suffix.
+pub fn upstream_image(file_name: &str, version: &str) -> Option<(ImageRef, String)> {
+    match file_name {
+        "kube-apiserver" => Some((
+            ImageRef { name: "registry.k8s.io/kube-apiserver".into(), tag: version.to_owned() },
+            "/usr/local/bin/kube-apiserver".into(),
+        )),
+        "etcd" => Some((
+            ImageRef { name: "registry.k8s.io/etcd".into(), tag: format!("{}-0", version.trim_start_matches('v')) },
+            "/usr/local/bin/etcd".into(),
+        )),
+        _ => None,
+    }
+}
+
+/// Whether the registry answered in this process (asked once: a registry that does not answer
+/// costs one timeout per run, not one per container).
+static REGISTRY: tokio::sync::OnceCell<Result<(), String>> = tokio::sync::OnceCell::const_new();
+/// How long one pull may take before the registry counts as not answering.
+const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Pulls `image` (a first pull of kube-apiserver is ~30 MB).
+async fn pull(docker: &testcontainers::bollard::Docker, image: &ImageRef) -> Result<(), String> {
+    use futures::StreamExt;
+    let options =
+        testcontainers::bollard::query_parameters::CreateImageOptionsBuilder::default().from_image(&image.name).tag(&image.tag).build();
+    let pulling = async {
+        let mut stream = docker.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|e| e.to_string())?;
+        }
+        Ok::<(), String>(())
+    };
+    tokio::time::timeout(PULL_TIMEOUT, pulling).await.map_err(|_| format!("no answer within {} s", PULL_TIMEOUT.as_secs()))?
+}
+
+/// The upstream image of `binary` when the source allows it and the registry answers: `Ok(None)`
+/// means "build it offline".
+pub async fn from_registry(
+    docker: &testcontainers::bollard::Docker,
+    binary: &Path,
+    version: &str,
+) -> Result<Option<(ImageRef, String)>, StackError> {
+    let source = ImageSource::from_env()?;
+    let file_name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let Some((image, entrypoint)) = upstream_image(&file_name, version).filter(|_| source != ImageSource::Local) else {
+        return Ok(None);
+    };
+    if docker.inspect_image(&image.to_string()).await.is_ok() {
+        return Ok(Some((image, entrypoint)));
+    }
+    let answered = REGISTRY.get_or_init(|| async { pull(docker, &image).await }).await.clone();
+    // The first pull tells whether the registry answers; later images are pulled on their own.
+    let pulled = match answered {
+        Ok(()) if docker.inspect_image(&image.to_string()).await.is_ok() => Ok(()),
+        Ok(()) => pull(docker, &image).await,
+        Err(why) => Err(why),
+    };
+    match (pulled, source) {
+        (Ok(()), _) => {
+            tracing::info!(image = %image, "using the upstream image");
+            Ok(Some((image, entrypoint)))
+        }
+        (Err(why), ImageSource::Registry) => Err(StackError::Container(format!(
+            "cannot pull `{image}` ({why}) and KMS_LAB_IMAGES=registry: make the registry reachable, or unset KMS_LAB_IMAGES to build images offline"
+        ))),
+        (Err(why), _) => {
+            tracing::info!(image = %image, reason = %why, "registry not reachable; building the image offline");
+            Ok(None)
+        }
+    }
+}
+
 /// The Dockerfile of an image whose build context holds `rootfs/` (the files at their paths).
 fn dockerfile(file_name: &str, version: &str) -> String {
     format!(
@@ -153,6 +254,17 @@ mod tests {
         assert!(libraries.iter().any(|l| l.to_string_lossy().contains("ld-linux")), "{libraries:?}");
         assert!(libraries.iter().all(|l| l.is_absolute() && l.exists()), "{libraries:?}");
         assert!(shared_libraries(Path::new("/etc/hostname")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn upstream_images_use_the_registrys_tag_shapes() {
+        let (apiserver, entry) = upstream_image("kube-apiserver", "v1.37.2").unwrap();
+        assert_eq!(
+            (apiserver.to_string().as_str(), entry.as_str()),
+            ("registry.k8s.io/kube-apiserver:v1.37.2", "/usr/local/bin/kube-apiserver")
+        );
+        assert_eq!(upstream_image("etcd", "v3.6.16").unwrap().0.to_string(), "registry.k8s.io/etcd:3.6.16-0");
+        assert!(upstream_image("kms-plugin", "0.1.0").is_none());
     }
 
     #[test]

@@ -25,6 +25,18 @@ pub struct Sample {
     pub value: f64,
 }
 
+impl std::fmt::Display for Sample {
+    /// The sample as the exposition format writes it: `name{label="value",…} value`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)?;
+        if !self.labels.is_empty() {
+            let labels: Vec<String> = self.labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            write!(f, "{{{}}}", labels.join(","))?;
+        }
+        write!(f, " {}", self.value)
+    }
+}
+
 /// Why a `/metrics` text does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("metrics line {line}: {problem}: `{text}`")]
@@ -81,6 +93,11 @@ impl Metrics {
             samples.push(Sample { name: name.to_owned(), labels, value });
         }
         Ok(Self { samples })
+    }
+
+    /// The samples whose names `wanted` accepts, in scrape order.
+    pub fn samples_matching<'a>(&'a self, wanted: impl Fn(&str) -> bool + 'a) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| wanted(&s.name))
     }
 
     /// The samples named `name`, in scrape order.

@@ -255,50 +255,12 @@ impl MockKms {
         }
     }
 
-    /// Adds a key version and makes it current (`POST /admin/keys/<id>/rotate`).
-    pub async fn rotate_key(&self) -> Result<String, StackError> {
-        self.admin("POST", &format!("/admin/keys/{}/rotate", self.options.key_id), "application/json", "").await
-    }
-
-    /// Makes an existing version of the key current again, a rollback A→B→A
-    /// (`POST /admin/keys/<id>/current`); answers the key's metadata as JSON text.
-    pub async fn set_current_version(&self, version_id: &str) -> Result<String, StackError> {
-        let body = serde_json::json!({ "VersionId": version_id }).to_string();
-        self.admin("POST", &format!("/admin/keys/{}/current", self.options.key_id), "application/json", &body).await
-    }
-
-    /// The key's metadata (`GET /admin/keys`), as JSON.
-    pub async fn keys(&self) -> Result<serde_json::Value, StackError> {
-        let body = self.admin("GET", "/admin/keys", "application/json", "").await?;
-        serde_json::from_str(&body).map_err(|e| StackError::MockKms(format!("/admin/keys answered non-JSON: {e}")))
-    }
-
-    /// Audit records with a sequence number above `since_seq` (`GET /admin/audit`), as JSON values.
-    pub async fn audit(&self, since_seq: u64) -> Result<Vec<serde_json::Value>, StackError> {
-        let body = self.admin("GET", &format!("/admin/audit?since_seq={since_seq}"), "application/json", "").await?;
-        Ok(body.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
-    }
-
-    /// Puts a fault profile (YAML) in force on node `node`, or on every node when `None`.
-    pub async fn set_faults(&self, node: Option<usize>, profile_yaml: &str) -> Result<(), StackError> {
-        for index in self.node_indices(node)? {
-            self.admin_on(index, "PUT", "/admin/faults", "application/yaml", profile_yaml).await?;
-        }
-        Ok(())
-    }
-
     /// Clears every fault on node `node`, or on every node when `None`.
     pub async fn clear_faults(&self, node: Option<usize>) -> Result<(), StackError> {
         for index in self.node_indices(node)? {
             self.admin_on(index, "DELETE", "/admin/faults", "application/json", "").await?;
         }
         Ok(())
-    }
-
-    /// Counters of KMS calls since start on the first running node (`GET /admin/counters`).
-    pub async fn counters(&self) -> Result<serde_json::Value, StackError> {
-        let body = self.admin("GET", "/admin/counters", "application/json", "").await?;
-        serde_json::from_str(&body).map_err(|e| StackError::MockKms(format!("/admin/counters answered non-JSON: {e}")))
     }
 
     fn node_indices(&self, node: Option<usize>) -> Result<Vec<usize>, StackError> {
@@ -310,7 +272,7 @@ impl MockKms {
 
     /// Gives unseal shares `shares` (indices into those `mock-kms init` printed) to every running
     /// node; returns the last seal status answer.
-    pub async fn unseal(&self, shares: std::ops::Range<usize>) -> Result<serde_json::Value, StackError> {
+    pub async fn unseal(&self, shares: std::ops::Range<usize>) -> Result<admin::SealStatus, StackError> {
         if self.shares.len() < shares.end {
             return Err(StackError::MockKms(format!(
                 "share {} asked for, but only {} unseal shares exist (was the KMS started sealed?)",
@@ -318,35 +280,31 @@ impl MockKms {
                 self.shares.len()
             )));
         }
-        let mut last = serde_json::Value::Null;
+        let mut last = None;
         for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
             for share in &self.shares[shares.clone()] {
-                let body = serde_json::json!({ "Share": share }).to_string();
-                let text = self.admin_on(index, "POST", "/admin/unseal", "application/json", &body).await?;
-                last = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+                let request = admin::UnsealRequest { share: Some(share.clone()), reset: false };
+                let body =
+                    serde_json::to_string(&request).map_err(|e| StackError::MockKms(format!("cannot encode an unseal request: {e}")))?;
+                let text = self.admin_on(index, "POST", admin::path::UNSEAL, "application/json", &body).await?;
+                last =
+                    Some(serde_json::from_str(&text).map_err(|e| {
+                        StackError::MockKms(format!("{} answered a body that is not a seal status: {e}", admin::path::UNSEAL))
+                    })?);
             }
         }
-        Ok(last)
-    }
-
-    /// The seal status of the first running node (`GET /admin/seal-status`).
-    pub async fn seal_status(&self) -> Result<serde_json::Value, StackError> {
-        let body = self.admin("GET", "/admin/seal-status", "application/json", "").await?;
-        serde_json::from_str(&body).map_err(|e| StackError::MockKms(format!("/admin/seal-status answered non-JSON: {e}")))
+        last.ok_or_else(|| StackError::MockKms("no mock KMS node is running to unseal".into()))
     }
 
     /// Replaces the accepted credentials of every running node with one (`PUT /admin/credentials`).
     pub async fn set_credentials(&self, access_key: &str, secret_key: &str) -> Result<(), StackError> {
-        let body = serde_json::json!([{ "AccessKey": access_key, "SecretKey": secret_key }]).to_string();
-        for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
-            self.admin_on(index, "PUT", "/admin/credentials", "application/json", &body).await?;
-        }
-        Ok(())
+        let entries = [admin::CredentialEntry { access_key: access_key.to_owned(), secret_key: secret_key.to_owned() }];
+        self.set_credential_entries(&entries).await.map(|_| ())
     }
 }
 
-/// The typed admin client ([`mock_kms::api::admin`]): what new code uses instead of the
-/// `serde_json::Value` methods above (which stay until the scenarios switch).
+/// The typed admin client ([`mock_kms::api::admin`]): requests and answers are the mock KMS's own
+/// types, so no caller picks fields out of JSON by name.
 impl MockKms {
     async fn admin_typed<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: &str) -> Result<T, StackError> {
         let text = self.admin(method, path, "application/json", body).await?;
@@ -404,21 +362,13 @@ impl MockKms {
     }
 
     /// Counters of KMS calls since start on the first running node.
-    pub async fn counters_typed(&self) -> Result<admin::Counters, StackError> {
+    pub async fn counters(&self) -> Result<admin::Counters, StackError> {
         self.admin_typed("GET", admin::path::COUNTERS, "").await
     }
 
     /// The seal status of the first running node.
-    pub async fn seal_status_typed(&self) -> Result<admin::SealStatus, StackError> {
+    pub async fn seal_status(&self) -> Result<admin::SealStatus, StackError> {
         self.admin_typed("GET", admin::path::SEAL_STATUS, "").await
-    }
-
-    /// Gives unseal shares `shares` (indices into those `mock-kms init` printed) to every running
-    /// node; the last seal status answered.
-    pub async fn unseal_typed(&self, shares: std::ops::Range<usize>) -> Result<admin::SealStatus, StackError> {
-        let last = self.unseal(shares).await?;
-        serde_json::from_value(last)
-            .map_err(|e| StackError::MockKms(format!("/admin/unseal answered a body that is not a seal status: {e}")))
     }
 
     /// Replaces the accepted credentials of every running node with `entries` (keep the plugins'

@@ -1,5 +1,6 @@
-//! kms-lab's own binaries (`kms-plugin`, `mock-kms`), which the stack runs as processes so a
-//! scenario can kill and restart them.
+//! kms-lab's own binaries (`kms-plugin`, `mock-kms`, …): the one locator every crate uses (the
+//! stack runs them as processes so a scenario can kill and restart them; the benches and the
+//! conformance tests start them too).
 
 use std::path::PathBuf;
 
@@ -14,6 +15,8 @@ pub enum OwnBinary {
     MockKms,
     /// The reference plugin with defects switched on by flag (conformance mutants, broken variants in scenarios).
     FaultyPlugin,
+    /// The bare tonic echo the benches measure the plugin against (the floor).
+    EchoPlugin,
 }
 
 impl OwnBinary {
@@ -22,6 +25,7 @@ impl OwnBinary {
             Self::KmsPlugin => "kms-plugin",
             Self::MockKms => "mock-kms",
             Self::FaultyPlugin => "kms-faulty-plugin",
+            Self::EchoPlugin => "kms-lab-echo-plugin",
         }
     }
 
@@ -30,6 +34,7 @@ impl OwnBinary {
             Self::KmsPlugin => "kms-plugin",
             Self::MockKms => "mock-kms",
             Self::FaultyPlugin => "kms-faulty-plugin",
+            Self::EchoPlugin => "kms-lab-benches",
         }
     }
 
@@ -38,6 +43,7 @@ impl OwnBinary {
             Self::KmsPlugin => "KMS_LAB_PLUGIN_BIN",
             Self::MockKms => "KMS_LAB_MOCK_KMS_BIN",
             Self::FaultyPlugin => "KMS_LAB_FAULTY_PLUGIN_BIN",
+            Self::EchoPlugin => "KMS_LAB_ECHO_BIN",
         }
     }
 
@@ -57,6 +63,10 @@ impl OwnBinary {
             }
         }
         candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug").join(self.file_name()));
-        candidates.into_iter().find(|p| p.is_file()).ok_or(StackError::OwnBinaryMissing(self.file_name(), self.package(), self.env_var()))
+        if let Some(found) = candidates.iter().find(|p| p.is_file()) {
+            return Ok(found.clone());
+        }
+        let tried = std::iter::once(format!("${}", self.env_var())).chain(candidates.iter().map(|p| p.display().to_string())).collect();
+        Err(StackError::OwnBinaryMissing { binary: self.file_name(), package: self.package(), env_var: self.env_var(), tried })
     }
 }

@@ -243,6 +243,13 @@ impl Stack {
         self.etcd.as_ref().map(Etcd::url).unwrap_or_default()
     }
 
+    /// Starts scanning every value written to etcd under `prefix` from revision 1 on for `needle`
+    /// (see [`crate::etcd_watch`]): a plaintext written and later overwritten is still caught.
+    pub async fn record_etcd_history(&self, prefix: &str, needle: &[u8]) -> Result<crate::etcd_watch::Recorder, StackError> {
+        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
+        crate::etcd_watch::Recorder::start(port, prefix, needle, 1).await
+    }
+
     /// The stack's mock KMS, if it runs one.
     pub fn mock_kms(&self) -> Option<&MockKms> {
         self.mock_kms.as_ref()
@@ -419,6 +426,21 @@ impl Stack {
             *last += 1;
         }
         self.etcd_range(prefix.as_bytes(), Some(&end)).await
+    }
+
+    /// etcd's current revision (a mark in its history).
+    pub async fn etcd_revision(&self) -> Result<i64, StackError> {
+        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
+        let request = serde_json::json!({ "key": "AA==", "count_only": true });
+        let (status, body) = crate::http::post_json(port, "/v3/kv/range", &request.to_string(), Duration::from_secs(10))
+            .await
+            .ok_or_else(|| StackError::Etcd(format!("no answer from etcd on 127.0.0.1:{port}")))?;
+        let response: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| StackError::Etcd(format!("range answered {status}, not JSON: {e}")))?;
+        response["header"]["revision"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or_else(|| StackError::Etcd(format!("range answered {status} without a header revision: {body}")))
     }
 
     /// etcd's `Range` through its v3 JSON gateway.

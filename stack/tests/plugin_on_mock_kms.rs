@@ -1,6 +1,8 @@
 //! The real `kms-plugin` binary against the real `mock-kms` binary (no apiserver): the same v2
 //! checks as with a local KEK, a KMS crash and restart, a wrong credential, rotation, audit.
 
+use mock_kms::api::Action;
+use mock_kms::api::admin::Outcome;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -112,10 +114,10 @@ async fn v2_checks_pass_through_the_mock_kms() {
     assert_eq!(decrypt(&client, &tampered).await.unwrap_err().code(), tonic::Code::InvalidArgument);
 
     // Every call the plugin made is in the audit log.
-    let audit = rig.kms.audit(0).await.unwrap();
-    let encrypts = audit.iter().filter(|r| r["action"] == "Encrypt" && r["outcome"] == "Ok").count();
+    let audit = rig.kms.audit_records(0).await.unwrap();
+    let encrypts = audit.iter().filter(|r| r.action == Action::Encrypt && r.outcome == Outcome::Ok).count();
     assert!(encrypts >= 9, "audit shows {encrypts} successful Encrypt calls, the test made 9");
-    assert!(audit.iter().all(|r| r["access_key"] == "lab-access-key"));
+    assert!(audit.iter().all(|r| r.access_key.as_deref() == Some("lab-access-key")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +163,7 @@ async fn rotation_in_the_kms_shows_in_status_and_old_ciphertexts_still_open() {
     let rig = rig(MockKms::plugin_config).await;
     let client = client(&rig).await;
     let old = encrypt(&client, b"old dek").await.unwrap();
-    rig.kms.rotate_key().await.unwrap();
+    rig.kms.rotate().await.unwrap();
     let (rotated, _) = wait_for_status(&client, "a new key id after RotateKey", Duration::from_secs(15), |s| s.key_id != old.key_id).await;
     assert_eq!(rotated.healthz, "ok");
     assert_eq!(encrypt(&client, b"new dek").await.unwrap().key_id, rotated.key_id);

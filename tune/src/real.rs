@@ -146,7 +146,7 @@ async fn measure(
     for (name, yaml) in targets {
         progress.set_message(format!("calibrating: {calls} Encrypt+Decrypt pairs over the plugin socket, {name}"));
         match &yaml {
-            Some(yaml) => kms.set_faults(None, yaml).await?,
+            Some(yaml) => kms.set_fault_profile(None, &fault_profile(yaml)?).await?,
             None => kms.clear_faults(None).await?,
         }
         let (mut samples, mut failures) = (Vec::with_capacity(calls * 2), 0u64);
@@ -298,13 +298,12 @@ async fn scrape(stack: &Stack, api: Api, provider: &str) -> Result<KmsCounters, 
 async fn remote_calls(stack: &Stack) -> Result<u64, TuneError> {
     let kms = stack.mock_kms().ok_or_else(|| TuneError::Real("the stack runs no mock KMS".into()))?;
     let counters = kms.counters().await?;
-    Ok(counters
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| matches!(c["action"].as_str(), Some("Encrypt" | "Decrypt")))
-        .map(|c| c["count"].as_u64().unwrap_or(0))
-        .sum())
+    Ok(counters.total(mock_kms::api::Action::Encrypt) + counters.total(mock_kms::api::Action::Decrypt))
+}
+
+/// A profile's YAML as the mock KMS's typed admin request.
+fn fault_profile(yaml: &str) -> Result<mock_kms::api::admin::FaultProfile, TuneError> {
+    serde_yaml::from_str(yaml).map_err(|e| TuneError::Real(format!("a fault profile does not fit the mock KMS's format: {e}")))
 }
 
 /// Runs the sweep on the real stack (provisioning the upstream binaries if needed).
@@ -463,7 +462,7 @@ async fn point(
     not_ready: &mut Vec<String>,
 ) -> Result<Metrics, TuneError> {
     let kms = stack.mock_kms().ok_or_else(|| TuneError::Real("the stack runs no mock KMS".into()))?;
-    kms.set_faults(None, &profile.yaml).await?;
+    kms.set_fault_profile(None, &fault_profile(&profile.yaml)?).await?;
     progress.set_message(format!("{what}: workload"));
     let metrics = workload(stack, options, setting.api, progress, what, not_ready).await;
     if let Some(kms) = stack.mock_kms() {

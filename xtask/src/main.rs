@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match cli.task {
         Task::Test(args) => test::run(&sh, &args),
-        Task::Lab(args) => lab::run(&sh, &args, target_dir()),
+        Task::Lab(args) => lab::run(&sh, &args),
         Task::Scenarios(args) => scenarios::run(&sh, &args),
         Task::Conformance(args) => conformance::run(&sh, &args),
         Task::Bench(args) => bench::run(&sh, &args, target_dir()),

@@ -16,10 +16,7 @@ pub fn run(sh: &Shell, args: &TestArgs) -> anyhow::Result<()> {
     eprintln!("==> building every binary (tests start the real kms-plugin and mock-kms processes)");
     cmd!(sh, "cargo build --workspace --bins").run()?;
     eprintln!("==> provisioning kube-apiserver, kubectl and etcd (built from the Go module proxy on first run, then cached)");
-    let binaries = kms_lab_stack::provision::provision(&kms_lab_stack::provision::ProvisionOptions::default())?;
-    for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
-        eprintln!("    {:<15} {:<10} {}", binary.component.name(), binary.version, binary.path.display());
-    }
+    cmd!(sh, "cargo run --quiet -p kms-lab -- provision").run()?;
     eprintln!("==> running the workspace tests");
     let extra = &args.cargo_test_args;
     let mut failed = Vec::new();
@@ -27,7 +24,7 @@ pub fn run(sh: &Shell, args: &TestArgs) -> anyhow::Result<()> {
         failed.push("cargo test --workspace");
     }
     if args.cargo_test_args.is_empty() {
-        eprintln!("==> running the scenario suite on the real stack (core and incident tiers)");
+        eprintln!("==> running the scenario suite on the real stack (core and incident tiers, --jobs chosen for this machine)");
         let junit = "target/kms-lab/scenarios-junit.xml";
         let json = "target/kms-lab/scenarios.json";
         if cmd!(sh, "cargo xtask scenarios --tier core --tier incident --junit {junit} --json {json}").run().is_err() {

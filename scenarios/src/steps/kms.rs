@@ -1,62 +1,261 @@
-//! Steps on the mock remote KMS: faults, KEK rotation, unsealing, credentials.
+//! The mock remote KMS, through its typed admin API: faults, KEK rotation, key version state
+//! (disable, enable, make current), unsealing, credentials.
 
-use super::StepResult;
+use serde::Deserialize;
+
+use super::{Scope, StepFuture, StepKind};
 use crate::error::StepError;
-use crate::model::{Credentials, DisableKeyVersion, Faults};
+use crate::model::default_plugin;
 use crate::world::World;
 
 fn kms(world: &World) -> Result<&kms_lab_stack::MockKms, StepError> {
     world.stack.mock_kms().ok_or_else(|| StepError::Failed("the stack runs no mock KMS".into()))
 }
 
-pub(super) async fn faults(world: &mut World, faults: &Faults) -> StepResult {
-    let yaml = serde_yaml::to_string(&faults.profile).map_err(|e| StepError::Failed(format!("fault profile: {e}")))?;
-    kms(world)?.set_faults(faults.node, &yaml).await?;
-    Ok(match faults.node {
-        Some(node) => format!("in force on mock-kms-{node}"),
-        None => "in force on every node".into(),
-    })
+/// `faults: {node, profile}`: a mock KMS fault profile (mock-kms/README.md) on one node or all.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// The node (default: every node).
+    #[serde(default)]
+    pub node: Option<usize>,
+    /// The profile, in mock-kms's fault profile format (checked by the mock KMS's own parser at load).
+    pub profile: mock_kms::api::admin::FaultProfile,
 }
 
-pub(super) async fn clear_faults(world: &mut World) -> StepResult {
-    kms(world)?.clear_faults(None).await?;
-    Ok("no faults".into())
+impl StepKind for Faults {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.mock_kms("faults")?;
+        if let Some(node) = self.node {
+            scope.component(&crate::model::Component::MockKmsNode(node))?;
+        }
+        // The mock KMS's own validation (rates in range, …), as it will apply the profile.
+        let yaml = serde_yaml::to_string(&self.profile).map_err(|e| format!("fault profile: {e}"))?;
+        mock_kms::FaultProfile::from_yaml(&yaml).map(drop).map_err(|e| format!("fault profile: {e}"))
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "mock KMS faults{}: {}",
+            self.node.map(|n| format!(" on node {n}")).unwrap_or_default(),
+            serde_json::to_string(&self.profile).unwrap_or_default()
+        )
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            kms(world)?.set_fault_profile(self.node, &self.profile).await?;
+            Ok(match self.node {
+                Some(node) => format!("in force on mock-kms-{node}"),
+                None => "in force on every node".into(),
+            })
+        })
+    }
 }
 
-pub(super) async fn rotate(world: &mut World) -> StepResult {
-    let answer = kms(world)?.rotate_key().await?;
-    let metadata: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
-    let version = metadata["KeyMetadata"]["CurrentKeyVersionId"].as_str();
-    Ok(match version {
-        Some(version) => format!("current key version is now {version}"),
-        None => "rotated".into(),
-    })
+/// `clear_faults: {}`: every fault off on every node; key version states stay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClearFaults {}
+
+impl StepKind for ClearFaults {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.mock_kms("clear_faults")
+    }
+
+    fn label(&self) -> String {
+        "clear mock KMS faults".into()
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            kms(world)?.clear_faults(None).await?;
+            Ok("no faults".into())
+        })
+    }
 }
 
-pub(super) async fn unseal(world: &mut World, shares: usize) -> StepResult {
-    let kms = kms(world)?;
-    // A KMS that restarted is sealed again: count shares from the first one.
-    let sealed_now = kms.seal_status().await?["Progress"].as_u64().unwrap_or(0) as usize;
-    let status = kms.unseal(sealed_now..sealed_now + shares).await?;
-    Ok(format!("seal status: sealed={} progress={}/{}", status["Sealed"], status["Progress"], status["Threshold"]))
+/// `rotate_kek: {}`: a new key version becomes current.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKek {}
+
+impl StepKind for RotateKek {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.mock_kms("rotate_kek")
+    }
+
+    fn label(&self) -> String {
+        "rotate the KEK in the mock KMS".into()
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let key = kms(world)?.rotate().await?;
+            Ok(format!("current key version is now {}", key.current_key_version_id))
+        })
+    }
 }
 
-pub(super) async fn disable_key_version(world: &mut World, disable: &DisableKeyVersion) -> StepResult {
-    let key_id = world
-        .marks
-        .get(&disable.mark)
-        .and_then(|m| m.key_ids.get(&disable.plugin))
-        .cloned()
-        .ok_or_else(|| StepError::Failed(format!("{} reported no key id at mark `{}`", disable.plugin, disable.mark)))?;
-    // The plugin's key id is `<key>/<version>`: a `key_disabled` entry of that form disables one version.
-    let profile = serde_json::json!({ "key_disabled": { "key_ids": [key_id] } });
-    kms(world)?.set_faults(None, &profile.to_string()).await?;
-    Ok(format!("key version `{key_id}` disabled"))
+/// A key version named by the key id a plugin reported at a mark (`<key>/<version>`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyVersionAt {
+    /// The mark at which the plugin reported the version's key id.
+    pub mark: String,
+    /// The plugin (default `plugin-0`).
+    #[serde(default = "default_plugin")]
+    pub plugin: String,
 }
 
-pub(super) async fn set_credentials(world: &mut World, credentials: &Credentials) -> StepResult {
-    let kms = kms(world)?;
-    let secret = if credentials.secret_key == "original" { kms.options.secret_key.clone() } else { credentials.secret_key.clone() };
-    kms.set_credentials(&credentials.access_key, &secret).await?;
-    Ok(format!("only access key `{}` is accepted now", credentials.access_key))
+impl KeyVersionAt {
+    fn check(&self, scope: &Scope<'_>, what: &str) -> Result<(), String> {
+        scope.mock_kms(what)?;
+        scope.plugin(&self.plugin)?;
+        scope.mark(&self.mark)
+    }
+
+    /// The version id of the key id the plugin reported at the mark.
+    fn version(&self, world: &World) -> Result<String, StepError> {
+        let key_id = world
+            .marks
+            .get(&self.mark)
+            .and_then(|m| m.key_ids.get(&self.plugin))
+            .cloned()
+            .ok_or_else(|| StepError::Failed(format!("{} reported no key id at mark `{}`", self.plugin, self.mark)))?;
+        // The reference plugin's key id is `<key>/<version>`.
+        let (_, version) = key_id.rsplit_once('/').ok_or_else(|| {
+            StepError::Failed(format!("{}'s key id `{key_id}` at `{}` names no key version (`<key>/<version>`)", self.plugin, self.mark))
+        })?;
+        Ok(version.to_owned())
+    }
+}
+
+/// `disable_key_version: {mark, plugin}`: KMS state (replicated; `clear_faults` does not undo it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DisableKeyVersion(pub KeyVersionAt);
+
+impl StepKind for DisableKeyVersion {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        self.0.check(scope, "disable_key_version")
+    }
+
+    fn label(&self) -> String {
+        format!("disable the key version {} used at `{}`", self.0.plugin, self.0.mark)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let version = self.0.version(world)?;
+            kms(world)?.disable_version(&version).await?;
+            Ok(format!("key version `{version}` disabled"))
+        })
+    }
+}
+
+/// `enable_key_version: {mark, plugin}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct EnableKeyVersion(pub KeyVersionAt);
+
+impl StepKind for EnableKeyVersion {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        self.0.check(scope, "enable_key_version")
+    }
+
+    fn label(&self) -> String {
+        format!("enable the key version {} used at `{}`", self.0.plugin, self.0.mark)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let version = self.0.version(world)?;
+            kms(world)?.enable_version(&version).await?;
+            Ok(format!("key version `{version}` enabled"))
+        })
+    }
+}
+
+/// `set_current_key_version: {mark, plugin}`: a rollback A→B→A.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SetCurrentKeyVersion(pub KeyVersionAt);
+
+impl StepKind for SetCurrentKeyVersion {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        self.0.check(scope, "set_current_key_version")
+    }
+
+    fn label(&self) -> String {
+        format!("make the key version {} used at `{}` current again", self.0.plugin, self.0.mark)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let version = self.0.version(world)?;
+            kms(world)?.set_current(&version).await?;
+            Ok(format!("key version `{version}` is current again"))
+        })
+    }
+}
+
+/// `unseal: N`: N more unseal shares (threshold 3 of 5); a restarted KMS is sealed again and
+/// counts from the first share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Unseal(pub usize);
+
+impl StepKind for Unseal {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        if !scope.scenario().stack.mock_kms.as_ref().is_some_and(|k| k.sealed) {
+            return Err("`unseal` needs a sealed mock KMS: `mock_kms: {sealed: true}`".into());
+        }
+        if !(1..=5).contains(&self.0) {
+            return Err(format!("`unseal: {}`: the mock KMS has 5 shares; give 1 to 5", self.0));
+        }
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        format!("give the mock KMS {} more unseal share(s)", self.0)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let kms = kms(world)?;
+            let given = kms.seal_status().await?.progress;
+            let status = kms.unseal(given..given + self.0).await?;
+            Ok(format!("seal status: sealed={} progress={}/{}", status.sealed, status.progress, status.threshold))
+        })
+    }
+}
+
+/// `set_credentials: {access_key, secret_key}`: the one credential the mock KMS accepts from now on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCredentials {
+    /// The access key.
+    pub access_key: String,
+    /// The secret key (`original` restores the one the plugins were given).
+    pub secret_key: String,
+}
+
+impl StepKind for SetCredentials {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.mock_kms("set_credentials")
+    }
+
+    fn label(&self) -> String {
+        format!("mock KMS accepts only access key `{}`", self.access_key)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let kms = kms(world)?;
+            let secret = if self.secret_key == "original" { kms.options.secret_key.clone() } else { self.secret_key.clone() };
+            kms.set_credentials(&self.access_key, &secret).await?;
+            Ok(format!("only access key `{}` is accepted now", self.access_key))
+        })
+    }
 }

@@ -1,168 +1,304 @@
-//! Carrying out steps on a [`World`]: one module per family (components, objects, the mock KMS,
-//! expectations and waits). Each step returns a one-line account of what it saw.
+//! Steps, one family per module, each step a type that owns its load-time check, its label and
+//! its run ([`StepKind`]). The [`Step`] enum only names them and delegates: adding a step is one
+//! type in its family module plus one line in the `steps!` list below.
+//!
+//! - [`process`]: the stack's components and configuration (start, stop, kill, restart, a second
+//!   apiserver, the EncryptionConfiguration).
+//! - [`objects`]: objects through the API (create, update, read, delete, list, rewrite, load).
+//! - [`kms`]: the mock remote KMS (faults, rotation, key versions, seal, credentials).
+//! - [`observe`]: narration, marks, waits and expectations on one [`Condition`](crate::conditions::Condition),
+//!   measurements (health sampling, DEK sources, KMS call rates), lint, and the demo's `show`.
 
-mod components;
-mod expect;
-mod incidents;
-mod kms;
-mod objects;
+pub mod kms;
+pub mod objects;
+pub mod observe;
+pub mod process;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::Deserialize;
+
 use crate::error::StepError;
-use crate::model::{Apply, Step};
+use crate::model::{Component, KeyIdExpect, Scenario};
 use crate::world::World;
 
 /// What a finished step reports: one line for the progress log.
 pub type StepResult = Result<String, StepError>;
 
+/// The future a step's run returns (boxed: `load` runs nested steps).
+pub type StepFuture<'a> = Pin<Box<dyn Future<Output = StepResult> + Send + 'a>>;
+
+/// One kind of step: what it needs of the scenario (checked before anything starts), how it is
+/// labelled in progress lines and reports, and what it does on a running [`World`].
+pub trait StepKind: Send + Sync {
+    /// Checks references (plugins, apiservers, marks, the mock KMS) and value ranges; the error
+    /// says what is wrong and how to fix it (the loader adds file, line and step number).
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String>;
+    /// A short label (`create 200 secrets s-*`).
+    fn label(&self) -> String;
+    /// Carries the step out.
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a>;
+}
+
+/// Declares the [`Step`] enum and its delegation to each step type.
+macro_rules! steps {
+    ($( $(#[$doc:meta])* $variant:ident($ty:ty), )*) => {
+        /// One step of a scenario: in YAML a one-key map (`- create: {…}`).
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum Step {
+            $( $(#[$doc])* $variant($ty), )*
+        }
+
+        impl Step {
+            /// The step's type, behind the one trait every step implements.
+            pub fn kind(&self) -> &dyn StepKind {
+                match self {
+                    $( Step::$variant(step) => step, )*
+                }
+            }
+        }
+    };
+}
+
+steps! {
+    /// Narration: prints a line (the demo's chapters, a scenario's intent).
+    Say(observe::Say),
+    /// Starts a component that is not running; a running one is refused (use `restart`).
+    Start(process::Start),
+    /// Stops a component gracefully (SIGTERM, then SIGKILL after the grace period).
+    Stop(process::Stop),
+    /// Kills a component with SIGKILL, whatever its kind, as a crash would.
+    Kill(process::Kill),
+    /// Stops and starts a component and waits for it (`ready`, `serving`, `live` or `none`).
+    Restart(process::Restart),
+    /// Starts one more apiserver on the same etcd with its own EncryptionConfiguration.
+    AddApiserver(process::AddApiserver),
+    /// Writes an apiserver's EncryptionConfiguration and applies it by reload (or only writes it).
+    Encryption(process::Encryption),
+    /// Creates objects.
+    Create(objects::Create),
+    /// Updates objects with new values.
+    Update(objects::Update),
+    /// Reads objects and compares each with the value last written.
+    Read(objects::Read),
+    /// Deletes objects.
+    Delete(objects::Delete),
+    /// Lists every object of a kind through the API, timed, and checks the answer.
+    List(objects::List),
+    /// Rewrites every object of a kind: `kubectl get <kind> -A -o json | kubectl replace -f -`.
+    Rewrite(objects::Rewrite),
+    /// Writes objects from several writers (with retries) while nested steps run.
+    Load(objects::Load),
+    /// Puts a mock KMS fault profile in force.
+    Faults(kms::Faults),
+    /// Clears every mock KMS fault on every node (key version states stay).
+    ClearFaults(kms::ClearFaults),
+    /// Rotates the KEK in the mock KMS (a new key version becomes current).
+    RotateKek(kms::RotateKek),
+    /// Disables, in the mock KMS, the key version a plugin reported at a mark.
+    DisableKeyVersion(kms::DisableKeyVersion),
+    /// Enables again a key version `disable_key_version` disabled.
+    EnableKeyVersion(kms::EnableKeyVersion),
+    /// Makes the key version a plugin reported at a mark current again (a rollback A→B→A).
+    SetCurrentKeyVersion(kms::SetCurrentKeyVersion),
+    /// Gives the sealed mock KMS more unseal shares (threshold 3 of 5).
+    Unseal(kms::Unseal),
+    /// Replaces the mock KMS's accepted credential.
+    SetCredentials(kms::SetCredentials),
+    /// Remembers this moment: time, audit log position and each plugin's Status key id.
+    Mark(observe::Mark),
+    /// Waits until a condition holds, at most `within`; may record how long it took as a figure.
+    WaitUntil(observe::WaitUntil),
+    /// Checks a condition now.
+    Expect(observe::Expect),
+    /// Samples an apiserver health endpoint for a stated duration and counts its transitions.
+    ObserveHealth(observe::ObserveHealth),
+    /// Counts the distinct wrapped DEKs (v1) or DEK sources (v2) in etcd: a figure and bounds.
+    CountDekSources(observe::CountDekSources),
+    /// Counts mock KMS calls since a mark, per object and per second (figures and bounds).
+    KmsCalls(observe::KmsCalls),
+    /// Lints an apiserver's EncryptionConfiguration with `kms-lab lint` and checks the finding ids.
+    Lint(observe::Lint),
+    /// Shows something to a person (raw etcd bytes, a Secret as read back, KMS state): the demo.
+    Show(observe::Show),
+}
+
+/// A step as it appears in a list: a one-key map (`- create: {…}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct StepItem(#[serde(with = "serde_yaml::with::singleton_map")] pub Step);
+
+impl std::ops::Deref for StepItem {
+    type Target = Step;
+
+    fn deref(&self) -> &Step {
+        &self.0
+    }
+}
+
 /// Runs one step.
-pub fn run<'a>(world: &'a mut World, step: &'a Step) -> Pin<Box<dyn Future<Output = StepResult> + Send + 'a>> {
-    Box::pin(async move {
-        match step {
-            Step::Note(text) => Ok(text.clone()),
-            Step::Start(c) => components::start(world, c).await,
-            Step::Stop(c) => components::stop(world, c, false).await,
-            Step::Kill(c) => components::stop(world, c, true).await,
-            Step::Restart(c) => {
-                components::stop(world, c, false).await?;
-                components::start(world, c).await
-            }
-            Step::AddApiserver(add) => components::add_apiserver(world, add).await,
-            Step::Encryption(e) => components::encryption(world, e).await,
-            Step::Create(o) => objects::create(world, o).await,
-            Step::Update(o) => objects::update(world, o).await,
-            Step::Read(o) => objects::read(world, o).await,
-            Step::Delete(o) => objects::delete(world, o).await,
-            Step::Rewrite(r) => objects::rewrite(world, r).await,
-            Step::Load(load) => objects::load(world, load).await,
-            Step::Faults(f) => kms::faults(world, f).await,
-            Step::ClearFaults => kms::clear_faults(world).await,
-            Step::RotateKek => kms::rotate(world).await,
-            Step::Unseal(shares) => kms::unseal(world, *shares).await,
-            Step::DisableKeyVersion(d) => kms::disable_key_version(world, d).await,
-            Step::SetCredentials(c) => kms::set_credentials(world, c).await,
-            Step::Mark(name) => expect::mark(world, name).await,
-            Step::WaitUntil(wait) => expect::wait_until(world, wait).await,
-            Step::ExpectHealth(h) => expect::health(world, h).await,
-            Step::ExpectEtcd(e) => expect::etcd(world, e).await,
-            Step::ExpectNoPlaintextInEtcd => expect::no_plaintext(world).await,
-            Step::ExpectAudit(a) => expect::audit(world, a).await,
-            Step::ExpectMetric(m) => expect::metric(world, m).await,
-            Step::ExpectPluginStatus(p) => expect::plugin_status(world, p).await,
-            Step::Lint(l) => incidents::lint(world, l).await,
-            Step::ExpectSocket(e) => incidents::socket(world, e).await,
-            Step::List(l) => incidents::list(world, l).await,
-            Step::CountDekSources(c) => incidents::dek_sources(world, c).await,
-            Step::TimeUntil(t) => incidents::time_until(world, t).await,
-            Step::ObserveHealth(o) => incidents::observe_health(world, o).await,
-            Step::RestartApiserver(r) => incidents::restart_apiserver(world, r).await,
-            Step::ColdStart(c) => incidents::cold_start(world, c).await,
-            Step::SetCurrentKeyVersion(v) => incidents::set_current_key_version(world, v).await,
-            Step::KmsCalls(k) => incidents::kms_calls(world, k).await,
-        }
-    })
+pub fn run<'a>(world: &'a mut World, step: &'a Step) -> StepFuture<'a> {
+    step.kind().run(world)
 }
 
-/// A short label for a step in the progress log (`create 200 secrets s-*`).
+/// The step's label.
 pub fn label(step: &Step) -> String {
-    match step {
-        Step::Note(_) => "note".into(),
-        Step::Start(c) => format!("start {c}"),
-        Step::Stop(c) => format!("stop {c}"),
-        Step::Kill(c) => format!("kill -9 {c}"),
-        Step::Restart(c) => format!("restart {c}"),
-        Step::AddApiserver(_) => "add an apiserver".into(),
-        Step::Encryption(e) => {
-            let providers: Vec<String> = e
-                .resources
-                .iter()
-                .map(|(resource, providers)| {
-                    format!("{resource}: {}", providers.iter().map(provider_label).collect::<Vec<_>>().join(" → "))
-                })
-                .collect();
-            let how = match e.apply {
-                Apply::Reload => "reload",
-                Apply::Restart => "restart",
-                Apply::RestartServing => "restart, wait until it answers",
-                Apply::WriteOnly => "write only",
-            };
-            format!("encryption [{}] ({how})", providers.join("; "))
+    step.kind().label()
+}
+
+/// What exists at a point of a scenario, for the load-time checks: plugins, apiservers added so
+/// far, marks set so far, the mock KMS, and whether a `load` is running around the step.
+pub struct Scope<'a> {
+    scenario: &'a Scenario,
+    plugins: BTreeSet<String>,
+    apiservers: usize,
+    marks: BTreeSet<String>,
+    in_load: bool,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope at the first step of `scenario`.
+    pub fn new(scenario: &'a Scenario) -> Self {
+        Self {
+            scenario,
+            plugins: scenario.stack.plugins.iter().map(|p| p.name.clone()).collect(),
+            apiservers: 1,
+            marks: BTreeSet::new(),
+            in_load: false,
         }
-        Step::Create(o) => objects_label("create", o),
-        Step::Update(o) => objects_label("update", o),
-        Step::Read(o) => objects_label("read", o),
-        Step::Delete(o) => objects_label("delete", o),
-        Step::Rewrite(r) => format!("rewrite all {} (kubectl get -A -o json | kubectl replace -f -)", r.kind.resource()),
-        Step::Load(l) => format!("load: {} writers on {}-* while {} steps run", l.writers, l.prefix, l.during.len()),
-        Step::Faults(f) => format!(
-            "mock KMS faults{}: {}",
-            f.node.map(|n| format!(" on node {n}")).unwrap_or_default(),
-            serde_json::to_string(&f.profile).unwrap_or_default()
-        ),
-        Step::ClearFaults => "clear mock KMS faults".into(),
-        Step::RotateKek => "rotate the KEK in the mock KMS".into(),
-        Step::Unseal(n) => format!("give the mock KMS {n} more unseal share(s)"),
-        Step::DisableKeyVersion(d) => format!("disable the key version {} used at `{}`", d.plugin, d.mark),
-        Step::SetCredentials(c) => format!("mock KMS accepts only access key `{}`", c.access_key),
-        Step::Mark(name) => format!("mark `{name}`"),
-        Step::WaitUntil(w) => format!("wait ≤ {} until {}", humantime::format_duration(w.within.0), expect::condition_label(w)),
-        Step::ExpectHealth(h) => format!("expect apiserver-{} {} {}", h.apiserver, h.path, if h.healthy { "healthy" } else { "failing" }),
-        Step::ExpectEtcd(e) => format!("expect etcd {}/{}*", e.kind.resource(), e.prefix.as_deref().unwrap_or("")),
-        Step::ExpectNoPlaintextInEtcd => "expect no plaintext anywhere in etcd".into(),
-        Step::ExpectAudit(a) => format!("expect mock KMS {} calls since `{}`", a.action.name(), a.since),
-        Step::ExpectMetric(m) => format!("expect metric {}", m.name),
-        Step::ExpectPluginStatus(p) => format!("expect {} Status", p.plugin),
-        Step::Lint(l) => format!(
-            "kms-lab lint apiserver-{}'s EncryptionConfiguration{}",
-            l.apiserver,
-            if l.against.is_empty() { String::new() } else { format!(" against apiserver-{:?}", l.against) }
-        ),
-        Step::ExpectSocket(e) => format!("expect {}'s socket file {}", e.plugin, if e.exists { "present" } else { "absent" }),
-        Step::List(l) => format!(
-            "list all {} on apiserver-{}{}",
-            l.kind.resource(),
-            l.apiserver,
-            l.expect_error.as_ref().map(|p| format!(", expecting an error /{}/", p.0.as_str())).unwrap_or_default()
-        ),
-        Step::CountDekSources(c) => {
-            format!("count distinct DEK sources of {}/{}* in etcd", c.kind.resource(), c.prefix.as_deref().unwrap_or(""))
+    }
+
+    /// The scenario being checked.
+    pub fn scenario(&self) -> &Scenario {
+        self.scenario
+    }
+
+    /// `name` is a plugin of the stack.
+    pub fn plugin(&self, name: &str) -> Result<(), String> {
+        if self.plugins.contains(name) {
+            return Ok(());
         }
-        Step::TimeUntil(t) => {
-            format!("time (≤ {}) until {} → `{}`", humantime::format_duration(t.within.0), incidents::time_until_label(t), t.figure)
+        let known = self.plugins.iter().cloned().collect::<Vec<_>>().join(", ");
+        Err(format!("no plugin named `{name}` in `stack.plugins` (known: {known})"))
+    }
+
+    /// Apiserver `index` exists at this point.
+    pub fn apiserver(&self, index: usize) -> Result<(), String> {
+        if index < self.apiservers {
+            return Ok(());
         }
-        Step::ObserveHealth(o) => format!("observe apiserver-{} {} for {}", o.apiserver, o.path, humantime::format_duration(o.duration.0)),
-        Step::RestartApiserver(r) => format!(
-            "restart apiserver-{} (wait for {})",
-            r.apiserver,
-            match r.wait {
-                crate::model::WaitFor::Live => "/livez",
-                crate::model::WaitFor::Ready => "/readyz",
-                crate::model::WaitFor::Serving => "/livez/ping",
+        Err(format!("apiserver-{index} does not exist here (apiservers 0..{}; add one with `add_apiserver`)", self.apiservers))
+    }
+
+    /// One more apiserver exists from here on.
+    pub fn add_apiserver(&mut self) {
+        self.apiservers += 1;
+    }
+
+    /// Mark `name` was set by an earlier step.
+    pub fn mark(&self, name: &str) -> Result<(), String> {
+        if self.marks.contains(name) {
+            return Ok(());
+        }
+        Err(format!("mark `{name}` is not set by an earlier `mark:` step"))
+    }
+
+    /// Mark `name` exists from here on.
+    pub fn set_mark(&mut self, name: &str) {
+        self.marks.insert(name.to_owned());
+    }
+
+    /// The stack runs the mock KMS (`what` names the step or field that needs it).
+    pub fn mock_kms(&self, what: &str) -> Result<(), String> {
+        match &self.scenario.stack.mock_kms {
+            Some(_) => Ok(()),
+            None => Err(format!("`{what}` needs the mock KMS: add `mock_kms: {{}}` under `stack:`")),
+        }
+    }
+
+    /// The component exists.
+    pub fn component(&self, component: &Component) -> Result<(), String> {
+        match component {
+            Component::Etcd => Ok(()),
+            Component::Apiserver(index) => self.apiserver(*index),
+            Component::MockKms => self.mock_kms("mock-kms"),
+            Component::MockKmsNode(index) => {
+                self.mock_kms("mock-kms-N")?;
+                let nodes = self.scenario.stack.mock_kms.as_ref().map_or(0, |k| k.nodes);
+                if *index >= nodes {
+                    return Err(format!("mock-kms-{index} does not exist (the mock KMS has {nodes} node(s))"));
+                }
+                Ok(())
             }
-        ),
-        Step::ColdStart(c) => format!("cold start apiserver-{} until a full LIST of {}", c.apiserver, c.kind.resource()),
-        Step::SetCurrentKeyVersion(v) => format!("make the key version {} used at `{}` current again", v.plugin, v.mark),
-        Step::KmsCalls(k) => format!("count mock KMS {} calls since `{}`", k.action.name(), k.since),
+            Component::Plugin(name) => self.plugin(name),
+        }
+    }
+
+    /// A key id comparison names a plugin and exactly one earlier mark.
+    pub fn key_id(&self, expect: &KeyIdExpect) -> Result<(), String> {
+        self.plugin(&expect.plugin)?;
+        match (&expect.same_as, &expect.differs_from) {
+            (Some(mark), None) | (None, Some(mark)) => self.mark(mark),
+            _ => Err("`key_id` needs exactly one of `same_as: MARK` or `differs_from: MARK`".into()),
+        }
+    }
+
+    /// Whether the step is nested in a `load` (`writes` conditions count that load's writes).
+    pub fn in_load(&self) -> bool {
+        self.in_load
+    }
+
+    /// Checks `steps` as nested in a `load`.
+    pub fn check_nested(&mut self, steps: &[StepItem]) -> Result<(), String> {
+        let outer = std::mem::replace(&mut self.in_load, true);
+        let result =
+            steps.iter().try_for_each(|step| step.kind().check(self).map_err(|e| format!("in `during`, `{}`: {e}", step.kind().label())));
+        self.in_load = outer;
+        result
     }
 }
 
-fn provider_label(provider: &crate::model::ProviderSpec) -> String {
-    use crate::model::ProviderSpec;
-    match provider {
-        ProviderSpec::Identity(_) => "identity".into(),
-        ProviderSpec::Aescbc(k) => format!("aescbc:{}", k.key),
-        ProviderSpec::Aesgcm(k) => format!("aesgcm:{}", k.key),
-        ProviderSpec::Secretbox(k) => format!("secretbox:{}", k.key),
-        ProviderSpec::Kms(k) => format!("kms-{}:{}", if k.api == crate::model::KmsApi::V1 { "v1" } else { "v2" }, k.name),
-    }
+/// `at_least`/`at_most` bounds on a count, checked and described in one place.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bounds {
+    /// At least this many.
+    #[serde(default)]
+    pub at_least: Option<f64>,
+    /// At most this many.
+    #[serde(default)]
+    pub at_most: Option<f64>,
 }
 
-fn objects_label(verb: &str, o: &crate::model::Objects) -> String {
-    let count = o.count.map(|c| format!("{c} ")).unwrap_or_default();
-    let prefix = o.prefix.as_deref().map(|p| format!(" {p}-*")).unwrap_or_default();
-    let on = if o.apiserver == 0 { String::new() } else { format!(" on apiserver-{}", o.apiserver) };
-    let expect = o.expect_error.as_ref().map(|p| format!(", expecting errors /{}/", p.0.as_str())).unwrap_or_default();
-    format!("{verb} {count}{}{prefix}{on}{expect}", o.kind.resource())
+impl Bounds {
+    /// Whether `value` is within the bounds.
+    pub fn holds(&self, value: f64) -> bool {
+        self.at_least.is_none_or(|min| value >= min) && self.at_most.is_none_or(|max| value <= max)
+    }
+
+    /// `expected 3 to 5`, `expected at least 3`, …
+    pub fn describe(&self) -> String {
+        match (self.at_least, self.at_most) {
+            (Some(min), Some(max)) => format!("expected {min} to {max}"),
+            (Some(min), None) => format!("expected at least {min}"),
+            (None, Some(max)) => format!("expected at most {max}"),
+            (None, None) => "no bound".into(),
+        }
+    }
+
+    /// A load-time check: `at_least` is not above `at_most`, and `required` demands a bound.
+    pub fn check(&self, what: &str, required: bool) -> Result<(), String> {
+        if let (Some(min), Some(max)) = (self.at_least, self.at_most)
+            && min > max
+        {
+            return Err(format!("`{what}`: `at_least: {min}` is above `at_most: {max}`"));
+        }
+        if required && self.at_least.is_none() && self.at_most.is_none() {
+            return Err(format!("`{what}` needs `at_least` or `at_most` (a count without a bound checks nothing)"));
+        }
+        Ok(())
+    }
 }

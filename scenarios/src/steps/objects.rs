@@ -1,16 +1,100 @@
-//! Steps that write and read objects through the API: create, update, read, delete, the
-//! documented rewrite procedure, and background write load.
+//! Objects through the API: create, update, read, delete, a timed LIST, the documented rewrite
+//! procedure, and background write load around nested steps.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use serde::Deserialize;
 
-use super::StepResult;
+use super::{Scope, StepFuture, StepItem, StepKind, StepResult};
 use crate::error::StepError;
-use crate::model::{Kind, Load, Objects, Rewrite};
-use crate::world::{Call, ObjectClient, ObjectRef, World, value_for};
+use crate::model::{Dur, FigureName, Kind, Pattern, default_namespace};
+use crate::world::{Call, ObjectClient, ObjectRef, World, list_names, value_for};
+
+/// `create`, `update`, `read`, `delete`: a set of objects and what should happen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Objects {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The namespace (default `default`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Name prefix: objects are `<prefix>-000`, `<prefix>-001`, … (`create` needs it; elsewhere it
+    /// selects the objects written so far whose names start with it; absent: all of them).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// How many (`create` needs it; elsewhere the first N selected).
+    #[serde(default)]
+    pub count: Option<usize>,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+    /// Each call must fail with a message matching this (default: each must succeed).
+    #[serde(default)]
+    pub expect_error: Option<Pattern>,
+    /// Each call must answer within this long.
+    #[serde(default)]
+    pub within: Option<Dur>,
+}
+
+impl Objects {
+    fn label(&self, verb: &str) -> String {
+        let count = self.count.map(|c| format!("{c} ")).unwrap_or_default();
+        let prefix = self.prefix.as_deref().map(|p| format!(" {p}-*")).unwrap_or_default();
+        let on = if self.apiserver == 0 { String::new() } else { format!(" on apiserver-{}", self.apiserver) };
+        let expect = self.expect_error.as_ref().map(|p| format!(", expecting errors /{}/", p.0.as_str())).unwrap_or_default();
+        format!("{verb} {count}{}{prefix}{on}{expect}", self.kind.resource())
+    }
+}
+
+/// Declares a step over [`Objects`]: `$name` runs `$run`.
+macro_rules! objects_step {
+    ($(#[$doc:meta])* $name:ident, $verb:literal, $run:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Objects);
+
+        impl StepKind for $name {
+            fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+                scope.apiserver(self.0.apiserver)?;
+                if $verb == "create" && (self.0.prefix.is_none() || self.0.count.is_none()) {
+                    return Err("`create` needs `prefix` and `count`".into());
+                }
+                Ok(())
+            }
+
+            fn label(&self) -> String {
+                self.0.label($verb)
+            }
+
+            fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+                Box::pin($run(world, &self.0))
+            }
+        }
+    };
+}
+
+objects_step!(
+    /// `create: {prefix, count, …}`.
+    Create, "create", create
+);
+objects_step!(
+    /// `update: {prefix?, count?, …}`: new values.
+    Update, "update", update
+);
+objects_step!(
+    /// `read: {prefix?, count?, …}`: each value must be the one last written.
+    Read, "read", read
+);
+objects_step!(
+    /// `delete: {prefix?, count?, …}`.
+    Delete, "delete", delete
+);
 
 /// How many calls of one step are in flight at once.
 const PARALLEL_CALLS: usize = 8;
@@ -109,8 +193,8 @@ fn strip(calls: Vec<(ObjectRef, u32, Call)>) -> Vec<(ObjectRef, Call)> {
     calls.into_iter().map(|(o, _, c)| (o, c)).collect()
 }
 
-pub(super) async fn create(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+async fn create(world: &mut World, objects: &Objects) -> StepResult {
+    let client = world.client(objects.apiserver).await?;
     let prefix = objects.prefix.clone().unwrap_or_default();
     let targets: Vec<(ObjectRef, u32)> = (0..objects.count.unwrap_or(0))
         .map(|i| (ObjectRef { kind: objects.kind, namespace: objects.namespace.clone(), name: format!("{prefix}-{i:03}") }, 0))
@@ -130,8 +214,8 @@ pub(super) async fn create(world: &mut World, objects: &Objects) -> StepResult {
     judge("create", objects, &strip(calls))
 }
 
-pub(super) async fn update(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+async fn update(world: &mut World, objects: &Objects) -> StepResult {
+    let client = world.client(objects.apiserver).await?;
     let targets = world.select(objects.kind, &objects.namespace, objects.prefix.as_deref(), objects.count);
     let seed = world.seed();
     let calls = each(targets, |object, generation| {
@@ -148,8 +232,8 @@ pub(super) async fn update(world: &mut World, objects: &Objects) -> StepResult {
     judge("update", objects, &strip(calls))
 }
 
-pub(super) async fn read(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+async fn read(world: &mut World, objects: &Objects) -> StepResult {
+    let client = world.client(objects.apiserver).await?;
     let targets = world.select(objects.kind, &objects.namespace, objects.prefix.as_deref(), objects.count);
     let seed = world.seed();
     let calls = each(targets, |object, generation| {
@@ -165,8 +249,8 @@ pub(super) async fn read(world: &mut World, objects: &Objects) -> StepResult {
     judge("read", objects, &strip(calls))
 }
 
-pub(super) async fn delete(world: &mut World, objects: &Objects) -> StepResult {
-    let client = ObjectClient::new(&world.stack, objects.apiserver).await?;
+async fn delete(world: &mut World, objects: &Objects) -> StepResult {
+    let client = world.client(objects.apiserver).await?;
     let targets = world.select(objects.kind, &objects.namespace, objects.prefix.as_deref(), objects.count);
     let calls = each(targets, |object, _| {
         let client = client.clone();
@@ -181,9 +265,37 @@ pub(super) async fn delete(world: &mut World, objects: &Objects) -> StepResult {
     judge("delete", objects, &strip(calls))
 }
 
-/// The documented procedure after an encryption change:
-/// `kubectl get <resource> -A -o json | kubectl replace -f -`.
-pub(super) async fn rewrite(world: &mut World, rewrite: &Rewrite) -> StepResult {
+/// `rewrite: {kind, apiserver, expect_error}`: the documented procedure after an encryption
+/// change, `kubectl get <resource> -A -o json | kubectl replace -f -`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+    /// The rewrite must fail with output matching this (default: it must succeed).
+    #[serde(default)]
+    pub expect_error: Option<Pattern>,
+}
+
+impl StepKind for Rewrite {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)
+    }
+
+    fn label(&self) -> String {
+        format!("rewrite all {} (kubectl get -A -o json | kubectl replace -f -)", self.kind.resource())
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(rewrite(world, self))
+    }
+}
+
+async fn rewrite(world: &mut World, rewrite: &Rewrite) -> StepResult {
     let kubectl = world.stack.binaries().kubectl.path.clone();
     let kubeconfig = world.stack.kubeconfig_path(rewrite.apiserver);
     let resource = rewrite.kind.resource();
@@ -246,6 +358,171 @@ async fn run_kubectl(
     }
 }
 
+/// `list: {kind, namespace, apiserver, expect_error, within, figure}`: one LIST, timed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct List {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+    /// The LIST must fail with a message matching this (default: it must succeed with every tracked object).
+    #[serde(default)]
+    pub expect_error: Option<Pattern>,
+    /// It must answer within this long (a behavioural bound, not a performance judgement).
+    #[serde(default)]
+    pub within: Option<Dur>,
+    /// Record its time in milliseconds as this figure.
+    #[serde(default)]
+    pub figure: Option<FigureName>,
+}
+
+impl StepKind for List {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "list all {} on apiserver-{}{}",
+            self.kind.resource(),
+            self.apiserver,
+            self.expect_error.as_ref().map(|p| format!(", expecting an error /{}/", p.0.as_str())).unwrap_or_default()
+        )
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = list_names(world, self.apiserver, self.kind, &self.namespace).await;
+            let elapsed = started.elapsed();
+            if let Some(figure) = &self.figure {
+                world.figure(figure.to_string(), (elapsed.as_secs_f64() * 1e3).round());
+            }
+            let took = format!("{:.0} ms", elapsed.as_secs_f64() * 1e3);
+            if let Some(within) = self.within
+                && elapsed > within.0
+            {
+                return Err(StepError::Failed(format!("the LIST took {took}, more than {}", humantime::format_duration(within.0))));
+            }
+            match (result, &self.expect_error) {
+                (Ok(names), None) => {
+                    let missing = world.missing_from(self.kind, &self.namespace, &names);
+                    match missing.first() {
+                        None => Ok(format!("{} {} listed in {took}", names.len(), self.kind.resource())),
+                        Some(first) => Err(StepError::Failed(format!(
+                            "the LIST lacks {} object(s) the scenario wrote, e.g. {}",
+                            missing.len(),
+                            first.name
+                        ))),
+                    }
+                }
+                (Ok(names), Some(pattern)) => Err(StepError::Failed(format!(
+                    "expected the LIST to fail with /{}/, but it returned {} objects",
+                    pattern.0.as_str(),
+                    names.len()
+                ))),
+                (Err(message), Some(pattern)) if pattern.0.is_match(&message) => Ok(format!("refused as expected after {took}: {message}")),
+                (Err(message), _) => Err(StepError::Failed(format!("the LIST failed after {took}: {message}"))),
+            }
+        })
+    }
+}
+
+/// `load`: writers create objects continuously, each write retried, while `during` runs and for
+/// at least `for` (or until `min_writes` are stored); fewer stored writes than `min_writes` fail
+/// the step's precondition (the disturbance was not exercised).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The namespace.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Name prefix of the written objects.
+    pub prefix: String,
+    /// Concurrent writers (default 2).
+    #[serde(default = "two")]
+    pub writers: usize,
+    /// Retries of a failed write before it counts as lost (default 20: 250 ms, then 1 s apart).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+    /// Pause of each writer between two writes (default 100ms), so the load is steady, not a flood.
+    #[serde(default)]
+    pub pace: Option<Dur>,
+    /// The load runs at least this long (and until `during` ends).
+    #[serde(default, rename = "for")]
+    pub duration: Option<Dur>,
+    /// The load runs until at least this many writes are stored (and until `during` ends); fewer
+    /// fail the step. Bounded by `within`.
+    #[serde(default)]
+    pub min_writes: Option<u64>,
+    /// How long the load may run to reach `min_writes` after `during` ended (default 120s).
+    #[serde(default)]
+    pub within: Option<Dur>,
+    /// The steps that run under load.
+    pub during: Vec<StepItem>,
+    /// Writes that may fail even after every retry (default 0).
+    #[serde(default)]
+    pub max_lost: usize,
+    /// At least this many attempts must fail (to show the disturbance was felt).
+    #[serde(default)]
+    pub min_failed_attempts: Option<usize>,
+    /// At most this many attempts may fail.
+    #[serde(default)]
+    pub max_failed_attempts: Option<usize>,
+}
+
+fn two() -> usize {
+    2
+}
+
+fn default_retries() -> u32 {
+    20
+}
+
+impl StepKind for Load {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)?;
+        if self.writers == 0 {
+            return Err("`load` needs at least one writer".into());
+        }
+        if self.duration.is_none() && self.min_writes.is_none() {
+            return Err(
+                "`load` needs `for: DURATION` or `min_writes: N`: a load that may end after a handful of writes shows nothing".into()
+            );
+        }
+        if scope.in_load() {
+            return Err("a `load` cannot run inside another `load`".into());
+        }
+        scope.check_nested(&self.during)
+    }
+
+    fn label(&self) -> String {
+        let bound = match (self.duration, self.min_writes) {
+            (Some(d), Some(n)) => format!(" (≥ {}, ≥ {n} writes)", humantime::format_duration(d.0)),
+            (Some(d), None) => format!(" (≥ {})", humantime::format_duration(d.0)),
+            (None, Some(n)) => format!(" (≥ {n} writes)"),
+            (None, None) => String::new(),
+        };
+        format!("load: {} writers on {}-*{bound} while {} steps run", self.writers, self.prefix, self.during.len())
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(load(world, self))
+    }
+}
+
 /// What the writers of a `load` step saw.
 #[derive(Default)]
 struct LoadTally {
@@ -264,10 +541,11 @@ struct Writer {
     retries: u32,
     pace: Duration,
     stop: Arc<AtomicBool>,
+    stored: Arc<AtomicU64>,
 }
 
 async fn writer(w: Writer) -> LoadTally {
-    let Writer { client, seed, kind, namespace, prefix, retries, pace, stop } = w;
+    let Writer { client, seed, kind, namespace, prefix, retries, pace, stop, stored } = w;
     let mut tally = LoadTally::default();
     let mut n = 0usize;
     while !stop.load(Ordering::Relaxed) {
@@ -280,11 +558,13 @@ async fn writer(w: Writer) -> LoadTally {
             let error = match call.result {
                 Ok(()) => {
                     tally.written.push(object.clone());
+                    stored.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 // A retry of a write that did land: it counts if the stored value is ours.
                 Err(e) if attempt > 0 && e.starts_with("409") && client.read(&object, &value).await.result.is_ok() => {
                     tally.written.push(object.clone());
+                    stored.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 Err(e) => e,
@@ -304,9 +584,11 @@ async fn writer(w: Writer) -> LoadTally {
     tally
 }
 
-pub(super) async fn load(world: &mut World, load: &Load) -> StepResult {
-    let client = ObjectClient::new(&world.stack, load.apiserver).await?;
+async fn load(world: &mut World, load: &Load) -> StepResult {
+    let client = world.client(load.apiserver).await?;
     let stop = Arc::new(AtomicBool::new(false));
+    let stored = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
     let writers: Vec<_> = (0..load.writers)
         .map(|w| {
             tokio::spawn(writer(Writer {
@@ -318,9 +600,11 @@ pub(super) async fn load(world: &mut World, load: &Load) -> StepResult {
                 retries: load.retries,
                 pace: load.pace.map_or(Duration::from_millis(100), |p| p.0),
                 stop: stop.clone(),
+                stored: stored.clone(),
             }))
         })
         .collect();
+    world.set_load_writes(Some(stored.clone()));
     let mut inner = Vec::new();
     let mut failure = None;
     for step in &load.during {
@@ -331,6 +615,17 @@ pub(super) async fn load(world: &mut World, load: &Load) -> StepResult {
                 break;
             }
         }
+    }
+    world.set_load_writes(None);
+    // The stated size of the load: its duration, and the writes it must store.
+    let deadline = started.elapsed() + load.within.map_or(Duration::from_secs(120), |d| d.0);
+    while failure.is_none() {
+        let long_enough = load.duration.is_none_or(|d| started.elapsed() >= d.0);
+        let enough_writes = load.min_writes.is_none_or(|n| stored.load(Ordering::Relaxed) >= n);
+        if (long_enough && enough_writes) || started.elapsed() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::Relaxed);
     let mut tally = LoadTally::default();
@@ -351,12 +646,20 @@ pub(super) async fn load(world: &mut World, load: &Load) -> StepResult {
     world.figure(format!("load.{prefix}.failed_attempts"), tally.failed_attempts as f64);
     world.figure(format!("load.{prefix}.lost"), tally.lost.len() as f64);
     let summary = format!(
-        "{} writes stored, {} attempts failed and were retried, {} lost [{}]",
+        "{} writes stored in {:.1} s, {} attempts failed and were retried, {} lost [{}]",
         tally.written.len(),
+        started.elapsed().as_secs_f64(),
         tally.failed_attempts,
         tally.lost.len(),
         inner.join("; ")
     );
+    if let Some(min) = load.min_writes
+        && (tally.written.len() as u64) < min
+    {
+        return Err(StepError::Failed(format!(
+            "{summary}; the load's precondition is {min} stored writes, so the disturbance was not exercised (raise `within` or lower `min_writes`)"
+        )));
+    }
     if tally.written.is_empty() {
         return Err(StepError::Failed(format!("no write succeeded under load: {summary}")));
     }

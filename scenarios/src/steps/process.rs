@@ -1,0 +1,327 @@
+//! The stack's components and configuration: the one verb family on named components (`start`,
+//! `stop` = SIGTERM, `kill` = SIGKILL, `restart` with an explicit wait), a second apiserver, and
+//! the EncryptionConfiguration.
+
+use std::time::{Duration, Instant};
+
+use kms_lab_stack::{Readiness, WaitFor};
+use serde::Deserialize;
+
+use super::{Scope, StepFuture, StepKind};
+use crate::error::StepError;
+use crate::model::{Component, EncryptionSpec, FigureName, KekKind, KmsApi, ProviderSpec};
+use crate::world::World;
+
+/// How long an apiserver may take to load a rewritten EncryptionConfiguration (its poll is a minute).
+const RELOAD_DEADLINE: Duration = Duration::from_secs(120);
+/// The counter of the apiserver's automatic reloads of its EncryptionConfiguration.
+const RELOADS_METRIC: &str = "apiserver_encryption_config_controller_automatic_reloads_total";
+
+/// `start: COMPONENT`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Start(pub Component);
+
+impl StepKind for Start {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.component(&self.0)
+    }
+
+    fn label(&self) -> String {
+        format!("start {}", self.0)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let started = Instant::now();
+            // A running component is refused with the fix (`restart`); `mock-kms` starts the nodes that are down.
+            world.stack.start(&self.0, WaitFor::Ready).await?;
+            Ok(format!("{} is up after {:.1} s", self.0, started.elapsed().as_secs_f64()))
+        })
+    }
+}
+
+/// `stop: COMPONENT` (SIGTERM, graceful).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Stop(pub Component);
+
+impl StepKind for Stop {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.component(&self.0)
+    }
+
+    fn label(&self) -> String {
+        format!("stop {} (SIGTERM)", self.0)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            world.stack.stop(&self.0).await?;
+            Ok(format!("{} is stopped", self.0))
+        })
+    }
+}
+
+/// `kill: COMPONENT` (SIGKILL, always: a crash).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Kill(pub Component);
+
+impl StepKind for Kill {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.component(&self.0)
+    }
+
+    fn label(&self) -> String {
+        format!("kill -9 {}", self.0)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            world.stack.kill(&self.0).await?;
+            Ok(format!("{} is killed (SIGKILL)", self.0))
+        })
+    }
+}
+
+/// `restart: {component, wait, figure}`: stop (SIGTERM), start, wait.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// The component.
+    pub component: Component,
+    /// What to wait for: `ready` (default), `serving`, `live` or `none` (the last three: apiservers).
+    #[serde(default)]
+    pub wait: WaitFor,
+    /// Record the seconds from the stop until the wait was met as this figure.
+    #[serde(default)]
+    pub figure: Option<FigureName>,
+}
+
+impl StepKind for Restart {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.component(&self.component)?;
+        if !self.wait.applies_to(&self.component) {
+            return Err(format!("`wait: {}` applies to apiservers only; a {} restart waits for `ready`", self.wait, self.component));
+        }
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        let what = match self.wait {
+            WaitFor::Ready if matches!(self.component, Component::Apiserver(_)) => " (wait for /readyz)",
+            WaitFor::Ready => "",
+            WaitFor::Serving => " (wait for /livez/ping)",
+            WaitFor::Live => " (wait for /livez)",
+            WaitFor::None => " (no wait)",
+        };
+        format!("restart {}{what}", self.component)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let started = Instant::now();
+            world.stack.restart(&self.component, self.wait).await?;
+            let took = seconds(started.elapsed());
+            if let Some(figure) = &self.figure {
+                world.figure(figure.to_string(), took);
+            }
+            Ok(format!("{} restarted, {} after {took} s", self.component, self.wait))
+        })
+    }
+}
+
+/// Seconds rounded to a tenth, as figures record them.
+pub fn seconds(elapsed: Duration) -> f64 {
+    (elapsed.as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// `add_apiserver: {encryption}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddApiserver {
+    /// Its EncryptionConfiguration.
+    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+    pub encryption: EncryptionSpec,
+}
+
+impl StepKind for AddApiserver {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        check_encryption(scope, &self.encryption)?;
+        scope.add_apiserver();
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        format!("add an apiserver [{}]", encryption_label(&self.encryption))
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let config = world.encryption_config(&self.encryption)?;
+            let index = world.stack.add_apiserver(&config, true, Readiness::Ready, Vec::new()).await?;
+            Ok(format!("apiserver-{index} is ready on {}", world.stack.apiserver_url(index)?))
+        })
+    }
+}
+
+/// How a new EncryptionConfiguration takes effect (a restart is its own step: `restart`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Apply {
+    /// Automatic reload; the step waits until the apiserver reports it loaded the file.
+    #[default]
+    Reload,
+    /// Only write the file (a `restart` step then applies it).
+    WriteOnly,
+}
+
+/// `encryption: {apiserver, apply, resources}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Encryption {
+    /// Which apiserver (default: every one).
+    #[serde(default)]
+    pub apiserver: Option<usize>,
+    /// How it takes effect.
+    #[serde(default)]
+    pub apply: Apply,
+    /// Providers per resource.
+    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+    pub resources: EncryptionSpec,
+}
+
+impl StepKind for Encryption {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        if let Some(index) = self.apiserver {
+            scope.apiserver(index)?;
+        }
+        check_encryption(scope, &self.resources)
+    }
+
+    fn label(&self) -> String {
+        let how = match self.apply {
+            Apply::Reload => "reload",
+            Apply::WriteOnly => "write only",
+        };
+        let on = self.apiserver.map(|i| format!(" on apiserver-{i}")).unwrap_or_default();
+        format!("encryption [{}]{on} ({how})", encryption_label(&self.resources))
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let config = world.encryption_config(&self.resources)?;
+            let targets: Vec<usize> = match self.apiserver {
+                Some(index) => vec![index],
+                None => (0..world.stack.apiserver_count()).collect(),
+            };
+            let mut seen = Vec::new();
+            let text = config.to_yaml().map_err(kms_lab_stack::StackError::from)?;
+            for index in targets {
+                if world.stack.encryption_config_text(index)? == text && self.apply == Apply::Reload {
+                    seen.push(format!("apiserver-{index}: unchanged"));
+                    continue;
+                }
+                let before = reload_counts(world, index).await;
+                world.stack.write_encryption_config(index, &config)?;
+                match self.apply {
+                    Apply::WriteOnly => seen.push(format!("apiserver-{index}: written")),
+                    Apply::Reload => {
+                        let took = wait_for_reload(world, index, before).await?;
+                        seen.push(format!("apiserver-{index}: reloaded after {:.1} s", took.as_secs_f64()));
+                    }
+                }
+            }
+            Ok(seen.join("; "))
+        })
+    }
+}
+
+/// Load-time checks of an EncryptionConfiguration: resources, plugins, v1-only fields.
+pub fn check_encryption(scope: &Scope<'_>, spec: &EncryptionSpec) -> Result<(), String> {
+    for (resource, providers) in spec {
+        if !matches!(resource.as_str(), "secrets" | "configmaps") {
+            return Err(format!("resource `{resource}`: scenarios encrypt `secrets` or `configmaps`"));
+        }
+        if providers.is_empty() {
+            return Err(format!("resource `{resource}` has no providers; add at least `identity: {{}}`"));
+        }
+        for provider in providers {
+            if let ProviderSpec::Kms(kms) = provider {
+                scope.plugin(&kms.plugin)?;
+                if kms.api == KmsApi::V2 && kms.cachesize.is_some() {
+                    return Err(format!("kms provider `{}`: `cachesize` applies to `api: v1` only", kms.name));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Load-time checks of the stack a scenario declares.
+pub fn check_stack(scope: &Scope<'_>) -> Result<(), String> {
+    let stack = &scope.scenario().stack;
+    let mut names = std::collections::BTreeSet::new();
+    for plugin in &stack.plugins {
+        if !names.insert(&plugin.name) {
+            return Err(format!("plugin `{}` is declared twice", plugin.name));
+        }
+        if plugin.kek == Some(KekKind::MockKms) && stack.mock_kms.is_none() {
+            return Err(format!("plugin `{}` has `kek: mock-kms` but the stack has no `mock_kms:`", plugin.name));
+        }
+    }
+    check_encryption(scope, &stack.encryption)
+}
+
+/// `secrets: kms-v2:lab → identity; configmaps: …`
+fn encryption_label(spec: &EncryptionSpec) -> String {
+    spec.iter()
+        .map(|(resource, providers)| format!("{resource}: {}", providers.iter().map(provider_label).collect::<Vec<_>>().join(" → ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn provider_label(provider: &ProviderSpec) -> String {
+    match provider {
+        ProviderSpec::Identity(_) => "identity".into(),
+        ProviderSpec::Aescbc(k) => format!("aescbc:{}", k.key),
+        ProviderSpec::Aesgcm(k) => format!("aesgcm:{}", k.key),
+        ProviderSpec::Secretbox(k) => format!("secretbox:{}", k.key),
+        ProviderSpec::Kms(k) => format!("kms-{}:{}", if k.api == KmsApi::V1 { "v1" } else { "v2" }, k.name),
+    }
+}
+
+/// `(successes, failures)` of the apiserver's automatic reloads so far.
+async fn reload_counts(world: &World, index: usize) -> (f64, f64) {
+    let Ok(metrics) = world.stack.metrics(index).await else {
+        return (0.0, 0.0);
+    };
+    let count = |status: &str| metrics.sum(RELOADS_METRIC, &[("status", status)]).unwrap_or(0.0);
+    (count("success"), count("failure"))
+}
+
+/// Waits until the apiserver counts one more successful reload; a counted failure ends the wait
+/// with the apiserver's reason.
+async fn wait_for_reload(world: &World, index: usize, (successes, failures): (f64, f64)) -> Result<Duration, StepError> {
+    let started = Instant::now();
+    loop {
+        let (now_ok, now_failed) = reload_counts(world, index).await;
+        if now_ok > successes {
+            return Ok(started.elapsed());
+        }
+        if now_failed > failures {
+            return Err(StepError::Failed(format!(
+                "apiserver-{index} refused the new EncryptionConfiguration (reload failure counted in {RELOADS_METRIC}); see apiserver-{index}.log in the run directory"
+            )));
+        }
+        if started.elapsed() > RELOAD_DEADLINE {
+            return Err(StepError::Timeout {
+                seconds: RELOAD_DEADLINE.as_secs_f64(),
+                what: format!("apiserver-{index} to reload its EncryptionConfiguration"),
+                last: format!("{RELOADS_METRIC}: {now_ok} successes, {now_failed} failures"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
