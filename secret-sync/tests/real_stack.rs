@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kms_lab_stack::provision::{self, ProvisionOptions};
 use kms_lab_stack::{Stack, StackOptions};
-use kms_secret_sync::crd::{DeletionPolicy, ExternalSecret};
+use kms_secret_sync::crd::{
+    ClusterSecretStore, ClusterSecretStoreSpec, DeletionPolicy, ExternalSecret, KmsAuth, KmsProvider, SecretKeyRef, StoreKind, Target,
+};
 use kms_secret_sync::decide::Reason;
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab, rbac};
 use kube::api::{Api, DeleteParams, ListParams};
@@ -197,6 +199,38 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
         );
     }
 
+    // A ClusterSecretStore serves any namespace; its credential reference names its namespace.
+    let cluster_store = ClusterSecretStore::new(
+        "cluster-kms",
+        ClusterSecretStoreSpec {
+            kms: KmsProvider {
+                endpoint: Some(kms.url()),
+                auth: Some(KmsAuth {
+                    access_key: SecretKeyRef { name: "kms-credentials".into(), key: "accessKey".into(), namespace: Some(NS.into()) },
+                    access_key_secret: SecretKeyRef {
+                        name: "kms-credentials".into(),
+                        key: "accessKeySecret".into(),
+                        namespace: Some(NS.into()),
+                    },
+                }),
+            },
+        },
+    );
+    Api::<ClusterSecretStore>::all(client.clone()).create(&Default::default(), &cluster_store).await.unwrap();
+    let mut via_cluster = lab::external_secret("via-cluster", "cluster-kms", vec![lab::entry("token", "db")]);
+    via_cluster.spec.secret_store_ref.kind = StoreKind::ClusterSecretStore;
+    via_cluster.spec.target = Some(Target {
+        name: Some("via-cluster-secret".into()),
+        labels: [("team".to_owned(), "a".to_owned())].into(),
+        ..Default::default()
+    });
+    lab::apply_external_secret(&client, NS, &via_cluster).await.unwrap();
+    lab::wait_for_secret(&client, NS, "via-cluster-secret", "token", WAIT, |v| v.is_some_and(|v| v.starts_with(b"{")))
+        .await
+        .expect("synced through a ClusterSecretStore");
+    let labels = Api::<Secret>::namespaced(client.clone(), NS).get("via-cluster-secret").await.unwrap().metadata.labels.unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("a"), "{labels:?}");
+
     // 8. Deleting an ExternalSecret deletes its Secret; with Retain the Secret stays, released.
     let mut kept = lab::external_secret("kept", "kms", vec![lab::entry("password", "db")]);
     kept.spec.data[0].property = Some("password".into());
@@ -204,7 +238,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     lab::apply_external_secret(&client, NS, &kept).await.unwrap();
     lab::wait_for_secret(&client, NS, "kept", "password", WAIT, |v| v.is_some()).await.unwrap();
     let external = Api::<ExternalSecret>::namespaced(client.clone(), NS);
-    for name in ["app", "kept", "bad", "lost"] {
+    for name in ["app", "kept", "bad", "lost", "via-cluster"] {
         external.delete(name, &DeleteParams::default()).await.unwrap();
     }
     lab::wait_for_secret(&client, NS, "app", "password", WAIT, |v| v.is_none()).await.expect("deleted with its ExternalSecret");
