@@ -303,6 +303,40 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
         .expect("a restart picks up the new version");
     restarted.stop().await;
 
+    // 11. The store rate limit holds over many ExternalSecrets (the figure: store calls per minute).
+    let qps = 4;
+    let limited_config = ControllerConfig {
+        namespace: Some(NS.into()),
+        store_qps: std::num::NonZeroU32::new(qps).unwrap(),
+        store_burst: std::num::NonZeroU32::MIN,
+        ..config_for_test()
+    };
+    let token = lab::service_account_token(&client, NS, rbac::NAME).await.unwrap();
+    let limited =
+        lab::RunningController::start(lab::client_with_token(&stack.kubeconfig_path(0), &token).await.unwrap(), limited_config).await;
+    let mark = kms.audit().last_seq();
+    let many = 12;
+    for i in 0..many {
+        lab::apply_external_secret(&client, NS, &lab::external_secret(&format!("many-{i}"), "kms", vec![lab::entry("token", "db")]))
+            .await
+            .unwrap();
+    }
+    for i in 0..many {
+        lab::wait_for_secret(&client, NS, &format!("many-{i}"), "token", WAIT, |v| v.is_some()).await.unwrap();
+    }
+    let calls = kms.audit().query(&AuditQuery { action: Some("GetSecretValue".into()), since_seq: Some(mark), ..Default::default() });
+    let span_ms = calls.last().unwrap().time_unix_ms.saturating_sub(calls[0].time_unix_ms).max(1);
+    let per_second = (calls.len() - 1) as f64 * 1000.0 / span_ms as f64;
+    eprintln!(
+        "figure: {} store calls for {many} ExternalSecrets over {span_ms} ms: {:.1}/s, {:.0}/min (limit {qps}/s, polling every {INTERVAL:?})",
+        calls.len(),
+        per_second,
+        per_second * 60.0
+    );
+    // A bound on a rate, not a time: the limiter may only make it slower.
+    assert!(per_second <= f64::from(qps) * 1.25, "{per_second:.1} calls/s over the {qps}/s limit");
+    limited.stop().await;
+
     kms.shutdown().await;
     stack.shutdown(false).await;
 }
