@@ -46,6 +46,8 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
         .route("/admin/keys/{key_id}/versions/{version_id}/disable", post(disable_version))
         .route("/admin/keys/{key_id}/versions/{version_id}/enable", post(enable_version))
         .route("/admin/cluster", get(cluster_status))
+        .route("/admin/policies", get(get_policies))
+        .route("/admin/policies/{access_key}", put(put_policy).delete(delete_policy))
         .route(crate::cluster::SNAPSHOT_PATH, get(get_snapshot).post(post_snapshot))
 }
 
@@ -258,6 +260,37 @@ async fn disable_version(State(node): State<Arc<Node>>, Path((key_id, version_id
 /// `POST /admin/keys/{key_id}/versions/{version_id}/enable`: undoes a version's disable.
 async fn enable_version(State(node): State<Arc<Node>>, Path((key_id, version_id)): Path<(String, String)>) -> Response {
     change_key(&node, |store| store.set_version_enabled(&key_id, &version_id, true)).await
+}
+
+async fn get_policies(State(node): State<Arc<Node>>) -> Response {
+    axum::Json(node.shared.policies.all()).into_response()
+}
+
+/// `PUT /admin/policies/{access_key}` with an [`crate::api::admin::AccessPolicy`]: replaces the
+/// access key's policy (an allow-list); answers every policy.
+async fn put_policy(State(node): State<Arc<Node>>, Path(access_key): Path<String>, body: Bytes) -> Response {
+    let policy = match serde_json::from_slice::<crate::api::admin::AccessPolicy>(&body) {
+        Ok(policy) => policy,
+        Err(e) => {
+            return bad_request(format!(
+                "expected {{\"Statements\": [{{\"Actions\": [\"kms:GetSecretValue\"], \"Resources\": [\"secret/NAME\"]}}]}}: {}",
+                crate::persist::json_problem(&e)
+            ));
+        }
+    };
+    match node.shared.policies.set(&access_key, policy) {
+        Ok(()) => {
+            tracing::info!(access_key, "access policy set");
+            axum::Json(node.shared.policies.all()).into_response()
+        }
+        Err(problem) => bad_request(problem),
+    }
+}
+
+/// `DELETE /admin/policies/{access_key}`: the access key may call everything again.
+async fn delete_policy(State(node): State<Arc<Node>>, Path(access_key): Path<String>) -> Response {
+    node.shared.policies.remove(&access_key);
+    axum::Json(node.shared.policies.all()).into_response()
 }
 
 /// `GET /admin/cluster`: this node's peers and the status of every node of this process.

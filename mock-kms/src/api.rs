@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 pub mod admin;
+pub mod secrets;
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -54,11 +55,29 @@ pub enum Action {
     EnableKey,
     /// Schedule a key for deletion: it stops working at once.
     ScheduleKeyDeletion,
+    /// Create a secret with its first version ([`secrets`]).
+    CreateSecret,
+    /// Add a version to a secret, by default made current.
+    PutSecretValue,
+    /// Read a secret's value by version id or stage.
+    GetSecretValue,
+    /// List every secret (no values).
+    ListSecrets,
+    /// Describe one secret: versions and stages (no values).
+    DescribeSecret,
+    /// Move a version stage to another version, or remove it.
+    UpdateSecretVersionStage,
+    /// Add a new current version (given or generated value).
+    RotateSecret,
+    /// Schedule a secret for deletion after a recovery window (or delete it at once).
+    DeleteSecret,
+    /// Cancel a secret's scheduled deletion.
+    RestoreSecret,
 }
 
 impl Action {
     /// Every action.
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 19] = [
         Self::CreateKey,
         Self::DescribeKey,
         Self::ListKeys,
@@ -69,6 +88,15 @@ impl Action {
         Self::DisableKey,
         Self::EnableKey,
         Self::ScheduleKeyDeletion,
+        Self::CreateSecret,
+        Self::PutSecretValue,
+        Self::GetSecretValue,
+        Self::ListSecrets,
+        Self::DescribeSecret,
+        Self::UpdateSecretVersionStage,
+        Self::RotateSecret,
+        Self::DeleteSecret,
+        Self::RestoreSecret,
     ];
 
     /// The action's name, as in its path.
@@ -84,12 +112,37 @@ impl Action {
             Self::DisableKey => "DisableKey",
             Self::EnableKey => "EnableKey",
             Self::ScheduleKeyDeletion => "ScheduleKeyDeletion",
+            Self::CreateSecret => "CreateSecret",
+            Self::PutSecretValue => "PutSecretValue",
+            Self::GetSecretValue => "GetSecretValue",
+            Self::ListSecrets => "ListSecrets",
+            Self::DescribeSecret => "DescribeSecret",
+            Self::UpdateSecretVersionStage => "UpdateSecretVersionStage",
+            Self::RotateSecret => "RotateSecret",
+            Self::DeleteSecret => "DeleteSecret",
+            Self::RestoreSecret => "RestoreSecret",
         }
     }
 
     /// The request path, `/v1/<Action>`.
     pub fn path(self) -> String {
         format!("/v1/{}", self.name())
+    }
+
+    /// Whether the action is one of the secrets manager's ([`secrets`]).
+    pub fn is_secret_action(self) -> bool {
+        matches!(
+            self,
+            Self::CreateSecret
+                | Self::PutSecretValue
+                | Self::GetSecretValue
+                | Self::ListSecrets
+                | Self::DescribeSecret
+                | Self::UpdateSecretVersionStage
+                | Self::RotateSecret
+                | Self::DeleteSecret
+                | Self::RestoreSecret
+        )
     }
 
     /// Parses an action name.
@@ -194,6 +247,25 @@ pub fn sign(secret_key: &[u8], canonical: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).expect("HMAC takes any key length");
     mac.update(canonical.as_bytes());
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// The four authentication headers of a signed `POST path` with `body` (access key, timestamp,
+/// nonce, signature), for a client of the API; `nonce` must be unique per request.
+pub fn auth_headers(
+    access_key: &str,
+    secret_key: &[u8],
+    path: &str,
+    body: &[u8],
+    timestamp_ms: u64,
+    nonce: &str,
+) -> [(&'static str, String); 4] {
+    let signature = sign(secret_key, &canonical_request("POST", path, timestamp_ms, nonce, body));
+    [
+        (HEADER_ACCESS_KEY, access_key.to_owned()),
+        (HEADER_TIMESTAMP, timestamp_ms.to_string()),
+        (HEADER_NONCE, nonce.to_owned()),
+        (HEADER_SIGNATURE, signature),
+    ]
 }
 
 /// Whether `signature` (hex) is the signature of `canonical` under `secret_key`, in constant time.

@@ -44,6 +44,9 @@ pub struct AuditRecord {
     pub key_id: Option<String>,
     /// The key version used (or named by the blob), if any.
     pub key_version_id: Option<String>,
+    /// The secret named by a secrets-manager call, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
     /// `Ok`, an [`crate::api::ErrorCode`] name, or `Abandoned`.
     pub outcome: String,
     /// Time from receiving the request to answering it, injected latency included.
@@ -85,6 +88,8 @@ pub struct NewRecord {
     pub key_id: Option<String>,
     /// See [`AuditRecord::key_version_id`].
     pub key_version_id: Option<String>,
+    /// See [`AuditRecord::secret_name`].
+    pub secret_name: Option<String>,
     /// See [`AuditRecord::outcome`].
     pub outcome: String,
     /// See [`AuditRecord::latency_ms`].
@@ -196,6 +201,7 @@ impl AuditLog {
             action: new.action,
             key_id: new.key_id,
             key_version_id: new.key_version_id,
+            secret_name: new.secret_name,
             outcome: new.outcome,
             latency_ms: (new.latency_ms * 1000.0).round() / 1000.0,
             node: new.node,

@@ -100,6 +100,33 @@ pub enum KmsError {
     /// The node cannot serve now (starting up, syncing, shutting down).
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// No such secret (or version, or stage) in the secrets manager.
+    #[error("secret `{0}` not found")]
+    SecretNotFound(String),
+    /// CreateSecret for a name that exists.
+    #[error("secret `{0}` already exists: PutSecretValue adds a version to it")]
+    SecretAlreadyExists(String),
+    /// The secret is scheduled for deletion.
+    #[error("secret `{name}` is scheduled for deletion at {planned}: RestoreSecret cancels the deletion")]
+    SecretPendingDeletion {
+        /// The secret.
+        name: String,
+        /// When it is gone for good, RFC 3339.
+        planned: String,
+    },
+    /// The access key's policy does not allow the call.
+    #[error(
+        "access key `{access_key}` is not allowed kms:{action} on `{resource}` by its access policy: \
+         add a statement allowing it (PUT /admin/policies/{access_key})"
+    )]
+    AccessDenied {
+        /// The access key.
+        access_key: String,
+        /// The action refused.
+        action: String,
+        /// The resource (`key/<KeyId>`, `secret/<SecretName>`).
+        resource: String,
+    },
 }
 
 impl KmsError {
@@ -120,6 +147,11 @@ impl KmsError {
             Self::InternalFailure(_) => ErrorCode::InternalFailure,
             Self::Sealed => ErrorCode::Sealed,
             Self::ServiceUnavailable(_) => ErrorCode::ServiceUnavailable,
+            // The secrets manager shares the API's resource-generic codes (see api::secrets).
+            Self::SecretNotFound(_) => ErrorCode::KeyNotFound,
+            Self::SecretAlreadyExists(_) => ErrorCode::KeyAlreadyExists,
+            Self::SecretPendingDeletion { .. } => ErrorCode::KeyNotFound,
+            Self::AccessDenied { .. } => ErrorCode::Forbidden,
         }
     }
 }

@@ -56,6 +56,9 @@ pub struct Snapshot {
     pub sealed_with: String,
     /// Every key.
     pub keys: Vec<KeySnapshot>,
+    /// Every secret of the secrets manager (values as ciphertext under their KMS key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<crate::secrets::SecretSnapshot>,
 }
 
 /// One key in a [`Snapshot`].
@@ -236,6 +239,8 @@ impl State {
 pub struct KeyStore {
     node_id: String,
     state: RwLock<State>,
+    /// The secrets manager's secrets (see [`crate::secrets`]); their stamps tick `state`'s clock.
+    secrets: RwLock<crate::secrets::Secrets>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -278,7 +283,7 @@ fn now_rfc3339() -> String {
 impl KeyStore {
     /// An empty key store for node `node_id`.
     pub fn new(node_id: impl Into<String>) -> Self {
-        Self { node_id: node_id.into(), state: RwLock::new(State::default()) }
+        Self { node_id: node_id.into(), state: RwLock::new(State::default()), secrets: RwLock::default() }
     }
 
     /// A key store holding what `snapshot` holds, its material opened with `key`.
@@ -296,6 +301,19 @@ impl KeyStore {
 
     fn write(&self) -> RwLockWriteGuard<'_, State> {
         self.state.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn secrets_read(&self) -> RwLockReadGuard<'_, crate::secrets::Secrets> {
+        self.secrets.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn secrets_write(&self) -> RwLockWriteGuard<'_, crate::secrets::Secrets> {
+        self.secrets.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A new Lamport stamp of this node (for a secrets-manager change).
+    pub(crate) fn tick(&self) -> Stamp {
+        self.write().tick(&self.node_id)
     }
 
     /// The node this store belongs to.
@@ -348,6 +366,7 @@ impl KeyStore {
             clock: state.clock,
             sealed_with: key.fingerprint().to_owned(),
             keys,
+            secrets: self.secrets_read().snapshot(),
         }
     }
 
@@ -355,9 +374,10 @@ impl KeyStore {
     /// Nothing is merged if any part of the snapshot fails to open.
     pub fn merge(&self, snapshot: &Snapshot, key: &SealingKey) -> Result<bool, SnapshotError> {
         let incoming = open_snapshot(snapshot, key)?;
-        let mut max_clock = snapshot.clock;
+        let (secrets_changed, secrets_clock) = self.secrets_write().merge(&snapshot.secrets).map_err(SnapshotError::Inconsistent)?;
+        let mut max_clock = snapshot.clock.max(secrets_clock);
         let mut state = self.write();
-        let mut changed = false;
+        let mut changed = secrets_changed;
         for (key_id, k) in incoming {
             max_clock = max_clock.max(k.created.clock).max(k.state_stamp.clock).max(k.current_stamp.clock);
             max_clock = k.versions.values().map(|v| v.created.clock.max(v.state_stamp.clock)).fold(max_clock, u64::max);

@@ -9,7 +9,8 @@
 //!   served per node by [`listener`].
 //! - [`keystore`] (keys, versions, states, the CRDT merge) with [`crypto`] and the [`blob`] format;
 //!   [`persist`] (the data dir); [`seal`] (sealed start, Shamir shares); [`cluster`] (replication).
-//! - [`auth`] (credentials, signatures, skew, replay), [`audit`] (records, queries, counters),
+//! - [`secrets`]: the secrets manager (versions, stages, deletion), values sealed under a key.
+//! - [`auth`] (credentials, signatures, skew, replay), [`policy`] (access policies), [`audit`] (records, queries, counters),
 //!   [`faults`] (the seeded [`FaultProfile`]).
 //! - [`dialects`]: the AWS KMS, Cloud KMS and Vault Transit APIs, one listener each.
 //! - [`error`]: every error type. [`cli`]: the `mock-kms` flags.
@@ -44,7 +45,11 @@ mod node;
 #[cfg(feature = "server")]
 pub mod persist;
 #[cfg(feature = "server")]
+pub mod policy;
+#[cfg(feature = "server")]
 pub mod seal;
+#[cfg(feature = "server")]
+pub mod secrets;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

@@ -22,6 +22,8 @@ use crate::seal::{SealStatus, Submitted, Unsealer};
 /// What the nodes of one process share.
 pub(crate) struct Shared {
     pub auth: Authenticator,
+    /// The access policies per access key (native API).
+    pub policies: crate::policy::PolicySet,
     pub audit: AuditLog,
     /// `Some` for a sealed start.
     pub unsealer: Option<Unsealer>,

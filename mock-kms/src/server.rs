@@ -46,6 +46,7 @@ pub struct MockKmsBuilder {
     data_dir: Option<PathBuf>,
     keys: Vec<(String, KeySpec)>,
     credentials: Vec<Credential>,
+    policies: Vec<(String, crate::api::admin::AccessPolicy)>,
     seed: Option<u64>,
     sealed: bool,
     cluster_size: usize,
@@ -86,6 +87,7 @@ impl Default for MockKmsBuilder {
             data_dir: None,
             keys: Vec::new(),
             credentials: Vec::new(),
+            policies: Vec::new(),
             seed: None,
             sealed: false,
             cluster_size: 1,
@@ -138,6 +140,12 @@ impl MockKmsBuilder {
     /// A credential to accept (may be called several times).
     pub fn credential(mut self, credential: Credential) -> Self {
         self.credentials.push(credential);
+        self
+    }
+
+    /// An access policy for `access_key` (an allow-list; keys without one may call everything).
+    pub fn policy(mut self, access_key: impl Into<String>, policy: crate::api::admin::AccessPolicy) -> Self {
+        self.policies.push((access_key.into(), policy));
         self
     }
 
@@ -341,6 +349,7 @@ impl MockKmsBuilder {
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             auth: Authenticator::new(std::mem::take(&mut self.credentials)),
+            policies: Default::default(),
             audit,
             unsealer,
             root: OnceLock::new(),
@@ -352,6 +361,12 @@ impl MockKmsBuilder {
             vault_token: self.vault_token.take(),
             vault: Default::default(),
         });
+        for (access_key, policy) in std::mem::take(&mut self.policies) {
+            shared
+                .policies
+                .set(&access_key, policy)
+                .map_err(|problem| StartError::Config(format!("policy of `{access_key}`: {problem}")))?;
+        }
         if shared.auth.access_keys().is_empty() {
             tracing::warn!("no credential given: every call fails with InvalidAccessKeyId until PUT /admin/credentials");
         }
@@ -579,6 +594,16 @@ impl MockKms {
     /// Replaces the accepted credentials.
     pub fn set_credentials(&self, credentials: impl IntoIterator<Item = Credential>) {
         self.shared.auth.replace(credentials);
+    }
+
+    /// Sets (replaces) the access policy of `access_key`.
+    pub fn set_policy(&self, access_key: &str, policy: crate::api::admin::AccessPolicy) -> Result<(), String> {
+        self.shared.policies.set(access_key, policy)
+    }
+
+    /// Removes the access policy of `access_key` (it may call everything again).
+    pub fn remove_policy(&self, access_key: &str) {
+        self.shared.policies.remove(access_key);
     }
 
     fn serving_node(&self) -> Result<&Arc<Node>, KmsError> {

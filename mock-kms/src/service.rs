@@ -84,6 +84,12 @@ fn peek(action: Option<Action>, body: &[u8]) -> (Option<String>, Option<String>)
     (value.get("KeyId").and_then(|k| k.as_str()).map(|k| k.chars().take(blob::MAX_ID_LEN).collect()), None)
 }
 
+/// The secret a secrets-manager request names, read leniently for the audit log and policies.
+fn peek_secret_name(body: &[u8]) -> Option<String> {
+    let value = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    value.get("SecretName").and_then(|n| n.as_str()).map(|n| n.chars().take(crate::secrets::MAX_SECRET_NAME_LEN).collect())
+}
+
 /// `POST /v1/{action}`.
 pub(crate) async fn call(
     State(node): State<Arc<Node>>,
@@ -103,7 +109,9 @@ pub(crate) async fn call(
     let action_name: String = action_name.chars().take(MAX_ACTION_NAME).collect();
     let action = Action::from_name(&action_name);
     let (key_id, key_version_id) = peek(action, &body);
+    let secret_name = action.filter(|a| a.is_secret_action()).and_then(|_| peek_secret_name(&body));
     let record = NewRecord {
+        secret_name,
         request_id: request_id.clone(),
         access_key: header(&headers, api::HEADER_ACCESS_KEY).map(|a| a.chars().take(128).collect()),
         action: action_name.clone(),
@@ -169,13 +177,27 @@ async fn run(
         nonce: header(headers, api::HEADER_NONCE),
         signature: header(headers, api::HEADER_SIGNATURE),
     };
-    node.shared.auth.verify("POST", &format!("/v1/{action_name}"), body, auth_headers, auth::now_ms())?;
+    let access_key = node.shared.auth.verify("POST", &format!("/v1/{action_name}"), body, auth_headers, auth::now_ms())?;
     node.faults.admit(action, action_name)?;
     let action = action.ok_or_else(|| {
         let known: Vec<&str> = Action::ALL.iter().map(|a| a.name()).collect();
         KmsError::InvalidParameter(format!("unknown action `{}`; the actions are {}", action_name.escape_debug(), known.join(", ")))
     })?;
+    let (key_id, secret_name) = audit.record.as_ref().map(|r| (r.key_id.clone(), r.secret_name.clone())).unwrap_or_default();
+    let policies = &node.shared.policies;
+    policies.check(&access_key, action, &crate::policy::resource(action, key_id.as_deref(), secret_name.as_deref()))?;
     let disabled = node.faults.disabled_keys(Some(action));
+    if action.is_secret_action() {
+        let authorize = |needs: Action, resource: &str| policies.check(&access_key, needs, resource);
+        let call = crate::secrets::execute(&store, action, body, &disabled, &authorize)?;
+        if let Some((key_id, version_id)) = &call.key {
+            audit.set_key(key_id, Some(version_id));
+        }
+        if !matches!(action, Action::GetSecretValue | Action::ListSecrets | Action::DescribeSecret) {
+            node.commit().await?;
+        }
+        return Ok(call.reply.with_request_id(request_id).into_response());
+    }
     let mut reply = execute(node, &store, action, body, &disabled, request_id, audit).await?;
     if let Some(pick) = node.faults.corruption(Some(action)) {
         reply.corrupt(pick);
@@ -326,6 +348,15 @@ async fn execute(
                 request_id,
             }))
         }
+        Action::CreateSecret
+        | Action::PutSecretValue
+        | Action::GetSecretValue
+        | Action::ListSecrets
+        | Action::DescribeSecret
+        | Action::UpdateSecretVersionStage
+        | Action::RotateSecret
+        | Action::DeleteSecret
+        | Action::RestoreSecret => Err(KmsError::InternalFailure(format!("{action} is served by the secrets manager"))),
         Action::GenerateDataKey => {
             let request: api::GenerateDataKeyRequest = parse(action, body)?;
             fault_disabled(disabled, &request.key_id)?;

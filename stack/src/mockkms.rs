@@ -407,11 +407,7 @@ impl MockKms {
     /// Replaces the accepted credentials of every running node with one (`PUT /admin/credentials`).
     pub async fn set_credentials(&self, access_key: &str, secret_key: &str) -> Result<(), StackError> {
         let entries = [admin::CredentialEntry { access_key: access_key.to_owned(), secret_key: secret_key.to_owned() }];
-        let body = serde_json::to_string(&entries).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;
-        for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
-            self.admin_on(index, "PUT", "/admin/credentials", "application/json", &body).await?;
-        }
-        Ok(())
+        self.set_credential_entries(&entries).await.map(|_| ())
     }
 }
 
@@ -481,6 +477,36 @@ impl MockKms {
     /// The seal status of the first running node.
     pub async fn seal_status(&self) -> Result<admin::SealStatus, StackError> {
         self.admin_typed("GET", admin::path::SEAL_STATUS, "").await
+    }
+
+    /// Replaces the accepted credentials of every running node with `entries` (keep the plugins'
+    /// own, [`MockKmsOptions::access_key`], among them to keep them working).
+    pub async fn set_credential_entries(&self, entries: &[admin::CredentialEntry]) -> Result<admin::AccessKeys, StackError> {
+        let body = serde_json::to_string(entries).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;
+        self.on_running_nodes("PUT", admin::path::CREDENTIALS, &body).await
+    }
+
+    /// Sets the access policy of `access_key` (an allow-list of actions on resources) on every
+    /// running node; a call it does not allow answers 403 `Forbidden` and is audited.
+    pub async fn set_policy(&self, access_key: &str, policy: &admin::AccessPolicy) -> Result<admin::Policies, StackError> {
+        let body = serde_json::to_string(policy).map_err(|e| StackError::MockKms(format!("cannot encode the access policy: {e}")))?;
+        self.on_running_nodes("PUT", &admin::path::policy(access_key), &body).await
+    }
+
+    /// Removes the access policy of `access_key` on every running node (it may call everything again).
+    pub async fn remove_policy(&self, access_key: &str) -> Result<admin::Policies, StackError> {
+        self.on_running_nodes("DELETE", &admin::path::policy(access_key), "").await
+    }
+
+    /// The same admin call on every running node (per-process state: credentials, policies); the last answer.
+    async fn on_running_nodes<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str, body: &str) -> Result<T, StackError> {
+        let mut last = None;
+        for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
+            last = Some(self.admin_on(index, method, path, "application/json", body).await?);
+        }
+        let text = last.ok_or_else(|| StackError::MockKms(format!("{method} {path}: no mock KMS node is running")))?;
+        serde_json::from_str(&text)
+            .map_err(|e| StackError::MockKms(format!("{method} {path} answered a body that is not the expected JSON: {e}")))
     }
 
     /// Puts a typed fault profile in force on node `node`, or on every node when `None`.

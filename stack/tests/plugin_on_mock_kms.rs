@@ -321,3 +321,29 @@ async fn a_mock_kms_node_speaks_the_vault_and_aws_dialects_with_the_credentials_
     }
     kms.stop_all(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_works_with_least_privilege_and_a_denied_decrypt_is_named_and_audited() {
+    use mock_kms::api::Action;
+    use mock_kms::api::admin::AccessPolicy;
+    let rig = rig(MockKms::plugin_config).await;
+    let access_key = rig.kms.options.access_key.clone();
+    // Least privilege for encryption at rest: Encrypt and Decrypt on its key, nothing else.
+    rig.kms.set_policy(&access_key, &AccessPolicy::allow([Action::Encrypt, Action::Decrypt], ["key/lab-key"])).await.unwrap();
+    let client = client(&rig).await;
+    let sealed = encrypt(&client, b"dek under least privilege").await.expect("Encrypt is allowed");
+    assert_eq!(decrypt(&client, &sealed).await.unwrap(), b"dek under least privilege");
+
+    rig.kms.set_policy(&access_key, &AccessPolicy::allow([Action::Encrypt], ["key/lab-key"])).await.unwrap();
+    let denied = decrypt(&client, &sealed).await.expect_err("Decrypt is no longer allowed");
+    assert_ne!(denied.code(), tonic::Code::Ok);
+    let refused = rig.kms.audit_records(0).await.unwrap();
+    assert!(
+        refused.iter().any(|r| r.action == Action::Decrypt
+            && r.outcome == mock_kms::api::admin::Outcome::Forbidden
+            && r.access_key.as_deref() == Some(access_key.as_str())),
+        "the denied Decrypt is audited"
+    );
+    rig.kms.remove_policy(&access_key).await.unwrap();
+    assert_eq!(decrypt(&client, &sealed).await.unwrap(), b"dek under least privilege", "without a policy it may call everything");
+}
