@@ -1,0 +1,2 @@
+//! placeholder
+pub const KNOWN_PLUGINS: [&str; 1] = ["kms-plugin"];
