@@ -28,7 +28,7 @@ mod render;
 mod report;
 
 pub use checks::{CheckInfo, catalogue};
-pub use cli::{ConformanceArgs, ReportTarget, run_cli};
+pub use cli::{ConformanceArgs, Profile, ReportTarget, run_cli};
 pub use error::ConformanceError;
 pub use render::{render_junit, render_text};
 pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Level, Percentiles, Report};
