@@ -171,7 +171,9 @@ pub struct MigrateArgs {
 /// `kms-lab migrate` (the kubeconfig comes from `KUBECONFIG` or `~/.kube/config`).
 pub async fn migrate(args: &MigrateArgs) -> Exit {
     let run = async {
-        let client = kube::Client::try_default().await.map_err(|source| OpsError::Api { what: "connect with the kubeconfig (KUBECONFIG or ~/.kube/config)".into(), source })?;
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|source| OpsError::Api { what: "connect with the kubeconfig (KUBECONFIG or ~/.kube/config)".into(), source })?;
         let options = MigrateOptions {
             resources: resources(&args.resources, MigrateOptions::default().resources)?,
             namespace: args.namespace.clone(),
@@ -215,7 +217,12 @@ pub async fn migrate(args: &MigrateArgs) -> Exit {
                             println!("  FAILED {}: {}", failed.object, failed.error);
                         }
                     }
-                    println!("{:.1} s, {:.1} objects/s{}", report.seconds, report.objects_per_second, if report.stopped_early { "; stopped early: run again with the same --checkpoint" } else { "" });
+                    println!(
+                        "{:.1} s, {:.1} objects/s{}",
+                        report.seconds,
+                        report.objects_per_second,
+                        if report.stopped_early { "; stopped early: run again with the same --checkpoint" } else { "" }
+                    );
                     if let Some(after) = &after {
                         print!("{}", inspect::render_table(after));
                     }

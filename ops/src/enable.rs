@@ -98,7 +98,10 @@ pub fn kms_plugin(settings: &KmsPluginSettings, options: &EnableOptions) -> Plug
         name: "kms-plugin".into(),
         image: settings.image.clone(),
         command: vec!["kms-plugin".into(), "-f".into(), config_path.display().to_string(), "--api".into(), "v2".into()],
-        config: Some(PluginConfigFile { file_name: "kms-plugin.json".into(), contents: serde_json::to_string_pretty(&config).unwrap_or_default() + "\n" }),
+        config: Some(PluginConfigFile {
+            file_name: "kms-plugin.json".into(),
+            contents: serde_json::to_string_pretty(&config).unwrap_or_default() + "\n",
+        }),
         socket_file,
     }
 }
@@ -143,49 +146,44 @@ fn mount(name: &str, path: &Path, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.display().to_string(), read_only: Some(read_only), ..Default::default() }
 }
 
-/// The plugin's static pod (for `/etc/kubernetes/manifests/`).
-pub fn plugin_pod(plugin: &PluginDeployment, options: &EnableOptions) -> Pod {
+/// A static pod in kube-system with `container`, the socket and config directories mounted
+/// (the config read-only).
+fn static_pod(name: &str, mut container: Container, options: &EnableOptions, spec: PodSpec) -> Pod {
+    container.volume_mounts = Some(vec![mount("kms-socket", &options.socket_dir, false), mount("kms-config", &options.config_dir, true)]);
     Pod {
-        metadata: ObjectMeta {
-            name: Some(plugin.name.clone()),
-            namespace: Some("kube-system".into()),
-            labels: Some([("component".to_owned(), plugin.name.clone()), ("tier".to_owned(), "control-plane".to_owned())].into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(name.into()), namespace: Some("kube-system".into()), ..Default::default() },
         spec: Some(PodSpec {
-            host_network: Some(true),
-            priority_class_name: Some("system-cluster-critical".into()),
-            containers: vec![Container {
-                name: plugin.name.clone(),
-                image: Some(plugin.image.clone()),
-                command: Some(plugin.command.clone()),
-                volume_mounts: Some(vec![mount("kms-socket", &options.socket_dir, false), mount("kms-config", &options.config_dir, true)]),
-                ..Default::default()
-            }],
-            volumes: Some(vec![host_path("kms-socket", &options.socket_dir, "DirectoryOrCreate"), host_path("kms-config", &options.config_dir, "Directory")]),
-            ..Default::default()
+            containers: vec![container],
+            volumes: Some(vec![
+                host_path("kms-socket", &options.socket_dir, "DirectoryOrCreate"),
+                host_path("kms-config", &options.config_dir, "Directory"),
+            ]),
+            ..spec
         }),
         ..Default::default()
     }
+}
+
+/// The plugin's static pod (for `/etc/kubernetes/manifests/`).
+pub fn plugin_pod(plugin: &PluginDeployment, options: &EnableOptions) -> Pod {
+    let container = Container {
+        name: plugin.name.clone(),
+        image: Some(plugin.image.clone()),
+        command: Some(plugin.command.clone()),
+        ..Default::default()
+    };
+    let spec = PodSpec { host_network: Some(true), priority_class_name: Some("system-cluster-critical".into()), ..Default::default() };
+    let mut pod = static_pod(&plugin.name, container, options, spec);
+    pod.metadata.labels = Some([("component".to_owned(), plugin.name.clone()), ("tier".to_owned(), "control-plane".to_owned())].into());
+    pod
 }
 
 /// The kube-apiserver static pod patch (kubeadm `--patches` format, `kube-apiserver+strategic.yaml`):
 /// the socket directory and the configuration directory mounted; the flags are in
 /// [`apiserver_flags`] (a strategic patch would replace the whole `command` list).
 pub fn apiserver_patch(options: &EnableOptions) -> Pod {
-    Pod {
-        metadata: ObjectMeta { name: Some("kube-apiserver".into()), namespace: Some("kube-system".into()), ..Default::default() },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "kube-apiserver".into(),
-                volume_mounts: Some(vec![mount("kms-socket", &options.socket_dir, false), mount("kms-config", &options.config_dir, true)]),
-                ..Default::default()
-            }],
-            volumes: Some(vec![host_path("kms-socket", &options.socket_dir, "DirectoryOrCreate"), host_path("kms-config", &options.config_dir, "Directory")]),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    let container = Container { name: "kube-apiserver".into(), ..Default::default() };
+    static_pod("kube-apiserver", container, options, PodSpec::default())
 }
 
 fn yaml<T: serde::Serialize>(what: &'static str, value: &T) -> Result<String, OpsError> {
@@ -196,8 +194,14 @@ fn yaml<T: serde::Serialize>(what: &'static str, value: &T) -> Result<String, Op
 pub fn generate(plugin: &PluginDeployment, options: &EnableOptions) -> Result<Vec<GeneratedFile>, OpsError> {
     let header = "# generated by `kms-lab enable`: review before copying to each control-plane node\n";
     let mut files = vec![
-        GeneratedFile { path: "encryption-config.yaml".into(), contents: format!("{header}{}", yaml("the EncryptionConfiguration", &encryption_config(plugin, options))?) },
-        GeneratedFile { path: format!("manifests/{}.yaml", plugin.name).into(), contents: format!("{header}{}", yaml("the plugin's static pod", &plugin_pod(plugin, options))?) },
+        GeneratedFile {
+            path: "encryption-config.yaml".into(),
+            contents: format!("{header}{}", yaml("the EncryptionConfiguration", &encryption_config(plugin, options))?),
+        },
+        GeneratedFile {
+            path: format!("manifests/{}.yaml", plugin.name).into(),
+            contents: format!("{header}{}", yaml("the plugin's static pod", &plugin_pod(plugin, options))?),
+        },
         GeneratedFile {
             path: "patches/kube-apiserver+strategic.yaml".into(),
             contents: format!("{header}{}", yaml("the kube-apiserver patch", &apiserver_patch(options))?),
@@ -251,7 +255,11 @@ pub fn runbook(plugin: &PluginDeployment, options: &EnableOptions) -> String {
              5. Wait until `kubectl get --raw /readyz/kms-providers` answers `ok` on this node's apiserver.\n\n",
             n = i + 1,
             config = plugin.config.as_ref().map(|c| format!(" and `{}`", c.file_name)).unwrap_or_default(),
-            creds = if plugin.config.is_some() { "; add the KMS credentials (AccessKey, SecretKey) to the plugin's config there, never in this directory" } else { "" },
+            creds = if plugin.config.is_some() {
+                "; add the KMS credentials (AccessKey, SecretKey) to the plugin's config there, never in this directory"
+            } else {
+                ""
+            },
             plugin = plugin.name,
             socket = socket.display(),
         ));
@@ -270,7 +278,8 @@ mod tests {
     use super::*;
 
     fn ours() -> (PluginDeployment, EnableOptions) {
-        let options = EnableOptions { timeout: Some(Duration::from_millis(2500)), nodes: vec!["cp-1".into(), "cp-2".into()], ..Default::default() };
+        let options =
+            EnableOptions { timeout: Some(Duration::from_millis(2500)), nodes: vec!["cp-1".into(), "cp-2".into()], ..Default::default() };
         let settings = KmsPluginSettings {
             image: "registry.example/kms-plugin:0.1".into(),
             kms_endpoint: "kms.example:443".into(),
@@ -289,7 +298,9 @@ mod tests {
         assert_eq!(report.worst(), None, "{}", report.render_text());
         let parsed: EncryptionConfiguration = serde_yaml::from_str(&config.contents).unwrap();
         let providers = &parsed.resources[0].providers;
-        assert!(matches!(&providers[0], Provider::Kms(k) if k.timeout.as_deref() == Some("2500ms") && k.endpoint == "unix:///var/run/kmsplugin/kms-plugin.sock"));
+        assert!(
+            matches!(&providers[0], Provider::Kms(k) if k.timeout.as_deref() == Some("2500ms") && k.endpoint == "unix:///var/run/kmsplugin/kms-plugin.sock")
+        );
         assert!(matches!(providers.last(), Some(Provider::Identity(_))));
     }
 
@@ -297,7 +308,8 @@ mod tests {
     fn the_static_pod_is_critical_on_the_host_network_with_a_read_only_config() {
         let (plugin, options) = ours();
         let files = generate(&plugin, &options).unwrap();
-        let pod: Pod = serde_yaml::from_str(&files.iter().find(|f| f.path == Path::new("manifests/kms-plugin.yaml")).unwrap().contents).unwrap();
+        let pod: Pod =
+            serde_yaml::from_str(&files.iter().find(|f| f.path == Path::new("manifests/kms-plugin.yaml")).unwrap().contents).unwrap();
         let spec = pod.spec.unwrap();
         assert_eq!((spec.host_network, spec.priority_class_name.as_deref()), (Some(true), Some("system-cluster-critical")));
         let mounts = spec.containers[0].volume_mounts.clone().unwrap();
@@ -305,7 +317,8 @@ mod tests {
         let plugin_config: serde_json::Value = serde_json::from_str(&plugin.config.unwrap().contents).unwrap();
         assert_eq!(plugin_config["GRPCSocketPath"], "/var/run/kmsplugin/kms-plugin.sock");
         let runbook = &files.iter().find(|f| f.path == Path::new("RUNBOOK.md")).unwrap().contents;
-        let order = ["kms-lab lint", "--profile preflight", "kube-apiserver-flags.txt", "/readyz/kms-providers", "kms-lab migrate", "--expect-all"];
+        let order =
+            ["kms-lab lint", "--profile preflight", "kube-apiserver-flags.txt", "/readyz/kms-providers", "kms-lab migrate", "--expect-all"];
         let positions: Vec<usize> = order.iter().map(|step| runbook.find(step).unwrap_or_else(|| panic!("{step} missing"))).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "runbook order: {positions:?}");
         assert!(runbook.contains("## Node 2: cp-2"));

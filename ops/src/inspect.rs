@@ -286,9 +286,15 @@ impl Tally {
                 let verdicts = list
                     .iter()
                     .enumerate()
-                    .map(|(i, p)| ProviderVerdict { provider: p.clone(), writes: i == 0, objects: under(p), safe_to_drop: i > 0 && under(p) == 0 })
+                    .map(|(i, p)| ProviderVerdict {
+                        provider: p.clone(),
+                        writes: i == 0,
+                        objects: under(p),
+                        safe_to_drop: i > 0 && under(p) == 0,
+                    })
                     .collect();
-                let rewrite = RewritePlan { target, would_change: self.objects - already_there - self.malformed.len() as u64, already_there };
+                let rewrite =
+                    RewritePlan { target, would_change: self.objects - already_there - self.malformed.len() as u64, already_there };
                 (Some(rewrite), verdicts)
             }
             _ => (None, Vec::new()),
@@ -340,7 +346,7 @@ pub fn render_table(report: &InspectReport) -> String {
     let mut out = String::new();
     for r in &report.resources {
         let _ = writeln!(out, "{} ({}): {} object(s), {} in plaintext", r.resource, r.etcd_prefix, r.objects, r.plaintext);
-        let _ = writeln!(out, "  {:<40} {:>10}  {}", "PROVIDER", "OBJECTS", "");
+        let _ = writeln!(out, "  {:<40} {:>10}", "PROVIDER", "OBJECTS");
         for p in &r.providers {
             let note = match p.configured {
                 Some(false) => "not in the configuration: unreadable after a restart",
@@ -355,7 +361,8 @@ pub fn render_table(report: &InspectReport) -> String {
             }
         }
         if r.dek_sources > 0 {
-            let _ = writeln!(out, "  DEK sources: {} distinct (at most {} object(s) under one)", r.dek_sources, r.max_objects_per_dek_source);
+            let _ =
+                writeln!(out, "  DEK sources: {} distinct (at most {} object(s) under one)", r.dek_sources, r.max_objects_per_dek_source);
         }
         for (key, reason) in &r.malformed {
             let _ = writeln!(out, "  malformed: {key}: {reason}");
@@ -368,7 +375,8 @@ pub fn render_table(report: &InspectReport) -> String {
             );
         }
         for v in r.verdicts.iter().filter(|v| !v.writes) {
-            let verdict = if v.safe_to_drop { "safe to drop now".to_owned() } else { format!("keep: {} object(s) still need it", v.objects) };
+            let verdict =
+                if v.safe_to_drop { "safe to drop now".to_owned() } else { format!("keep: {} object(s) still need it", v.objects) };
             let _ = writeln!(out, "  provider {}: {verdict}", v.provider);
         }
     }

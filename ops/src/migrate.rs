@@ -158,7 +158,11 @@ pub async fn migrate(client: &kube::Client, options: &MigrateOptions, progress: 
     let mut report = MigrateReport { dry_run: options.dry_run, ..Default::default() };
     'resources: for resource in &options.resources {
         let name = resource.to_string();
-        let mut done = ResourceMigration { resource: name.clone(), failed: checkpoint.failed.get(&name).cloned().unwrap_or_default(), ..Default::default() };
+        let mut done = ResourceMigration {
+            resource: name.clone(),
+            failed: checkpoint.failed.get(&name).cloned().unwrap_or_default(),
+            ..Default::default()
+        };
         if checkpoint.finished.contains(&name) {
             report.resources.push(done);
             continue;
@@ -181,7 +185,8 @@ pub async fn migrate(client: &kube::Client, options: &MigrateOptions, progress: 
             continue_token = page.metadata.continue_.clone().filter(|t| !t.is_empty());
             let objects: Vec<DynamicObject> = page.items;
             done.listed += objects.len() as u64;
-            let (skipped, todo): (Vec<_>, Vec<_>) = objects.into_iter().partition(|o| through.as_deref().is_some_and(|t| object_key(o).as_str() <= t));
+            let (skipped, todo): (Vec<_>, Vec<_>) =
+                objects.into_iter().partition(|o| through.as_deref().is_some_and(|t| object_key(o).as_str() <= t));
             done.already_done += skipped.len() as u64;
             let last_key = todo.last().map(object_key);
             if options.dry_run {

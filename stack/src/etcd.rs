@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::StackError;
+use crate::etcd_client::{EtcdClient, EtcdTls};
 use crate::process::Supervised;
 use crate::runtime::Launcher;
-use crate::etcd_client::{EtcdClient, EtcdTls};
 use crate::{http, ports};
 
 /// The files of an etcd that requires mutual TLS.
@@ -65,7 +65,13 @@ impl Etcd {
 
     /// Starts etcd from `binary`, keeping its data in `data_dir` (with mutual TLS when `tls` is
     /// given), and waits until `/health` says true.
-    pub async fn start(launcher: &Launcher, binary: &Path, data_dir: &Path, log: &Path, tls: Option<EtcdTlsFiles>) -> Result<Self, StackError> {
+    pub async fn start(
+        launcher: &Launcher,
+        binary: &Path,
+        data_dir: &Path,
+        log: &Path,
+        tls: Option<EtcdTlsFiles>,
+    ) -> Result<Self, StackError> {
         let mut etcd = Self {
             process: None,
             client_port: ports::free_port()?,

@@ -35,7 +35,8 @@ impl EtcdTls {
     /// Reads the three PEM files (etcdctl's `--cacert`, `--cert`, `--key`).
     pub fn from_files(ca: &Path, cert: &Path, key: &Path) -> Result<Self, StackError> {
         let read = |path: &Path, what: &str| {
-            std::fs::read_to_string(path).map_err(StackError::io(format!("read the etcd {what} {} (check the path and that you may read it)", path.display())))
+            std::fs::read_to_string(path)
+                .map_err(StackError::io(format!("read the etcd {what} {} (check the path and that you may read it)", path.display())))
         };
         Ok(Self { ca_pem: read(ca, "CA certificate")?, cert_pem: read(cert, "client certificate")?, key_pem: read(key, "client key")? })
     }
@@ -99,8 +100,9 @@ impl EtcdClient {
         if let Some(tls) = tls {
             let ca = reqwest::Certificate::from_pem(tls.ca_pem.as_bytes())
                 .map_err(|e| StackError::Etcd(format!("the etcd CA certificate is not PEM: {e}")))?;
-            let identity = reqwest::Identity::from_pem(format!("{}\n{}", tls.cert_pem, tls.key_pem).as_bytes())
-                .map_err(|_| StackError::Etcd("the etcd client certificate and key do not form a PEM identity (check --cert and --key)".into()))?;
+            let identity = reqwest::Identity::from_pem(format!("{}\n{}", tls.cert_pem, tls.key_pem).as_bytes()).map_err(|_| {
+                StackError::Etcd("the etcd client certificate and key do not form a PEM identity (check --cert and --key)".into())
+            })?;
             builder = builder.add_root_certificate(ca).tls_built_in_root_certs(false).identity(identity);
         }
         let http = builder.build().map_err(|e| StackError::Etcd(format!("cannot build the etcd HTTP client: {e}")))?;
@@ -128,7 +130,8 @@ impl EtcdClient {
         }
         let response = self.post("/v3/kv/range", &request).await?;
         let number = |field: &serde_json::Value| field.as_str().and_then(|s| s.parse::<i64>().ok()).or_else(|| field.as_i64());
-        let revision = number(&response["header"]["revision"]).ok_or_else(|| StackError::Etcd("a range answer has no header revision".into()))?;
+        let revision =
+            number(&response["header"]["revision"]).ok_or_else(|| StackError::Etcd("a range answer has no header revision".into()))?;
         let decode = |field: &serde_json::Value| b64.decode(field.as_str().unwrap_or_default()).unwrap_or_default();
         let kvs = response["kvs"]
             .as_array()
