@@ -51,8 +51,11 @@ pub struct EnableOptions {
     pub resources: Vec<String>,
     /// The host directory of the plugin's socket (shared by the plugin and the apiserver).
     pub socket_dir: PathBuf,
-    /// The host directory of the EncryptionConfiguration and the plugin's config.
+    /// The host directory of the EncryptionConfiguration (mounted into the apiserver).
     pub config_dir: PathBuf,
+    /// The host directory of the plugin's config and KMS credentials (mounted into the plugin
+    /// only: the apiserver never sees the credentials).
+    pub plugin_config_dir: PathBuf,
     /// The control-plane nodes, in the order the runbook takes them.
     pub nodes: Vec<String>,
 }
@@ -65,6 +68,7 @@ impl Default for EnableOptions {
             resources: vec!["secrets".into()],
             socket_dir: "/var/run/kmsplugin".into(),
             config_dir: "/etc/kubernetes/kms".into(),
+            plugin_config_dir: "/etc/kubernetes/kms-plugin".into(),
             nodes: vec!["control-plane-1".into()],
         }
     }
@@ -86,7 +90,7 @@ pub struct KmsPluginSettings {
 /// Our kms-plugin as a [`PluginDeployment`].
 pub fn kms_plugin(settings: &KmsPluginSettings, options: &EnableOptions) -> PluginDeployment {
     let socket_file = "kms-plugin.sock".to_owned();
-    let config_path = options.config_dir.join("kms-plugin.json");
+    let config_path = options.plugin_config_dir.join("kms-plugin.json");
     let socket_path = options.socket_dir.join(&socket_file);
     let config = serde_json::json!({
         "KmsEndpoint": settings.kms_endpoint,
@@ -146,17 +150,17 @@ fn mount(name: &str, path: &Path, read_only: bool) -> VolumeMount {
     VolumeMount { name: name.into(), mount_path: path.display().to_string(), read_only: Some(read_only), ..Default::default() }
 }
 
-/// A static pod in kube-system with `container`, the socket and config directories mounted
+/// A static pod in kube-system with `container`, the socket directory and `config_dir` mounted
 /// (the config read-only).
-fn static_pod(name: &str, mut container: Container, options: &EnableOptions, spec: PodSpec) -> Pod {
-    container.volume_mounts = Some(vec![mount("kms-socket", &options.socket_dir, false), mount("kms-config", &options.config_dir, true)]);
+fn static_pod(name: &str, mut container: Container, options: &EnableOptions, config_dir: &Path, spec: PodSpec) -> Pod {
+    container.volume_mounts = Some(vec![mount("kms-socket", &options.socket_dir, false), mount("kms-config", config_dir, true)]);
     Pod {
         metadata: ObjectMeta { name: Some(name.into()), namespace: Some("kube-system".into()), ..Default::default() },
         spec: Some(PodSpec {
             containers: vec![container],
             volumes: Some(vec![
                 host_path("kms-socket", &options.socket_dir, "DirectoryOrCreate"),
-                host_path("kms-config", &options.config_dir, "Directory"),
+                host_path("kms-config", config_dir, "Directory"),
             ]),
             ..spec
         }),
@@ -173,7 +177,7 @@ pub fn plugin_pod(plugin: &PluginDeployment, options: &EnableOptions) -> Pod {
         ..Default::default()
     };
     let spec = PodSpec { host_network: Some(true), priority_class_name: Some("system-cluster-critical".into()), ..Default::default() };
-    let mut pod = static_pod(&plugin.name, container, options, spec);
+    let mut pod = static_pod(&plugin.name, container, options, &options.plugin_config_dir, spec);
     pod.metadata.labels = Some([("component".to_owned(), plugin.name.clone()), ("tier".to_owned(), "control-plane".to_owned())].into());
     pod
 }
@@ -183,7 +187,7 @@ pub fn plugin_pod(plugin: &PluginDeployment, options: &EnableOptions) -> Pod {
 /// [`apiserver_flags`] (a strategic patch would replace the whole `command` list).
 pub fn apiserver_patch(options: &EnableOptions) -> Pod {
     let container = Container { name: "kube-apiserver".into(), ..Default::default() };
-    static_pod("kube-apiserver", container, options, PodSpec::default())
+    static_pod("kube-apiserver", container, options, &options.config_dir, PodSpec::default())
 }
 
 fn yaml<T: serde::Serialize>(what: &'static str, value: &T) -> Result<String, OpsError> {
@@ -247,19 +251,22 @@ pub fn runbook(plugin: &PluginDeployment, options: &EnableOptions) -> String {
     for (i, node) in options.nodes.iter().enumerate() {
         out.push_str(&format!(
             "## Node {n}: {node}\n\n\
-             1. Copy `encryption-config.yaml`{config} to `{config_dir}/` (mode 0600, owner root){creds}.\n\
+             1. Copy `encryption-config.yaml` to `{config_dir}/` (mode 0600, owner root){config}.\n\
              2. Copy `manifests/{plugin}.yaml` to `/etc/kubernetes/manifests/`; the kubelet starts the plugin.\n\
              3. Preflight the plugin: `kms-lab conformance --profile preflight --endpoint unix://{socket}` (exit 0 required).\n\
              4. Apply: add `kube-apiserver-flags.txt` ({flags}) to the command of `/etc/kubernetes/manifests/kube-apiserver.yaml` \
              and merge the mounts of `patches/kube-apiserver+strategic.yaml` (or pass that directory to kubeadm's `--patches`).\n\
              5. Wait until `kubectl get --raw /readyz/kms-providers` answers `ok` on this node's apiserver.\n\n",
             n = i + 1,
-            config = plugin.config.as_ref().map(|c| format!(" and `{}`", c.file_name)).unwrap_or_default(),
-            creds = if plugin.config.is_some() {
-                "; add the KMS credentials (AccessKey, SecretKey) to the plugin's config there, never in this directory"
-            } else {
-                ""
-            },
+            config = plugin
+                .config
+                .as_ref()
+                .map(|c| format!(
+                    ", and `{}` to `{}/` (mode 0600) with the KMS credentials (AccessKey, SecretKey) added there, never in the generated directory",
+                    c.file_name,
+                    options.plugin_config_dir.display()
+                ))
+                .unwrap_or_default(),
             plugin = plugin.name,
             socket = socket.display(),
         ));
@@ -313,7 +320,11 @@ mod tests {
         let spec = pod.spec.unwrap();
         assert_eq!((spec.host_network, spec.priority_class_name.as_deref()), (Some(true), Some("system-cluster-critical")));
         let mounts = spec.containers[0].volume_mounts.clone().unwrap();
-        assert!(mounts.iter().any(|m| m.name == "kms-config" && m.read_only == Some(true)));
+        assert!(mounts.iter().any(|m| m.name == "kms-config" && m.read_only == Some(true) && m.mount_path == "/etc/kubernetes/kms-plugin"));
+        // The apiserver mounts the EncryptionConfiguration's directory, never the plugin's credentials.
+        let patch = apiserver_patch(&options).spec.unwrap();
+        let paths: Vec<String> = patch.containers[0].volume_mounts.clone().unwrap().into_iter().map(|m| m.mount_path).collect();
+        assert_eq!(paths, ["/var/run/kmsplugin", "/etc/kubernetes/kms"]);
         let plugin_config: serde_json::Value = serde_json::from_str(&plugin.config.unwrap().contents).unwrap();
         assert_eq!(plugin_config["GRPCSocketPath"], "/var/run/kmsplugin/kms-plugin.sock");
         let runbook = &files.iter().find(|f| f.path == Path::new("RUNBOOK.md")).unwrap().contents;
