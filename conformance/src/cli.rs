@@ -55,6 +55,37 @@ pub struct ConformanceArgs {
     /// List every check (id, level and why, rule, upstream reference) and exit.
     #[arg(long)]
     pub list: bool,
+    /// Which checks: `full` (every check), or `preflight` (Status, one small round trip and its
+    /// latency: safe against a production plugin before rolling out an EncryptionConfiguration;
+    /// no load, no rotation). `--only` narrows either.
+    #[arg(long, value_enum, default_value_t = Profile::Full)]
+    pub profile: Profile,
+}
+
+/// A named selection of checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Every check of the API.
+    Full,
+    /// The checks safe against a production plugin: Status, one small round trip (no load, no rotation).
+    Preflight,
+}
+
+impl Profile {
+    /// The check ids of this profile for `api` (`None`: every check).
+    pub fn checks(self, api: Api) -> Option<&'static [&'static str]> {
+        match (self, api) {
+            (Self::Full, _) => None,
+            (Self::Preflight, Api::V2) => Some(&[
+                "v2.status.version",
+                "v2.status.healthz",
+                "v2.status.key-id-valid",
+                "v2.encrypt.key-id-matches-status",
+                "v2.decrypt.round-trip",
+            ]),
+            (Self::Preflight, Api::V1beta1) => Some(&["v1beta1.version.api", "v1beta1.version.runtime", "v1beta1.round-trip"]),
+        }
+    }
 }
 
 /// Where to write a machine-readable report.
@@ -125,7 +156,10 @@ impl ConformanceArgs {
     pub fn options(&self) -> Options {
         Options {
             timeout: self.timeout,
-            only: self.only.clone(),
+            only: match (self.only.is_empty(), self.profile.checks(self.api)) {
+                (true, Some(ids)) => ids.iter().map(|id| (*id).to_owned()).collect(),
+                _ => self.only.clone(),
+            },
             skip: self.skip.clone(),
             rotate_command: self.rotate_command.clone(),
             rotate_wait: self.rotate_wait,
@@ -155,7 +189,8 @@ pub async fn run_cli(args: &ConformanceArgs) -> Result<Option<Report>, Conforman
 /// returned.
 pub async fn run_cli_until(args: &ConformanceArgs, interrupt: impl Future<Output = ()>) -> Result<Option<Report>, ConformanceError> {
     if args.list {
-        for check in crate::catalogue().iter().filter(|c| c.api == args.api) {
+        let in_profile = |id: &str| args.profile.checks(args.api).is_none_or(|ids| ids.contains(&id));
+        for check in crate::catalogue().iter().filter(|c| c.api == args.api && in_profile(c.id)) {
             println!(
                 "{} [{}]\n    rule:     {}\n    {}:     {}\n    upstream: {}",
                 check.id,
@@ -216,4 +251,21 @@ pub async fn run_cli_until(args: &ConformanceArgs, interrupt: impl Future<Output
         target.write(&report)?;
     }
     Ok(Some(report))
+}
+
+#[cfg(test)]
+mod profile_tests {
+    use super::*;
+    use crate::Level;
+
+    #[test]
+    fn the_preflight_profile_names_real_checks_without_load_or_rotation() {
+        for api in [Api::V2, Api::V1beta1] {
+            let ids = Profile::Preflight.checks(api).unwrap();
+            let selected = crate::checks::select(api, &ids.iter().map(|id| (*id).to_owned()).collect::<Vec<_>>(), &[]).unwrap();
+            assert_eq!(selected.len(), ids.len());
+            assert!(selected.iter().all(|c| !c.id.contains("load") && !c.id.contains("rotation")));
+            assert!(selected.iter().any(|c| c.level == Level::Fail && c.id.contains("round-trip")));
+        }
+    }
 }

@@ -28,7 +28,7 @@ mod render;
 mod report;
 
 pub use checks::{CheckInfo, catalogue};
-pub use cli::{ConformanceArgs, ReportTarget, run_cli, run_cli_until};
+pub use cli::{ConformanceArgs, Profile, ReportTarget, run_cli, run_cli_until};
 pub use error::ConformanceError;
 pub use render::{render_check, render_header, render_junit, render_summary, render_text};
 pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Level, Percentiles, Report};

@@ -33,6 +33,17 @@ enum Command {
     /// The narrated demo of envelope encryption on the real stack (`scenarios/lab-demo.yaml`),
     /// then the lab stays up until Ctrl-C (`--demo-only` exits after the demo).
     Lab(kms_lab::lab::LabArgs),
+    /// Count etcd's objects per encryption provider, KMS key id and DEK source (read-only, paged;
+    /// never a value); with --config, what a rewrite changes and which providers are safe to drop.
+    ///
+    /// Exit codes: 0 passed, 1 the --expect-all gate failed or objects are malformed or
+    /// unreadable under --config, 2 bad flags or etcd unreachable.
+    Inspect(kms_lab::ops::InspectArgs),
+    /// Rewrite every object of the selected resources through the API so the first provider
+    /// re-encrypts it (paged, bounded, retried, resumable with --checkpoint).
+    Migrate(kms_lab::ops::MigrateArgs),
+    /// Write the files that enable a KMS plugin on a kubeadm-style control plane (applies nothing).
+    Enable(kms_lab::ops::EnableArgs),
     /// Find or build kube-apiserver, kubectl, etcd and etcdctl into the cache, and say where they are.
     Provision(ProvisionArgs),
     /// Remove the containers a killed `--runtime container` run left behind (label
@@ -114,6 +125,9 @@ fn main() -> ExitCode {
             }
             Err(error) => fail(&error, Exit::Failed),
         },
+        Command::Inspect(args) => runtime.block_on(kms_lab::ops::inspect(&args)).into(),
+        Command::Migrate(args) => runtime.block_on(kms_lab::ops::migrate(&args)).into(),
+        Command::Enable(args) => kms_lab::ops::enable(&args).into(),
         Command::Lint(args) => kms_lab_lint::cli::run(&args).into(),
         Command::Tune(args) => match runtime.block_on(kms_lab_tune::cli::run(&args)) {
             Ok(_) => Exit::Success.into(),

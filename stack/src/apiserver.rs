@@ -61,6 +61,8 @@ pub struct ApiServerOptions {
     pub name: String,
     /// The etcd client URL.
     pub etcd_url: String,
+    /// The client certificate for an etcd that requires mutual TLS.
+    pub etcd_tls: Option<crate::etcd::EtcdTlsFiles>,
     /// The EncryptionConfiguration file.
     pub encryption_config: PathBuf,
     /// Whether to pass `--feature-gates=KMSv1=true`.
@@ -101,6 +103,13 @@ fn args(options: &ApiServerOptions, files: &SharedFiles, port: u16, cert_dir: &P
         format!("--encryption-provider-config={}", options.encryption_config.display()),
         "--encryption-provider-config-automatic-reload=true".to_owned(),
     ];
+    if let Some(tls) = &options.etcd_tls {
+        args.extend([
+            format!("--etcd-cafile={}", tls.ca_cert.display()),
+            format!("--etcd-certfile={}", tls.client_cert.display()),
+            format!("--etcd-keyfile={}", tls.client_key.display()),
+        ]);
+    }
     if options.kms_v1_gate {
         args.push("--feature-gates=KMSv1=true".to_owned());
     }

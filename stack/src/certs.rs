@@ -1,7 +1,8 @@
 //! The control plane's PKI, generated in process: a CA, the apiserver's serving certificate
-//! for 127.0.0.1/localhost, and the service-account signing key.
+//! for 127.0.0.1/localhost, the service-account signing key, and etcd's serving and client
+//! certificates (for a stack whose etcd requires mutual TLS).
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
 
 use crate::error::StackError;
 
@@ -17,6 +18,14 @@ pub struct Pki {
     pub service_account_key_pem: String,
     /// Its public key, which verifies the tokens.
     pub service_account_public_pem: String,
+    /// etcd's serving certificate for 127.0.0.1/localhost (used when etcd runs with mutual TLS).
+    pub etcd_server_cert_pem: String,
+    /// etcd's serving key.
+    pub etcd_server_key_pem: String,
+    /// The client certificate the apiservers (and the lab's readers) present to etcd.
+    pub etcd_client_cert_pem: String,
+    /// Its key.
+    pub etcd_client_key_pem: String,
 }
 
 impl std::fmt::Debug for Pki {
@@ -40,6 +49,17 @@ impl Pki {
         let serving_key = KeyPair::generate()?;
         let serving_cert = serving.signed_by(&serving_key, &ca)?;
 
+        let mut etcd_server = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        etcd_server.distinguished_name.push(DnType::CommonName, "etcd");
+        etcd_server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        let etcd_server_key = KeyPair::generate()?;
+        let etcd_server_cert = etcd_server.signed_by(&etcd_server_key, &ca)?;
+        let mut etcd_client = CertificateParams::new(Vec::<String>::new())?;
+        etcd_client.distinguished_name.push(DnType::CommonName, "kube-apiserver-etcd-client");
+        etcd_client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let etcd_client_key = KeyPair::generate()?;
+        let etcd_client_cert = etcd_client.signed_by(&etcd_client_key, &ca)?;
+
         let service_account = KeyPair::generate()?;
         Ok(Self {
             ca_pem: ca.pem(),
@@ -47,6 +67,10 @@ impl Pki {
             serving_key_pem: serving_key.serialize_pem(),
             service_account_key_pem: service_account.serialize_pem(),
             service_account_public_pem: service_account.public_key_pem(),
+            etcd_server_cert_pem: etcd_server_cert.pem(),
+            etcd_server_key_pem: etcd_server_key.serialize_pem(),
+            etcd_client_cert_pem: etcd_client_cert.pem(),
+            etcd_client_key_pem: etcd_client_key.serialize_pem(),
         })
     }
 }

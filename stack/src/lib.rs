@@ -9,6 +9,7 @@ pub mod container;
 pub mod encryption;
 pub mod error;
 pub mod etcd;
+pub mod etcd_client;
 pub mod etcd_watch;
 pub mod fsutil;
 pub mod http;

@@ -11,7 +11,8 @@ use crate::certs::Pki;
 use crate::component::{Component, WaitFor};
 use crate::encryption::{EncryptionConfiguration, KmsProvider, Provider};
 use crate::error::StackError;
-use crate::etcd::Etcd;
+use crate::etcd::{Etcd, EtcdTlsFiles};
+use crate::etcd_client::EtcdClient;
 use crate::mockkms::{MockKms, MockKmsOptions};
 use crate::own::OwnBinary;
 use crate::plugin::{PluginSlot, PluginSpec};
@@ -54,6 +55,9 @@ pub struct StackOptions {
     pub mock_kms: Option<MockKmsOptions>,
     /// Where the components run (default: `KMS_LAB_RUNTIME`, else processes).
     pub runtime: Runtime,
+    /// Run etcd with mutual TLS, as real clusters do: the apiservers present a client
+    /// certificate; [`Stack::etcd_client`] and [`Stack::etcd_tls`] give readers theirs.
+    pub etcd_mtls: bool,
 }
 
 impl StackOptions {
@@ -72,6 +76,7 @@ impl StackOptions {
             kms_v1_gate: true,
             apiserver_args: Vec::new(),
             mock_kms: None,
+            etcd_mtls: false,
             runtime: Runtime::configured().unwrap_or_else(|error| {
                 eprintln!("kms-lab: {error}; using the process runtime");
                 Runtime::Process
@@ -115,6 +120,8 @@ pub struct Stack {
     apiservers: Vec<ApiServer>,
     plugins: BTreeMap<String, PluginSlot>,
     files: SharedFiles,
+    /// etcd's certificates (used when etcd runs with mutual TLS).
+    etcd_tls_files: EtcdTlsFiles,
     ca_pem: String,
     shut_down: bool,
 }
@@ -165,6 +172,17 @@ impl Stack {
         write(&files.service_account_key, &pki.service_account_key_pem)?;
         write(&files.service_account_public, &pki.service_account_public_pem)?;
         write(&files.token_file, &format!("{admin_token},admin,admin-uid,system:masters\n"))?;
+        let etcd_tls_files = EtcdTlsFiles {
+            ca_cert: files.ca_cert.clone(),
+            server_cert: work.path().join("etcd-server.crt"),
+            server_key: work.path().join("etcd-server.key"),
+            client_cert: work.path().join("etcd-client.crt"),
+            client_key: work.path().join("etcd-client.key"),
+        };
+        write(&etcd_tls_files.server_cert, &pki.etcd_server_cert_pem)?;
+        write(&etcd_tls_files.server_key, &pki.etcd_server_key_pem)?;
+        write(&etcd_tls_files.client_cert, &pki.etcd_client_cert_pem)?;
+        write(&etcd_tls_files.client_key, &pki.etcd_client_key_pem)?;
 
         let plugins = options.plugins.iter().map(|spec| (spec.name.clone(), PluginSlot::new(spec.clone(), work.path()))).collect();
         let mut stack = Self {
@@ -177,6 +195,7 @@ impl Stack {
             apiservers: Vec::new(),
             plugins,
             files,
+            etcd_tls_files,
             ca_pem: pki.ca_pem,
             shut_down: false,
         };
@@ -193,7 +212,8 @@ impl Stack {
     async fn bring_up(&mut self, options: &StackOptions) -> Result<(), StackError> {
         let stack = self;
         let etcd_data = stack.work.path().join("etcd-data");
-        stack.etcd = Some(Etcd::start(&stack.launcher, &stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log")).await?);
+        let tls = options.etcd_mtls.then(|| stack.etcd_tls_files.clone());
+        stack.etcd = Some(Etcd::start(&stack.launcher, &stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log"), tls).await?);
         if let Some(kms_options) = options.mock_kms.clone() {
             let binary = OwnBinary::MockKms.locate()?;
             let data_dir = stack.work.path().join("mock-kms-data");
@@ -337,6 +357,7 @@ impl Stack {
         let options = ApiServerOptions {
             name: name.clone(),
             etcd_url: self.etcd_url(),
+            etcd_tls: self.etcd.as_ref().and_then(|e| e.tls().cloned()),
             encryption_config: config_path,
             kms_v1_gate: kms_v1_gate || encryption.uses_kms_v1(),
             extra_args,
@@ -416,55 +437,30 @@ impl Stack {
 
     /// The raw value etcd holds at `key`, as the apiserver wrote it.
     pub async fn etcd_get(&self, key: &str) -> Result<Option<Vec<u8>>, StackError> {
-        Ok(self.etcd_range(key.as_bytes(), None).await?.into_iter().next().map(|(_, value)| value))
+        let page = self.etcd_client()?.range(key.as_bytes(), None, 0, 0).await?;
+        Ok(page.kvs.into_iter().next().map(|kv| kv.value))
     }
 
-    /// Every key and raw value under `prefix`.
+    /// Every key and raw value under `prefix` (read in pages).
     pub async fn etcd_list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StackError> {
-        let mut end = prefix.as_bytes().to_vec();
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        self.etcd_range(prefix.as_bytes(), Some(&end)).await
+        let kvs = self.etcd_client()?.list_prefix(prefix.as_bytes()).await?;
+        Ok(kvs.into_iter().map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value)).collect())
     }
 
     /// etcd's current revision (a mark in its history).
     pub async fn etcd_revision(&self) -> Result<i64, StackError> {
-        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
-        let request = serde_json::json!({ "key": "AA==", "count_only": true });
-        let (status, body) = crate::http::post_json(port, "/v3/kv/range", &request.to_string(), Duration::from_secs(10))
-            .await
-            .ok_or_else(|| StackError::Etcd(format!("no answer from etcd on 127.0.0.1:{port}")))?;
-        let response: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| StackError::Etcd(format!("range answered {status}, not JSON: {e}")))?;
-        response["header"]["revision"]
-            .as_str()
-            .and_then(|r| r.parse().ok())
-            .ok_or_else(|| StackError::Etcd(format!("range answered {status} without a header revision: {body}")))
+        self.etcd_client()?.revision().await
     }
 
-    /// etcd's `Range` through its v3 JSON gateway.
-    async fn etcd_range(&self, key: &[u8], range_end: Option<&[u8]>) -> Result<Vec<(String, Vec<u8>)>, StackError> {
-        use base64::Engine;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let port = self.etcd.as_ref().map(|e| e.client_port).unwrap_or_default();
-        let mut request = serde_json::json!({ "key": b64.encode(key) });
-        if let Some(end) = range_end {
-            request["range_end"] = b64.encode(end).into();
-        }
-        let failed = |what: String| StackError::Etcd(what);
-        let (status, body) = crate::http::post_json(port, "/v3/kv/range", &request.to_string(), Duration::from_secs(10))
-            .await
-            .ok_or_else(|| failed(format!("no answer from etcd on 127.0.0.1:{port}")))?;
-        if status != 200 {
-            return Err(failed(format!("range answered {status}: {body}")));
-        }
-        let response: serde_json::Value = serde_json::from_str(&body).map_err(|e| failed(format!("range answer is not JSON: {e}")))?;
-        let decode = |field: &serde_json::Value| b64.decode(field.as_str().unwrap_or_default()).unwrap_or_default();
-        Ok(response["kvs"]
-            .as_array()
-            .map(|kvs| kvs.iter().map(|kv| (String::from_utf8_lossy(&decode(&kv["key"])).into_owned(), decode(&kv["value"]))).collect())
-            .unwrap_or_default())
+    /// A read-only etcd client (with the stack's client certificate when etcd requires mutual TLS).
+    pub fn etcd_client(&self) -> Result<EtcdClient, StackError> {
+        self.etcd.as_ref().ok_or_else(|| StackError::Etcd("the stack has no etcd".into()))?.client()
+    }
+
+    /// etcd's CA, client certificate and key files when it runs with mutual TLS (as etcdctl's
+    /// `--cacert/--cert/--key` take them).
+    pub fn etcd_tls(&self) -> Option<&EtcdTlsFiles> {
+        self.etcd.as_ref().and_then(Etcd::tls)
     }
 
     /// Whether `component` has a running process (`mock-kms`: any of its nodes).

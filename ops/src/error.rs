@@ -1,0 +1,72 @@
+//! Everything that can go wrong in inspect, migrate and enable.
+
+use std::path::PathBuf;
+
+/// Why an operation could not run. Never carries a stored value or key material.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// Reading etcd failed.
+    #[error(transparent)]
+    Etcd(#[from] kms_lab_stack::StackError),
+    /// A file could not be read or written.
+    #[error("cannot {what} `{path}`: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The EncryptionConfiguration file does not parse.
+    #[error("`{path}` is not an EncryptionConfiguration: {reason} (check it with `kms-lab lint {path}`)")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said (with line and column).
+        reason: String,
+    },
+    /// A provider named on the command line is not `KIND` or `KIND:NAME`.
+    #[error("unknown provider `{0}`: expected identity, aescbc, aesgcm, secretbox, kms-v1 or kms-v2, optionally followed by `:NAME`")]
+    UnknownProvider(String),
+    /// A resource named on the command line is not served by the cluster.
+    #[error("the cluster serves no resource `{0}`: name it as `secrets`, `configmaps` or `PLURAL.GROUP` (e.g. `widgets.example.com`)")]
+    UnknownResource(String),
+    /// An API call failed for good (not one object: the list itself).
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The checkpoint file belongs to another migration.
+    #[error("checkpoint `{path}` {reason}; remove it to start over")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A manifest could not be serialized.
+    #[error("cannot write {what} as YAML: {source}")]
+    Yaml {
+        /// Which file.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A plugin `enable` knows nothing about.
+    #[error("unknown plugin `{0}`: known plugins are {known}", known = crate::enable::KNOWN_PLUGINS.join(", "))]
+    UnknownPlugin(String),
+}
+
+impl OpsError {
+    pub(crate) fn io(what: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.to_owned();
+        move |source| Self::Io { what, path, source }
+    }
+}
