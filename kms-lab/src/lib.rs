@@ -3,3 +3,4 @@
 pub mod decode;
 pub mod exit;
 pub mod lab;
+pub mod plugins;

@@ -32,6 +32,8 @@ enum Command {
     /// The narrated demo of envelope encryption on the real stack (`scenarios/lab-demo.yaml`),
     /// then the lab stays up until Ctrl-C (`--demo-only` exits after the demo).
     Lab(kms_lab::lab::LabArgs),
+    /// Plugin manifests: `list` the catalog (built or not), `build NAME|FILE` into the cache.
+    Plugins(kms_lab::plugins::PluginsArgs),
     /// Find or build kube-apiserver, kubectl, etcd and etcdctl into the cache, and say where they are.
     Provision(ProvisionArgs),
     /// Remove the containers a killed `--runtime container` run left behind (label
@@ -141,6 +143,7 @@ fn main() -> ExitCode {
                 Exit::Failed.into()
             }
         },
+        Command::Plugins(args) => kms_lab::plugins::run(&args).into(),
         Command::Lint(args) => ExitCode::from(kms_lab_lint::cli::run(&args)),
         Command::Tune(args) => match runtime.block_on(kms_lab_tune::cli::run(&args)) {
             Ok(_) => Exit::Success.into(),
