@@ -139,7 +139,12 @@ pub fn build(manifest: &Manifest, label: &str, build: &Build, progress: bool) ->
                 .args(["build", "-p", package, "--bin", bin])
                 .current_dir(&root)
                 .output()
-                .map_err(|e| PluginError::Cargo { plugin: label.to_owned(), command: command.clone(), status: e.to_string(), tail: String::new() })?;
+                .map_err(|e| PluginError::Cargo {
+                    plugin: label.to_owned(),
+                    command: command.clone(),
+                    status: e.to_string(),
+                    tail: String::new(),
+                })?;
             if !output.status.success() {
                 let text = String::from_utf8_lossy(&output.stderr);
                 let lines: Vec<&str> = text.lines().collect();

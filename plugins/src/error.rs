@@ -37,7 +37,9 @@ pub enum PluginError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// Neither a catalog name nor a file.
-    #[error("`{wanted}` is neither a catalog plugin nor a manifest file (catalog: {known}); give a catalog name or the path of your manifest")]
+    #[error(
+        "`{wanted}` is neither a catalog plugin nor a manifest file (catalog: {known}); give a catalog name or the path of your manifest"
+    )]
     Unknown {
         /// What was asked for.
         wanted: String,

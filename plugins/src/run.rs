@@ -94,7 +94,8 @@ impl ManifestPlugin {
             }
             kms_lab_stack::fsutil::write_private(&path, text.as_bytes()).map_err(StackError::io(format!("write {}", path.display())))?;
         }
-        let render_all = |templates: &[Template], values: &Values| templates.iter().map(|t| t.render(values)).collect::<Result<Vec<_>, _>>();
+        let render_all =
+            |templates: &[Template], values: &Values| templates.iter().map(|t| t.render(values)).collect::<Result<Vec<_>, _>>();
         let render_env = |env: &std::collections::BTreeMap<String, Template>, values: &Values| {
             env.iter().map(|(k, v)| v.render(values).map(|v| (k.clone(), v))).collect::<Result<Vec<_>, _>>()
         };

@@ -188,11 +188,8 @@ pub struct Values {
 
 impl fmt::Debug for Values {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shown: Vec<String> = self
-            .values
-            .iter()
-            .map(|(k, v)| if k.is_secret() { format!("{k}=<redacted>") } else { format!("{k}={v}") })
-            .collect();
+        let shown: Vec<String> =
+            self.values.iter().map(|(k, v)| if k.is_secret() { format!("{k}=<redacted>") } else { format!("{k}={v}") }).collect();
         write!(f, "Values({})", shown.join(", "))
     }
 }

@@ -46,14 +46,19 @@ fn run_root() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_encryption_provider_from_the_catalog_on_the_aws_dialect_stores_kms_v2() {
     let manifest = catalog::resolve("aws-encryption-provider").unwrap_or_else(|e| panic!("{e}"));
-    let plugin = tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let plugin =
+        tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     let mut options = StackOptions::new("aws-plugin-test", binaries().await, &run_root());
     options.mock_kms = Some(plugin.mock_kms_options().unwrap());
     options.plugins = vec![plugin.spec("plugin-0")];
     let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with aws-encryption-provider: {e}"));
 
     let raw = write_and_read_back(&stack, "aws-secret").await;
-    assert!(raw.starts_with(b"k8s:enc:kms:v2:lab-kms:"), "stored value starts with {:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
+    assert!(
+        raw.starts_with(b"k8s:enc:kms:v2:lab-kms:"),
+        "stored value starts with {:?}",
+        String::from_utf8_lossy(&raw[..raw.len().min(40)])
+    );
     // The plugin really called the mock KMS (it speaks nothing but AWS KMS JSON 1.1 with SigV4).
     let records = stack.mock_kms().unwrap().audit_records(0).await.unwrap();
     assert!(
@@ -86,6 +91,44 @@ async fn a_strangers_manifest_for_the_go_peer_runs_in_the_stack() {
     let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with the stranger's plugin: {e}"));
 
     let raw = write_and_read_back(&stack, "go-secret").await;
-    assert!(raw.starts_with(b"k8s:enc:kms:v2:lab-kms:"), "stored value starts with {:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
+    assert!(
+        raw.starts_with(b"k8s:enc:kms:v2:lab-kms:"),
+        "stored value starts with {:?}",
+        String::from_utf8_lossy(&raw[..raw.len().min(40)])
+    );
     stack.shutdown(false).await;
+}
+
+/// Every catalog entry with a remote KMS the stack's mock KMS can serve today, in the real stack:
+/// a Secret round trip through the apiserver on the API the plugin prefers (v1beta1 for trousseau).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudkms_and_trousseau_awskms_from_the_catalog_store_secrets() {
+    use kms_lab_plugins::Api as PluginApi;
+    use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
+    for name in ["k8s-cloudkms-plugin", "trousseau-awskms"] {
+        let manifest = catalog::resolve(name).unwrap_or_else(|e| panic!("{e}"));
+        let plugin =
+            tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        let api = plugin.manifest().preferred_api();
+        let mut options = StackOptions::new(&format!("{name}-test"), binaries().await, &run_root());
+        options.mock_kms = Some(plugin.mock_kms_options().unwrap());
+        options.plugins = vec![plugin.spec("plugin-0")];
+        if api == PluginApi::V1beta1 {
+            options.encryption_builder = Some(kms_lab_stack::EncryptionBuilder(std::sync::Arc::new(|sockets| {
+                let socket = sockets("plugin-0").unwrap_or_default();
+                EncryptionConfiguration::new(
+                    &["secrets"],
+                    vec![
+                        Provider::Kms(KmsProvider::v1("lab-kms", &socket, 1000, std::time::Duration::from_secs(3))),
+                        Provider::Identity(Default::default()),
+                    ],
+                )
+            })));
+        }
+        let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with {name}: {e}"));
+        let raw = write_and_read_back(&stack, "catalog-secret").await;
+        let prefix: &[u8] = if api == PluginApi::V2 { b"k8s:enc:kms:v2:lab-kms:" } else { b"k8s:enc:kms:v1:lab-kms:" };
+        assert!(raw.starts_with(prefix), "{name}: stored value starts with {:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
+        stack.shutdown(false).await;
+    }
 }

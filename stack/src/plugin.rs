@@ -124,14 +124,8 @@ impl PluginSlot {
         mock_kms: Option<&MockKms>,
     ) -> Result<(), StackError> {
         crate::fsutil::private_dir(&self.state_file).map_err(StackError::io(format!("create {}", self.state_file.display())))?;
-        let context = ProgramContext {
-            name: &self.spec.name,
-            launcher,
-            socket: &self.socket,
-            work_dir: &self.state_file,
-            log_dir,
-            mock_kms,
-        };
+        let context =
+            ProgramContext { name: &self.spec.name, launcher, socket: &self.socket, work_dir: &self.state_file, log_dir, mock_kms };
         let processes = program.start(context).await?;
         self.process = Some(processes.main);
         self.extras = processes.extras;
@@ -163,7 +157,10 @@ impl PluginSlot {
         let remote = match &self.spec.kek {
             PluginKek::Local => None,
             PluginKek::Program(_) => {
-                return Err(StackError::MockKms(format!("plugin `{}` is a program of its own: start it with start_program", self.spec.name)));
+                return Err(StackError::MockKms(format!(
+                    "plugin `{}` is a program of its own: start it with start_program",
+                    self.spec.name
+                )));
             }
             PluginKek::Remote(config) => Some(config.clone()),
             PluginKek::MockKms => {
