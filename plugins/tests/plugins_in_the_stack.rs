@@ -39,6 +39,10 @@ async fn write_and_read_back(stack: &Stack, name: &str) -> Vec<u8> {
     raw
 }
 
+fn assert_prefix(raw: &[u8], prefix: &[u8]) {
+    assert!(raw.starts_with(prefix), "stored value starts with {:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
+}
+
 fn run_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs")
 }
@@ -54,11 +58,7 @@ async fn aws_encryption_provider_from_the_catalog_on_the_aws_dialect_stores_kms_
     let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with aws-encryption-provider: {e}"));
 
     let raw = write_and_read_back(&stack, "aws-secret").await;
-    assert!(
-        raw.starts_with(b"k8s:enc:kms:v2:lab-kms:"),
-        "stored value starts with {:?}",
-        String::from_utf8_lossy(&raw[..raw.len().min(40)])
-    );
+    assert_prefix(&raw, b"k8s:enc:kms:v2:lab-kms:");
     // The plugin really called the mock KMS (it speaks nothing but AWS KMS JSON 1.1 with SigV4).
     let records = stack.mock_kms().unwrap().audit_records(0).await.unwrap();
     assert!(
@@ -91,11 +91,7 @@ async fn a_strangers_manifest_for_the_go_peer_runs_in_the_stack() {
     let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with the stranger's plugin: {e}"));
 
     let raw = write_and_read_back(&stack, "go-secret").await;
-    assert!(
-        raw.starts_with(b"k8s:enc:kms:v2:lab-kms:"),
-        "stored value starts with {:?}",
-        String::from_utf8_lossy(&raw[..raw.len().min(40)])
-    );
+    assert_prefix(&raw, b"k8s:enc:kms:v2:lab-kms:");
     stack.shutdown(false).await;
 }
 
