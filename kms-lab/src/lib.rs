@@ -4,3 +4,4 @@ pub mod decode;
 pub mod exit;
 pub mod lab;
 pub mod ops;
+pub mod plugins;

@@ -44,6 +44,8 @@ enum Command {
     Migrate(kms_lab::ops::MigrateArgs),
     /// Write the files that enable a KMS plugin on a kubeadm-style control plane (applies nothing).
     Enable(kms_lab::ops::EnableArgs),
+    /// Plugin manifests: `list` the catalog (built or not), `build NAME|FILE` into the cache.
+    Plugins(kms_lab::plugins::PluginsArgs),
     /// Find or build kube-apiserver, kubectl, etcd and etcdctl into the cache, and say where they are.
     Provision(ProvisionArgs),
     /// Remove the containers a killed `--runtime container` run left behind (label
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
             }
             Err(error) => fail(&error, Exit::Failed),
         },
+        Command::Plugins(args) => kms_lab::plugins::run(&args).into(),
         Command::Inspect(args) => runtime.block_on(kms_lab::ops::inspect(&args)).into(),
         Command::Migrate(args) => runtime.block_on(kms_lab::ops::migrate(&args)).into(),
         Command::Enable(args) => kms_lab::ops::enable(&args).into(),

@@ -29,6 +29,6 @@ pub use component::{Component, WaitFor};
 pub use encryption::EncryptionConfiguration;
 pub use error::StackError;
 pub use mockkms::{MockKms, MockKmsOptions};
-pub use plugin::{PluginKek, PluginSpec};
+pub use plugin::{PluginKek, PluginProgram, PluginSpec, ProgramContext, ProgramProcesses};
 pub use runtime::{Launcher, Runtime};
 pub use stack::{EncryptionBuilder, Stack, StackOptions};

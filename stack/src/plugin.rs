@@ -1,13 +1,17 @@
 //! kms-plugin processes in the stack: each has a name, a socket and a persistent KEK file, so
 //! it can be killed and restarted without losing keys.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use kms_wire::PluginClient;
 use kms_wire::proto::v2;
 
 use crate::error::StackError;
+use crate::mockkms::MockKms;
 use crate::process::Supervised;
 use crate::runtime::Launcher;
 
@@ -23,6 +27,43 @@ pub enum PluginKek {
     Remote(serde_json::Value),
     /// The stack's own mock KMS (its config is filled in when the plugin starts).
     MockKms,
+    /// Not kms-plugin at all: a program of its own (a plugin manifest, see the
+    /// `kms-lab-plugins` crate), which reaches its KEK itself, e.g. in the stack's mock KMS.
+    Program(Arc<dyn PluginProgram>),
+}
+
+/// What a [`PluginProgram`] gets when the stack starts it.
+#[derive(Debug)]
+pub struct ProgramContext<'a> {
+    /// The plugin's name in the stack (`plugin-0`).
+    pub name: &'a str,
+    /// The stack's one way to start processes (its runtime).
+    pub launcher: &'a Launcher,
+    /// The socket the apiserver will dial; the program must listen there.
+    pub socket: &'a Path,
+    /// A private (0700) directory of this plugin's own, for its files and extra sockets.
+    pub work_dir: &'a Path,
+    /// Where the plugin's logs go (the run directory): `<name>.log` and one per extra process.
+    pub log_dir: &'a Path,
+    /// The stack's mock KMS, if it runs one.
+    pub mock_kms: Option<&'a MockKms>,
+}
+
+/// The processes a [`PluginProgram`] started: the plugin itself, and the extra processes it needs
+/// (started first, stopped after it).
+#[derive(Debug)]
+pub struct ProgramProcesses {
+    /// The process that serves the socket.
+    pub main: Supervised,
+    /// Extra processes (trousseau's providers), in start order.
+    pub extras: Vec<Supervised>,
+}
+
+/// A plugin the stack runs from a description other than kms-plugin's flags: it starts its
+/// processes through [`ProgramContext::launcher`] and returns once the socket is ready.
+pub trait PluginProgram: std::fmt::Debug + Send + Sync {
+    /// Starts the plugin (extra processes first) and waits, bounded, until it is ready.
+    fn start<'a>(&'a self, context: ProgramContext<'a>) -> Pin<Box<dyn Future<Output = Result<ProgramProcesses, StackError>> + Send + 'a>>;
 }
 
 /// How to run one plugin.
@@ -57,6 +98,8 @@ pub struct PluginSlot {
     pub state_file: PathBuf,
     /// The process, while running.
     pub process: Option<Supervised>,
+    /// A [`PluginKek::Program`]'s extra processes, while running (stopped after `process`).
+    pub extras: Vec<Supervised>,
 }
 
 impl PluginSlot {
@@ -66,11 +109,42 @@ impl PluginSlot {
         let state_file = work_dir.join(match spec.kek {
             PluginKek::Local => format!("{}.kek", spec.name),
             PluginKek::Remote(_) | PluginKek::MockKms => format!("{}.json", spec.name),
+            PluginKek::Program(_) => spec.name.clone(),
         });
-        Self { spec, socket, state_file, process: None }
+        Self { spec, socket, state_file, process: None, extras: Vec::new() }
     }
 
-    /// Starts the plugin and waits until it answers a v2 Status call on its socket;
+    /// Starts a [`PluginKek::Program`] plugin: its own directory (the slot's state file path,
+    /// 0700) and processes.
+    pub async fn start_program(
+        &mut self,
+        program: &dyn PluginProgram,
+        launcher: &Launcher,
+        log_dir: &Path,
+        mock_kms: Option<&MockKms>,
+    ) -> Result<(), StackError> {
+        crate::fsutil::private_dir(&self.state_file).map_err(StackError::io(format!("create {}", self.state_file.display())))?;
+        let context =
+            ProgramContext { name: &self.spec.name, launcher, socket: &self.socket, work_dir: &self.state_file, log_dir, mock_kms };
+        let processes = program.start(context).await?;
+        self.process = Some(processes.main);
+        self.extras = processes.extras;
+        Ok(())
+    }
+
+    /// Stops the plugin's process, then its extra processes (`kill`: SIGKILL at once).
+    pub async fn end(&mut self, kill: bool, grace: Duration) {
+        let processes = self.process.take().into_iter().chain(self.extras.drain(..));
+        for process in processes.collect::<Vec<_>>() {
+            if kill {
+                process.kill().await;
+            } else {
+                process.stop(grace).await;
+            }
+        }
+    }
+
+    /// Starts kms-plugin and waits until it answers a v2 Status call on its socket;
     /// `mock_kms_config` is the config of the stack's mock KMS, for [`PluginKek::MockKms`].
     pub async fn start(
         &mut self,
@@ -82,6 +156,12 @@ impl PluginSlot {
         let mut args = vec!["--socket".to_owned(), self.socket.display().to_string()];
         let remote = match &self.spec.kek {
             PluginKek::Local => None,
+            PluginKek::Program(_) => {
+                return Err(StackError::MockKms(format!(
+                    "plugin `{}` is a program of its own: start it with start_program",
+                    self.spec.name
+                )));
+            }
             PluginKek::Remote(config) => Some(config.clone()),
             PluginKek::MockKms => {
                 let missing = || StackError::MockKms(format!("plugin `{}` uses the mock KMS, but the stack runs none", self.spec.name));

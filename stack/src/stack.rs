@@ -15,7 +15,7 @@ use crate::etcd::{Etcd, EtcdTlsFiles};
 use crate::etcd_client::EtcdClient;
 use crate::mockkms::{MockKms, MockKmsOptions};
 use crate::own::OwnBinary;
-use crate::plugin::{PluginSlot, PluginSpec};
+use crate::plugin::{PluginKek, PluginSlot, PluginSpec};
 use crate::provision::Binaries;
 use crate::runtime::{Launcher, Runtime};
 
@@ -313,7 +313,16 @@ impl Stack {
         let log = self.run_dir.join(format!("{name}.log"));
         let mock_kms_config = self.mock_kms.as_ref().map(MockKms::plugin_config);
         let launcher = self.launcher.clone();
-        let slot = self.plugin(name)?;
+        let run_dir = self.run_dir.clone();
+        let mock_kms = self.mock_kms.as_ref();
+        let known = self.plugins.keys().cloned().collect::<Vec<_>>().join(", ");
+        let slot = self.plugins.get_mut(name).ok_or(StackError::NoSuchComponent { kind: "plugin", name: name.to_owned(), known })?;
+        if slot.process.is_none()
+            && let PluginKek::Program(program) = &slot.spec.kek
+        {
+            let program = program.clone();
+            return slot.start_program(program.as_ref(), &launcher, &run_dir, mock_kms).await;
+        }
         if slot.process.is_none() {
             let binary = if slot.spec.defects.is_empty() { OwnBinary::KmsPlugin } else { OwnBinary::FaultyPlugin }.locate()?;
             slot.start(&launcher, &binary, &log, mock_kms_config).await?;
@@ -611,11 +620,7 @@ impl Stack {
                     }
                 }
             }
-            Component::Plugin(name) => {
-                if let Some(process) = self.plugin(name)?.process.take() {
-                    end(process).await;
-                }
-            }
+            Component::Plugin(name) => self.plugin(name)?.end(kill, STOP_GRACE).await,
         }
         Ok(())
     }
@@ -623,7 +628,7 @@ impl Stack {
     /// The process ids of every running component.
     pub fn pids(&self) -> Vec<u32> {
         let apiservers = self.apiservers.iter().filter_map(|a| a.process.as_ref());
-        let plugins = self.plugins.values().filter_map(|p| p.process.as_ref());
+        let plugins = self.plugins.values().flat_map(|p| p.process.iter().chain(&p.extras));
         let etcd = self.etcd.iter().filter_map(|e| e.process.as_ref());
         let kms = self.mock_kms.iter().flat_map(MockKms::pids);
         apiservers.chain(plugins).chain(etcd).filter_map(|p| p.pid()).chain(kms).collect()
@@ -639,9 +644,7 @@ impl Stack {
             }
         }
         for slot in self.plugins.values_mut() {
-            if let Some(process) = slot.process.take() {
-                process.stop(STOP_GRACE).await;
-            }
+            slot.end(false, STOP_GRACE).await;
         }
         if let Some(kms) = self.mock_kms.as_mut() {
             kms.stop_all(STOP_GRACE).await;

@@ -1,0 +1,251 @@
+//! Starting a plugin from its manifest in the stack: [`ManifestPlugin`] is a
+//! [`PluginProgram`], so the stack starts (and stops, kills, restarts) it like its own plugins,
+//! through its one launcher. The templates are rendered from the stack's mock KMS (the endpoint of
+//! the plugin's dialect, key and credentials) and the plugin's socket and work dir; extra processes
+//! start first, each waited for on its socket; then the plugin, waited for until its socket answers
+//! (and a Status call says `ok`), raced against its exit, bounded, with its last log lines in the error.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Duration;
+
+use kms_lab_stack::mockkms::{MockKms, MockKmsOptions};
+use kms_lab_stack::process::Supervised;
+use kms_lab_stack::{PluginKek, PluginProgram, PluginSpec, ProgramContext, ProgramProcesses, StackError};
+use kms_wire::PluginClient;
+use kms_wire::proto::{KMS_V1BETA1_API_VERSION, v1beta1, v2};
+use mock_kms::dialects::Dialect;
+
+use crate::build::{self, Located};
+use crate::error::PluginError;
+use crate::manifest::{Api, Manifest};
+use crate::template::{Placeholder, Template, Values};
+
+/// The region every AWS-speaking plugin names (the mock KMS takes any).
+pub const REGION: &str = "us-east-1";
+
+/// A plugin from a manifest with its binaries located: ready to hand to the stack.
+#[derive(Debug, Clone)]
+pub struct ManifestPlugin {
+    manifest: Manifest,
+    binary: PathBuf,
+    extras: Vec<PathBuf>,
+}
+
+impl ManifestPlugin {
+    /// Locates every binary `manifest` needs; with `allow_build`, builds what is missing (blocking:
+    /// minutes for a first Go build), else a missing one is an error naming `kms-lab plugins build`.
+    pub fn prepare(manifest: Manifest, allow_build: bool) -> Result<Self, PluginError> {
+        let mut paths = Vec::new();
+        for needed in build::needed(&manifest) {
+            let path = if allow_build {
+                build::build(&manifest, &needed.label, needed.build, true)?
+            } else {
+                match build::locate(&manifest, needed.build)? {
+                    Located::Built(path) => path,
+                    Located::Missing(where_) => return Err(PluginError::NotBuilt { plugin: needed.label, where_ }),
+                }
+            };
+            paths.push(path);
+        }
+        let binary = paths.pop().unwrap_or_default();
+        Ok(Self { manifest, binary, extras: paths })
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The plugin's binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// A stack plugin named `name` that runs this.
+    pub fn spec(&self, name: &str) -> PluginSpec {
+        PluginSpec { kek: PluginKek::Program(std::sync::Arc::new(self.clone())), ..PluginSpec::local(name) }
+    }
+
+    /// Mock KMS options that serve this plugin's dialect (besides the native API).
+    pub fn mock_kms_options(&self) -> Result<MockKmsOptions, StackError> {
+        let mut options = MockKmsOptions::default();
+        if let Some(dialect) = self.manifest.dialect {
+            with_dialect(&mut options, dialect)?;
+        }
+        Ok(options)
+    }
+
+    async fn start_processes(&self, context: ProgramContext<'_>) -> Result<ProgramProcesses, StackError> {
+        let manifest = &self.manifest;
+        let failed = |message: String| StackError::MockKms(format!("plugin `{}` ({}): {message}", context.name, manifest.path.display()));
+        let mut values = values(manifest.dialect, context.mock_kms).map_err(failed)?;
+        values
+            .set(Placeholder::Socket, context.socket.display().to_string())
+            .set(Placeholder::WorkDir, context.work_dir.display().to_string())
+            .set(Placeholder::HealthPort, kms_lab_stack::ports::free_port()?.to_string())
+            .set(Placeholder::MetricsPort, kms_lab_stack::ports::free_port()?.to_string());
+        for (name, content) in &manifest.files {
+            let path = context.work_dir.join(name);
+            let text = content.render(&values).map_err(failed)?;
+            if let Some(parent) = path.parent() {
+                kms_lab_stack::fsutil::private_dir(parent).map_err(StackError::io(format!("create {}", parent.display())))?;
+            }
+            kms_lab_stack::fsutil::write_private(&path, text.as_bytes()).map_err(StackError::io(format!("write {}", path.display())))?;
+        }
+        let render_all =
+            |templates: &[Template], values: &Values| templates.iter().map(|t| t.render(values)).collect::<Result<Vec<_>, _>>();
+        let render_env = |env: &std::collections::BTreeMap<String, Template>, values: &Values| {
+            env.iter().map(|(k, v)| v.render(values).map(|v| (k.clone(), v))).collect::<Result<Vec<_>, _>>()
+        };
+
+        let mut extras: Vec<Supervised> = Vec::new();
+        for (extra, binary) in manifest.extra_processes.iter().zip(&self.extras) {
+            let socket = PathBuf::from(extra.socket.render(&values).map_err(failed)?);
+            if let Some(parent) = socket.parent() {
+                kms_lab_stack::fsutil::private_dir(parent).map_err(StackError::io(format!("create {}", parent.display())))?;
+            }
+            let mut own = values.clone();
+            own.set(Placeholder::Socket, socket.display().to_string());
+            let args = render_all(&extra.command, &own).map_err(failed)?;
+            let env = render_env(&extra.env, &own).map_err(failed)?;
+            let name = format!("{}-{}", context.name, extra.name);
+            let log = context.log_dir.join(format!("{name}.log"));
+            let mut process = context.launcher.spawn(&name, binary, &args, &log, &env).await?;
+            let ready = process
+                .wait_ready(&format!("its socket {} to accept connections", socket.display()), extra.within, || {
+                    let socket = socket.clone();
+                    async move { tokio::net::UnixStream::connect(socket).await.is_ok() }
+                })
+                .await;
+            extras.push(process);
+            if let Err(error) = ready {
+                stop_all(extras).await;
+                return Err(error);
+            }
+        }
+
+        let args = render_all(&manifest.command, &values).map_err(failed)?;
+        let env = render_env(&manifest.env, &values).map_err(failed)?;
+        let log = context.log_dir.join(format!("{}.log", context.name));
+        let mut main = match context.launcher.spawn(context.name, &self.binary, &args, &log, &env).await {
+            Ok(process) => process,
+            Err(error) => {
+                stop_all(extras).await;
+                return Err(error);
+            }
+        };
+        let endpoint = format!("unix://{}", context.socket.display());
+        let api = manifest.preferred_api();
+        let status = manifest.readiness.status;
+        let awaited = if status {
+            format!("a {api} Status answer `ok` on {endpoint}")
+        } else {
+            format!("{} to accept connections", context.socket.display())
+        };
+        let ready = main
+            .wait_ready(&awaited, manifest.readiness.within, || {
+                let endpoint = endpoint.clone();
+                let socket = context.socket.to_owned();
+                async move { if status { answers_ok(&endpoint, api).await } else { tokio::net::UnixStream::connect(socket).await.is_ok() } }
+            })
+            .await;
+        if let Err(error) = ready {
+            main.kill().await;
+            stop_all(extras).await;
+            return Err(error);
+        }
+        Ok(ProgramProcesses { main, extras })
+    }
+}
+
+async fn stop_all(processes: Vec<Supervised>) {
+    for process in processes.into_iter().rev() {
+        process.kill().await;
+    }
+}
+
+/// Whether the plugin answers Status (v2: healthz `ok`; v1beta1: the Version call).
+async fn answers_ok(endpoint: &str, api: Api) -> bool {
+    let Ok(client) = PluginClient::connect(endpoint, Duration::from_secs(2)).await else {
+        return false;
+    };
+    match api {
+        Api::V2 => client.v2().status(v2::StatusRequest {}).await.is_ok_and(|r| r.into_inner().healthz == "ok"),
+        Api::V1beta1 => client.v1beta1().version(v1beta1::VersionRequest { version: KMS_V1BETA1_API_VERSION.to_owned() }).await.is_ok(),
+    }
+}
+
+impl PluginProgram for ManifestPlugin {
+    fn start<'a>(&'a self, context: ProgramContext<'a>) -> Pin<Box<dyn Future<Output = Result<ProgramProcesses, StackError>> + Send + 'a>> {
+        Box::pin(self.start_processes(context))
+    }
+}
+
+/// Makes `options` serve `dialect` too: one more listener per node (`--also DIALECT=ADDR`).
+///
+/// This is the smallest seam until the stack's mock KMS names its dialects itself (the `vault`
+/// branch's `MockKmsOptions::dialects` / `MockKms::dialect_endpoint`): single-node only.
+pub fn with_dialect(options: &mut MockKmsOptions, dialect: Dialect) -> Result<(), StackError> {
+    if dialect != Dialect::Native && dialect_addr(options, dialect).is_none() {
+        let port = kms_lab_stack::ports::free_port()?;
+        options.extra_args.extend(["--also".to_owned(), format!("{dialect}=127.0.0.1:{port}")]);
+    }
+    Ok(())
+}
+
+/// The address `options` has the mock KMS serve `dialect` on (`--also DIALECT=ADDR`).
+fn dialect_addr(options: &MockKmsOptions, dialect: Dialect) -> Option<String> {
+    let prefix = format!("{dialect}=");
+    options.extra_args.windows(2).find(|w| w[0] == "--also" && w[1].starts_with(&prefix)).map(|w| w[1][prefix.len()..].to_owned())
+}
+
+/// The placeholder values the stack's mock KMS gives a plugin of `dialect`.
+fn values(dialect: Option<Dialect>, kms: Option<&MockKms>) -> Result<Values, String> {
+    let mut values = Values::default();
+    values.set(Placeholder::Region, REGION);
+    let kms_placeholders = [
+        Placeholder::KmsEndpoint,
+        Placeholder::KmsEndpoints,
+        Placeholder::KmsPort,
+        Placeholder::KeyId,
+        Placeholder::AccessKey,
+        Placeholder::SecretKey,
+        Placeholder::VaultToken,
+    ];
+    let (Some(kms), Some(dialect)) = (kms, dialect) else {
+        let why = if dialect.is_none() { "the manifest names no `dialect:`" } else { "the stack runs no mock KMS: start it with one" };
+        for placeholder in kms_placeholders {
+            values.unavailable(placeholder, why);
+        }
+        return Ok(values);
+    };
+    let ports: Vec<u16> = if dialect == Dialect::Native {
+        kms.nodes.iter().map(|n| n.port).collect()
+    } else {
+        let addr = dialect_addr(&kms.options, dialect)
+            .ok_or_else(|| format!("the stack's mock KMS does not speak `{dialect}`: start it with `ManifestPlugin::mock_kms_options`"))?;
+        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| format!("`--also {dialect}={addr}` has no port"))?;
+        vec![port]
+    };
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    values
+        .set(Placeholder::KmsEndpoint, urls[0].clone())
+        .set(Placeholder::KmsEndpoints, urls.join(","))
+        .set(Placeholder::KmsPort, ports[0].to_string())
+        .set(Placeholder::KeyId, kms.options.key_id.clone());
+    match dialect {
+        Dialect::Native | Dialect::Aws => {
+            values.set(Placeholder::AccessKey, kms.options.access_key.clone()).set(Placeholder::SecretKey, kms.options.secret_key.clone());
+            values.unavailable(Placeholder::VaultToken, format!("the plugin's dialect is `{dialect}`, not `vault`"));
+        }
+        Dialect::Gcp | Dialect::Vault => {
+            for placeholder in [Placeholder::AccessKey, Placeholder::SecretKey] {
+                values.unavailable(placeholder, format!("the `{dialect}` dialect takes no access key"));
+            }
+            values.unavailable(Placeholder::VaultToken, "the stack's mock KMS hands out no Vault token yet");
+        }
+    }
+    Ok(values)
+}
