@@ -19,7 +19,11 @@ pub fn step_kind(step: &StepRecord) -> StepKind {
     let label = step.label.as_str();
     if label.starts_with("clear mock KMS faults") || label.starts_with("start ") || label.starts_with("enable the key") {
         StepKind::Heal
-    } else if label.starts_with("mock KMS faults") || label.starts_with("stop ") || label.starts_with("kill -9") || label.starts_with("disable the key") {
+    } else if label.starts_with("mock KMS faults")
+        || label.starts_with("stop ")
+        || label.starts_with("kill -9")
+        || label.starts_with("disable the key")
+    {
         StepKind::Fault
     } else {
         StepKind::Other

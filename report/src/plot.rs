@@ -114,9 +114,12 @@ fn rate_panel<DB: DrawingBackend>(
     chart.configure_mesh().x_desc("s since the scenario began").draw().map_err(|x| e(&x))?;
     // Stacked bars: ok at the bottom, failed on top.
     chart
-        .draw_series(ok.iter().enumerate().filter(|(_, n)| **n > 0).map(|(i, n)| {
-            Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.9, f64::from(*n))], OK.filled())
-        }))
+        .draw_series(
+            ok.iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| Rectangle::new([(i as f64 + 0.1, 0.0), (i as f64 + 0.9, f64::from(*n))], OK.filled())),
+        )
         .map_err(|x| e(&x))?
         .label("ok")
         .legend(|(x, y)| Rectangle::new([(x, y - 4), (x + 12, y + 4)], OK.filled()));

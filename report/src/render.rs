@@ -85,11 +85,7 @@ pub fn markdown(report: &PluginReport) -> String {
     let suite = &report.scenarios;
     let failed = suite.scenarios.iter().filter(|s| !s.passed).count();
     let skipped = suite.scenarios.iter().filter(|s| s.skipped.is_some()).count();
-    let _ = writeln!(
-        out,
-        "## Scenarios: {} passed, {failed} failed, {skipped} skipped\n",
-        suite.scenarios.len() - failed - skipped
-    );
+    let _ = writeln!(out, "## Scenarios: {} passed, {failed} failed, {skipped} skipped\n", suite.scenarios.len() - failed - skipped);
     let _ = writeln!(out, "| scenario | tier | result | time | note |\n| --- | --- | --- | --- | --- |");
     for s in &suite.scenarios {
         let note = s.skipped.as_deref().or(s.failure.as_deref()).unwrap_or("");
@@ -179,7 +175,10 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
     );
     for conformance in &report.conformance {
         let api = conformance.api.prefix();
-        let _ = writeln!(out, "<h2>Conformance ({api})</h2><table id=\"conformance-{api}\"><tr><th>check</th><th>level</th><th>result</th><th>rule</th><th>finding</th></tr>");
+        let _ = writeln!(
+            out,
+            "<h2>Conformance ({api})</h2><table id=\"conformance-{api}\"><tr><th>check</th><th>level</th><th>result</th><th>rule</th><th>finding</th></tr>"
+        );
         for c in &conformance.checks {
             let result = check_result(c);
             let finding = match &c.outcome {
@@ -205,7 +204,9 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
         }
         out.push_str("</table>\n");
     }
-    out.push_str("<h2>Scenarios</h2><table id=\"scenarios\"><tr><th>scenario</th><th>tier</th><th>result</th><th>time</th><th>note</th></tr>\n");
+    out.push_str(
+        "<h2>Scenarios</h2><table id=\"scenarios\"><tr><th>scenario</th><th>tier</th><th>result</th><th>time</th><th>note</th></tr>\n",
+    );
     for s in &report.scenarios.scenarios {
         let result = scenario_result(s);
         let note = s.skipped.as_deref().or(s.failure.as_deref()).unwrap_or("");
@@ -222,7 +223,11 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
     for s in &report.scenarios.scenarios {
         let result = scenario_result(s);
         let n = esc(&s.name);
-        let _ = writeln!(out, "<section class=\"scenario\" id=\"s-{n}\"><h3>{n} — {}: <span class=\"{result}\">{result}</span></h3>", esc(&s.title));
+        let _ = writeln!(
+            out,
+            "<section class=\"scenario\" id=\"s-{n}\"><h3>{n} — {}: <span class=\"{result}\">{result}</span></h3>",
+            esc(&s.title)
+        );
         if let Some(reason) = &s.skipped {
             let _ = writeln!(out, "<p>Skipped: {}</p></section>", esc(reason));
             continue;
@@ -246,7 +251,10 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
         let svg = crate::plot::timeline_svg(s).map_err(|message| ReportError::Plot { scenario: s.name.clone(), message })?;
         let svg = svg.trim_start_matches(|c| c != '<').trim_start();
         let svg = svg.strip_prefix("<?xml").map_or(svg, |rest| rest.split_once("?>").map_or(rest, |(_, tail)| tail.trim_start()));
-        let _ = writeln!(out, "<figure class=\"timeline\" data-scenario=\"{n}\">{svg}<figcaption>Timeline of {n}: steps (orange faults, green heals, red failed), API writes and mock KMS calls per second.</figcaption></figure>");
+        let _ = writeln!(
+            out,
+            "<figure class=\"timeline\" data-scenario=\"{n}\">{svg}<figcaption>Timeline of {n}: steps (orange faults, green heals, red failed), API writes and mock KMS calls per second.</figcaption></figure>"
+        );
         out.push_str("<details><summary>steps</summary><table><tr><th>#</th><th>started</th><th>took</th><th>step</th><th>result</th><th>detail</th></tr>");
         for st in &s.steps {
             let r = if st.passed { "pass" } else { "FAIL" };
@@ -328,7 +336,8 @@ pub fn junit(report: &PluginReport) -> String {
         suite.seconds
     );
     for s in &suite.scenarios {
-        let _ = write!(out, "    <testcase name=\"{}\" classname=\"kms-lab.scenarios.{}\" time=\"{:.3}\">", esc(&s.name), s.tier, s.seconds);
+        let _ =
+            write!(out, "    <testcase name=\"{}\" classname=\"kms-lab.scenarios.{}\" time=\"{:.3}\">", esc(&s.name), s.tier, s.seconds);
         if let Some(reason) = &s.skipped {
             let _ = write!(out, "<skipped message=\"{}\"/>", esc(reason));
         } else if !s.passed {

@@ -10,7 +10,9 @@ use std::process::Command;
 fn chromium() -> PathBuf {
     let found = ["chromium", "chromium-browser", "google-chrome"]
         .iter()
-        .flat_map(|name| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(move |dir| dir.join(name)).collect::<Vec<_>>())
+        .flat_map(|name| {
+            std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).map(move |dir| dir.join(name)).collect::<Vec<_>>()
+        })
         .find(|p| p.is_file());
     found.unwrap_or_else(|| {
         panic!("headless Chromium is missing: no chromium, chromium-browser or google-chrome on PATH; install it with `apt-get install -y chromium` (Debian package chromium; .ci/run installs it)")
@@ -24,7 +26,13 @@ fn run_chromium(browser: &Path, profile: &Path, args: &[String]) -> std::process
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", browser.display()));
-    assert!(output.status.success(), "{} {args:?} failed ({}): {}", browser.display(), output.status, String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed ({}): {}",
+        browser.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
@@ -42,7 +50,11 @@ fn html_report_renders_in_chromium() {
     for s in &report.scenarios.scenarios {
         assert!(dom.contains(&format!("data-scenario=\"{}\"><td>", s.name)), "scenario row {} is missing from the DOM", s.name);
         if s.skipped.is_some() {
-            assert!(!dom.contains(&format!("<figure class=\"timeline\" data-scenario=\"{}\"", s.name)), "skipped scenario {} has a timeline", s.name);
+            assert!(
+                !dom.contains(&format!("<figure class=\"timeline\" data-scenario=\"{}\"", s.name)),
+                "skipped scenario {} has a timeline",
+                s.name
+            );
             continue;
         }
         let start = format!("<figure class=\"timeline\" data-scenario=\"{}\">", s.name);

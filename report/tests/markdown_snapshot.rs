@@ -13,10 +13,14 @@ fn check_snapshot(name: &str, actual: &str) {
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("cannot read {}: {e}; generate it with UPDATE_SNAPSHOTS=1 cargo test -p kms-lab-report --test markdown_snapshot", path.display())
+        panic!(
+            "cannot read {}: {e}; generate it with UPDATE_SNAPSHOTS=1 cargo test -p kms-lab-report --test markdown_snapshot",
+            path.display()
+        )
     });
     if expected != actual {
-        let first = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(expected.lines().count().min(actual.lines().count()));
+        let first =
+            expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(expected.lines().count().min(actual.lines().count()));
         panic!(
             "{} differs from the rendering, first at line {}:\nexpected: {:?}\nactual:   {:?}\nIf the change is intended, regenerate with UPDATE_SNAPSHOTS=1 cargo test -p kms-lab-report --test markdown_snapshot",
             path.display(),
