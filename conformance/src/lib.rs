@@ -30,7 +30,7 @@ mod report;
 pub use checks::{CheckInfo, catalogue};
 pub use cli::{ConformanceArgs, ReportTarget, run_cli};
 pub use error::ConformanceError;
-pub use render::{render_junit, render_text};
+pub use render::{render_junit, render_text, xml_escape};
 pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Level, Percentiles, Report};
 
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use kms_lab_conformance::{CheckOutcome, CheckReport};
+use kms_lab_conformance::{CheckOutcome, CheckReport, xml_escape as esc};
 use kms_lab_scenarios::runner::{ScenarioOutcome, StepRecord};
 
 use crate::derive::DerivedFigures;
@@ -128,23 +128,6 @@ pub fn markdown(report: &PluginReport) -> String {
         }
         if s.skipped_steps > 0 {
             let _ = writeln!(out, "\n{} step(s) not reached.", s.skipped_steps);
-        }
-    }
-    out
-}
-
-/// Escapes text for HTML and XML content and attributes.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => {}
-            c => out.push(c),
         }
     }
     out
