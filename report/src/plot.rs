@@ -57,7 +57,7 @@ fn draw(scenario: &ScenarioOutcome, text: &mut String) -> Result<(), String> {
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..x_end, steps as f64..0f64)
         .map_err(|x| e(&x))?;
-    chart.configure_mesh().disable_y_mesh().y_labels(0).x_desc("s").draw().map_err(|x| e(&x))?;
+    chart.configure_mesh().disable_y_mesh().y_labels(0).draw().map_err(|x| e(&x))?;
     for (row, step) in scenario.steps.iter().enumerate() {
         let colour = match (step.passed, step_kind(step)) {
             (false, _) => FAILED,
@@ -74,8 +74,12 @@ fn draw(scenario: &ScenarioOutcome, text: &mut String) -> Result<(), String> {
         if label.chars().count() > 70 {
             label = label.chars().take(69).collect::<String>() + "…";
         }
+        // About 6 px per character over a plot about 880 px wide: a label that would run past the
+        // right edge goes left of its span instead.
+        let label_s = label.chars().count() as f64 * 6.0 * x_end / 880.0;
+        let label_x = if x1 + label_s > x_end { (step.started_s - label_s - x_end / 200.0).max(0.0) } else { x1 + x_end / 200.0 };
         chart
-            .draw_series(std::iter::once(Text::new(label, (x1 + x_end / 200.0, y + 0.2), ("sans-serif", 12).into_font().color(&BLACK))))
+            .draw_series(std::iter::once(Text::new(label, (label_x, y + 0.2), ("sans-serif", 12).into_font().color(&BLACK))))
             .map_err(|x| e(&x))?;
     }
 
