@@ -281,25 +281,13 @@ pub fn junit(report: &PluginReport) -> String {
             );
             match &c.outcome {
                 CheckOutcome::Pass => {}
-                CheckOutcome::Fail(f) => {
-                    let _ = write!(
-                        out,
-                        "<failure message=\"{}\">sent: {}\nreceived: {}\nwhy FAIL: {}</failure>",
-                        esc(&f.problem),
-                        esc(&f.sent),
-                        esc(&f.received),
-                        esc(c.level_reason)
-                    );
-                }
-                CheckOutcome::Warn(f) => {
-                    let _ = write!(
-                        out,
-                        "<system-out>WARN: {}\nsent: {}\nreceived: {}\nwhy WARN: {}</system-out>",
-                        esc(&f.problem),
-                        esc(&f.sent),
-                        esc(&f.received),
-                        esc(c.level_reason)
-                    );
+                CheckOutcome::Fail(f) | CheckOutcome::Warn(f) => {
+                    let body = format!("sent: {}\nreceived: {}\nwhy {}: {}", esc(&f.sent), esc(&f.received), c.level, esc(c.level_reason));
+                    // A warning is visible in the output but is not a failure.
+                    let _ = match c.outcome {
+                        CheckOutcome::Fail(_) => write!(out, "<failure message=\"{}\">{body}</failure>", esc(&f.problem)),
+                        _ => write!(out, "<system-out>WARN: {}\n{body}</system-out>", esc(&f.problem)),
+                    };
                 }
                 CheckOutcome::Skip { reason } => {
                     let _ = write!(out, "<skipped message=\"{}\"/>", esc(reason));
