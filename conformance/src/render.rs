@@ -71,7 +71,8 @@ pub fn render_summary(report: &Report) -> String {
     )
 }
 
-fn xml_escape(text: &str) -> String {
+/// Escapes text for XML (and HTML) content and attributes; control characters become references.
+pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

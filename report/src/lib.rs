@@ -1,0 +1,117 @@
+//! The plugin report of `kms-lab report`: conformance results and scenario results rendered into
+//! `report.md`, `report.html` (one self-contained file, SVG timelines inline, no JavaScript),
+//! `junit.xml` and `report.json`. Only names, outcomes, timings and findings are rendered; the
+//! inputs carry no plaintexts, keys or credentials, and nothing here adds any.
+
+pub mod derive;
+pub mod plot;
+mod render;
+
+use std::path::{Path, PathBuf};
+
+use kms_lab_conformance::Report as ConformanceReport;
+use kms_lab_scenarios::report::SuiteReport;
+use serde::Serialize;
+
+pub use derive::DerivedFigures;
+pub use render::{html, junit, markdown};
+
+/// The plugin a report is about.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginInfo {
+    /// Its name (manifest name or binary name).
+    pub name: String,
+    /// One line on what it is.
+    pub description: String,
+}
+
+/// Everything one plugin report shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginReport {
+    /// The plugin.
+    pub plugin: PluginInfo,
+    /// Conformance, one report per API the plugin serves (`report.api` names it).
+    pub conformance: Vec<ConformanceReport>,
+    /// The scenarios run on the plugin.
+    pub scenarios: SuiteReport,
+    /// When the report run began (RFC 3339, UTC).
+    pub started: String,
+    /// When it ended (RFC 3339, UTC).
+    pub finished: String,
+    /// The kube-apiserver version used.
+    pub kubernetes_version: String,
+}
+
+impl PluginReport {
+    /// Whether nothing failed: no conformance FAIL (warnings do not count) and no failed scenario.
+    pub fn passed(&self) -> bool {
+        self.conformance.iter().all(|c| c.checks.iter().all(|k| !k.failed())) && self.scenarios.passed()
+    }
+}
+
+/// The files written by [`render`].
+#[derive(Debug, Clone)]
+pub struct RenderedFiles {
+    /// `report.md`.
+    pub markdown: PathBuf,
+    /// `report.html`.
+    pub html: PathBuf,
+    /// `junit.xml`.
+    pub junit: PathBuf,
+    /// `report.json`.
+    pub json: PathBuf,
+}
+
+/// Why a report could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The output directory or a file in it could not be written.
+    #[error("cannot write {path}: {source} (check that the --out directory is writable)")]
+    Write {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A timeline could not be drawn.
+    #[error("cannot draw the timeline of scenario {scenario}: {message}")]
+    Plot {
+        /// The scenario.
+        scenario: String,
+        /// The drawing backend's message.
+        message: String,
+    },
+    /// The JSON report could not be serialised.
+    #[error("cannot serialise the JSON report: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// The JSON report: the inputs plus each scenario's derived figures.
+pub fn json(report: &PluginReport) -> Result<String, ReportError> {
+    #[derive(Serialize)]
+    struct Json<'a> {
+        #[serde(flatten)]
+        report: &'a PluginReport,
+        derived: std::collections::BTreeMap<&'a str, DerivedFigures>,
+    }
+    let derived = report.scenarios.scenarios.iter().map(|s| (s.name.as_str(), DerivedFigures::of(s))).collect();
+    Ok(serde_json::to_string_pretty(&Json { report, derived })?)
+}
+
+/// Writes `report.md`, `report.html`, `junit.xml` and `report.json` into `out_dir` (created if
+/// missing).
+pub fn render(report: &PluginReport, out_dir: &Path) -> Result<RenderedFiles, ReportError> {
+    let write = |name: &str, text: &str| -> Result<PathBuf, ReportError> {
+        let path = out_dir.join(name);
+        std::fs::write(&path, text).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+        Ok(path)
+    };
+    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Write { path: out_dir.to_path_buf(), source })?;
+    let html_text = html(report)?;
+    Ok(RenderedFiles {
+        markdown: write("report.md", &markdown(report))?,
+        html: write("report.html", &html_text)?,
+        junit: write("junit.xml", &junit(report))?,
+        json: write("report.json", &json(report)?)?,
+    })
+}
