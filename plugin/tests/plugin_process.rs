@@ -253,7 +253,8 @@ async fn a_live_socket_is_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let first = local_plugin(&dir, &[]).await;
     let (status, stderr) = run_to_exit(&["--socket", first.socket.to_str().unwrap(), "--kms", "local"]);
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    // A --socket path that cannot be used is the user's to fix: exit 2, as every flag error.
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("another process is already serving"), "{stderr}");
     let still = first.client().await.v2().status(v2::StatusRequest {}).await.unwrap().into_inner();
     assert_eq!(still.healthz, "ok", "the first plugin was disturbed");
@@ -309,7 +310,8 @@ async fn another_users_plugin_never_removes_a_live_socket_it_cannot_connect_to()
     let live = local_plugin(&dir, &[]).await;
     let socket = live.socket.to_str().unwrap().to_owned();
     let Some((status, stderr)) = run_as(NOBODY, &["--socket", &socket, "--kms", "local"]) else { return };
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    // A --socket path that cannot be used is the user's to fix: exit 2, as every flag error.
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.to_lowercase().contains("permission denied") && stderr.contains("may be live"), "{stderr}");
     assert!(!stderr.contains("removing stale socket"), "{stderr}");
     let still = live.client().await.v2().status(v2::StatusRequest {}).await.expect("the live plugin still answers").into_inner();
@@ -332,7 +334,8 @@ fn a_dead_socket_of_another_user_is_left_alone() {
     }
     chown(&socket, NOBODY);
     let (status, stderr) = run_to_exit(&["--socket", socket.to_str().unwrap(), "--kms", "local"]);
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    // A --socket path that cannot be used is the user's to fix: exit 2, as every flag error.
+    assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("owned by uid 65534, not by this process (uid 0)"), "{stderr}");
     assert!(socket.exists(), "another user's socket was removed");
 }

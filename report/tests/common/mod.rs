@@ -28,6 +28,7 @@ pub fn fixture() -> PluginReport {
         api: Api::V2,
         duration_ms: 1500,
         strict: false,
+        interrupted: false,
         checks: vec![
             check("v2.status", Level::Fail, CheckOutcome::Pass),
             check(
