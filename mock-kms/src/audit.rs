@@ -116,7 +116,8 @@ pub struct AuditQuery {
     pub outcome: Option<String>,
     /// Only this node.
     pub node: Option<String>,
-    /// Only this caller (`health-probe`, `request`).
+    /// Only this caller (`health-probe`, `request`); `request` also matches records that name no
+    /// caller (a plugin that does not send the header cannot tell its health probes apart).
     pub caller: Option<crate::api::Caller>,
     /// Only records after this sequence number (exclusive: pass the last `seq` you saw).
     pub since_seq: Option<u64>,
@@ -241,7 +242,7 @@ impl AuditLog {
                 && query.key_id.as_ref().is_none_or(|k| Some(k) == r.key_id.as_ref())
                 && query.outcome.as_ref().is_none_or(|o| *o == r.outcome)
                 && query.node.as_ref().is_none_or(|n| *n == r.node)
-                && query.caller.is_none_or(|c| Some(c) == r.caller)
+                && query.caller.is_none_or(|c| Some(c) == r.caller || (c == crate::api::Caller::Request && r.caller.is_none()))
                 && query.since_seq.is_none_or(|s| r.seq > s)
                 && since.is_none_or(|t| r.at >= t)
         };
@@ -331,6 +332,18 @@ mod tests {
         let all = log.query(&AuditQuery { since: Some("2000-01-01T00:00:00Z".into()), limit: Some(2), ..Default::default() });
         assert_eq!(all.len(), 2);
         assert!(log.query(&AuditQuery { since: Some("2999-01-01T00:00:00Z".into()), ..Default::default() }).is_empty());
+    }
+
+    #[test]
+    fn a_call_that_names_no_caller_counts_as_a_request_never_as_a_health_probe() {
+        use crate::api::Caller;
+        let log = AuditLog::in_memory(10);
+        log.record(new("Encrypt", Some("k"), "Ok"));
+        log.record(NewRecord { caller: Some(Caller::HealthProbe), ..new("Encrypt", Some("k"), "Ok") });
+        log.record(NewRecord { caller: Some(Caller::Request), ..new("Encrypt", Some("k"), "Ok") });
+        let seqs = |caller| log.query(&AuditQuery { caller: Some(caller), ..Default::default() }).iter().map(|r| r.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(Caller::Request), [1, 3]);
+        assert_eq!(seqs(Caller::HealthProbe), [2]);
     }
 
     #[test]

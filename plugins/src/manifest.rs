@@ -144,12 +144,15 @@ pub struct ExtraProcess {
     pub within: Duration,
 }
 
-/// When a plugin counts as started: the socket accepts connections and (if `status`) a Status
-/// call on one of its APIs answers ok, within a bound; raced against its exit.
+/// When a plugin counts as started: the socket accepts connections and (if `status`) the plugin
+/// answers a Status call on its API, within a bound; raced against its exit. Healthy or not is
+/// not asked here: a plugin in front of a sealed or unreachable KMS is up but unhealthy, and
+/// that is what scenarios observe.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Readiness {
-    /// Whether a Status call must answer healthy `ok` (else: the socket accepts connections).
+    /// Whether the plugin must answer a Status call (v2 Status, v1beta1 Version) with anything but
+    /// "unavailable" (else: the socket accepts connections).
     #[serde(default = "yes")]
     pub status: bool,
     /// How long it may take.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
-use kms_lab_stack::mockkms::{MockKms, MockKmsOptions};
+use kms_lab_stack::mockkms::{DialectCredentials, MockKms, MockKmsOptions};
 use kms_lab_stack::process::Supervised;
 use kms_lab_stack::{PluginKek, PluginProgram, PluginSpec, ProgramContext, ProgramProcesses, StackError};
 use kms_wire::PluginClient;
@@ -69,12 +69,17 @@ impl ManifestPlugin {
     }
 
     /// Mock KMS options that serve this plugin's dialect (besides the native API).
-    pub fn mock_kms_options(&self) -> Result<MockKmsOptions, StackError> {
+    pub fn mock_kms_options(&self) -> MockKmsOptions {
         let mut options = MockKmsOptions::default();
+        self.serve_dialect_on(&mut options);
+        options
+    }
+
+    /// Makes `options` (a scenario's own mock KMS) serve this plugin's dialect too.
+    pub fn serve_dialect_on(&self, options: &mut MockKmsOptions) {
         if let Some(dialect) = self.manifest.dialect {
-            with_dialect(&mut options, dialect)?;
+            with_dialect(options, dialect);
         }
-        Ok(options)
     }
 
     async fn start_processes(&self, context: ProgramContext<'_>) -> Result<ProgramProcesses, StackError> {
@@ -140,7 +145,7 @@ impl ManifestPlugin {
         let api = manifest.preferred_api();
         let status = manifest.readiness.status;
         let awaited = if status {
-            format!("a {api} Status answer `ok` on {endpoint}")
+            format!("a {api} Status answer (healthy or not) on {endpoint}")
         } else {
             format!("{} to accept connections", context.socket.display())
         };
@@ -148,7 +153,7 @@ impl ManifestPlugin {
             .wait_ready(&awaited, manifest.readiness.within, || {
                 let endpoint = endpoint.clone();
                 let socket = context.socket.to_owned();
-                async move { if status { answers_ok(&endpoint, api).await } else { tokio::net::UnixStream::connect(socket).await.is_ok() } }
+                async move { if status { answers(&endpoint, api).await } else { tokio::net::UnixStream::connect(socket).await.is_ok() } }
             })
             .await;
         if let Err(error) = ready {
@@ -166,15 +171,17 @@ async fn stop_all(processes: Vec<Supervised>) {
     }
 }
 
-/// Whether the plugin answers Status (v2: healthz `ok`; v1beta1: the Version call).
-async fn answers_ok(endpoint: &str, api: Api) -> bool {
+/// Whether the plugin serves its API: a Status (v2) or Version (v1beta1) call gets the plugin's
+/// own answer, healthy or an error of its own; only "unavailable" (nothing serving yet) is not.
+async fn answers(endpoint: &str, api: Api) -> bool {
     let Ok(client) = PluginClient::connect(endpoint, Duration::from_secs(2)).await else {
         return false;
     };
-    match api {
-        Api::V2 => client.v2().status(v2::StatusRequest {}).await.is_ok_and(|r| r.into_inner().healthz == "ok"),
-        Api::V1beta1 => client.v1beta1().version(v1beta1::VersionRequest { version: KMS_V1BETA1_API_VERSION.to_owned() }).await.is_ok(),
-    }
+    let answer = match api {
+        Api::V2 => client.v2().status(v2::StatusRequest {}).await.map(drop),
+        Api::V1beta1 => client.v1beta1().version(v1beta1::VersionRequest { version: KMS_V1BETA1_API_VERSION.to_owned() }).await.map(drop),
+    };
+    answer.is_ok() || answer.is_err_and(|status| status.code() != tonic::Code::Unavailable)
 }
 
 impl PluginProgram for ManifestPlugin {
@@ -183,22 +190,12 @@ impl PluginProgram for ManifestPlugin {
     }
 }
 
-/// Makes `options` serve `dialect` too: one more listener per node (`--also DIALECT=ADDR`).
-///
-/// This is the smallest seam until the stack's mock KMS names its dialects itself (the `vault`
-/// branch's `MockKmsOptions::dialects` / `MockKms::dialect_endpoint`): single-node only.
-pub fn with_dialect(options: &mut MockKmsOptions, dialect: Dialect) -> Result<(), StackError> {
-    if dialect != Dialect::Native && dialect_addr(options, dialect).is_none() {
-        let port = kms_lab_stack::ports::free_port()?;
-        options.extra_args.extend(["--also".to_owned(), format!("{dialect}=127.0.0.1:{port}")]);
+/// Makes `options` serve `dialect` too (every node gets a listener for it; the native API is
+/// always served).
+pub fn with_dialect(options: &mut MockKmsOptions, dialect: Dialect) {
+    if dialect != Dialect::Native && !options.dialects.contains(&dialect) {
+        options.dialects.push(dialect);
     }
-    Ok(())
-}
-
-/// The address `options` has the mock KMS serve `dialect` on (`--also DIALECT=ADDR`).
-fn dialect_addr(options: &MockKmsOptions, dialect: Dialect) -> Option<String> {
-    let prefix = format!("{dialect}=");
-    options.extra_args.windows(2).find(|w| w[0] == "--also" && w[1].starts_with(&prefix)).map(|w| w[1][prefix.len()..].to_owned())
 }
 
 /// The placeholder values the stack's mock KMS gives a plugin of `dialect`.
@@ -221,30 +218,30 @@ fn values(dialect: Option<Dialect>, kms: Option<&MockKms>) -> Result<Values, Str
         }
         return Ok(values);
     };
-    let ports: Vec<u16> = if dialect == Dialect::Native {
-        kms.nodes.iter().map(|n| n.port).collect()
-    } else {
-        let addr = dialect_addr(&kms.options, dialect)
-            .ok_or_else(|| format!("the stack's mock KMS does not speak `{dialect}`: start it with `ManifestPlugin::mock_kms_options`"))?;
-        let port = addr.rsplit(':').next().and_then(|p| p.parse().ok()).ok_or_else(|| format!("`--also {dialect}={addr}` has no port"))?;
-        vec![port]
-    };
-    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    let endpoint = kms.dialect_endpoint(dialect).map_err(|e| format!("{e} (start it with `ManifestPlugin::mock_kms_options`)"))?;
+    let ports: Vec<&str> = endpoint.urls.iter().map(|u| u.rsplit(':').next().unwrap_or_default()).collect();
     values
-        .set(Placeholder::KmsEndpoint, urls[0].clone())
-        .set(Placeholder::KmsEndpoints, urls.join(","))
-        .set(Placeholder::KmsPort, ports[0].to_string())
+        .set(Placeholder::KmsEndpoint, endpoint.url().to_owned())
+        .set(Placeholder::KmsEndpoints, endpoint.urls.join(","))
+        .set(Placeholder::KmsPort, ports[0].to_owned())
         .set(Placeholder::KeyId, kms.options.key_id.clone());
-    match dialect {
-        Dialect::Native | Dialect::Aws => {
-            values.set(Placeholder::AccessKey, kms.options.access_key.clone()).set(Placeholder::SecretKey, kms.options.secret_key.clone());
-            values.unavailable(Placeholder::VaultToken, format!("the plugin's dialect is `{dialect}`, not `vault`"));
+    let not_vault = format!("the plugin's dialect is `{dialect}`, not `vault`");
+    match endpoint.credentials {
+        DialectCredentials::AccessKey { access_key, secret_key } => {
+            values.set(Placeholder::AccessKey, access_key).set(Placeholder::SecretKey, secret_key);
+            values.unavailable(Placeholder::VaultToken, not_vault);
         }
-        Dialect::Gcp | Dialect::Vault => {
+        DialectCredentials::VaultToken(token) => {
+            for placeholder in [Placeholder::AccessKey, Placeholder::SecretKey] {
+                values.unavailable(placeholder, "the `vault` dialect takes a token, not an access key");
+            }
+            values.set(Placeholder::VaultToken, token);
+        }
+        DialectCredentials::None => {
             for placeholder in [Placeholder::AccessKey, Placeholder::SecretKey] {
                 values.unavailable(placeholder, format!("the `{dialect}` dialect takes no access key"));
             }
-            values.unavailable(Placeholder::VaultToken, "the stack's mock KMS hands out no Vault token yet");
+            values.unavailable(Placeholder::VaultToken, not_vault);
         }
     }
     Ok(values)

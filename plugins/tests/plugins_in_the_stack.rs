@@ -53,7 +53,7 @@ async fn aws_encryption_provider_from_the_catalog_on_the_aws_dialect_stores_kms_
     let plugin =
         tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
     let mut options = StackOptions::new("aws-plugin-test", binaries().await, &run_root());
-    options.mock_kms = Some(plugin.mock_kms_options().unwrap());
+    options.mock_kms = Some(plugin.mock_kms_options());
     options.plugins = vec![plugin.spec("plugin-0")];
     let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with aws-encryption-provider: {e}"));
 
@@ -107,7 +107,7 @@ async fn cloudkms_and_trousseau_awskms_from_the_catalog_store_secrets() {
             tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
         let api = plugin.manifest().preferred_api();
         let mut options = StackOptions::new(&format!("{name}-test"), binaries().await, &run_root());
-        options.mock_kms = Some(plugin.mock_kms_options().unwrap());
+        options.mock_kms = Some(plugin.mock_kms_options());
         options.plugins = vec![plugin.spec("plugin-0")];
         if api == PluginApi::V1beta1 {
             options.encryption_builder = Some(kms_lab_stack::EncryptionBuilder(std::sync::Arc::new(|sockets| {

@@ -267,7 +267,9 @@ pub struct AuditQuery {
     pub key_id: Option<String>,
     /// Only this outcome.
     pub outcome: Option<Outcome>,
-    /// Only this caller.
+    /// Only this caller. `Request` also matches calls that named no caller: a plugin that does
+    /// not send [`crate::api::HEADER_CALLER`] (any third-party plugin) cannot tell its health
+    /// probes apart, so every call of it counts as serving a request.
     pub caller: Option<Caller>,
     /// Only this node.
     pub node: Option<String>,
