@@ -68,3 +68,15 @@ pub fn decode(error: &DecodeCommandError) -> Exit {
 pub fn provision() -> Exit {
     Exit::Usage
 }
+
+/// `kms-lab report`: setup (plugin, files, binaries, --out) is unusable input; a plugin that
+/// does not start or a conformance run that cannot begin is a failed run; Ctrl-C is 130.
+pub fn report(error: &crate::report::ReportCommandError) -> Exit {
+    use crate::report::ReportCommandError as E;
+    match error {
+        E::Interrupted => Exit::Interrupted,
+        E::Setup(error) => scenarios(error),
+        E::Out { .. } => Exit::Usage,
+        E::Stack(_) | E::Conformance { .. } | E::Render(_) => Exit::Failed,
+    }
+}

@@ -79,7 +79,7 @@ pub async fn run(args: &LabArgs) -> Result<(), LabError> {
     for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
         println!("    {:<15} {:<10} {}", binary.component.name(), binary.version, binary.path.display());
     }
-    let options = RunOptions { binaries: binaries.clone(), run_root: state_dir.join("runs"), seed: None, keep_logs: false };
+    let options = RunOptions { binaries: binaries.clone(), run_root: state_dir.join("runs"), seed: None, keep_logs: false, plugin: None };
     let env_file = state_dir.join("lab.env");
     let hold: runner::Hold<'_> = Box::new(|world: &World| {
         let env_file = env_file.clone();

@@ -5,3 +5,4 @@ pub mod exit;
 pub mod lab;
 pub mod ops;
 pub mod plugins;
+pub mod report;

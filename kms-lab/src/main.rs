@@ -46,6 +46,13 @@ enum Command {
     Enable(kms_lab::ops::EnableArgs),
     /// Plugin manifests: `list` the catalog (built or not), `build NAME|FILE` into the cache.
     Plugins(kms_lab::plugins::PluginsArgs),
+    /// One plugin's report: conformance on each API it serves, then every applicable core and
+    /// incident scenario with it in place of kms-plugin → report.md, report.html, junit.xml,
+    /// report.json in --out.
+    ///
+    /// Exit codes: 0 no conformance FAIL and no failed scenario, 1 otherwise, 2 unusable input
+    /// (unknown plugin, bad manifest or scenario file, --out not writable), 130 interrupted.
+    Report(kms_lab::report::ReportArgs),
     /// Find or build kube-apiserver, kubectl, etcd and etcdctl into the cache, and say where they are.
     Provision(ProvisionArgs),
     /// Remove the containers a killed `--runtime container` run left behind (label
@@ -128,6 +135,10 @@ fn main() -> ExitCode {
             Err(error) => fail(&error, Exit::Failed),
         },
         Command::Plugins(args) => kms_lab::plugins::run(&args).into(),
+        Command::Report(args) => match runtime.block_on(kms_lab::report::run(&args)) {
+            Ok(passed) => Exit::passed(passed).into(),
+            Err(error) => fail(&error, exit::report(&error)),
+        },
         Command::Inspect(args) => runtime.block_on(kms_lab::ops::inspect(&args)).into(),
         Command::Migrate(args) => runtime.block_on(kms_lab::ops::migrate(&args)).into(),
         Command::Enable(args) => kms_lab::ops::enable(&args).into(),

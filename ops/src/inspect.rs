@@ -317,7 +317,7 @@ impl Tally {
 }
 
 /// Progress of a scan: the resource, keys read so far, and the range's total.
-pub type Progress<'a> = &'a mut dyn FnMut(&Resource, u64, u64);
+pub type Progress<'a> = &'a mut (dyn FnMut(&Resource, u64, u64) + Send);
 
 /// Reads every selected resource's values from etcd in pages and counts them.
 pub async fn inspect(etcd: &EtcdClient, options: &InspectOptions, progress: Progress<'_>) -> Result<InspectReport, OpsError> {

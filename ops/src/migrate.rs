@@ -146,7 +146,7 @@ fn object_key(object: &DynamicObject) -> String {
 }
 
 /// Progress: the resource, objects done in this run, objects listed so far.
-pub type Progress<'a> = &'a mut dyn FnMut(&Resource, u64, u64);
+pub type Progress<'a> = &'a mut (dyn FnMut(&Resource, u64, u64) + Send);
 
 /// Rewrites every object of `options.resources` through `client` (see the module doc).
 pub async fn migrate(client: &kube::Client, options: &MigrateOptions, progress: Progress<'_>) -> Result<MigrateReport, OpsError> {

@@ -61,6 +61,10 @@ pub struct ScenarioArgs {
     /// Kubernetes version to provision.
     #[arg(long, default_value = provision::KUBERNETES_VERSION)]
     pub k8s_version: String,
+    /// Run every scenario on this plugin instead of kms-plugin: a catalog name (`kms-lab plugins
+    /// list`) or a manifest file. Scenarios the plugin cannot take are reported as skipped, with why.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub plugin: Option<String>,
     /// Where the stack's components run: `process` or `container` (Docker, images built offline
     /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
     #[arg(long, value_name = "RUNTIME")]
@@ -112,6 +116,9 @@ pub enum ScenariosError {
     /// Provisioning stopped unexpectedly.
     #[error("provisioning stopped unexpectedly: {0}")]
     ProvisionPanicked(String),
+    /// The plugin under test (`--plugin`) cannot be resolved, built or located.
+    #[error("--plugin: {0}")]
+    Plugin(#[from] kms_lab_plugins::PluginError),
     /// The run was interrupted (Ctrl-C / SIGTERM); the stack of the running scenario was stopped.
     #[error("interrupted; every process of the running scenario was stopped")]
     Interrupted,
@@ -141,9 +148,17 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         );
     }
     if args.check {
+        let under_test = args.plugin.as_deref().map(kms_lab_plugins::resolve).transpose()?;
         let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in &scenarios {
             println!("{:<width$}  {:<9} {:>3} steps  {}", s.name, s.tier.to_string(), s.steps.len(), s.title);
+            if let Some(reason) = under_test.as_ref().and_then(|m| crate::plugin_under_test::why_not(s, m)) {
+                println!(
+                    "{:<width$}  would be skipped on {}: {reason}",
+                    "",
+                    under_test.as_ref().map(|m| m.name.as_str()).unwrap_or_default()
+                );
+            }
         }
         println!("{} scenario file(s) in {} are valid", scenarios.len(), dir.display());
         return Ok(true);
@@ -152,33 +167,17 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
     for path in [&args.junit, &args.json].into_iter().flatten() {
         writable(path)?;
     }
+    let plugin = match &args.plugin {
+        Some(wanted) => Some(prepare_plugin(wanted).await?),
+        None => None,
+    };
     let binaries = provision_binaries(args.bin_dir.clone(), &args.k8s_version).await?;
     let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
-    let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs };
-    let jobs = match args.jobs {
-        Some(n) => usize::from(n),
-        None => {
-            let (jobs, why) = crate::schedule::default_jobs();
-            println!("--jobs {jobs} (from {why})");
-            jobs
-        }
-    };
+    let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs, plugin };
+    let jobs = jobs_for(args.jobs);
     println!("running {} scenario(s) from {}, {jobs} at once", scenarios.len(), dir.display());
-    let started = Instant::now();
-    let mut outcomes = Vec::new();
-    let suite = crate::parallel::run_all(&scenarios, &options, jobs, &mut outcomes);
-    // On Ctrl-C or SIGTERM the running scenarios' futures are dropped: their stacks kill every process.
-    let interrupted = tokio::select! {
-        () = suite => false,
-        () = stop_signal() => true,
-    };
-    let report = SuiteReport {
-        scenarios: outcomes,
-        seconds: started.elapsed().as_secs_f64(),
-        kubernetes_version: args.k8s_version.clone(),
-        jobs,
-        shard: args.shard.map(|s| s.to_string()),
-    };
+    let (mut report, interrupted) = run_suite(&scenarios, &options, jobs, &args.k8s_version).await;
+    report.shard = args.shard.map(|s| s.to_string());
     if interrupted {
         println!("\ninterrupted: {} scenario(s) finished; partial reports follow", report.scenarios.len());
     }
@@ -195,6 +194,52 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         return Err(ScenariosError::Interrupted);
     }
     Ok(report.passed())
+}
+
+/// `--jobs`, or the default for this machine (printed with its reason).
+pub fn jobs_for(asked: Option<u16>) -> usize {
+    match asked {
+        Some(n) => usize::from(n),
+        None => {
+            let (jobs, why) = crate::schedule::default_jobs();
+            println!("--jobs {jobs} (from {why})");
+            jobs
+        }
+    }
+}
+
+/// Resolves the plugin under test and locates its binaries, building them on first use (a
+/// first Go build takes minutes; said before it starts).
+pub async fn prepare_plugin(wanted: &str) -> Result<crate::plugin_under_test::PluginUnderTest, ScenariosError> {
+    let manifest = kms_lab_plugins::resolve(wanted)?;
+    println!("plugin under test: {} — {} ({})", manifest.name, manifest.description, manifest.path.display());
+    let wanted = wanted.to_owned();
+    let prepared = tokio::task::spawn_blocking(move || crate::plugin_under_test::PluginUnderTest::prepare(&wanted, true))
+        .await
+        .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))??;
+    println!("plugin binary: {}", prepared.0.binary().display());
+    Ok(prepared)
+}
+
+/// Runs `scenarios`, `jobs` at once, until done or Ctrl-C/SIGTERM (then the running scenarios'
+/// stacks are stopped and the report holds what finished); `true` when interrupted.
+pub async fn run_suite(scenarios: &[crate::model::Scenario], options: &RunOptions, jobs: usize, k8s_version: &str) -> (SuiteReport, bool) {
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    let suite = crate::parallel::run_all(scenarios, options, jobs, &mut outcomes);
+    // On Ctrl-C or SIGTERM the running scenarios' futures are dropped: their stacks kill every process.
+    let interrupted = tokio::select! {
+        () = suite => false,
+        () = stop_signal() => true,
+    };
+    let report = SuiteReport {
+        scenarios: outcomes,
+        seconds: started.elapsed().as_secs_f64(),
+        kubernetes_version: k8s_version.to_owned(),
+        jobs,
+        shard: None,
+    };
+    (report, interrupted)
 }
 
 /// `scenarios merge`: the shards' reports as one.

@@ -46,6 +46,10 @@ pub enum Condition {
     Listed(Listed),
     /// The surrounding `load` stored at least this many writes since this step began.
     Writes(WritesCount),
+    /// A synced Secret holds the latest (or previous) value put to a remote secret.
+    Synced(crate::steps::sync::Synced),
+    /// An ExternalSecret's `Ready` condition.
+    ExternalSecret(crate::steps::sync::ExternalSecretReady),
 }
 
 /// One observation: whether the condition holds, and what was seen.
@@ -94,6 +98,8 @@ impl Condition {
                 Err("`writes` counts the writes of a running `load`: use it inside a `load`'s `during`".into())
             }
             Self::Writes(_) => Ok(()),
+            Self::Synced(s) => s.check(scope),
+            Self::ExternalSecret(e) => e.check(scope),
         }
     }
 
@@ -134,6 +140,8 @@ impl Condition {
             Self::Socket(s) => format!("{}'s socket file {}", s.plugin, if s.exists { "present" } else { "absent" }),
             Self::Listed(l) => format!("a LIST of {} on apiserver-{} returns every object written", l.kind.resource(), l.apiserver),
             Self::Writes(w) => format!("the load stored {} more writes", w.at_least),
+            Self::Synced(s) => s.label(),
+            Self::ExternalSecret(e) => e.label(),
         }
     }
 
@@ -168,6 +176,8 @@ impl Condition {
             Self::NoPlaintextInEtcd(n) => (observe_no_plaintext(world, n).await, None),
             Self::Socket(s) => (observe_socket(world, s), None),
             Self::Listed(l) => (observe_listed(world, l).await, None),
+            Self::Synced(s) => (s.observe(world).await, None),
+            Self::ExternalSecret(e) => (e.observe(world).await, None),
             Self::Writes(w) => {
                 let now = world.load_writes();
                 let more = now.saturating_sub(baseline);
@@ -290,8 +300,8 @@ pub struct AuditCount {
     /// Only records with this outcome (`Ok`, `Sealed`, …; default any).
     #[serde(default)]
     pub outcome: Option<mock_kms::api::admin::Outcome>,
-    /// Only calls made for this reason (`request`: the apiserver's calls; `health-probe`: the
-    /// plugin's own; default any).
+    /// Only calls made for this reason (`request`: the apiserver's calls, and every call of a
+    /// plugin that does not say why it calls; `health-probe`: the plugin's own; default any).
     #[serde(default)]
     pub caller: Option<mock_kms::api::Caller>,
     /// At least this many.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod load;
 pub mod model;
 pub mod parallel;
+pub mod plugin_under_test;
 pub mod report;
 pub mod runner;
 pub mod schedule;

@@ -43,6 +43,16 @@ pub enum LoadError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// The stack section names something that does not exist (a plugin manifest).
+    #[error("{path}:{line}: {message}")]
+    Stack {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key.
+        line: usize,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// The directory holds no scenario file at all (a wrong `--dir`?).
     #[error(
         "no scenario files (`*.yaml`) in {dir}: check `--dir` (or `KMS_LAB_SCENARIOS`); the suite's files are in the repository's `scenarios/`"
@@ -80,6 +90,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     })?;
     scenario.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     scenario.path = path.to_owned();
+    resolve_manifests(&mut scenario, text)?;
     validate(&scenario, text)?;
     Ok(scenario)
 }
@@ -128,6 +139,39 @@ pub fn select(dir: &Path, names: &[String], tiers: &[Tier]) -> Result<Vec<Scenar
     Ok(names.iter().filter_map(|n| all.iter().find(|s| &s.name == n).cloned()).collect())
 }
 
+/// Resolves each plugin's `use:` (a catalog name, or a manifest file relative to the scenario
+/// file) into its manifest, so a typo is reported at load time with the catalog's names.
+fn resolve_manifests(scenario: &mut Scenario, text: &str) -> Result<(), LoadError> {
+    let dir = scenario.path.parent().map(Path::to_owned).unwrap_or_default();
+    for decl in &mut scenario.stack.plugins {
+        let Some(wanted) = &decl.uses else { continue };
+        let beside = dir.join(wanted);
+        let wanted_here = if Path::new(wanted).is_relative() && beside.is_file() { beside.display().to_string() } else { wanted.clone() };
+        let manifest = kms_lab_plugins::resolve(&wanted_here).map_err(|error| LoadError::Stack {
+            path: scenario.path.clone(),
+            line: line_of(text, &format!("use: {wanted}")).unwrap_or(1),
+            message: format!("plugin `{}`: {error}", decl.name),
+        })?;
+        if !decl.defects.is_empty() {
+            return Err(LoadError::Stack {
+                path: scenario.path.clone(),
+                line: line_of(text, "defects:").unwrap_or(1),
+                message: format!(
+                    "plugin `{}` has both `use:` and `defects:`: defects switch on kms-faulty-plugin's bugs; drop one of them",
+                    decl.name
+                ),
+            });
+        }
+        decl.manifest = Some(manifest);
+    }
+    Ok(())
+}
+
+/// The 1-based line of the first line of `text` that contains `needle`.
+fn line_of(text: &str, needle: &str) -> Option<usize> {
+    text.lines().position(|line| line.contains(needle)).map(|index| index + 1)
+}
+
 /// Checks the stack and then each step in order, with what exists at that point (apiservers
 /// added, marks set): each step type checks itself ([`crate::steps::StepKind::check`]).
 fn validate(scenario: &Scenario, text: &str) -> Result<(), LoadError> {
@@ -139,7 +183,11 @@ fn validate(scenario: &Scenario, text: &str) -> Result<(), LoadError> {
         message,
     };
     let mut scope = Scope::new(scenario);
-    process::check_stack(&scope).map_err(|message| invalid(0, message))?;
+    process::check_stack(&scope).map_err(|message| LoadError::Stack {
+        path: scenario.path.clone(),
+        line: line_of(text, "stack:").unwrap_or(1),
+        message: format!("stack: {message}"),
+    })?;
     for (index, step) in scenario.steps.iter().enumerate() {
         step.kind().check(&mut scope).map_err(|message| invalid(index + 1, message))?;
     }

@@ -40,6 +40,10 @@ pub struct Scenario {
     /// Runs alone, never beside other scenarios (`--jobs`): say why in a comment.
     #[serde(default)]
     pub exclusive: bool,
+    /// What a plugin under test (`--plugin`) must be able to do for this scenario to mean
+    /// anything; a plugin whose manifest lacks one is reported as skipped, with the reason.
+    #[serde(default)]
+    pub requires: Vec<kms_lab_plugins::Capability>,
     /// What happens, in order.
     pub steps: Vec<StepItem>,
 }
@@ -96,6 +100,9 @@ pub struct StackSpec {
     /// Extra kube-apiserver flags for apiserver-0.
     #[serde(default)]
     pub apiserver_args: Vec<String>,
+    /// Run the secret sync controller (`kms-secret-sync`) against the mock KMS's secrets manager.
+    #[serde(default)]
+    pub secret_sync: Option<crate::steps::sync::SecretSyncSpec>,
 }
 
 fn yes() -> bool {
@@ -103,7 +110,7 @@ fn yes() -> bool {
 }
 
 fn default_plugins() -> Vec<PluginDecl> {
-    vec![PluginDecl { name: "plugin-0".into(), kek: None, args: Vec::new(), defects: Vec::new() }]
+    vec![PluginDecl { name: "plugin-0".into(), kek: None, args: Vec::new(), defects: Vec::new(), uses: None, manifest: None }]
 }
 
 /// The mock KMS of a scenario.
@@ -137,6 +144,13 @@ pub struct PluginDecl {
     /// Defects of `kms-faulty-plugin` to switch on (a deliberately broken plugin).
     #[serde(default)]
     pub defects: Vec<DefectName>,
+    /// Run a plugin from a manifest instead of `kms-plugin`: a catalog name
+    /// (`kms-lab plugins list`) or a manifest file, relative to the scenario file.
+    #[serde(default, rename = "use")]
+    pub uses: Option<String>,
+    /// The manifest `uses` names, resolved when the file was loaded.
+    #[serde(skip)]
+    pub manifest: Option<kms_lab_plugins::Manifest>,
 }
 
 /// Where a plugin's KEK lives.

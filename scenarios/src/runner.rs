@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use kms_lab_plugins::ManifestPlugin;
 use kms_lab_stack::mockkms::MockKmsOptions;
 use kms_lab_stack::plugin::{PluginKek, PluginSpec};
+
+use crate::plugin_under_test::PluginUnderTest;
 use kms_lab_stack::provision::Binaries;
 use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
 use serde::{Deserialize, Serialize};
@@ -27,6 +30,8 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// Keep run directories of passing scenarios too.
     pub keep_logs: bool,
+    /// The plugin that stands in for `kms-plugin` in every scenario (`--plugin`), if any.
+    pub plugin: Option<crate::plugin_under_test::PluginUnderTest>,
 }
 
 /// One step as it ran.
@@ -111,14 +116,18 @@ impl ScenarioOutcome {
     }
 }
 
-/// The stack a scenario asks for.
-fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64) -> StackOptions {
+/// The stack a scenario asks for; `manifests` holds the prepared plugin of each plugin that runs
+/// from a manifest (the plugin under test, or the scenario's own `use:`).
+fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64, manifests: &BTreeMap<String, Arc<ManifestPlugin>>) -> StackOptions {
     let spec = &scenario.stack;
     let mut stack = StackOptions::new(&scenario.name, options.binaries.clone(), &options.run_root);
     stack.plugins = spec
         .plugins
         .iter()
         .map(|decl| {
+            if let Some(plugin) = manifests.get(&decl.name) {
+                return plugin.spec(&decl.name);
+            }
             let on_kms = match decl.kek {
                 Some(kind) => kind == KekKind::MockKms,
                 None => spec.mock_kms.is_some(),
@@ -137,6 +146,13 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64) -> StackO
         extra_args: vec!["--seed".into(), seed.to_string()],
         ..MockKmsOptions::default()
     });
+    // A plugin from a manifest always has its KEK in the mock KMS, spoken in its own dialect.
+    for plugin in manifests.values() {
+        let kms = stack
+            .mock_kms
+            .get_or_insert_with(|| MockKmsOptions { extra_args: vec!["--seed".into(), seed.to_string()], ..MockKmsOptions::default() });
+        plugin.serve_dialect_on(kms);
+    }
     stack.start_plugins_first = spec.start == StartOrder::PluginsFirst;
     stack.start_plugins = stack.start_plugins_first;
     let sealed = spec.mock_kms.as_ref().is_some_and(|k| k.sealed);
@@ -149,6 +165,25 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64) -> StackO
         build_encryption(&encryption, seed, sockets).unwrap_or_else(|_| kms_lab_stack::EncryptionConfiguration::new(&[], Vec::new()))
     })));
     stack
+}
+
+/// The plugins of `scenario` that run from a manifest, by stack name, binaries located (built on
+/// first use: minutes for a Go plugin); `Err` says which plugin could not be prepared.
+async fn manifest_plugins(scenario: &Scenario, options: &RunOptions) -> Result<BTreeMap<String, Arc<ManifestPlugin>>, String> {
+    let mut out = BTreeMap::new();
+    for decl in &scenario.stack.plugins {
+        if let Some(under_test) = options.plugin.as_ref().filter(|_| PluginUnderTest::replaces(decl)) {
+            out.insert(decl.name.clone(), under_test.0.clone());
+        } else if let Some(manifest) = decl.manifest.clone() {
+            let name = decl.name.clone();
+            let prepared = tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true))
+                .await
+                .map_err(|e| format!("preparing plugin `{name}` stopped unexpectedly: {e}"))?
+                .map_err(|e| format!("plugin `{name}` cannot run: {e}"))?;
+            out.insert(decl.name.clone(), Arc::new(prepared));
+        }
+    }
+    Ok(out)
 }
 
 /// What to do with the stack of a scenario that passed, before it is torn down (the lab keeps it
@@ -187,11 +222,28 @@ pub async fn run_scenario_then(
         skipped: None,
         timeline: TimelineReport::default(),
     };
+    if let Some(reason) = options.plugin.as_ref().and_then(|plugin| plugin.why_not(scenario)) {
+        progress(&format!("○ {} skipped: {reason}", scenario.name));
+        return ScenarioOutcome::skipped(scenario, seed, reason);
+    }
     progress(&format!("▶ {} — {} (seed {seed})", scenario.name, scenario.title));
     for reference in &scenario.references {
         progress(&format!("  reference: {reference}"));
     }
-    let stack = match Stack::launch(stack_options(scenario, options, seed)).await {
+    let manifests = match manifest_plugins(scenario, options).await {
+        Ok(manifests) => manifests,
+        Err(failure) => {
+            progress(&format!("  ✗ {failure}"));
+            outcome.failure = Some(failure);
+            outcome.skipped_steps = scenario.steps.len();
+            outcome.seconds = started.elapsed().as_secs_f64();
+            return outcome;
+        }
+    };
+    for (name, plugin) in &manifests {
+        progress(&format!("  {name}: {} ({})", plugin.manifest().name, plugin.binary().display()));
+    }
+    let stack = match Stack::launch(stack_options(scenario, options, seed, &manifests)).await {
         Ok(stack) => stack,
         Err(error) => {
             let failure = format!("the stack did not start: {error} (component logs kept under {})", options.run_root.display());
@@ -217,8 +269,25 @@ pub async fn run_scenario_then(
         }
     };
     let mut world = World::new(stack, seed, Some(history));
-    let total = scenario.steps.len();
-    for (index, step) in scenario.steps.iter().enumerate() {
+    if let Some(spec) = &scenario.stack.secret_sync {
+        match crate::steps::sync::SecretSyncLab::start(&world.stack, spec, seed).await {
+            Ok(sync) => {
+                progress(&format!(
+                    "  secret sync controller running (polling every {})",
+                    humantime::format_duration(spec.polling_interval.0)
+                ));
+                world.secret_sync = Some(sync);
+            }
+            Err(error) => {
+                let failure = format!("the secret sync controller did not start: {error}");
+                progress(&format!("  ✗ {failure}"));
+                outcome.failure = Some(failure);
+                outcome.skipped_steps = scenario.steps.len();
+            }
+        }
+    }
+    let total = if outcome.failure.is_some() { 0 } else { scenario.steps.len() };
+    for (index, step) in scenario.steps.iter().take(total).enumerate() {
         let label = steps::label(step);
         let step_started = Instant::now();
         let started_s = (world.timeline().origin().elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
@@ -246,6 +315,9 @@ pub async fn run_scenario_then(
     outcome.passed = outcome.failure.is_none();
     if let (true, Some(hold)) = (outcome.passed, hold) {
         hold(&world).await;
+    }
+    if let Some(sync) = world.secret_sync.take() {
+        sync.stop().await;
     }
     outcome.figures = std::mem::take(&mut world.figures);
     if let Some(history) = world.history() {

@@ -44,6 +44,26 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 11] = [
+        Self::Synced,
+        Self::InvalidSpec,
+        Self::StoreNotFound,
+        Self::StoreMisconfigured,
+        Self::StoreUnavailable,
+        Self::Throttled,
+        Self::AccessDenied,
+        Self::RemoteSecretDeleted,
+        Self::PropertyNotFound,
+        Self::SecretConflict,
+        Self::StoreError,
+    ];
+
+    /// The reason named `name` (as [`Reason::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
     /// The reason as the condition and the events show it.
     pub fn name(self) -> &'static str {
         match self {

@@ -30,6 +30,14 @@ pub fn run(sh: &Shell, args: &TestArgs) -> anyhow::Result<()> {
         if cmd!(sh, "cargo xtask scenarios --tier core --tier incident --junit {junit} --json {json}").run().is_err() {
             failed.push("cargo xtask scenarios");
         }
+        eprintln!(
+            "==> a third-party plugin through the core tier: aws-encryption-provider (built from ../shared/thirdparty on first use) in place of kms-plugin"
+        );
+        let (pjunit, pjson) =
+            ("target/kms-lab/scenarios-aws-encryption-provider-junit.xml", "target/kms-lab/scenarios-aws-encryption-provider.json");
+        if cmd!(sh, "cargo xtask scenarios --tier core --plugin aws-encryption-provider --junit {pjunit} --json {pjson}").run().is_err() {
+            failed.push("cargo xtask scenarios --tier core --plugin aws-encryption-provider");
+        }
         eprintln!("==> running the lab demo on the real stack (cargo xtask lab --demo-only)");
         if cmd!(sh, "cargo xtask lab --demo-only").run().is_err() {
             failed.push("cargo xtask lab --demo-only");

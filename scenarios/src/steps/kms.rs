@@ -81,6 +81,10 @@ impl StepKind for ClearFaults {
 pub struct RotateKek {}
 
 impl StepKind for RotateKek {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::Rotation], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         scope.mock_kms("rotate_kek")
     }
@@ -183,6 +187,10 @@ impl StepKind for EnableKeyVersion {
 pub struct SetCurrentKeyVersion(pub KeyVersionAt);
 
 impl StepKind for SetCurrentKeyVersion {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::Rotation], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         self.0.check(scope, "set_current_key_version")
     }

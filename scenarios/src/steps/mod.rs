@@ -13,6 +13,7 @@ pub mod kms;
 pub mod objects;
 pub mod observe;
 pub mod process;
+pub mod sync;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -40,6 +41,40 @@ pub trait StepKind: Send + Sync {
     fn label(&self) -> String;
     /// Carries the step out.
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a>;
+    /// What a plugin under test (`--plugin`) must be able to do for this step to mean anything:
+    /// capabilities its manifest must list, or why only kms-lab's own plugin can take the step.
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+}
+
+/// What a step needs of the plugin under test ([`StepKind::needs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Capabilities the plugin's manifest must list.
+    pub capabilities: Vec<kms_lab_plugins::Capability>,
+    /// Set when only kms-lab's own plugin can take the step: why.
+    pub own_plugin_only: Option<&'static str>,
+}
+
+impl Needs {
+    /// The capabilities the KMS providers of `spec` call for (v1 → `v1beta1`, v2 → `v2`).
+    pub fn of_encryption(spec: &crate::model::EncryptionSpec) -> Self {
+        use crate::model::{KmsApi, ProviderSpec};
+        let mut capabilities = Vec::new();
+        for provider in spec.values().flatten() {
+            if let ProviderSpec::Kms(kms) = provider {
+                let needed = match kms.api {
+                    KmsApi::V1 => kms_lab_plugins::Capability::V1beta1,
+                    KmsApi::V2 => kms_lab_plugins::Capability::V2,
+                };
+                if !capabilities.contains(&needed) {
+                    capabilities.push(needed);
+                }
+            }
+        }
+        Self { capabilities, own_plugin_only: None }
+    }
 }
 
 /// Declares the [`Step`] enum and its delegation to each step type.
@@ -92,6 +127,8 @@ steps! {
     List(objects::List),
     /// Rewrites every object of a kind: `kubectl get <kind> -A -o json | kubectl replace -f -`.
     Rewrite(objects::Rewrite),
+    /// Rewrites every object of a kind the way `kms-lab migrate` does (paged, retried).
+    Migrate(objects::Migrate),
     /// Writes objects from several writers (with retries) while nested steps run.
     Load(objects::Load),
     /// Puts a mock KMS fault profile in force.
@@ -116,6 +153,8 @@ steps! {
     WaitUntil(observe::WaitUntil),
     /// Checks a condition now.
     Expect(observe::Expect),
+    /// Checks that a condition keeps holding over a stated window.
+    ExpectThroughout(observe::ExpectThroughout),
     /// Samples an apiserver health endpoint for a stated duration and counts its transitions.
     ObserveHealth(observe::ObserveHealth),
     /// Counts the distinct wrapped DEKs (v1) or DEK sources (v2) in etcd: a figure and bounds.
@@ -124,6 +163,14 @@ steps! {
     KmsCalls(observe::KmsCalls),
     /// Lints an apiserver's EncryptionConfiguration with `kms-lab lint` and checks the finding ids.
     Lint(observe::Lint),
+    /// Puts a new version of a remote secret into the mock KMS's secrets manager.
+    PutRemoteSecret(sync::PutRemoteSecret),
+    /// Applies an ExternalSecret the secret sync controller turns into a Secret.
+    ExternalSecret(sync::ExternalSecretStep),
+    /// Stops and starts the secret sync controller (optionally switching `--disable-polling`).
+    RestartSecretSync(sync::RestartSecretSync),
+    /// Replaces the secret sync controller's access policy in the mock KMS.
+    SecretSyncAccess(sync::SecretSyncAccess),
     /// Shows something to a person (raw etcd bytes, a Secret as read back, KMS state): the demo.
     Show(observe::Show),
 }
@@ -159,6 +206,8 @@ pub struct Scope<'a> {
     apiservers: usize,
     marks: BTreeSet<String>,
     in_load: bool,
+    remote_secrets: BTreeSet<String>,
+    external_secrets: BTreeSet<String>,
 }
 
 impl<'a> Scope<'a> {
@@ -170,7 +219,45 @@ impl<'a> Scope<'a> {
             apiservers: 1,
             marks: BTreeSet::new(),
             in_load: false,
+            remote_secrets: BTreeSet::new(),
+            external_secrets: BTreeSet::new(),
         }
+    }
+
+    /// The stack runs the secret sync controller (`what` names the step that needs it).
+    pub fn secret_sync(&self, what: &str) -> Result<(), String> {
+        match &self.scenario.stack.secret_sync {
+            Some(_) => Ok(()),
+            None => Err(format!("`{what}` needs the secret sync controller: add `secret_sync: {{polling_interval: 2s}}` under `stack:`")),
+        }
+    }
+
+    /// Remote secret `name` is put from here on.
+    pub fn add_remote_secret(&mut self, name: &str) {
+        self.remote_secrets.insert(name.to_owned());
+    }
+
+    /// Remote secret `name` was put by an earlier `put_remote_secret`.
+    pub fn remote_secret(&self, name: &str) -> Result<(), String> {
+        if self.remote_secrets.contains(name) {
+            return Ok(());
+        }
+        let known = self.remote_secrets.iter().cloned().collect::<Vec<_>>().join(", ");
+        Err(format!("remote secret `{name}` is not put by an earlier `put_remote_secret` (put so far: {known})"))
+    }
+
+    /// ExternalSecret `name` is applied from here on.
+    pub fn add_external_secret(&mut self, name: &str) {
+        self.external_secrets.insert(name.to_owned());
+    }
+
+    /// ExternalSecret `name` was applied by an earlier `external_secret` step.
+    pub fn external_secret(&self, name: &str) -> Result<(), String> {
+        if self.external_secrets.contains(name) {
+            return Ok(());
+        }
+        let known = self.external_secrets.iter().cloned().collect::<Vec<_>>().join(", ");
+        Err(format!("ExternalSecret `{name}` is not applied by an earlier `external_secret` step (applied so far: {known})"))
     }
 
     /// The scenario being checked.

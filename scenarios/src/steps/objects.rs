@@ -295,6 +295,66 @@ impl StepKind for Rewrite {
     }
 }
 
+/// `migrate: {kind, apiserver}`: the rewrite `kms-lab migrate` does on a real cluster (crate
+/// `ops`): every object re-written through the API in pages, a bounded number in flight, retried
+/// on conflicts and throttling; an object it cannot rewrite fails the step, named.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrate {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+}
+
+impl StepKind for Migrate {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)
+    }
+
+    fn label(&self) -> String {
+        format!("migrate all {} (kms-lab migrate: paged, retried, through the API)", self.kind.resource())
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            use kms_lab_ops::migrate::{MigrateOptions, migrate};
+            use kms_lab_ops::resource::Resource;
+            let resource = match self.kind {
+                Kind::Secret => Resource::secrets(),
+                Kind::Configmap => Resource::configmaps(),
+            };
+            let client = world.stack.kube_client(self.apiserver).await?;
+            let options = MigrateOptions { resources: vec![resource], ..MigrateOptions::default() };
+            let report =
+                migrate(&client, &options, &mut |_, _, _| {}).await.map_err(|e| StepError::Failed(format!("kms-lab migrate: {e}")))?;
+            let failed: Vec<_> = report.failed().collect();
+            if let Some(first) = failed.first() {
+                return Err(StepError::Failed(format!(
+                    "{} object(s) could not be rewritten, e.g. {}: {}",
+                    failed.len(),
+                    first.object,
+                    first.error
+                )));
+            }
+            let name = self.kind.resource();
+            let tracked = world.objects.keys().filter(|o| o.kind == self.kind).count() as u64;
+            let rewritten = report.rewritten();
+            if rewritten < tracked {
+                return Err(StepError::Failed(format!("migrate rewrote {rewritten} {name}, but the scenario wrote {tracked}")));
+            }
+            world.figure(format!("migrate.{name}.objects_per_second"), (report.objects_per_second * 10.0).round() / 10.0);
+            let retried: u64 = report.resources.iter().map(|r| r.conflicts + r.throttled).sum();
+            Ok(format!(
+                "{rewritten} {name} rewritten in {:.1} s ({:.0}/s, {retried} retried, 0 failed)",
+                report.seconds, report.objects_per_second
+            ))
+        })
+    }
+}
+
 async fn rewrite(world: &mut World, rewrite: &Rewrite) -> StepResult {
     let kubectl = world.stack.binaries().kubectl.path.clone();
     let kubeconfig = world.stack.kubeconfig_path(rewrite.apiserver);

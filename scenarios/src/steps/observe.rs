@@ -192,6 +192,57 @@ impl StepKind for Expect {
     }
 }
 
+/// `expect_throughout: {for, condition}`: the condition holds at every observation over a stated
+/// window (a measurement, not a wait: it fails at the first observation that does not hold).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectThroughout {
+    /// How long it must keep holding.
+    #[serde(rename = "for")]
+    pub duration: Dur,
+    /// What must hold.
+    #[serde(with = "serde_yaml::with::singleton_map_recursive")]
+    pub condition: Condition,
+}
+
+impl StepKind for ExpectThroughout {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        if matches!(self.condition, Condition::Write(_) | Condition::Writes(_)) {
+            return Err("`write` and `writes` are conditions to wait for: use `wait_until`".into());
+        }
+        if self.duration.0.is_zero() {
+            return Err("`for: 0s` observes nothing: give the window, e.g. `for: 6s`, or use `expect`".into());
+        }
+        self.condition.check(scope)
+    }
+
+    fn label(&self) -> String {
+        format!("expect for {}: {}", humantime::format_duration(self.duration.0), self.condition.label())
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let mut observations = 0;
+            loop {
+                let seen = self.condition.observe(world, 0).await;
+                observations += 1;
+                if !seen.ok {
+                    return Err(StepError::Failed(format!("after {:.1} s: {}", started.elapsed().as_secs_f64(), seen.text)));
+                }
+                if started.elapsed() >= self.duration.0 {
+                    return Ok(format!(
+                        "held at all {observations} observations over {:.1} s: {}",
+                        started.elapsed().as_secs_f64(),
+                        seen.text
+                    ));
+                }
+                tokio::time::sleep(self.condition.poll_interval()).await;
+            }
+        })
+    }
+}
+
 /// `observe_health`: a measurement over a stated duration, not a wait.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

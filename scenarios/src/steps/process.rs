@@ -138,6 +138,10 @@ impl StepKind for Restart {
 pub struct Reload(pub String);
 
 impl StepKind for Reload {
+    fn needs(&self) -> super::Needs {
+        super::Needs { own_plugin_only: Some("`reload` sends kms-plugin SIGHUP to re-read its KEK file"), ..Default::default() }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         scope.plugin(&self.0)
     }
@@ -169,6 +173,10 @@ pub struct AddApiserver {
 }
 
 impl StepKind for AddApiserver {
+    fn needs(&self) -> super::Needs {
+        super::Needs::of_encryption(&self.encryption)
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         check_encryption(scope, &self.encryption)?;
         scope.add_apiserver();
@@ -215,6 +223,10 @@ pub struct Encryption {
 }
 
 impl StepKind for Encryption {
+    fn needs(&self) -> super::Needs {
+        super::Needs::of_encryption(&self.resources)
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         if let Some(index) = self.apiserver {
             scope.apiserver(index)?;
@@ -292,6 +304,9 @@ pub fn check_stack(scope: &Scope<'_>) -> Result<(), String> {
         if plugin.kek == Some(KekKind::MockKms) && stack.mock_kms.is_none() {
             return Err(format!("plugin `{}` has `kek: mock-kms` but the stack has no `mock_kms:`", plugin.name));
         }
+    }
+    if stack.secret_sync.is_some() && stack.mock_kms.is_none() {
+        return Err("`secret_sync:` reads remote secrets from the mock KMS's secrets manager: add `mock_kms: {}` under `stack:`".into());
     }
     check_encryption(scope, &stack.encryption)
 }

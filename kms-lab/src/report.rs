@@ -1,0 +1,180 @@
+//! `kms-lab report --plugin NAME|FILE --out DIR`: one plugin's report. Conformance on every KMS
+//! API the plugin serves (the plugin started from its manifest against the mock KMS's dialect),
+//! then every applicable core and incident scenario with the plugin in place of kms-plugin, then
+//! `report.md`, `report.html`, `junit.xml` and `report.json` in DIR.
+
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+use kms_lab_conformance::{Api as ConformanceApi, Options as ConformanceOptions, Report as ConformanceReport};
+use kms_lab_plugins::Api;
+use kms_lab_report::{PluginInfo, PluginReport};
+use kms_lab_scenarios::cli::{ScenariosError, jobs_for, prepare_plugin, provision_binaries, run_suite};
+use kms_lab_scenarios::plugin_under_test::PluginUnderTest;
+use kms_lab_scenarios::runner::{self, RunOptions};
+use kms_lab_scenarios::{Tier, load};
+use kms_lab_stack::encryption::{Empty, EncryptionConfiguration, Provider};
+use kms_lab_stack::provision::{Binaries, KUBERNETES_VERSION};
+use kms_lab_stack::{Stack, StackOptions};
+
+/// Options of `kms-lab report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ReportArgs {
+    /// The plugin: a catalog name (`kms-lab plugins list`) or the path of your manifest file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub plugin: String,
+    /// Where `report.md`, `report.html`, `junit.xml` and `report.json` go (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Scenario tiers to run (repeatable; default: core and incident).
+    #[arg(long, value_enum, default_values_t = [Tier::Core, Tier::Incident])]
+    pub tier: Vec<Tier>,
+    /// How many scenarios run at once (default: from the cores and free memory, printed).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: Option<u16>,
+    /// Directory of scenario files (default: `KMS_LAB_SCENARIOS`, else `./scenarios`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Look for kube-apiserver, etcd and kubectl here first.
+    #[arg(long, value_name = "DIR")]
+    pub bin_dir: Option<PathBuf>,
+    /// Kubernetes version to provision.
+    #[arg(long = "k8s-version", value_name = "VERSION", default_value = KUBERNETES_VERSION)]
+    pub kubernetes_version: String,
+}
+
+/// Why no report could be written (a plugin that fails checks or scenarios still gets its report).
+#[derive(Debug, thiserror::Error)]
+pub enum ReportCommandError {
+    /// The plugin, the scenario files or the binaries could not be prepared.
+    #[error(transparent)]
+    Setup(#[from] ScenariosError),
+    /// The plugin did not start in the stack for the conformance run.
+    #[error("the plugin did not start for conformance: {0} (its log is kept in the run directory named above)")]
+    Stack(#[from] kms_lab_stack::StackError),
+    /// Conformance could not run at all against the started plugin.
+    #[error("conformance ({api}) could not run: {source}")]
+    Conformance {
+        /// The API.
+        api: ConformanceApi,
+        /// Why.
+        #[source]
+        source: kms_lab_conformance::ConformanceError,
+    },
+    /// `--out` is not a writable directory, or a file could not be written.
+    #[error(transparent)]
+    Render(#[from] kms_lab_report::ReportError),
+    /// `--out` could not be created.
+    #[error("cannot create --out {path}: {source} (name a writable directory)")]
+    Out {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Ctrl-C or SIGTERM: every process was stopped; nothing was written.
+    #[error("interrupted; every process was stopped and no report was written")]
+    Interrupted,
+}
+
+/// Runs the report; `Ok(true)` when the plugin has no conformance FAIL and no failed scenario.
+pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
+    let begun = SystemTime::now();
+    let started = Instant::now();
+    std::fs::create_dir_all(&args.out).map_err(|source| ReportCommandError::Out { path: args.out.clone(), source })?;
+    // Every file is parsed before minutes of work; a broken one is reported now.
+    let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
+    let scenarios = load::select(&dir, &[], &args.tier).map_err(ScenariosError::from)?;
+    let plugin = prepare_plugin(&args.plugin).await?;
+    let binaries = provision_binaries(args.bin_dir.clone(), &args.kubernetes_version).await?;
+
+    println!("==> conformance on {} ({})", plugin.manifest().name, api_list(&plugin));
+    let conformance = tokio::select! {
+        result = conformance(&plugin, &binaries) => result?,
+        () = kms_lab_scenarios::cli::stop_signal() => return Err(ReportCommandError::Interrupted),
+    };
+
+    let jobs = jobs_for(args.jobs);
+    println!("==> {} scenario(s) of tier(s) {} on {}, {jobs} at once", scenarios.len(), tiers(&args.tier), plugin.manifest().name);
+    let options = RunOptions {
+        binaries,
+        run_root: kms_lab_scenarios::cli::default_run_root(),
+        seed: None,
+        keep_logs: false,
+        plugin: Some(plugin.clone()),
+    };
+    let (suite, interrupted) = run_suite(&scenarios, &options, jobs, &args.kubernetes_version).await;
+    if interrupted {
+        return Err(ReportCommandError::Interrupted);
+    }
+    println!("\n{}", suite.table());
+    let manifest = plugin.manifest();
+    let report = PluginReport {
+        plugin: PluginInfo { name: manifest.name.clone(), description: manifest.description.clone() },
+        conformance,
+        scenarios: suite,
+        started: humantime::format_rfc3339_seconds(begun).to_string(),
+        finished: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        kubernetes_version: args.kubernetes_version.clone(),
+    };
+    let files = kms_lab_report::render(&report, &args.out)?;
+    println!(
+        "report of {} in {:.0} s: {}\n  {}\n  {}\n  {}\n  {}",
+        manifest.name,
+        started.elapsed().as_secs_f64(),
+        if report.passed() { "no conformance FAIL, no failed scenario" } else { "FAILED (see the report)" },
+        files.markdown.display(),
+        files.html.display(),
+        files.junit.display(),
+        files.json.display()
+    );
+    Ok(report.passed())
+}
+
+/// Conformance on each API the plugin serves, on one stack: the mock KMS speaking the plugin's
+/// dialect and the plugin from its manifest; the apiserver stores Secrets as identity, so only
+/// the suite calls the plugin.
+async fn conformance(plugin: &PluginUnderTest, binaries: &Binaries) -> Result<Vec<ConformanceReport>, ReportCommandError> {
+    let mut options = StackOptions::new("report-conformance", binaries.clone(), &kms_lab_scenarios::cli::default_run_root());
+    options.mock_kms = Some(plugin.0.mock_kms_options());
+    options.plugins = vec![plugin.0.spec("plugin-0")];
+    options.encryption = Some(EncryptionConfiguration::new(&["secrets"], vec![Provider::Identity(Empty {})]));
+    let stack = Stack::launch(options).await?;
+    let endpoint = stack.plugin_endpoint("plugin-0").unwrap_or_default();
+    let mut reports = Vec::new();
+    for api in &plugin.manifest().apis {
+        let api = match api {
+            Api::V2 => ConformanceApi::V2,
+            Api::V1beta1 => ConformanceApi::V1beta1,
+        };
+        let checks = ConformanceOptions::new(endpoint.clone(), api);
+        let width = kms_lab_conformance::catalogue().iter().map(|c| c.id.len()).max().unwrap_or(0);
+        print!(
+            "{}",
+            kms_lab_conformance::render_header(&endpoint, api, kms_lab_conformance::catalogue().iter().filter(|c| c.api == api).count())
+        );
+        let result =
+            kms_lab_conformance::run_streamed(&checks, |check| print!("{}", kms_lab_conformance::render_check(check, width))).await;
+        match result {
+            Ok(report) => {
+                print!("{}", kms_lab_conformance::render_summary(&report));
+                reports.push(report);
+            }
+            Err(source) => {
+                stack.shutdown(true).await;
+                return Err(ReportCommandError::Conformance { api, source });
+            }
+        }
+    }
+    stack.shutdown(false).await;
+    Ok(reports)
+}
+
+fn api_list(plugin: &PluginUnderTest) -> String {
+    plugin.manifest().apis.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn tiers(tiers: &[Tier]) -> String {
+    tiers.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+}

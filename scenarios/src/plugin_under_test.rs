@@ -1,0 +1,65 @@
+//! Scenarios on a plugin that is not kms-lab's own (`kms-lab scenarios --plugin NAME|FILE`):
+//! which scenarios mean something for it (the rest are reported as skipped, with the reason),
+//! and which of a scenario's plugins it stands in for.
+
+use std::sync::Arc;
+
+use kms_lab_plugins::{Capability, Manifest, ManifestPlugin};
+
+use crate::model::{PluginDecl, Scenario};
+use crate::steps::Needs;
+
+/// The plugin every scenario runs instead of `kms-plugin`, with its binaries located.
+#[derive(Debug, Clone)]
+pub struct PluginUnderTest(pub Arc<ManifestPlugin>);
+
+impl PluginUnderTest {
+    /// Resolves `wanted` (a catalog name or a manifest file) and locates, or with `allow_build`
+    /// builds, its binaries (blocking: a first Go build takes minutes).
+    pub fn prepare(wanted: &str, allow_build: bool) -> Result<Self, kms_lab_plugins::PluginError> {
+        let manifest = kms_lab_plugins::resolve(wanted)?;
+        Ok(Self(Arc::new(ManifestPlugin::prepare(manifest, allow_build)?)))
+    }
+
+    /// Its manifest.
+    pub fn manifest(&self) -> &Manifest {
+        self.0.manifest()
+    }
+
+    /// Whether it stands in for `decl`: every plugin the scenario declares as plain `kms-plugin`
+    /// (not the deliberately broken `kms-faulty-plugin`, not one with its own `use:`).
+    pub fn replaces(decl: &PluginDecl) -> bool {
+        decl.defects.is_empty() && decl.uses.is_none()
+    }
+
+    /// Why `scenario` means nothing for this plugin (`None`: it runs).
+    pub fn why_not(&self, scenario: &Scenario) -> Option<String> {
+        why_not(scenario, self.manifest())
+    }
+}
+
+/// Why `scenario` means nothing for the plugin of `manifest`, or `None` when it applies.
+pub fn why_not(scenario: &Scenario, manifest: &Manifest) -> Option<String> {
+    let name = &manifest.name;
+    if !scenario.stack.plugins.iter().any(PluginUnderTest::replaces) {
+        return Some(
+            "every plugin of the scenario is kms-faulty-plugin with defects on purpose or a named manifest: it is about those".into(),
+        );
+    }
+    let mut needs = Needs::of_encryption(&scenario.stack.encryption);
+    needs.capabilities.extend(scenario.requires.iter().copied());
+    if let Some(kms) = &scenario.stack.mock_kms
+        && kms.nodes > 1
+    {
+        needs.capabilities.push(Capability::SeveralEndpoints);
+    }
+    for (index, item) in scenario.steps.iter().enumerate() {
+        let step = item.kind().needs();
+        if let Some(why) = step.own_plugin_only {
+            return Some(format!("step {} needs kms-lab's own plugin: {why}", index + 1));
+        }
+        needs.capabilities.extend(step.capabilities);
+    }
+    let lacking = manifest.lacks(&needs.capabilities)?;
+    Some(format!("it needs a plugin with `{lacking}`; {name}'s manifest ({}) does not list it", manifest.path.display()))
+}

@@ -1,0 +1,451 @@
+//! Secret sync (`kms-secret-sync`): the controller runs in the scenario's process with its own
+//! ServiceAccount token (RBAC on the real apiserver) and its own least-privilege credential in the
+//! mock KMS's secrets manager; steps put remote secret versions, apply ExternalSecrets, restart
+//! the controller, change its access policy; the conditions `synced` and `external_secret`
+//! observe the result. Every value put carries the plaintext marker, so `no_plaintext_in_etcd`
+//! covers synced values too; values are never printed, only which version a Secret holds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kms_lab_stack::Stack;
+use kms_secret_sync::decide::Reason;
+use kms_secret_sync::lab::{self, RunningController};
+use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential};
+use mock_kms::api::Action;
+use mock_kms::api::admin::{AccessPolicy, CredentialEntry};
+use mock_kms::dialects::Dialect;
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+
+use super::{Scope, StepFuture, StepKind};
+use crate::conditions::Seen;
+use crate::error::StepError;
+use crate::model::Dur;
+use crate::world::{PLAINTEXT_MARKER, World};
+
+/// The namespace of the ExternalSecrets, their Secrets and the controller's Role.
+pub const NAMESPACE: &str = "default";
+/// The SecretStore every ExternalSecret of a scenario reads from (the stack's mock KMS).
+const STORE: &str = "kms";
+/// The controller's access key in the mock KMS.
+pub const ACCESS_KEY: &str = "secret-sync";
+/// What the controller may call by default: read secret values and decrypt them, nothing else.
+const READER: [Action; 2] = [Action::GetSecretValue, Action::Decrypt];
+
+/// `secret_sync:` under `stack:`: run the controller against the stack's mock KMS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSyncSpec {
+    /// `--polling-interval` (default 120s, as the seed's controller).
+    #[serde(default = "default_interval")]
+    pub polling_interval: Dur,
+    /// `--disable-polling`: read remote secrets only when an ExternalSecret changes, or at start.
+    #[serde(default)]
+    pub disable_polling: bool,
+}
+
+fn default_interval() -> Dur {
+    Dur(Duration::from_secs(120))
+}
+
+/// The running controller and what the scenario put into the store.
+pub struct SecretSyncLab {
+    admin: kube::Client,
+    as_controller: kube::Client,
+    config: ControllerConfig,
+    controller: Option<RunningController>,
+    /// The store with the stack's own (unrestricted) credential, for putting remote secrets.
+    store: StoreClient,
+    key_id: String,
+    /// Every value put per remote secret, oldest first (the value of the JSON property when the
+    /// remote secret is a JSON document).
+    puts: BTreeMap<String, Vec<String>>,
+}
+
+impl std::fmt::Debug for SecretSyncLab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSyncLab").field("remote_secrets", &self.puts.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+fn failed(what: &str) -> impl Fn(kms_secret_sync::LabError) -> StepError + '_ {
+    move |error| StepError::Failed(format!("{what}: {error}"))
+}
+
+impl SecretSyncLab {
+    /// Sets the controller up on `stack` and starts it: its credential and policy in the mock KMS,
+    /// the CRDs, its ServiceAccount and Role, a token, the SecretStore `kms`.
+    pub async fn start(stack: &Stack, spec: &SecretSyncSpec, seed: u64) -> Result<Self, StepError> {
+        let kms = stack.mock_kms().ok_or_else(|| StepError::Failed("secret sync needs the mock KMS".into()))?;
+        let url = kms.dialect_endpoint(Dialect::Native)?.url().to_owned();
+        let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
+        let plugins = CredentialEntry { access_key: kms.options.access_key.clone(), secret_key: kms.options.secret_key.clone() };
+        let controller = CredentialEntry { access_key: ACCESS_KEY.to_owned(), secret_key: secret_key.clone() };
+        kms.set_credential_entries(&[plugins, controller]).await?;
+        kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &READER)).await?;
+
+        let admin = stack.kube_client(0).await?;
+        lab::install_crds(&admin).await.map_err(failed("install the CRDs"))?;
+        lab::grant_controller(&admin, NAMESPACE).await.map_err(failed("apply the controller's RBAC"))?;
+        let token = lab::service_account_token(&admin, NAMESPACE, kms_secret_sync::rbac::NAME).await.map_err(failed("get its token"))?;
+        let as_controller = lab::client_with_token(&stack.kubeconfig_path(0), &token).await.map_err(failed("build its client"))?;
+        let config = ControllerConfig {
+            namespace: Some(NAMESPACE.into()),
+            polling_interval: spec.polling_interval.0,
+            disable_polling: spec.disable_polling,
+            reconcile_period: Duration::from_millis(200),
+            backoff_base: Duration::from_millis(500),
+            ..Default::default()
+        };
+        let running = RunningController::start(as_controller.clone(), config.clone()).await;
+        lab::create_store(&admin, NAMESPACE, STORE, &url, &StoreCredential::new(ACCESS_KEY, secret_key))
+            .await
+            .map_err(failed("create the SecretStore"))?;
+        let own = StoreCredential::new(kms.options.access_key.clone(), kms.options.secret_key.clone());
+        Ok(Self {
+            admin,
+            as_controller,
+            config,
+            controller: Some(running),
+            store: StoreClient::new(reqwest::Client::new(), &url, own, Duration::from_secs(10)),
+            key_id: kms.options.key_id.clone(),
+            puts: BTreeMap::new(),
+        })
+    }
+
+    /// Stops the controller (reconciles in flight finish, bounded).
+    pub async fn stop(mut self) {
+        if let Some(controller) = self.controller.take() {
+            controller.stop().await;
+        }
+    }
+}
+
+fn reader_policy(key_id: &str, actions: &[Action]) -> AccessPolicy {
+    AccessPolicy::allow(actions.iter().copied(), ["secret/*".to_owned(), format!("key/{key_id}")])
+}
+
+fn sync(world: &mut World) -> Result<&mut SecretSyncLab, StepError> {
+    world.secret_sync.as_mut().ok_or_else(|| StepError::Failed("the stack runs no secret sync".into()))
+}
+
+/// `put_remote_secret: {name, property}`: a new version of remote secret `name` in the mock KMS's
+/// secrets manager (created on the first put); with `property`, the value is a JSON document
+/// `{"PROPERTY": VALUE}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutRemoteSecret {
+    /// The remote secret's name.
+    pub name: String,
+    /// Put a JSON document with the value under this property.
+    #[serde(default)]
+    pub property: Option<String>,
+}
+
+impl StepKind for PutRemoteSecret {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.secret_sync("put_remote_secret")?;
+        scope.add_remote_secret(&self.name);
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        match &self.property {
+            Some(property) => format!("put a new version of remote secret `{}` (JSON, property `{property}`)", self.name),
+            None => format!("put a new version of remote secret `{}`", self.name),
+        }
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let seed = world.seed();
+            let sync = sync(world)?;
+            let version = sync.puts.get(&self.name).map_or(0, Vec::len) + 1;
+            let digest =
+                Sha256::new().chain_update(seed.to_be_bytes()).chain_update(&self.name).chain_update(version.to_be_bytes()).finalize();
+            let value = format!("{PLAINTEXT_MARKER}{}:v{version}:{}", self.name, hex::encode(&digest[..8]));
+            let body = match &self.property {
+                Some(property) => serde_json::json!({ property: value }).to_string(),
+                None => value.clone(),
+            };
+            let answer = if version == 1 {
+                sync.store.create_secret(&self.name, &body, &sync.key_id).await
+            } else {
+                sync.store.put_secret_value(&self.name, &body).await
+            };
+            answer.map_err(|e| StepError::Failed(format!("the store refused the put of `{}`: {e}", self.name)))?;
+            sync.puts.entry(self.name.clone()).or_default().push(value);
+            Ok(format!("version {version} of `{}` put ({} bytes)", self.name, body.len()))
+        })
+    }
+}
+
+/// One entry of an ExternalSecret: Secret key `key` from remote secret `remote` (its current
+/// version), or from one property of it when the remote value is JSON.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntrySpec {
+    /// The key in the Secret.
+    pub key: String,
+    /// The remote secret's name.
+    pub remote: String,
+    /// The JSON property to extract (`password` → JSON path `$.password`).
+    #[serde(default)]
+    pub property: Option<String>,
+}
+
+/// `external_secret: {name, entries, refresh}`: applies ExternalSecret `name` (its Secret has
+/// the same name) reading from the stack's store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSecretStep {
+    /// The ExternalSecret's (and its Secret's) name.
+    pub name: String,
+    /// Its entries.
+    pub entries: Vec<EntrySpec>,
+    /// Its own `refreshInterval` (default: the controller's polling interval).
+    #[serde(default)]
+    pub refresh: Option<Dur>,
+}
+
+impl StepKind for ExternalSecretStep {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.secret_sync("external_secret")?;
+        if self.entries.is_empty() {
+            return Err("`entries` is empty: give at least one `{key, remote}`".into());
+        }
+        scope.add_external_secret(&self.name);
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        let entries: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| format!("{} ← {}{}", e.key, e.remote, e.property.as_deref().map(|p| format!(".{p}")).unwrap_or_default()))
+            .collect();
+        format!("apply ExternalSecret `{}` [{}]", self.name, entries.join(", "))
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let sync = sync(world)?;
+            let entries = self
+                .entries
+                .iter()
+                .map(|e| {
+                    let mut entry = lab::entry(&e.key, &e.remote);
+                    entry.property = e.property.as_ref().map(|p| format!("$.{p}"));
+                    entry
+                })
+                .collect();
+            let mut es = lab::external_secret(&self.name, STORE, entries);
+            es.spec.refresh_interval = self.refresh.map(|d| humantime::format_duration(d.0).to_string());
+            lab::apply_external_secret(&sync.admin, NAMESPACE, &es).await.map_err(failed("apply the ExternalSecret"))?;
+            Ok(format!("ExternalSecret `{NAMESPACE}/{}` applied", self.name))
+        })
+    }
+}
+
+/// `restart_secret_sync: {disable_polling}`: stops the controller and starts it again, with
+/// `--disable-polling` switched as given (default: unchanged).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSecretSync {
+    /// Whether the restarted controller polls.
+    #[serde(default)]
+    pub disable_polling: Option<bool>,
+}
+
+impl StepKind for RestartSecretSync {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.secret_sync("restart_secret_sync")
+    }
+
+    fn label(&self) -> String {
+        match self.disable_polling {
+            Some(true) => "restart the secret sync controller with --disable-polling".into(),
+            Some(false) => "restart the secret sync controller, polling".into(),
+            None => "restart the secret sync controller".into(),
+        }
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let sync = sync(world)?;
+            if let Some(controller) = sync.controller.take() {
+                controller.stop().await;
+            }
+            if let Some(disable) = self.disable_polling {
+                sync.config.disable_polling = disable;
+            }
+            sync.controller = Some(RunningController::start(sync.as_controller.clone(), sync.config.clone()).await);
+            Ok(format!("running again ({})", if sync.config.disable_polling { "polling disabled" } else { "polling" }))
+        })
+    }
+}
+
+/// `secret_sync_access: {allow}`: the controller's access policy in the mock KMS becomes an
+/// allow-list of these actions on remote secrets and the key (it starts as GetSecretValue and
+/// Decrypt); a call it does not allow answers `Forbidden` and is audited.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSyncAccess {
+    /// The actions it may call (e.g. `[Decrypt]` denies GetSecretValue).
+    pub allow: Vec<Action>,
+}
+
+impl StepKind for SecretSyncAccess {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.secret_sync("secret_sync_access")
+    }
+
+    fn label(&self) -> String {
+        let allow: Vec<&str> = self.allow.iter().map(|a| a.name()).collect();
+        format!("the controller's access policy allows [{}]", allow.join(", "))
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let kms = world.stack.mock_kms().ok_or_else(|| StepError::Failed("the stack runs no mock KMS".into()))?;
+            kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &self.allow)).await?;
+            Ok(format!("policy of `{ACCESS_KEY}` in force on every node"))
+        })
+    }
+}
+
+/// Which of the values put to a remote secret a Secret must hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Holds {
+    /// The value put last.
+    #[default]
+    Latest,
+    /// The value put before the last (a Secret that kept its last good value, or did not poll).
+    Previous,
+}
+
+/// Condition `synced: {secret, key, remote, holds}`: Secret `secret`'s `key` holds the value put
+/// last (or before last) to remote secret `remote`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Synced {
+    /// The Secret (the ExternalSecret's name).
+    pub secret: String,
+    /// The key in it.
+    pub key: String,
+    /// The remote secret its value comes from.
+    pub remote: String,
+    /// Which version (default: the latest).
+    #[serde(default)]
+    pub holds: Holds,
+}
+
+impl Synced {
+    /// Load-time checks: the ExternalSecret was applied and the remote secret put before.
+    pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        scope.secret_sync("synced")?;
+        scope.external_secret(&self.secret)?;
+        scope.remote_secret(&self.remote)
+    }
+
+    /// `secret app key password holds the latest value of db`.
+    pub fn label(&self) -> String {
+        let which = match self.holds {
+            Holds::Latest => "latest",
+            Holds::Previous => "previous",
+        };
+        format!("Secret `{}` key `{}` holds the {which} value put to `{}`", self.secret, self.key, self.remote)
+    }
+
+    /// Reads the Secret and names the version it holds (never the value).
+    pub async fn observe(&self, world: &mut World) -> Seen {
+        let Some(sync) = world.secret_sync.as_ref() else {
+            return Seen { ok: false, text: "the stack runs no secret sync".into() };
+        };
+        let puts = sync.puts.get(&self.remote).map(Vec::as_slice).unwrap_or_default();
+        let wanted = match self.holds {
+            Holds::Latest => puts.len().checked_sub(1),
+            Holds::Previous => puts.len().checked_sub(2),
+        };
+        let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(sync.admin.clone(), NAMESPACE);
+        let secret = match api.get_opt(&self.secret).await {
+            Ok(secret) => secret,
+            Err(e) => return Seen { ok: false, text: format!("reading Secret `{}` failed: {e}", self.secret) },
+        };
+        let value = secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(&self.key)).map(|v| v.0.clone());
+        let held = value.as_ref().and_then(|v| puts.iter().position(|p| p.as_bytes() == v.as_slice()));
+        let text = match (&secret, &value, held) {
+            (None, _, _) => format!("no Secret `{}`", self.secret),
+            (Some(_), None, _) => format!("Secret `{}` has no key `{}`", self.secret, self.key),
+            (Some(_), Some(v), None) => {
+                format!("key `{}` holds {} bytes that are none of the {} value(s) put to `{}`", self.key, v.len(), puts.len(), self.remote)
+            }
+            (Some(_), Some(_), Some(index)) => {
+                format!("key `{}` holds version {} of {} put to `{}`", self.key, index + 1, puts.len(), self.remote)
+            }
+        };
+        Seen { ok: wanted.is_some() && held == wanted, text }
+    }
+}
+
+/// A `Ready` reason of an ExternalSecret, as the controller names it (`StoreUnavailable`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReasonName(pub Reason);
+
+impl<'de> Deserialize<'de> for ReasonName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Reason::from_name(&text).map(ReasonName).ok_or_else(|| {
+            let known: Vec<&str> = Reason::ALL.iter().map(|r| r.name()).collect();
+            serde::de::Error::custom(format!("unknown reason `{text}`: expected one of {}", known.join(", ")))
+        })
+    }
+}
+
+/// Condition `external_secret: {name, ready, reason}`: ExternalSecret `name`'s `Ready` condition.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalSecretReady {
+    /// The ExternalSecret.
+    pub name: String,
+    /// `Ready` must be `True` (true) or `False` (false).
+    pub ready: bool,
+    /// And its reason must be this.
+    #[serde(default)]
+    pub reason: Option<ReasonName>,
+}
+
+impl ExternalSecretReady {
+    /// Load-time checks: the ExternalSecret was applied before.
+    pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        scope.secret_sync("external_secret")?;
+        scope.external_secret(&self.name)
+    }
+
+    /// `ExternalSecret app Ready=False (StoreUnavailable)`.
+    pub fn label(&self) -> String {
+        let reason = self.reason.map(|r| format!(" ({})", r.0)).unwrap_or_default();
+        format!("ExternalSecret `{}` Ready={}{reason}", self.name, if self.ready { "True" } else { "False" })
+    }
+
+    /// Reads the ExternalSecret's status.
+    pub async fn observe(&self, world: &mut World) -> Seen {
+        let Some(sync) = world.secret_sync.as_ref() else {
+            return Seen { ok: false, text: "the stack runs no secret sync".into() };
+        };
+        let api: kube::Api<kms_secret_sync::crd::ExternalSecret> = kube::Api::namespaced(sync.admin.clone(), NAMESPACE);
+        let status = match api.get_opt(&self.name).await {
+            Ok(Some(es)) => es.status.unwrap_or_default(),
+            Ok(None) => return Seen { ok: false, text: format!("no ExternalSecret `{}`", self.name) },
+            Err(e) => return Seen { ok: false, text: format!("reading ExternalSecret `{}` failed: {e}", self.name) },
+        };
+        let Some(ready) = status.ready() else {
+            return Seen { ok: false, text: "no Ready condition yet".into() };
+        };
+        let want = if self.ready { "True" } else { "False" };
+        let ok = ready.status == want && self.reason.is_none_or(|r| ready.reason == r.0.name());
+        Seen { ok, text: format!("Ready={} reason={}: {}", ready.status, ready.reason, ready.message) }
+    }
+}
