@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
 use kms_lab_conformance::{Api as ConformanceApi, Options as ConformanceOptions, Report as ConformanceReport};
-use kms_lab_plugins::Api;
+use kms_lab_plugins::{Api, Rotation};
 use kms_lab_report::{PluginInfo, PluginReport};
 use kms_lab_scenarios::cli::{ScenariosError, jobs_for, prepare_plugin, provision_binaries, run_suite};
 use kms_lab_scenarios::plugin_under_test::PluginUnderTest;
@@ -41,6 +41,10 @@ pub struct ReportArgs {
     /// Kubernetes version to provision.
     #[arg(long = "k8s-version", value_name = "VERSION", default_value = KUBERNETES_VERSION)]
     pub kubernetes_version: String,
+    /// Where the stack's components run: `process` or `container` (Docker, images built offline
+    /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
+    #[arg(long, value_name = "RUNTIME")]
+    pub runtime: Option<kms_lab_stack::Runtime>,
 }
 
 /// Why no report could be written (a plugin that fails checks or scenarios still gets its report).
@@ -82,6 +86,9 @@ pub enum ReportCommandError {
 pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     let begun = SystemTime::now();
     let started = Instant::now();
+    if let Some(runtime) = args.runtime {
+        kms_lab_stack::Runtime::choose_for_process(runtime);
+    }
     std::fs::create_dir_all(&args.out).map_err(|source| ReportCommandError::Out { path: args.out.clone(), source })?;
     // Every file is parsed before minutes of work; a broken one is reported now.
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
@@ -148,7 +155,8 @@ async fn conformance(plugin: &PluginUnderTest, binaries: &Binaries) -> Result<Ve
             Api::V2 => ConformanceApi::V2,
             Api::V1beta1 => ConformanceApi::V1beta1,
         };
-        let checks = ConformanceOptions::new(endpoint.clone(), api);
+        let mut checks = ConformanceOptions::new(endpoint.clone(), api);
+        checks.rotate_command = rotate_command(plugin, &stack);
         let width = kms_lab_conformance::catalogue().iter().map(|c| c.id.len()).max().unwrap_or(0);
         print!(
             "{}",
@@ -169,6 +177,21 @@ async fn conformance(plugin: &PluginUnderTest, binaries: &Binaries) -> Result<Ve
     }
     stack.shutdown(false).await;
     Ok(reports)
+}
+
+/// The shell command that rotates the plugin's KEK, when its manifest says how: a rotation in the
+/// mock KMS (its admin API, `POST /admin/keys/KEY/rotate`) for a plugin whose key_id follows it,
+/// or the manifest's own command. `None` (rotation checks skipped, with the reason) for a plugin
+/// whose key_id stays the same or that cannot rotate.
+fn rotate_command(plugin: &PluginUnderTest, stack: &Stack) -> Option<String> {
+    match &plugin.manifest().rotation {
+        Rotation::RemoteKeyIdFollows => {
+            let kms = stack.mock_kms()?;
+            let url = format!("http://127.0.0.1:{}{}", kms.nodes.first()?.port, mock_kms::api::admin::path::rotate(&kms.options.key_id));
+            Some(format!("python3 -c \"import urllib.request as u; u.urlopen(u.Request('{url}', method='POST'), timeout=10)\""))
+        }
+        Rotation::Command(_) | Rotation::RemoteKeyIdStays | Rotation::None => None,
+    }
 }
 
 fn api_list(plugin: &PluginUnderTest) -> String {

@@ -50,6 +50,8 @@ pub enum Condition {
     Synced(crate::steps::sync::Synced),
     /// An ExternalSecret's `Ready` condition.
     ExternalSecret(crate::steps::sync::ExternalSecretReady),
+    /// What `kms-lab inspect` (reading etcd directly, headers only) counts for a kind.
+    Inspect(InspectExpect),
 }
 
 /// One observation: whether the condition holds, and what was seen.
@@ -100,6 +102,7 @@ impl Condition {
             Self::Writes(_) => Ok(()),
             Self::Synced(s) => s.check(scope),
             Self::ExternalSecret(e) => e.check(scope),
+            Self::Inspect(i) => kms_lab_ops::inspect::ProviderRef::parse(&i.all_under).map(drop).map_err(|e| format!("inspect: {e}")),
         }
     }
 
@@ -142,6 +145,12 @@ impl Condition {
             Self::Writes(w) => format!("the load stored {} more writes", w.at_least),
             Self::Synced(s) => s.label(),
             Self::ExternalSecret(e) => e.label(),
+            Self::Inspect(i) => format!(
+                "kms-lab inspect: every {} under {}{}",
+                i.kind.resource(),
+                i.all_under,
+                i.count.map(|c| format!(", {c} of them")).unwrap_or_default()
+            ),
         }
     }
 
@@ -178,6 +187,7 @@ impl Condition {
             Self::Listed(l) => (observe_listed(world, l).await, None),
             Self::Synced(s) => (s.observe(world).await, None),
             Self::ExternalSecret(e) => (e.observe(world).await, None),
+            Self::Inspect(i) => (observe_inspect(world, i).await, None),
             Self::Writes(w) => {
                 let now = world.load_writes();
                 let more = now.saturating_sub(baseline);
@@ -553,6 +563,53 @@ async fn observe_audit(world: &World, expect: &AuditCount) -> (Seen, Option<f64>
         bounds.describe()
     );
     (Seen::new(bounds.holds(count), text), Some(count))
+}
+
+/// `inspect: {kind, all_under, count}`: `kms-lab inspect`'s count of one kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InspectExpect {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// Every object of the kind must be under this provider: `identity`, `aescbc:key1`,
+    /// `kms-v2:lab-kms`, or a kind alone (`kms-v2`) for any name.
+    pub all_under: String,
+    /// And there must be exactly this many.
+    #[serde(default)]
+    pub count: Option<u64>,
+}
+
+async fn observe_inspect(world: &World, expect: &InspectExpect) -> Seen {
+    use kms_lab_ops::inspect::{InspectOptions, ProviderRef, inspect};
+    let resource = expect.kind.ops_resource();
+    let Ok(pattern) = ProviderRef::parse(&expect.all_under) else {
+        return Seen::new(false, format!("`{}` is not a provider", expect.all_under));
+    };
+    let etcd = match world.stack.etcd_client() {
+        Ok(etcd) => etcd,
+        Err(e) => return Seen::new(false, format!("no etcd client: {e}")),
+    };
+    let options = InspectOptions { resources: vec![resource.clone()], config: None, ..InspectOptions::default() };
+    let report = match inspect(&etcd, &options, &mut |_, _, _| {}).await {
+        Ok(report) => report,
+        Err(e) => return Seen::new(false, format!("kms-lab inspect failed: {e}")),
+    };
+    let Some(summary) = report.resource(&resource) else {
+        return Seen::new(false, format!("kms-lab inspect reported nothing for {resource}"));
+    };
+    let under = summary.objects_under(&pattern);
+    let providers: Vec<String> = summary.providers.iter().map(|p| format!("{} × {}", p.objects, p.provider)).collect();
+    let text = format!(
+        "{} {resource} at revision {}: {}; {} DEK source(s), {} malformed",
+        summary.objects,
+        report.revision,
+        if providers.is_empty() { "none".to_owned() } else { providers.join(", ") },
+        summary.dek_sources,
+        summary.malformed.len()
+    );
+    let ok = under == summary.objects && summary.malformed.is_empty() && expect.count.is_none_or(|c| c == summary.objects);
+    Seen::new(ok, text)
 }
 
 async fn observe_etcd(world: &World, expect: &EtcdExpect) -> Seen {

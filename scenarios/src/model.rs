@@ -319,6 +319,14 @@ impl Kind {
             Self::Configmap => "configmaps",
         }
     }
+
+    /// The resource as `kms-lab inspect` and `migrate` (crate ops) name it.
+    pub fn ops_resource(self) -> kms_lab_ops::resource::Resource {
+        match self {
+            Self::Secret => kms_lab_ops::resource::Resource::secrets(),
+            Self::Configmap => kms_lab_ops::resource::Resource::configmaps(),
+        }
+    }
 }
 
 /// A key id compared with a plugin's Status key id remembered at a mark.

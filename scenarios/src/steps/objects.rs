@@ -307,27 +307,48 @@ pub struct Migrate {
     /// The apiserver to call.
     #[serde(default)]
     pub apiserver: usize,
+    /// A checkpoint (a file in the run directory by this name): a later `migrate` with the same
+    /// checkpoint resumes after the last page finished.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// Stop once at least this many objects were rewritten (the checkpoint written), as an
+    /// operator interrupting the migration would; a later `migrate` with the checkpoint finishes.
+    #[serde(default)]
+    pub stop_after: Option<u64>,
 }
 
 impl StepKind for Migrate {
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        if self.stop_after.is_some() && self.checkpoint.is_none() {
+            return Err("`stop_after` interrupts the migration: add `checkpoint: NAME` so a later `migrate` can resume it".into());
+        }
+        if let Some(name) = &self.checkpoint
+            && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("checkpoint `{name}`: use letters, digits, `-` and `_` (it names a file in the run directory)"));
+        }
         scope.apiserver(self.apiserver)
     }
 
     fn label(&self) -> String {
-        format!("migrate all {} (kms-lab migrate: paged, retried, through the API)", self.kind.resource())
+        let mut label = format!("migrate all {} (kms-lab migrate: paged, retried, through the API)", self.kind.resource());
+        if let Some(name) = &self.checkpoint {
+            label.push_str(&format!(", checkpoint `{name}`"));
+        }
+        if let Some(n) = self.stop_after {
+            label.push_str(&format!(", stopping after {n}"));
+        }
+        label
     }
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             use kms_lab_ops::migrate::{MigrateOptions, migrate};
-            use kms_lab_ops::resource::Resource;
-            let resource = match self.kind {
-                Kind::Secret => Resource::secrets(),
-                Kind::Configmap => Resource::configmaps(),
-            };
+            let resource = self.kind.ops_resource();
             let client = world.stack.kube_client(self.apiserver).await?;
-            let options = MigrateOptions { resources: vec![resource], ..MigrateOptions::default() };
+            let checkpoint = self.checkpoint.as_ref().map(|name| world.stack.run_dir().join(format!("migrate-{name}.checkpoint.json")));
+            let options =
+                MigrateOptions { resources: vec![resource], checkpoint, stop_after: self.stop_after, ..MigrateOptions::default() };
             let report =
                 migrate(&client, &options, &mut |_, _, _| {}).await.map_err(|e| StepError::Failed(format!("kms-lab migrate: {e}")))?;
             let failed: Vec<_> = report.failed().collect();
@@ -342,13 +363,22 @@ impl StepKind for Migrate {
             let name = self.kind.resource();
             let tracked = world.objects.keys().filter(|o| o.kind == self.kind).count() as u64;
             let rewritten = report.rewritten();
-            if rewritten < tracked {
-                return Err(StepError::Failed(format!("migrate rewrote {rewritten} {name}, but the scenario wrote {tracked}")));
+            let already_done: u64 = report.resources.iter().map(|r| r.already_done).sum();
+            if report.stopped_early {
+                if self.stop_after.is_none_or(|n| rewritten < n) {
+                    return Err(StepError::Failed(format!("migrate stopped early after {rewritten} {name} without being asked to")));
+                }
+            } else if rewritten + already_done < tracked {
+                return Err(StepError::Failed(format!(
+                    "migrate rewrote {rewritten} {name} (and an earlier run {already_done}), but the scenario wrote {tracked}"
+                )));
             }
             world.figure(format!("migrate.{name}.objects_per_second"), (report.objects_per_second * 10.0).round() / 10.0);
             let retried: u64 = report.resources.iter().map(|r| r.conflicts + r.throttled).sum();
+            let resumed = if already_done > 0 { format!(", {already_done} done by an earlier run") } else { String::new() };
+            let stopped = if report.stopped_early { ", stopped as asked (checkpoint written)" } else { "" };
             Ok(format!(
-                "{rewritten} {name} rewritten in {:.1} s ({:.0}/s, {retried} retried, 0 failed)",
+                "{rewritten} {name} rewritten in {:.1} s ({:.0}/s, {retried} retried, 0 failed{resumed}){stopped}",
                 report.seconds, report.objects_per_second
             ))
         })

@@ -43,6 +43,12 @@ pub struct SecretSyncSpec {
     /// `--disable-polling`: read remote secrets only when an ExternalSecret changes, or at start.
     #[serde(default)]
     pub disable_polling: bool,
+    /// `--store-qps`: calls to the store per second over all ExternalSecrets (default 10).
+    #[serde(default)]
+    pub store_qps: Option<std::num::NonZeroU32>,
+    /// `--store-burst`: calls allowed in a burst (default 20).
+    #[serde(default)]
+    pub store_burst: Option<std::num::NonZeroU32>,
 }
 
 fn default_interval() -> Dur {
@@ -97,6 +103,11 @@ impl SecretSyncLab {
             reconcile_period: Duration::from_millis(200),
             backoff_base: Duration::from_millis(500),
             ..Default::default()
+        };
+        let config = ControllerConfig {
+            store_qps: spec.store_qps.unwrap_or(config.store_qps),
+            store_burst: spec.store_burst.unwrap_or(config.store_burst),
+            ..config
         };
         let running = RunningController::start(as_controller.clone(), config.clone()).await;
         lab::create_store(&admin, NAMESPACE, STORE, &url, &StoreCredential::new(ACCESS_KEY, secret_key))
@@ -207,6 +218,17 @@ pub struct ExternalSecretStep {
     /// Its own `refreshInterval` (default: the controller's polling interval).
     #[serde(default)]
     pub refresh: Option<Dur>,
+    /// Apply this many alike, named `<name>-000`, `<name>-001`, … (default: one, named `name`).
+    #[serde(default)]
+    pub count: Option<usize>,
+}
+
+/// The names `count` ExternalSecrets of base name `name` get (one: `name` itself).
+pub fn names(name: &str, count: Option<usize>) -> Vec<String> {
+    match count {
+        None => vec![name.to_owned()],
+        Some(count) => (0..count).map(|i| format!("{name}-{i:03}")).collect(),
+    }
 }
 
 impl StepKind for ExternalSecretStep {
@@ -215,7 +237,15 @@ impl StepKind for ExternalSecretStep {
         if self.entries.is_empty() {
             return Err("`entries` is empty: give at least one `{key, remote}`".into());
         }
-        scope.add_external_secret(&self.name);
+        if self.count == Some(0) {
+            return Err("`count: 0` applies nothing: leave `count` out for one, or give at least 1".into());
+        }
+        for name in names(&self.name, self.count) {
+            scope.add_external_secret(&name);
+        }
+        if self.count.is_some() {
+            scope.add_external_secret(&self.name);
+        }
         Ok(())
     }
 
@@ -225,13 +255,16 @@ impl StepKind for ExternalSecretStep {
             .iter()
             .map(|e| format!("{} ← {}{}", e.key, e.remote, e.property.as_deref().map(|p| format!(".{p}")).unwrap_or_default()))
             .collect();
-        format!("apply ExternalSecret `{}` [{}]", self.name, entries.join(", "))
+        match self.count {
+            Some(count) => format!("apply {count} ExternalSecrets `{}-NNN` [{}]", self.name, entries.join(", ")),
+            None => format!("apply ExternalSecret `{}` [{}]", self.name, entries.join(", ")),
+        }
     }
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let sync = sync(world)?;
-            let entries = self
+            let entries: Vec<_> = self
                 .entries
                 .iter()
                 .map(|e| {
@@ -240,10 +273,16 @@ impl StepKind for ExternalSecretStep {
                     entry
                 })
                 .collect();
-            let mut es = lab::external_secret(&self.name, STORE, entries);
-            es.spec.refresh_interval = self.refresh.map(|d| humantime::format_duration(d.0).to_string());
-            lab::apply_external_secret(&sync.admin, NAMESPACE, &es).await.map_err(failed("apply the ExternalSecret"))?;
-            Ok(format!("ExternalSecret `{NAMESPACE}/{}` applied", self.name))
+            let names = names(&self.name, self.count);
+            for name in &names {
+                let mut es = lab::external_secret(name, STORE, entries.clone());
+                es.spec.refresh_interval = self.refresh.map(|d| humantime::format_duration(d.0).to_string());
+                lab::apply_external_secret(&sync.admin, NAMESPACE, &es).await.map_err(failed("apply the ExternalSecret"))?;
+            }
+            Ok(match self.count {
+                Some(count) => format!("{count} ExternalSecrets `{NAMESPACE}/{}-NNN` applied", self.name),
+                None => format!("ExternalSecret `{NAMESPACE}/{}` applied", self.name),
+            })
         })
     }
 }
@@ -340,6 +379,10 @@ pub struct Synced {
     /// Which version (default: the latest).
     #[serde(default)]
     pub holds: Holds,
+    /// `secret` names `count` Secrets `<secret>-000`, … (an `external_secret` with `count`): every
+    /// one must hold it.
+    #[serde(default)]
+    pub count: Option<usize>,
 }
 
 impl Synced {
@@ -359,7 +402,7 @@ impl Synced {
         format!("Secret `{}` key `{}` holds the {which} value put to `{}`", self.secret, self.key, self.remote)
     }
 
-    /// Reads the Secret and names the version it holds (never the value).
+    /// Reads the Secret(s) and names the version held (never the value).
     pub async fn observe(&self, world: &mut World) -> Seen {
         let Some(sync) = world.secret_sync.as_ref() else {
             return Seen { ok: false, text: "the stack runs no secret sync".into() };
@@ -370,23 +413,49 @@ impl Synced {
             Holds::Previous => puts.len().checked_sub(2),
         };
         let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(sync.admin.clone(), NAMESPACE);
-        let secret = match api.get_opt(&self.secret).await {
-            Ok(secret) => secret,
-            Err(e) => return Seen { ok: false, text: format!("reading Secret `{}` failed: {e}", self.secret) },
-        };
-        let value = secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(&self.key)).map(|v| v.0.clone());
-        let held = value.as_ref().and_then(|v| puts.iter().position(|p| p.as_bytes() == v.as_slice()));
-        let text = match (&secret, &value, held) {
-            (None, _, _) => format!("no Secret `{}`", self.secret),
-            (Some(_), None, _) => format!("Secret `{}` has no key `{}`", self.secret, self.key),
-            (Some(_), Some(v), None) => {
-                format!("key `{}` holds {} bytes that are none of the {} value(s) put to `{}`", self.key, v.len(), puts.len(), self.remote)
+        let names = names(&self.secret, self.count);
+        let mut holding = 0;
+        let mut first_miss = None;
+        for name in &names {
+            let secret = match api.get_opt(name).await {
+                Ok(secret) => secret,
+                Err(e) => return Seen { ok: false, text: format!("reading Secret `{name}` failed: {e}") },
+            };
+            let value = secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(&self.key)).map(|v| v.0.clone());
+            let held = value.as_ref().and_then(|v| puts.iter().position(|p| p.as_bytes() == v.as_slice()));
+            if wanted.is_some() && held == wanted {
+                holding += 1;
+                continue;
             }
-            (Some(_), Some(_), Some(index)) => {
-                format!("key `{}` holds version {} of {} put to `{}`", self.key, index + 1, puts.len(), self.remote)
+            let seen = match (&secret, &value, held) {
+                (None, _, _) => format!("no Secret `{name}`"),
+                (Some(_), None, _) => format!("Secret `{name}` has no key `{}`", self.key),
+                (Some(_), Some(v), None) => {
+                    format!(
+                        "`{name}` key `{}` holds {} bytes that are none of the {} value(s) put to `{}`",
+                        self.key,
+                        v.len(),
+                        puts.len(),
+                        self.remote
+                    )
+                }
+                (Some(_), Some(_), Some(index)) => {
+                    format!("`{name}` key `{}` holds version {} of {} put to `{}`", self.key, index + 1, puts.len(), self.remote)
+                }
+            };
+            first_miss.get_or_insert(seen);
+            if self.count.is_none() {
+                break;
             }
+        }
+        let version = wanted.map_or("no version".to_owned(), |w| format!("version {} of {}", w + 1, puts.len()));
+        let text = match (first_miss, self.count) {
+            (None, None) => format!("key `{}` holds {version} put to `{}`", self.key, self.remote),
+            (None, Some(count)) => format!("all {count} Secrets hold {version} put to `{}`", self.remote),
+            (Some(miss), None) => miss,
+            (Some(miss), Some(count)) => format!("{holding} of {count} Secrets hold {version}; e.g. {miss}"),
         };
-        Seen { ok: wanted.is_some() && held == wanted, text }
+        Seen { ok: holding == names.len(), text }
     }
 }
 
