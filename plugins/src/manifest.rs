@@ -24,6 +24,11 @@ pub struct Manifest {
     /// How to get its binary (a one-key map: `cargo: {…}`, `go_build: {…}`, `go_install: …`, `path: …`).
     #[serde(with = "serde_yaml::with::singleton_map")]
     pub build: Build,
+    /// A released image of the plugin (`NAME:TAG`, in the local image store): with `--runtime
+    /// container` the plugin runs from it (its own entrypoint, `command` as arguments) instead of
+    /// an image made from the built binary; processes always run the binary.
+    #[serde(default, deserialize_with = "image")]
+    pub image: Option<kms_lab_stack::images::ImageRef>,
     /// The command line, one template per argument (the program is the built binary).
     pub command: Vec<Template>,
     /// Environment variables, values templated (the place for secrets: argv shows in `ps`).
@@ -174,6 +179,11 @@ fn default_within() -> Duration {
     Duration::from_secs(60)
 }
 
+fn image<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<kms_lab_stack::images::ImageRef>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}): write e.g. `30s`")))
@@ -193,11 +203,15 @@ pub enum Capability {
     RotationChangesKeyId,
     /// It takes several KMS endpoints.
     SeveralEndpoints,
+    /// It signs its KMS calls with an access key and secret key (the native and AWS dialects), so
+    /// changing the KMS's accepted credentials locks it out.
+    AccessKeyCredentials,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 5] = [Self::V1beta1, Self::V2, Self::Rotation, Self::RotationChangesKeyId, Self::SeveralEndpoints];
+    pub const ALL: [Capability; 6] =
+        [Self::V1beta1, Self::V2, Self::Rotation, Self::RotationChangesKeyId, Self::SeveralEndpoints, Self::AccessKeyCredentials];
 
     /// Its name in `requires:` (`rotation-changes-key-id`).
     pub fn name(self) -> &'static str {
@@ -207,6 +221,7 @@ impl Capability {
             Self::Rotation => "rotation",
             Self::RotationChangesKeyId => "rotation-changes-key-id",
             Self::SeveralEndpoints => "several-endpoints",
+            Self::AccessKeyCredentials => "access-key-credentials",
         }
     }
 }
@@ -232,6 +247,9 @@ impl Manifest {
         }
         if matches!(self.rotation, Rotation::RemoteKeyIdFollows) {
             out.push(Capability::RotationChangesKeyId);
+        }
+        if matches!(self.dialect, Some(Dialect::Native | Dialect::Aws)) {
+            out.push(Capability::AccessKeyCredentials);
         }
         if self.several_endpoints {
             out.push(Capability::SeveralEndpoints);
@@ -335,7 +353,12 @@ mod tests {
         let manifest = parse(Path::new("p.yaml"), GOOD).unwrap();
         assert!(manifest.readiness.status);
         assert_eq!(manifest.readiness.within, Duration::from_secs(60));
-        assert_eq!(manifest.capabilities(), [Capability::V2, Capability::Rotation, Capability::RotationChangesKeyId]);
+        assert_eq!(
+            manifest.capabilities(),
+            [Capability::V2, Capability::Rotation, Capability::RotationChangesKeyId, Capability::AccessKeyCredentials]
+        );
+        let gcp = parse(Path::new("p.yaml"), &GOOD.replace("dialect: native", "dialect: gcp")).unwrap();
+        assert!(!gcp.capabilities().contains(&Capability::AccessKeyCredentials), "the Cloud KMS dialect takes no access key");
         assert_eq!(manifest.lacks(&[Capability::V2, Capability::V1beta1]), Some(Capability::V1beta1));
     }
 

@@ -134,7 +134,11 @@ impl ManifestPlugin {
         let args = render_all(&manifest.command, &values).map_err(failed)?;
         let env = render_env(&manifest.env, &values).map_err(failed)?;
         let log = context.log_dir.join(format!("{}.log", context.name));
-        let mut main = match context.launcher.spawn(context.name, &self.binary, &args, &log, &env).await {
+        let spawned = match (&manifest.image, context.launcher.runtime()) {
+            (Some(image), kms_lab_stack::Runtime::Container) => context.launcher.spawn_image(context.name, image, &args, &log, &env).await,
+            _ => context.launcher.spawn(context.name, &self.binary, &args, &log, &env).await,
+        };
+        let mut main = match spawned {
             Ok(process) => process,
             Err(error) => {
                 stop_all(extras).await;

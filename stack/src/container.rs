@@ -45,6 +45,8 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 pub(crate) struct ContainerSpec<'a> {
     pub name: &'a str,
     pub program: &'a Path,
+    /// Run this image as it is (its own entrypoint) instead of one made from `program`.
+    pub image: Option<&'a images::ImageRef>,
     pub version: &'a str,
     pub args: &'a [String],
     pub envs: &'a [(String, String)],
@@ -98,9 +100,20 @@ impl Container {
     /// output into `spec.log`.
     pub(crate) async fn start(spec: &ContainerSpec<'_>) -> Result<Self, StackError> {
         let docker = docker().await?;
-        let (image, entrypoint) = match images::from_registry(&docker, spec.program, spec.version).await? {
-            Some((image, entrypoint)) => (image, Some(entrypoint)),
-            None => (images::ensure(&docker, spec.program, spec.version).await?, None),
+        let (image, entrypoint) = match spec.image {
+            Some(given) => {
+                if docker.inspect_image(&given.to_string()).await.is_err() {
+                    return Err(StackError::Container(format!(
+                        "{}: image `{given}` is not in the local image store (no registry is asked): `docker load` or `docker build -t {given}` it first",
+                        spec.name
+                    )));
+                }
+                (given.clone(), None)
+            }
+            None => match images::from_registry(&docker, spec.program, spec.version).await? {
+                Some((image, entrypoint)) => (image, Some(entrypoint)),
+                None => (images::ensure(&docker, spec.program, spec.version).await?, None),
+            },
         };
         let open_log = || crate::fsutil::append_private(spec.log);
         let log = open_log().map_err(StackError::io(format!("open log {}", spec.log.display())))?;

@@ -35,6 +35,26 @@ pub struct ImageRef {
     pub tag: String,
 }
 
+impl std::str::FromStr for ImageRef {
+    type Err = String;
+
+    /// Parses `name:tag` (`localhost/my-plugin:1.2.0`, `ghcr.io/org/plugin:v1`); a digest or a
+    /// missing tag is refused with the expected form (`latest` is never assumed).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let last_segment = text.rsplit('/').next().unwrap_or(text);
+        match last_segment.rsplit_once(':') {
+            Some((_, tag)) if !tag.is_empty() && !text.contains('@') => {
+                let name = &text[..text.len() - tag.len() - 1];
+                Ok(Self { name: name.to_owned(), tag: tag.to_owned() })
+            }
+            _ => Err(format!(
+                "`{text}` is not an image `NAME:TAG` (e.g. `localhost/my-plugin:1.2.0`; name the tag, `latest` is not assumed)"
+            )),
+        }
+    }
+}
+
 impl std::fmt::Display for ImageRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.name, self.tag)
@@ -246,6 +266,16 @@ pub async fn ensure(docker: &testcontainers::bollard::Docker, binary: &Path, ver
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_need_a_tag() {
+        let parsed: ImageRef = "localhost:5000/org/plugin:v1.2".parse().unwrap();
+        assert_eq!((parsed.name.as_str(), parsed.tag.as_str()), ("localhost:5000/org/plugin", "v1.2"));
+        for bad in ["localhost:5000/org/plugin", "plugin", "plugin:", "plugin@sha256:abc"] {
+            let error = bad.parse::<ImageRef>().unwrap_err();
+            assert!(error.contains("NAME:TAG"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn a_dynamic_binary_lists_its_loader_and_libc_and_a_static_one_nothing() {

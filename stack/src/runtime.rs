@@ -147,8 +147,52 @@ impl Launcher {
             Runtime::Process => Supervised::spawn(name, program, args, log, envs),
             Runtime::Container => {
                 let version = self.versions.get(program).map_or(env!("CARGO_PKG_VERSION"), String::as_str);
-                let spec =
-                    crate::container::ContainerSpec { name, program, version, args, envs, log, mounts: &self.mounts, run: &self.run };
+                let spec = crate::container::ContainerSpec {
+                    name,
+                    program,
+                    image: None,
+                    version,
+                    args,
+                    envs,
+                    log,
+                    mounts: &self.mounts,
+                    run: &self.run,
+                };
+                let container = crate::container::Container::start(&spec).await?;
+                Ok(Supervised::from_container(name, log, container))
+            }
+        }
+    }
+}
+
+impl Launcher {
+    /// Starts component `name` from a given image (`name:tag`, e.g. a plugin author's released
+    /// image, which must be in the local image store) with `args` as its command, in a container.
+    /// The process runtime has no images: it refuses, saying to run the binary instead.
+    pub async fn spawn_image(
+        &self,
+        name: &str,
+        image: &crate::images::ImageRef,
+        args: &[String],
+        log: &Path,
+        envs: &[(String, String)],
+    ) -> Result<Supervised, StackError> {
+        match self.runtime {
+            Runtime::Process => Err(StackError::Container(format!(
+                "{name}: image `{image}` runs only with `--runtime container`; with processes, run its binary"
+            ))),
+            Runtime::Container => {
+                let spec = crate::container::ContainerSpec {
+                    name,
+                    program: Path::new(&image.name),
+                    image: Some(image),
+                    version: &image.tag,
+                    args,
+                    envs,
+                    log,
+                    mounts: &self.mounts,
+                    run: &self.run,
+                };
                 let container = crate::container::Container::start(&spec).await?;
                 Ok(Supervised::from_container(name, log, container))
             }

@@ -119,19 +119,33 @@ impl KeyVersionAt {
         scope.mark(&self.mark)
     }
 
-    /// The version id of the key id the plugin reported at the mark.
-    fn version(&self, world: &World) -> Result<String, StepError> {
+    /// The mock KMS version id of the key id the plugin reported at the mark: the last segment
+    /// of `<key>/<version>` (kms-plugin), or the N of Cloud KMS's `…/cryptoKeyVersions/N` (the
+    /// N-th version in creation order, as the mock KMS's GCP dialect numbers them).
+    async fn version(&self, world: &World) -> Result<String, StepError> {
         let key_id = world
             .marks
             .get(&self.mark)
             .and_then(|m| m.key_ids.get(&self.plugin))
             .cloned()
             .ok_or_else(|| StepError::Failed(format!("{} reported no key id at mark `{}`", self.plugin, self.mark)))?;
-        // The reference plugin's key id is `<key>/<version>`.
         let (_, version) = key_id.rsplit_once('/').ok_or_else(|| {
             StepError::Failed(format!("{}'s key id `{key_id}` at `{}` names no key version (`<key>/<version>`)", self.plugin, self.mark))
         })?;
-        Ok(version.to_owned())
+        let key = kms(world)?.key_metadata().await?;
+        if key.key_version_ids.iter().any(|id| id == version) {
+            return Ok(version.to_owned());
+        }
+        let numbered = version.parse::<usize>().ok().filter(|n| *n >= 1).and_then(|n| key.key_version_ids.get(n - 1));
+        numbered.cloned().ok_or_else(|| {
+            StepError::Failed(format!(
+                "{}'s key id `{key_id}` at `{}` names version `{version}`, which is none of the key's versions ({}) nor a version number 1..={}",
+                self.plugin,
+                self.mark,
+                key.key_version_ids.join(", "),
+                key.key_version_ids.len()
+            ))
+        })
     }
 }
 
@@ -151,7 +165,7 @@ impl StepKind for DisableKeyVersion {
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            let version = self.0.version(world)?;
+            let version = self.0.version(world).await?;
             kms(world)?.disable_version(&version).await?;
             Ok(format!("key version `{version}` disabled"))
         })
@@ -174,7 +188,7 @@ impl StepKind for EnableKeyVersion {
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            let version = self.0.version(world)?;
+            let version = self.0.version(world).await?;
             kms(world)?.enable_version(&version).await?;
             Ok(format!("key version `{version}` enabled"))
         })
@@ -201,7 +215,7 @@ impl StepKind for SetCurrentKeyVersion {
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            let version = self.0.version(world)?;
+            let version = self.0.version(world).await?;
             kms(world)?.set_current(&version).await?;
             Ok(format!("key version `{version}` is current again"))
         })
@@ -250,6 +264,10 @@ pub struct SetCredentials {
 }
 
 impl StepKind for SetCredentials {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::AccessKeyCredentials], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         scope.mock_kms("set_credentials")
     }
