@@ -27,8 +27,8 @@ pub struct Manifest {
     /// A released image of the plugin (`NAME:TAG`, in the local image store): with `--runtime
     /// container` the plugin runs from it (its own entrypoint, `command` as arguments) instead of
     /// an image made from the built binary; processes always run the binary.
-    #[serde(default, deserialize_with = "image")]
-    pub image: Option<kms_lab_stack::images::ImageRef>,
+    #[serde(default)]
+    pub image: Option<String>,
     /// The command line, one template per argument (the program is the built binary).
     pub command: Vec<Template>,
     /// Environment variables, values templated (the place for secrets: argv shows in `ps`).
@@ -179,11 +179,6 @@ fn default_within() -> Duration {
     Duration::from_secs(60)
 }
 
-fn image<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<kms_lab_stack::images::ImageRef>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    text.parse().map(Some).map_err(serde::de::Error::custom)
-}
-
 fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}): write e.g. `30s`")))
@@ -263,6 +258,11 @@ impl Manifest {
         required.iter().copied().find(|c| !have.contains(c))
     }
 
+    /// `image:` as an image reference (checked when the manifest was parsed).
+    pub fn image_ref(&self) -> Option<kms_lab_stack::images::ImageRef> {
+        self.image.as_deref().and_then(|text| text.parse().ok())
+    }
+
     /// The API the lab uses it through by default: v2 when it serves it.
     pub fn preferred_api(&self) -> Api {
         if self.apis.contains(&Api::V2) { Api::V2 } else { Api::V1beta1 }
@@ -313,6 +313,9 @@ fn validate(manifest: &Manifest, text: &str) -> Result<(), ManifestError> {
     }
     if manifest.apis.is_empty() {
         return Err(invalid("apis", "no KMS API: list what the plugin serves, `v2` and/or `v1beta1`".into()));
+    }
+    if let Some(image) = &manifest.image {
+        image.parse::<kms_lab_stack::images::ImageRef>().map_err(|problem| invalid("image", problem))?;
     }
     let all_templates = manifest.command.iter().chain(manifest.env.values()).chain(manifest.files.values());
     if !all_templates.flat_map(Template::placeholders).any(|p| p == Placeholder::Socket) {

@@ -134,8 +134,8 @@ impl ManifestPlugin {
         let args = render_all(&manifest.command, &values).map_err(failed)?;
         let env = render_env(&manifest.env, &values).map_err(failed)?;
         let log = context.log_dir.join(format!("{}.log", context.name));
-        let spawned = match (&manifest.image, context.launcher.runtime()) {
-            (Some(image), kms_lab_stack::Runtime::Container) => context.launcher.spawn_image(context.name, image, &args, &log, &env).await,
+        let spawned = match (manifest.image_ref(), context.launcher.runtime()) {
+            (Some(image), kms_lab_stack::Runtime::Container) => context.launcher.spawn_image(context.name, &image, &args, &log, &env).await,
             _ => context.launcher.spawn(context.name, &self.binary, &args, &log, &env).await,
         };
         let mut main = match spawned {
