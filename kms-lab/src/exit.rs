@@ -76,7 +76,7 @@ pub fn report(error: &crate::report::ReportCommandError) -> Exit {
     match error {
         E::Interrupted => Exit::Interrupted,
         E::Setup(error) => scenarios(error),
-        E::Out { .. } => Exit::Usage,
+        E::Out { .. } | E::Table(_) => Exit::Usage,
         E::Stack(_) | E::Conformance { .. } | E::Render(_) => Exit::Failed,
     }
 }

@@ -21,11 +21,15 @@ use kms_lab_stack::{Stack, StackOptions};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReportArgs {
     /// The plugin: a catalog name (`kms-lab plugins list`) or the path of your manifest file.
-    #[arg(long, value_name = "NAME|FILE")]
-    pub plugin: String,
+    #[arg(long, value_name = "NAME|FILE", required_unless_present = "table", requires = "out")]
+    pub plugin: Option<String>,
     /// Where `report.md`, `report.html`, `junit.xml` and `report.json` go (created if missing).
     #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// Instead of a run: print the cross-plugin table (markdown) of these earlier reports'
+    /// `report.json` files, a column per plugin, then each plugin's findings.
+    #[arg(long, value_name = "REPORT_JSON", num_args = 1.., conflicts_with_all = ["plugin", "out"])]
+    pub table: Vec<PathBuf>,
     /// Scenario tiers to run (repeatable; default: core and incident).
     #[arg(long, value_enum, default_values_t = [Tier::Core, Tier::Incident])]
     pub tier: Vec<Tier>,
@@ -77,23 +81,32 @@ pub enum ReportCommandError {
         #[source]
         source: std::io::Error,
     },
+    /// A `--table` input is not a report.
+    #[error(transparent)]
+    Table(#[from] kms_lab_report::table::TableError),
     /// Ctrl-C or SIGTERM: every process was stopped; nothing was written.
     #[error("interrupted; every process was stopped and no report was written")]
     Interrupted,
 }
 
-/// Runs the report; `Ok(true)` when the plugin has no conformance FAIL and no failed scenario.
+/// Runs the report (or prints the cross-plugin table of earlier ones); `Ok(true)` when the
+/// plugin has no conformance FAIL and no failed scenario.
 pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
+    let (Some(wanted), Some(out)) = (&args.plugin, &args.out) else {
+        let reports = args.table.iter().map(|path| kms_lab_report::table::read(path)).collect::<Result<Vec<_>, _>>()?;
+        print!("{}", kms_lab_report::table::markdown(&reports, 240));
+        return Ok(true);
+    };
     let begun = SystemTime::now();
     let started = Instant::now();
     if let Some(runtime) = args.runtime {
         kms_lab_stack::Runtime::choose_for_process(runtime);
     }
-    std::fs::create_dir_all(&args.out).map_err(|source| ReportCommandError::Out { path: args.out.clone(), source })?;
+    std::fs::create_dir_all(out).map_err(|source| ReportCommandError::Out { path: out.clone(), source })?;
     // Every file is parsed before minutes of work; a broken one is reported now.
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
     let scenarios = load::select(&dir, &[], &args.tier).map_err(ScenariosError::from)?;
-    let plugin = prepare_plugin(&args.plugin).await?;
+    let plugin = prepare_plugin(wanted).await?;
     let binaries = provision_binaries(args.bin_dir.clone(), &args.kubernetes_version).await?;
 
     println!("==> conformance on {} ({})", plugin.manifest().name, api_list(&plugin));
@@ -125,7 +138,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         finished: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         kubernetes_version: args.kubernetes_version.clone(),
     };
-    let files = kms_lab_report::render(&report, &args.out)?;
+    let files = kms_lab_report::render(&report, out)?;
     println!(
         "report of {} in {:.0} s: {}\n  {}\n  {}\n  {}\n  {}",
         manifest.name,

@@ -6,6 +6,7 @@
 pub mod derive;
 pub mod plot;
 mod render;
+pub mod table;
 
 use std::path::{Path, PathBuf};
 
