@@ -201,12 +201,22 @@ pub enum Capability {
     /// It signs its KMS calls with an access key and secret key (the native and AWS dialects), so
     /// changing the KMS's accepted credentials locks it out.
     AccessKeyCredentials,
+    /// Its KEK is in a remote KMS (it names a `dialect:`), so faults, seals and audit counts of
+    /// the mock KMS concern it.
+    RemoteKms,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 6] =
-        [Self::V1beta1, Self::V2, Self::Rotation, Self::RotationChangesKeyId, Self::SeveralEndpoints, Self::AccessKeyCredentials];
+    pub const ALL: [Capability; 7] = [
+        Self::V1beta1,
+        Self::V2,
+        Self::Rotation,
+        Self::RotationChangesKeyId,
+        Self::SeveralEndpoints,
+        Self::AccessKeyCredentials,
+        Self::RemoteKms,
+    ];
 
     /// Its name in `requires:` (`rotation-changes-key-id`).
     pub fn name(self) -> &'static str {
@@ -217,6 +227,7 @@ impl Capability {
             Self::RotationChangesKeyId => "rotation-changes-key-id",
             Self::SeveralEndpoints => "several-endpoints",
             Self::AccessKeyCredentials => "access-key-credentials",
+            Self::RemoteKms => "remote-kms",
         }
     }
 }
@@ -245,6 +256,9 @@ impl Manifest {
         }
         if matches!(self.dialect, Some(Dialect::Native | Dialect::Aws)) {
             out.push(Capability::AccessKeyCredentials);
+        }
+        if self.dialect.is_some() {
+            out.push(Capability::RemoteKms);
         }
         if self.several_endpoints {
             out.push(Capability::SeveralEndpoints);
@@ -358,7 +372,13 @@ mod tests {
         assert_eq!(manifest.readiness.within, Duration::from_secs(60));
         assert_eq!(
             manifest.capabilities(),
-            [Capability::V2, Capability::Rotation, Capability::RotationChangesKeyId, Capability::AccessKeyCredentials]
+            [
+                Capability::V2,
+                Capability::Rotation,
+                Capability::RotationChangesKeyId,
+                Capability::AccessKeyCredentials,
+                Capability::RemoteKms
+            ]
         );
         let gcp = parse(Path::new("p.yaml"), &GOOD.replace("dialect: native", "dialect: gcp")).unwrap();
         assert!(!gcp.capabilities().contains(&Capability::AccessKeyCredentials), "the Cloud KMS dialect takes no access key");

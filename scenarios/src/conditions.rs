@@ -154,6 +154,15 @@ impl Condition {
         }
     }
 
+    /// What it needs of a plugin under test: counting mock KMS calls means nothing for a plugin
+    /// that calls no remote KMS.
+    pub fn needs(&self) -> crate::steps::Needs {
+        match self {
+            Self::Audit(_) => crate::steps::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None },
+            _ => crate::steps::Needs::default(),
+        }
+    }
+
     /// How long a wait pauses between two observations.
     pub fn poll_interval(&self) -> Duration {
         match self {

@@ -48,10 +48,13 @@ pub fn why_not(scenario: &Scenario, manifest: &Manifest) -> Option<String> {
     }
     let mut needs = Needs::of_encryption(&scenario.stack.encryption);
     needs.capabilities.extend(scenario.requires.iter().copied());
-    if let Some(kms) = &scenario.stack.mock_kms
-        && kms.nodes > 1
-    {
-        needs.capabilities.push(Capability::SeveralEndpoints);
+    if let Some(kms) = &scenario.stack.mock_kms {
+        if kms.nodes > 1 {
+            needs.capabilities.push(Capability::SeveralEndpoints);
+        }
+        if kms.sealed {
+            needs.capabilities.push(Capability::RemoteKms);
+        }
     }
     for (index, item) in scenario.steps.iter().enumerate() {
         let step = item.kind().needs();

@@ -24,6 +24,10 @@ pub struct Faults {
 }
 
 impl StepKind for Faults {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         scope.mock_kms("faults")?;
         if let Some(node) = self.node {
@@ -59,6 +63,10 @@ impl StepKind for Faults {
 pub struct ClearFaults {}
 
 impl StepKind for ClearFaults {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         scope.mock_kms("clear_faults")
     }
@@ -82,7 +90,10 @@ pub struct RotateKek {}
 
 impl StepKind for RotateKek {
     fn needs(&self) -> super::Needs {
-        super::Needs { capabilities: vec![kms_lab_plugins::Capability::Rotation], own_plugin_only: None }
+        super::Needs {
+            capabilities: vec![kms_lab_plugins::Capability::Rotation, kms_lab_plugins::Capability::RemoteKms],
+            own_plugin_only: None,
+        }
     }
 
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
@@ -155,6 +166,10 @@ impl KeyVersionAt {
 pub struct DisableKeyVersion(pub KeyVersionAt);
 
 impl StepKind for DisableKeyVersion {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         self.0.check(scope, "disable_key_version")
     }
@@ -178,6 +193,10 @@ impl StepKind for DisableKeyVersion {
 pub struct EnableKeyVersion(pub KeyVersionAt);
 
 impl StepKind for EnableKeyVersion {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         self.0.check(scope, "enable_key_version")
     }
@@ -202,7 +221,10 @@ pub struct SetCurrentKeyVersion(pub KeyVersionAt);
 
 impl StepKind for SetCurrentKeyVersion {
     fn needs(&self) -> super::Needs {
-        super::Needs { capabilities: vec![kms_lab_plugins::Capability::Rotation], own_plugin_only: None }
+        super::Needs {
+            capabilities: vec![kms_lab_plugins::Capability::Rotation, kms_lab_plugins::Capability::RemoteKms],
+            own_plugin_only: None,
+        }
     }
 
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
@@ -229,6 +251,10 @@ impl StepKind for SetCurrentKeyVersion {
 pub struct Unseal(pub usize);
 
 impl StepKind for Unseal {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         if !scope.scenario().stack.mock_kms.as_ref().is_some_and(|k| k.sealed) {
             return Err("`unseal` needs a sealed mock KMS: `mock_kms: {sealed: true}`".into());
@@ -265,7 +291,10 @@ pub struct SetCredentials {
 
 impl StepKind for SetCredentials {
     fn needs(&self) -> super::Needs {
-        super::Needs { capabilities: vec![kms_lab_plugins::Capability::AccessKeyCredentials], own_plugin_only: None }
+        super::Needs {
+            capabilities: vec![kms_lab_plugins::Capability::AccessKeyCredentials, kms_lab_plugins::Capability::RemoteKms],
+            own_plugin_only: None,
+        }
     }
 
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {

@@ -108,6 +108,10 @@ fn yes() -> bool {
 }
 
 impl StepKind for WaitUntil {
+    fn needs(&self) -> super::Needs {
+        self.condition.needs()
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         self.condition.check(scope)?;
         if let Some(mark) = &self.since {
@@ -173,6 +177,10 @@ impl StepKind for WaitUntil {
 pub struct Expect(#[serde(with = "serde_yaml::with::singleton_map_recursive")] pub Condition);
 
 impl StepKind for Expect {
+    fn needs(&self) -> super::Needs {
+        self.0.needs()
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         if matches!(self.0, Condition::Write(_) | Condition::Writes(_)) {
             return Err("`write` and `writes` are conditions to wait for: use `wait_until`".into());
@@ -206,6 +214,10 @@ pub struct ExpectThroughout {
 }
 
 impl StepKind for ExpectThroughout {
+    fn needs(&self) -> super::Needs {
+        self.condition.needs()
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         if matches!(self.condition, Condition::Write(_) | Condition::Writes(_)) {
             return Err("`write` and `writes` are conditions to wait for: use `wait_until`".into());
@@ -404,6 +416,10 @@ pub struct KmsCalls {
 }
 
 impl StepKind for KmsCalls {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         scope.mock_kms("kms_calls")?;
         if self.per_object_at_most.is_some() && self.objects.is_none() {
