@@ -74,7 +74,7 @@ pub fn provision() -> Exit {
 pub fn report(error: &crate::report::ReportCommandError) -> Exit {
     use crate::report::ReportCommandError as E;
     match error {
-        E::Interrupted => Exit::Interrupted,
+        E::Interrupted { .. } => Exit::Interrupted,
         E::Setup(error) => scenarios(error),
         E::Out { .. } | E::Table(_) => Exit::Usage,
         E::Stack(_) | E::Conformance { .. } | E::Render(_) => Exit::Failed,

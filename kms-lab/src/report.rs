@@ -84,9 +84,13 @@ pub enum ReportCommandError {
     /// A `--table` input is not a report.
     #[error(transparent)]
     Table(#[from] kms_lab_report::table::TableError),
-    /// Ctrl-C or SIGTERM: every process was stopped; nothing was written.
-    #[error("interrupted; every process was stopped and no report was written")]
-    Interrupted,
+    /// Ctrl-C or SIGTERM: every process was stopped; once conformance had finished, a partial
+    /// report (conformance and the scenarios that finished) was written.
+    #[error("interrupted; every process was stopped; {}", partial.as_ref().map_or("no report was written (conformance had not finished)".to_owned(), |p| format!("a partial report (the scenarios that finished) is in {}", p.display())))]
+    Interrupted {
+        /// The partial report's markdown file, if one was written.
+        partial: Option<PathBuf>,
+    },
 }
 
 /// Runs the report (or prints the cross-plugin table of earlier ones); `Ok(true)` when the
@@ -112,7 +116,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     println!("==> conformance on {} ({})", plugin.manifest().name, api_list(&plugin));
     let conformance = tokio::select! {
         result = conformance(&plugin, &binaries) => result?,
-        () = kms_lab_scenarios::cli::stop_signal() => return Err(ReportCommandError::Interrupted),
+        () = kms_lab_scenarios::cli::stop_signal() => return Err(ReportCommandError::Interrupted { partial: None }),
     };
 
     let jobs = jobs_for(args.jobs);
@@ -126,7 +130,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     };
     let (suite, interrupted) = run_suite(&scenarios, &options, jobs, &args.kubernetes_version).await;
     if interrupted {
-        return Err(ReportCommandError::Interrupted);
+        println!("\ninterrupted: {} of {} scenario(s) finished; writing the partial report", suite.scenarios.len(), scenarios.len());
     }
     println!("\n{}", suite.table());
     let manifest = plugin.manifest();
@@ -137,8 +141,12 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         started: humantime::format_rfc3339_seconds(begun).to_string(),
         finished: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         kubernetes_version: args.kubernetes_version.clone(),
+        interrupted,
     };
     let files = kms_lab_report::render(&report, out)?;
+    if interrupted {
+        return Err(ReportCommandError::Interrupted { partial: Some(files.markdown) });
+    }
     println!(
         "report of {} in {:.0} s: {}\n  {}\n  {}\n  {}\n  {}",
         manifest.name,

@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         plugin: PluginInfo { name: "kms-plugin".into(), description: format!("scenarios from {input}") },
         conformance: Vec::new(),
         kubernetes_version: scenarios.kubernetes_version.clone(),
+        interrupted: false,
         scenarios,
         started: String::new(),
         finished: String::new(),

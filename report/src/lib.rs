@@ -41,6 +41,9 @@ pub struct PluginReport {
     pub finished: String,
     /// The kube-apiserver version used.
     pub kubernetes_version: String,
+    /// The run was interrupted (Ctrl-C): `scenarios` holds only those that finished.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 impl PluginReport {

@@ -41,6 +41,10 @@ pub fn markdown(report: &PluginReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# KMS plugin report: {}\n", report.plugin.name);
     let _ = writeln!(out, "{}\n", report.plugin.description);
+    if report.interrupted {
+        let _ =
+            writeln!(out, "**interrupted: partial report** ({} scenario(s) finished before Ctrl-C)\n", report.scenarios.scenarios.len());
+    }
     let _ = writeln!(
         out,
         "- Result: **{}**\n- Kubernetes: {}\n- Started: {}\n- Finished: {}\n",
@@ -149,6 +153,13 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>KMS plugin report: {name}</title><style>{CSS}</style></head><body>"
     );
     let _ = writeln!(out, "<h1>KMS plugin report: {name}</h1><p>{}</p>", esc(&report.plugin.description));
+    if report.interrupted {
+        let _ = writeln!(
+            out,
+            "<p class=\"FAIL\">interrupted: partial report ({} scenario(s) finished before Ctrl-C)</p>",
+            report.scenarios.scenarios.len()
+        );
+    }
     let _ = writeln!(
         out,
         "<ul><li>Result: <span class=\"{verdict}\">{verdict}</span></li><li>Kubernetes: {}</li><li>Started: {}</li><li>Finished: {}</li></ul>",

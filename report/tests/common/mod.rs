@@ -51,5 +51,6 @@ pub fn fixture() -> PluginReport {
         started: "2026-12-05T12:00:00Z".into(),
         finished: "2026-12-05T12:01:00Z".into(),
         kubernetes_version: "v1.31.0".into(),
+        interrupted: false,
     }
 }
