@@ -100,6 +100,43 @@ struct Context {
     recorder: Recorder,
     /// Consecutive store failures per ExternalSecret (`namespace/name`), for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The last successful sync per ExternalSecret, so that the reconcile its own Secret write
+    /// triggers does not read the store again.
+    synced: Mutex<HashMap<String, LastSync>>,
+}
+
+/// What a successful sync left behind.
+#[derive(Debug, Clone, Copy)]
+struct LastSync {
+    /// The ExternalSecret's spec generation it synced.
+    generation: Option<i64>,
+    /// When.
+    at: Instant,
+    /// A fingerprint of the Secret's data after it (in memory only; never logged).
+    data: u64,
+}
+
+fn fingerprint(data: &BTreeMap<String, Vec<u8>>) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// When the reconcile is only the echo of the controller's own last sync (same spec generation,
+/// the Secret's data as it left it, nothing due yet: always so with `--disable-polling`), the
+/// action that waits for the next due time — without a store call. Any other change (spec,
+/// Secret data, a deleted Secret, a restart) reads the store.
+fn echo_of_last_sync(es: &ExternalSecret, ctx: &Context, current: Option<&CurrentSecret>, refresh: Duration) -> Option<Action> {
+    let last = *ctx.synced.lock().unwrap_or_else(|p| p.into_inner()).get(&key_of(es))?;
+    let current = current?;
+    if last.generation != es.meta().generation || last.data != fingerprint(&current.data) {
+        return None;
+    }
+    if ctx.config.disable_polling {
+        return Some(Action::await_change());
+    }
+    let due_in = refresh.checked_sub(last.at.elapsed()).filter(|left| *left > Duration::from_millis(50))?;
+    Some(Action::requeue(due_in))
 }
 
 fn key_of(es: &ExternalSecret) -> String {
@@ -151,6 +188,7 @@ pub async fn run(
         http: reqwest::Client::builder().build().unwrap_or_default(),
         recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() }),
         failures: Mutex::default(),
+        synced: Mutex::default(),
         client,
         metrics,
         config: config.clone(),
@@ -221,15 +259,21 @@ async fn apply(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     let shape = shape_of(es);
     let current = secrets.get_opt(&shape.name).await.map_err(Error::kube(format!("read Secret `{namespace}/{}`", shape.name)))?;
     let current = current.as_ref().map(|s| current_of(s, es));
+    let refresh = refresh_interval(es, &ctx.config);
+    if let Some(action) = echo_of_last_sync(es, ctx, current.as_ref(), refresh) {
+        ctx.metrics.sync("unchanged", started.elapsed());
+        return Ok(action);
+    }
 
     let decision = match decide_for(es, ctx, &namespace, current.as_ref(), &shape).await? {
         Ok(decision) => decision,
         Err(failure) => Decision::Keep(failure),
     };
-    let refresh = refresh_interval(es, &ctx.config);
     let action = match decision {
         Decision::Write { data, versions } => {
+            let written = fingerprint(&data);
             write_secret(&secrets, es, &shape, data, decide::needs_recreate(current.as_ref(), &shape)).await?;
+            remember_sync(ctx, es, written);
             let message = format!("{} entries synced into Secret `{}`", versions.len(), shape.name);
             publish(ctx, es, EventType::Normal, Reason::Synced, &message).await;
             set_status(ctx, es, true, Reason::Synced, &message, Some(versions)).await?;
@@ -237,12 +281,16 @@ async fn apply(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
             succeeded(ctx, es, refresh)
         }
         Decision::UpToDate { versions } => {
+            if let Some(current) = &current {
+                remember_sync(ctx, es, fingerprint(&current.data));
+            }
             let message = format!("{} entries synced into Secret `{}`", versions.len(), shape.name);
             set_status(ctx, es, true, Reason::Synced, &message, Some(versions)).await?;
             ctx.metrics.sync("unchanged", started.elapsed());
             succeeded(ctx, es, refresh)
         }
         Decision::Keep(failure) => {
+            ctx.synced.lock().unwrap_or_else(|p| p.into_inner()).remove(&key_of(es));
             publish(ctx, es, EventType::Warning, failure.reason, &failure.message).await;
             set_status(ctx, es, false, failure.reason, &failure.message, None).await?;
             ctx.metrics.sync("failed", started.elapsed());
@@ -262,6 +310,11 @@ async fn apply(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
         }
     };
     Ok(action)
+}
+
+fn remember_sync(ctx: &Context, es: &ExternalSecret, data: u64) {
+    let last = LastSync { generation: es.meta().generation, at: Instant::now(), data };
+    ctx.synced.lock().unwrap_or_else(|p| p.into_inner()).insert(key_of(es), last);
 }
 
 fn succeeded(ctx: &Context, es: &ExternalSecret, refresh: Duration) -> Action {
