@@ -92,7 +92,13 @@ async fn a_manifests_image_runs_the_plugin_in_the_container_runtime() {
     let mut options = StackOptions::new("plugin-image-missing", binaries, &run_root);
     options.runtime = Runtime::Container;
     options.plugins = vec![plugin.spec("plugin-0")];
-    let error = Stack::launch(options).await.err().expect("a missing image is refused").to_string();
+    let error = match Stack::launch(options).await {
+        Ok(stack) => {
+            stack.shutdown(false).await;
+            panic!("a missing image must be refused");
+        }
+        Err(error) => error.to_string(),
+    };
     assert!(error.contains(missing) && error.contains("docker load"), "{error}");
     docker(&["rmi", RELEASED]);
 }
