@@ -3,7 +3,7 @@
 //! then every applicable core and incident scenario with the plugin in place of kms-plugin, then
 //! `report.md`, `report.html`, `junit.xml` and `report.json` in DIR.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
 use kms_lab_conformance::{Api as ConformanceApi, Options as ConformanceOptions, Report as ConformanceReport};
@@ -36,6 +36,10 @@ pub struct ReportArgs {
     /// How many scenarios run at once (default: from the cores and free memory, printed).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: Option<u16>,
+    /// Where scenario run directories (component logs) go (default: `target/kms-lab/scenario-runs`);
+    /// a failed or interrupted scenario's directory is kept there and named.
+    #[arg(long, value_name = "DIR")]
+    pub run_root: Option<PathBuf>,
     /// Directory of scenario files (default: `KMS_LAB_SCENARIOS`, else `./scenarios`).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
@@ -112,22 +116,17 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     let scenarios = load::select(&dir, &[], &args.tier).map_err(ScenariosError::from)?;
     let plugin = prepare_plugin(wanted).await?;
     let binaries = provision_binaries(args.bin_dir.clone(), &args.kubernetes_version).await?;
+    let run_root = args.run_root.clone().unwrap_or_else(kms_lab_scenarios::cli::default_run_root);
 
     println!("==> conformance on {} ({})", plugin.manifest().name, api_list(&plugin));
     let conformance = tokio::select! {
-        result = conformance(&plugin, &binaries) => result?,
+        result = conformance(&plugin, &binaries, &run_root) => result?,
         () = kms_lab_scenarios::cli::stop_signal() => return Err(ReportCommandError::Interrupted { partial: None }),
     };
 
     let jobs = jobs_for(args.jobs);
     println!("==> {} scenario(s) of tier(s) {} on {}, {jobs} at once", scenarios.len(), tiers(&args.tier), plugin.manifest().name);
-    let options = RunOptions {
-        binaries,
-        run_root: kms_lab_scenarios::cli::default_run_root(),
-        seed: None,
-        keep_logs: false,
-        plugin: Some(plugin.clone()),
-    };
+    let options = RunOptions { binaries, run_root: run_root.clone(), seed: None, keep_logs: false, plugin: Some(plugin.clone()) };
     let (suite, interrupted) = run_suite(&scenarios, &options, jobs, &args.kubernetes_version).await;
     if interrupted {
         println!("\ninterrupted: {} of {} scenario(s) finished; writing the partial report", suite.scenarios.len(), scenarios.len());
@@ -163,8 +162,8 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
 /// Conformance on each API the plugin serves, on one stack: the mock KMS speaking the plugin's
 /// dialect and the plugin from its manifest; the apiserver stores Secrets as identity, so only
 /// the suite calls the plugin.
-async fn conformance(plugin: &PluginUnderTest, binaries: &Binaries) -> Result<Vec<ConformanceReport>, ReportCommandError> {
-    let mut options = StackOptions::new("report-conformance", binaries.clone(), &kms_lab_scenarios::cli::default_run_root());
+async fn conformance(plugin: &PluginUnderTest, binaries: &Binaries, run_root: &Path) -> Result<Vec<ConformanceReport>, ReportCommandError> {
+    let mut options = StackOptions::new("report-conformance", binaries.clone(), run_root);
     options.mock_kms = Some(plugin.0.mock_kms_options());
     options.plugins = vec![plugin.0.spec("plugin-0")];
     options.encryption = Some(EncryptionConfiguration::new(&["secrets"], vec![Provider::Identity(Empty {})]));

@@ -147,25 +147,11 @@ impl Launcher {
             Runtime::Process => Supervised::spawn(name, program, args, log, envs),
             Runtime::Container => {
                 let version = self.versions.get(program).map_or(env!("CARGO_PKG_VERSION"), String::as_str);
-                let spec = crate::container::ContainerSpec {
-                    name,
-                    program,
-                    image: None,
-                    version,
-                    args,
-                    envs,
-                    log,
-                    mounts: &self.mounts,
-                    run: &self.run,
-                };
-                let container = crate::container::Container::start(&spec).await?;
-                Ok(Supervised::from_container(name, log, container))
+                self.start_container(name, program, None, version, args, log, envs).await
             }
         }
     }
-}
 
-impl Launcher {
     /// Starts component `name` from a given image (`name:tag`, e.g. a plugin author's released
     /// image, which must be in the local image store) with `args` as its command, in a container.
     /// The process runtime has no images: it refuses, saying to run the binary instead.
@@ -181,22 +167,24 @@ impl Launcher {
             Runtime::Process => Err(StackError::Container(format!(
                 "{name}: image `{image}` runs only with `--runtime container`; with processes, run its binary"
             ))),
-            Runtime::Container => {
-                let spec = crate::container::ContainerSpec {
-                    name,
-                    program: Path::new(&image.name),
-                    image: Some(image),
-                    version: &image.tag,
-                    args,
-                    envs,
-                    log,
-                    mounts: &self.mounts,
-                    run: &self.run,
-                };
-                let container = crate::container::Container::start(&spec).await?;
-                Ok(Supervised::from_container(name, log, container))
-            }
+            Runtime::Container => self.start_container(name, Path::new(&image.name), Some(image), &image.tag, args, log, envs).await,
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_container(
+        &self,
+        name: &str,
+        program: &Path,
+        image: Option<&crate::images::ImageRef>,
+        version: &str,
+        args: &[String],
+        log: &Path,
+        envs: &[(String, String)],
+    ) -> Result<Supervised, StackError> {
+        let spec = crate::container::ContainerSpec { name, program, image, version, args, envs, log, mounts: &self.mounts, run: &self.run };
+        let container = crate::container::Container::start(&spec).await?;
+        Ok(Supervised::from_container(name, log, container))
     }
 }
 
