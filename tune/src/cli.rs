@@ -232,7 +232,15 @@ pub async fn run(args: &TuneArgs) -> Result<Outcome, TuneError> {
     } else {
         let calls = if args.quick { 50 } else { 200 };
         match crate::real::run_real(&options, calls, &bar).await {
-            Ok(result) => result,
+            Ok(crate::real::RealOutcome::Complete(result)) => result,
+            Ok(crate::real::RealOutcome::Interrupted(result)) => {
+                // Every process is stopped; the points that finished are the partial report.
+                bar.finish_and_clear();
+                let finished = result.points.len();
+                report::write_all(&result, &args.out)?;
+                println!("interrupted: {finished} point(s) finished; partial report written to {}", args.out.join("tune.md").display());
+                return Err(TuneError::Interrupted);
+            }
             Err(error) => {
                 bar.finish_and_clear();
                 return Err(error);

@@ -306,17 +306,29 @@ fn fault_profile(yaml: &str) -> Result<mock_kms::api::admin::FaultProfile, TuneE
     serde_yaml::from_str(yaml).map_err(|e| TuneError::Real(format!("a fault profile does not fit the mock KMS's format: {e}")))
 }
 
+/// How a real run ended: every point, or the points that finished before Ctrl-C.
+#[derive(Debug)]
+pub enum RealOutcome {
+    /// The sweep ran to the end.
+    Complete(TuneResult),
+    /// Ctrl-C or SIGTERM stopped it; the result holds the points that finished (its engine says
+    /// "interrupted: partial") and every process was stopped.
+    Interrupted(TuneResult),
+}
+
 /// Runs the sweep on the real stack (provisioning the upstream binaries if needed).
-pub async fn run_real(options: &TuneOptions, calibration_calls: usize, progress: &ProgressBar) -> Result<TuneResult, TuneError> {
+pub async fn run_real(options: &TuneOptions, calibration_calls: usize, progress: &ProgressBar) -> Result<RealOutcome, TuneError> {
     let settings = options.settings();
     let Some(first) = settings.first().copied() else {
         return Err(TuneError::Argument { flag: "--cachesizes/--timeouts", message: "the sweep has no point".into() });
     };
+    let total = settings.len() * options.profiles.len();
     // Everything of the run (run directory with logs; the stack's own work directory is separate
     // and always removed) lives here, removed at the end unless a failure keeps the logs.
     let root = work_dir()?;
     let mut stack: Option<Stack> = None;
     let mut versions = String::new();
+    let mut done = Finished::default();
     let run = async {
         progress.set_message("provisioning kube-apiserver and etcd");
         let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
@@ -333,7 +345,7 @@ pub async fn run_real(options: &TuneOptions, calibration_calls: usize, progress:
         })));
         stack_options.readiness = Readiness::Live;
         let started = stack.insert(Stack::launch(stack_options).await?);
-        sweep(started, options, &settings, calibration_calls, progress).await
+        sweep(started, options, &settings, calibration_calls, progress, &mut done).await
     };
     let result = unless_interrupted(run).await;
     let failed = matches!(result, Err(ref e) if !matches!(e, TuneError::Interrupted));
@@ -344,12 +356,13 @@ pub async fn run_real(options: &TuneOptions, calibration_calls: usize, progress:
         Some(stack) => stack.shutdown(failed).await,
         None => None,
     };
+    let engine = |mut result: TuneResult| {
+        result.engine = format!("real stack: {versions}, kms-plugin on mock-kms, `--watch-cache=false`; {}", result.engine);
+        result
+    };
     match result {
-        Ok(mut result) => {
-            result.engine = format!("real stack: {versions}, kms-plugin on mock-kms, `--watch-cache=false`; {}", result.engine);
-            Ok(result)
-        }
-        Err(TuneError::Interrupted) => Err(TuneError::Interrupted),
+        Ok(()) => Ok(RealOutcome::Complete(engine(result_of(done, options, calibration_calls, total)))),
+        Err(TuneError::Interrupted) => Ok(RealOutcome::Interrupted(engine(result_of(done, options, calibration_calls, total)))),
         Err(error) => match kept {
             // Keep the logs (the work directory with sockets and etcd data is gone already).
             Some(logs) => {
@@ -383,17 +396,18 @@ async fn sweep(
     settings: &[Setting],
     calibration_calls: usize,
     progress: &ProgressBar,
-) -> Result<TuneResult, TuneError> {
+    done: &mut Finished,
+) -> Result<(), TuneError> {
     let endpoint = stack.plugin_endpoint(PLUGIN).ok_or_else(|| TuneError::Real(format!("the stack has no {PLUGIN}")))?;
     let socket = stack.plugin_socket(PLUGIN).map(Path::to_owned).unwrap_or_default();
     let measured = {
         let kms = stack.mock_kms().ok_or_else(|| TuneError::Real("the stack runs no mock KMS".into()))?;
         measure(kms, &endpoint, &options.profiles, calibration_calls, progress).await?
     };
+    done.measured = Some(measured);
     let total = settings.len() * options.profiles.len();
     progress.set_position(0);
     progress.set_length(total as u64);
-    let mut points = Vec::new();
     let mut fresh = true;
     for profile in &options.profiles {
         for setting in settings {
@@ -425,10 +439,27 @@ async fn sweep(
                     started.elapsed().as_secs_f64()
                 ),
             );
-            points.push(Point { profile: profile.name.clone(), setting: *setting, metrics });
+            done.points.push(Point { profile: profile.name.clone(), setting: *setting, metrics });
             progress.inc(1);
         }
     }
+    Ok(())
+}
+
+/// What a sweep finished, kept outside it so that Ctrl-C still has it to report.
+#[derive(Default)]
+struct Finished {
+    /// The measurement of one KMS call per profile, once taken.
+    measured: Option<BTreeMap<String, ProfileCalibration>>,
+    /// The points that finished.
+    points: Vec<Point>,
+}
+
+/// The result of what `done` holds (all points, or the part an interrupt left).
+fn result_of(done: Finished, options: &TuneOptions, calibration_calls: usize, total: usize) -> TuneResult {
+    let measured = done.measured.unwrap_or_default();
+    let partial =
+        if done.points.len() < total { format!("; interrupted: partial, {} of {total} points", done.points.len()) } else { String::new() };
     let calibration = Calibration {
         source: format!(
             "the real run's own measurement ({calibration_calls} Encrypt+Decrypt pairs per profile over the plugin's Unix socket)"
@@ -438,15 +469,15 @@ async fn sweep(
     };
     let result = TuneResult {
         command: options.command.clone(),
-        engine: format!("one KMS call measured over the plugin socket: {calibration_calls} Encrypt+Decrypt pairs per profile"),
+        engine: format!("one KMS call measured over the plugin socket: {calibration_calls} Encrypt+Decrypt pairs per profile{partial}"),
         seed: options.seed,
         workload: options.workload.clone(),
         profiles: options.profiles.iter().map(|p| p.name.clone()).collect(),
-        points,
+        points: done.points,
         recommendations: Vec::new(),
         calibration: Some(calibration.clone()),
     };
-    Ok(finish(result, |profile| calibration.profiles.get(profile).map(|c| c.at(0.99)).unwrap_or_default()))
+    finish(result, |profile| calibration.profiles.get(profile).map(|c| c.at(0.99)).unwrap_or_default())
 }
 
 /// Runs one point on a freshly (re)started apiserver: applies the profile, runs the workload,

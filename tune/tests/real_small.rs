@@ -25,7 +25,8 @@ async fn a_tiny_real_sweep_measures_the_cache_and_cleans_up() {
     options.cachesizes = vec![5, 40];
     options.timeouts_ms = vec![3000.0];
     options.workload.restarts = 1;
-    let result = kms_lab_tune::real::run_real(&options, 20, &indicatif::ProgressBar::hidden()).await.expect("the real sweep runs");
+    let outcome = kms_lab_tune::real::run_real(&options, 20, &indicatif::ProgressBar::hidden()).await.expect("the real sweep runs");
+    let kms_lab_tune::real::RealOutcome::Complete(result) = outcome else { panic!("the sweep was interrupted: {outcome:?}") };
 
     assert_eq!(result.points.len(), 3, "{:?}", result.points);
     let v1 = |cachesize| result.points.iter().find(|p| p.setting.cachesize == Some(cachesize)).unwrap();
