@@ -84,6 +84,12 @@ struct Accumulated {
 
 /// Starts every target, runs the rounds, stops every target (also on failure).
 pub async fn run(options: &ComparisonOptions) -> Result<Vec<CellResult>, BenchError> {
+    run_until(options, &std::sync::atomic::AtomicBool::new(false)).await.map(|(cells, _)| cells)
+}
+
+/// [`run`], stopping before the next cell once `stop` is set (Ctrl-C): the cells measured so far,
+/// and how many rounds were begun.
+pub async fn run_until(options: &ComparisonOptions, stop: &std::sync::atomic::AtomicBool) -> Result<(Vec<CellResult>, usize), BenchError> {
     let mut running = Vec::new();
     for spec in &options.targets {
         match RunningTarget::start(spec).await {
@@ -94,7 +100,7 @@ pub async fn run(options: &ComparisonOptions) -> Result<Vec<CellResult>, BenchEr
             }
         }
     }
-    let result = measure(options, &running).await;
+    let result = measure(options, &running, stop).await;
     stop_all(running).await;
     result
 }
@@ -105,7 +111,12 @@ async fn stop_all(targets: Vec<RunningTarget>) {
     }
 }
 
-async fn measure(options: &ComparisonOptions, targets: &[RunningTarget]) -> Result<Vec<CellResult>, BenchError> {
+async fn measure(
+    options: &ComparisonOptions,
+    targets: &[RunningTarget],
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<(Vec<CellResult>, usize), BenchError> {
+    let stopped = || stop.load(std::sync::atomic::Ordering::Relaxed);
     let mut prepared: BTreeMap<(Role, Workload), Prepared> = BTreeMap::new();
     for target in targets {
         for workload in &options.workloads {
@@ -119,9 +130,17 @@ async fn measure(options: &ComparisonOptions, targets: &[RunningTarget]) -> Resu
     let cells: Vec<(Workload, usize)> =
         options.workloads.iter().flat_map(|w| options.concurrencies.iter().map(move |c| (*w, *c))).collect();
     let mut results: BTreeMap<(Role, Workload, usize), Accumulated> = BTreeMap::new();
-    for round in 0..options.rounds {
+    let mut rounds_begun = 0;
+    'rounds: for round in 0..options.rounds {
+        if stopped() {
+            break;
+        }
+        rounds_begun += 1;
         eprintln!("    plugin round {}/{} ({} cells × {} targets)", round + 1, options.rounds, cells.len(), targets.len());
         for (index, (workload, concurrency)) in cells.iter().enumerate() {
+            if stopped() {
+                break 'rounds;
+            }
             for offset in 0..targets.len() {
                 let target = &targets[(round + index + offset) % targets.len()];
                 let request = &prepared[&(target.role(), *workload)];
@@ -157,7 +176,7 @@ async fn measure(options: &ComparisonOptions, targets: &[RunningTarget]) -> Resu
             }
         }
     }
-    Ok(results
+    let cells = results
         .into_iter()
         .map(|((target, workload, concurrency), mut acc)| {
             let calls = acc.samples.len();
@@ -173,5 +192,6 @@ async fn measure(options: &ComparisonOptions, targets: &[RunningTarget]) -> Resu
                 client_cpu_us_per_call: per_call(acc.client_cpu),
             }
         })
-        .collect())
+        .collect();
+    Ok((cells, rounds_begun))
 }

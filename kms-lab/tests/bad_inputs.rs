@@ -2,7 +2,7 @@
 //! `tests/bad-inputs/`. The header says:
 //!
 //! - `# run:` the command line; its first word is the binary (`kms-lab`, `kms-plugin`,
-//!   `mock-kms`, `kms-faulty-plugin`). `{input}` is the case's input file, `{dir}` a scratch
+//!   `mock-kms`, `kms-faulty-plugin`, `kms-lab-bench`). `{input}` is the case's input file, `{dir}` a scratch
 //!   directory of the case, `{socket}` the socket `# serve:` listens on (`{dir}/plugin.sock`),
 //!   `{fixtures}` the lint fixtures.
 //! - `# exit:` the exit code (the one table: 0, 1, 2, 130).
@@ -68,7 +68,8 @@ fn binary(name: &str) -> PathBuf {
         "kms-plugin" => OwnBinary::KmsPlugin,
         "mock-kms" => OwnBinary::MockKms,
         "kms-faulty-plugin" => OwnBinary::FaultyPlugin,
-        other => panic!("unknown binary `{other}` (known: kms-lab, kms-plugin, mock-kms, kms-faulty-plugin)"),
+        "kms-lab-bench" => OwnBinary::Bench,
+        other => panic!("unknown binary `{other}` (known: kms-lab, kms-plugin, mock-kms, kms-faulty-plugin, kms-lab-bench)"),
     };
     own.locate().unwrap_or_else(|error| panic!("{error}"))
 }

@@ -17,6 +17,8 @@ pub enum OwnBinary {
     FaultyPlugin,
     /// The bare tonic echo the benches measure the plugin against (the floor).
     EchoPlugin,
+    /// The bench harness (`kms-lab-bench`, behind `cargo xtask bench`).
+    Bench,
 }
 
 impl OwnBinary {
@@ -26,6 +28,7 @@ impl OwnBinary {
             Self::MockKms => "mock-kms",
             Self::FaultyPlugin => "kms-faulty-plugin",
             Self::EchoPlugin => "kms-lab-echo-plugin",
+            Self::Bench => "kms-lab-bench",
         }
     }
 
@@ -34,7 +37,7 @@ impl OwnBinary {
             Self::KmsPlugin => "kms-plugin",
             Self::MockKms => "mock-kms",
             Self::FaultyPlugin => "kms-faulty-plugin",
-            Self::EchoPlugin => "kms-lab-benches",
+            Self::EchoPlugin | Self::Bench => "kms-lab-benches",
         }
     }
 
@@ -44,6 +47,7 @@ impl OwnBinary {
             Self::MockKms => "KMS_LAB_MOCK_KMS_BIN",
             Self::FaultyPlugin => "KMS_LAB_FAULTY_PLUGIN_BIN",
             Self::EchoPlugin => "KMS_LAB_ECHO_BIN",
+            Self::Bench => "KMS_LAB_BENCH_BIN",
         }
     }
 

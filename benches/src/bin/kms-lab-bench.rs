@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use kms_lab_benches::apiserver::{self, ApiserverOptions};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use kms_lab_benches::compare::{self, ComparisonOptions};
 use kms_lab_benches::load::{Op, Workload};
 use kms_lab_benches::report::{self, Report};
@@ -78,6 +81,17 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut notes = Vec::new();
+    // Ctrl-C (or SIGTERM) stops the comparison before its next cell and the apiserver run at once;
+    // what finished is printed and written, marked partial, and the exit code is 130.
+    let stop = Arc::new(AtomicBool::new(false));
+    let signalled = {
+        let stop = stop.clone();
+        async move {
+            stop_signal().await;
+            stop.store(true, Ordering::Relaxed);
+        }
+    };
+    let watcher = tokio::spawn(signalled);
     let plugin = if args.no_plugin {
         Vec::new()
     } else {
@@ -111,16 +125,37 @@ async fn run(args: Args) -> anyhow::Result<()> {
         options.segment = args.segment.unwrap_or(options.segment);
         options.rounds = args.rounds.unwrap_or(options.rounds);
         eprintln!("==> plugin comparison: {} targets, interleaved rounds", options.targets.len());
-        compare::run(&options).await?
+        let (cells, rounds) = compare::run_until(&options, &stop).await?;
+        if stop.load(Ordering::Relaxed) {
+            notes.push(format!("interrupted: partial — {rounds} of {} plugin round(s) begun before Ctrl-C", options.rounds));
+        }
+        cells
     };
-    let apiserver = if args.no_apiserver {
+    let apiserver = if args.no_apiserver || stop.load(Ordering::Relaxed) {
         Vec::new()
     } else {
         eprintln!("==> kube-apiserver: identity vs KMS v1 vs KMS v2 on the real stack");
-        let outcome = apiserver::run(&ApiserverOptions::standard(args.run_root.clone(), args.quick)).await?;
-        notes.extend(outcome.notes);
-        outcome.results
+        let options = ApiserverOptions::standard(args.run_root.clone(), args.quick);
+        let stopped = async {
+            while !stop.load(Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        };
+        // On Ctrl-C the run's future is dropped: its stacks stop every process they started.
+        tokio::select! {
+            outcome = apiserver::run(&options) => {
+                let outcome = outcome?;
+                notes.extend(outcome.notes);
+                outcome.results
+            }
+            () = stopped => {
+                notes.push("interrupted: partial — the kube-apiserver comparison was stopped before it finished".to_owned());
+                Vec::new()
+            }
+        }
     };
+    watcher.abort();
+    let interrupted = stop.load(Ordering::Relaxed);
     let report = Report::new(args.quick, plugin, apiserver, notes);
     println!("{}", report::table(&report));
     if let Some(path) = &args.json {
@@ -130,5 +165,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::write(path, report.to_json()? + "\n")?;
         eprintln!("==> wrote {}", path.display());
     }
+    if interrupted {
+        let written = args.json.as_ref().map(|p| format!("; partial report written to {}", p.display())).unwrap_or_default();
+        eprintln!("interrupted: every process was stopped{written}");
+        std::process::exit(kms_lab_edge::Exit::Interrupted.code().into());
+    }
     Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }
