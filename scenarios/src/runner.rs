@@ -9,13 +9,12 @@ use std::time::Instant;
 use kms_lab_plugins::ManifestPlugin;
 use kms_lab_stack::mockkms::MockKmsOptions;
 use kms_lab_stack::plugin::{PluginKek, PluginSpec};
-
-use crate::plugin_under_test::PluginUnderTest;
 use kms_lab_stack::provision::Binaries;
 use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
+use crate::plugin_under_test::PluginUnderTest;
 use crate::steps;
 use crate::world::{KmsEvent, PLAINTEXT_MARKER, TimelineReport, World, build_encryption};
 
@@ -31,7 +30,7 @@ pub struct RunOptions {
     /// Keep run directories of passing scenarios too.
     pub keep_logs: bool,
     /// The plugin that stands in for `kms-plugin` in every scenario (`--plugin`), if any.
-    pub plugin: Option<crate::plugin_under_test::PluginUnderTest>,
+    pub plugin: Option<PluginUnderTest>,
 }
 
 /// One step as it ran.
