@@ -57,11 +57,10 @@ pub fn why_not(scenario: &Scenario, manifest: &Manifest) -> Option<String> {
         }
     }
     for (index, item) in scenario.steps.iter().enumerate() {
-        let step = item.kind().needs();
-        if let Some(why) = step.own_plugin_only {
+        needs.absorb(item.kind().needs());
+        if let Some(why) = needs.own_plugin_only {
             return Some(format!("step {} needs kms-lab's own plugin: {why}", index + 1));
         }
-        needs.capabilities.extend(step.capabilities);
     }
     let lacking = manifest.lacks(&needs.capabilities)?;
     Some(format!("it needs a plugin with `{lacking}`; {name}'s manifest ({}) does not list it", manifest.path.display()))

@@ -139,18 +139,11 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64, manifests
             }
         })
         .collect();
-    stack.mock_kms = spec.mock_kms.as_ref().map(|kms| MockKmsOptions {
-        nodes: kms.nodes,
-        sealed: kms.sealed,
-        extra_args: vec!["--seed".into(), seed.to_string()],
-        ..MockKmsOptions::default()
-    });
+    let seeded = || MockKmsOptions { extra_args: vec!["--seed".into(), seed.to_string()], ..MockKmsOptions::default() };
+    stack.mock_kms = spec.mock_kms.as_ref().map(|kms| MockKmsOptions { nodes: kms.nodes, sealed: kms.sealed, ..seeded() });
     // A plugin from a manifest always has its KEK in the mock KMS, spoken in its own dialect.
     for plugin in manifests.values() {
-        let kms = stack
-            .mock_kms
-            .get_or_insert_with(|| MockKmsOptions { extra_args: vec!["--seed".into(), seed.to_string()], ..MockKmsOptions::default() });
-        plugin.serve_dialect_on(kms);
+        plugin.serve_dialect_on(stack.mock_kms.get_or_insert_with(seeded));
     }
     stack.start_plugins_first = spec.start == StartOrder::PluginsFirst;
     stack.start_plugins = stack.start_plugins_first;

@@ -75,6 +75,12 @@ impl Needs {
         }
         Self { capabilities, own_plugin_only: None }
     }
+
+    /// Adds what `other` needs (the first own-plugin-only reason stays).
+    pub fn absorb(&mut self, other: Needs) {
+        self.capabilities.extend(other.capabilities);
+        self.own_plugin_only = self.own_plugin_only.or(other.own_plugin_only);
+    }
 }
 
 /// Declares the [`Step`] enum and its delegation to each step type.

@@ -582,6 +582,14 @@ fn default_retries() -> u32 {
 }
 
 impl StepKind for Load {
+    fn needs(&self) -> super::Needs {
+        let mut needs = super::Needs::default();
+        for step in &self.during {
+            needs.absorb(step.kind().needs());
+        }
+        needs
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         scope.apiserver(self.apiserver)?;
         if self.writers == 0 {

@@ -414,12 +414,25 @@ impl Synced {
         };
         let api: kube::Api<k8s_openapi::api::core::v1::Secret> = kube::Api::namespaced(sync.admin.clone(), NAMESPACE);
         let names = names(&self.secret, self.count);
+        // Many Secrets are read with one LIST per observation, not one GET each.
+        let mut listed = match self.count {
+            Some(_) => match api.list(&kube::api::ListParams::default()).await {
+                Ok(list) => {
+                    Some(list.items.into_iter().map(|s| (s.metadata.name.clone().unwrap_or_default(), s)).collect::<BTreeMap<_, _>>())
+                }
+                Err(e) => return Seen { ok: false, text: format!("listing Secrets in `{NAMESPACE}` failed: {e}") },
+            },
+            None => None,
+        };
         let mut holding = 0;
         let mut first_miss = None;
         for name in &names {
-            let secret = match api.get_opt(name).await {
-                Ok(secret) => secret,
-                Err(e) => return Seen { ok: false, text: format!("reading Secret `{name}` failed: {e}") },
+            let secret = match listed.as_mut() {
+                Some(listed) => listed.remove(name),
+                None => match api.get_opt(name).await {
+                    Ok(secret) => secret,
+                    Err(e) => return Seen { ok: false, text: format!("reading Secret `{name}` failed: {e}") },
+                },
             };
             let value = secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(&self.key)).map(|v| v.0.clone());
             let held = value.as_ref().and_then(|v| puts.iter().position(|p| p.as_bytes() == v.as_slice()));
