@@ -66,5 +66,21 @@ fn check_tools(sh: &Shell) -> anyhow::Result<()> {
             "`go` is not on PATH: kms-lab builds kube-apiserver and etcd from the Go module proxy. Install it (`apt-get install golang-go`; an older Go fetches Go 1.26 by itself with GOTOOLCHAIN=go1.26.8), or point KUBEBUILDER_ASSETS at a directory with kube-apiserver, kubectl, etcd and etcdctl"
         );
     }
+    // What the suite's real-component tests need beside Rust and Go: say all of it before minutes
+    // of building, with the one command that installs it.
+    let ok = |program: &str, args: &[&str]| cmd!(sh, "{program} {args...}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+    let mut missing = Vec::new();
+    if !ok("python3", &["-c", "import boto3, hvac, moto"]) {
+        missing.push("Python's boto3, hvac and moto[server] (`pip install 'moto[server]==5.2.5' boto3 'hvac==2.4.0'`)");
+    }
+    if !ok("sh", &["-c", "command -v chromium || command -v chromium-browser || command -v google-chrome"]) {
+        missing.push("headless Chromium (`apt-get install chromium`), for the plugin report's browser test");
+    }
+    if !ok("docker", &["info"]) {
+        missing.push("a running Docker daemon (`apt-get install docker.io`, then `dockerd --iptables=false --bridge=none &`), for the container tier");
+    }
+    if !missing.is_empty() {
+        anyhow::bail!("missing: {}; `bash .ci/run` installs and starts all of it on Debian, then runs this suite", missing.join("; "));
+    }
     Ok(())
 }
