@@ -131,12 +131,15 @@ pub fn build(manifest: &Manifest, label: &str, build: &Build, progress: bool) ->
         }
         Build::Cargo { package, bin } => {
             let root = workspace_root();
-            let command = format!("cargo build -p {package} --bin {bin}");
+            // With the workspace's unified features: the same artifacts `cargo build --workspace
+            // --bins` (what `cargo xtask test` and CI build first) made, so no rebuild of
+            // `package` with other features.
+            let command = format!("cargo build --workspace --bin {bin} (package {package})");
             if progress {
                 eprintln!("{label}: {command} (in {})", root.display());
             }
             let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args(["build", "-p", package, "--bin", bin])
+                .args(["build", "--workspace", "--bin", bin])
                 .current_dir(&root)
                 .output()
                 .map_err(|e| PluginError::Cargo {

@@ -65,7 +65,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Build {
-    /// A package of this Cargo workspace: `cargo build -p PACKAGE --bin BIN`.
+    /// A package of this Cargo workspace: `cargo build --workspace --bin BIN` (BIN of PACKAGE).
     Cargo {
         /// The package.
         package: String,
