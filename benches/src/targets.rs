@@ -1,13 +1,12 @@
 //! The plugins a comparison measures, each run as its own process on a fresh Unix socket (in a
-//! `/tmp/kms-lab-*` directory, so the path stays short), ready once it answers a v2 `Status`.
+//! `/tmp/kms-lab-*` directory, so the path stays short), ready once it answers gRPC.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kms_lab_stack::own::OwnBinary;
-use kms_lab_stack::process::Supervised;
+use kms_lab_stack::standalone::{PluginCommand, StandalonePlugin, short_run_dir};
 use kms_wire::PluginClient;
-use kms_wire::proto::v2;
 
 use crate::BenchError;
 
@@ -86,30 +85,25 @@ pub fn locate_echo() -> Result<PathBuf, BenchError> {
 pub struct RunningTarget {
     role: Role,
     client: PluginClient,
-    process: Option<Supervised>,
+    plugin: Option<StandalonePlugin>,
     // Dropped last: the socket and the log live here.
     dir: tempfile::TempDir,
 }
 
 impl RunningTarget {
-    /// Starts `spec` in a fresh `/tmp/kms-lab-*` directory and waits (bounded) until it answers a
-    /// v2 `Status`; a target that exits first or never answers is an error with its last log lines.
+    /// Starts `spec` in a fresh `/tmp/kms-lab-*` directory and waits (bounded) until it answers
+    /// gRPC; a target that exits first or never answers is an error with its last log lines.
     pub async fn start(spec: &TargetSpec) -> Result<Self, BenchError> {
-        let dir = tempfile::Builder::new().prefix("kms-lab-").tempdir_in("/tmp").map_err(|source| BenchError::Io {
-            what: "create a socket directory in",
-            path: "/tmp".into(),
-            source,
-        })?;
+        let dir = short_run_dir()?;
         let socket = dir.path().join("p.sock");
         let log = dir.path().join("target.log");
-        let args: Vec<String> = spec.args.iter().map(|a| a.replace(SOCKET_PLACEHOLDER, &socket.display().to_string())).collect::<Vec<_>>();
-        let mut process = Supervised::spawn(spec.role.name(), &spec.program, &args, &log, &[])?;
-        let endpoint = format!("unix://{}", socket.display());
-        process.wait_ready(&format!("a v2 Status answer on {endpoint}"), READY_DEADLINE, || ready(&socket)).await?;
-        let client = PluginClient::connect(&endpoint, CALL_TIMEOUT)
+        let mut command = PluginCommand::new(&spec.program);
+        command.args(spec.args.iter().map(|a| a.replace(SOCKET_PLACEHOLDER, &socket.display().to_string())));
+        let plugin = StandalonePlugin::start(spec.role.name(), &command, &socket, &log, READY_DEADLINE).await?;
+        let client = PluginClient::connect(&plugin.endpoint(), CALL_TIMEOUT)
             .await
             .map_err(|source| BenchError::Connect { target: spec.role.name().to_owned(), source })?;
-        Ok(Self { role: spec.role, client, process: Some(process), dir })
+        Ok(Self { role: spec.role, client, plugin: Some(plugin), dir })
     }
 
     /// Its role.
@@ -129,20 +123,13 @@ impl RunningTarget {
 
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().and_then(Supervised::pid)
+        self.plugin.as_ref().and_then(StandalonePlugin::pid)
     }
 
     /// Stops the process (SIGTERM, then SIGKILL after a grace period) and removes its directory.
     pub async fn stop(mut self) {
-        if let Some(process) = self.process.take() {
-            process.stop(STOP_GRACE).await;
+        if let Some(plugin) = self.plugin.take() {
+            plugin.stop(STOP_GRACE).await;
         }
     }
-}
-
-async fn ready(socket: &Path) -> bool {
-    let Ok(client) = PluginClient::connect(&socket.display().to_string(), Duration::from_secs(1)).await else {
-        return false;
-    };
-    client.v2().status(v2::StatusRequest {}).await.is_ok()
 }

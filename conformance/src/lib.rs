@@ -23,7 +23,6 @@ mod checks;
 mod cli;
 mod context;
 mod error;
-pub mod process;
 mod render;
 mod report;
 

@@ -18,7 +18,7 @@ struct InProcessPlugin {
 
 impl InProcessPlugin {
     async fn start() -> Self {
-        let dir = kms_lab_conformance::process::short_run_dir().expect("run dir under /tmp");
+        let dir = kms_lab_stack::standalone::short_run_dir().expect("run dir under /tmp");
         let socket = dir.path().join("p.sock");
         let config = PluginConfig {
             socket: socket.clone(),
@@ -94,7 +94,7 @@ async fn only_and_skip_select_checks_and_unknown_ids_are_refused() {
 
 #[tokio::test]
 async fn a_missing_plugin_is_an_error_naming_the_socket() {
-    let dir = kms_lab_conformance::process::short_run_dir().expect("run dir");
+    let dir = kms_lab_stack::standalone::short_run_dir().expect("run dir");
     let endpoint = format!("unix://{}/nothing.sock", dir.path().display());
     let message = kms_lab_conformance::run(&Options::new(endpoint.clone(), Api::V2)).await.expect_err("nothing listens").to_string();
     assert!(message.contains("nothing.sock"), "{message}");

@@ -12,12 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use kms_lab_conformance::process::{PluginProcess, short_run_dir};
 use kms_lab_conformance::{Api, CheckOutcome, Options, Report, render_text};
 use kms_lab_stack::process::Supervised;
 use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
+use kms_lab_stack::standalone::{PluginCommand, StandalonePlugin, short_run_dir};
 
 const READY: Duration = Duration::from_secs(60);
+/// SIGTERM to SIGKILL for a plugin under test.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 const INSTALL_MOTO: &str = "pip install 'moto[server]==5.2.5' boto3";
 
 fn free_port() -> u16 {
@@ -77,7 +79,7 @@ fn which(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|dir| Path::new(dir).join(name)).find(|p| p.is_file())
 }
 
-fn aws_env(command: &mut Command) {
+fn aws_env(command: &mut PluginCommand) {
     command.env("AWS_ACCESS_KEY_ID", "test").env("AWS_SECRET_ACCESS_KEY", "test").env("AWS_REGION", "us-east-1");
 }
 
@@ -117,7 +119,7 @@ async fn aws_encryption_provider_against_moto_passes_v2_and_v1beta1() {
     let dir = short_run_dir().expect("run dir");
     let moto = Moto::start(dir.path()).await;
     let socket = dir.path().join("aws.sock");
-    let mut command = Command::new(&binary);
+    let mut command = PluginCommand::new(&binary);
     command
         .arg(format!("--key={}", moto.key_arn))
         .arg(format!("--kms-endpoint={}", moto.endpoint))
@@ -126,33 +128,14 @@ async fn aws_encryption_provider_against_moto_passes_v2_and_v1beta1() {
         .arg(format!("--health-port=127.0.0.1:{}", free_port()));
     aws_env(&mut command);
     for api in [Api::V2, Api::V1beta1] {
-        let plugin = PluginProcess::start(
-            "aws-encryption-provider",
-            command_clone(&command),
-            &socket,
-            &dir.path().join(format!("aws-{api}.log")),
-            api,
-            READY,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+        let log = dir.path().join(format!("aws-{api}.log"));
+        let plugin =
+            StandalonePlugin::start("aws-encryption-provider", &command, &socket, &log, READY).await.unwrap_or_else(|e| panic!("{e}"));
         let report = conformance(plugin.endpoint(), api).await;
         judge(&format!("aws-encryption-provider ({api})"), &report, &plugin.log_tail());
-        drop(plugin);
+        plugin.stop(STOP_GRACE).await;
     }
     drop(moto);
-}
-
-/// `Command` is not `Clone`: the same program, arguments and environment again.
-fn command_clone(command: &Command) -> Command {
-    let mut copy = Command::new(command.get_program());
-    copy.args(command.get_args());
-    for (key, value) in command.get_envs() {
-        if let Some(value) = value {
-            copy.env(key, value);
-        }
-    }
-    copy
 }
 
 /// trousseau's `name` provider (`provider` with `args` and `envs`, listening on
@@ -165,7 +148,7 @@ async fn start_trousseau(
     provider: &Path,
     mut args: Vec<String>,
     envs: &[(String, String)],
-) -> (Supervised, PluginProcess) {
+) -> (Supervised, StandalonePlugin) {
     let sockets = dir.join("sockets");
     std::fs::create_dir_all(sockets.join(name)).expect("socket dir");
     let provider_log = dir.join(format!("{name}.log"));
@@ -181,14 +164,14 @@ async fn start_trousseau(
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
     let socket = dir.join("trousseau.sock");
-    let mut command = Command::new(core);
+    let mut command = PluginCommand::new(core);
     command
         .arg(format!("--enabled-providers={name}"))
         .arg(format!("--socket-location={}", sockets.display()))
         .arg(format!("--listen-addr=unix://{}", socket.display()))
         .arg(format!("--healthz-port={}", free_port()))
         .arg(format!("--metrics-addr={}", free_port()));
-    let plugin = PluginProcess::start(&format!("trousseau ({name})"), command, &socket, &dir.join("trousseau.log"), Api::V1beta1, READY)
+    let plugin = StandalonePlugin::start(&format!("trousseau ({name})"), &command, &socket, &dir.join("trousseau.log"), READY)
         .await
         .unwrap_or_else(|e| panic!("{e}\nprovider log:\n{}", kms_lab_stack::process::tail(&provider_log, 30)));
     (provider_process, plugin)
@@ -211,7 +194,7 @@ async fn trousseau_with_its_awskms_provider_against_moto_passes_v1beta1() {
     let (provider_process, plugin) = start_trousseau(dir.path(), &core, "awskms", &provider, args, &envs).await;
     let report = conformance(plugin.endpoint(), Api::V1beta1).await;
     judge("trousseau + awskms (v1beta1)", &report, &plugin.log_tail());
-    drop(plugin);
+    plugin.stop(STOP_GRACE).await;
     drop(provider_process);
     drop(moto);
 }
@@ -232,7 +215,7 @@ async fn trousseau_with_its_debug_provider_fails_for_a_readable_dek() {
     assert!(report.failed_ids().contains(&"v1beta1.encrypt.dek-not-readable"), "{text}");
     let finding = report.check("v1beta1.encrypt.dek-not-readable").and_then(|c| c.finding()).expect("a finding");
     assert!(finding.problem.contains("base64") && finding.problem.contains("whoever reads etcd"), "{text}");
-    drop(plugin);
+    plugin.stop(STOP_GRACE).await;
     drop(provider_process);
 }
 
@@ -258,8 +241,8 @@ async fn gcp_mock_kms() -> mock_kms::MockKms {
 
 /// k8s-cloudkms-plugin on `socket`, `--kms v2` or `v1`, against the mock KMS on `kms_port`; its
 /// healthz on `healthz_port` (glog to stderr, so nothing is left in /tmp).
-fn cloudkms_command(binary: &Path, kms_port: u16, socket: &Path, kms: &str, healthz_port: u16) -> Command {
-    let mut command = Command::new(binary);
+fn cloudkms_command(binary: &Path, kms_port: u16, socket: &Path, kms: &str, healthz_port: u16) -> PluginCommand {
+    let mut command = PluginCommand::new(binary);
     command
         .arg("--integration-test")
         .arg(format!("--fake-kms-port={kms_port}"))
@@ -282,8 +265,7 @@ async fn k8s_cloudkms_plugin_on_the_gcp_dialect_passes_v2_and_v1beta1() {
         let socket = dir.path().join(format!("gcp-{flag}.sock"));
         let command = cloudkms_command(&binary, port, &socket, flag, free_port());
         let log = dir.path().join(format!("cloudkms-{flag}.log"));
-        let plugin =
-            PluginProcess::start("k8s-cloudkms-plugin", command, &socket, &log, api, READY).await.unwrap_or_else(|e| panic!("{e}"));
+        let plugin = StandalonePlugin::start("k8s-cloudkms-plugin", &command, &socket, &log, READY).await.unwrap_or_else(|e| panic!("{e}"));
         let mut options = Options::new(plugin.endpoint(), api);
         options.concurrency = 8;
         options.round_trips_per_caller = 4;
@@ -296,7 +278,7 @@ async fn k8s_cloudkms_plugin_on_the_gcp_dialect_passes_v2_and_v1beta1() {
         options.rotate_wait = Duration::from_secs(20);
         let report = kms_lab_conformance::run(&options).await.expect("the suite runs");
         judge(&format!("k8s-cloudkms-plugin ({api})"), &report, &plugin.log_tail());
-        drop(plugin);
+        plugin.stop(STOP_GRACE).await;
     }
     // Every plugin call reached the mock KMS as a Cloud KMS operation.
     let records = kms.audit().records();
@@ -341,7 +323,7 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     let socket = dir.path().join("gcp.sock");
     let healthz = free_port();
     let command = cloudkms_command(&binary, kms.addr().port(), &socket, "v2", healthz);
-    let plugin = PluginProcess::start("k8s-cloudkms-plugin", command, &socket, &dir.path().join("cloudkms.log"), Api::V2, READY)
+    let plugin = StandalonePlugin::start("k8s-cloudkms-plugin", &command, &socket, &dir.path().join("cloudkms.log"), READY)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let client = kms_wire::PluginClient::connect(&plugin.endpoint(), Duration::from_secs(10)).await.expect("the plugin's socket");
@@ -421,7 +403,7 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     assert_eq!(outcome(&decrypt(sealed.ciphertext.clone(), sealed.key_id.clone()).await), "ok");
     assert_eq!(status().await.healthz, "ok");
 
-    drop(plugin);
+    plugin.stop(STOP_GRACE).await;
     kms.shutdown().await;
 }
 
@@ -453,7 +435,7 @@ async fn sealed_vault_mock_kms(dir: &Path) -> (mock_kms::MockKms, Vec<String>) {
 
 /// trousseau's vault provider (on `sockets/vault/vault.socket`, against the Vault at `kms_port`
 /// with [`VAULT_TOKEN`]) and its core on `dir/trousseau.sock`, v1beta1.
-async fn trousseau_on_vault(dir: &Path, kms_port: u16) -> (Supervised, PluginProcess) {
+async fn trousseau_on_vault(dir: &Path, kms_port: u16) -> (Supervised, StandalonePlugin) {
     let (core, provider) =
         tokio::task::spawn_blocking(|| (locate(GoSubject::Trousseau), locate(GoSubject::TrousseauVault))).await.expect("locator");
     let config = dir.join("vault.yaml");
@@ -545,7 +527,7 @@ async fn trousseau_with_its_vault_provider_on_the_vault_dialect() {
     let cipher = encrypt().await.expect("Encrypt after the outage");
     assert_eq!(decrypt(cipher).await.expect("Decrypt after the outage").as_ref(), dek.as_slice());
 
-    drop(plugin);
+    plugin.stop(STOP_GRACE).await;
     drop(provider);
     kms.shutdown().await;
 }

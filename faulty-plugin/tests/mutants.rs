@@ -2,11 +2,10 @@
 //! check written for it, and the same binary without defects passes everything, rotation included.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use kms_lab_conformance::process::{PluginProcess, short_run_dir};
 use kms_lab_conformance::{Api, Level, Options, Report, render_text};
+use kms_lab_stack::standalone::{PluginCommand, StandalonePlugin, short_run_dir};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_kms-faulty-plugin");
 const READY_DEADLINE: Duration = Duration::from_secs(20);
@@ -84,23 +83,23 @@ const MUTANTS: &[Mutant] = &[
 
 /// The faulty plugin with `defects`, a KEK file (so it can rotate) and a fast health TTL.
 struct Faulty {
-    process: PluginProcess,
+    process: StandalonePlugin,
     kek_file: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Faulty {
-    async fn start(defects: &[&str], api: Api) -> Self {
+    async fn start(defects: &[&str]) -> Self {
         let dir = short_run_dir().expect("run dir under /tmp");
         let socket = dir.path().join("f.sock");
         let kek_file = dir.path().join("kek");
-        let mut command = Command::new(BINARY);
+        let mut command = PluginCommand::new(BINARY);
         command.arg("--socket").arg(&socket).args(["--kms", "local", "--health-ttl", "100ms", "--kek-file"]).arg(&kek_file);
         for defect in defects {
             command.args(["--defect", defect]);
         }
         let name = format!("kms-faulty-plugin {defects:?}");
-        let process = PluginProcess::start(&name, command, &socket, &dir.path().join("f.log"), api, READY_DEADLINE)
+        let process = StandalonePlugin::start(&name, &command, &socket, &dir.path().join("f.log"), READY_DEADLINE)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         Self { process, kek_file, _dir: dir }
@@ -127,7 +126,7 @@ impl Faulty {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_defects_every_check_passes_in_both_apis_rotation_included() {
-    let plugin = Faulty::start(&[], Api::V2).await;
+    let plugin = Faulty::start(&[]).await;
     let v2 = plugin.conformance(Api::V2, true).await;
     assert!(v2.passed(), "{}", render_text(&v2));
     assert!(v2.warned_ids().is_empty(), "no warnings either:\n{}", render_text(&v2));
@@ -139,7 +138,7 @@ async fn without_defects_every_check_passes_in_both_apis_rotation_included() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_makes_a_warning_fail_and_junit_shows_it_without_failing() {
-    let plugin = Faulty::start(&["wrong-status-code"], Api::V2).await;
+    let plugin = Faulty::start(&["wrong-status-code"]).await;
     let mut report = plugin.conformance(Api::V2, false).await;
     assert_eq!(report.warned_ids(), ["v2.hygiene.error-codes"], "{}", render_text(&report));
     assert!(report.passed(), "{}", render_text(&report));
@@ -156,7 +155,7 @@ async fn strict_makes_a_warning_fail_and_junit_shows_it_without_failing() {
 async fn every_mutant_fails_the_check_written_for_it() {
     let mut missed = Vec::new();
     for mutant in MUTANTS {
-        let plugin = Faulty::start(&[mutant.defect], mutant.api).await;
+        let plugin = Faulty::start(&[mutant.defect]).await;
         let report = plugin.conformance(mutant.api, mutant.rotate).await;
         let (failed, warned) = (report.failed_ids(), report.warned_ids());
         let caught = if mutant.level == Level::Fail { &failed } else { &warned };
@@ -187,7 +186,7 @@ async fn every_mutant_fails_the_check_written_for_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaked_plaintext_is_withheld_from_the_report() {
-    let plugin = Faulty::start(&["plaintext-in-error"], Api::V2).await;
+    let plugin = Faulty::start(&["plaintext-in-error"]).await;
     let report = plugin.conformance(Api::V2, false).await;
     let text = render_text(&report);
     let json = serde_json::to_string(&report).expect("serialises");

@@ -156,6 +156,26 @@ impl PluginClient {
     pub fn v1beta1(&self) -> V1Client<Channel> {
         V1Client::new(self.channel.clone())
     }
+
+    /// Whether a plugin serves gRPC on this socket yet: a v2 Status call gets an answer of the
+    /// plugin's own (healthy or not, an error code, or `Unimplemented` from a v1beta1-only
+    /// plugin). Only `Unavailable` (nothing serving yet) is not. The one readiness probe of
+    /// every tool that starts a plugin.
+    pub async fn answers(&self) -> bool {
+        match self.v2().status(crate::proto::v2::StatusRequest {}).await {
+            Ok(_) => true,
+            Err(status) => status.code() != tonic::Code::Unavailable,
+        }
+    }
+
+    /// [`PluginClient::answers`] on `endpoint`, connecting first (a socket nobody listens on
+    /// does not answer).
+    pub async fn answers_at(endpoint: &str, call_timeout: Duration) -> bool {
+        match Self::connect(endpoint, call_timeout).await {
+            Ok(client) => client.answers().await,
+            Err(_) => false,
+        }
+    }
 }
 
 #[cfg(test)]

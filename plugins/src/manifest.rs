@@ -150,14 +150,14 @@ pub struct ExtraProcess {
 }
 
 /// When a plugin counts as started: the socket accepts connections and (if `status`) the plugin
-/// answers a Status call on its API, within a bound; raced against its exit. Healthy or not is
+/// answers gRPC on it ([`kms_wire::PluginClient::answers`]), within a bound; raced against its exit. Healthy or not is
 /// not asked here: a plugin in front of a sealed or unreachable KMS is up but unhealthy, and
 /// that is what scenarios observe.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Readiness {
-    /// Whether the plugin must answer a Status call (v2 Status, v1beta1 Version) with anything but
-    /// "unavailable" (else: the socket accepts connections).
+    /// Whether the plugin must answer a v2 Status call with anything but "unavailable" (a
+    /// v1beta1-only plugin answers `Unimplemented`; else: the socket accepts connections).
     #[serde(default = "yes")]
     pub status: bool,
     /// How long it may take.

@@ -14,12 +14,11 @@ use kms_lab_stack::mockkms::{DialectCredentials, MockKms, MockKmsOptions};
 use kms_lab_stack::process::Supervised;
 use kms_lab_stack::{PluginKek, PluginProgram, PluginSpec, ProgramContext, ProgramProcesses, StackError};
 use kms_wire::PluginClient;
-use kms_wire::proto::{KMS_V1BETA1_API_VERSION, v1beta1, v2};
 use mock_kms::dialects::Dialect;
 
 use crate::build::{self, Located};
 use crate::error::PluginError;
-use crate::manifest::{Api, Manifest};
+use crate::manifest::Manifest;
 use crate::template::{Placeholder, Template, Values};
 
 /// The region every AWS-speaking plugin names (the mock KMS takes any).
@@ -146,10 +145,9 @@ impl ManifestPlugin {
             }
         };
         let endpoint = format!("unix://{}", context.socket.display());
-        let api = manifest.preferred_api();
         let status = manifest.readiness.status;
         let awaited = if status {
-            format!("a {api} Status answer (healthy or not) on {endpoint}")
+            format!("a gRPC answer (healthy or not) on {endpoint}")
         } else {
             format!("{} to accept connections", context.socket.display())
         };
@@ -157,7 +155,13 @@ impl ManifestPlugin {
             .wait_ready(&awaited, manifest.readiness.within, || {
                 let endpoint = endpoint.clone();
                 let socket = context.socket.to_owned();
-                async move { if status { answers(&endpoint, api).await } else { tokio::net::UnixStream::connect(socket).await.is_ok() } }
+                async move {
+                    if status {
+                        PluginClient::answers_at(&endpoint, Duration::from_secs(2)).await
+                    } else {
+                        tokio::net::UnixStream::connect(socket).await.is_ok()
+                    }
+                }
             })
             .await;
         if let Err(error) = ready {
@@ -173,19 +177,6 @@ async fn stop_all(processes: Vec<Supervised>) {
     for process in processes.into_iter().rev() {
         process.kill().await;
     }
-}
-
-/// Whether the plugin serves its API: a Status (v2) or Version (v1beta1) call gets the plugin's
-/// own answer, healthy or an error of its own; only "unavailable" (nothing serving yet) is not.
-async fn answers(endpoint: &str, api: Api) -> bool {
-    let Ok(client) = PluginClient::connect(endpoint, Duration::from_secs(2)).await else {
-        return false;
-    };
-    let answer = match api {
-        Api::V2 => client.v2().status(v2::StatusRequest {}).await.map(drop),
-        Api::V1beta1 => client.v1beta1().version(v1beta1::VersionRequest { version: KMS_V1BETA1_API_VERSION.to_owned() }).await.map(drop),
-    };
-    answer.is_ok() || answer.is_err_and(|status| status.code() != tonic::Code::Unavailable)
 }
 
 impl PluginProgram for ManifestPlugin {

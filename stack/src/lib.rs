@@ -23,6 +23,7 @@ pub mod process;
 pub mod provision;
 pub mod runtime;
 pub mod stack;
+pub mod standalone;
 
 pub use apiserver::Readiness;
 pub use component::{Component, WaitFor};

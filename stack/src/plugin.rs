@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kms_wire::PluginClient;
-use kms_wire::proto::v2;
 
 use crate::error::StackError;
 use crate::mockkms::MockKms;
@@ -186,18 +185,9 @@ impl PluginSlot {
         let mut process = launcher.spawn(&self.spec.name, binary, &args, log, &[]).await?;
         let endpoint = format!("unix://{}", self.socket.display());
         process
-            .wait_ready(&format!("a v2 Status answer on {endpoint}"), READY_DEADLINE, || {
+            .wait_ready(&format!("a gRPC answer on {endpoint}"), READY_DEADLINE, || {
                 let endpoint = endpoint.clone();
-                async move {
-                    match PluginClient::connect(&endpoint, Duration::from_secs(2)).await {
-                        // A v1beta1-only plugin answers Unimplemented: it is listening all the same.
-                        Ok(client) => match client.v2().status(v2::StatusRequest {}).await {
-                            Ok(_) => true,
-                            Err(status) => status.code() == tonic::Code::Unimplemented,
-                        },
-                        Err(_) => false,
-                    }
-                }
+                async move { PluginClient::answers_at(&endpoint, Duration::from_secs(2)).await }
             })
             .await?;
         self.process = Some(process);

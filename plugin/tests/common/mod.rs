@@ -2,21 +2,24 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use kms_lab_stack::standalone::{PluginCommand, StandalonePlugin};
 use kms_wire::PluginClient;
-use kms_wire::proto::v2;
 
 /// How long a plugin may take to start answering.
 pub const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// The deadline of every test call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A running `kms-plugin` process, stopped (SIGTERM, then SIGKILL) when dropped.
+/// A running `kms-plugin` process (the lab's one supervisor, [`StandalonePlugin`]), killed if
+/// dropped.
 pub struct PluginProcess {
-    child: Option<Child>,
+    plugin: StandalonePlugin,
     pub socket: PathBuf,
     pub log: PathBuf,
 }
@@ -32,43 +35,14 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
 }
 
 impl PluginProcess {
-    /// Starts the plugin on `socket` with extra `args` and waits until a v2 Status answers.
+    /// Starts the plugin on `socket` with extra `args` and waits until it answers gRPC.
     pub async fn start(dir: &Path, socket: &Path, args: &[&str]) -> Self {
-        let log = dir.join(format!("plugin-{}.log", std::process::id() as u128 * 1000 + Instant::now().elapsed().as_nanos()));
-        let log_file = std::fs::File::create(&log).expect("log file can be created");
-        let child = Command::new(binary())
-            .arg("--socket")
-            .arg(socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("kms-plugin starts");
-        let mut process = Self { child: Some(child), socket: socket.to_owned(), log };
-        process.wait_ready().await;
-        process
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + READY_DEADLINE;
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().expect("child status is readable")) {
-                panic!("kms-plugin exited with {status} before it was ready; its log:\n{}", self.log_text());
-            }
-            if let Ok(client) = PluginClient::connect(self.socket.to_str().unwrap(), CALL_TIMEOUT).await
-                && (client.v2().status(v2::StatusRequest {}).await.is_ok() || client.v1beta1().version(v1beta1_version()).await.is_ok())
-            {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kms-plugin did not answer on {} within {READY_DEADLINE:?}; its log:\n{}",
-                self.socket.display(),
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let log = dir.join(format!("plugin-{}.log", STARTED.fetch_add(1, Ordering::Relaxed)));
+        let mut command = PluginCommand::new(binary());
+        command.arg("--socket").arg(socket).args(args);
+        let plugin = StandalonePlugin::start("kms-plugin", &command, socket, &log, READY_DEADLINE).await.unwrap_or_else(|e| panic!("{e}"));
+        Self { plugin, socket: socket.to_owned(), log }
     }
 
     /// A connected client.
@@ -76,46 +50,26 @@ impl PluginProcess {
         PluginClient::connect(self.socket.to_str().unwrap(), CALL_TIMEOUT).await.expect("plugin socket accepts connections")
     }
 
-    /// The plugin's stderr so far.
+    /// The plugin's output so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends a signal to the plugin.
     pub fn signal(&self, signal: libc::c_int) {
-        let pid = self.child.as_ref().expect("plugin is running").id();
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
-        let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
-        assert_eq!(rc, 0, "kill({pid}, {signal}) failed");
+        self.plugin.signal(signal);
     }
 
-    /// Sends SIGTERM and waits (bounded) for the exit status.
-    pub async fn terminate(mut self) -> ExitStatus {
-        self.signal(libc::SIGTERM);
-        let mut child = self.child.take().expect("plugin is running");
-        let deadline = Instant::now() + READY_DEADLINE;
-        loop {
-            if let Some(status) = child.try_wait().expect("child status is readable") {
-                return status;
+    /// Sends SIGTERM and waits (bounded) for the exit status; a plugin still running after
+    /// [`READY_DEADLINE`] is killed and the test fails.
+    pub async fn terminate(self) -> ExitStatus {
+        let Self { plugin, log, .. } = self;
+        match plugin.stop(READY_DEADLINE).await {
+            Some(status) if status.signal() != Some(libc::SIGKILL) => status,
+            other => {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("kms-plugin did not exit within {READY_DEADLINE:?} of SIGTERM ({other:?}); its log:\n{log}")
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("kms-plugin did not exit within {READY_DEADLINE:?} of SIGTERM; its log:\n{}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-impl Drop for PluginProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn v1beta1_version() -> kms_wire::proto::v1beta1::VersionRequest {
-    kms_wire::proto::v1beta1::VersionRequest { version: "v1beta1".into() }
 }
