@@ -99,6 +99,23 @@ impl Action {
         Self::RestoreSecret,
     ];
 
+    /// Whether it is a secrets-store call ([`secrets`]: `CreateSecret` … `RestoreSecret`), not a
+    /// key call a KMS plugin makes.
+    pub fn is_secrets_store(self) -> bool {
+        matches!(
+            self,
+            Self::CreateSecret
+                | Self::PutSecretValue
+                | Self::GetSecretValue
+                | Self::ListSecrets
+                | Self::DescribeSecret
+                | Self::UpdateSecretVersionStage
+                | Self::RotateSecret
+                | Self::DeleteSecret
+                | Self::RestoreSecret
+        )
+    }
+
     /// The action's name, as in its path.
     pub fn name(self) -> &'static str {
         match self {
@@ -274,6 +291,12 @@ pub fn verify(secret_key: &[u8], canonical: &str, signature: &str) -> bool {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret_key).expect("HMAC takes any key length");
     mac.update(canonical.as_bytes());
     mac.verify_slice(&given).is_ok()
+}
+
+/// The wait a `429 Throttling` answer asks for: its `Retry-After` header, whole seconds as the
+/// service sends it (`None` when absent or not a number).
+pub fn retry_after(header: Option<&str>) -> Option<std::time::Duration> {
+    header?.trim().parse().ok().map(std::time::Duration::from_secs)
 }
 
 /// The error codes the service answers with, and their HTTP statuses.

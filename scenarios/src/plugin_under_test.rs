@@ -65,3 +65,32 @@ pub fn why_not(scenario: &Scenario, manifest: &Manifest) -> Option<String> {
     let lacking = manifest.lacks(&needs.capabilities)?;
     Some(format!("it needs a plugin with `{lacking}`; {name}'s manifest ({}) does not list it", manifest.path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    /// A v2 plugin with a KEK of its own: no remote KMS to perturb.
+    const LOCAL_KEK_PLUGIN: &str =
+        "name: local\ndescription: d\nbuild: {path: /bin/true}\ncommand: ['--socket={socket}']\napis: [v2]\nrotation: none\n";
+
+    fn why_not_with(fault: &str) -> Option<String> {
+        let manifest = kms_lab_plugins::manifest::parse(Path::new("local.yaml"), LOCAL_KEK_PLUGIN).unwrap();
+        let text = format!(
+            "title: t\ndescription: d\nstack:\n  mock_kms: {{}}\n  plugins: [{{name: plugin-0}}]\n  encryption:\n    secrets:\n      - kms: {{name: k, api: v2, plugin: plugin-0}}\nsteps:\n  - faults: {{profile: {fault}}}\n"
+        );
+        let scenario = crate::load::parse(Path::new("t.yaml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        why_not(&scenario, &manifest)
+    }
+
+    #[test]
+    fn a_fault_on_the_secrets_store_alone_runs_on_any_plugin_one_on_key_calls_needs_a_remote_kms() {
+        assert_eq!(why_not_with("{throttle: {per_second: 1, actions: [GetSecretValue, ListSecrets]}}"), None);
+        for touches_keys in ["{throttle: {per_second: 1}}", "{deny: {actions: [GetSecretValue, Decrypt]}}", "{outage: {}}"] {
+            let why = why_not_with(touches_keys).unwrap_or_else(|| panic!("{touches_keys} ran"));
+            assert!(why.contains("`remote-kms`"), "{touches_keys}: {why}");
+        }
+    }
+}

@@ -541,6 +541,32 @@ pub struct FaultProfile {
     pub deny: Option<DenyFault>,
 }
 
+impl FaultProfile {
+    /// Every action one of its faults applies to; `None` when some fault applies to every call
+    /// (an `outage`, or a fault without `actions`). An empty profile touches no action.
+    pub fn actions(&self) -> Option<Vec<Action>> {
+        if self.outage.is_some() {
+            return None;
+        }
+        let lists = [
+            self.latency.as_ref().map(|f| &f.actions),
+            self.error_rate.as_ref().map(|f| &f.actions),
+            self.throttle.as_ref().map(|f| &f.actions),
+            self.hang.as_ref().map(|f| &f.actions),
+            self.corrupt.as_ref().map(|f| &f.actions),
+            self.key_disabled.as_ref().map(|f| &f.actions),
+            self.deny.as_ref().map(|f| &f.actions),
+        ];
+        let mut actions = Vec::new();
+        for list in lists.into_iter().flatten() {
+            actions.extend(list.as_ref()?.iter().copied());
+        }
+        actions.sort();
+        actions.dedup();
+        Some(actions)
+    }
+}
+
 /// Added latency: `fixed_ms` plus a sample of `distribution` (clamped at 0).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

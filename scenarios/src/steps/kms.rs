@@ -24,8 +24,13 @@ pub struct Faults {
 }
 
 impl StepKind for Faults {
+    /// A profile whose every fault names only secrets-store actions leaves the plugin's KMS
+    /// alone: any plugin can take it. Anything else perturbs the remote KMS the plugin uses.
     fn needs(&self) -> super::Needs {
-        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+        match self.profile.actions() {
+            Some(actions) if actions.iter().all(|a| a.is_secrets_store()) => super::Needs::default(),
+            _ => super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None },
+        }
     }
 
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
