@@ -184,12 +184,7 @@ impl RemoteKek {
             }
         };
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .map(Duration::from_secs);
+        let retry_after = mock_kms::api::retry_after(response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
         let bytes = response.bytes().await.map_err(|_| Attempt {
             error: KekError::Unavailable(format!("{endpoint} closed the connection mid-response")),
             retryable: true,
