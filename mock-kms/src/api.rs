@@ -99,23 +99,6 @@ impl Action {
         Self::RestoreSecret,
     ];
 
-    /// Whether it is a secrets-store call ([`secrets`]: `CreateSecret` … `RestoreSecret`), not a
-    /// key call a KMS plugin makes.
-    pub fn is_secrets_store(self) -> bool {
-        matches!(
-            self,
-            Self::CreateSecret
-                | Self::PutSecretValue
-                | Self::GetSecretValue
-                | Self::ListSecrets
-                | Self::DescribeSecret
-                | Self::UpdateSecretVersionStage
-                | Self::RotateSecret
-                | Self::DeleteSecret
-                | Self::RestoreSecret
-        )
-    }
-
     /// The action's name, as in its path.
     pub fn name(self) -> &'static str {
         match self {

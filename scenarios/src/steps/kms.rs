@@ -28,7 +28,7 @@ impl StepKind for Faults {
     /// alone: any plugin can take it. Anything else perturbs the remote KMS the plugin uses.
     fn needs(&self) -> super::Needs {
         match self.profile.actions() {
-            Some(actions) if actions.iter().all(|a| a.is_secrets_store()) => super::Needs::default(),
+            Some(actions) if actions.iter().all(|a| a.is_secret_action()) => super::Needs::default(),
             _ => super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None },
         }
     }
