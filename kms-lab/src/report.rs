@@ -201,7 +201,8 @@ async fn conformance(plugin: &PluginUnderTest, binaries: &Binaries, run_root: &P
 
 /// The shell command that rotates the plugin's KEK, when its manifest says how: a rotation in the
 /// mock KMS (its admin API, `POST /admin/keys/KEY/rotate`) for a plugin whose key_id follows it,
-/// or the manifest's own command. `None` (rotation checks skipped, with the reason) for a plugin
+/// or the manifest's own `rotation: {command}` as rendered for the running plugin (`{pid}` and
+/// all), quoted for the shell. `None` (rotation checks skipped, with the reason) for a plugin
 /// whose key_id stays the same or that cannot rotate.
 fn rotate_command(plugin: &PluginUnderTest, stack: &Stack) -> Option<String> {
     match &plugin.manifest().rotation {
@@ -210,7 +211,10 @@ fn rotate_command(plugin: &PluginUnderTest, stack: &Stack) -> Option<String> {
             let url = format!("http://127.0.0.1:{}{}", kms.nodes.first()?.port, mock_kms::api::admin::path::rotate(&kms.options.key_id));
             Some(format!("python3 -c \"import urllib.request as u; u.urlopen(u.Request('{url}', method='POST'), timeout=10)\""))
         }
-        Rotation::Command(_) | Rotation::RemoteKeyIdStays | Rotation::None => None,
+        Rotation::Command(_) => {
+            stack.plugin_rotate_command("plugin-0").and_then(|argv| shlex::try_join(argv.iter().map(String::as_str)).ok())
+        }
+        Rotation::RemoteKeyIdStays | Rotation::None => None,
     }
 }
 

@@ -122,7 +122,8 @@ pub enum Rotation {
     /// A rotation in the remote KMS; the plugin's `key_id` stays the same (it names the key, not
     /// the version).
     RemoteKeyIdStays,
-    /// A command run in the plugin's environment (argv templates).
+    /// A command the lab runs to rotate the KEK once the plugin runs (argv templates; `{pid}` is
+    /// the plugin's process id), e.g. `[kill, -HUP, '{pid}']`.
     Command(Vec<Template>),
     /// It cannot rotate.
     None,
@@ -149,10 +150,17 @@ pub struct ExtraProcess {
     pub within: Duration,
 }
 
+impl ExtraProcess {
+    /// Every template it starts with: socket, command line, environment.
+    pub fn templates(&self) -> impl Iterator<Item = &Template> {
+        std::iter::once(&self.socket).chain(&self.command).chain(self.env.values())
+    }
+}
+
 /// When a plugin counts as started: the socket accepts connections and (if `status`) the plugin
-/// answers gRPC on it ([`kms_wire::PluginClient::answers`]), within a bound; raced against its exit. Healthy or not is
-/// not asked here: a plugin in front of a sealed or unreachable KMS is up but unhealthy, and
-/// that is what scenarios observe.
+/// answers gRPC on it ([`kms_wire::PluginClient::answers`]), within a bound; raced against its
+/// exit. Healthy or not is not asked here: a plugin in front of a sealed or unreachable KMS is up
+/// but unhealthy, and that is what scenarios observe.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Readiness {
@@ -337,6 +345,23 @@ fn validate(manifest: &Manifest, text: &str) -> Result<(), ManifestError> {
             "command",
             "no `{socket}` in the command line, environment or files: the plugin must listen on the socket the lab gives it".into(),
         ));
+    }
+    let starts_the_plugin = manifest
+        .command
+        .iter()
+        .chain(manifest.env.values())
+        .chain(manifest.files.values())
+        .chain(manifest.extra_processes.iter().flat_map(ExtraProcess::templates));
+    if starts_the_plugin.flat_map(Template::placeholders).any(|p| p == Placeholder::Pid) {
+        return Err(invalid(
+            "command",
+            "`{pid}` is the plugin's process id once it runs: it has a value only in `rotation: {command: [...]}`".into(),
+        ));
+    }
+    if let Rotation::Command(argv) = &manifest.rotation
+        && argv.is_empty()
+    {
+        return Err(invalid("rotation", "the rotation command is empty: e.g. `{command: [kill, -HUP, '{pid}']}`, or `none`".into()));
     }
     for (index, argument) in manifest.command.iter().enumerate() {
         if let Some(secret) = argument.placeholders().find(|p| p.is_secret()) {

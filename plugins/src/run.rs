@@ -18,7 +18,7 @@ use mock_kms::dialects::Dialect;
 
 use crate::build::{self, Located};
 use crate::error::PluginError;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, Rotation};
 use crate::template::{Placeholder, Template, Values};
 
 /// The region every AWS-speaking plugin names (the mock KMS takes any).
@@ -89,7 +89,8 @@ impl ManifestPlugin {
             .set(Placeholder::Socket, context.socket.display().to_string())
             .set(Placeholder::WorkDir, context.work_dir.display().to_string())
             .set(Placeholder::HealthPort, kms_lab_stack::ports::free_port()?.to_string())
-            .set(Placeholder::MetricsPort, kms_lab_stack::ports::free_port()?.to_string());
+            .set(Placeholder::MetricsPort, kms_lab_stack::ports::free_port()?.to_string())
+            .unavailable(Placeholder::Pid, "the plugin is not running yet: `{pid}` is for `rotation: {command}` only");
         for (name, content) in &manifest.files {
             let path = context.work_dir.join(name);
             let text = content.render(&values).map_err(failed)?;
@@ -169,7 +170,21 @@ impl ManifestPlugin {
             stop_all(extras).await;
             return Err(error);
         }
-        Ok(ProgramProcesses { main, extras })
+        let rotate = match (&manifest.rotation, main.pid()) {
+            (Rotation::Command(argv), Some(pid)) => {
+                values.set(Placeholder::Pid, pid.to_string());
+                match render_all(argv, &values) {
+                    Ok(argv) => Some(argv),
+                    Err(message) => {
+                        main.kill().await;
+                        stop_all(extras).await;
+                        return Err(failed(format!("rotation: {message}")));
+                    }
+                }
+            }
+            _ => None,
+        };
+        Ok(ProgramProcesses { main, extras, rotate })
     }
 }
 

@@ -31,11 +31,14 @@ pub enum Placeholder {
     HealthPort,
     /// `{metrics_port}`: a free loopback port for the plugin's metrics endpoint.
     MetricsPort,
+    /// `{pid}`: the plugin's process id once it runs; only in `rotation: {command}` (e.g.
+    /// `[kill, -HUP, '{pid}']`).
+    Pid,
 }
 
 impl Placeholder {
     /// Every placeholder, in the order the docs list them.
-    pub const ALL: [Placeholder; 12] = [
+    pub const ALL: [Placeholder; 13] = [
         Self::Socket,
         Self::KmsEndpoint,
         Self::KmsEndpoints,
@@ -48,6 +51,7 @@ impl Placeholder {
         Self::WorkDir,
         Self::HealthPort,
         Self::MetricsPort,
+        Self::Pid,
     ];
 
     /// The name between the braces (`kms_endpoint`).
@@ -65,6 +69,7 @@ impl Placeholder {
             Self::WorkDir => "work_dir",
             Self::HealthPort => "health_port",
             Self::MetricsPort => "metrics_port",
+            Self::Pid => "pid",
         }
     }
 

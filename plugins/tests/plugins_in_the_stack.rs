@@ -80,7 +80,7 @@ async fn a_strangers_manifest_for_the_go_peer_runs_in_the_stack() {
     let manifest_path = dir.path().join("my-plugin.yaml");
     std::fs::write(
         &manifest_path,
-        "name: my-plugin\ndescription: my KMS v2 plugin\nbuild: {path: my-plugin}\ncommand: ['--socket', '{socket}']\napis: [v2]\nrotation: none\nreadiness: {within: 30s}\n",
+        "name: my-plugin\ndescription: my KMS v2 plugin\nbuild: {path: my-plugin}\ncommand: ['--socket', '{socket}']\napis: [v2]\nrotation: {command: [kill, -HUP, '{pid}']}\nreadiness: {within: 30s}\n",
     )
     .unwrap();
     let manifest = catalog::resolve(manifest_path.to_str().unwrap()).unwrap_or_else(|e| panic!("{e}"));
@@ -92,6 +92,34 @@ async fn a_strangers_manifest_for_the_go_peer_runs_in_the_stack() {
 
     let raw = write_and_read_back(&stack, "go-secret").await;
     assert_prefix(&raw, b"k8s:enc:kms:v2:lab-kms:");
+
+    // `rotation: {command}` rendered for the running plugin: `{pid}` is its process id; running it
+    // rotates the KEK (the Go peer re-keys on SIGHUP), so its Status reports a new key id.
+    let argv = stack.plugin_rotate_command("plugin-0").expect("the manifest's rotation command, rendered").to_vec();
+    let pid = stack.plugin_pid("plugin-0").expect("the plugin runs");
+    assert_eq!(argv, ["kill", "-HUP", &pid.to_string()]);
+    let endpoint = stack.plugin_endpoint("plugin-0").unwrap();
+    let key_id = || async {
+        let client = kms_wire::PluginClient::connect(&endpoint, std::time::Duration::from_secs(5)).await.unwrap();
+        client.v2().status(kms_wire::proto::v2::StatusRequest {}).await.unwrap().into_inner().key_id
+    };
+    let before = key_id().await;
+    let status = std::process::Command::new(&argv[0]).args(&argv[1..]).status().expect("the rotation command runs");
+    assert!(status.success(), "{argv:?}: {status}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut after = key_id().await;
+    while after == before {
+        assert!(std::time::Instant::now() < deadline, "Status still reports key id {before} 10 s after {argv:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = key_id().await;
+    }
+    // Written under the new key, and the Secret from before still reads.
+    write_and_read_back(&stack, "go-secret-rotated").await;
+    let secrets: Api<Secret> = Api::namespaced(stack.kube_client(0).await.unwrap(), "default");
+    assert_eq!(
+        secrets.get("go-secret").await.expect("the Secret from before the rotation reads").data.unwrap()["password"].0,
+        SECRET_VALUE.as_bytes()
+    );
     stack.shutdown(false).await;
 }
 

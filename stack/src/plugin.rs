@@ -56,6 +56,8 @@ pub struct ProgramProcesses {
     pub main: Supervised,
     /// Extra processes (trousseau's providers), in start order.
     pub extras: Vec<Supervised>,
+    /// The command (argv) that rotates this running plugin's KEK, when the program has one.
+    pub rotate: Option<Vec<String>>,
 }
 
 /// A plugin the stack runs from a description other than kms-plugin's flags: it starts its
@@ -99,6 +101,8 @@ pub struct PluginSlot {
     pub process: Option<Supervised>,
     /// A [`PluginKek::Program`]'s extra processes, while running (stopped after `process`).
     pub extras: Vec<Supervised>,
+    /// A [`PluginKek::Program`]'s command (argv) that rotates the running plugin's KEK.
+    pub rotate_command: Option<Vec<String>>,
 }
 
 impl PluginSlot {
@@ -110,7 +114,7 @@ impl PluginSlot {
             PluginKek::Remote(_) | PluginKek::MockKms => format!("{}.json", spec.name),
             PluginKek::Program(_) => spec.name.clone(),
         });
-        Self { spec, socket, state_file, process: None, extras: Vec::new() }
+        Self { spec, socket, state_file, process: None, extras: Vec::new(), rotate_command: None }
     }
 
     /// Starts a [`PluginKek::Program`] plugin: its own directory (the slot's state file path,
@@ -128,11 +132,13 @@ impl PluginSlot {
         let processes = program.start(context).await?;
         self.process = Some(processes.main);
         self.extras = processes.extras;
+        self.rotate_command = processes.rotate;
         Ok(())
     }
 
     /// Stops the plugin's process, then its extra processes (`kill`: SIGKILL at once).
     pub async fn end(&mut self, kill: bool, grace: Duration) {
+        self.rotate_command = None;
         let processes = self.process.take().into_iter().chain(self.extras.drain(..));
         for process in processes.collect::<Vec<_>>() {
             if kill {

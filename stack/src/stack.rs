@@ -303,6 +303,12 @@ impl Stack {
         self.plugins.get(name).map(|slot| slot.socket.as_path())
     }
 
+    /// The command (argv) that rotates a running plugin's KEK, when its program has one (a
+    /// manifest's `rotation: {command}`, rendered for this run).
+    pub fn plugin_rotate_command(&self, name: &str) -> Option<&[String]> {
+        self.plugins.get(name).and_then(|slot| slot.rotate_command.as_deref())
+    }
+
     /// A plugin's `unix://` endpoint.
     pub fn plugin_endpoint(&self, name: &str) -> Option<String> {
         self.plugin_socket(name).map(|socket| format!("unix://{}", socket.display()))
