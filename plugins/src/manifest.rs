@@ -346,15 +346,16 @@ fn validate(manifest: &Manifest, text: &str) -> Result<(), ManifestError> {
             "no `{socket}` in the command line, environment or files: the plugin must listen on the socket the lab gives it".into(),
         ));
     }
-    let starts_the_plugin = manifest
-        .command
-        .iter()
-        .chain(manifest.env.values())
-        .chain(manifest.files.values())
-        .chain(manifest.extra_processes.iter().flat_map(ExtraProcess::templates));
-    if starts_the_plugin.flat_map(Template::placeholders).any(|p| p == Placeholder::Pid) {
+    let starts_the_plugin: [(&str, Vec<&Template>); 4] = [
+        ("command", manifest.command.iter().collect()),
+        ("env", manifest.env.values().collect()),
+        ("files", manifest.files.values().collect()),
+        ("extra_processes", manifest.extra_processes.iter().flat_map(ExtraProcess::templates).collect()),
+    ];
+    let uses_pid = |templates: &[&Template]| templates.iter().flat_map(|t| t.placeholders()).any(|p| p == Placeholder::Pid);
+    if let Some((key, _)) = starts_the_plugin.iter().find(|(_, templates)| uses_pid(templates)) {
         return Err(invalid(
-            "command",
+            key,
             "`{pid}` is the plugin's process id once it runs: it has a value only in `rotation: {command: [...]}`".into(),
         ));
     }
