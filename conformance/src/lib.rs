@@ -12,7 +12,6 @@
 //! - [`ConformanceArgs`] / [`Options`]: what to check; [`run`] returns a typed [`Report`].
 //! - [`catalogue`]: every check with its rule and reference.
 //! - [`render_text`], [`render_junit`], JSON through serde: the report formats.
-//! - [`process`]: start a plugin process on a temporary socket and wait until it answers.
 //!
 //! The Go peer (`go-plugin/`, a plugin on upstream's own `k8s.io/kms/pkg/service`) is located or
 //! built by `kms_lab_stack::provision::locate_go_subject(GoSubject::GoPeer, ..)`.
@@ -34,31 +33,8 @@ pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Level, Perc
 
 use std::time::{Duration, Instant};
 
-/// Which plugin API the suite checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Api {
-    /// `v2.KeyManagementService` (KMS v2, GA since Kubernetes 1.29).
-    V2,
-    /// `v1beta1.KeyManagementService` (KMS v1, deprecated).
-    V1beta1,
-}
-
-impl Api {
-    /// The id prefix of this API's checks.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Self::V2 => "v2",
-            Self::V1beta1 => "v1beta1",
-        }
-    }
-}
-
-impl std::fmt::Display for Api {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.prefix())
-    }
-}
+/// Which plugin API the suite checks (`kms_wire::Api`, re-exported).
+pub use kms_wire::Api;
 
 /// Everything a run needs; [`ConformanceArgs`] resolves into this.
 #[derive(Debug, Clone)]

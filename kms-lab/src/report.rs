@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
-use kms_lab_conformance::{Api as ConformanceApi, Options as ConformanceOptions, Report as ConformanceReport};
+use kms_lab_conformance::{Options as ConformanceOptions, Report as ConformanceReport};
 use kms_lab_plugins::{Api, Rotation};
 use kms_lab_report::{PluginInfo, PluginReport};
 use kms_lab_scenarios::cli::{ScenariosError, jobs_for, prepare_plugin, provision_binaries, run_suite};
@@ -68,7 +68,7 @@ pub enum ReportCommandError {
     #[error("conformance ({api}) could not run: {source}")]
     Conformance {
         /// The API.
-        api: ConformanceApi,
+        api: Api,
         /// Why.
         #[source]
         source: kms_lab_conformance::ConformanceError,
@@ -170,11 +170,7 @@ async fn conformance(plugin: &PluginUnderTest, binaries: &Binaries, run_root: &P
     let stack = Stack::launch(options).await?;
     let endpoint = stack.plugin_endpoint("plugin-0").unwrap_or_default();
     let mut reports = Vec::new();
-    for api in &plugin.manifest().apis {
-        let api = match api {
-            Api::V2 => ConformanceApi::V2,
-            Api::V1beta1 => ConformanceApi::V1beta1,
-        };
+    for &api in &plugin.manifest().apis {
         let mut checks = ConformanceOptions::new(endpoint.clone(), api);
         checks.rotate_command = rotate_command(plugin, &stack);
         let width = kms_lab_conformance::catalogue().iter().map(|c| c.id.len()).max().unwrap_or(0);

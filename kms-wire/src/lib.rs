@@ -7,8 +7,10 @@
 //! - [`seal`]: the data ciphers behind those envelopes, byte-compatible with upstream.
 //! - [`limits`]: the validation rules upstream applies to key ids, wrapped DEKs and annotations.
 //! - [`client`]: a client for a plugin's Unix socket, for tools and tests.
+//! - [`Api`]: which of the two plugin APIs (`v2`, `v1beta1`).
 //! - [`decode`]: turn a raw etcd value back into its plaintext, given the key side.
 
+pub mod api;
 pub mod client;
 pub mod decode;
 pub mod envelope;
@@ -16,6 +18,7 @@ pub mod limits;
 pub mod proto;
 pub mod seal;
 
+pub use api::Api;
 pub use client::{ClientError, PluginClient};
 pub use decode::{DecodeError, KeySource, StaticKey};
 pub use envelope::{Envelope, EnvelopeError, ProviderKind};

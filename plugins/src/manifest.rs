@@ -87,31 +87,8 @@ pub enum Build {
     Path(PathBuf),
 }
 
-/// A KMS API a plugin serves on its socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Api {
-    /// KMS v2 (`v2.KeyManagementService`).
-    V2,
-    /// KMS v1 (`v1beta1.KeyManagementService`).
-    V1beta1,
-}
-
-impl Api {
-    /// Its name (`v2`, `v1beta1`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::V2 => "v2",
-            Self::V1beta1 => "v1beta1",
-        }
-    }
-}
-
-impl fmt::Display for Api {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// A KMS API a plugin serves on its socket (`kms_wire::Api`, re-exported).
+pub use kms_wire::Api;
 
 /// How a plugin's KEK rotates.
 #[derive(Debug, Clone, Deserialize)]

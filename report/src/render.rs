@@ -58,7 +58,7 @@ pub fn markdown(report: &PluginReport) -> String {
         let _ = writeln!(
             out,
             "## Conformance ({}): {passed} passed, {failed} failed, {} warned, {skipped} skipped\n",
-            conformance.api.prefix(),
+            conformance.api.name(),
             conformance.warned_ids().len()
         );
         let _ = writeln!(out, "| check | level | result | rule |\n| --- | --- | --- | --- |");
@@ -168,7 +168,7 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
         esc(&report.finished)
     );
     for conformance in &report.conformance {
-        let api = conformance.api.prefix();
+        let api = conformance.api.name();
         let _ = writeln!(
             out,
             "<h2>Conformance ({api})</h2><table id=\"conformance-{api}\"><tr><th>check</th><th>level</th><th>result</th><th>rule</th><th>finding</th></tr>"
@@ -275,7 +275,7 @@ pub fn junit(report: &PluginReport) -> String {
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"kms-lab report\">\n");
     let plugin = esc(&report.plugin.name);
     for conformance in &report.conformance {
-        let api = conformance.api.prefix();
+        let api = conformance.api.name();
         let (_, failed, skipped) = conformance.counts();
         let _ = writeln!(
             out,

@@ -449,7 +449,7 @@ mod tests {
     fn ids_are_unique_and_prefixed_by_their_api() {
         let mut ids: Vec<_> = CATALOGUE.iter().map(|c| c.id).collect();
         for c in CATALOGUE {
-            assert!(c.id.starts_with(&format!("{}.", c.api.prefix())), "{}", c.id);
+            assert!(c.id.starts_with(&format!("{}.", c.api.name())), "{}", c.id);
             assert!(!c.rule.is_empty() && !c.reference.is_empty() && !c.why.is_empty(), "{}", c.id);
         }
         ids.sort_unstable();
