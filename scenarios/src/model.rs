@@ -224,15 +224,8 @@ pub struct KmsSpec {
     pub cachesize: Option<u32>,
 }
 
-/// KMS API version of a provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KmsApi {
-    /// KMS v1.
-    V1,
-    /// KMS v2.
-    V2,
-}
+/// KMS API version of a provider (`v1`, `v2`): the stack's EncryptionConfiguration type.
+pub use kms_lab_stack::encryption::KmsApiVersion as KmsApi;
 
 /// A duration written the human way (`3s`, `500ms`, `2m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
