@@ -5,11 +5,32 @@
 //! - [`init_logging`]: stderr logs, ANSI colour only on a terminal (a log file carries none).
 //! - [`ranged`]: flag parsers that reject out-of-range numbers and durations with the range.
 //! - [`hint`]: the hint that fits an OS error on a TCP listener (socket connects: `kms_wire`).
+//! - [`stop_signal`]: Ctrl-C or SIGTERM, for commands that stop early and write a partial report.
 
 #![warn(missing_docs)]
 
 pub mod hint;
 pub mod ranged;
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM; never, if neither can be listened for. The one
+/// interruption signal of every long command (`scenarios`, `lab`, `report`, `tune`, the bench).
+pub async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => ctrl_c.await,
+    }
+}
 
 use std::process::ExitCode;
 

@@ -121,7 +121,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     println!("==> conformance on {} ({})", plugin.manifest().name, api_list(&plugin));
     let conformance = tokio::select! {
         result = conformance(&plugin, &binaries, &run_root) => result?,
-        () = kms_lab_scenarios::cli::stop_signal() => return Err(ReportCommandError::Interrupted { partial: None }),
+        () = kms_lab_edge::stop_signal() => return Err(ReportCommandError::Interrupted { partial: None }),
     };
 
     let jobs = jobs_for(args.jobs);

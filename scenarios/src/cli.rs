@@ -230,7 +230,7 @@ pub async fn run_suite(scenarios: &[crate::model::Scenario], options: &RunOption
     // On Ctrl-C or SIGTERM the running scenarios' futures are dropped: their stacks kill every process.
     let interrupted = tokio::select! {
         () = suite => false,
-        () = stop_signal() => true,
+        () = kms_lab_edge::stop_signal() => true,
     };
     let report = SuiteReport {
         scenarios: outcomes,
@@ -302,16 +302,4 @@ fn write(path: &std::path::Path, text: &str) -> Result<(), ScenariosError> {
 pub fn default_run_root() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("target"));
     target.join("kms-lab").join("scenario-runs")
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }

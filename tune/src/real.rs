@@ -56,30 +56,11 @@ const V2_PROVIDER: &str = "tune-v2";
 /// Where etcd keeps the sweep's Secrets (`tune-0`, `tune-1`, … in `default`).
 const SECRETS_KEY: &str = "/registry/secrets/default/";
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM; never, if neither can be listened for.
-pub async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => ctrl_c.await,
-    }
-}
-
 /// Runs `work` until it ends or a stop signal arrives (then [`TuneError::Interrupted`]).
 async fn unless_interrupted<T>(work: impl Future<Output = Result<T, TuneError>>) -> Result<T, TuneError> {
     tokio::select! {
         result = work => result,
-        _ = stop_signal() => Err(TuneError::Interrupted),
+        _ = kms_lab_edge::stop_signal() => Err(TuneError::Interrupted),
     }
 }
 

@@ -87,7 +87,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let signalled = {
         let stop = stop.clone();
         async move {
-            stop_signal().await;
+            kms_lab_edge::stop_signal().await;
             stop.store(true, Ordering::Relaxed);
         }
     };
@@ -136,19 +136,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         eprintln!("==> kube-apiserver: identity vs KMS v1 vs KMS v2 on the real stack");
         let options = ApiserverOptions::standard(args.run_root.clone(), args.quick);
-        let stopped = async {
-            while !stop.load(Ordering::Relaxed) {
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        };
-        // On Ctrl-C the run's future is dropped: its stacks stop every process they started.
+        // On Ctrl-C the run's future is dropped: its stacks stop every process they started. (Every
+        // listener gets the signal: the watcher above sets `stop` too.)
         tokio::select! {
             outcome = apiserver::run(&options) => {
                 let outcome = outcome?;
                 notes.extend(outcome.notes);
                 outcome.results
             }
-            () = stopped => {
+            () = kms_lab_edge::stop_signal() => {
                 notes.push("interrupted: partial — the kube-apiserver comparison was stopped before it finished".to_owned());
                 Vec::new()
             }
@@ -171,17 +167,4 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::process::exit(kms_lab_edge::Exit::Interrupted.code().into());
     }
     Ok(())
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
-    }
 }
