@@ -341,15 +341,22 @@ fn validate(manifest: &Manifest, text: &str) -> Result<(), ManifestError> {
     {
         return Err(invalid("rotation", "the rotation command is empty: e.g. `{command: [kill, -HUP, '{pid}']}`, or `none`".into()));
     }
-    for (index, argument) in manifest.command.iter().enumerate() {
-        if let Some(secret) = argument.placeholders().find(|p| p.is_secret()) {
-            return Err(invalid(
-                "command",
-                format!(
-                    "command[{index}] `{}` puts {secret} on the command line, where `ps` shows it: pass it through `env:` or `files:`",
-                    argument.source()
-                ),
-            ));
+    // The rotation command's argv is shown by `ps` too, and printed in the conformance report.
+    let rotation: &[Template] = match &manifest.rotation {
+        Rotation::Command(argv) => argv,
+        _ => &[],
+    };
+    for (key, argv) in [("command", manifest.command.as_slice()), ("rotation", rotation)] {
+        for (index, argument) in argv.iter().enumerate() {
+            if let Some(secret) = argument.placeholders().find(|p| p.is_secret()) {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{key}[{index}] `{}` puts {secret} on the command line, where `ps` shows it: pass it through `env:` or `files:`",
+                        argument.source()
+                    ),
+                ));
+            }
         }
     }
     Ok(())
