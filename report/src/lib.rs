@@ -6,6 +6,7 @@
 pub mod derive;
 pub mod plot;
 mod render;
+pub mod summary;
 pub mod table;
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use serde::Serialize;
 
 pub use derive::DerivedFigures;
 pub use render::{html, junit, markdown};
+pub use summary::Summary;
 
 /// The plugin a report is about.
 #[derive(Debug, Clone, Serialize)]

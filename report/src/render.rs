@@ -6,6 +6,7 @@ use kms_lab_conformance::{CheckOutcome, CheckReport, xml_escape as esc};
 use kms_lab_scenarios::runner::{ScenarioOutcome, StepRecord};
 
 use crate::derive::DerivedFigures;
+use crate::summary::Summary;
 use crate::{PluginReport, ReportError};
 
 /// A scenario's result word.
@@ -32,6 +33,15 @@ fn failing_step(s: &ScenarioOutcome) -> Option<&StepRecord> {
     s.steps.iter().find(|st| !st.passed)
 }
 
+/// A scenario row's note: why it failed; a skip points at the summary, which groups the reasons.
+fn scenario_note(s: &ScenarioOutcome) -> String {
+    match (&s.skipped, &s.failure) {
+        (Some(_), _) => "skipped (reason in the summary)".to_owned(),
+        (None, Some(failure)) => failure.clone(),
+        (None, None) => String::new(),
+    }
+}
+
 fn md_cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
@@ -45,14 +55,21 @@ pub fn markdown(report: &PluginReport) -> String {
         let _ =
             writeln!(out, "**interrupted: partial report** ({} scenario(s) finished before Ctrl-C)\n", report.scenarios.scenarios.len());
     }
-    let _ = writeln!(
-        out,
-        "- Result: **{}**\n- Kubernetes: {}\n- Started: {}\n- Finished: {}\n",
-        if report.passed() { "pass" } else { "FAIL" },
-        report.kubernetes_version,
-        report.started,
-        report.finished
-    );
+    let summary = Summary::of(report);
+    let _ = writeln!(out, "## Summary: **{}** — {}\n", summary.verdict(), summary.headline());
+    for (word, lines) in [("FAIL", &summary.failures), ("WARN", &summary.warnings)] {
+        for line in lines {
+            let _ = writeln!(out, "- {word} {}: {}", line.subject, md_cell(&line.why));
+        }
+    }
+    if !summary.skips.is_empty() {
+        let _ = writeln!(out, "\nSkipped, by reason:");
+        for (reason, names) in &summary.skips {
+            let _ = writeln!(out, "- {} ({}): {}", md_cell(reason), names.len(), names.join(", "));
+        }
+    }
+    let _ =
+        writeln!(out, "\n- Kubernetes: {}\n- Started: {}\n- Finished: {}\n", report.kubernetes_version, report.started, report.finished);
     for conformance in &report.conformance {
         let (passed, failed, skipped) = conformance.counts();
         let _ = writeln!(
@@ -61,7 +78,7 @@ pub fn markdown(report: &PluginReport) -> String {
             conformance.api.name(),
             conformance.warned_ids().len()
         );
-        let _ = writeln!(out, "| check | level | result | rule |\n| --- | --- | --- | --- |");
+        let _ = writeln!(out, "| check | a failure is | result | rule |\n| --- | --- | --- | --- |");
         for c in &conformance.checks {
             let _ = writeln!(out, "| {} | {} | {} | {} |", c.id, c.level, check_result(c), md_cell(c.rule));
         }
@@ -92,8 +109,8 @@ pub fn markdown(report: &PluginReport) -> String {
     let _ = writeln!(out, "## Scenarios: {} passed, {failed} failed, {skipped} skipped\n", suite.scenarios.len() - failed - skipped);
     let _ = writeln!(out, "| scenario | tier | result | time | note |\n| --- | --- | --- | --- | --- |");
     for s in &suite.scenarios {
-        let note = s.skipped.as_deref().or(s.failure.as_deref()).unwrap_or("");
-        let _ = writeln!(out, "| {} | {} | {} | {:.1} s | {} |", s.name, s.tier, scenario_result(s), s.seconds, md_cell(note));
+        let note = scenario_note(s);
+        let _ = writeln!(out, "| {} | {} | {} | {:.1} s | {} |", s.name, s.tier, scenario_result(s), s.seconds, md_cell(&note));
     }
     for s in &suite.scenarios {
         let _ = writeln!(out, "\n### {} — {}\n", s.name, s.title);
@@ -147,7 +164,6 @@ figure.timeline{margin:0}figure.timeline svg{max-width:100%;height:auto;border:1
 pub fn html(report: &PluginReport) -> Result<String, ReportError> {
     let mut out = String::new();
     let name = esc(&report.plugin.name);
-    let verdict = if report.passed() { "pass" } else { "FAIL" };
     let _ = writeln!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>KMS plugin report: {name}</title><style>{CSS}</style></head><body>"
@@ -160,9 +176,29 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
             report.scenarios.scenarios.len()
         );
     }
+    let summary = Summary::of(report);
     let _ = writeln!(
         out,
-        "<ul><li>Result: <span class=\"{verdict}\">{verdict}</span></li><li>Kubernetes: {}</li><li>Started: {}</li><li>Finished: {}</li></ul>",
+        "<section id=\"summary\"><h2>Summary: <span class=\"{verdict}\">{verdict}</span> — {}</h2><ul>",
+        esc(&summary.headline()),
+        verdict = summary.verdict()
+    );
+    for (word, lines) in [("FAIL", &summary.failures), ("WARN", &summary.warnings)] {
+        for line in lines {
+            let _ = writeln!(out, "<li><span class=\"{word}\">{word}</span> {}: {}</li>", esc(&line.subject), esc(&line.why));
+        }
+    }
+    out.push_str("</ul>");
+    if !summary.skips.is_empty() {
+        out.push_str("<p>Skipped, by reason:</p><ul class=\"skips\">");
+        for (reason, names) in &summary.skips {
+            let _ = writeln!(out, "<li>{} ({}): {}</li>", esc(reason), names.len(), esc(&names.join(", ")));
+        }
+        out.push_str("</ul>");
+    }
+    let _ = writeln!(
+        out,
+        "</section><ul><li>Kubernetes: {}</li><li>Started: {}</li><li>Finished: {}</li></ul>",
         esc(&report.kubernetes_version),
         esc(&report.started),
         esc(&report.finished)
@@ -171,7 +207,7 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
         let api = conformance.api.name();
         let _ = writeln!(
             out,
-            "<h2>Conformance ({api})</h2><table id=\"conformance-{api}\"><tr><th>check</th><th>level</th><th>result</th><th>rule</th><th>finding</th></tr>"
+            "<h2>Conformance ({api})</h2><table id=\"conformance-{api}\"><tr><th>check</th><th>a failure is</th><th>result</th><th>rule</th><th>finding</th></tr>"
         );
         for c in &conformance.checks {
             let result = check_result(c);
@@ -203,13 +239,13 @@ pub fn html(report: &PluginReport) -> Result<String, ReportError> {
     );
     for s in &report.scenarios.scenarios {
         let result = scenario_result(s);
-        let note = s.skipped.as_deref().or(s.failure.as_deref()).unwrap_or("");
+        let note = scenario_note(s);
         let _ = writeln!(
             out,
             "<tr class=\"scenario\" data-scenario=\"{n}\"><td><a href=\"#s-{n}\">{n}</a></td><td>{}</td><td class=\"{result}\">{result}</td><td>{:.1} s</td><td>{}</td></tr>",
             s.tier,
             s.seconds,
-            esc(note),
+            esc(&note),
             n = esc(&s.name)
         );
     }

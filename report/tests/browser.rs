@@ -47,6 +47,19 @@ fn html_report_renders_in_chromium() {
 
     let dom = String::from_utf8(run_chromium(&browser, &profile, &["--dump-dom".into(), url.clone()]).stdout).expect("the DOM is UTF-8");
     assert!(dom.contains("<table id=\"scenarios\">"), "the scenario table is missing from the DOM Chromium built");
+    // A plugin author reads the verdict and what failed first: the summary comes before any table.
+    let summary_at = dom.find("<section id=\"summary\">").expect("the summary section is in the DOM");
+    let first_table = dom.find("<table").expect("the DOM has tables");
+    assert!(summary_at < first_table, "the summary is not the first thing on the page");
+    let summary_html = &dom[summary_at..summary_at + dom[summary_at..].find("</section>").expect("the summary closes")];
+    let summary = kms_lab_report::Summary::of(&report);
+    assert!(!summary.failures.is_empty(), "the fixture has failures to summarise");
+    for line in summary.failures.iter().chain(&summary.warnings) {
+        assert!(summary_html.contains(&line.subject), "the summary lacks {}", line.subject);
+    }
+    for (reason, _) in &summary.skips {
+        assert_eq!(summary_html.matches(reason.as_str()).count(), 1, "skip reason {reason:?} is not listed exactly once");
+    }
     for s in &report.scenarios.scenarios {
         assert!(dom.contains(&format!("data-scenario=\"{}\"><td>", s.name)), "scenario row {} is missing from the DOM", s.name);
         if s.skipped.is_some() {
