@@ -3,9 +3,10 @@
 
 use serde::Deserialize;
 
-use super::{Scope, StepFuture, StepKind};
+use super::{Bounds, Scope, StepFuture, StepKind};
+use crate::conditions::{ConditionKind, ObserveFuture, Seen};
 use crate::error::StepError;
-use crate::model::default_plugin;
+use crate::model::{FigureName, default_plugin};
 use crate::world::World;
 
 fn kms(world: &World) -> Result<&kms_lab_stack::MockKms, StepError> {
@@ -318,4 +319,96 @@ impl StepKind for SetCredentials {
             Ok(format!("only access key `{}` is accepted now", self.access_key))
         })
     }
+}
+
+/// Mock KMS audit records since a mark, counted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditCount {
+    /// The mark the window starts at.
+    pub since: String,
+    /// The KMS action (`Encrypt`, `Decrypt`, …).
+    pub action: mock_kms::api::Action,
+    /// Only records with this outcome (`Ok`, `Sealed`, …; default any).
+    #[serde(default)]
+    pub outcome: Option<mock_kms::api::admin::Outcome>,
+    /// Only calls made for this reason (`request`: the apiserver's calls, and every call of a
+    /// plugin that does not say why it calls; `health-probe`: the plugin's own; default any).
+    #[serde(default)]
+    pub caller: Option<mock_kms::api::Caller>,
+    /// At least this many.
+    #[serde(default)]
+    pub at_least: Option<f64>,
+    /// At most this many.
+    #[serde(default)]
+    pub at_most: Option<f64>,
+    /// Record the count as this figure.
+    #[serde(default)]
+    pub figure: Option<FigureName>,
+}
+
+impl AuditCount {
+    fn bounds(&self) -> Bounds {
+        Bounds { at_least: self.at_least, at_most: self.at_most }
+    }
+}
+
+impl ConditionKind for AuditCount {
+    fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        scope.mock_kms("audit")?;
+        scope.mark(&self.since)?;
+        self.bounds().check("audit", true)
+    }
+
+    fn label(&self) -> String {
+        format!(
+            "mock KMS {}{}{} calls since `{}` ({})",
+            self.action.name(),
+            self.outcome.map(|o| format!(" {}", o.name())).unwrap_or_default(),
+            self.caller.map(|c| format!(" from {}", c.name())).unwrap_or_default(),
+            self.since,
+            self.bounds().describe()
+        )
+    }
+
+    /// Counting mock KMS calls means nothing for a plugin that calls no remote KMS.
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
+    fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
+        Box::pin(async move {
+            let records = match audit_window(world, &self.since, self.action, self.outcome, self.caller).await {
+                Ok(records) => records,
+                Err(error) => return Seen::new(false, error),
+            };
+            let count = records.len() as f64;
+            let bounds = self.bounds();
+            let text = format!(
+                "{count} {}{}{} calls since `{}` ({})",
+                self.action.name(),
+                self.outcome.map(|o| format!(" with outcome {}", o.name())).unwrap_or_default(),
+                self.caller.map(|c| format!(" from {}", c.name())).unwrap_or_default(),
+                self.since,
+                bounds.describe()
+            );
+            Seen::new(bounds.holds(count), text).counted(self.figure.as_ref(), count)
+        })
+    }
+}
+
+/// The audit records of one action since a mark, filtered by outcome and caller: the one
+/// counting rule `audit` conditions and `kms_calls` share.
+pub async fn audit_window(
+    world: &World,
+    since: &str,
+    action: mock_kms::api::Action,
+    outcome: Option<mock_kms::api::admin::Outcome>,
+    caller: Option<mock_kms::api::Caller>,
+) -> Result<Vec<mock_kms::api::admin::AuditRecord>, String> {
+    let since_seq = world.marks.get(since).map(|m| m.audit_seq).unwrap_or(0);
+    let kms = world.stack.mock_kms().ok_or("the stack runs no mock KMS")?;
+    let query =
+        mock_kms::api::admin::AuditQuery { action: Some(action), outcome, caller, since_seq: Some(since_seq), ..Default::default() };
+    kms.audit_query(&query).await.map_err(|e| e.to_string())
 }

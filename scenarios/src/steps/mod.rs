@@ -1,18 +1,38 @@
-//! Steps, one family per module, each step a type that owns its load-time check, its label and
-//! its run ([`StepKind`]). The [`Step`] enum only names them and delegates: adding a step is one
-//! type in its family module plus one line in the `steps!` list below.
+//! Steps and conditions, one family per module, each step a type that owns its load-time check,
+//! its label and its run ([`StepKind`]), each condition one that owns its check, label and
+//! observation ([`ConditionKind`](crate::conditions::ConditionKind)). The [`Step`] enum only names
+//! them and delegates: adding a step is one type in its family module plus one line in the
+//! `steps!` list below (a condition: one line in `conditions!`).
 //!
 //! - [`process`]: the stack's components and configuration (start, stop, kill, restart, a second
 //!   apiserver, the EncryptionConfiguration).
-//! - [`objects`]: objects through the API (create, update, read, delete, list, rewrite, load).
-//! - [`kms`]: the mock remote KMS (faults, rotation, key versions, seal, credentials).
-//! - [`observe`]: narration, marks, waits and expectations on one [`Condition`](crate::conditions::Condition),
-//!   measurements (health sampling, DEK sources, KMS call rates), lint, and the demo's `show`.
+//! - [`health`]: what the components answer (conditions: apiserver health and metrics, plugin
+//!   Status, its socket).
+//! - [`objects`]: objects through the API (create, update, read, delete, list; conditions: a
+//!   write probe, a LIST returning everything written).
+//! - [`migration`]: rewriting every object (the `kubectl` procedure, `kms-lab migrate`).
+//! - [`load`]: background write load around nested steps (condition: a load's writes).
+//! - [`etcd`]: what etcd holds, read directly (conditions: raw values, plaintext in any
+//!   revision, `kms-lab inspect`'s counts).
+//! - [`kms`]: the mock remote KMS (faults, rotation, key versions, seal, credentials; condition:
+//!   audit counts).
+//! - [`observe`]: narration, marks, waits and expectations on one [`Condition`](crate::conditions::Condition).
+//! - [`measure`]: measurements over a window (health sampling, DEK sources, KMS call rates).
+//! - [`lint`]: `kms-lab lint` on the configuration in force.
+//! - [`show`]: the demo's `show` (asserts nothing).
+//! - [`sync`]: secret sync (conditions: synced, external_secret).
 
+pub mod etcd;
+pub mod health;
 pub mod kms;
+pub mod lint;
+pub mod load;
+pub mod measure;
+pub mod migration;
 pub mod objects;
 pub mod observe;
 pub mod process;
+pub mod show;
 pub mod sync;
 
 use std::collections::BTreeSet;
@@ -132,11 +152,11 @@ steps! {
     /// Lists every object of a kind through the API, timed, and checks the answer.
     List(objects::List),
     /// Rewrites every object of a kind: `kubectl get <kind> -A -o json | kubectl replace -f -`.
-    Rewrite(objects::Rewrite),
+    Rewrite(migration::Rewrite),
     /// Rewrites every object of a kind the way `kms-lab migrate` does (paged, retried).
-    Migrate(objects::Migrate),
+    Migrate(migration::Migrate),
     /// Writes objects from several writers (with retries) while nested steps run.
-    Load(objects::Load),
+    Load(load::Load),
     /// Puts a mock KMS fault profile in force.
     Faults(kms::Faults),
     /// Clears every mock KMS fault on every node (key version states stay).
@@ -162,13 +182,13 @@ steps! {
     /// Checks that a condition keeps holding over a stated window.
     ExpectThroughout(observe::ExpectThroughout),
     /// Samples an apiserver health endpoint for a stated duration and counts its transitions.
-    ObserveHealth(observe::ObserveHealth),
+    ObserveHealth(measure::ObserveHealth),
     /// Counts the distinct wrapped DEKs (v1) or DEK sources (v2) in etcd: a figure and bounds.
-    CountDekSources(observe::CountDekSources),
+    CountDekSources(measure::CountDekSources),
     /// Counts mock KMS calls since a mark, per object and per second (figures and bounds).
-    KmsCalls(observe::KmsCalls),
+    KmsCalls(measure::KmsCalls),
     /// Lints an apiserver's EncryptionConfiguration with `kms-lab lint` and checks the finding ids.
-    Lint(observe::Lint),
+    Lint(lint::Lint),
     /// Puts a new version of a remote secret into the mock KMS's secrets manager.
     PutRemoteSecret(sync::PutRemoteSecret),
     /// Applies an ExternalSecret the secret sync controller turns into a Secret.
@@ -178,7 +198,7 @@ steps! {
     /// Replaces the secret sync controller's access policy in the mock KMS.
     SecretSyncAccess(sync::SecretSyncAccess),
     /// Shows something to a person (raw etcd bytes, a Secret as read back, KMS state): the demo.
-    Show(observe::Show),
+    Show(show::Show),
 }
 
 /// A step as it appears in a list: a one-key map (`- create: {…}`).

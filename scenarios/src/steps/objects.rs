@@ -1,17 +1,16 @@
-//! Objects through the API: create, update, read, delete, a timed LIST, the documented rewrite
-//! procedure, and background write load around nested steps.
+//! Objects through the API: create, update, read, delete, a timed LIST; conditions on a fresh
+//! write and on a LIST returning everything written.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::{Scope, StepFuture, StepItem, StepKind, StepResult};
+use super::{Scope, StepFuture, StepKind, StepResult};
+use crate::conditions::{ConditionKind, ObserveFuture, Seen};
 use crate::error::StepError;
 use crate::model::{Dur, FigureName, Kind, Pattern, default_namespace};
-use crate::world::{Call, ObjectClient, ObjectRef, World, list_names, value_for};
+use crate::world::{Call, ObjectRef, World, list_names, value_for};
 
 /// `create`, `update`, `read`, `delete`: a set of objects and what should happen.
 #[derive(Debug, Clone, Deserialize)]
@@ -98,8 +97,6 @@ objects_step!(
 
 /// How many calls of one step are in flight at once.
 const PARALLEL_CALLS: usize = 8;
-/// How long `kubectl` may take for a rewrite.
-const REWRITE_DEADLINE: Duration = Duration::from_secs(300);
 
 /// The outcome of one step's calls, judged against its expectation.
 fn judge(verb: &str, objects: &Objects, calls: &[(ObjectRef, Call)]) -> StepResult {
@@ -163,7 +160,7 @@ fn judge(verb: &str, objects: &Objects, calls: &[(ObjectRef, Call)]) -> StepResu
 }
 
 /// The first 240 characters of a message.
-fn shorten(message: &str) -> String {
+pub(super) fn shorten(message: &str) -> String {
     if message.chars().count() <= 240 { message.to_owned() } else { format!("{}…", message.chars().take(240).collect::<String>()) }
 }
 
@@ -265,189 +262,6 @@ async fn delete(world: &mut World, objects: &Objects) -> StepResult {
     judge("delete", objects, &strip(calls))
 }
 
-/// `rewrite: {kind, apiserver, expect_error}`: the documented procedure after an encryption
-/// change, `kubectl get <resource> -A -o json | kubectl replace -f -`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rewrite {
-    /// Secret or configmap.
-    #[serde(default)]
-    pub kind: Kind,
-    /// The apiserver to call.
-    #[serde(default)]
-    pub apiserver: usize,
-    /// The rewrite must fail with output matching this (default: it must succeed).
-    #[serde(default)]
-    pub expect_error: Option<Pattern>,
-}
-
-impl StepKind for Rewrite {
-    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        scope.apiserver(self.apiserver)
-    }
-
-    fn label(&self) -> String {
-        format!("rewrite all {} (kubectl get -A -o json | kubectl replace -f -)", self.kind.resource())
-    }
-
-    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
-        Box::pin(rewrite(world, self))
-    }
-}
-
-/// `migrate: {kind, apiserver}`: the rewrite `kms-lab migrate` does on a real cluster (crate
-/// `ops`): every object re-written through the API in pages, a bounded number in flight, retried
-/// on conflicts and throttling; an object it cannot rewrite fails the step, named.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Migrate {
-    /// Secret or configmap.
-    #[serde(default)]
-    pub kind: Kind,
-    /// The apiserver to call.
-    #[serde(default)]
-    pub apiserver: usize,
-    /// A checkpoint (a file in the run directory by this name): a later `migrate` with the same
-    /// checkpoint resumes after the last page finished.
-    #[serde(default)]
-    pub checkpoint: Option<String>,
-    /// Stop once at least this many objects were rewritten (the checkpoint written), as an
-    /// operator interrupting the migration would; a later `migrate` with the checkpoint finishes.
-    #[serde(default)]
-    pub stop_after: Option<u64>,
-}
-
-impl StepKind for Migrate {
-    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        if self.stop_after.is_some() && self.checkpoint.is_none() {
-            return Err("`stop_after` interrupts the migration: add `checkpoint: NAME` so a later `migrate` can resume it".into());
-        }
-        if let Some(name) = &self.checkpoint
-            && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(format!("checkpoint `{name}`: use letters, digits, `-` and `_` (it names a file in the run directory)"));
-        }
-        scope.apiserver(self.apiserver)
-    }
-
-    fn label(&self) -> String {
-        let mut label = format!("migrate all {} (kms-lab migrate: paged, retried, through the API)", self.kind.resource());
-        if let Some(name) = &self.checkpoint {
-            label.push_str(&format!(", checkpoint `{name}`"));
-        }
-        if let Some(n) = self.stop_after {
-            label.push_str(&format!(", stopping after {n}"));
-        }
-        label
-    }
-
-    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
-        Box::pin(async move {
-            use kms_lab_ops::migrate::{MigrateOptions, migrate};
-            let resource = self.kind.ops_resource();
-            let client = world.stack.kube_client(self.apiserver).await?;
-            let checkpoint = self.checkpoint.as_ref().map(|name| world.stack.run_dir().join(format!("migrate-{name}.checkpoint.json")));
-            let options =
-                MigrateOptions { resources: vec![resource], checkpoint, stop_after: self.stop_after, ..MigrateOptions::default() };
-            let report =
-                migrate(&client, &options, &mut |_, _, _| {}).await.map_err(|e| StepError::Failed(format!("kms-lab migrate: {e}")))?;
-            let failed: Vec<_> = report.failed().collect();
-            if let Some(first) = failed.first() {
-                return Err(StepError::Failed(format!(
-                    "{} object(s) could not be rewritten, e.g. {}: {}",
-                    failed.len(),
-                    first.object,
-                    first.error
-                )));
-            }
-            let name = self.kind.resource();
-            let tracked = world.objects.keys().filter(|o| o.kind == self.kind).count() as u64;
-            let rewritten = report.rewritten();
-            let already_done: u64 = report.resources.iter().map(|r| r.already_done).sum();
-            if report.stopped_early {
-                if self.stop_after.is_none_or(|n| rewritten < n) {
-                    return Err(StepError::Failed(format!("migrate stopped early after {rewritten} {name} without being asked to")));
-                }
-            } else if rewritten + already_done < tracked {
-                return Err(StepError::Failed(format!(
-                    "migrate rewrote {rewritten} {name} (and an earlier run {already_done}), but the scenario wrote {tracked}"
-                )));
-            }
-            world.figure(format!("migrate.{name}.objects_per_second"), (report.objects_per_second * 10.0).round() / 10.0);
-            let retried: u64 = report.resources.iter().map(|r| r.conflicts + r.throttled).sum();
-            let resumed = if already_done > 0 { format!(", {already_done} done by an earlier run") } else { String::new() };
-            let stopped = if report.stopped_early { ", stopped as asked (checkpoint written)" } else { "" };
-            Ok(format!(
-                "{rewritten} {name} rewritten in {:.1} s ({:.0}/s, {retried} retried, 0 failed{resumed}){stopped}",
-                report.seconds, report.objects_per_second
-            ))
-        })
-    }
-}
-
-async fn rewrite(world: &mut World, rewrite: &Rewrite) -> StepResult {
-    let kubectl = world.stack.binaries().kubectl.path.clone();
-    let kubeconfig = world.stack.kubeconfig_path(rewrite.apiserver);
-    let resource = rewrite.kind.resource();
-    let started = Instant::now();
-    let outcome = async {
-        let listed = run_kubectl(&kubectl, &kubeconfig, &["get", resource, "-A", "-o", "json"], None).await?;
-        let replaced = run_kubectl(&kubectl, &kubeconfig, &["replace", "-f", "-"], Some(listed)).await?;
-        Ok::<_, String>(String::from_utf8_lossy(&replaced).lines().filter(|l| l.ends_with(" replaced")).count())
-    }
-    .await;
-    let took = started.elapsed().as_secs_f64();
-    match (outcome, &rewrite.expect_error) {
-        (Ok(count), None) => {
-            let tracked = world.objects.keys().filter(|o| o.kind == rewrite.kind).count();
-            if count < tracked {
-                return Err(StepError::Failed(format!("kubectl replaced {count} {resource}, but the scenario wrote {tracked}")));
-            }
-            world.figure(format!("rewrite.{resource}.seconds"), (took * 10.0).round() / 10.0);
-            Ok(format!("{count} {resource} replaced in {took:.1} s"))
-        }
-        (Ok(count), Some(pattern)) => Err(StepError::Failed(format!(
-            "expected the rewrite to fail with /{}/, but {count} {resource} were replaced",
-            pattern.0.as_str()
-        ))),
-        (Err(message), None) => Err(StepError::Failed(format!("rewrite of {resource} failed: {}", shorten(&message)))),
-        (Err(message), Some(pattern)) if pattern.0.is_match(&message) => Ok(format!("refused as expected: {}", shorten(&message))),
-        (Err(message), Some(pattern)) => {
-            Err(StepError::Failed(format!("the rewrite failed, but not with /{}/: {}", pattern.0.as_str(), shorten(&message))))
-        }
-    }
-}
-
-async fn run_kubectl(
-    kubectl: &std::path::Path,
-    kubeconfig: &std::path::Path,
-    args: &[&str],
-    stdin: Option<Vec<u8>>,
-) -> Result<Vec<u8>, String> {
-    use tokio::io::AsyncWriteExt;
-    let mut command = tokio::process::Command::new(kubectl);
-    command
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", kubectl.display()))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(&input).await.map_err(|e| format!("cannot feed kubectl: {e}"))?;
-    }
-    let output = tokio::time::timeout(REWRITE_DEADLINE, child.wait_with_output())
-        .await
-        .map_err(|_| format!("`kubectl {}` did not finish within {} s", args.join(" "), REWRITE_DEADLINE.as_secs()))?
-        .map_err(|e| format!("kubectl failed to run: {e}"))?;
-    if output.status.success() {
-        Ok(output.stdout)
-    } else {
-        Err(format!("`kubectl {}` exited with {}: {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim()))
-    }
-}
-
 /// `list: {kind, namespace, apiserver, expect_error, within, figure}`: one LIST, timed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -524,256 +338,114 @@ impl StepKind for List {
     }
 }
 
-/// `load`: writers create objects continuously, each write retried, while `during` runs and for
-/// at least `for` (or until `min_writes` are stored); fewer stored writes than `min_writes` fail
-/// the step's precondition (the disturbance was not exercised).
+/// How often a write probe looks again: once a second, since each probe writes an object.
+const WRITE_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A write probe: each observation creates one new object `<prefix>-NNN`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Load {
+pub struct WriteProbe {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+    /// Name prefix of the probe objects.
+    pub prefix: String,
+    /// The condition holds when a write fails with a message matching this (default: when one succeeds).
+    #[serde(default)]
+    pub expect_error: Option<Pattern>,
+}
+
+/// `listed`: a LIST returns every object of the kind the scenario wrote.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listed {
     /// Secret or configmap.
     #[serde(default)]
     pub kind: Kind,
     /// The namespace.
     #[serde(default = "default_namespace")]
     pub namespace: String,
-    /// Name prefix of the written objects.
-    pub prefix: String,
-    /// Concurrent writers (default 2).
-    #[serde(default = "two")]
-    pub writers: usize,
-    /// Retries of a failed write before it counts as lost (default 20: 250 ms, then 1 s apart).
-    #[serde(default = "default_retries")]
-    pub retries: u32,
     /// The apiserver to call.
     #[serde(default)]
     pub apiserver: usize,
-    /// Pause of each writer between two writes (default 100ms), so the load is steady, not a flood.
-    #[serde(default)]
-    pub pace: Option<Dur>,
-    /// The load runs at least this long (and until `during` ends).
-    #[serde(default, rename = "for")]
-    pub duration: Option<Dur>,
-    /// The load runs until at least this many writes are stored (and until `during` ends); fewer
-    /// fail the step. Bounded by `within`.
-    #[serde(default)]
-    pub min_writes: Option<u64>,
-    /// How long the load may run to reach `min_writes` after `during` ended (default 120s).
-    #[serde(default)]
-    pub within: Option<Dur>,
-    /// The steps that run under load.
-    pub during: Vec<StepItem>,
-    /// Writes that may fail even after every retry (default 0).
-    #[serde(default)]
-    pub max_lost: usize,
-    /// At least this many attempts must fail (to show the disturbance was felt).
-    #[serde(default)]
-    pub min_failed_attempts: Option<usize>,
-    /// At most this many attempts may fail.
-    #[serde(default)]
-    pub max_failed_attempts: Option<usize>,
 }
 
-fn two() -> usize {
-    2
-}
-
-fn default_retries() -> u32 {
-    20
-}
-
-impl StepKind for Load {
-    fn needs(&self) -> super::Needs {
-        let mut needs = super::Needs::default();
-        for step in &self.during {
-            needs.absorb(step.kind().needs());
-        }
-        needs
-    }
-
-    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        scope.apiserver(self.apiserver)?;
-        if self.writers == 0 {
-            return Err("`load` needs at least one writer".into());
-        }
-        if self.duration.is_none() && self.min_writes.is_none() {
-            return Err(
-                "`load` needs `for: DURATION` or `min_writes: N`: a load that may end after a handful of writes shows nothing".into()
-            );
-        }
-        if scope.in_load() {
-            return Err("a `load` cannot run inside another `load`".into());
-        }
-        scope.check_nested(&self.during)
+impl ConditionKind for WriteProbe {
+    fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)
     }
 
     fn label(&self) -> String {
-        let bound = match (self.duration, self.min_writes) {
-            (Some(d), Some(n)) => format!(" (≥ {}, ≥ {n} writes)", humantime::format_duration(d.0)),
-            (Some(d), None) => format!(" (≥ {})", humantime::format_duration(d.0)),
-            (None, Some(n)) => format!(" (≥ {n} writes)"),
-            (None, None) => String::new(),
-        };
-        format!("load: {} writers on {}-*{bound} while {} steps run", self.writers, self.prefix, self.during.len())
+        format!(
+            "a new {} write on apiserver-{} {}",
+            self.kind.resource(),
+            self.apiserver,
+            self.expect_error.as_ref().map_or("succeeds".to_owned(), |p| format!("fails with /{}/", p.0.as_str()))
+        )
     }
 
-    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
-        Box::pin(load(world, self))
+    fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
+        Box::pin(observe_write(world, self))
+    }
+
+    fn poll_interval(&self) -> Duration {
+        WRITE_PROBE_INTERVAL
+    }
+
+    fn wait_only(&self) -> bool {
+        true
     }
 }
 
-/// What the writers of a `load` step saw.
-#[derive(Default)]
-struct LoadTally {
-    written: Vec<ObjectRef>,
-    failed_attempts: usize,
-    lost: Vec<(String, String)>,
+impl ConditionKind for Listed {
+    fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)
+    }
+
+    fn label(&self) -> String {
+        format!("a LIST of {} on apiserver-{} returns every object written", self.kind.resource(), self.apiserver)
+    }
+
+    fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
+        Box::pin(observe_listed(world, self))
+    }
 }
 
-/// One writer of a `load` step.
-struct Writer {
-    client: ObjectClient,
-    seed: u64,
-    kind: Kind,
-    namespace: String,
-    prefix: String,
-    retries: u32,
-    pace: Duration,
-    stop: Arc<AtomicBool>,
-    stored: Arc<AtomicU64>,
-}
-
-async fn writer(w: Writer) -> LoadTally {
-    let Writer { client, seed, kind, namespace, prefix, retries, pace, stop, stored } = w;
-    let mut tally = LoadTally::default();
-    let mut n = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        let object = ObjectRef { kind, namespace: namespace.clone(), name: format!("{prefix}-{n:04}") };
-        n += 1;
-        let value = value_for(seed, &object, 0);
-        let mut attempt = 0u32;
-        loop {
-            let call = client.create(&object, &value).await;
-            let error = match call.result {
-                Ok(()) => {
-                    tally.written.push(object.clone());
-                    stored.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                // A retry of a write that did land: it counts if the stored value is ours.
-                Err(e) if attempt > 0 && e.starts_with("409") && client.read(&object, &value).await.result.is_ok() => {
-                    tally.written.push(object.clone());
-                    stored.fetch_add(1, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => e,
-            };
-            tally.failed_attempts += 1;
-            if attempt >= retries {
-                tally.lost.push((object.name.clone(), error));
-                break;
-            }
-            attempt += 1;
-            // Backoff between retries of one write (not synchronisation): 250 ms, then 1 s.
-            tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(3)).pow(2).min(4))).await;
-        }
-        // Pacing, so a long disturbance does not pile up thousands of objects.
-        tokio::time::sleep(pace).await;
-    }
-    tally
-}
-
-async fn load(world: &mut World, load: &Load) -> StepResult {
-    let client = world.client(load.apiserver).await?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let stored = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let writers: Vec<_> = (0..load.writers)
-        .map(|w| {
-            tokio::spawn(writer(Writer {
-                client: client.clone(),
-                seed: world.seed(),
-                kind: load.kind,
-                namespace: load.namespace.clone(),
-                prefix: format!("{}-w{w}", load.prefix),
-                retries: load.retries,
-                pace: load.pace.map_or(Duration::from_millis(100), |p| p.0),
-                stop: stop.clone(),
-                stored: stored.clone(),
-            }))
-        })
-        .collect();
-    world.set_load_writes(Some(stored.clone()));
-    let mut inner = Vec::new();
-    let mut failure = None;
-    for step in &load.during {
-        match super::run(world, step).await {
-            Ok(line) => inner.push(format!("{} → {line}", super::label(step))),
-            Err(error) => {
-                failure = Some(StepError::Failed(format!("under load, `{}` failed: {error}", super::label(step))));
-                break;
-            }
-        }
-    }
-    world.set_load_writes(None);
-    // The stated size of the load: its duration, and the writes it must store.
-    let deadline = started.elapsed() + load.within.map_or(Duration::from_secs(120), |d| d.0);
-    while failure.is_none() {
-        let long_enough = load.duration.is_none_or(|d| started.elapsed() >= d.0);
-        let enough_writes = load.min_writes.is_none_or(|n| stored.load(Ordering::Relaxed) >= n);
-        if (long_enough && enough_writes) || started.elapsed() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut tally = LoadTally::default();
-    for handle in writers {
-        let one = handle.await.map_err(|e| StepError::Failed(format!("a load writer panicked: {e}")))?;
-        tally.written.extend(one.written);
-        tally.failed_attempts += one.failed_attempts;
-        tally.lost.extend(one.lost);
-    }
-    for object in &tally.written {
+async fn observe_write(world: &mut World, write: &WriteProbe) -> Seen {
+    let client = match world.client(write.apiserver).await {
+        Ok(client) => client,
+        Err(error) => return Seen::new(false, error.to_string()),
+    };
+    let object = ObjectRef { kind: write.kind, namespace: default_namespace(), name: world.next_probe_name(write.kind, &write.prefix) };
+    let call = client.create(&object, &value_for(world.seed(), &object, 0)).await;
+    if call.result.is_ok() {
         world.objects.insert(object.clone(), 0);
     }
-    if let Some(error) = failure {
-        return Err(error);
+    let holds = match (&call.result, &write.expect_error) {
+        (Ok(()), None) => true,
+        (Err(message), Some(pattern)) => pattern.0.is_match(message),
+        _ => false,
+    };
+    let text = match &call.result {
+        Ok(()) => format!("{} written ({:.0} ms)", object.name, call.elapsed.as_secs_f64() * 1e3),
+        Err(message) => format!("{} refused: {message}", object.name),
+    };
+    Seen::new(holds, text)
+}
+
+async fn observe_listed(world: &World, listed: &Listed) -> Seen {
+    match crate::world::list_names(world, listed.apiserver, listed.kind, &listed.namespace).await {
+        Ok(names) => {
+            let missing = world.missing_from(listed.kind, &listed.namespace, &names);
+            let expected = world.select(listed.kind, &listed.namespace, None, None).len();
+            match missing.first() {
+                None => Seen::new(true, format!("a LIST returned all {expected} {}", listed.kind.resource())),
+                Some(first) => Seen::new(false, format!("a LIST returned {} of {expected}; missing e.g. {}", names.len(), first.name)),
+            }
+        }
+        Err(message) => Seen::new(false, format!("the LIST failed: {message}")),
     }
-    let prefix = &load.prefix;
-    world.figure(format!("load.{prefix}.writes"), tally.written.len() as f64);
-    world.figure(format!("load.{prefix}.failed_attempts"), tally.failed_attempts as f64);
-    world.figure(format!("load.{prefix}.lost"), tally.lost.len() as f64);
-    let summary = format!(
-        "{} writes stored in {:.1} s, {} attempts failed and were retried, {} lost [{}]",
-        tally.written.len(),
-        started.elapsed().as_secs_f64(),
-        tally.failed_attempts,
-        tally.lost.len(),
-        inner.join("; ")
-    );
-    if let Some(min) = load.min_writes
-        && (tally.written.len() as u64) < min
-    {
-        return Err(StepError::Failed(format!(
-            "{summary}; the load's precondition is {min} stored writes, so the disturbance was not exercised (raise `within` or lower `min_writes`)"
-        )));
-    }
-    if tally.written.is_empty() {
-        return Err(StepError::Failed(format!("no write succeeded under load: {summary}")));
-    }
-    if tally.lost.len() > load.max_lost {
-        let (name, error) = &tally.lost[0];
-        return Err(StepError::Failed(format!("{summary}; more than {} lost; first: {name}: {}", load.max_lost, shorten(error))));
-    }
-    if let Some(min) = load.min_failed_attempts
-        && tally.failed_attempts < min
-    {
-        return Err(StepError::Failed(format!("{summary}; expected at least {min} failed attempts (was the disturbance felt?)")));
-    }
-    if let Some(max) = load.max_failed_attempts
-        && tally.failed_attempts > max
-    {
-        return Err(StepError::Failed(format!("{summary}; expected at most {max} failed attempts")));
-    }
-    Ok(summary)
 }

@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
 use super::{Scope, StepFuture, StepKind};
-use crate::conditions::Seen;
+use crate::conditions::{ConditionKind, ObserveFuture, Seen};
 use crate::error::StepError;
 use crate::model::Dur;
 use crate::world::{PLAINTEXT_MARKER, World};
@@ -385,16 +385,16 @@ pub struct Synced {
     pub count: Option<usize>,
 }
 
-impl Synced {
+impl ConditionKind for Synced {
     /// Load-time checks: the ExternalSecret was applied and the remote secret put before.
-    pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+    fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
         scope.secret_sync("synced")?;
         scope.external_secret(&self.secret)?;
         scope.remote_secret(&self.remote)
     }
 
     /// `secret app key password holds the latest value of db`.
-    pub fn label(&self) -> String {
+    fn label(&self) -> String {
         let which = match self.holds {
             Holds::Latest => "latest",
             Holds::Previous => "previous",
@@ -403,9 +403,15 @@ impl Synced {
     }
 
     /// Reads the Secret(s) and names the version held (never the value).
-    pub async fn observe(&self, world: &mut World) -> Seen {
+    fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
+        Box::pin(self.look(world))
+    }
+}
+
+impl Synced {
+    async fn look(&self, world: &mut World) -> Seen {
         let Some(sync) = world.secret_sync.as_ref() else {
-            return Seen { ok: false, text: "the stack runs no secret sync".into() };
+            return Seen::new(false, "the stack runs no secret sync");
         };
         let puts = sync.puts.get(&self.remote).map(Vec::as_slice).unwrap_or_default();
         let wanted = match self.holds {
@@ -420,7 +426,7 @@ impl Synced {
                 Ok(list) => {
                     Some(list.items.into_iter().map(|s| (s.metadata.name.clone().unwrap_or_default(), s)).collect::<BTreeMap<_, _>>())
                 }
-                Err(e) => return Seen { ok: false, text: format!("listing Secrets in `{NAMESPACE}` failed: {e}") },
+                Err(e) => return Seen::new(false, format!("listing Secrets in `{NAMESPACE}` failed: {e}")),
             },
             None => None,
         };
@@ -431,7 +437,7 @@ impl Synced {
                 Some(listed) => listed.remove(name),
                 None => match api.get_opt(name).await {
                     Ok(secret) => secret,
-                    Err(e) => return Seen { ok: false, text: format!("reading Secret `{name}` failed: {e}") },
+                    Err(e) => return Seen::new(false, format!("reading Secret `{name}` failed: {e}")),
                 },
             };
             let value = secret.as_ref().and_then(|s| s.data.as_ref()).and_then(|d| d.get(&self.key)).map(|v| v.0.clone());
@@ -468,7 +474,7 @@ impl Synced {
             (Some(miss), None) => miss,
             (Some(miss), Some(count)) => format!("{holding} of {count} Secrets hold {version}; e.g. {miss}"),
         };
-        Seen { ok: holding == names.len(), text }
+        Seen::new(holding == names.len(), text)
     }
 }
 
@@ -499,35 +505,41 @@ pub struct ExternalSecretReady {
     pub reason: Option<ReasonName>,
 }
 
-impl ExternalSecretReady {
+impl ConditionKind for ExternalSecretReady {
     /// Load-time checks: the ExternalSecret was applied before.
-    pub fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+    fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
         scope.secret_sync("external_secret")?;
         scope.external_secret(&self.name)
     }
 
     /// `ExternalSecret app Ready=False (StoreUnavailable)`.
-    pub fn label(&self) -> String {
+    fn label(&self) -> String {
         let reason = self.reason.map(|r| format!(" ({})", r.0)).unwrap_or_default();
         format!("ExternalSecret `{}` Ready={}{reason}", self.name, if self.ready { "True" } else { "False" })
     }
 
     /// Reads the ExternalSecret's status.
-    pub async fn observe(&self, world: &mut World) -> Seen {
+    fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
+        Box::pin(self.look(world))
+    }
+}
+
+impl ExternalSecretReady {
+    async fn look(&self, world: &mut World) -> Seen {
         let Some(sync) = world.secret_sync.as_ref() else {
-            return Seen { ok: false, text: "the stack runs no secret sync".into() };
+            return Seen::new(false, "the stack runs no secret sync");
         };
         let api: kube::Api<kms_secret_sync::crd::ExternalSecret> = kube::Api::namespaced(sync.admin.clone(), NAMESPACE);
         let status = match api.get_opt(&self.name).await {
             Ok(Some(es)) => es.status.unwrap_or_default(),
-            Ok(None) => return Seen { ok: false, text: format!("no ExternalSecret `{}`", self.name) },
-            Err(e) => return Seen { ok: false, text: format!("reading ExternalSecret `{}` failed: {e}", self.name) },
+            Ok(None) => return Seen::new(false, format!("no ExternalSecret `{}`", self.name)),
+            Err(e) => return Seen::new(false, format!("reading ExternalSecret `{}` failed: {e}", self.name)),
         };
         let Some(ready) = status.ready() else {
-            return Seen { ok: false, text: "no Ready condition yet".into() };
+            return Seen::new(false, "no Ready condition yet");
         };
         let want = if self.ready { "True" } else { "False" };
         let ok = ready.status == want && self.reason.is_none_or(|r| ready.reason == r.0.name());
-        Seen { ok, text: format!("Ready={} reason={}: {}", ready.status, ready.reason, ready.message) }
+        Seen::new(ok, format!("Ready={} reason={}: {}", ready.status, ready.reason, ready.message))
     }
 }

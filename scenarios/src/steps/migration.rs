@@ -1,0 +1,198 @@
+//! Rewriting every object so the first provider re-encrypts it: the documented
+//! `kubectl get | kubectl replace` procedure and `kms-lab migrate`'s paged rewrite.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use super::objects::shorten;
+use super::{Scope, StepFuture, StepKind, StepResult};
+use crate::error::StepError;
+use crate::model::{Kind, Pattern};
+use crate::world::World;
+
+/// How long `kubectl` may take for a rewrite.
+const REWRITE_DEADLINE: Duration = Duration::from_secs(300);
+
+/// `rewrite: {kind, apiserver, expect_error}`: the documented procedure after an encryption
+/// change, `kubectl get <resource> -A -o json | kubectl replace -f -`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rewrite {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+    /// The rewrite must fail with output matching this (default: it must succeed).
+    #[serde(default)]
+    pub expect_error: Option<Pattern>,
+}
+
+impl StepKind for Rewrite {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)
+    }
+
+    fn label(&self) -> String {
+        format!("rewrite all {} (kubectl get -A -o json | kubectl replace -f -)", self.kind.resource())
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(rewrite(world, self))
+    }
+}
+
+/// `migrate: {kind, apiserver}`: the rewrite `kms-lab migrate` does on a real cluster (crate
+/// `ops`): every object re-written through the API in pages, a bounded number in flight, retried
+/// on conflicts and throttling; an object it cannot rewrite fails the step, named.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrate {
+    /// Secret or configmap.
+    #[serde(default)]
+    pub kind: Kind,
+    /// The apiserver to call.
+    #[serde(default)]
+    pub apiserver: usize,
+    /// A checkpoint (a file in the run directory by this name): a later `migrate` with the same
+    /// checkpoint resumes after the last page finished.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// Stop once at least this many objects were rewritten (the checkpoint written), as an
+    /// operator interrupting the migration would; a later `migrate` with the checkpoint finishes.
+    #[serde(default)]
+    pub stop_after: Option<u64>,
+}
+
+impl StepKind for Migrate {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        if self.stop_after.is_some() && self.checkpoint.is_none() {
+            return Err("`stop_after` interrupts the migration: add `checkpoint: NAME` so a later `migrate` can resume it".into());
+        }
+        if let Some(name) = &self.checkpoint
+            && !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(format!("checkpoint `{name}`: use letters, digits, `-` and `_` (it names a file in the run directory)"));
+        }
+        scope.apiserver(self.apiserver)
+    }
+
+    fn label(&self) -> String {
+        let mut label = format!("migrate all {} (kms-lab migrate: paged, retried, through the API)", self.kind.resource());
+        if let Some(name) = &self.checkpoint {
+            label.push_str(&format!(", checkpoint `{name}`"));
+        }
+        if let Some(n) = self.stop_after {
+            label.push_str(&format!(", stopping after {n}"));
+        }
+        label
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            use kms_lab_ops::migrate::{MigrateOptions, migrate};
+            let resource = self.kind.ops_resource();
+            let client = world.stack.kube_client(self.apiserver).await?;
+            let checkpoint = self.checkpoint.as_ref().map(|name| world.stack.run_dir().join(format!("migrate-{name}.checkpoint.json")));
+            let options =
+                MigrateOptions { resources: vec![resource], checkpoint, stop_after: self.stop_after, ..MigrateOptions::default() };
+            let report =
+                migrate(&client, &options, &mut |_, _, _| {}).await.map_err(|e| StepError::Failed(format!("kms-lab migrate: {e}")))?;
+            let failed: Vec<_> = report.failed().collect();
+            if let Some(first) = failed.first() {
+                return Err(StepError::Failed(format!(
+                    "{} object(s) could not be rewritten, e.g. {}: {}",
+                    failed.len(),
+                    first.object,
+                    first.error
+                )));
+            }
+            let name = self.kind.resource();
+            let tracked = world.objects.keys().filter(|o| o.kind == self.kind).count() as u64;
+            let rewritten = report.rewritten();
+            let already_done: u64 = report.resources.iter().map(|r| r.already_done).sum();
+            if report.stopped_early {
+                if self.stop_after.is_none_or(|n| rewritten < n) {
+                    return Err(StepError::Failed(format!("migrate stopped early after {rewritten} {name} without being asked to")));
+                }
+            } else if rewritten + already_done < tracked {
+                return Err(StepError::Failed(format!(
+                    "migrate rewrote {rewritten} {name} (and an earlier run {already_done}), but the scenario wrote {tracked}"
+                )));
+            }
+            world.figure(format!("migrate.{name}.objects_per_second"), (report.objects_per_second * 10.0).round() / 10.0);
+            let retried: u64 = report.resources.iter().map(|r| r.conflicts + r.throttled).sum();
+            let resumed = if already_done > 0 { format!(", {already_done} done by an earlier run") } else { String::new() };
+            let stopped = if report.stopped_early { ", stopped as asked (checkpoint written)" } else { "" };
+            Ok(format!(
+                "{rewritten} {name} rewritten in {:.1} s ({:.0}/s, {retried} retried, 0 failed{resumed}){stopped}",
+                report.seconds, report.objects_per_second
+            ))
+        })
+    }
+}
+
+async fn rewrite(world: &mut World, rewrite: &Rewrite) -> StepResult {
+    let kubectl = world.stack.binaries().kubectl.path.clone();
+    let kubeconfig = world.stack.kubeconfig_path(rewrite.apiserver);
+    let resource = rewrite.kind.resource();
+    let started = Instant::now();
+    let outcome = async {
+        let listed = run_kubectl(&kubectl, &kubeconfig, &["get", resource, "-A", "-o", "json"], None).await?;
+        let replaced = run_kubectl(&kubectl, &kubeconfig, &["replace", "-f", "-"], Some(listed)).await?;
+        Ok::<_, String>(String::from_utf8_lossy(&replaced).lines().filter(|l| l.ends_with(" replaced")).count())
+    }
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    match (outcome, &rewrite.expect_error) {
+        (Ok(count), None) => {
+            let tracked = world.objects.keys().filter(|o| o.kind == rewrite.kind).count();
+            if count < tracked {
+                return Err(StepError::Failed(format!("kubectl replaced {count} {resource}, but the scenario wrote {tracked}")));
+            }
+            world.figure(format!("rewrite.{resource}.seconds"), (took * 10.0).round() / 10.0);
+            Ok(format!("{count} {resource} replaced in {took:.1} s"))
+        }
+        (Ok(count), Some(pattern)) => Err(StepError::Failed(format!(
+            "expected the rewrite to fail with /{}/, but {count} {resource} were replaced",
+            pattern.0.as_str()
+        ))),
+        (Err(message), None) => Err(StepError::Failed(format!("rewrite of {resource} failed: {}", shorten(&message)))),
+        (Err(message), Some(pattern)) if pattern.0.is_match(&message) => Ok(format!("refused as expected: {}", shorten(&message))),
+        (Err(message), Some(pattern)) => {
+            Err(StepError::Failed(format!("the rewrite failed, but not with /{}/: {}", pattern.0.as_str(), shorten(&message))))
+        }
+    }
+}
+
+async fn run_kubectl(
+    kubectl: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    stdin: Option<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(kubectl);
+    command
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().map_err(|e| format!("cannot run {}: {e}", kubectl.display()))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(&input).await.map_err(|e| format!("cannot feed kubectl: {e}"))?;
+    }
+    let output = tokio::time::timeout(REWRITE_DEADLINE, child.wait_with_output())
+        .await
+        .map_err(|_| format!("`kubectl {}` did not finish within {} s", args.join(" "), REWRITE_DEADLINE.as_secs()))?
+        .map_err(|e| format!("kubectl failed to run: {e}"))?;
+    if output.status.success() {
+        Ok(output.stdout)
+    } else {
+        Err(format!("`kubectl {}` exited with {}: {}", args.join(" "), output.status, String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
