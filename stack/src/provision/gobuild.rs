@@ -482,6 +482,13 @@ impl<'a> Steps<'a> {
     fn command(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(self.go);
         cmd.args(args).current_dir(dir).stdin(Stdio::null());
+        // Go takes its working directory from $PWD when that names the same folder, else from
+        // getcwd (the canonical path). Without this, a folder reached through a symlink is seen
+        // by its canonical path while GOWORK names the symlinked one, and Go refuses the build
+        // ("directory … is contained in a module that is not one of the workspace modules").
+        if dir.is_absolute() {
+            cmd.env("PWD", dir);
+        }
         for (key, value) in &self.env {
             cmd.env(key, value);
         }

@@ -844,6 +844,26 @@ esac"#,
         assert!(text.contains(&format!("kms-go-plugin-{second}/kms-go-plugin: no such file")), "{text}");
     }
 
+    /// A `go.work` subject reached through a symlink (a checkout under a symlinked home or work
+    /// folder): trousseau's awskms provider, built with the real Go from `../shared/thirdparty`
+    /// named through a symlink. Go had taken its working directory by the canonical path while
+    /// GOWORK named the symlinked one, and refused the build.
+    #[test]
+    fn builds_a_go_work_subject_through_a_symlinked_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let thirdparty = workspace_root().parent().unwrap().join("shared").join("thirdparty");
+        assert!(thirdparty.join("trousseau").is_dir(), "{} holds no trousseau/ (see shared/thirdparty/README.md)", thirdparty.display());
+        let link = root.path().join("thirdparty-through-a-link");
+        std::os::unix::fs::symlink(&thirdparty, &link).unwrap();
+        let cache = root.path().join("cache");
+        let vars = [("KMS_LAB_THIRDPARTY", link.as_path())];
+        let go = Env::from_process().go;
+        let built = locate_with(GoSubject::TrousseauAwsKms, &options(&cache, true), &env(&vars, Path::new(&go)), &workspace_root())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(built, subject_cache_path(&cache, GoSubject::TrousseauAwsKms, TROUSSEAU_COMMIT));
+        assert!(usable(&built).is_ok(), "{}", built.display());
+    }
+
     /// The real thing, on the quickest third-party subject: `go build` of k8s-cloudkms-plugin
     /// from `../shared/thirdparty` into a fresh cache (about 90 s on 2 cores the first time; Go's
     /// own build cache makes later runs quicker).
