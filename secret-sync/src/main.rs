@@ -123,12 +123,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Errors end the process as one `error: …` line (the cause chain, never a backtrace) with the
+/// exit-code table's 2: nothing is served when the set-up fails.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    match Cli::parse().command {
+    match command(Cli::parse().command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => kms_lab_edge::fail(&format!("{error:#}"), kms_lab_edge::Exit::Usage),
+    }
+}
+
+async fn command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run(args) => run(args).await,
         Command::Crd { reference: true } => {
             print!("{}", kms_secret_sync::reference::markdown());

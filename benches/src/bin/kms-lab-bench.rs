@@ -71,12 +71,16 @@ fn parse_workload(text: &str) -> Result<Workload, String> {
     Ok(Workload { op, payload_bytes })
 }
 
-fn main() -> anyhow::Result<()> {
+/// An error ends the run as one `error: …` line (the cause chain, never a backtrace), exit 1.
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_LAB_LOG").unwrap_or_else(|_| "warn,kube_client=off".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(run(args))
+    let ran = tokio::runtime::Runtime::new().map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(run(args)));
+    match ran {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => kms_lab_edge::fail(&format!("{error:#}"), kms_lab_edge::Exit::Failed),
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -14,8 +14,15 @@ struct Args {
     socket: PathBuf,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// An error ends the process as one `error: …` line, exit 1 (a server that failed while serving).
+fn main() -> std::process::ExitCode {
+    match serve(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => kms_lab_edge::fail(&format!("{error:#}"), kms_lab_edge::Exit::Failed),
+    }
+}
+
+fn serve(args: Args) -> anyhow::Result<()> {
     // The same runtime the reference plugin's binary builds: multi-threaded, one worker per core.
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
