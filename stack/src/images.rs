@@ -1,5 +1,6 @@
 //! Container images of the stack's binaries. kube-apiserver and etcd come from
-//! `registry.k8s.io` at the pinned version where the registry answers (`KMS_LAB_IMAGES`:
+//! `registry.k8s.io` (or the mirror `KMS_LAB_REGISTRY` names) at the pinned version where the
+//! registry answers (`KMS_LAB_IMAGES`:
 //! `auto`, the default, tries it once per process and falls back; `registry` requires it; `local`
 //! never asks). Every other image, and those two when the registry does not answer, is built offline: `FROM scratch` plus the binary
 //! (the Go-built kube-apiserver, etcd, kubectl and etcdctl are static) and the shared
@@ -150,17 +151,31 @@ impl ImageSource {
     }
 }
 
-/// The upstream image of a binary kms-lab provisions, at `version`: `(image, entrypoint)`.
-/// The kube-apiserver image has no entrypoint (static pods name the command); etcd's tag has no
-/// `v` and a `-0` build suffix.
-pub fn upstream_image(file_name: &str, version: &str) -> Option<(ImageRef, String)> {
+/// Kubernetes' own registry, where the upstream images come from unless [`REGISTRY_ENV`] names a mirror.
+pub const UPSTREAM_REGISTRY: &str = "registry.k8s.io";
+/// The variable naming a mirror of [`UPSTREAM_REGISTRY`] (`HOST:PORT`, as air-gapped clusters
+/// configure one), e.g. `127.0.0.1:5000`.
+pub const REGISTRY_ENV: &str = "KMS_LAB_REGISTRY";
+
+/// The registry upstream images are pulled from: `$KMS_LAB_REGISTRY`, else `registry.k8s.io`.
+pub fn upstream_registry() -> String {
+    std::env::var(REGISTRY_ENV)
+        .ok()
+        .map(|r| r.trim().trim_end_matches('/').to_owned())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| UPSTREAM_REGISTRY.to_owned())
+}
+
+/// The upstream image of a binary kms-lab provisions, at `version`, in `registry` (upstream's or
+/// a mirror): `(image, entrypoint)`. The kube-apiserver image has no entrypoint (static pods name
+/// the command); etcd's tag has no `v` and a `-0` build suffix.
+pub fn upstream_image(registry: &str, file_name: &str, version: &str) -> Option<(ImageRef, String)> {
     match file_name {
-        "kube-apiserver" => Some((
-            ImageRef { name: "registry.k8s.io/kube-apiserver".into(), tag: version.to_owned() },
-            "/usr/local/bin/kube-apiserver".into(),
-        )),
+        "kube-apiserver" => {
+            Some((ImageRef { name: format!("{registry}/kube-apiserver"), tag: version.to_owned() }, "/usr/local/bin/kube-apiserver".into()))
+        }
         "etcd" => Some((
-            ImageRef { name: "registry.k8s.io/etcd".into(), tag: format!("{}-0", version.trim_start_matches('v')) },
+            ImageRef { name: format!("{registry}/etcd"), tag: format!("{}-0", version.trim_start_matches('v')) },
             "/usr/local/bin/etcd".into(),
         )),
         _ => None,
@@ -197,7 +212,8 @@ pub async fn from_registry(
 ) -> Result<Option<(ImageRef, String)>, StackError> {
     let source = ImageSource::from_env()?;
     let file_name = binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let Some((image, entrypoint)) = upstream_image(&file_name, version).filter(|_| source != ImageSource::Local) else {
+    let Some((image, entrypoint)) = upstream_image(&upstream_registry(), &file_name, version).filter(|_| source != ImageSource::Local)
+    else {
         return Ok(None);
     };
     if docker.inspect_image(&image.to_string()).await.is_ok() {
@@ -288,13 +304,15 @@ mod tests {
 
     #[test]
     fn upstream_images_use_the_registrys_tag_shapes() {
-        let (apiserver, entry) = upstream_image("kube-apiserver", "v1.37.2").unwrap();
+        let (apiserver, entry) = upstream_image(UPSTREAM_REGISTRY, "kube-apiserver", "v1.37.2").unwrap();
         assert_eq!(
             (apiserver.to_string().as_str(), entry.as_str()),
             ("registry.k8s.io/kube-apiserver:v1.37.2", "/usr/local/bin/kube-apiserver")
         );
-        assert_eq!(upstream_image("etcd", "v3.6.16").unwrap().0.to_string(), "registry.k8s.io/etcd:3.6.16-0");
-        assert!(upstream_image("kms-plugin", "0.1.0").is_none());
+        assert_eq!(upstream_image(UPSTREAM_REGISTRY, "etcd", "v3.6.16").unwrap().0.to_string(), "registry.k8s.io/etcd:3.6.16-0");
+        assert!(upstream_image(UPSTREAM_REGISTRY, "kms-plugin", "0.1.0").is_none());
+        let (mirrored, _) = upstream_image("127.0.0.1:5000", "kube-apiserver", "v1.37.2").unwrap();
+        assert_eq!(mirrored.to_string(), "127.0.0.1:5000/kube-apiserver:v1.37.2");
     }
 
     #[test]

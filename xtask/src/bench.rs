@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use xshell::{Shell, cmd};
 
+use crate::outcome::{Outcome, delegate};
+
 /// Options of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -22,9 +24,10 @@ pub struct BenchArgs {
 }
 
 /// Builds and runs the benches.
-pub fn run(sh: &Shell, args: &BenchArgs, target_dir: PathBuf) -> anyhow::Result<()> {
+pub fn run(sh: &Shell, args: &BenchArgs) -> Outcome {
+    let target_dir = crate::target_dir();
     eprintln!("==> building kms-plugin and the bench harness (release)");
-    cmd!(sh, "cargo build --release --quiet -p kms-plugin -p kms-lab-benches --bins").run()?;
+    delegate(cmd!(sh, "cargo build --release -p kms-plugin -p kms-lab-benches --bins"))?;
     let runner = target_dir.join("release").join("kms-lab-bench");
     let mut flags = Vec::new();
     if args.quick {
@@ -37,6 +40,5 @@ pub fn run(sh: &Shell, args: &BenchArgs, target_dir: PathBuf) -> anyhow::Result<
     let run_root = target_dir.join("kms-lab").join("bench-runs");
     let extra = &args.extra;
     // The runner finds kms-plugin beside itself in target/release.
-    cmd!(sh, "{runner} {flags...} --run-root {run_root} {extra...}").run()?;
-    Ok(())
+    delegate(cmd!(sh, "{runner} {flags...} --run-root {run_root} {extra...}"))
 }

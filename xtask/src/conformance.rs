@@ -1,7 +1,10 @@
 //! `cargo xtask conformance --endpoint unix:///… [--api v2|v1beta1] …`: runs `kms-lab conformance`
 //! with the same arguments (see `kms_lab_conformance::ConformanceArgs`).
 
-use xshell::{Shell, cmd};
+use xshell::Shell;
+
+use crate::build;
+use crate::outcome::{Outcome, delegate};
 
 /// Arguments, passed unchanged to `kms-lab conformance` (`cargo xtask conformance -- --help` lists them).
 #[derive(Debug, clap::Args)]
@@ -13,8 +16,7 @@ pub struct ConformanceArgs {
 }
 
 /// Runs the conformance suite through the kms-lab binary; its exit code (1 = a check failed) is passed on.
-pub fn run(sh: &Shell, args: &ConformanceArgs) -> anyhow::Result<()> {
-    let passthrough = &args.args;
-    cmd!(sh, "cargo run --quiet -p kms-lab -- conformance {passthrough...}").run()?;
-    Ok(())
+pub fn run(sh: &Shell, args: &ConformanceArgs) -> Outcome {
+    build::binaries(sh)?;
+    delegate(build::kms_lab(sh, "conformance", &args.args))
 }

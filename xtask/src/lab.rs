@@ -1,7 +1,10 @@
-//! `cargo xtask lab [--demo-only] [--runtime container] …`: builds kms-lab's own binaries, then
+//! `cargo xtask lab [--demo-only] [--runtime container] …`: builds kms-lab's binaries, then
 //! runs `kms-lab lab` with the same arguments (the demo is `scenarios/lab-demo.yaml`).
 
-use xshell::{Shell, cmd};
+use xshell::Shell;
+
+use crate::build;
+use crate::outcome::{Outcome, delegate};
 
 /// Arguments, passed unchanged to `kms-lab lab` (`cargo xtask lab -- --help` lists them).
 #[derive(Debug, clap::Args)]
@@ -12,11 +15,9 @@ pub struct LabArgs {
     pub args: Vec<String>,
 }
 
-/// Builds the binaries the stack runs, then the lab; Ctrl-C reaches `kms-lab`, which stops everything.
-pub fn run(sh: &Shell, args: &LabArgs) -> anyhow::Result<()> {
-    eprintln!("==> building kms-plugin, mock-kms and kms-lab (the first build of a fresh clone takes minutes)");
-    cmd!(sh, "cargo build --quiet -p kms-plugin -p mock-kms -p kms-lab --bins").run()?;
-    let passthrough = &args.args;
-    cmd!(sh, "cargo run --quiet -p kms-lab -- lab {passthrough...}").run()?;
-    Ok(())
+/// Builds the binaries the stack runs, then the lab; Ctrl-C reaches `kms-lab`, which stops
+/// everything; its exit code is this task's.
+pub fn run(sh: &Shell, args: &LabArgs) -> Outcome {
+    build::binaries(sh)?;
+    delegate(build::kms_lab(sh, "lab", &args.args))
 }

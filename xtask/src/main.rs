@@ -1,12 +1,25 @@
 //! `cargo xtask <task>`: the project's automation, one module per task; `main` only dispatches.
+//!
+//! Errors are messages, never backtraces (whatever `RUST_BACKTRACE` says): a task that delegates
+//! to `kms-lab` exits with the child's own code and adds nothing to what the child printed.
 
 mod bench;
+mod build;
 mod conformance;
+mod interrupt;
 mod lab;
+mod outcome;
+mod registry;
 mod scenarios;
+mod setup;
 mod test;
+mod tidy;
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::outcome::Failure;
 
 /// kms-lab project tasks.
 #[derive(Debug, Parser)]
@@ -18,7 +31,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Build everything and run the whole test suite (what CI runs).
+    /// Install what is missing, build everything once and run the whole test suite (what CI runs).
     Test(test::TestArgs),
     /// Bring up etcd, kube-apiserver and the plugin, narrate a demo, stay up until Ctrl-C.
     Lab(lab::LabArgs),
@@ -28,18 +41,29 @@ enum Task {
     Conformance(conformance::ConformanceArgs),
     /// Benchmarks side by side: plugin vs bare tonic echo vs Go peer, and kube-apiserver per provider.
     Bench(bench::BenchArgs),
+    /// Repository hygiene: rustfmt, clippy with warnings denied, docs on public items, the README's crate table.
+    Tidy(tidy::TidyArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let sh = xshell::Shell::new()?;
+    interrupt::install();
+    let sh = match xshell::Shell::new() {
+        Ok(sh) => sh,
+        Err(error) => return Failure::message(format!("cannot start a shell: {error}")).exit(),
+    };
     sh.change_dir(project_root());
-    match cli.task {
+    let result = match cli.task {
         Task::Test(args) => test::run(&sh, &args),
         Task::Lab(args) => lab::run(&sh, &args),
         Task::Scenarios(args) => scenarios::run(&sh, &args),
         Task::Conformance(args) => conformance::run(&sh, &args),
-        Task::Bench(args) => bench::run(&sh, &args, target_dir()),
+        Task::Bench(args) => bench::run(&sh, &args),
+        Task::Tidy(args) => tidy::run(&sh, &args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.exit(),
     }
 }
 

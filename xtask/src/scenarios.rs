@@ -1,7 +1,10 @@
-//! `cargo xtask scenarios [NAME…] [--junit FILE] [--json FILE] [--tier T]`: builds kms-lab's own
+//! `cargo xtask scenarios [NAME…] [--junit FILE] [--json FILE] [--tier T]`: builds kms-lab's
 //! binaries, then runs `kms-lab scenarios` with the same arguments (see `kms_lab_scenarios::cli`).
 
-use xshell::{Shell, cmd};
+use xshell::Shell;
+
+use crate::build;
+use crate::outcome::{Outcome, delegate};
 
 /// Arguments, passed unchanged to `kms-lab scenarios` (`cargo xtask scenarios -- --help` lists them).
 #[derive(Debug, clap::Args)]
@@ -12,12 +15,9 @@ pub struct ScenariosArgs {
     pub args: Vec<String>,
 }
 
-/// Builds the binaries the stack runs, then the scenarios.
-pub fn run(sh: &Shell, args: &ScenariosArgs) -> anyhow::Result<()> {
-    eprintln!("==> building kms-plugin, kms-faulty-plugin, mock-kms and kms-lab");
-    cmd!(sh, "cargo build --quiet -p kms-plugin -p kms-faulty-plugin -p mock-kms -p kms-lab --bins").run()?;
-    let passthrough = &args.args;
-    // A non-zero exit (a failed scenario) is reported by kms-lab itself; pass it on.
-    cmd!(sh, "cargo run --quiet -p kms-lab -- scenarios {passthrough...}").run()?;
-    Ok(())
+/// Builds the binaries the stack runs, then the scenarios; a failed scenario's exit code (1) is
+/// kms-lab's, passed on with nothing added.
+pub fn run(sh: &Shell, args: &ScenariosArgs) -> Outcome {
+    build::binaries(sh)?;
+    delegate(build::kms_lab(sh, "scenarios", &args.args))
 }

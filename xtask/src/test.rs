@@ -1,86 +1,151 @@
-//! `cargo xtask test`: builds every binary, then runs every test of the workspace.
+//! `cargo xtask test`: sets up what the suite needs (see [`crate::setup`]), builds every binary
+//! once, provisions the control plane, then runs every test of the workspace and the scenario
+//! tiers on the real stack. Every phase is one line when it starts and one when it ends, with its
+//! time; the run ends with the table of phases.
+
+use std::path::PathBuf;
+use std::time::Instant;
 
 use xshell::{Shell, cmd};
+
+use crate::build;
+use crate::outcome::{Failure, Outcome, Phase, delegate, elapsed};
+use crate::setup::{self, Install};
+use crate::{registry, tidy};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// Extra arguments passed to `cargo test` after `--` (e.g. a test name filter).
+    /// Install nothing: name what is missing (Python packages, Chromium, Docker) and the commands, then stop.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Extra arguments passed to `cargo test` after `--` (e.g. a test name filter); the scenario tiers are then skipped.
     #[arg(last = true)]
     pub cargo_test_args: Vec<String>,
 }
 
 /// Runs the suite.
-pub fn run(sh: &Shell, args: &TestArgs) -> anyhow::Result<()> {
-    check_tools(sh)?;
-    eprintln!("==> building every binary (tests start the real kms-plugin and mock-kms processes)");
-    cmd!(sh, "cargo build --workspace --bins").run()?;
-    eprintln!("==> provisioning kube-apiserver, kubectl and etcd (built from the Go module proxy on first run, then cached)");
-    cmd!(sh, "cargo run --quiet -p kms-lab -- provision").run()?;
-    eprintln!("==> running the workspace tests");
-    let extra = &args.cargo_test_args;
-    let mut failed = Vec::new();
-    if cmd!(sh, "cargo test --workspace --no-fail-fast -- {extra...}").run().is_err() {
-        failed.push("cargo test --workspace");
-    }
+pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
+    let started = Instant::now();
+    check_go()?;
+    let install = if args.no_install { Install::Never } else { Install::Missing };
+    let run_dir = crate::target_dir().join("kms-lab");
+    let environment = setup::prepare(install, &cache_dir()?, &run_dir)?;
+    let _path = sh.push_env("PATH", &environment.path);
+
+    let mut phases = Phases::default();
     if args.cargo_test_args.is_empty() {
-        eprintln!("==> running the scenario suite on the real stack (core and incident tiers, --jobs chosen for this machine)");
-        let junit = "target/kms-lab/scenarios-junit.xml";
-        let json = "target/kms-lab/scenarios.json";
-        if cmd!(sh, "cargo xtask scenarios --tier core --tier incident --junit {junit} --json {json}").run().is_err() {
-            failed.push("cargo xtask scenarios");
+        phases.run("cargo xtask tidy (rustfmt, clippy, the README's crate table, one feature set)", || {
+            tidy::run(sh, &tidy::TidyArgs { fix: false })
+        });
+    }
+    build::binaries(sh)?;
+    let phase = Phase::start("provisioning kube-apiserver, kubectl and etcd (built from the Go module proxy on first run, then cached)");
+    phase.end(delegate(build::kms_lab(sh, "provision", &[])))?;
+
+    let extra = &args.cargo_test_args;
+    phases
+        .run("the workspace tests (cargo test --workspace)", || delegate(cmd!(sh, "cargo test --workspace --no-fail-fast -- {extra...}")));
+    if args.cargo_test_args.is_empty() {
+        let tiers: [(&str, &[&str]); 4] = [
+            (
+                "the scenario suite on the real stack (core and incident tiers)",
+                &[
+                    "scenarios",
+                    "--tier",
+                    "core",
+                    "--tier",
+                    "incident",
+                    "--junit",
+                    "target/kms-lab/scenarios-junit.xml",
+                    "--json",
+                    "target/kms-lab/scenarios.json",
+                ],
+            ),
+            (
+                "a third-party plugin through the core tier: aws-encryption-provider (built from ../shared/thirdparty on first use)",
+                &[
+                    "scenarios",
+                    "--tier",
+                    "core",
+                    "--plugin",
+                    "aws-encryption-provider",
+                    "--junit",
+                    "target/kms-lab/scenarios-aws-encryption-provider-junit.xml",
+                    "--json",
+                    "target/kms-lab/scenarios-aws-encryption-provider.json",
+                ],
+            ),
+            ("the lab demo on the real stack (kms-lab lab --demo-only)", &["lab", "--demo-only"]),
+            (
+                "the container tier: core scenarios with --runtime container",
+                &[
+                    "scenarios",
+                    "--tier",
+                    "core",
+                    "--runtime",
+                    "container",
+                    "--junit",
+                    "target/kms-lab/scenarios-container-junit.xml",
+                    "--json",
+                    "target/kms-lab/scenarios-container.json",
+                ],
+            ),
+        ];
+        for (what, arguments) in tiers {
+            let (subcommand, arguments) = arguments.split_first().expect("every tier names a kms-lab subcommand");
+            let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
+            phases.run(what, || delegate(build::kms_lab(sh, subcommand, &arguments)));
         }
-        eprintln!(
-            "==> a third-party plugin through the core tier: aws-encryption-provider (built from ../shared/thirdparty on first use) in place of kms-plugin"
+        phases.run(
+            "the registry tier: the lab demo with --runtime container, kube-apiserver and etcd pulled from a local mirror of registry.k8s.io",
+            || registry::tier(sh, &run_dir, &["lab", "--demo-only", "--runtime", "container"]),
         );
-        let (pjunit, pjson) =
-            ("target/kms-lab/scenarios-aws-encryption-provider-junit.xml", "target/kms-lab/scenarios-aws-encryption-provider.json");
-        if cmd!(sh, "cargo xtask scenarios --tier core --plugin aws-encryption-provider --junit {pjunit} --json {pjson}").run().is_err() {
-            failed.push("cargo xtask scenarios --tier core --plugin aws-encryption-provider");
-        }
-        eprintln!("==> running the lab demo on the real stack (cargo xtask lab --demo-only)");
-        if cmd!(sh, "cargo xtask lab --demo-only").run().is_err() {
-            failed.push("cargo xtask lab --demo-only");
-        }
-        eprintln!("==> the container tier: core scenarios and the lab demo with --runtime container (dockerd; .ci/run starts it)");
-        let (cjunit, cjson) = ("target/kms-lab/scenarios-container-junit.xml", "target/kms-lab/scenarios-container.json");
-        if cmd!(sh, "cargo xtask scenarios --tier core --runtime container --junit {cjunit} --json {cjson}").run().is_err() {
-            failed.push("cargo xtask scenarios --tier core --runtime container");
-        }
-        if cmd!(sh, "cargo xtask lab --demo-only --runtime container").run().is_err() {
-            failed.push("cargo xtask lab --demo-only --runtime container");
-        }
     }
-    if !failed.is_empty() {
-        anyhow::bail!("failed: {} (see the output above)", failed.join(", "));
-    }
-    Ok(())
+    drop(environment);
+    phases.summary(started)
 }
 
-/// Fails early, with the fix, when a tool the suite needs is missing.
-fn check_tools(sh: &Shell) -> anyhow::Result<()> {
-    let have_go = cmd!(sh, "go version").quiet().ignore_stdout().ignore_stderr().run().is_ok();
+/// The phases that run to the end even when one fails, and how each ended.
+#[derive(Default)]
+struct Phases {
+    ended: Vec<(String, bool, String)>,
+}
+
+impl Phases {
+    fn run(&mut self, what: &str, phase: impl FnOnce() -> Outcome) {
+        let started = Instant::now();
+        let outcome = Phase::start(what).end(phase());
+        self.ended.push((what.to_owned(), outcome.is_ok(), elapsed(started)));
+    }
+
+    fn summary(self, started: Instant) -> Outcome {
+        eprintln!("==> cargo xtask test: {} in all", elapsed(started));
+        for (what, passed, took) in &self.ended {
+            eprintln!("    {:<6} {took:>8}  {what}", if *passed { "ok" } else { "FAILED" });
+        }
+        let failed: Vec<&str> = self.ended.iter().filter(|(_, passed, _)| !passed).map(|(what, _, _)| what.as_str()).collect();
+        if failed.is_empty() { Ok(()) } else { Err(Failure::failed(format!("failed: {} (see the output above)", failed.join("; ")))) }
+    }
+}
+
+/// The cache `kms-lab provision` uses: `$KMS_LAB_CACHE`, else `~/.cache/kms-lab`.
+fn cache_dir() -> Result<PathBuf, Failure> {
+    if let Some(dir) = std::env::var_os("KMS_LAB_CACHE") {
+        return Ok(PathBuf::from(dir));
+    }
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cache").join("kms-lab"))
+        .ok_or_else(|| Failure::message("neither KMS_LAB_CACHE nor HOME is set: set KMS_LAB_CACHE to a directory for kms-lab's cache"))
+}
+
+/// Fails early, with the fix, when Go is missing and no binaries are given.
+fn check_go() -> Outcome {
     let have_binaries = std::env::var_os("KUBEBUILDER_ASSETS").is_some() || std::env::var_os("KMS_LAB_ASSETS").is_some();
-    if !have_go && !have_binaries {
-        anyhow::bail!(
-            "`go` is not on PATH: kms-lab builds kube-apiserver and etcd from the Go module proxy. Install it (`apt-get install golang-go`; an older Go fetches Go 1.26 by itself with GOTOOLCHAIN=go1.26.8), or point KUBEBUILDER_ASSETS at a directory with kube-apiserver, kubectl, etcd and etcdctl"
-        );
-    }
-    // What the suite's real-component tests need beside Rust and Go: say all of it before minutes
-    // of building, with the one command that installs it.
-    let ok = |program: &str, args: &[&str]| cmd!(sh, "{program} {args...}").quiet().ignore_stdout().ignore_stderr().run().is_ok();
-    let mut missing = Vec::new();
-    if !ok("python3", &["-c", "import boto3, hvac, moto"]) {
-        missing.push("Python's boto3, hvac and moto[server] (`pip install 'moto[server]==5.2.5' boto3 'hvac==2.4.0'`)");
-    }
-    if !ok("sh", &["-c", "command -v chromium || command -v chromium-browser || command -v google-chrome"]) {
-        missing.push("headless Chromium (`apt-get install chromium`), for the plugin report's browser test");
-    }
-    if !ok("docker", &["info"]) {
-        missing.push("a running Docker daemon (`apt-get install docker.io`, then `dockerd --iptables=false --bridge=none &`), for the container tier");
-    }
-    if !missing.is_empty() {
-        anyhow::bail!("missing: {}; `bash .ci/run` installs and starts all of it on Debian, then runs this suite", missing.join("; "));
+    if !setup::runs("go", &["version"]) && !have_binaries {
+        return Err(Failure::message(
+            "`go` is not on PATH: kms-lab builds kube-apiserver and etcd from the Go module proxy. Install it (`apt-get install golang-go`; an older Go fetches Go 1.26 by itself with GOTOOLCHAIN=go1.26.8), or point KUBEBUILDER_ASSETS at a directory with kube-apiserver, kubectl, etcd and etcdctl",
+        ));
     }
     Ok(())
 }

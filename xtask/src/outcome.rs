@@ -1,0 +1,100 @@
+//! How a task ends when it does not succeed, and the one way a child command is run so that its
+//! exit code reaches the user unchanged.
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// A task that did not succeed.
+#[derive(Debug)]
+pub enum Failure {
+    /// A child command failed and has already said why: exit with its code, print nothing more.
+    Child {
+        /// The child's exit code (1 when it was killed by a signal and had none).
+        code: u8,
+    },
+    /// The task's own error: one `error: …` line, then exit 2 (usage or set-up) or 1.
+    Message {
+        /// What went wrong and what to do.
+        text: String,
+        /// The exit code (the table of `kms-lab --help`).
+        code: u8,
+    },
+}
+
+/// The result of a task.
+pub type Outcome = Result<(), Failure>;
+
+impl Failure {
+    /// A set-up or usage error: nothing ran (exit 2).
+    pub fn message(text: impl Into<String>) -> Self {
+        Self::Message { text: text.into(), code: 2 }
+    }
+
+    /// Something ran and failed (exit 1).
+    pub fn failed(text: impl Into<String>) -> Self {
+        Self::Message { text: text.into(), code: 1 }
+    }
+
+    /// Prints the message (if any) and gives the exit code.
+    pub fn exit(self) -> ExitCode {
+        match self {
+            Self::Child { code } => ExitCode::from(code),
+            Self::Message { text, code } => {
+                eprintln!("error: {text}");
+                ExitCode::from(code)
+            }
+        }
+    }
+}
+
+/// Runs `command` with the terminal's stdin/stdout/stderr; a non-zero exit is
+/// [`Failure::Child`] with the same code, a command that cannot start is a message naming it.
+pub fn delegate(command: impl Into<Command>) -> Outcome {
+    let mut command = command.into();
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command.spawn().map_err(|error| Failure::message(format!("cannot run `{program}`: {error}")))?;
+    let status = {
+        // A signal to the task reaches this child first (see `interrupt`).
+        let _waiting = crate::interrupt::waiting_for(child.id());
+        child.wait().map_err(|error| Failure::message(format!("cannot wait for `{program}`: {error}")))?
+    };
+    crate::interrupt::stop_if_interrupted();
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(code) => Err(Failure::Child { code: u8::try_from(code).unwrap_or(1) }),
+        // Killed by a signal: 128 + the signal, as shells report it.
+        None => {
+            use std::os::unix::process::ExitStatusExt;
+            let code = status.signal().map_or(1, |signal| 128 + signal);
+            Err(Failure::Child { code: u8::try_from(code).unwrap_or(1) })
+        }
+    }
+}
+
+/// Announces one phase of a long task (`==> what`) and, when it ends, how long it took.
+pub struct Phase {
+    what: String,
+    started: Instant,
+}
+
+impl Phase {
+    /// Prints `==> what` and starts the clock.
+    pub fn start(what: impl Into<String>) -> Self {
+        let what = what.into();
+        eprintln!("==> {what}");
+        Self { what, started: Instant::now() }
+    }
+
+    /// Prints `    done: what (1m 05s)` or `    FAILED: …`, and passes `outcome` on.
+    pub fn end<T>(self, outcome: Result<T, Failure>) -> Result<T, Failure> {
+        let verdict = if outcome.is_ok() { "done" } else { "FAILED" };
+        eprintln!("    {verdict}: {} ({})", self.what, elapsed(self.started));
+        outcome
+    }
+}
+
+/// `1m 05s` or `12.3s`.
+pub fn elapsed(since: Instant) -> String {
+    let seconds = since.elapsed().as_secs_f64();
+    if seconds < 60.0 { format!("{seconds:.1}s") } else { format!("{}m {:02}s", (seconds / 60.0) as u64, (seconds % 60.0) as u64) }
+}

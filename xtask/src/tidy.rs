@@ -1,0 +1,160 @@
+//! `cargo xtask tidy`: the repository's hygiene gate, run first by `cargo xtask test`:
+//! `cargo fmt --check`, `cargo clippy --workspace --all-targets` with warnings denied (the
+//! workspace's `[workspace.lints]` make a public item without docs a warning in library crates),
+//! and the README's crate table checked against the workspace's members.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use xshell::{Shell, cmd};
+
+use crate::outcome::{Failure, Outcome, Phase, delegate};
+
+/// Options of `cargo xtask tidy`.
+#[derive(Debug, clap::Args)]
+pub struct TidyArgs {
+    /// Rewrite the files rustfmt would change instead of failing on them.
+    #[arg(long)]
+    pub fix: bool,
+}
+
+/// Runs every check; the first that fails ends the task with its fix.
+pub fn run(sh: &Shell, args: &TidyArgs) -> Outcome {
+    let fmt = Phase::start(if args.fix { "cargo fmt --all" } else { "cargo fmt --all --check" });
+    let formatted = if args.fix { delegate(cmd!(sh, "cargo fmt --all")) } else { delegate(cmd!(sh, "cargo fmt --all --check")) };
+    fmt.end(
+        formatted.map_err(|_| Failure::failed("rustfmt would change the files above: run `cargo xtask tidy --fix` (or `cargo fmt --all`)")),
+    )?;
+    let clippy = Phase::start("cargo clippy --workspace --all-targets -- -D warnings");
+    clippy.end(delegate(cmd!(sh, "cargo clippy --workspace --all-targets --quiet -- -D warnings")).map_err(|_| {
+        Failure::failed("clippy found the warnings above: fix each (or, where a lint is wrong for the code, allow it there with a reason)")
+    }))?;
+    let table = Phase::start("the README's crate table against the workspace members");
+    table.end(readme_lists_every_crate(sh))?;
+    let features = Phase::start("one feature set for the binaries and the tests (workspace-hack/Cargo.toml)");
+    features.end(one_feature_set(sh))
+}
+
+/// The features each shared dependency gets in a build of the binaries (`cargo build --workspace
+/// --bins`) and in a build of the tests (`cargo test --workspace`, dev-dependencies too) agree;
+/// else the suite compiles that crate, and everything above it, a second time.
+fn one_feature_set(sh: &Shell) -> Outcome {
+    let tree = |edges: &str| {
+        let format = "{p} {f}";
+        cmd!(sh, "cargo tree --workspace --edges {edges} --format {format} --prefix none --quiet")
+            .quiet()
+            .read()
+            .map_err(|e| Failure::message(format!("cargo tree failed: {e}")))
+    };
+    let bins = feature_sets(&tree("normal,build")?);
+    let tests = feature_sets(&tree("normal,build,dev")?);
+    let drift: Vec<String> = bins
+        .iter()
+        .filter_map(|(package, sets)| {
+            let in_tests = tests.get(package)?;
+            (sets != in_tests).then(|| format!("{package}: binaries {{{}}}, tests {{{}}}", join(sets), join(in_tests)))
+        })
+        .collect();
+    if drift.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::failed(format!(
+        "dev-dependencies turn on features the binaries' build lacks, so the suite compiles these again:\n  {}\nadd the tests' features to workspace-hack/Cargo.toml ([dependencies], or [build-dependencies] for a build script's side)",
+        drift.join("\n  ")
+    )))
+}
+
+/// `package version` → the distinct feature lists `cargo tree` shows for it (a host and a target
+/// copy may differ).
+fn feature_sets(tree: &str) -> std::collections::BTreeMap<String, BTreeSet<String>> {
+    let mut sets: std::collections::BTreeMap<String, BTreeSet<String>> = std::collections::BTreeMap::new();
+    for line in tree.lines() {
+        let line = line.trim_end_matches(" (*)").trim();
+        let mut words = line.splitn(3, ' ');
+        let (Some(name), Some(version)) = (words.next(), words.next()) else { continue };
+        // A workspace member's line carries its path, `(/…)`, before the features.
+        let rest = words.next().unwrap_or("");
+        let features = if rest.starts_with('(') { rest.split_once(") ").map_or("", |(_, f)| f) } else { rest };
+        sets.entry(format!("{name} {version}")).or_default().insert(features.trim().to_owned());
+    }
+    sets
+}
+
+fn join(sets: &BTreeSet<String>) -> String {
+    sets.iter().map(|s| format!("[{s}]")).collect::<Vec<_>>().join(" ")
+}
+
+/// Every workspace member's folder has a row in the README's architecture table
+/// (`| \`folder/\` …`), and every row names a folder that exists.
+fn readme_lists_every_crate(sh: &Shell) -> Outcome {
+    let root = sh.current_dir();
+    let manifest = read(&root.join("Cargo.toml"))?;
+    let members = workspace_members(&manifest);
+    let readme = read(&root.join("README.md"))?;
+    let listed = readme_crate_rows(&readme);
+    let unlisted: Vec<&String> = members.difference(&listed).collect();
+    let stale: Vec<&String> = listed.iter().filter(|f| !members.contains(*f) && !root.join(f).exists()).collect();
+    if unlisted.is_empty() && stale.is_empty() {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if !unlisted.is_empty() {
+        problems.push(format!("crates missing from the README's architecture table: {}", names(&unlisted)));
+    }
+    if !stale.is_empty() {
+        problems.push(format!("README rows for folders that do not exist: {}", names(&stale)));
+    }
+    Err(Failure::failed(format!(
+        "{} (README.md, section \"Architecture\": one row `| \\`folder/\\` (package) | job |` per crate)",
+        problems.join("; ")
+    )))
+}
+
+fn names(folders: &[&String]) -> String {
+    folders.iter().map(|f| format!("`{f}/`")).collect::<Vec<_>>().join(", ")
+}
+
+fn read(path: &Path) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| Failure::message(format!("cannot read {}: {e}", path.display())))
+}
+
+/// The `members = [...]` of the root manifest (folder names).
+fn workspace_members(manifest: &str) -> BTreeSet<String> {
+    let Some(start) = manifest.find("members = [") else { return BTreeSet::new() };
+    let list = &manifest[start + "members = [".len()..];
+    let list = &list[..list.find(']').unwrap_or(list.len())];
+    list.split(',').map(|m| m.trim().trim_matches('"').to_owned()).filter(|m| !m.is_empty()).collect()
+}
+
+/// The folders of the README's crate rows: lines `| \`name/\` …` whose first cell is one folder.
+fn readme_crate_rows(readme: &str) -> BTreeSet<String> {
+    readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split_once("/`"))
+        .map(|(folder, _)| folder.to_owned())
+        .filter(|folder| !folder.contains(' ') && !folder.contains('/'))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_sets_are_read_per_package() {
+        let tree = "libc v0.2.1 default,std\nlibc v0.2.1 default,extra_traits,std (*)\nkms-wire v0.1.0 (/w/kms-wire) clap\nfoo v1.0.0 \n";
+        let sets = feature_sets(tree);
+        assert_eq!(sets["libc v0.2.1"], ["default,extra_traits,std", "default,std"].map(String::from).into());
+        assert_eq!(sets["kms-wire v0.1.0"], ["clap"].map(String::from).into());
+        assert_eq!(sets["foo v1.0.0"], [String::new()].into());
+    }
+
+    #[test]
+    fn members_and_rows_are_read_as_folders() {
+        let manifest = "[workspace]\nresolver = \"3\"\nmembers = [\"edge\", \"kms-wire\",\n \"xtask\"]\ndefault-members = [\"edge\"]\n";
+        assert_eq!(workspace_members(manifest), ["edge", "kms-wire", "xtask"].map(String::from).into());
+        let readme = "| crate (folder) | job |\n|---|---|\n| `kms-wire/` | wire |\n| `plugin/` (`kms-plugin`) | plugin |\n| `third_party/h2/` | patch |\n";
+        assert_eq!(readme_crate_rows(readme), ["kms-wire", "plugin"].map(String::from).into());
+    }
+}
