@@ -1,5 +1,6 @@
 //! Go-built test subjects: the binaries kms-lab runs as the plugin (or remote KMS) under
-//! test rather than as its control plane — the Go peer of `conformance/go-plugin` and the
+//! test rather than as its control plane — the Go peer of `conformance/go-plugin`, mock-kms's
+//! SDK probes (`mock-kms/sdk-probes/*`: the clouds' own Go SDKs against its dialects) and the
 //! third-party plugins and emulator of `../shared/thirdparty` (see its README for the
 //! upstream commits). One locator for all of them: [`locate_go_subject`].
 //!
@@ -9,7 +10,7 @@
 //!    `KMS_LAB_AWS_ENCRYPTION_PROVIDER`): an executable file, used as it is;
 //! 2. the cache, `<cache>/bin/<name>-<key>/<name>` (the same `<cache>` as the control-plane
 //!    binaries), where `<key>` is the pinned upstream commit for a third-party subject and a
-//!    hash of the sources for the Go peer (so an edited Go peer is rebuilt);
+//!    hash of the sources for the Go peer and the probes (so an edited one is rebuilt);
 //! 3. a build with Go from the source folder into the cache, if
 //!    [`ProvisionOptions::allow_build`]: under the same lock, with the same progress and log
 //!    (`<cache>/gobuild/<name>-<key>/build-<name>.log`) and the same temporary-then-rename
@@ -62,6 +63,15 @@ pub enum GoSubject {
     TrousseauVault,
     /// `trousseau-debug`: trousseau's base64 provider (no encryption: a negative control).
     TrousseauDebug,
+    /// `jdcloud-sdk-probe`: mock-kms's probe of its `jdcloud` dialect on JD Cloud's Go SDK
+    /// (`mock-kms/sdk-probes/jdcloud`, jdcloud-sdk-go v1.16.0).
+    JdcloudSdkProbe,
+    /// `aliyun-sdk-probe`: mock-kms's probe of its `aliyun` dialect on alibaba-cloud-sdk-go
+    /// v1.61.18, signature v1 (`mock-kms/sdk-probes/aliyun`).
+    AliyunSdkProbe,
+    /// `alibabacloud-sdk-probe`: mock-kms's probe of its `aliyun` dialect on
+    /// alibabacloud-go/kms-20160120/v3, ACS3-HMAC-SHA256 (`mock-kms/sdk-probes/alibabacloud`).
+    AlibabacloudSdkProbe,
     /// `gcp-kms-emulator`: a Cloud KMS emulator's REST server. Upstream's `cmd/server-rest` is
     /// missing from the copy here, so kms-lab's own main (`stack/go/gcp-kms-emulator-rest`)
     /// serves the emulator's REST gateway over its storage, built against the unmodified folder.
@@ -128,8 +138,11 @@ const GCP_EMULATOR_COMMIT: &str = "f9ecb45348410c104b10d13324ff4f6f93cdbd4d";
 
 impl GoSubject {
     /// All of them.
-    pub const ALL: [GoSubject; 8] = [
+    pub const ALL: [GoSubject; 11] = [
         Self::GoPeer,
+        Self::JdcloudSdkProbe,
+        Self::AliyunSdkProbe,
+        Self::AlibabacloudSdkProbe,
         Self::AwsEncryptionProvider,
         Self::CloudKmsPlugin,
         Self::Trousseau,
@@ -152,6 +165,19 @@ impl GoSubject {
             estimate,
             wrapper: None,
         };
+        // mock-kms's SDK probes: kms-lab's own small mains on the clouds' SDKs, keyed like the Go peer.
+        let probe = |name, env_var, folder, module| Spec {
+            name,
+            env_var,
+            folder: Folder::Workspace(folder),
+            package: ".",
+            module,
+            commit: None,
+            goflags: "-mod=mod",
+            go_work: false,
+            estimate: "about 1 minute on 2 cores",
+            wrapper: None,
+        };
         match self {
             Self::GoPeer => Spec {
                 name: "kms-go-plugin",
@@ -165,6 +191,21 @@ impl GoSubject {
                 estimate: "about 1 minute on 2 cores",
                 wrapper: None,
             },
+            Self::JdcloudSdkProbe => probe(
+                "jdcloud-sdk-probe",
+                "KMS_LAB_JDCLOUD_SDK_PROBE",
+                "mock-kms/sdk-probes/jdcloud",
+                "kms-lab.io/mock-kms/sdk-probes/jdcloud",
+            ),
+            Self::AliyunSdkProbe => {
+                probe("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "mock-kms/sdk-probes/aliyun", "kms-lab.io/mock-kms/sdk-probes/aliyun")
+            }
+            Self::AlibabacloudSdkProbe => probe(
+                "alibabacloud-sdk-probe",
+                "KMS_LAB_ALIBABACLOUD_SDK_PROBE",
+                "mock-kms/sdk-probes/alibabacloud",
+                "kms-lab.io/mock-kms/sdk-probes/alibabacloud",
+            ),
             Self::AwsEncryptionProvider => Spec {
                 name: "aws-encryption-provider",
                 env_var: "KMS_LAB_AWS_ENCRYPTION_PROVIDER",
@@ -611,6 +652,9 @@ mod tests {
             rows,
             [
                 ("kms-go-plugin", "KMS_LAB_GO_PLUGIN", "conformance/go-plugin", ".", ""),
+                ("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "mock-kms/sdk-probes/jdcloud", ".", "-mod=mod"),
+                ("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "mock-kms/sdk-probes/aliyun", ".", "-mod=mod"),
+                ("alibabacloud-sdk-probe", "KMS_LAB_ALIBABACLOUD_SDK_PROBE", "mock-kms/sdk-probes/alibabacloud", ".", "-mod=mod"),
                 ("aws-encryption-provider", "KMS_LAB_AWS_ENCRYPTION_PROVIDER", "aws-encryption-provider", "./cmd/server", "-mod=mod"),
                 ("k8s-cloudkms-plugin", "KMS_LAB_K8S_CLOUDKMS_PLUGIN", "k8s-cloudkms-plugin", "./cmd/k8s-cloudkms-plugin", "-mod=mod"),
                 ("trousseau", "KMS_LAB_TROUSSEAU", "trousseau", "./trousseau", ""),
