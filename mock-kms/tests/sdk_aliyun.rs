@@ -7,14 +7,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::AK;
 use common::probe::{self, Case, all_ok, audited, case};
 use kms_lab_stack::provision::GoSubject;
 use mock_kms::MockKms;
-use mock_kms::api::Action;
-use mock_kms::api::admin::AccessPolicy;
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{FaultProfile, ThrottleFault};
 use serde_json::json;
 
 /// Asserts `case` reached the SDK as Alibaba's `(HTTP status, Code)` and was audited with `outcome`.
@@ -63,6 +59,11 @@ async fn round_trip(subject: GoSubject) {
     kms.shutdown().await;
 }
 
+/// Throttled as Alibaba answers it (`Throttling`, HTTP 400), denied by a policy as `Forbidden.RAM` 403.
+async fn throttling_and_policies(subject: GoSubject) {
+    probe::throttled_then_denied(subject, Dialect::Aliyun, (json!("Throttling"), json!(400)), (json!("Forbidden.RAM"), json!(403))).await;
+}
+
 async fn refusals(subject: GoSubject) -> (MockKms, BTreeMap<String, Case>) {
     let binary = probe::binary(subject).await;
     let kms = probe::kms(Dialect::Aliyun).await;
@@ -74,24 +75,6 @@ async fn refusals(subject: GoSubject) -> (MockKms, BTreeMap<String, Case>) {
     refused(&kms, case(&cases, "replayed nonce"), 400, "SignatureNonceUsed", "Encrypt", "RequestReplayed");
     refused(&kms, case(&cases, "unknown action"), 404, "InvalidAction.NotFound", "Frobnicate", "InvalidParameter");
     (kms, cases)
-}
-
-async fn throttling_and_policies(subject: GoSubject) {
-    let binary = probe::binary(subject).await;
-    let kms = probe::kms(Dialect::Aliyun).await;
-    kms.set_faults(FaultProfile {
-        throttle: Some(ThrottleFault { per_second: 0.001, burst: Some(1.0), actions: None }),
-        ..Default::default()
-    })
-    .unwrap();
-    let cases = probe::run(&binary, kms.addr(), "throttled").await;
-    all_ok(&cases, &["Encrypt 1"]);
-    refused(&kms, case(&cases, "Encrypt 2"), 400, "Throttling", "Encrypt", "Throttling");
-    kms.clear_faults();
-    kms.set_policy(AK, AccessPolicy::allow([Action::Decrypt], ["key/*"])).unwrap();
-    let cases = probe::run(&binary, kms.addr(), "throttled").await;
-    refused(&kms, case(&cases, "Encrypt 1"), 403, "Forbidden.RAM", "Encrypt", "Forbidden");
-    kms.shutdown().await;
 }
 
 #[tokio::test]

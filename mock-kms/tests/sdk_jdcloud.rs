@@ -4,14 +4,10 @@
 
 mod common;
 
-use common::AK;
 use common::probe::{self, Case, all_ok, audited, case};
 use kms_lab_stack::provision::GoSubject;
 use mock_kms::MockKms;
-use mock_kms::api::Action;
-use mock_kms::api::admin::AccessPolicy;
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{FaultProfile, ThrottleFault};
 use serde_json::json;
 
 /// Asserts `case` reached the SDK as JD Cloud's `error {code, status}` and was audited with `outcome`.
@@ -85,20 +81,7 @@ async fn each_refusal_reaches_the_jdcloud_sdk_as_its_error_and_is_audited() {
 
 #[tokio::test]
 async fn throttling_and_access_policies_apply_to_jdcloud_calls() {
-    let binary = probe::binary(GoSubject::JdcloudSdkProbe).await;
-    let kms = probe::kms(Dialect::Jdcloud).await;
-    kms.set_faults(FaultProfile {
-        throttle: Some(ThrottleFault { per_second: 0.001, burst: Some(1.0), actions: None }),
-        ..Default::default()
-    })
-    .unwrap();
-    let cases = probe::run(&binary, kms.addr(), "throttled").await;
-    all_ok(&cases, &["Encrypt 1"]);
-    refused(&kms, case(&cases, "Encrypt 2"), 429, "RESOURCE_EXHAUSTED", "Encrypt", "Throttling");
-
-    kms.clear_faults();
-    kms.set_policy(AK, AccessPolicy::allow([Action::Decrypt], ["key/*"])).unwrap();
-    let cases = probe::run(&binary, kms.addr(), "throttled").await;
-    refused(&kms, case(&cases, "Encrypt 1"), 403, "PERMISSION_DENIED", "Encrypt", "Forbidden");
-    kms.shutdown().await;
+    let throttled = (json!(429), json!("RESOURCE_EXHAUSTED"));
+    let denied = (json!(403), json!("PERMISSION_DENIED"));
+    probe::throttled_then_denied(GoSubject::JdcloudSdkProbe, Dialect::Jdcloud, throttled, denied).await;
 }

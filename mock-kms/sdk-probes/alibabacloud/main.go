@@ -14,7 +14,6 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"time"
@@ -23,28 +22,13 @@ import (
 	kms "github.com/alibabacloud-go/kms-20160120/v3/client"
 	util "github.com/alibabacloud-go/tea-utils/v2/service"
 	"github.com/alibabacloud-go/tea/tea"
+	"kms-lab.io/mock-kms/sdk-probes/internal/probe"
 )
-
-type line struct {
-	Case      string                 `json:"case"`
-	Ok        bool                   `json:"ok"`
-	Status    int                    `json:"status,omitempty"`
-	Code      string                 `json:"code,omitempty"`
-	Message   string                 `json:"message,omitempty"`
-	RequestID string                 `json:"requestId,omitempty"`
-	Transport string                 `json:"transport,omitempty"`
-	Detail    map[string]interface{} `json:"detail,omitempty"`
-}
-
-func emit(l line) {
-	out, _ := json.Marshal(l)
-	fmt.Println(string(out))
-}
 
 // report prints a case from the SDK's error (nil: success); true if it succeeded.
 func report(name string, err error, detail map[string]interface{}) bool {
 	if err == nil {
-		emit(line{Case: name, Ok: true, Detail: detail})
+		probe.Emit(probe.Line{Case: name, Ok: true, Detail: detail})
 		return true
 	}
 	if sdk, ok := err.(*tea.SDKError); ok {
@@ -52,27 +36,20 @@ func report(name string, err error, detail map[string]interface{}) bool {
 		data := map[string]interface{}{}
 		_ = json.Unmarshal([]byte(tea.StringValue(sdk.Data)), &data)
 		requestID, _ := data["RequestId"].(string)
-		emit(line{Case: name, Status: tea.IntValue(sdk.StatusCode), Code: tea.StringValue(sdk.Code), Message: tea.StringValue(sdk.Message), RequestID: requestID})
+		probe.Emit(probe.Line{Case: name, Status: tea.IntValue(sdk.StatusCode), Code: tea.StringValue(sdk.Code), Message: tea.StringValue(sdk.Message), RequestID: requestID})
 		return false
 	}
-	emit(line{Case: name, Transport: err.Error()})
+	probe.Emit(probe.Line{Case: name, Transport: err.Error()})
 	return false
 }
 
-var (
-	endpoint = flag.String("endpoint", "", "host:port of the mock KMS's aliyun listener")
-	ak       = flag.String("ak", "", "access key id")
-	sk       = flag.String("sk", "", "access key secret")
-	keyID    = flag.String("key", "lab-key", "the key to use")
-	doomed   = flag.String("doomed-key", "doomed-key", "a key the roundtrip schedules for deletion")
-	phase    = flag.String("phase", "roundtrip", "roundtrip, errors or throttled")
-)
+var cfg probe.Flags
 
 func newClient(accessKey, secret string) *kms.Client {
 	c, err := kms.NewClient(&openapi.Config{
 		AccessKeyId:     tea.String(accessKey),
 		AccessKeySecret: tea.String(secret),
-		Endpoint:        tea.String(*endpoint),
+		Endpoint:        tea.String(cfg.Endpoint),
 		Protocol:        tea.String("http"),
 		RegionId:        tea.String("cn-hangzhou"),
 	})
@@ -117,39 +94,39 @@ func describe(c *kms.Client, name, key string) {
 
 func roundtrip(c *kms.Client) {
 	secret := base64.StdEncoding.EncodeToString([]byte("a Secret's DEK, from the alibabacloud-go SDK"))
-	blob := encrypt(c, "Encrypt", *keyID, secret, nil)
+	blob := encrypt(c, "Encrypt", cfg.Key, secret, nil)
 	decrypt(c, "Decrypt", blob, secret)
 
-	if resp, err := c.GenerateDataKey(&kms.GenerateDataKeyRequest{KeyId: tea.String(*keyID), KeySpec: tea.String("AES_256"), EncryptionContext: map[string]interface{}{"purpose": "sdk-probe"}}); report("GenerateDataKey", err, nil) {
+	if resp, err := c.GenerateDataKey(&kms.GenerateDataKeyRequest{KeyId: tea.String(cfg.Key), KeySpec: tea.String("AES_256"), EncryptionContext: map[string]interface{}{"purpose": "sdk-probe"}}); report("GenerateDataKey", err, nil) {
 		decrypt(c, "Decrypt(GenerateDataKey)", tea.StringValue(resp.Body.CiphertextBlob), tea.StringValue(resp.Body.Plaintext))
 	}
-	_, err := c.GenerateDataKeyWithoutPlaintext(&kms.GenerateDataKeyWithoutPlaintextRequest{KeyId: tea.String(*keyID), NumberOfBytes: tea.Int32(16)})
+	_, err := c.GenerateDataKeyWithoutPlaintext(&kms.GenerateDataKeyWithoutPlaintextRequest{KeyId: tea.String(cfg.Key), NumberOfBytes: tea.Int32(16)})
 	report("GenerateDataKeyWithoutPlaintext", err, nil)
-	describe(c, "DescribeKey", *keyID)
+	describe(c, "DescribeKey", cfg.Key)
 
-	if resp, err := c.CreateKeyVersion(&kms.CreateKeyVersionRequest{KeyId: tea.String(*keyID)}); report("CreateKeyVersion", err, nil) {
+	if resp, err := c.CreateKeyVersion(&kms.CreateKeyVersionRequest{KeyId: tea.String(cfg.Key)}); report("CreateKeyVersion", err, nil) {
 		version := resp.Body.KeyVersion.KeyVersionId
-		got, err := c.DescribeKeyVersion(&kms.DescribeKeyVersionRequest{KeyId: tea.String(*keyID), KeyVersionId: version})
+		got, err := c.DescribeKeyVersion(&kms.DescribeKeyVersionRequest{KeyId: tea.String(cfg.Key), KeyVersionId: version})
 		same := err == nil && tea.StringValue(got.Body.KeyVersion.KeyVersionId) == tea.StringValue(version)
 		report("DescribeKeyVersion", err, map[string]interface{}{"same": same})
 	}
-	if listed, err := c.ListKeyVersions(&kms.ListKeyVersionsRequest{KeyId: tea.String(*keyID)}); err != nil {
+	if listed, err := c.ListKeyVersions(&kms.ListKeyVersionsRequest{KeyId: tea.String(cfg.Key)}); err != nil {
 		report("ListKeyVersions", err, nil)
 	} else {
 		report("ListKeyVersions", nil, map[string]interface{}{"versions": len(listed.Body.KeyVersions.KeyVersion), "totalCount": tea.Int32Value(listed.Body.TotalCount)})
 	}
 	decrypt(c, "Decrypt(after CreateKeyVersion)", blob, secret)
 
-	_, err = c.UpdateRotationPolicy(&kms.UpdateRotationPolicyRequest{KeyId: tea.String(*keyID), EnableAutomaticRotation: tea.Bool(true), RotationInterval: tea.String("604800s")})
+	_, err = c.UpdateRotationPolicy(&kms.UpdateRotationPolicyRequest{KeyId: tea.String(cfg.Key), EnableAutomaticRotation: tea.Bool(true), RotationInterval: tea.String("604800s")})
 	report("UpdateRotationPolicy", err, nil)
-	_, err = c.DisableKey(&kms.DisableKeyRequest{KeyId: tea.String(*keyID)})
+	_, err = c.DisableKey(&kms.DisableKeyRequest{KeyId: tea.String(cfg.Key)})
 	report("DisableKey", err, nil)
-	describe(c, "DescribeKey(disabled)", *keyID)
-	_, err = c.EnableKey(&kms.EnableKeyRequest{KeyId: tea.String(*keyID)})
+	describe(c, "DescribeKey(disabled)", cfg.Key)
+	_, err = c.EnableKey(&kms.EnableKeyRequest{KeyId: tea.String(cfg.Key)})
 	report("EnableKey", err, nil)
-	_, err = c.ScheduleKeyDeletion(&kms.ScheduleKeyDeletionRequest{KeyId: tea.String(*doomed), PendingWindowInDays: tea.Int32(7)})
+	_, err = c.ScheduleKeyDeletion(&kms.ScheduleKeyDeletionRequest{KeyId: tea.String(cfg.DoomedKey), PendingWindowInDays: tea.Int32(7)})
 	report("ScheduleKeyDeletion", err, nil)
-	describe(c, "DescribeKey(pending deletion)", *doomed)
+	describe(c, "DescribeKey(pending deletion)", cfg.DoomedKey)
 }
 
 // withHeaders has the SDK send (and sign) these header values instead of its own.
@@ -162,21 +139,21 @@ func withHeaders(headers map[string]string) *util.RuntimeOptions {
 }
 
 func errors(c *kms.Client) {
-	encrypt(newClient(*ak, *sk+"-wrong"), "wrong secret key", *keyID, "x", nil)
-	encrypt(newClient("AK-NOBODY", *sk), "unknown access key", *keyID, "x", nil)
+	encrypt(newClient(cfg.AccessKey, cfg.SecretKey+"-wrong"), "wrong secret key", cfg.Key, "x", nil)
+	encrypt(newClient("AK-NOBODY", cfg.SecretKey), "unknown access key", cfg.Key, "x", nil)
 	encrypt(c, "unknown key", "no-such-key", "x", nil)
-	_, err := c.DisableKey(&kms.DisableKeyRequest{KeyId: tea.String(*keyID)})
+	_, err := c.DisableKey(&kms.DisableKeyRequest{KeyId: tea.String(cfg.Key)})
 	report("DisableKey", err, nil)
-	encrypt(c, "disabled key", *keyID, "x", nil)
-	_, err = c.EnableKey(&kms.EnableKeyRequest{KeyId: tea.String(*keyID)})
+	encrypt(c, "disabled key", cfg.Key, "x", nil)
+	_, err = c.EnableKey(&kms.EnableKeyRequest{KeyId: tea.String(cfg.Key)})
 	report("EnableKey", err, nil)
 
 	skewed := time.Now().Add(-time.Hour).UTC().Format("2006-01-02T15:04:05Z")
-	encrypt(c, "skewed timestamp", *keyID, "x", withHeaders(map[string]string{"x-acs-date": skewed}))
+	encrypt(c, "skewed timestamp", cfg.Key, "x", withHeaders(map[string]string{"x-acs-date": skewed}))
 	nonce := fmt.Sprintf("probe-nonce-%d", time.Now().UnixNano())
-	encrypt(c, "first use of a nonce", *keyID, "x", withHeaders(map[string]string{"x-acs-signature-nonce": nonce}))
-	encrypt(c, "replayed nonce", *keyID, "x", withHeaders(map[string]string{"x-acs-signature-nonce": nonce}))
-	encrypt(c, "missing header", *keyID, "x", withHeaders(map[string]string{"x-acs-signature-nonce": ""}))
+	encrypt(c, "first use of a nonce", cfg.Key, "x", withHeaders(map[string]string{"x-acs-signature-nonce": nonce}))
+	encrypt(c, "replayed nonce", cfg.Key, "x", withHeaders(map[string]string{"x-acs-signature-nonce": nonce}))
+	encrypt(c, "missing header", cfg.Key, "x", withHeaders(map[string]string{"x-acs-signature-nonce": ""}))
 
 	params := &openapi.Params{
 		Action:      tea.String("Frobnicate"),
@@ -189,27 +166,19 @@ func errors(c *kms.Client) {
 		ReqBodyType: tea.String("formData"),
 		BodyType:    tea.String("json"),
 	}
-	_, err = c.CallApi(params, &openapi.OpenApiRequest{Query: map[string]*string{"KeyId": tea.String(*keyID)}}, &util.RuntimeOptions{})
+	_, err = c.CallApi(params, &openapi.OpenApiRequest{Query: map[string]*string{"KeyId": tea.String(cfg.Key)}}, &util.RuntimeOptions{})
 	report("unknown action", err, nil)
 }
 
 func main() {
-	flag.Parse()
-	if *endpoint == "" || *ak == "" || *sk == "" {
-		fmt.Fprintln(os.Stderr, "usage: alibabacloud-probe -endpoint HOST:PORT -ak AK -sk SK [-key K] [-phase roundtrip|errors|throttled]")
-		os.Exit(2)
-	}
-	c := newClient(*ak, *sk)
-	switch *phase {
-	case "roundtrip":
-		roundtrip(c)
-	case "errors":
-		errors(c)
-	case "throttled":
-		encrypt(c, "Encrypt 1", *keyID, "x", nil)
-		encrypt(c, "Encrypt 2", *keyID, "x", nil)
-	default:
-		fmt.Fprintf(os.Stderr, "unknown -phase %q: use roundtrip, errors or throttled\n", *phase)
-		os.Exit(2)
-	}
+	probe.Main("alibabacloud-probe", map[string]func(probe.Flags){
+		"roundtrip": func(f probe.Flags) { cfg = f; roundtrip(newClient(f.AccessKey, f.SecretKey)) },
+		"errors":    func(f probe.Flags) { cfg = f; errors(newClient(f.AccessKey, f.SecretKey)) },
+		"throttled": func(f probe.Flags) {
+			cfg = f
+			c := newClient(f.AccessKey, f.SecretKey)
+			encrypt(c, "Encrypt 1", f.Key, "x", nil)
+			encrypt(c, "Encrypt 2", f.Key, "x", nil)
+		},
+	})
 }

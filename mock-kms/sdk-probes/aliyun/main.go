@@ -14,8 +14,6 @@ package main
 
 import (
 	"encoding/base64"
-	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,46 +25,24 @@ import (
 	sdkerrors "github.com/aliyun/alibaba-cloud-sdk-go/sdk/errors"
 	"github.com/aliyun/alibaba-cloud-sdk-go/sdk/requests"
 	"github.com/aliyun/alibaba-cloud-sdk-go/services/kms"
+	"kms-lab.io/mock-kms/sdk-probes/internal/probe"
 )
-
-type line struct {
-	Case      string                 `json:"case"`
-	Ok        bool                   `json:"ok"`
-	Status    int                    `json:"status,omitempty"`
-	Code      string                 `json:"code,omitempty"`
-	Message   string                 `json:"message,omitempty"`
-	RequestID string                 `json:"requestId,omitempty"`
-	Transport string                 `json:"transport,omitempty"`
-	Detail    map[string]interface{} `json:"detail,omitempty"`
-}
-
-func emit(l line) {
-	out, _ := json.Marshal(l)
-	fmt.Println(string(out))
-}
 
 // report prints a case from the SDK's error (nil: success); true if it succeeded.
 func report(name string, err error, requestID string, detail map[string]interface{}) bool {
 	if err == nil {
-		emit(line{Case: name, Ok: true, RequestID: requestID, Detail: detail})
+		probe.Emit(probe.Line{Case: name, Ok: true, RequestID: requestID, Detail: detail})
 		return true
 	}
 	if server, ok := err.(*sdkerrors.ServerError); ok {
-		emit(line{Case: name, Status: server.HttpStatus(), Code: server.ErrorCode(), Message: server.Message(), RequestID: server.RequestId()})
+		probe.Emit(probe.Line{Case: name, Status: server.HttpStatus(), Code: server.ErrorCode(), Message: server.Message(), RequestID: server.RequestId()})
 		return false
 	}
-	emit(line{Case: name, Transport: err.Error()})
+	probe.Emit(probe.Line{Case: name, Transport: err.Error()})
 	return false
 }
 
-var (
-	endpoint = flag.String("endpoint", "", "host:port of the mock KMS's aliyun listener")
-	ak       = flag.String("ak", "", "access key id")
-	sk       = flag.String("sk", "", "access key secret")
-	keyID    = flag.String("key", "lab-key", "the key to use")
-	doomed   = flag.String("doomed-key", "doomed-key", "a key the roundtrip schedules for deletion")
-	phase    = flag.String("phase", "roundtrip", "roundtrip, errors or throttled")
-)
+var cfg probe.Flags
 
 const region = "cn-hangzhou"
 
@@ -76,7 +52,7 @@ func newClient(accessKey, secret string) *kms.Client {
 		fmt.Fprintln(os.Stderr, "cannot make the SDK client:", err)
 		os.Exit(1)
 	}
-	c.Domain = *endpoint
+	c.Domain = cfg.Endpoint
 	return c
 }
 
@@ -112,12 +88,12 @@ func describe(c *kms.Client, name, key string) {
 
 func roundtrip(c *kms.Client) {
 	secret := base64.StdEncoding.EncodeToString([]byte("a Secret's DEK, from the Alibaba Cloud SDK"))
-	blob := encrypt(c, "Encrypt", *keyID, secret)
+	blob := encrypt(c, "Encrypt", cfg.Key, secret)
 	decrypt(c, "Decrypt", blob, secret)
 
 	gdk := kms.CreateGenerateDataKeyRequest()
 	gdk.Scheme = "http"
-	gdk.KeyId = *keyID
+	gdk.KeyId = cfg.Key
 	gdk.KeySpec = "AES_256"
 	gdk.EncryptionContext = `{"purpose":"sdk-probe"}`
 	if resp, err := c.GenerateDataKey(gdk); report("GenerateDataKey", err, resp.RequestId, nil) {
@@ -125,34 +101,34 @@ func roundtrip(c *kms.Client) {
 	}
 	gdkw := kms.CreateGenerateDataKeyWithoutPlaintextRequest()
 	gdkw.Scheme = "http"
-	gdkw.KeyId = *keyID
+	gdkw.KeyId = cfg.Key
 	gdkw.NumberOfBytes = requests.NewInteger(16)
 	resp, err := c.GenerateDataKeyWithoutPlaintext(gdkw)
 	report("GenerateDataKeyWithoutPlaintext", err, resp.RequestId, map[string]interface{}{"ciphertext": resp.CiphertextBlob != ""})
 
-	describe(c, "DescribeKey", *keyID)
+	describe(c, "DescribeKey", cfg.Key)
 
 	rotate := kms.CreateCreateKeyVersionRequest()
 	rotate.Scheme = "http"
-	rotate.KeyId = *keyID
+	rotate.KeyId = cfg.Key
 	if resp, err := c.CreateKeyVersion(rotate); report("CreateKeyVersion", err, resp.RequestId, nil) {
 		one := kms.CreateDescribeKeyVersionRequest()
 		one.Scheme = "http"
-		one.KeyId = *keyID
+		one.KeyId = cfg.Key
 		one.KeyVersionId = resp.KeyVersion.KeyVersionId
 		got, err := c.DescribeKeyVersion(one)
 		report("DescribeKeyVersion", err, got.RequestId, map[string]interface{}{"same": got.KeyVersion.KeyVersionId == resp.KeyVersion.KeyVersionId})
 	}
 	list := kms.CreateListKeyVersionsRequest()
 	list.Scheme = "http"
-	list.KeyId = *keyID
+	list.KeyId = cfg.Key
 	listed, err := c.ListKeyVersions(list)
 	report("ListKeyVersions", err, listed.RequestId, map[string]interface{}{"versions": len(listed.KeyVersions.KeyVersion), "totalCount": listed.TotalCount})
 	decrypt(c, "Decrypt(after CreateKeyVersion)", blob, secret)
 
 	policy := kms.CreateUpdateRotationPolicyRequest()
 	policy.Scheme = "http"
-	policy.KeyId = *keyID
+	policy.KeyId = cfg.Key
 	policy.EnableAutomaticRotation = requests.NewBoolean(true)
 	policy.RotationInterval = "604800s"
 	updated, err := c.UpdateRotationPolicy(policy)
@@ -160,37 +136,37 @@ func roundtrip(c *kms.Client) {
 
 	disable := kms.CreateDisableKeyRequest()
 	disable.Scheme = "http"
-	disable.KeyId = *keyID
+	disable.KeyId = cfg.Key
 	disabled, err := c.DisableKey(disable)
 	report("DisableKey", err, disabled.RequestId, nil)
-	describe(c, "DescribeKey(disabled)", *keyID)
+	describe(c, "DescribeKey(disabled)", cfg.Key)
 	enable := kms.CreateEnableKeyRequest()
 	enable.Scheme = "http"
-	enable.KeyId = *keyID
+	enable.KeyId = cfg.Key
 	enabled, err := c.EnableKey(enable)
 	report("EnableKey", err, enabled.RequestId, nil)
 
 	del := kms.CreateScheduleKeyDeletionRequest()
 	del.Scheme = "http"
-	del.KeyId = *doomed
+	del.KeyId = cfg.DoomedKey
 	del.PendingWindowInDays = requests.NewInteger(7)
 	deleted, err := c.ScheduleKeyDeletion(del)
 	report("ScheduleKeyDeletion", err, deleted.RequestId, nil)
-	describe(c, "DescribeKey(pending deletion)", *doomed)
+	describe(c, "DescribeKey(pending deletion)", cfg.DoomedKey)
 }
 
 // signed returns an Encrypt request as the SDK signs it (signature v1), ready to send.
 func signed(edit func(params map[string]string)) *http.Request {
 	req := kms.CreateEncryptRequest()
 	req.Scheme = "http"
-	req.Domain = *endpoint
-	req.KeyId = *keyID
+	req.Domain = cfg.Endpoint
+	req.KeyId = cfg.Key
 	req.Plaintext = "x"
 	if err := requests.InitParams(req); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot build the request:", err)
 		os.Exit(1)
 	}
-	signer := signers.NewAccessKeySigner(credentials.NewAccessKeyCredential(*ak, *sk))
+	signer := signers.NewAccessKeySigner(credentials.NewAccessKeyCredential(cfg.AccessKey, cfg.SecretKey))
 	if err := auth.Sign(req, signer, region); err != nil {
 		fmt.Fprintln(os.Stderr, "cannot sign the request:", err)
 		os.Exit(1)
@@ -214,7 +190,7 @@ func send(name string, req *http.Request, times int) {
 	for i := 0; i < times; i++ {
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
-			emit(line{Case: name, Transport: err.Error()})
+			probe.Emit(probe.Line{Case: name, Transport: err.Error()})
 			return
 		}
 		body, _ := io.ReadAll(resp.Body)
@@ -231,18 +207,18 @@ func send(name string, req *http.Request, times int) {
 }
 
 func errors(c *kms.Client) {
-	encrypt(newClient(*ak, *sk+"-wrong"), "wrong secret key", *keyID, "x")
-	encrypt(newClient("AK-NOBODY", *sk), "unknown access key", *keyID, "x")
+	encrypt(newClient(cfg.AccessKey, cfg.SecretKey+"-wrong"), "wrong secret key", cfg.Key, "x")
+	encrypt(newClient("AK-NOBODY", cfg.SecretKey), "unknown access key", cfg.Key, "x")
 	encrypt(c, "unknown key", "no-such-key", "x")
 	disable := kms.CreateDisableKeyRequest()
 	disable.Scheme = "http"
-	disable.KeyId = *keyID
+	disable.KeyId = cfg.Key
 	disabled, err := c.DisableKey(disable)
 	report("DisableKey", err, disabled.RequestId, nil)
-	encrypt(c, "disabled key", *keyID, "x")
+	encrypt(c, "disabled key", cfg.Key, "x")
 	enable := kms.CreateEnableKeyRequest()
 	enable.Scheme = "http"
-	enable.KeyId = *keyID
+	enable.KeyId = cfg.Key
 	enabled, err := c.EnableKey(enable)
 	report("EnableKey", err, enabled.RequestId, nil)
 	send("replayed nonce", signed(nil), 2)
@@ -250,31 +226,23 @@ func errors(c *kms.Client) {
 
 	unknown := requests.NewCommonRequest()
 	unknown.Scheme = "http"
-	unknown.Domain = *endpoint
+	unknown.Domain = cfg.Endpoint
 	unknown.Version = "2016-01-20"
 	unknown.ApiName = "Frobnicate"
-	unknown.QueryParams["KeyId"] = *keyID
+	unknown.QueryParams["KeyId"] = cfg.Key
 	_, err = c.ProcessCommonRequest(unknown)
 	report("unknown action", err, "", nil)
 }
 
 func main() {
-	flag.Parse()
-	if *endpoint == "" || *ak == "" || *sk == "" {
-		fmt.Fprintln(os.Stderr, "usage: aliyun-probe -endpoint HOST:PORT -ak AK -sk SK [-key K] [-phase roundtrip|errors|throttled]")
-		os.Exit(2)
-	}
-	c := newClient(*ak, *sk)
-	switch *phase {
-	case "roundtrip":
-		roundtrip(c)
-	case "errors":
-		errors(c)
-	case "throttled":
-		encrypt(c, "Encrypt 1", *keyID, "x")
-		encrypt(c, "Encrypt 2", *keyID, "x")
-	default:
-		fmt.Fprintf(os.Stderr, "unknown -phase %q: use roundtrip, errors or throttled\n", *phase)
-		os.Exit(2)
-	}
+	probe.Main("aliyun-probe", map[string]func(probe.Flags){
+		"roundtrip": func(f probe.Flags) { cfg = f; roundtrip(newClient(f.AccessKey, f.SecretKey)) },
+		"errors":    func(f probe.Flags) { cfg = f; errors(newClient(f.AccessKey, f.SecretKey)) },
+		"throttled": func(f probe.Flags) {
+			cfg = f
+			c := newClient(f.AccessKey, f.SecretKey)
+			encrypt(c, "Encrypt 1", f.Key, "x")
+			encrypt(c, "Encrypt 2", f.Key, "x")
+		},
+	})
 }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
+use mock_kms::api::Action;
+use mock_kms::api::admin::AccessPolicy;
 use mock_kms::dialects::Dialect;
+use mock_kms::faults::{FaultProfile, ThrottleFault};
 use mock_kms::{AuditRecord, Credential, MockKms};
 use serde::Deserialize;
 use serde_json::Value;
@@ -107,4 +110,23 @@ pub fn refused(kms: &MockKms, case: &Case, code: Value, status: Value, operation
     assert!(!case.message.contains(SK), "{case:?}");
     let records = kms.audit().records();
     assert_eq!(audited(&records, case, kms.dialect().name(), operation).outcome, outcome, "{case:?}");
+}
+
+/// Runs `subject`'s `throttled` phase (two Encrypts) on a `dialect` mock twice: under a throttle
+/// fault that admits one call (the second must be refused as `throttled`, each SDK's `(code,
+/// status)`), then with no fault but an access policy allowing only Decrypt (the first must be
+/// refused as `denied`). Both refusals must be audited as the native Throttling and Forbidden.
+pub async fn throttled_then_denied(subject: GoSubject, dialect: Dialect, throttled: (Value, Value), denied: (Value, Value)) {
+    let binary = binary(subject).await;
+    let kms = kms(dialect).await;
+    let throttle = ThrottleFault { per_second: 0.001, burst: Some(1.0), actions: None };
+    kms.set_faults(FaultProfile { throttle: Some(throttle), ..Default::default() }).unwrap();
+    let cases = run(&binary, kms.addr(), "throttled").await;
+    all_ok(&cases, &["Encrypt 1"]);
+    refused(&kms, case(&cases, "Encrypt 2"), throttled.0, throttled.1, "Encrypt", "Throttling");
+    kms.clear_faults();
+    kms.set_policy(AK, AccessPolicy::allow([Action::Decrypt], ["key/*"])).unwrap();
+    let cases = run(&binary, kms.addr(), "throttled").await;
+    refused(&kms, case(&cases, "Encrypt 1"), denied.0, denied.1, "Encrypt", "Forbidden");
+    kms.shutdown().await;
 }

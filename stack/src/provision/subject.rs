@@ -42,8 +42,8 @@ use super::{Env, ProvisionOptions, absolute};
 /// The environment variable naming a folder that holds the third-party sources.
 pub const THIRDPARTY_ENV: &str = "KMS_LAB_THIRDPARTY";
 
-/// The files of the Go peer whose content keys its cache entry.
-const GO_PEER_SOURCES: &[&str] = &["go.mod", "go.sum", "main.go"];
+/// The module files whose content keys a workspace subject's cache entry, before its `.go` files.
+const MODULE_FILES: &[&str] = &["go.mod", "go.sum"];
 
 /// A Go-built binary kms-lab runs as a test subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -165,13 +165,14 @@ impl GoSubject {
             estimate,
             wrapper: None,
         };
-        // mock-kms's SDK probes: kms-lab's own small mains on the clouds' SDKs, keyed like the Go peer.
-        let probe = |name, env_var, folder, module| Spec {
+        // mock-kms's SDK probes: kms-lab's own small mains on the clouds' SDKs, one Go module
+        // (their shared `internal/probe`), keyed like the Go peer.
+        let probe = |name, env_var, package| Spec {
             name,
             env_var,
-            folder: Folder::Workspace(folder),
-            package: ".",
-            module,
+            folder: Folder::Workspace("mock-kms/sdk-probes"),
+            package,
+            module: "kms-lab.io/mock-kms/sdk-probes",
             commit: None,
             goflags: "-mod=mod",
             go_work: false,
@@ -191,21 +192,9 @@ impl GoSubject {
                 estimate: "about 1 minute on 2 cores",
                 wrapper: None,
             },
-            Self::JdcloudSdkProbe => probe(
-                "jdcloud-sdk-probe",
-                "KMS_LAB_JDCLOUD_SDK_PROBE",
-                "mock-kms/sdk-probes/jdcloud",
-                "kms-lab.io/mock-kms/sdk-probes/jdcloud",
-            ),
-            Self::AliyunSdkProbe => {
-                probe("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "mock-kms/sdk-probes/aliyun", "kms-lab.io/mock-kms/sdk-probes/aliyun")
-            }
-            Self::AlibabacloudSdkProbe => probe(
-                "alibabacloud-sdk-probe",
-                "KMS_LAB_ALIBABACLOUD_SDK_PROBE",
-                "mock-kms/sdk-probes/alibabacloud",
-                "kms-lab.io/mock-kms/sdk-probes/alibabacloud",
-            ),
+            Self::JdcloudSdkProbe => probe("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "./jdcloud"),
+            Self::AliyunSdkProbe => probe("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "./aliyun"),
+            Self::AlibabacloudSdkProbe => probe("alibabacloud-sdk-probe", "KMS_LAB_ALIBABACLOUD_SDK_PROBE", "./alibabacloud"),
             Self::AwsEncryptionProvider => Spec {
                 name: "aws-encryption-provider",
                 env_var: "KMS_LAB_AWS_ENCRYPTION_PROVIDER",
@@ -338,10 +327,13 @@ fn usable(path: &Path) -> Result<(), String> {
     }
 }
 
-/// The Go peer's cache key: a hash of its sources (16 hex digits).
+/// A workspace subject's cache key (the Go peer, the SDK probes): a hash of its sources — `go.mod`,
+/// `go.sum`, then every `.go` file below the folder by relative path — (16 hex digits).
 fn source_hash(dir: &Path) -> Result<String, String> {
+    let mut names: Vec<String> = MODULE_FILES.iter().map(|n| (*n).to_owned()).collect();
+    names.extend(go_files(dir, "")?);
     let mut hasher = Sha256::new();
-    for name in GO_PEER_SOURCES {
+    for name in &names {
         let path = dir.join(name);
         let content = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         hasher.update(name.as_bytes());
@@ -349,6 +341,25 @@ fn source_hash(dir: &Path) -> Result<String, String> {
         hasher.update(&content);
     }
     Ok(hex(&hasher.finalize()[..8]))
+}
+
+/// The `.go` files below `dir` (relative paths with `/`, sorted), `prefix` naming `dir` itself.
+fn go_files(dir: &Path, prefix: &str) -> Result<Vec<String>, String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let relative = format!("{prefix}{name}");
+        let kind = entry.file_type().map_err(|e| format!("cannot stat {}: {e}", entry.path().display()))?;
+        if kind.is_dir() {
+            out.extend(go_files(&entry.path(), &format!("{relative}/"))?);
+        } else if name.ends_with(".go") {
+            out.push(relative);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A wrapper main's cache key part: a hash of its text (8 hex digits), so an edit rebuilds.
@@ -652,9 +663,9 @@ mod tests {
             rows,
             [
                 ("kms-go-plugin", "KMS_LAB_GO_PLUGIN", "conformance/go-plugin", ".", ""),
-                ("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "mock-kms/sdk-probes/jdcloud", ".", "-mod=mod"),
-                ("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "mock-kms/sdk-probes/aliyun", ".", "-mod=mod"),
-                ("alibabacloud-sdk-probe", "KMS_LAB_ALIBABACLOUD_SDK_PROBE", "mock-kms/sdk-probes/alibabacloud", ".", "-mod=mod"),
+                ("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "mock-kms/sdk-probes", "./jdcloud", "-mod=mod"),
+                ("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "mock-kms/sdk-probes", "./aliyun", "-mod=mod"),
+                ("alibabacloud-sdk-probe", "KMS_LAB_ALIBABACLOUD_SDK_PROBE", "mock-kms/sdk-probes", "./alibabacloud", "-mod=mod"),
                 ("aws-encryption-provider", "KMS_LAB_AWS_ENCRYPTION_PROVIDER", "aws-encryption-provider", "./cmd/server", "-mod=mod"),
                 ("k8s-cloudkms-plugin", "KMS_LAB_K8S_CLOUDKMS_PLUGIN", "k8s-cloudkms-plugin", "./cmd/k8s-cloudkms-plugin", "-mod=mod"),
                 ("trousseau", "KMS_LAB_TROUSSEAU", "trousseau", "./trousseau", ""),
@@ -868,7 +879,7 @@ esac"#,
         let workspace = root.path().join("main");
         let source = workspace.join("conformance/go-plugin");
         fs::create_dir_all(&source).unwrap();
-        for name in GO_PEER_SOURCES {
+        for name in ["go.mod", "go.sum", "main.go"] {
             fs::write(source.join(name), format!("// {name}\n")).unwrap();
         }
         let cache = root.path().join("cache");
@@ -879,9 +890,13 @@ esac"#,
         let found = locate_with(GoSubject::GoPeer, &options(&cache, false), &env(&[], Path::new(NO_GO)), &workspace);
         assert_eq!(found.unwrap(), cached);
 
+        fs::create_dir_all(source.join("internal")).unwrap();
+        fs::write(source.join("internal/shared.go"), "// a package of the module\n").unwrap();
+        let with_package = source_hash(&source).unwrap();
+        assert_ne!(first, with_package, "a file in a package is part of the key");
         fs::write(source.join("main.go"), "// edited\n").unwrap();
         let second = source_hash(&source).unwrap();
-        assert_ne!(first, second, "an edit changes the key");
+        assert_ne!(with_package, second, "an edit changes the key");
         let err = locate_with(GoSubject::GoPeer, &options(&cache, false), &env(&[], Path::new(NO_GO)), &workspace).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with(&format!("no usable kms-go-plugin (source hash {second})")), "{text}");
