@@ -215,7 +215,12 @@ async fn run(
     if let Some(key_id) = &key_id {
         call.set_key(key_id, None);
     }
-    call.authorize(&access_key, key_id.as_deref())?;
+    // Decrypt names no key: the policy resource is the blob's key, as on the native API.
+    let blob_key = (operation == "Decrypt")
+        .then(|| params.get("CiphertextBlob").and_then(|b| B64.decode(b).ok()))
+        .flatten()
+        .and_then(|blob| crate::blob::parse(&blob).ok().map(|parsed| parsed.key_id.to_owned()));
+    call.authorize(&access_key, key_id.as_deref().or(blob_key.as_deref()))?;
     let mut ops = Ops { call, store: &store, params: &params };
     ops.run(operation, key_id.as_deref().unwrap_or_default()).await
 }
