@@ -112,3 +112,13 @@ async fn throttling_and_access_policies_apply_to_v1_sdk_calls() {
 async fn throttling_and_access_policies_apply_to_acs3_sdk_calls() {
     throttling_and_policies(GoSubject::AlibabacloudSdkProbe).await;
 }
+
+#[tokio::test]
+async fn a_sealed_kms_answers_v1_sdk_calls_service_unavailable() {
+    probe::sealed(GoSubject::AliyunSdkProbe, Dialect::Aliyun, (json!("ServiceUnavailableTemporary"), json!(503))).await;
+}
+
+#[tokio::test]
+async fn a_sealed_kms_answers_acs3_sdk_calls_service_unavailable() {
+    probe::sealed(GoSubject::AlibabacloudSdkProbe, Dialect::Aliyun, (json!("ServiceUnavailableTemporary"), json!(503))).await;
+}

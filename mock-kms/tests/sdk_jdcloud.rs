@@ -85,3 +85,8 @@ async fn throttling_and_access_policies_apply_to_jdcloud_calls() {
     let denied = (json!(403), json!("PERMISSION_DENIED"));
     probe::throttled_then_denied(GoSubject::JdcloudSdkProbe, Dialect::Jdcloud, throttled, denied).await;
 }
+
+#[tokio::test]
+async fn a_sealed_kms_answers_jdcloud_calls_unavailable() {
+    probe::sealed(GoSubject::JdcloudSdkProbe, Dialect::Jdcloud, (json!(503), json!("UNAVAILABLE"))).await;
+}

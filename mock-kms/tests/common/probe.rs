@@ -130,3 +130,23 @@ pub async fn throttled_then_denied(subject: GoSubject, dialect: Dialect, throttl
     refused(&kms, case(&cases, "Encrypt 1"), denied.0, denied.1, "Encrypt", "Forbidden");
     kms.shutdown().await;
 }
+
+/// A sealed `dialect` mock (`mock-kms init`: 5 shares, none given): `subject`'s first Encrypt must
+/// be refused as `sealed` (each SDK's `(code, status)`) and audited as the native Sealed.
+pub async fn sealed(subject: GoSubject, dialect: Dialect, sealed: (Value, Value)) {
+    let binary = binary(subject).await;
+    let dir = tempfile::tempdir().unwrap();
+    mock_kms::seal::init(dir.path(), 5, 3).unwrap();
+    let kms = MockKms::builder()
+        .dialect(dialect)
+        .data_dir(dir.path())
+        .sealed(true)
+        .key("lab-key")
+        .credential(Credential::new(AK, SK))
+        .start()
+        .await
+        .unwrap();
+    let cases = run(&binary, kms.addr(), "throttled").await;
+    refused(&kms, case(&cases, "Encrypt 1"), sealed.0, sealed.1, "Encrypt", "Sealed");
+    kms.shutdown().await;
+}
