@@ -235,14 +235,12 @@ func errors(c *kms.Client) {
 }
 
 func main() {
-	probe.Main("aliyun-probe", map[string]func(probe.Flags){
-		"roundtrip": func(f probe.Flags) { cfg = f; roundtrip(newClient(f.AccessKey, f.SecretKey)) },
-		"errors":    func(f probe.Flags) { cfg = f; errors(newClient(f.AccessKey, f.SecretKey)) },
-		"throttled": func(f probe.Flags) {
+	probe.Main("aliyun-probe", probe.Phases{
+		Roundtrip: func(f probe.Flags) { cfg = f; roundtrip(newClient(f.AccessKey, f.SecretKey)) },
+		Errors:    func(f probe.Flags) { cfg = f; errors(newClient(f.AccessKey, f.SecretKey)) },
+		Encrypt: func(f probe.Flags, name string) {
 			cfg = f
-			c := newClient(f.AccessKey, f.SecretKey)
-			encrypt(c, "Encrypt 1", f.Key, "x")
-			encrypt(c, "Encrypt 2", f.Key, "x")
+			encrypt(newClient(f.AccessKey, f.SecretKey), name, f.Key, "x")
 		},
 	})
 }

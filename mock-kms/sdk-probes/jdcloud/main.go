@@ -196,14 +196,12 @@ func errors(c *client.KmsClient) {
 }
 
 func main() {
-	probe.Main("jdcloud-probe", map[string]func(probe.Flags){
-		"roundtrip": func(f probe.Flags) { cfg = f; roundtrip(newClient(f.SecretKey)) },
-		"errors":    func(f probe.Flags) { cfg = f; errors(newClient(f.SecretKey)) },
-		"throttled": func(f probe.Flags) {
+	probe.Main("jdcloud-probe", probe.Phases{
+		Roundtrip: func(f probe.Flags) { cfg = f; roundtrip(newClient(f.SecretKey)) },
+		Errors:    func(f probe.Flags) { cfg = f; errors(newClient(f.SecretKey)) },
+		Encrypt: func(f probe.Flags, name string) {
 			cfg = f
-			c := newClient(f.SecretKey)
-			encrypt(c, "Encrypt 1", f.Key, []byte("x"))
-			encrypt(c, "Encrypt 2", f.Key, []byte("x"))
+			encrypt(newClient(f.SecretKey), name, f.Key, []byte("x"))
 		},
 	})
 }

@@ -34,9 +34,17 @@ type Flags struct {
 	Endpoint, AccessKey, SecretKey, Key, DoomedKey string
 }
 
-// Main parses the flags and runs the -phase the test asked for: roundtrip (every operation),
-// errors (each documented refusal) or throttled (Encrypt twice; the test sets a fault first).
-func Main(name string, phases map[string]func(Flags)) {
+// Phases are what a probe does in each -phase: Roundtrip (every operation), Errors (each
+// documented refusal), and Encrypt (one Encrypt, reported under the name given), which the
+// throttled phase calls twice (the test sets a fault, a policy or a seal first).
+type Phases struct {
+	Roundtrip func(Flags)
+	Errors    func(Flags)
+	Encrypt   func(f Flags, name string)
+}
+
+// Main parses the flags and runs the -phase the test asked for.
+func Main(name string, phases Phases) {
 	var f Flags
 	flag.StringVar(&f.Endpoint, "endpoint", "", "host:port of the mock KMS's listener")
 	flag.StringVar(&f.AccessKey, "ak", "", "access key")
@@ -45,8 +53,15 @@ func Main(name string, phases map[string]func(Flags)) {
 	flag.StringVar(&f.DoomedKey, "doomed-key", "doomed-key", "a key the roundtrip schedules for deletion")
 	phase := flag.String("phase", "roundtrip", "roundtrip, errors or throttled")
 	flag.Parse()
-	run, known := phases[*phase]
-	if f.Endpoint == "" || f.AccessKey == "" || f.SecretKey == "" || !known {
+	run := map[string]func(Flags){
+		"roundtrip": phases.Roundtrip,
+		"errors":    phases.Errors,
+		"throttled": func(f Flags) {
+			phases.Encrypt(f, "Encrypt 1")
+			phases.Encrypt(f, "Encrypt 2")
+		},
+	}[*phase]
+	if f.Endpoint == "" || f.AccessKey == "" || f.SecretKey == "" || run == nil {
 		fmt.Fprintf(os.Stderr, "usage: %s -endpoint HOST:PORT -ak AK -sk SK [-key K] [-doomed-key K] [-phase roundtrip|errors|throttled]\n", name)
 		os.Exit(2)
 	}
