@@ -56,7 +56,8 @@ pub struct AuditRecord {
     /// Why the client made the call, from [`crate::api::HEADER_CALLER`]; `None` when it did not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller: Option<crate::api::Caller>,
-    /// The API the call came in on (`native`, `aws`, `gcp`, `vault`; see [`crate::dialects::Dialect`]).
+    /// The API the call came in on (`native`, `aws`, `gcp`, `vault`, `jdcloud`, `aliyun`; see
+    /// [`crate::dialects::Dialect`]).
     #[serde(default = "native")]
     pub dialect: String,
     /// The operation as the dialect names it (`TrentService.Encrypt`, `transit/encrypt`, …); the

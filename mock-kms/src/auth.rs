@@ -149,16 +149,24 @@ impl Authenticator {
             return Err(KmsError::SignatureDoesNotMatch(access_key.to_owned()));
         }
 
+        self.remember_nonce(access_key, nonce, now_ms, self.max_skew_ms)?;
+        Ok(access_key.to_owned())
+    }
+
+    /// Remembers the nonce of a request whose signature verified, for twice `max_skew_ms` (every
+    /// timestamp that could still pass a skew check of `max_skew_ms`); `Err(RequestReplayed)` if
+    /// `access_key` used it before. Dialects that verify their own signature scheme call it too.
+    pub(crate) fn remember_nonce(&self, access_key: &str, nonce: &str, now_ms: u64, max_skew_ms: u64) -> Result<(), KmsError> {
         let mut nonces = self.nonces.lock().unwrap_or_else(|p| p.into_inner());
         nonces.purge(now_ms);
         let entry = (access_key.to_owned(), nonce.to_owned());
         if nonces.seen.contains_key(&entry) {
             return Err(KmsError::RequestReplayed { access_key: access_key.to_owned(), nonce: nonce.to_owned() });
         }
-        let expiry = now_ms + 2 * self.max_skew_ms;
+        let expiry = now_ms + 2 * max_skew_ms;
         nonces.seen.insert(entry.clone(), expiry);
         nonces.by_expiry.push_back((expiry, entry));
-        Ok(access_key.to_owned())
+        Ok(())
     }
 }
 

@@ -27,7 +27,9 @@ pub struct Args {
     pub command: Option<Command>,
     /// The API the --listen address speaks: native (kms-lab's signed API), aws (AWS KMS JSON 1.1
     /// with SigV4: --access-key/--secret-key are the AWS credential), gcp (Cloud KMS REST, no
-    /// auth) or vault (Vault Transit; --vault-token is the accepted token).
+    /// auth), vault (Vault Transit; --vault-token is the accepted token), jdcloud (JD Cloud KMS
+    /// OpenAPI, JDCLOUD2-HMAC-SHA256 with --access-key/--secret-key) or aliyun (Alibaba Cloud
+    /// KMS RPC API 2016-01-20, HMAC-SHA1 signature v1 or ACS3-HMAC-SHA256, same credential).
     #[arg(long, value_name = "DIALECT", default_value = "native")]
     pub dialect: Dialect,
     /// One more listener speaking another dialect on the same node (same keys, audit log and

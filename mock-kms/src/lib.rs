@@ -12,7 +12,8 @@
 //! - [`secrets`]: the secrets manager (versions, stages, deletion), values sealed under a key.
 //! - [`auth`] (credentials, signatures, skew, replay), [`policy`] (access policies), [`audit`] (records, queries, counters),
 //!   [`faults`] (the seeded [`FaultProfile`]).
-//! - [`dialects`]: the AWS KMS, Cloud KMS and Vault Transit APIs, one listener each.
+//! - [`dialects`]: the AWS KMS, Cloud KMS, Vault Transit, JD Cloud KMS and Alibaba Cloud KMS APIs,
+//!   one listener each.
 //! - [`error`]: every error type. [`cli`]: the `mock-kms` flags.
 
 pub mod api;

@@ -239,7 +239,7 @@ impl Manifest {
         if matches!(self.rotation, Rotation::RemoteKeyIdFollows) {
             out.push(Capability::RotationChangesKeyId);
         }
-        if matches!(self.dialect, Some(Dialect::Native | Dialect::Aws)) {
+        if matches!(self.dialect, Some(Dialect::Native | Dialect::Aws | Dialect::Jdcloud | Dialect::Aliyun)) {
             out.push(Capability::AccessKeyCredentials);
         }
         if self.dialect.is_some() {

@@ -321,7 +321,7 @@ impl MockKms {
         let access_key =
             || DialectCredentials::AccessKey { access_key: self.options.access_key.clone(), secret_key: self.options.secret_key.clone() };
         let credentials = match dialect {
-            Dialect::Native | Dialect::Aws => access_key(),
+            Dialect::Native | Dialect::Aws | Dialect::Jdcloud | Dialect::Aliyun => access_key(),
             Dialect::Vault => DialectCredentials::VaultToken(self.options.vault_token.clone()),
             Dialect::Gcp => DialectCredentials::None,
         };

@@ -308,7 +308,10 @@ impl AuditQuery {
     }
 }
 
-fn percent_encode(value: &str) -> String {
+/// RFC 3986 percent-encoding: everything but `A-Z a-z 0-9 - _ . ~` as `%XX` (uppercase hex), as
+/// Go's `url.QueryEscape` with the `+`→`%20`, `*`→`%2A`, `%7E`→`~` fix-ups the clouds' SDKs apply
+/// (query strings here, and the canonical strings the mock's dialects verify).
+pub(crate) fn percent_encode(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for byte in value.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {

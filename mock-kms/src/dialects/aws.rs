@@ -27,6 +27,7 @@ use serde_json::{Value, json};
 
 use super::Dialect;
 use super::call::{Call, constant_time_eq, read_body};
+use super::sign::{Authorization, AuthorizationProblem, parse_authorization, parse_compact_time, skew_beyond};
 use crate::api::{Action, ErrorCode, KeyMetadata, KeySpec, KeyState};
 use crate::blob;
 use crate::error::KmsError;
@@ -165,27 +166,18 @@ struct Scope {
 fn verify(call: &mut Call, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<Scope, AwsError> {
     let missing = || AwsError::new("MissingAuthenticationTokenException", ErrorCode::InvalidAccessKeyId, "Missing Authentication Token");
     let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).ok_or_else(missing)?;
-    let fields = authorization.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(|| {
-        AwsError::new("IncompleteSignatureException", ErrorCode::SignatureDoesNotMatch, "only AWS4-HMAC-SHA256 signatures are accepted")
-    })?;
-    let mut credential = None;
-    let mut signed_headers = None;
-    let mut signature = None;
-    for part in fields.split(',').map(str::trim) {
-        if let Some(v) = part.strip_prefix("Credential=") {
-            credential = Some(v);
-        } else if let Some(v) = part.strip_prefix("SignedHeaders=") {
-            signed_headers = Some(v);
-        } else if let Some(v) = part.strip_prefix("Signature=") {
-            signature = Some(v);
-        }
-    }
     let incomplete = |what: &str| {
         AwsError::new("IncompleteSignatureException", ErrorCode::SignatureDoesNotMatch, format!("the Authorization header lacks {what}"))
     };
-    let credential = credential.ok_or_else(|| incomplete("Credential="))?;
-    let signed_headers = signed_headers.ok_or_else(|| incomplete("SignedHeaders="))?;
-    let signature = signature.ok_or_else(|| incomplete("Signature="))?;
+    let Authorization { credential, signed_headers, signature } =
+        parse_authorization(authorization, "AWS4-HMAC-SHA256").map_err(|problem| match problem {
+            AuthorizationProblem::Algorithm => AwsError::new(
+                "IncompleteSignatureException",
+                ErrorCode::SignatureDoesNotMatch,
+                "only AWS4-HMAC-SHA256 signatures are accepted",
+            ),
+            AuthorizationProblem::Missing(field) => incomplete(field),
+        })?;
     let scope: Vec<&str> = credential.split('/').collect();
     let [access_key, _date, region, service, "aws4_request"] = scope[..] else {
         return Err(incomplete("a Credential of the form AK/DATE/REGION/SERVICE/aws4_request"));
@@ -199,10 +191,8 @@ fn verify(call: &mut Call, method: &Method, uri: &Uri, headers: &HeaderMap, body
         )
     })?;
     let amz_date = headers.get("x-amz-date").and_then(|v| v.to_str().ok()).ok_or_else(|| incomplete("an X-Amz-Date header"))?;
-    let time = parse_amz_date(amz_date).ok_or_else(|| incomplete("an X-Amz-Date of the form YYYYMMDDTHHMMSSZ"))?;
-    let now = SystemTime::now();
-    let skew = now.duration_since(time).or_else(|_| time.duration_since(now)).unwrap_or_default();
-    if skew > MAX_SKEW {
+    let time = parse_compact_time(amz_date).ok_or_else(|| incomplete("an X-Amz-Date of the form YYYYMMDDTHHMMSSZ"))?;
+    if let Some(skew) = skew_beyond(time, MAX_SKEW) {
         return Err(AwsError::new(
             "InvalidSignatureException",
             ErrorCode::RequestTimeTooSkewed,
@@ -253,16 +243,6 @@ fn verify(call: &mut Call, method: &Method, uri: &Uri, headers: &HeaderMap, body
         ));
     }
     Ok(Scope { region: region.to_owned() })
-}
-
-/// `20260102T030405Z` → the time.
-fn parse_amz_date(value: &str) -> Option<SystemTime> {
-    let b = value.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
-        return None;
-    }
-    let rfc3339 = format!("{}-{}-{}T{}:{}:{}Z", &value[0..4], &value[4..6], &value[6..8], &value[9..11], &value[11..13], &value[13..15]);
-    humantime::parse_rfc3339(&rfc3339).ok()
 }
 
 fn epoch_seconds(rfc3339: &str) -> f64 {
@@ -370,15 +350,7 @@ impl Ops<'_> {
     }
 
     fn encrypt(&mut self, key_id: &str, plaintext: &[u8], context: &BTreeMap<String, String>) -> Result<(String, Vec<u8>), AwsError> {
-        self.call.set_key(key_id, None);
-        self.call.check_fault_disabled(key_id, None)?;
-        let sealed = self.store.encrypt(key_id, plaintext, context)?;
-        self.call.set_key(key_id, Some(&sealed.version_id));
-        let mut blob = sealed.blob;
-        if let Some(pick) = self.call.corruption() {
-            crate::faults::flip_byte(&mut blob, pick);
-        }
-        Ok((sealed.version_id, blob))
+        Ok(self.call.encrypt(self.store, key_id, plaintext, context)?)
     }
 
     async fn commit(&self) -> Result<(), AwsError> {

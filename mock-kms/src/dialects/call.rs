@@ -104,6 +104,52 @@ impl Call {
         self.node.faults.corruption(self.action)
     }
 
+    /// Whether `access_key`'s access policy allows this call's action on `key_id` (`Forbidden`
+    /// naming both if not), as on the native API.
+    pub fn authorize(&self, access_key: &str, key_id: Option<&str>) -> Result<(), KmsError> {
+        let Some(action) = self.action else { return Ok(()) };
+        self.node.shared.policies.check(access_key, action, &crate::policy::resource(action, key_id, None))
+    }
+
+    /// Encrypts under `key_id`'s current version (a `key_disabled` fault refuses it, a `corrupt`
+    /// fault flips a byte of the blob); records key and version. Returns the version and blob.
+    pub fn encrypt(
+        &mut self,
+        store: &KeyStore,
+        key_id: &str,
+        plaintext: &[u8],
+        context: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(String, Vec<u8>), KmsError> {
+        self.set_key(key_id, None);
+        self.check_fault_disabled(key_id, None)?;
+        let sealed = store.encrypt(key_id, plaintext, context)?;
+        self.set_key(key_id, Some(&sealed.version_id));
+        let mut blob = sealed.blob;
+        if let Some(pick) = self.corruption() {
+            crate::faults::flip_byte(&mut blob, pick);
+        }
+        Ok((sealed.version_id, blob))
+    }
+
+    /// Decrypts a key store blob (a `key_disabled` fault on its key or version refuses it, a
+    /// `corrupt` fault flips a byte of the plaintext); records key and version.
+    pub fn decrypt(
+        &mut self,
+        store: &KeyStore,
+        blob: &[u8],
+        context: &std::collections::BTreeMap<String, String>,
+    ) -> Result<crate::keystore::Decrypted, KmsError> {
+        let parsed = crate::blob::parse(blob).map_err(KmsError::InvalidCiphertext)?;
+        let (key_id, version_id) = (parsed.key_id.to_owned(), parsed.version_id.to_owned());
+        self.set_key(&key_id, Some(&version_id));
+        self.check_fault_disabled(&key_id, Some(&version_id))?;
+        let mut opened = store.decrypt(blob, context)?;
+        if let Some(pick) = self.corruption() {
+            crate::faults::flip_byte(&mut opened.plaintext, pick);
+        }
+        Ok(opened)
+    }
+
     /// Ends the call: records `Ok` or `failed`'s native code, and answers the JSON `body` with
     /// `status`, the dialect's `content_type` and the request id in its `request_id_header`.
     pub fn answer(

@@ -28,6 +28,7 @@ use zeroize::Zeroizing;
 
 use super::Dialect;
 use super::call::{Call, read_body};
+use super::status::Status;
 use crate::api::{Action, ErrorCode, KeyMetadata, KeySpec, KeyState};
 use crate::blob;
 use crate::error::KmsError;
@@ -55,68 +56,6 @@ const B64_LENIENT: GeneralPurpose =
     GeneralPurpose::new(&alphabet::STANDARD, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
 const B64_URL_LENIENT: GeneralPurpose =
     GeneralPurpose::new(&alphabet::URL_SAFE, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
-
-/// A `google.rpc.Code` with its HTTP status, as Google's REST frontends answer it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
-    InvalidArgument,
-    FailedPrecondition,
-    Unauthenticated,
-    PermissionDenied,
-    NotFound,
-    AlreadyExists,
-    ResourceExhausted,
-    Internal,
-    Unimplemented,
-    Unavailable,
-}
-
-impl Status {
-    fn http(self) -> u16 {
-        match self {
-            Self::InvalidArgument | Self::FailedPrecondition => 400,
-            Self::Unauthenticated => 401,
-            Self::PermissionDenied => 403,
-            Self::NotFound => 404,
-            Self::AlreadyExists => 409,
-            Self::ResourceExhausted => 429,
-            Self::Internal => 500,
-            Self::Unimplemented => 501,
-            Self::Unavailable => 503,
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "INVALID_ARGUMENT",
-            Self::FailedPrecondition => "FAILED_PRECONDITION",
-            Self::Unauthenticated => "UNAUTHENTICATED",
-            Self::PermissionDenied => "PERMISSION_DENIED",
-            Self::NotFound => "NOT_FOUND",
-            Self::AlreadyExists => "ALREADY_EXISTS",
-            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            Self::Internal => "INTERNAL",
-            Self::Unimplemented => "UNIMPLEMENTED",
-            Self::Unavailable => "UNAVAILABLE",
-        }
-    }
-
-    /// The legacy `errors[].reason` Google's v1 REST errors still carry (the Go client prints it).
-    fn reason(self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "badRequest",
-            Self::FailedPrecondition => "failedPrecondition",
-            Self::Unauthenticated => "unauthorized",
-            Self::PermissionDenied => "forbidden",
-            Self::NotFound => "notFound",
-            Self::AlreadyExists => "conflict",
-            Self::ResourceExhausted => "rateLimitExceeded",
-            Self::Internal => "backendError",
-            Self::Unimplemented => "notImplemented",
-            Self::Unavailable => "backendError",
-        }
-    }
-}
 
 /// An error in Google's shape, with the native code the audit log records.
 struct GcpError {
@@ -176,20 +115,7 @@ impl From<KmsError> for GcpError {
     /// that know the resource answer Google's own messages first.
     fn from(error: KmsError) -> Self {
         let code = error.code();
-        let status = match code {
-            ErrorCode::InvalidParameter | ErrorCode::InvalidCiphertext => Status::InvalidArgument,
-            ErrorCode::InvalidAccessKeyId
-            | ErrorCode::SignatureDoesNotMatch
-            | ErrorCode::RequestTimeTooSkewed
-            | ErrorCode::RequestReplayed => Status::Unauthenticated,
-            ErrorCode::Forbidden => Status::PermissionDenied,
-            ErrorCode::KeyNotFound => Status::NotFound,
-            ErrorCode::KeyAlreadyExists => Status::AlreadyExists,
-            ErrorCode::KeyNotEnabled => Status::FailedPrecondition,
-            ErrorCode::Throttling => Status::ResourceExhausted,
-            ErrorCode::InternalFailure => Status::Internal,
-            ErrorCode::Sealed | ErrorCode::ServiceUnavailable => Status::Unavailable,
-        };
+        let status = Status::of(code);
         let retry_after_secs = match &error {
             KmsError::Throttling { retry_after_secs } => Some(*retry_after_secs),
             _ => None,

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod probe;
+
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! Go-built test subjects: the binaries kms-lab runs as the plugin (or remote KMS) under
-//! test rather than as its control plane — the Go peer of `conformance/go-plugin` and the
+//! test rather than as its control plane — the Go peer of `conformance/go-plugin`, mock-kms's
+//! SDK probes (`mock-kms/sdk-probes/*`: the clouds' own Go SDKs against its dialects) and the
 //! third-party plugins and emulator of `../shared/thirdparty` (see its README for the
 //! upstream commits). One locator for all of them: [`locate_go_subject`].
 //!
@@ -9,7 +10,7 @@
 //!    `KMS_LAB_AWS_ENCRYPTION_PROVIDER`): an executable file, used as it is;
 //! 2. the cache, `<cache>/bin/<name>-<key>/<name>` (the same `<cache>` as the control-plane
 //!    binaries), where `<key>` is the pinned upstream commit for a third-party subject and a
-//!    hash of the sources for the Go peer (so an edited Go peer is rebuilt);
+//!    hash of the sources for the Go peer and the probes (so an edited one is rebuilt);
 //! 3. a build with Go from the source folder into the cache, if
 //!    [`ProvisionOptions::allow_build`]: under the same lock, with the same progress and log
 //!    (`<cache>/gobuild/<name>-<key>/build-<name>.log`) and the same temporary-then-rename
@@ -41,8 +42,8 @@ use super::{Env, ProvisionOptions, absolute};
 /// The environment variable naming a folder that holds the third-party sources.
 pub const THIRDPARTY_ENV: &str = "KMS_LAB_THIRDPARTY";
 
-/// The files of the Go peer whose content keys its cache entry.
-const GO_PEER_SOURCES: &[&str] = &["go.mod", "go.sum", "main.go"];
+/// The module files whose content keys a workspace subject's cache entry, before its `.go` files.
+const MODULE_FILES: &[&str] = &["go.mod", "go.sum"];
 
 /// A Go-built binary kms-lab runs as a test subject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +63,15 @@ pub enum GoSubject {
     TrousseauVault,
     /// `trousseau-debug`: trousseau's base64 provider (no encryption: a negative control).
     TrousseauDebug,
+    /// `jdcloud-sdk-probe`: mock-kms's probe of its `jdcloud` dialect on JD Cloud's Go SDK
+    /// (`mock-kms/sdk-probes/jdcloud`, jdcloud-sdk-go v1.16.0).
+    JdcloudSdkProbe,
+    /// `aliyun-sdk-probe`: mock-kms's probe of its `aliyun` dialect on alibaba-cloud-sdk-go
+    /// v1.61.18, signature v1 (`mock-kms/sdk-probes/aliyun`).
+    AliyunSdkProbe,
+    /// `alibabacloud-sdk-probe`: mock-kms's probe of its `aliyun` dialect on
+    /// alibabacloud-go/kms-20160120/v3, ACS3-HMAC-SHA256 (`mock-kms/sdk-probes/alibabacloud`).
+    AlibabacloudSdkProbe,
     /// `gcp-kms-emulator`: a Cloud KMS emulator's REST server. Upstream's `cmd/server-rest` is
     /// missing from the copy here, so kms-lab's own main (`stack/go/gcp-kms-emulator-rest`)
     /// serves the emulator's REST gateway over its storage, built against the unmodified folder.
@@ -128,8 +138,11 @@ const GCP_EMULATOR_COMMIT: &str = "f9ecb45348410c104b10d13324ff4f6f93cdbd4d";
 
 impl GoSubject {
     /// All of them.
-    pub const ALL: [GoSubject; 8] = [
+    pub const ALL: [GoSubject; 11] = [
         Self::GoPeer,
+        Self::JdcloudSdkProbe,
+        Self::AliyunSdkProbe,
+        Self::AlibabacloudSdkProbe,
         Self::AwsEncryptionProvider,
         Self::CloudKmsPlugin,
         Self::Trousseau,
@@ -152,6 +165,20 @@ impl GoSubject {
             estimate,
             wrapper: None,
         };
+        // mock-kms's SDK probes: kms-lab's own small mains on the clouds' SDKs, one Go module
+        // (their shared `internal/probe`), keyed like the Go peer.
+        let probe = |name, env_var, package| Spec {
+            name,
+            env_var,
+            folder: Folder::Workspace("mock-kms/sdk-probes"),
+            package,
+            module: "kms-lab.io/mock-kms/sdk-probes",
+            commit: None,
+            goflags: "-mod=mod",
+            go_work: false,
+            estimate: "about 1 minute on 2 cores",
+            wrapper: None,
+        };
         match self {
             Self::GoPeer => Spec {
                 name: "kms-go-plugin",
@@ -165,6 +192,9 @@ impl GoSubject {
                 estimate: "about 1 minute on 2 cores",
                 wrapper: None,
             },
+            Self::JdcloudSdkProbe => probe("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "./jdcloud"),
+            Self::AliyunSdkProbe => probe("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "./aliyun"),
+            Self::AlibabacloudSdkProbe => probe("alibabacloud-sdk-probe", "KMS_LAB_ALIBABACLOUD_SDK_PROBE", "./alibabacloud"),
             Self::AwsEncryptionProvider => Spec {
                 name: "aws-encryption-provider",
                 env_var: "KMS_LAB_AWS_ENCRYPTION_PROVIDER",
@@ -297,10 +327,13 @@ fn usable(path: &Path) -> Result<(), String> {
     }
 }
 
-/// The Go peer's cache key: a hash of its sources (16 hex digits).
+/// A workspace subject's cache key (the Go peer, the SDK probes): a hash of its sources — `go.mod`,
+/// `go.sum`, then every `.go` file below the folder by relative path — (16 hex digits).
 fn source_hash(dir: &Path) -> Result<String, String> {
+    let mut names: Vec<String> = MODULE_FILES.iter().map(|n| (*n).to_owned()).collect();
+    names.extend(go_files(dir, "")?);
     let mut hasher = Sha256::new();
-    for name in GO_PEER_SOURCES {
+    for name in &names {
         let path = dir.join(name);
         let content = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         hasher.update(name.as_bytes());
@@ -308,6 +341,25 @@ fn source_hash(dir: &Path) -> Result<String, String> {
         hasher.update(&content);
     }
     Ok(hex(&hasher.finalize()[..8]))
+}
+
+/// The `.go` files below `dir` (relative paths with `/`, sorted), `prefix` naming `dir` itself.
+fn go_files(dir: &Path, prefix: &str) -> Result<Vec<String>, String> {
+    let entries = fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let relative = format!("{prefix}{name}");
+        let kind = entry.file_type().map_err(|e| format!("cannot stat {}: {e}", entry.path().display()))?;
+        if kind.is_dir() {
+            out.extend(go_files(&entry.path(), &format!("{relative}/"))?);
+        } else if name.ends_with(".go") {
+            out.push(relative);
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// A wrapper main's cache key part: a hash of its text (8 hex digits), so an edit rebuilds.
@@ -611,6 +663,9 @@ mod tests {
             rows,
             [
                 ("kms-go-plugin", "KMS_LAB_GO_PLUGIN", "conformance/go-plugin", ".", ""),
+                ("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "mock-kms/sdk-probes", "./jdcloud", "-mod=mod"),
+                ("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "mock-kms/sdk-probes", "./aliyun", "-mod=mod"),
+                ("alibabacloud-sdk-probe", "KMS_LAB_ALIBABACLOUD_SDK_PROBE", "mock-kms/sdk-probes", "./alibabacloud", "-mod=mod"),
                 ("aws-encryption-provider", "KMS_LAB_AWS_ENCRYPTION_PROVIDER", "aws-encryption-provider", "./cmd/server", "-mod=mod"),
                 ("k8s-cloudkms-plugin", "KMS_LAB_K8S_CLOUDKMS_PLUGIN", "k8s-cloudkms-plugin", "./cmd/k8s-cloudkms-plugin", "-mod=mod"),
                 ("trousseau", "KMS_LAB_TROUSSEAU", "trousseau", "./trousseau", ""),
@@ -824,7 +879,7 @@ esac"#,
         let workspace = root.path().join("main");
         let source = workspace.join("conformance/go-plugin");
         fs::create_dir_all(&source).unwrap();
-        for name in GO_PEER_SOURCES {
+        for name in ["go.mod", "go.sum", "main.go"] {
             fs::write(source.join(name), format!("// {name}\n")).unwrap();
         }
         let cache = root.path().join("cache");
@@ -835,9 +890,13 @@ esac"#,
         let found = locate_with(GoSubject::GoPeer, &options(&cache, false), &env(&[], Path::new(NO_GO)), &workspace);
         assert_eq!(found.unwrap(), cached);
 
+        fs::create_dir_all(source.join("internal")).unwrap();
+        fs::write(source.join("internal/shared.go"), "// a package of the module\n").unwrap();
+        let with_package = source_hash(&source).unwrap();
+        assert_ne!(first, with_package, "a file in a package is part of the key");
         fs::write(source.join("main.go"), "// edited\n").unwrap();
         let second = source_hash(&source).unwrap();
-        assert_ne!(first, second, "an edit changes the key");
+        assert_ne!(with_package, second, "an edit changes the key");
         let err = locate_with(GoSubject::GoPeer, &options(&cache, false), &env(&[], Path::new(NO_GO)), &workspace).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with(&format!("no usable kms-go-plugin (source hash {second})")), "{text}");
