@@ -2,16 +2,19 @@
 
 /// KMS v2 plugin API: `v2.KeyManagementService`.
 pub mod v2 {
+    #![allow(missing_docs)] // generated from the upstream .proto files, documented there
     tonic::include_proto!("v2");
 }
 
 /// KMS v1 plugin API: `v1beta1.KeyManagementService`.
 pub mod v1beta1 {
+    #![allow(missing_docs)] // generated from the upstream .proto files, documented there
     tonic::include_proto!("v1beta1");
 }
 
 /// What kube-apiserver stores in etcd after the `k8s:enc:kms:v2:<name>:` prefix.
 pub mod storage {
+    #![allow(missing_docs)] // generated from the upstream .proto files, documented there
     tonic::include_proto!("kmsv2storage");
 }
 
