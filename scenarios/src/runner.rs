@@ -92,6 +92,16 @@ pub struct ScenarioOutcome {
 }
 
 impl ScenarioOutcome {
+    /// Ends a scenario that failed before its first step (a plugin, the stack or the revision
+    /// recorder did not start): every step counts as not reached.
+    fn failed_before_steps(mut self, scenario: &Scenario, failure: String, started: Instant, progress: &dyn Fn(&str)) -> Self {
+        progress(&format!("  ✗ {failure}"));
+        self.failure = Some(failure);
+        self.skipped_steps = scenario.steps.len();
+        self.seconds = started.elapsed().as_secs_f64();
+        self
+    }
+
     /// The outcome of a scenario that was not run, with the reason every report shows.
     pub fn skipped(scenario: &Scenario, seed: u64, reason: String) -> Self {
         Self {
@@ -224,13 +234,7 @@ pub async fn run_scenario_then(
     }
     let manifests = match manifest_plugins(scenario, options).await {
         Ok(manifests) => manifests,
-        Err(failure) => {
-            progress(&format!("  ✗ {failure}"));
-            outcome.failure = Some(failure);
-            outcome.skipped_steps = scenario.steps.len();
-            outcome.seconds = started.elapsed().as_secs_f64();
-            return outcome;
-        }
+        Err(failure) => return outcome.failed_before_steps(scenario, failure, started, progress),
     };
     for (name, plugin) in &manifests {
         progress(&format!("  {name}: {} ({})", plugin.manifest().name, plugin.binary().display()));
@@ -239,11 +243,7 @@ pub async fn run_scenario_then(
         Ok(stack) => stack,
         Err(error) => {
             let failure = format!("the stack did not start: {error} (component logs kept under {})", options.run_root.display());
-            progress(&format!("  ✗ {failure}"));
-            outcome.failure = Some(failure);
-            outcome.skipped_steps = scenario.steps.len();
-            outcome.seconds = started.elapsed().as_secs_f64();
-            return outcome;
+            return outcome.failed_before_steps(scenario, failure, started, progress);
         }
     };
     progress(&format!("  stack up in {:.1} s; logs in {}", started.elapsed().as_secs_f64(), stack.run_dir().display()));
@@ -251,13 +251,9 @@ pub async fn run_scenario_then(
     let history = match stack.record_etcd_history("/registry/", PLAINTEXT_MARKER.as_bytes()).await {
         Ok(recorder) => recorder,
         Err(error) => {
-            let failure = format!("the etcd revision recorder did not start: {error}");
-            progress(&format!("  ✗ {failure}"));
-            outcome.failure = Some(failure);
-            outcome.skipped_steps = scenario.steps.len();
             outcome.run_dir = stack.shutdown(true).await;
-            outcome.seconds = started.elapsed().as_secs_f64();
-            return outcome;
+            let failure = format!("the etcd revision recorder did not start: {error}");
+            return outcome.failed_before_steps(scenario, failure, started, progress);
         }
     };
     let mut world = World::new(stack, seed, Some(history));
@@ -290,7 +286,7 @@ pub async fn run_scenario_then(
             Err(error) => (false, error.to_string()),
         };
         let mark = if passed { "✓" } else { "✗" };
-        if let (crate::steps::Step::Say(_), true) = (&**step, passed) {
+        if passed && step.kind().narrates() {
             progress(&format!("\n==> [{:>2}/{total}] {detail}", index + 1));
         } else {
             // Multi-line details (a `show` hexdump) are indented under their step.
@@ -317,6 +313,10 @@ pub async fn run_scenario_then(
         outcome.etcd_revisions_checked = summary.revisions;
     }
     world.stop_history();
+    // What the stack cost, for choosing how many scenarios run at once (`schedule::default_jobs`).
+    let used = world.stack.resource_use();
+    outcome.figures.insert("stack.cpu_s".into(), (used.cpu_seconds * 10.0).round() / 10.0);
+    outcome.figures.insert("stack.peak_rss_mib".into(), (used.peak_rss_bytes as f64 / (1u64 << 20) as f64).round());
     outcome.timeline = timeline_report(&world).await;
     let keep = !outcome.passed || options.keep_logs;
     outcome.run_dir = world.stack.shutdown(keep).await;

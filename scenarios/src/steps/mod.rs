@@ -66,6 +66,10 @@ pub trait StepKind: Send + Sync {
     fn needs(&self) -> Needs {
         Needs::default()
     }
+    /// Whether the step is narration: its result is printed as a chapter heading, not a step line.
+    fn narrates(&self) -> bool {
+        false
+    }
 }
 
 /// What a step needs of the plugin under test ([`StepKind::needs`]).

@@ -19,6 +19,10 @@ use crate::world::{Mark as MarkState, World};
 pub struct Say(pub String);
 
 impl StepKind for Say {
+    fn narrates(&self) -> bool {
+        true
+    }
+
     fn check(&self, _: &mut Scope<'_>) -> Result<(), String> {
         if self.0.trim().is_empty() {
             return Err("`say` needs some text".into());
