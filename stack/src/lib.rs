@@ -32,4 +32,4 @@ pub use error::StackError;
 pub use mockkms::{MockKms, MockKmsOptions};
 pub use plugin::{PluginKek, PluginProgram, PluginSpec, ProgramContext, ProgramProcesses};
 pub use runtime::{Launcher, Runtime};
-pub use stack::{EncryptionBuilder, Stack, StackOptions};
+pub use stack::{EncryptionBuilder, ResourceUse, Stack, StackOptions};

@@ -640,6 +640,30 @@ impl Stack {
         apiservers.chain(plugins).chain(etcd).filter_map(|p| p.pid()).chain(kms).collect()
     }
 
+    /// What the stack's running processes have used so far, from `/proc`: CPU seconds (user +
+    /// system) and the sum of their peak resident memory. A component restarted mid-run counts
+    /// from its restart; in-process parts (the scenario runner) are not counted.
+    pub fn resource_use(&self) -> ResourceUse {
+        // SAFETY: sysconf has no preconditions; it reads a constant of the running kernel.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let mut total = ResourceUse::default();
+        for pid in self.pids() {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) S ppid …`: utime and stime are the 12th and 13th fields after the `)`.
+            let fields: Vec<&str> = stat.rsplit_once(')').map_or(Vec::new(), |(_, rest)| rest.split_whitespace().collect());
+            let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0) as f64;
+            total.cpu_seconds += (tick(11) + tick(12)) / ticks;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let hwm_kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            total.peak_rss_bytes += hwm_kib * 1024;
+        }
+        total
+    }
+
     /// Stops everything (apiservers, then plugins, then etcd). On success the run directory is
     /// removed; with `keep_logs` it stays and its path is returned.
     pub async fn shutdown(mut self, keep_logs: bool) -> Option<PathBuf> {
@@ -677,4 +701,13 @@ impl Drop for Stack {
             );
         }
     }
+}
+
+/// What a stack's processes used ([`Stack::resource_use`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ResourceUse {
+    /// CPU seconds, user and system, of every running component.
+    pub cpu_seconds: f64,
+    /// The sum of each component's peak resident memory, in bytes.
+    pub peak_rss_bytes: u64,
 }
