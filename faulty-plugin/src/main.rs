@@ -28,13 +28,21 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("cannot start the async runtime: {error}"), Exit::Failed),
     };
-    match runtime.block_on(run(config, args.defects())) {
+    let script = match args.hostile_script.as_deref().map(kms_faulty_plugin::hostile::Script::load).transpose() {
+        Ok(script) => script,
+        Err(error) => return fail(&error, Exit::Usage),
+    };
+    match runtime.block_on(run(config, args.defects(), script)) {
         Ok(()) => Exit::Success.into(),
         Err(error) => fail(&error, exit::for_error(&error)),
     }
 }
 
-async fn run(config: kms_plugin::PluginConfig, defects: kms_faulty_plugin::Defects) -> anyhow::Result<()> {
+async fn run(
+    config: kms_plugin::PluginConfig,
+    defects: kms_faulty_plugin::Defects,
+    script: Option<kms_faulty_plugin::hostile::Script>,
+) -> anyhow::Result<()> {
     let plugin = Plugin::bind(config)?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -47,14 +55,20 @@ async fn run(config: kms_plugin::PluginConfig, defects: kms_faulty_plugin::Defec
             }
         }
     });
-    tracing::warn!(defects = ?defects.iter().collect::<Vec<_>>(), "faulty plugin: these defects are switched on");
-    let (v2, v1) = kms_faulty_plugin::services(plugin.shared(), defects);
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: finishing in-flight calls"),
             _ = interrupt.recv() => tracing::info!("SIGINT: finishing in-flight calls"),
         }
     };
+    if let Some(script) = script {
+        tracing::warn!("hostile plugin: every answer comes from the script");
+        let (v2, v1) = kms_faulty_plugin::hostile::services(plugin.shared(), script);
+        plugin.serve_with(v2, v1, shutdown).await?;
+        return Ok(());
+    }
+    tracing::warn!(defects = ?defects.iter().collect::<Vec<_>>(), "faulty plugin: these defects are switched on");
+    let (v2, v1) = kms_faulty_plugin::services(plugin.shared(), defects);
     plugin.serve_with(v2, v1, shutdown).await?;
     Ok(())
 }
