@@ -118,6 +118,13 @@ impl Status {
     }
 }
 
+/// Any request under no `/v1/` path: Google's NOT_FOUND shape, not the router's empty 404.
+pub(crate) async fn unrouted(method: Method, uri: Uri) -> Response {
+    let message = super::call::unrouted_message(&method, &uri, "under /v1/projects/…");
+    let error = GcpError::new(Status::NotFound, ErrorCode::InvalidParameter, message);
+    super::call::unrouted_answer(error.status.http(), &error.body(), CONTENT_TYPE)
+}
+
 /// An error in Google's shape, with the native code the audit log records.
 struct GcpError {
     status: Status,

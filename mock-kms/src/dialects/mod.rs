@@ -85,11 +85,14 @@ pub(crate) fn router(dialect: Dialect, node: std::sync::Arc<crate::node::Node>) 
     use axum::extract::DefaultBodyLimit;
     use axum::routing::post;
     let admin = crate::admin::routes().layer(DefaultBodyLimit::max(crate::server::MAX_BODY));
+    // Each dialect answers requests no route takes in its own error shape (`unrouted`).
     let api = match dialect {
-        Dialect::Native => axum::Router::new().route("/v1/{action}", post(crate::service::call)),
-        Dialect::Aws => axum::Router::new().route("/", post(aws::call)),
-        Dialect::Gcp => axum::Router::new().route("/v1/{*path}", axum::routing::any(gcp::call)),
-        Dialect::Vault => axum::Router::new().route("/v1/{*path}", axum::routing::any(vault::call)),
+        Dialect::Native => axum::Router::new()
+            .route("/v1/{action}", post(crate::service::call).fallback(crate::service::unrouted))
+            .fallback(crate::service::unrouted),
+        Dialect::Aws => axum::Router::new().route("/", post(aws::call).fallback(aws::unrouted)).fallback(aws::unrouted),
+        Dialect::Gcp => axum::Router::new().route("/v1/{*path}", axum::routing::any(gcp::call)).fallback(gcp::unrouted),
+        Dialect::Vault => axum::Router::new().route("/v1/{*path}", axum::routing::any(vault::call)).fallback(vault::unrouted),
     };
     Ok(api.merge(admin).with_state(node))
 }
