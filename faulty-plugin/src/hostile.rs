@@ -218,9 +218,9 @@ fn next<'a, T>(replies: &'a [Reply<T>], counter: &AtomicUsize) -> Option<&'a Rep
 async fn answer<T, F>(
     reply: Option<&Reply<F>>,
     payload: &[u8],
-    real: impl Future<Output = Result<T, Status>>,
+    real: impl Future<Output = Result<Response<T>, Status>>,
     build: impl FnOnce(&F) -> T,
-) -> Result<T, Status> {
+) -> Result<Response<T>, Status> {
     let mut reply = match reply {
         Some(reply) => reply,
         None => return real.await,
@@ -233,7 +233,7 @@ async fn answer<T, F>(
                 continue;
             }
             Reply::Real => real.await,
-            Reply::Answer(fields) => Ok(build(fields)),
+            Reply::Answer(fields) => Ok(Response::new(build(fields))),
             Reply::Error { code, message } => Err(Status::new(Code::from_i32(*code), message.render())),
             Reply::ErrorQuotingRequest { code } => {
                 Err(Status::new(Code::from_i32(*code), format!("refused {} bytes: {}", payload.len(), hex::encode(payload))))
@@ -274,35 +274,32 @@ pub fn services(shared: Shared, script: Script) -> (HostileV2, HostileV1beta1) {
 impl V2Api for HostileV2 {
     async fn status(&self, request: Request<v2::StatusRequest>) -> Result<Response<v2::StatusResponse>, Status> {
         let reply = next(&self.script.status, &self.calls.status);
-        let real = async { self.inner.status(request).await.map(Response::into_inner) };
-        let response = answer(reply, &[], real, |f| v2::StatusResponse {
+        let real = self.inner.status(request);
+        answer(reply, &[], real, |f| v2::StatusResponse {
             version: f.version.render(),
             healthz: f.healthz.render(),
             key_id: f.key_id.render(),
         })
-        .await?;
-        Ok(Response::new(response))
+        .await
     }
 
     async fn encrypt(&self, request: Request<v2::EncryptRequest>) -> Result<Response<v2::EncryptResponse>, Status> {
         let reply = next(&self.script.encrypt, &self.calls.encrypt);
         let plaintext = request.get_ref().plaintext.clone();
-        let real = async { self.inner.encrypt(request).await.map(Response::into_inner) };
-        let response = answer(reply, &plaintext, real, |f| v2::EncryptResponse {
+        let real = self.inner.encrypt(request);
+        answer(reply, &plaintext, real, |f| v2::EncryptResponse {
             ciphertext: f.ciphertext.render(&plaintext),
             key_id: f.key_id.render(),
             annotations: f.annotations.iter().map(|(k, v)| (k.render(), v.render(&plaintext))).collect::<BTreeMap<_, _>>(),
         })
-        .await?;
-        Ok(Response::new(response))
+        .await
     }
 
     async fn decrypt(&self, request: Request<v2::DecryptRequest>) -> Result<Response<v2::DecryptResponse>, Status> {
         let reply = next(&self.script.decrypt, &self.calls.decrypt);
         let ciphertext = request.get_ref().ciphertext.clone();
-        let real = async { self.inner.decrypt(request).await.map(Response::into_inner) };
-        let response = answer(reply, &ciphertext, real, |f| v2::DecryptResponse { plaintext: f.render(&ciphertext) }).await?;
-        Ok(Response::new(response))
+        let real = self.inner.decrypt(request);
+        answer(reply, &ciphertext, real, |f| v2::DecryptResponse { plaintext: f.render(&ciphertext) }).await
     }
 }
 
@@ -310,30 +307,27 @@ impl V2Api for HostileV2 {
 impl V1Api for HostileV1beta1 {
     async fn version(&self, request: Request<v1beta1::VersionRequest>) -> Result<Response<v1beta1::VersionResponse>, Status> {
         let reply = next(&self.script.version, &self.calls.version);
-        let real = async { self.inner.version(request).await.map(Response::into_inner) };
-        let response = answer(reply, &[], real, |f| v1beta1::VersionResponse {
+        let real = self.inner.version(request);
+        answer(reply, &[], real, |f| v1beta1::VersionResponse {
             version: f.version.render(),
             runtime_name: f.runtime_name.render(),
             runtime_version: f.runtime_version.render(),
         })
-        .await?;
-        Ok(Response::new(response))
+        .await
     }
 
     async fn encrypt(&self, request: Request<v1beta1::EncryptRequest>) -> Result<Response<v1beta1::EncryptResponse>, Status> {
         let reply = next(&self.script.v1_encrypt, &self.calls.v1_encrypt);
         let plain = request.get_ref().plain.clone();
-        let real = async { self.inner.encrypt(request).await.map(Response::into_inner) };
-        let response = answer(reply, &plain, real, |f| v1beta1::EncryptResponse { cipher: f.render(&plain) }).await?;
-        Ok(Response::new(response))
+        let real = self.inner.encrypt(request);
+        answer(reply, &plain, real, |f| v1beta1::EncryptResponse { cipher: f.render(&plain) }).await
     }
 
     async fn decrypt(&self, request: Request<v1beta1::DecryptRequest>) -> Result<Response<v1beta1::DecryptResponse>, Status> {
         let reply = next(&self.script.v1_decrypt, &self.calls.v1_decrypt);
         let cipher = request.get_ref().cipher.clone();
-        let real = async { self.inner.decrypt(request).await.map(Response::into_inner) };
-        let response = answer(reply, &cipher, real, |f| v1beta1::DecryptResponse { plain: f.render(&cipher) }).await?;
-        Ok(Response::new(response))
+        let real = self.inner.decrypt(request);
+        answer(reply, &cipher, real, |f| v1beta1::DecryptResponse { plain: f.render(&cipher) }).await
     }
 }
 

@@ -131,6 +131,16 @@ fn apply(text: &str, damages: &[Damage]) -> String {
     lines.join("\n")
 }
 
+/// A load that failed must name the file it read.
+fn names_the_file<T, E: std::fmt::Display>(file: &Path, loaded: Result<T, E>) -> Result<(), TestCaseError> {
+    if let Err(error) = loaded {
+        let message = error.to_string();
+        let name = file.file_name().expect("a file name").to_string_lossy().into_owned();
+        prop_assert!(message.contains(&name), "the error names the file: {message}");
+    }
+    Ok(())
+}
+
 fn config() -> ProptestConfig {
     ProptestConfig::with_cases(std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256))
 }
@@ -141,20 +151,12 @@ proptest! {
     #[test]
     fn a_damaged_scenario_loads_or_is_refused_with_its_file_named(file in prop::sample::select(yaml_files(&workspace().join("scenarios"))), damages in prop::collection::vec(damage(), 1..4)) {
         let text = std::fs::read_to_string(&file).expect("a scenario file");
-        if let Err(error) = kms_lab_scenarios::load::parse(&file, &apply(&text, &damages)) {
-            let message = error.to_string();
-            let name = file.file_name().expect("a file name").to_string_lossy().into_owned();
-            prop_assert!(message.contains(&name), "the error names the file: {message}");
-        }
+        names_the_file(&file, kms_lab_scenarios::load::parse(&file, &apply(&text, &damages)))?;
     }
 
     #[test]
     fn a_damaged_manifest_loads_or_is_refused_with_its_file_named(file in prop::sample::select(yaml_files(&workspace().join("plugins/catalog"))), damages in prop::collection::vec(damage(), 1..4)) {
         let text = std::fs::read_to_string(&file).expect("a manifest file");
-        if let Err(error) = kms_lab_plugins::manifest::parse(&file, &apply(&text, &damages)) {
-            let message = error.to_string();
-            let name = file.file_name().expect("a file name").to_string_lossy().into_owned();
-            prop_assert!(message.contains(&name), "the error names the file: {message}");
-        }
+        names_the_file(&file, kms_lab_plugins::manifest::parse(&file, &apply(&text, &damages)))?;
     }
 }
