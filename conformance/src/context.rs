@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::Options;
 
+/// The longest plugin error message a finding shows in full (the rest is cut, its size shown).
+const MAX_MESSAGE_SHOWN: usize = 1024;
+
 /// Why a call gave no answer.
 #[derive(Debug, Clone)]
 pub(crate) enum CallError {
@@ -37,7 +40,7 @@ impl CallError {
 impl std::fmt::Display for CallError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Status { code, message } => write!(f, "gRPC error {code:?}: \"{message}\""),
+            Self::Status { code, message } => write!(f, "gRPC error {code:?}: {}", quote_at_most(message, MAX_MESSAGE_SHOWN)),
             Self::Timeout(after) => write!(f, "no answer within {after:?} (--timeout)"),
         }
     }
@@ -227,17 +230,26 @@ pub(crate) fn bytes(data: &[u8]) -> String {
     format!("{} B (sha256 {}…)", data.len(), hex::encode(&digest[..4]))
 }
 
-/// A string in double quotes, shortened when long.
+/// A string in double quotes, shortened when long (control characters escaped).
 pub(crate) fn quote(s: &str) -> String {
-    if s.len() > 80 {
-        let cut = (0..=60).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
-        format!("\"{}…\" ({} B)", &s[..cut], s.len())
+    quote_at_most(s, 80)
+}
+
+/// A string the plugin sent, in double quotes with control characters escaped; longer than
+/// `max` bytes, its first three quarters of `max` and its size (a plugin may send megabytes).
+pub(crate) fn quote_at_most(s: &str, max: usize) -> String {
+    if s.len() > max {
+        let cut = (0..=max * 3 / 4).rev().find(|i| s.is_char_boundary(*i)).unwrap_or(0);
+        format!("{:?}… ({} B)", &s[..cut], s.len())
     } else {
         format!("{s:?}")
     }
 }
 
-/// Annotations: keys in full (public metadata), values by size.
+/// How many annotations a description lists (a plugin may return thousands).
+const ANNOTATIONS_SHOWN: usize = 16;
+
+/// Annotations: keys quoted (public metadata), values by size, the first [`ANNOTATIONS_SHOWN`] of them.
 pub(crate) fn annotations(annotations: &BTreeMap<String, Bytes>) -> String {
     if annotations.is_empty() {
         return "{}".to_owned();
@@ -247,7 +259,10 @@ pub(crate) fn annotations(annotations: &BTreeMap<String, Bytes>) -> String {
         Ok(text) if v.len() <= 32 && text.chars().all(|c| c.is_ascii_graphic()) => format!("{text:?}"),
         _ => bytes(v),
     };
-    let items: Vec<String> = annotations.iter().map(|(k, v)| format!("{}: {}", quote(k), value(v))).collect();
+    let mut items: Vec<String> = annotations.iter().take(ANNOTATIONS_SHOWN).map(|(k, v)| format!("{}: {}", quote(k), value(v))).collect();
+    if annotations.len() > ANNOTATIONS_SHOWN {
+        items.push(format!("… {} more", annotations.len() - ANNOTATIONS_SHOWN));
+    }
     format!("{{ {} }}", items.join(", "))
 }
 

@@ -29,7 +29,7 @@ pub use checks::{CheckInfo, catalogue};
 pub use cli::{ConformanceArgs, Profile, ReportTarget, run_cli, run_cli_until};
 pub use error::ConformanceError;
 pub use render::{render_check, render_header, render_junit, render_summary, render_text, xml_escape};
-pub use report::{CheckOutcome, CheckReport, Finding, LatencySummary, Level, Percentiles, Report};
+pub use report::{CheckOutcome, CheckReport, FINDING_PART_MAX, Finding, LatencySummary, Level, Percentiles, Report};
 
 use std::time::{Duration, Instant};
 

@@ -71,7 +71,9 @@ pub fn render_summary(report: &Report) -> String {
     )
 }
 
-/// Escapes text for XML (and HTML) content and attributes; control characters become references.
+/// Escapes text for XML (and HTML) content and attributes. Characters XML 1.0 does not allow at
+/// all, even as references (control characters other than tab and line breaks, U+FFFE, U+FFFF),
+/// are written as the text `\u{…}`, so the document stays well-formed whatever a plugin sent.
 pub fn xml_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -81,7 +83,9 @@ pub fn xml_escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => out.push_str(&format!("&#x{:x};", c as u32)),
+            c if ((c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r')) || matches!(c, '\u{fffe}' | '\u{ffff}') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
             c => out.push(c),
         }
     }

@@ -17,11 +17,26 @@ pub struct Finding {
     pub problem: String,
 }
 
+/// The longest part of a finding, in bytes: what a plugin sends (key ids, annotation keys,
+/// error messages) may be megabytes, and the report stays readable.
+pub const FINDING_PART_MAX: usize = 8 * 1024;
+
 impl Finding {
-    /// A finding from its three parts.
+    /// A finding from its three parts, each cut to [`FINDING_PART_MAX`] bytes (the cut says how much).
     pub fn new(sent: impl Into<String>, received: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { sent: sent.into(), received: received.into(), problem: problem.into() }
+        Self { sent: bounded(sent.into()), received: bounded(received.into()), problem: bounded(problem.into()) }
     }
+}
+
+/// `text`, cut at a character boundary to [`FINDING_PART_MAX`] bytes with a note of what was cut.
+fn bounded(mut text: String) -> String {
+    if text.len() > FINDING_PART_MAX {
+        let total = text.len();
+        let cut = (0..=FINDING_PART_MAX).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        text.truncate(cut);
+        text.push_str(&format!("… ({} of {total} B cut)", total - cut));
+    }
+    text
 }
 
 /// Latency percentiles of one method, in milliseconds.

@@ -89,6 +89,30 @@ pub fn fail(error: &dyn std::fmt::Display, exit: Exit) -> ExitCode {
     exit.into()
 }
 
+/// Runs a binary's `main` body so that a panic (a bug in kms-lab, never the user's input) ends
+/// as one message, a line asking to report it, and exit 1 from the table instead of Rust's
+/// backtrace and 101. The panic first unwinds `body`, so every guard in it runs its `Drop`:
+/// children started with `kill_on_drop` or a supervisor are stopped before the process exits.
+/// `RUST_BACKTRACE=1` keeps Rust's own report (with the backtrace) as well.
+pub fn guard_panics(program: &'static str, body: impl FnOnce() -> ExitCode + std::panic::UnwindSafe) -> ExitCode {
+    let rust_report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        eprintln!("error: internal error in {program}: {message}{place}");
+        eprintln!("this is a bug in kms-lab, not in your input: please report it with the command line and this message");
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            rust_report(info);
+        }
+    }));
+    std::panic::catch_unwind(body).unwrap_or_else(|_| Exit::Failed.into())
+}
+
 /// The log format of a binary's `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -120,5 +144,28 @@ mod tests {
             let code = exit.code().to_string();
             assert!(EXIT_HELP.lines().any(|line| line.trim_start().starts_with(&format!("{code} "))), "{code} is not in EXIT_HELP");
         }
+    }
+
+    #[test]
+    fn a_panic_unwinds_its_guards_then_exits_1() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static CHILD_STOPPED: AtomicBool = AtomicBool::new(false);
+        /// Stands in for a supervised child: stopped in `Drop`.
+        struct Child;
+        impl Drop for Child {
+            fn drop(&mut self) {
+                CHILD_STOPPED.store(true, Ordering::SeqCst);
+            }
+        }
+        let code = guard_panics("edge-test", || {
+            let _child = Child;
+            panic!("a bug");
+        });
+        // Rust's own report again for the rest of this test binary.
+        drop(std::panic::take_hook());
+        assert_eq!(format!("{code:?}"), format!("{:?}", ExitCode::from(1)));
+        assert!(CHILD_STOPPED.load(Ordering::SeqCst), "the panic unwound the body: its guards ran");
+        assert_eq!(format!("{:?}", guard_panics("edge-test", || Exit::Usage.into())), format!("{:?}", ExitCode::from(2)));
+        drop(std::panic::take_hook());
     }
 }

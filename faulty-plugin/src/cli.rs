@@ -17,6 +17,10 @@ pub struct FaultyArgs {
     /// A defect to switch on (repeatable).
     #[arg(long = "defect", value_enum, value_name = "NAME")]
     pub defects: Vec<Defect>,
+    /// Answer every call from this hostile script (JSON, see `hostile::Script`) instead of
+    /// from defects: a generated subject that sends what no well-meaning plugin would.
+    #[arg(long, value_name = "FILE", conflicts_with = "defects")]
+    pub hostile_script: Option<std::path::PathBuf>,
 }
 
 impl FaultyArgs {

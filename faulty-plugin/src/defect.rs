@@ -45,6 +45,9 @@ pub enum Defect {
     OversizeAnnotations,
     /// Encrypt of an empty plaintext succeeds with an empty ciphertext.
     DropsEmptyPayload,
+    /// Every Encrypt answers gRPC OK with an empty ciphertext, as a plugin that swallows its KMS's
+    /// error does (both APIs; it crashed `kms-lab conformance`, issue 28).
+    EmptyCiphertext,
     /// The request uid is bound into the ciphertext: Decrypt under another uid fails.
     UidAffectsResult,
     /// Encrypt never answers (both APIs).

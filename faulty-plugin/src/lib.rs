@@ -3,11 +3,14 @@
 //!
 //! The mutants prove that `kms-lab conformance` catches what it claims, and give scenarios
 //! plugins with real-world bugs (`ignore-rotation`, `status-always-ok`, `key-id-without-version`).
+//! With `--hostile-script FILE` every answer comes from a [`hostile::Script`] instead: the
+//! generated hostile subject of `tests/hostile.rs`.
 
 #![warn(missing_docs)]
 
 pub mod cli;
 pub mod defect;
+pub mod hostile;
 pub mod services;
 
 pub use defect::{Defect, Defects};

@@ -161,6 +161,9 @@ impl Faults {
 
     /// Wraps the real ciphertext the way the ciphertext defects say.
     fn frame(&self, ciphertext: &[u8], plaintext: &[u8], uid: &str) -> Bytes {
+        if self.has(Defect::EmptyCiphertext) {
+            return Bytes::new();
+        }
         let mut out = Vec::with_capacity(ciphertext.len() + 8);
         if self.has(Defect::EchoPlaintext) {
             out.extend_from_slice(&(plaintext.len() as u32).to_be_bytes());

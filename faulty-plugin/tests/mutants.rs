@@ -57,6 +57,8 @@ const MUTANTS: &[Mutant] = &[
     m("oversize-annotations", Api::V2, &["v2.encrypt.annotations-valid"]),
     m("drops-empty-payload", Api::V2, &["v2.encrypt.payload-sizes"]),
     m("uid-affects-result", Api::V2, &["v2.encrypt.uid-independent"]),
+    m("empty-ciphertext", Api::V2, &["v2.encrypt.ciphertext-size", "v2.encrypt.dek-not-readable", "v2.decrypt.round-trip"]),
+    m("empty-ciphertext", Api::V1beta1, &["v1beta1.round-trip", "v1beta1.encrypt.dek-not-readable"]),
     m("hang-on-encrypt", Api::V2, &["v2.encrypt.key-id-matches-status", "v2.decrypt.round-trip"]),
     m("corrupts-plaintext", Api::V2, &["v2.decrypt.round-trip"]),
     m("decrypt-ignores-tamper", Api::V2, &["v2.decrypt.refuses-garbage", "v2.decrypt.refuses-tampered"]),
@@ -195,5 +197,29 @@ async fn a_leaked_plaintext_is_withheld_from_the_report() {
     for rendered in [&text, &json] {
         let longest_hex_run = rendered.split(|c: char| !c.is_ascii_hexdigit()).map(str::len).max().unwrap_or(0);
         assert!(longest_hex_run < 64, "a hex run of {longest_hex_run} digits in the report");
+    }
+}
+
+/// Issue 28: a plugin answering Encrypt with an empty ciphertext and gRPC OK made the suite panic
+/// (`index out of bounds` in the exposure checks, exit 101, no report). Now every check ends with
+/// a verdict, the findings say what came back (sizes), and both report formats are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_ciphertext_answered_ok_fails_checks_instead_of_crashing_the_suite() {
+    let plugin = Faulty::start(&["empty-ciphertext"]).await;
+    for (api, check) in [(Api::V2, "v2.encrypt.dek-not-readable"), (Api::V1beta1, "v1beta1.encrypt.dek-not-readable")] {
+        let report = plugin.conformance(api, false).await;
+        let selected = kms_lab_conformance::catalogue().iter().filter(|c| c.api == api).count();
+        assert_eq!(report.checks.len(), selected, "a verdict for every check:\n{}", render_text(&report));
+        assert!(!report.passed(), "{}", render_text(&report));
+        let finding = report.check(check).and_then(|c| c.finding()).unwrap_or_else(|| panic!("{check} has a finding"));
+        assert!(finding.received.contains("ciphertext 0 B") && finding.problem.contains("empty ciphertext"), "{finding:?}");
+        let dir = tempfile::tempdir().expect("temp dir");
+        for target in [
+            kms_lab_conformance::ReportTarget::Json(dir.path().join("r.json")),
+            kms_lab_conformance::ReportTarget::Junit(dir.path().join("r.xml")),
+        ] {
+            target.write(&report).expect("the report is written");
+            assert!(std::fs::metadata(target.path()).expect("written").len() > 0);
+        }
     }
 }

@@ -262,17 +262,19 @@ pub async fn run(args: &DecodeArgs) -> Result<Report, DecodeCommandError> {
 pub fn render_text(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "provider:        {}", report.provider);
+    // Names, key ids and annotation keys come from the value: control characters are shown
+    // escaped, never sent to the terminal.
     if let Some(name) = &report.name {
-        let _ = writeln!(out, "name:            {name}");
+        let _ = writeln!(out, "name:            {}", name.escape_debug());
     }
     if let Some(key_id) = &report.key_id {
-        let _ = writeln!(out, "key id:          {key_id}");
+        let _ = writeln!(out, "key id:          {}", key_id.escape_debug());
     }
     if let Some(kind) = &report.dek_source_type {
         let _ = writeln!(out, "DEK source type: {kind}");
     }
     for (key, value) in &report.annotations {
-        let _ = writeln!(out, "annotation:      {key} = {value}");
+        let _ = writeln!(out, "annotation:      {} = {value}", key.escape_debug());
     }
     if let Some(len) = report.encrypted_dek_bytes {
         let _ = writeln!(out, "wrapped DEK:     {len} bytes");

@@ -82,7 +82,12 @@ struct CleanArgs {
     images: bool,
 }
 
+/// A panic (a bug) ends as a message and exit 1, after its guards stopped every child.
 fn main() -> ExitCode {
+    kms_lab_edge::guard_panics("kms-lab", main_body)
+}
+
+fn main_body() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

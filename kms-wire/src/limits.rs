@@ -41,7 +41,7 @@ pub enum ValidationError {
         len: usize,
     },
     /// An annotation key is not a fully qualified domain name.
-    #[error("annotation key `{key}` is not a fully qualified domain name: {reason} (use a key like `version.kms.example.io`)")]
+    #[error("annotation key `{}` is not a fully qualified domain name: {reason} (use a key like `version.kms.example.io`)", shown_key(key))]
     AnnotationKeyNotFqdn {
         /// The offending key (annotation keys are public metadata, never secret).
         key: String,
@@ -60,6 +60,16 @@ pub enum ValidationError {
     /// The stored object names a DEK source type this version does not know.
     #[error("unknown encryptedDEKSourceType: {0}")]
     UnknownDekSourceType(i32),
+}
+
+/// An annotation key as an error shows it: it comes from a plugin or a stored value, so control
+/// characters are escaped (never sent to a terminal or log as they are) and a long one is cut.
+fn shown_key(key: &str) -> String {
+    let escaped: String = key.escape_debug().collect();
+    match escaped.char_indices().nth(DNS1123_SUBDOMAIN_MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &escaped[..cut], key.len()),
+        None => escaped,
+    }
 }
 
 /// Checks a key id as the apiserver does for `StatusResponse.key_id`, `EncryptResponse.key_id`

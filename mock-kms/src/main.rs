@@ -27,7 +27,12 @@ fn exit_for(failure: Failure) -> ExitCode {
     }
 }
 
+/// A panic (a bug) ends as a message and exit 1, after its guards stopped every child.
 fn main() -> ExitCode {
+    kms_lab_edge::guard_panics("mock-kms", main_body)
+}
+
+fn main_body() -> ExitCode {
     let args = Args::parse();
     kms_lab_edge::init_logging("MOCK_KMS_LOG", args.log_format);
     if let Some(Command::Init { data_dir, shares, threshold }) = &args.command {

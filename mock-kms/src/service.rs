@@ -93,10 +93,17 @@ fn peek_secret_name(body: &[u8]) -> Option<String> {
 /// `POST /v1/{action}`.
 pub(crate) async fn call(
     State(node): State<Arc<Node>>,
-    Path(action_name): Path<String>,
+    action_name: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    // An action that is not UTF-8 once decoded (`/v1/Encrypt%80`) is an unknown action, refused
+    // and audited like any other, not axum's plain-text rejection.
+    let action_name = match action_name {
+        Ok(Path(name)) => name,
+        Err(_) => uri.path().strip_prefix("/v1/").unwrap_or_default().to_owned(),
+    };
     let started = Instant::now();
     // An oversized body is answered as a structured InvalidParameter naming the limit, never as
     // a bare HTTP 413 (which a client can only read as an outage).
@@ -141,6 +148,13 @@ pub(crate) async fn call(
         response.headers_mut().insert(api::HEADER_REQUEST_ID, value);
     }
     response
+}
+
+/// Any request the native route does not take (another path or method): an `InvalidParameter`
+/// error body like every refusal, not the router's empty 404/405.
+pub(crate) async fn unrouted(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let message = crate::dialects::call::unrouted_message(&method, &uri, "POST /v1/<Action>, signed");
+    error_response(&KmsError::InvalidParameter(message), &crate::crypto::random_uuid())
 }
 
 /// The JSON error response for `error` (with `Retry-After` for throttling).

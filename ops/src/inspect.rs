@@ -156,8 +156,11 @@ pub struct ResourceSummary {
     /// With a configuration: objects under a provider it no longer lists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unreadable_after_restart: Option<u64>,
-    /// Keys whose value starts `k8s:enc:` but does not parse as an envelope (key and reason).
+    /// Keys whose value starts `k8s:enc:` but does not parse as an envelope (key and reason),
+    /// the first 50 of them.
     pub malformed: Vec<(String, String)>,
+    /// How many values do not parse as an envelope (all of them, listed or not).
+    pub malformed_objects: u64,
     /// With a configuration: the provider a rewrite encrypts with, and how many objects it changes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<RewritePlan>,
@@ -220,9 +223,10 @@ pub struct Tally {
     key_ids: BTreeMap<String, u64>,
     dek_sources: BTreeMap<[u8; 32], u64>,
     malformed: Vec<(String, String)>,
+    malformed_objects: u64,
 }
 
-/// How many malformed keys are listed by name (the count is exact).
+/// How many malformed keys are listed by name (the count, `malformed_objects`, is exact).
 const MALFORMED_LISTED: usize = 50;
 
 impl Tally {
@@ -232,6 +236,7 @@ impl Tally {
         let envelope = match Envelope::parse(value) {
             Ok(envelope) => envelope,
             Err(error) => {
+                self.malformed_objects += 1;
                 if self.malformed.len() < MALFORMED_LISTED {
                     self.malformed.push((String::from_utf8_lossy(key).into_owned(), error.to_string()));
                 }
@@ -293,8 +298,7 @@ impl Tally {
                         safe_to_drop: i > 0 && under(p) == 0,
                     })
                     .collect();
-                let rewrite =
-                    RewritePlan { target, would_change: self.objects - already_there - self.malformed.len() as u64, already_there };
+                let rewrite = RewritePlan { target, would_change: self.objects - already_there - self.malformed_objects, already_there };
                 (Some(rewrite), verdicts)
             }
             _ => (None, Vec::new()),
@@ -310,6 +314,7 @@ impl Tally {
             max_objects_per_dek_source: self.dek_sources.values().copied().max().unwrap_or(0),
             unreadable_after_restart,
             malformed: self.malformed,
+            malformed_objects: self.malformed_objects,
             rewrite,
             verdicts,
         }
@@ -357,7 +362,8 @@ pub fn render_table(report: &InspectReport) -> String {
         if !r.key_ids.is_empty() {
             let _ = writeln!(out, "  {:<40} {:>10}", "KMS KEY ID", "OBJECTS");
             for (key_id, objects) in &r.key_ids {
-                let _ = writeln!(out, "  {:<40} {:>10}", key_id, objects);
+                // Key ids come from etcd: control characters are shown escaped, not sent to the terminal.
+                let _ = writeln!(out, "  {:<40} {:>10}", key_id.escape_debug().to_string(), objects);
             }
         }
         if r.dek_sources > 0 {
@@ -365,7 +371,11 @@ pub fn render_table(report: &InspectReport) -> String {
                 writeln!(out, "  DEK sources: {} distinct (at most {} object(s) under one)", r.dek_sources, r.max_objects_per_dek_source);
         }
         for (key, reason) in &r.malformed {
-            let _ = writeln!(out, "  malformed: {key}: {reason}");
+            let _ = writeln!(out, "  malformed: {}: {}", key.escape_debug(), reason.escape_debug());
+        }
+        let unlisted = r.malformed_objects.saturating_sub(r.malformed.len() as u64);
+        if unlisted > 0 {
+            let _ = writeln!(out, "  malformed: {unlisted} more value(s) not listed ({} malformed in all)", r.malformed_objects);
         }
         if let Some(plan) = &r.rewrite {
             let _ = writeln!(
@@ -387,6 +397,7 @@ pub fn render_table(report: &InspectReport) -> String {
 mod tests {
     use kms_lab_stack::encryption::{Empty, KmsProvider};
     use kms_wire::envelope::StaticCipher;
+    use proptest::prelude::*;
 
     use super::*;
 
@@ -413,6 +424,50 @@ mod tests {
         assert_eq!((plan.target.to_string().as_str(), plan.would_change, plan.already_there), ("kms-v2:lab-kms", 3, 0));
         let identity = summary.verdicts.iter().find(|v| v.provider.kind == "identity").unwrap();
         assert!(!identity.safe_to_drop, "two objects are still plaintext");
+    }
+
+    /// Issue 28: with more malformed values than are listed (50), a rewrite plan counted the
+    /// unlisted ones as objects a rewrite changes, and the report said 50 were malformed.
+    #[test]
+    fn every_malformed_value_is_counted_though_only_fifty_are_listed() {
+        let mut tally = Tally::default();
+        for i in 0..60 {
+            tally.add(format!("/registry/secrets/a/{i}").as_bytes(), b"k8s:enc:nope:v1:x:");
+        }
+        tally.add(b"/registry/secrets/a/plain", b"k8s\0plain object");
+        let summary = tally.summary(&Resource::secrets(), Some(&config(vec![Provider::Identity(Empty {})])));
+        assert_eq!((summary.objects, summary.malformed.len(), summary.malformed_objects), (61, MALFORMED_LISTED, 60));
+        let plan = summary.rewrite.as_ref().unwrap();
+        assert_eq!((plan.would_change, plan.already_there), (0, 1), "malformed values are not rewritten");
+        let table = render_table(&InspectReport { revision: 1, resources: vec![summary] });
+        assert!(table.contains("10 more value(s) not listed (60 malformed in all)"), "{table}");
+    }
+
+    /// A stored value: any bytes, or any bytes after a real envelope prefix.
+    fn stored_value() -> impl Strategy<Value = Vec<u8>> {
+        let prefixes: Vec<&'static [u8]> =
+            vec![b"", b"k8s:enc:kms:v2:lab-kms:", b"k8s:enc:kms:v1:lab-kms:", b"k8s:enc:aesgcm:v1:", b"k8s:enc:"];
+        (prop::sample::select(prefixes), prop::collection::vec(any::<u8>(), 0..80))
+            .prop_map(|(prefix, tail)| [prefix, tail.as_slice()].concat())
+    }
+
+    proptest! {
+        /// Whatever etcd holds: every value is counted once (under a provider or as malformed),
+        /// the plan adds up, and the table renders.
+        #[test]
+        fn any_stored_values_are_counted_and_rendered(values in prop::collection::vec((prop::collection::vec(any::<u8>(), 0..40), stored_value()), 0..80)) {
+            let mut tally = Tally::default();
+            for (key, value) in &values {
+                tally.add(key, value);
+            }
+            let kms = Provider::Kms(KmsProvider::v2("lab-kms", Path::new("/tmp/p.sock"), std::time::Duration::from_secs(3)));
+            let summary = tally.summary(&Resource::secrets(), Some(&config(vec![kms, Provider::Identity(Empty {})])));
+            let under: u64 = summary.providers.iter().map(|p| p.objects).sum();
+            prop_assert_eq!(under + summary.malformed_objects, values.len() as u64);
+            let plan = summary.rewrite.as_ref().expect("a configuration gives a plan");
+            prop_assert_eq!(plan.would_change + plan.already_there + summary.malformed_objects, values.len() as u64);
+            let _ = render_table(&InspectReport { revision: 1, resources: vec![summary] });
+        }
     }
 
     #[test]

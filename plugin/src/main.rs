@@ -9,7 +9,12 @@ use kms_plugin::cli::{Args, Command};
 use kms_plugin::exit;
 use tokio::signal::unix::{SignalKind, signal};
 
+/// A panic (a bug) ends as a message and exit 1, after its guards stopped every child.
 fn main() -> ExitCode {
+    kms_lab_edge::guard_panics("kms-plugin", main_body)
+}
+
+fn main_body() -> ExitCode {
     let args = Args::parse();
     kms_lab_edge::init_logging("KMS_PLUGIN_LOG", args.log_format);
     if let Some(Command::RotateKek { kek_file }) = &args.command {

@@ -487,6 +487,90 @@ mod tests {
         assert_eq!(data["p"], br#"{"port":5432}"#);
     }
 
+    /// A JSON path of the shapes users write, and of shapes no one should.
+    fn json_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            prop::sample::select(vec![
+                "$",
+                ".",
+                "..",
+                "*",
+                "[",
+                "]",
+                "[0]",
+                "[-1]",
+                "[1:]",
+                "[::-1]",
+                "['a']",
+                "[\"b\"]",
+                "[?(@.a > 1)]",
+                "[?(@.a == 's3cr3t')]",
+                "@",
+                "'",
+                "\"",
+                "a",
+                "db",
+                "password",
+                "length()",
+                "[*]",
+                " ",
+                "\u{0}",
+                "é",
+            ])
+            .prop_map(str::to_owned),
+            "[a-z]{1,6}",
+            any::<i64>().prop_map(|n| format!("[{n}]")),
+        ];
+        let soup = prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat());
+        let segment =
+            prop::sample::select(vec![".a", ".db", ".password", "[0]", "[-1]", "[*]", "..a", "..*", "['password']", "[?(@.a)]", "[1:3]"]);
+        let well_formed = prop::collection::vec(segment, 0..5).prop_map(|segments| format!("${}", segments.concat()));
+        prop_oneof![1 => soup, 2 => well_formed]
+    }
+
+    /// A remote value: JSON holding the secret at various depths, or text that is not JSON.
+    fn remote_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::from(SECRET)),
+            any::<i64>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+            "[a-z]{0,6}".prop_map(serde_json::Value::from),
+        ];
+        let json = leaf
+            .prop_recursive(4, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                    prop::collection::btree_map(prop::sample::select(vec!["a", "db", "password", "b", ""]), inner, 0..4)
+                        .prop_map(|m| serde_json::Value::Object(m.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())),
+                ]
+            })
+            .prop_map(|v| v.to_string());
+        prop_oneof![
+            4 => json,
+            1 => "\\PC{0,40}".prop_map(|t| format!("{t}{SECRET}")),
+            1 => (1usize..3_000).prop_map(|n| format!("{}\"{SECRET}\"{}", "[".repeat(n), "]".repeat(n))),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Issue 28: whatever path the spec gives and whatever the remote store holds, planning
+        /// and extracting end with bytes or a Failure, and no Failure quotes the remote value.
+        #[test]
+        fn any_path_over_any_remote_value_extracts_or_fails_without_the_value(path in json_path(), value in remote_value()) {
+            match plan(&spec(vec![entry("p", "db", Some(&path))])) {
+                Err(failure) => proptest::prop_assert_eq!(failure.reason, Reason::InvalidSpec),
+                Ok(entries) => {
+                    let fetched = Fetched { version_id: "v1".into(), value: Zeroizing::new(value) };
+                    if let Err(failure) = extract(&entries[0], &fetched) {
+                        proptest::prop_assert!(!failure.message.contains(SECRET), "a remote value in the message: {}", failure.message);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_secret_of_someone_else_is_never_taken_over() {
         let entries = plan(&spec(vec![entry("p", "db", None)])).unwrap();

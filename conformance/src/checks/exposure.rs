@@ -86,6 +86,20 @@ pub(crate) async fn dek_not_readable(encryptor: &impl Encryptor) -> CheckResult 
         Ok(samples) => samples,
         Err(finding) => return CheckResult::fail(finding),
     };
+    // An empty answer with OK (a plugin that swallowed its KMS error) exposes nothing, but it
+    // loses the DEK and leaves nothing to judge: a verdict, not an analysis of zero bytes.
+    if let Some(empty) = samples.iter().find(|s| s.ciphertext.is_empty()) {
+        return CheckResult::fail(Finding::new(
+            sent(encryptor, &[empty]),
+            received(&[empty]),
+            format!(
+                "Encrypt of {} ({} B) answered OK with an empty ciphertext: the data key is lost (the apiserver cannot store or \
+                 decrypt it), and there is nothing to judge for exposure; answer an error when the KMS call fails",
+                empty.what,
+                empty.plaintext.len()
+            ),
+        ));
+    }
     match analyse(&samples) {
         Analysis { exposure: Some((involved, problem)), .. } => {
             let involved: Vec<&Sample> = involved.iter().map(|&i| &samples[i]).collect();
@@ -170,6 +184,9 @@ pub(crate) fn analyse(samples: &[Sample]) -> Analysis {
 
 /// Where `needle` occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -187,22 +204,21 @@ fn encoding(plaintext: &[u8], ciphertext: &[u8]) -> Option<String> {
             WINDOW * 8
         )
     };
-    // Byte forms: raw, reversed, XOR with one fixed byte (raw is 0x00, inverted 0xff).
+    // Byte forms: raw, reversed, XOR with one fixed byte (raw is 0x00, inverted 0xff). The plugin
+    // chose the ciphertext's length: it may be shorter than a window, or empty.
     let reversed: Vec<u8> = plaintext.iter().rev().copied().collect();
     for (source, name) in [(plaintext, "bytes"), (reversed.as_slice(), "reversed bytes")] {
-        for start in 0..=len.saturating_sub(WINDOW) {
-            let window = &source[start..start + WINDOW];
-            for at in 0..=ciphertext.len().saturating_sub(WINDOW) {
-                let key = ciphertext[at] ^ window[0];
-                if ciphertext[at..at + WINDOW].iter().zip(window).all(|(c, p)| c ^ p == key) {
+        for (start, window) in source.windows(WINDOW).enumerate() {
+            for (at, candidate) in ciphertext.windows(WINDOW).enumerate() {
+                let key = candidate[0] ^ window[0];
+                if candidate.iter().zip(window).all(|(c, p)| c ^ p == key) {
                     let form = match key {
                         0x00 => format!("raw {name}"),
                         0xff => format!("inverted {name}"),
                         key => format!("{name} XORed with the fixed byte {key:#04x}"),
                     };
-                    let whole_fits = start == 0
-                        && ciphertext.len() >= at + len
-                        && ciphertext[at..at + len].iter().zip(source).all(|(c, p)| c ^ p == key);
+                    let whole_fits =
+                        start == 0 && ciphertext.get(at..at + len).is_some_and(|c| c.iter().zip(source).all(|(c, p)| c ^ p == key));
                     return Some(if whole_fits {
                         whole(&form, at)
                     } else {
@@ -213,8 +229,7 @@ fn encoding(plaintext: &[u8], ciphertext: &[u8]) -> Option<String> {
         }
     }
     // Text forms: hex of any window, base64 of any 9-byte window (any alignment).
-    for start in 0..=len.saturating_sub(WINDOW) {
-        let window = &plaintext[start..start + WINDOW];
+    for (start, window) in plaintext.windows(WINDOW).enumerate() {
         for (form, text) in [("lower-case hex", hex::encode(window)), ("upper-case hex", hex::encode_upper(window))] {
             if let Some(at) = find(ciphertext, text.as_bytes()) {
                 let full = if form.starts_with("lower") { hex::encode(plaintext) } else { hex::encode_upper(plaintext) };
@@ -222,8 +237,7 @@ fn encoding(plaintext: &[u8], ciphertext: &[u8]) -> Option<String> {
             }
         }
     }
-    for start in 0..=len.saturating_sub(9) {
-        let window = &plaintext[start..start + 9];
+    for (start, window) in plaintext.windows(9).enumerate() {
         let engines =
             [("base64", &base64::engine::general_purpose::STANDARD), ("URL-safe base64", &base64::engine::general_purpose::URL_SAFE)];
         for (form, engine) in engines {
@@ -240,11 +254,12 @@ fn encoding(plaintext: &[u8], ciphertext: &[u8]) -> Option<String> {
 /// Whether two ciphertexts XOR, somewhere, to the XOR of their plaintexts.
 fn shared_keystream(a: &Sample, b: &Sample) -> Option<String> {
     let (ca, cb) = (&a.ciphertext, &b.ciphertext);
-    for start in (0..=a.plaintext.len().saturating_sub(WINDOW)).step_by(WINDOW) {
-        let pa = &a.plaintext[start..start + WINDOW];
-        let pb = &b.plaintext[start..start + WINDOW];
-        for at in 0..=ca.len().min(cb.len()).saturating_sub(WINDOW) {
-            if (0..WINDOW).all(|i| ca[at + i] ^ pa[i] == cb[at + i] ^ pb[i]) {
+    let windows = a.plaintext.chunks_exact(WINDOW).zip(b.plaintext.chunks_exact(WINDOW));
+    for (index, (pa, pb)) in windows.enumerate() {
+        let start = index * WINDOW;
+        // Ciphertexts shorter than a window (the plugin chose their length) give no window to compare.
+        for (at, (wa, wb)) in ca.windows(WINDOW).zip(cb.windows(WINDOW)).enumerate() {
+            if (0..WINDOW).all(|i| wa[i] ^ pa[i] == wb[i] ^ pb[i]) {
                 return Some(format!(
                     "at byte {at} both ciphertexts are their plaintexts (bytes {start}..{}) XORed with the same key: a fixed XOR key or \
                      a reused keystream (fixed nonce). Whoever reads etcd XORs two ciphertexts to get the XOR of two DEKs, and one \
@@ -382,6 +397,33 @@ mod tests {
             let analysis = run(|p| base64::engine::general_purpose::STANDARD.encode(sealed(p)).into_bytes());
             assert!(analysis.exposure.is_none(), "base64 of a ciphertext exposes nothing: {analysis:?}");
         }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Issue 28: the plugin chooses every ciphertext's length (0 B crashed the suite): the
+        /// analysis gives a verdict for any ciphertexts, never a panic.
+        #[test]
+        fn any_ciphertexts_get_a_verdict(ciphertexts in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..48), 6)) {
+            let samples: Vec<Sample> = chosen()
+                .into_iter()
+                .zip(ciphertexts)
+                .map(|((what, plaintext), ciphertext)| Sample { what, plaintext, ciphertext })
+                .collect();
+            let analysis = analyse(&samples);
+            proptest::prop_assert!(analysis.exposure.is_some() || !analysis.notes.is_empty());
+        }
+    }
+
+    #[test]
+    fn short_and_empty_ciphertexts_are_analysed() {
+        for len in 0..=WINDOW + 1 {
+            let analysis = run(|_| vec![0x42; len]);
+            assert!(analysis.exposure.is_some() || !analysis.notes.is_empty(), "{len} B: {analysis:?}");
+        }
+        // A ciphertext that is the plaintext's first bytes only, shorter than the plaintext.
+        assert!(problem(|p| p[..WINDOW].to_vec()).contains("plaintext bytes 0..8 as raw bytes"), "{}", problem(|p| p[..WINDOW].to_vec()));
     }
 
     #[test]

@@ -70,6 +70,10 @@ impl AwsError {
     fn validation(message: impl Into<String>) -> Self {
         Self::new("ValidationException", ErrorCode::InvalidParameter, message)
     }
+
+    fn body(&self) -> Value {
+        json!({"__type": self.kind, "message": self.message})
+    }
 }
 
 impl From<KmsError> for AwsError {
@@ -106,11 +110,16 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
     let result = run(&mut call, &operation, &method, &uri, &headers, body).await;
     match result {
         Ok(body) => call.answer(200, None, &body, CONTENT_TYPE, "x-amzn-requestid"),
-        Err(error) => {
-            let body = json!({"__type": error.kind, "message": error.message});
-            call.answer(error.status, Some(error.code), &body, CONTENT_TYPE, "x-amzn-requestid")
-        }
+        Err(error) => call.answer(error.status, Some(error.code), &error.body(), CONTENT_TYPE, "x-amzn-requestid"),
     }
+}
+
+/// Any request the AWS route does not take (another path or method): AWS's error shape, not
+/// the router's empty 404/405 an SDK cannot read.
+pub(crate) async fn unrouted(method: Method, uri: Uri) -> Response {
+    let message = super::call::unrouted_message(&method, &uri, "POST / with X-Amz-Target: TrentService.<Operation>");
+    let error = AwsError::new("UnknownOperationException", ErrorCode::InvalidParameter, message);
+    super::call::unrouted_answer(error.status, &error.body(), CONTENT_TYPE)
 }
 
 /// The native action an AWS operation maps to (faults and audit counters use it).

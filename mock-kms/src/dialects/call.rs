@@ -208,6 +208,23 @@ pub(crate) async fn read_body(body: Body, limit: usize, what: &str) -> Result<By
         .map_err(|_| KmsError::InvalidParameter(format!("the request body is larger than {limit} bytes, the most this KMS reads ({what})")))
 }
 
+/// The message for a request no route of a dialect takes (another path or method): what came,
+/// escaped and cut (a path may be kilobytes), and the form the dialect's calls have.
+pub(crate) fn unrouted_message(method: &axum::http::Method, uri: &axum::http::Uri, expected: &str) -> String {
+    let path: String = uri.path().escape_debug().take(200).collect();
+    format!("no call of this API at {method} {path}: its calls are {expected}")
+}
+
+/// A JSON answer outside any call (a request no route takes: nothing recognised, nothing audited).
+pub(crate) fn unrouted_answer(status: u16, body: &serde_json::Value, content_type: &'static str) -> axum::response::Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    use axum::response::IntoResponse;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::NOT_FOUND);
+    let mut response = (status, serde_json::to_vec(body).unwrap_or_default()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// Whether two secrets are equal, in time independent of where they differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

@@ -57,6 +57,13 @@ const B64_LENIENT: GeneralPurpose =
 const B64_URL_LENIENT: GeneralPurpose =
     GeneralPurpose::new(&alphabet::URL_SAFE, GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent));
 
+/// Any request under no `/v1/` path: Google's NOT_FOUND shape, not the router's empty 404.
+pub(crate) async fn unrouted(method: Method, uri: Uri) -> Response {
+    let message = super::call::unrouted_message(&method, &uri, "under /v1/projects/…");
+    let error = GcpError::new(Status::NotFound, ErrorCode::InvalidParameter, message);
+    super::call::unrouted_answer(error.status.http(), &error.body(), CONTENT_TYPE)
+}
+
 /// An error in Google's shape, with the native code the audit log records.
 struct GcpError {
     status: Status,

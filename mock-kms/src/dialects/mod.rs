@@ -71,19 +71,21 @@ macro_rules! dialects {
 
 dialects! {
     /// kms-lab's own API (see [`crate::api`]).
-    Native = "native" => Router::new().route("/v1/{action}", post(crate::service::call));
+    Native = "native" => Router::new()
+        .route("/v1/{action}", post(crate::service::call).fallback(crate::service::unrouted))
+        .fallback(crate::service::unrouted);
     /// AWS KMS, JSON 1.1 protocol with SigV4.
-    Aws = "aws" => Router::new().route("/", post(aws::call));
+    Aws = "aws" => Router::new().route("/", post(aws::call).fallback(aws::unrouted)).fallback(aws::unrouted);
     /// Google Cloud KMS REST, without auth (k8s-cloudkms-plugin's `--integration-test` mode).
-    Gcp = "gcp" => Router::new().route("/v1/{*path}", any(gcp::call));
+    Gcp = "gcp" => Router::new().route("/v1/{*path}", any(gcp::call)).fallback(gcp::unrouted);
     /// HashiCorp Vault's Transit secrets engine and `sys/` seal endpoints.
-    Vault = "vault" => Router::new().route("/v1/{*path}", any(vault::call));
+    Vault = "vault" => Router::new().route("/v1/{*path}", any(vault::call)).fallback(vault::unrouted);
     /// JD Cloud KMS OpenAPI as jdcloud-sdk-go v1.16.0 calls it, signed `JDCLOUD2-HMAC-SHA256`
     /// with the mock's credentials.
-    Jdcloud = "jdcloud" => Router::new().route("/v1/{*path}", any(jdcloud::call));
+    Jdcloud = "jdcloud" => Router::new().route("/v1/{*path}", any(jdcloud::call)).fallback(jdcloud::call);
     /// Alibaba Cloud KMS RPC API 2016-01-20, signature v1 (HMAC-SHA1) or `ACS3-HMAC-SHA256`,
     /// with the mock's credentials.
-    Aliyun = "aliyun" => Router::new().route("/", any(aliyun::call));
+    Aliyun = "aliyun" => Router::new().route("/", any(aliyun::call)).fallback(aliyun::call);
 }
 
 impl Default for Dialect {

@@ -63,6 +63,13 @@ impl VaultState {
     }
 }
 
+/// Any request under no `/v1/` path: Vault's `{"errors": […]}` with 404, not the router's empty one.
+pub(crate) async fn unrouted(method: Method, uri: Uri) -> Response {
+    let message = super::call::unrouted_message(&method, &uri, "under /v1/transit/… and /v1/sys/…");
+    let error = VaultError::new(404, ErrorCode::InvalidParameter, message);
+    super::call::unrouted_answer(error.status, &error.body(), CONTENT_TYPE)
+}
+
 /// An error as Vault shapes it: a status and `{"errors": [message]}`.
 struct VaultError {
     status: u16,
