@@ -56,6 +56,17 @@ def run(step):
     if op == "config":
         transit.update_key_configuration(step["key"], min_decryption_version=step["min_decryption_version"])
         return None
+    if op == "lookup_self":
+        data = client.auth.token.lookup_self()["data"]
+        # The token itself is compared here, never printed.
+        shown = {k: data[k] for k in ("ttl", "creation_ttl", "renewable", "policies", "type", "expire_time")}
+        shown["id_is_the_token"] = data["id"] == client.token
+        return shown
+    if op == "renew_self":
+        auth = client.auth.token.renew_self(increment=step.get("increment"))["auth"]
+        shown = {k: auth[k] for k in ("lease_duration", "renewable", "policies", "token_type")}
+        shown["client_token_is_the_token"] = auth["client_token"] == client.token
+        return shown
     if op == "list_keys":
         return sorted(transit.list_keys()["data"]["keys"])
     if op == "health":
@@ -290,6 +301,69 @@ async fn faults_answer_in_vaults_shapes_and_deny_maps_transit_operations() {
     let records = kms.audit().records();
     assert!(records.iter().any(|r| r.dialect == "vault" && r.operation == "transit/decrypt" && r.outcome == "Forbidden"));
     assert!(records.iter().any(|r| r.dialect == "vault" && r.operation == "transit/encrypt" && r.outcome == "Throttling"));
+    kms.shutdown().await;
+}
+
+/// What vault-kubernetes-kms (and Vault's Go client) calls at start and in its token refresher:
+/// the token's look-up and renewal through hvac's own `lookup_self` and `renew_self`, next to
+/// the key read whose `latest_version` the plugin reports as its key id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hvac_looks_up_and_renews_its_token_and_reads_the_key_version() {
+    let kms = vault().await;
+    let url = kms.url();
+    // Vault's default max TTL, 768 h: what the mock's token reports.
+    let ttl: u64 = 768 * 3600;
+    let steps = json!([
+        {"op": "lookup_self"},
+        {"op": "renew_self", "increment": 3600},
+        {"op": "renew_self", "increment": "2h"},
+        {"op": "renew_self"},
+        {"op": "renew_self", "increment": ttl * 10},
+        {"op": "lookup_self"},
+        {"op": "read_key", "key": "lab-key"},
+        {"op": "lookup_self", "token": "wrong-token"},
+        {"op": "renew_self", "token": "wrong-token"},
+        {"op": "renew_self", "increment": "soon"},
+    ]);
+    let a = hvac(&url, &steps);
+    let looked = ok(&a[0]);
+    assert_eq!((looked["ttl"].as_u64(), looked["creation_ttl"].as_u64()), (Some(ttl), Some(ttl)), "{looked}");
+    assert_eq!((looked["renewable"].as_bool(), looked["type"].as_str()), (Some(true), Some("service")), "{looked}");
+    assert!(looked["policies"].as_array().is_some_and(|p| p.iter().any(|p| p == "default")), "{looked}");
+    assert!(looked["expire_time"].as_str().is_some_and(|t| t.len() == 20 && t.ends_with('Z')), "RFC 3339: {looked}");
+    assert_eq!(looked["id_is_the_token"], true);
+    let leases: Vec<_> = a[1..5].iter().map(|r| ok(r)["lease_duration"].as_u64()).collect();
+    assert_eq!(leases, [Some(3600), Some(7200), Some(ttl), Some(ttl)], "the increment asked for, at most the max TTL");
+    assert!(a[1..5].iter().all(|r| ok(r)["renewable"] == true && ok(r)["client_token_is_the_token"] == true), "{a:?}");
+    assert_eq!(ok(&a[5])["ttl"].as_u64(), Some(ttl), "the token does not run down in the mock");
+    assert_eq!(ok(&a[6])["latest_version"], 1);
+    assert_eq!(error(&a[7]), ("Forbidden".to_owned(), vec!["permission denied".to_owned()]));
+    assert_eq!(error(&a[8]), ("Forbidden".to_owned(), vec!["permission denied".to_owned()]));
+    let (class, errors) = error(&a[9]);
+    assert_eq!(class, "InvalidRequest", "{errors:?}");
+    assert!(errors[0].contains("increment"), "{errors:?}");
+
+    // Both are DescribeKey for faults: a deny of DescribeKey refuses them (and the key read),
+    // not encryption.
+    kms.set_faults(FaultProfile { deny: Some(DenyFault { actions: Some(vec![Action::DescribeKey]) }), ..Default::default() }).unwrap();
+    let a = hvac(&url, &json!([{"op": "lookup_self"}, {"op": "renew_self"}, {"op": "encrypt", "key": "lab-key", "plaintext": "x"}]));
+    assert_eq!(error(&a[0]), ("Forbidden".to_owned(), vec!["permission denied".to_owned()]));
+    assert_eq!(error(&a[1]), ("Forbidden".to_owned(), vec!["permission denied".to_owned()]));
+    ok(&a[2]);
+    kms.clear_faults();
+
+    let records = kms.audit().records();
+    let count = |operation: &str, outcome: &str| {
+        records
+            .iter()
+            .filter(|r| r.dialect == "vault" && r.operation == operation && r.action == "DescribeKey" && r.outcome == outcome)
+            .count()
+    };
+    assert_eq!(count("auth/token/lookup-self", "Ok"), 2);
+    assert_eq!(count("auth/token/renew-self", "Ok"), 4);
+    assert_eq!(count("auth/token/lookup-self", "SignatureDoesNotMatch"), 1);
+    assert_eq!(count("auth/token/lookup-self", "Forbidden"), 1);
+    assert_eq!(count("auth/token/renew-self", "Forbidden"), 1);
     kms.shutdown().await;
 }
 

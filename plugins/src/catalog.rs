@@ -15,6 +15,7 @@ const ENTRIES: &[(&str, &str)] = &[
     ("k8s-cloudkms-plugin.yaml", include_str!("../catalog/k8s-cloudkms-plugin.yaml")),
     ("trousseau-awskms.yaml", include_str!("../catalog/trousseau-awskms.yaml")),
     ("trousseau-vault.yaml", include_str!("../catalog/trousseau-vault.yaml")),
+    ("vault-kubernetes-kms.yaml", include_str!("../catalog/vault-kubernetes-kms.yaml")),
 ];
 
 /// Every catalog manifest, in catalog order.

@@ -1,7 +1,9 @@
 //! Plugins from manifests in the real stack (etcd + kube-apiserver as processes): a Secret written
 //! through the API reads back and is stored `k8s:enc:kms:v2:` in etcd, through
 //! - aws-encryption-provider from its catalog manifest, on the mock KMS's AWS dialect (SigV4);
-//! - the Go peer from a manifest written as a stranger would, in a temp dir, naming its binary by `path:`.
+//! - the Go peer from a manifest written as a stranger would, in a temp dir, naming its binary by `path:`;
+//! - vault-kubernetes-kms from its catalog manifest, on the mock KMS's Vault dialect (token auth), as
+//!   `k8s:enc:kms:v2:` and as `k8s:enc:kms:v1:` (it serves both APIs on one socket).
 //!
 //! The Go binaries come from the stack's locator and cache (built on first use: minutes).
 
@@ -47,11 +49,30 @@ fn run_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs")
 }
 
+/// Makes the stack's apiserver use `plugin-0` through a KMS v1 provider (`lab-kms`), then identity.
+fn use_kms_v1(options: &mut StackOptions) {
+    use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
+    options.encryption_builder = Some(kms_lab_stack::EncryptionBuilder(std::sync::Arc::new(|sockets| {
+        let socket = sockets("plugin-0").unwrap_or_default();
+        EncryptionConfiguration::new(
+            &["secrets"],
+            vec![
+                Provider::Kms(KmsProvider::v1("lab-kms", &socket, 1000, std::time::Duration::from_secs(3))),
+                Provider::Identity(Default::default()),
+            ],
+        )
+    })));
+}
+
+/// The catalog manifest `name`, its binaries located (built by the stack's Go locator on first use).
+async fn prepare(name: &str) -> ManifestPlugin {
+    let manifest = catalog::resolve(name).unwrap_or_else(|e| panic!("{e}"));
+    tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_encryption_provider_from_the_catalog_on_the_aws_dialect_stores_kms_v2() {
-    let manifest = catalog::resolve("aws-encryption-provider").unwrap_or_else(|e| panic!("{e}"));
-    let plugin =
-        tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let plugin = prepare("aws-encryption-provider").await;
     let mut options = StackOptions::new("aws-plugin-test", binaries().await, &run_root());
     options.mock_kms = Some(plugin.mock_kms_options());
     options.plugins = vec![plugin.spec("plugin-0")];
@@ -128,26 +149,14 @@ async fn a_strangers_manifest_for_the_go_peer_runs_in_the_stack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudkms_and_trousseau_awskms_from_the_catalog_store_secrets() {
     use kms_lab_plugins::Api as PluginApi;
-    use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
     for name in ["k8s-cloudkms-plugin", "trousseau-awskms"] {
-        let manifest = catalog::resolve(name).unwrap_or_else(|e| panic!("{e}"));
-        let plugin =
-            tokio::task::spawn_blocking(move || ManifestPlugin::prepare(manifest, true)).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        let plugin = prepare(name).await;
         let api = plugin.manifest().preferred_api();
         let mut options = StackOptions::new(&format!("{name}-test"), binaries().await, &run_root());
         options.mock_kms = Some(plugin.mock_kms_options());
         options.plugins = vec![plugin.spec("plugin-0")];
         if api == PluginApi::V1beta1 {
-            options.encryption_builder = Some(kms_lab_stack::EncryptionBuilder(std::sync::Arc::new(|sockets| {
-                let socket = sockets("plugin-0").unwrap_or_default();
-                EncryptionConfiguration::new(
-                    &["secrets"],
-                    vec![
-                        Provider::Kms(KmsProvider::v1("lab-kms", &socket, 1000, std::time::Duration::from_secs(3))),
-                        Provider::Identity(Default::default()),
-                    ],
-                )
-            })));
+            use_kms_v1(&mut options);
         }
         let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with {name}: {e}"));
         let raw = write_and_read_back(&stack, "catalog-secret").await;
@@ -155,4 +164,62 @@ async fn cloudkms_and_trousseau_awskms_from_the_catalog_store_secrets() {
         assert!(raw.starts_with(prefix), "{name}: stored value starts with {:?}", String::from_utf8_lossy(&raw[..raw.len().min(40)]));
         stack.shutdown(false).await;
     }
+}
+
+/// vault-kubernetes-kms (third-party, unmodified) from its catalog manifest on the Vault dialect:
+/// it starts (token look-up at start), a Secret is stored `k8s:enc:kms:v2:` and reads back, its
+/// Status key id is the Transit key's `latest_version` and follows a rotation in the KMS
+/// (`rotation: remote_key_id_follows`); then, in a second stack on the same binary, through a KMS
+/// v1 provider, stored `k8s:enc:kms:v1:`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vault_kubernetes_kms_from_the_catalog_on_the_vault_dialect_stores_kms_v2_and_v1() {
+    use mock_kms::api::Action;
+    use mock_kms::api::admin::Outcome;
+    let started = std::time::Instant::now();
+    let plugin = prepare("vault-kubernetes-kms").await;
+    eprintln!("vault-kubernetes-kms located (built on first use) in {:.1} s", started.elapsed().as_secs_f64());
+    assert_eq!(plugin.manifest().apis, [kms_lab_plugins::Api::V2, kms_lab_plugins::Api::V1beta1]);
+
+    let mut options = StackOptions::new("vault-kubernetes-kms-v2-test", binaries().await, &run_root());
+    options.mock_kms = Some(plugin.mock_kms_options());
+    options.plugins = vec![plugin.spec("plugin-0")];
+    let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with vault-kubernetes-kms: {e}"));
+    let raw = write_and_read_back(&stack, "vault-secret").await;
+    assert_prefix(&raw, b"k8s:enc:kms:v2:lab-kms:");
+    let kms = stack.mock_kms().unwrap();
+    let records = kms.audit_records(0).await.unwrap();
+    let seen = |operation: &str, action: Action| {
+        records.iter().any(|r| {
+            r.dialect == mock_kms::dialects::Dialect::Vault && r.operation == operation && r.action == action && r.outcome == Outcome::Ok
+        })
+    };
+    assert!(seen("auth/token/lookup-self", Action::DescribeKey), "no token look-up in the audit log: {records:?}");
+    assert!(seen("transit/encrypt", Action::Encrypt), "no Transit encrypt in the audit log: {records:?}");
+    assert!(seen("transit/keys/read", Action::DescribeKey), "no key read in the audit log: {records:?}");
+
+    // Its key id is the Transit key's latest_version: "1", then "2" once the KMS rotates the key.
+    let endpoint = stack.plugin_endpoint("plugin-0").unwrap();
+    let key_id = || async {
+        let client = kms_wire::PluginClient::connect(&endpoint, std::time::Duration::from_secs(5)).await.unwrap();
+        client.v2().status(kms_wire::proto::v2::StatusRequest {}).await.unwrap().into_inner()
+    };
+    let status = key_id().await;
+    assert_eq!((status.key_id.as_str(), status.healthz.as_str(), status.version.as_str()), ("1", "ok", "v2"));
+    kms.rotate().await.unwrap();
+    let status = key_id().await;
+    assert_eq!(status.key_id, "2", "Status reads latest_version on every call, so it follows the rotation at once");
+    write_and_read_back(&stack, "vault-secret-rotated").await;
+    let secrets: Api<Secret> = Api::namespaced(stack.kube_client(0).await.unwrap(), "default");
+    let before = secrets.get("vault-secret").await.expect("the Secret from before the rotation reads");
+    assert_eq!(before.data.unwrap()["password"].0, SECRET_VALUE.as_bytes());
+    stack.shutdown(false).await;
+
+    let mut options = StackOptions::new("vault-kubernetes-kms-v1-test", binaries().await, &run_root());
+    options.mock_kms = Some(plugin.mock_kms_options());
+    options.plugins = vec![plugin.spec("plugin-0")];
+    use_kms_v1(&mut options);
+    let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with vault-kubernetes-kms (v1): {e}"));
+    let raw = write_and_read_back(&stack, "vault-secret-v1").await;
+    assert_prefix(&raw, b"k8s:enc:kms:v1:lab-kms:");
+    stack.shutdown(false).await;
 }

@@ -1,6 +1,7 @@
 //! The HashiCorp Vault dialect: the Transit secrets engine (`/v1/transit/…`) with `X-Vault-Token`
 //! auth, and the unauthenticated `sys/` endpoints Vault clients and operators use for the seal and
-//! HA state (`/v1/sys/health`, `/v1/sys/seal-status`, `PUT /v1/sys/unseal`).
+//! HA state (`/v1/sys/health`, `/v1/sys/seal-status`, `PUT /v1/sys/unseal`), and the token's
+//! own `auth/token/lookup-self` and `renew-self` that Vault clients call at start and to renew.
 //!
 //! Keys are the key store's keys: the Transit key `NAME` is the key store's key `NAME`. Versions
 //! are numbered 1, 2, … in creation order (the key store's version ids, oldest first), and a
@@ -9,10 +10,13 @@
 //! the process (not replicated or persisted). `PUT /v1/sys/unseal` drives the mock's Shamir seal
 //! (`mock-kms init`, 5 shares, threshold 3); a sealed node answers 503 `Vault is sealed`. In an
 //! in-process cluster node 0 is the active node, the others are standbys (`sys/health` 429).
+//! The `--vault-token` is a renewable service token that does not run down: a look-up reports
+//! `ttl` = `creation_ttl` = [`TOKEN_TTL_SECS`], and `renew-self` grants the increment asked (at
+//! most that), as Vault answers, without changing what the next look-up reports.
 //! Errors are Vault's `{"errors": ["…"]}` with Vault's status codes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -45,12 +49,19 @@ const KEY_TYPE: &str = "aes256-gcm96";
 const CONTEXT_KEY: &str = "vault:context";
 const CONTENT_TYPE: &str = "application/json";
 const PERMISSION_DENIED: &str = "permission denied";
+/// The TTL and max TTL the `--vault-token` reports (Vault's default max TTL, 768 h); it does not
+/// run down in the mock.
+pub const TOKEN_TTL_SECS: u64 = 768 * 3600;
+/// The policies the `--vault-token` reports: it may do everything the dialect serves.
+const TOKEN_POLICIES: [&str; 2] = ["default", "mock-kms-transit"];
 
 /// Vault-only state of a process: each key's `min_decryption_version` (in memory, not
 /// replicated or persisted; see the README).
 #[derive(Debug, Default)]
 pub(crate) struct VaultState {
     min_decryption_version: Mutex<BTreeMap<String, u32>>,
+    /// When the token was first looked up (Unix seconds): its `creation_time` from then on.
+    token_issued: OnceLock<u64>,
 }
 
 impl VaultState {
@@ -61,6 +72,14 @@ impl VaultState {
     fn set_min_decryption_version(&self, key: &str, version: u32) {
         self.min_decryption_version.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned(), version);
     }
+
+    fn token_issued(&self) -> u64 {
+        *self.token_issued.get_or_init(unix_now)
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Any request under no `/v1/` path: Vault's `{"errors": […]}` with 404, not the router's empty one.
@@ -157,6 +176,10 @@ enum Op {
     RotateKey,
     ConfigKey,
     ListKeys,
+    /// `auth/token/lookup-self`: the token's own properties.
+    LookupSelf,
+    /// `auth/token/renew-self`: a new lease for the token.
+    RenewSelf,
 }
 
 impl Op {
@@ -169,11 +192,16 @@ impl Op {
             Self::RotateKey => "transit/keys/rotate",
             Self::ConfigKey => "transit/keys/config",
             Self::ListKeys => "transit/keys/list",
+            Self::LookupSelf => "auth/token/lookup-self",
+            Self::RenewSelf => "auth/token/renew-self",
         }
     }
 
     /// The native action (faults and audit counters use it). `config` is DisableKey: raising
-    /// `min_decryption_version` disables the older versions for decryption.
+    /// `min_decryption_version` disables the older versions for decryption. The token's own
+    /// look-up and renewal are DescribeKey, the native read of metadata that changes nothing
+    /// (the mock's token does not run down, so a renewal changes nothing either); the audit
+    /// record's `operation` names them.
     fn action(self) -> Action {
         match self {
             Self::Encrypt => Action::Encrypt,
@@ -183,6 +211,7 @@ impl Op {
             Self::RotateKey => Action::RotateKey,
             Self::ListKeys => Action::ListKeys,
             Self::ConfigKey => Action::DisableKey,
+            Self::LookupSelf | Self::RenewSelf => Action::DescribeKey,
         }
     }
 }
@@ -192,14 +221,15 @@ enum Route {
     Health,
     SealStatus,
     Unseal,
-    /// A Transit operation on a key (none for the list).
+    /// A Transit operation on a key (none for the list and the token's own operations).
     Op(Op, Option<String>),
 }
 
 /// The paths served, for the 404 of any other.
 const SERVED: &str = "POST|PUT /v1/transit/encrypt/:name, /v1/transit/decrypt/:name, GET|POST /v1/transit/keys/:name, \
                       POST /v1/transit/keys/:name/rotate, POST /v1/transit/keys/:name/config, LIST /v1/transit/keys, \
-                      GET /v1/sys/health, GET /v1/sys/seal-status, PUT /v1/sys/unseal";
+                      GET /v1/sys/health, GET /v1/sys/seal-status, PUT /v1/sys/unseal, \
+                      GET|POST /v1/auth/token/lookup-self, POST|PUT /v1/auth/token/renew-self";
 
 fn route(method: &Method, uri: &Uri) -> Option<Route> {
     let path = uri.path().strip_prefix("/v1/")?.trim_end_matches('/');
@@ -212,6 +242,8 @@ fn route(method: &Method, uri: &Uri) -> Option<Route> {
         (["sys", "health"], _, true) => Route::Health,
         (["sys", "seal-status"], _, true) => Route::SealStatus,
         (["sys", "unseal"], true, _) => Route::Unseal,
+        (["auth", "token", "lookup-self"], _, _) if read || write => Route::Op(Op::LookupSelf, None),
+        (["auth", "token", "renew-self"], true, _) => Route::Op(Op::RenewSelf, None),
         (["transit", "keys"], _, _) if list => Route::Op(Op::ListKeys, None),
         (["transit", "encrypt", name], true, _) => Route::Op(Op::Encrypt, key(name)),
         (["transit", "decrypt", name], true, _) => Route::Op(Op::Decrypt, key(name)),
@@ -239,6 +271,8 @@ struct VaultRequest {
     key: Option<Zeroizing<String>>,
     /// `sys/unseal`: forget the shares given so far.
     reset: bool,
+    /// `renew-self`: the lease asked for, in seconds or as a duration string (`"1h"`).
+    increment: Option<Value>,
 }
 
 fn parse_request(body: &[u8]) -> Result<VaultRequest, VaultError> {
@@ -306,6 +340,8 @@ async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, b
     let mut ops = Ops { call, store: &store };
     let name = match (op, name) {
         (Op::ListKeys, _) => return Ok(Some(ops.list())),
+        (Op::LookupSelf, _) => return Ok(Some(ops.lookup_self(headers))),
+        (Op::RenewSelf, _) => return ops.renew_self(headers, &request).map(Some),
         (_, Some(name)) => name,
         (op, None) => return Err(KmsError::InternalFailure(format!("{} was routed without a key name", op.name())).into()),
     };
@@ -316,17 +352,24 @@ async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, b
         Op::CreateKey => ops.create(name, &request).await,
         Op::RotateKey => ops.rotate(name).await.map(Some),
         Op::ConfigKey => ops.config(name, &request).map(Some),
-        Op::ListKeys => Err(KmsError::InternalFailure(format!("{} was dispatched twice", op.name())).into()),
+        Op::ListKeys | Op::LookupSelf | Op::RenewSelf => {
+            Err(KmsError::InternalFailure(format!("{} was dispatched twice", op.name())).into())
+        }
     }
+}
+
+/// The token a request carries: `X-Vault-Token`, else `Authorization: Bearer`.
+fn given_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("x-vault-token")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")))
+        .filter(|g| !g.is_empty())
 }
 
 /// `X-Vault-Token` (or `Authorization: Bearer`) must be the `--vault-token`.
 fn check_token(call: &mut Call, headers: &HeaderMap) -> Result<(), VaultError> {
-    let given = headers
-        .get("x-vault-token")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")));
-    let Some(given) = given.filter(|g| !g.is_empty()) else {
+    let Some(given) = given_token(headers) else {
         return Err(VaultError::denied(ErrorCode::InvalidAccessKeyId));
     };
     call.set_access_key(Some("x-vault-token"));
@@ -359,7 +402,7 @@ fn health(node: &Node, uri: &Uri, head: bool) -> Response {
     } else {
         code("activecode", 200)
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = unix_now();
     let body = json!({
         "initialized": true,
         "sealed": sealed,
@@ -481,6 +524,67 @@ impl Ops<'_> {
             "warnings": null,
             "auth": null,
         })
+    }
+
+    /// `auth/token/lookup-self`: the token's properties as Vault reports a service token's
+    /// (`id` is the token the caller sent, as in Vault's answer).
+    fn lookup_self(&self, headers: &HeaderMap) -> Value {
+        let issued = self.vault().token_issued();
+        let time = |secs: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string();
+        self.envelope(json!({
+            "accessor": "mock-kms-token-accessor",
+            "creation_time": issued,
+            "creation_ttl": TOKEN_TTL_SECS,
+            "display_name": "token",
+            "entity_id": "",
+            "expire_time": time(unix_now() + TOKEN_TTL_SECS),
+            "explicit_max_ttl": 0,
+            "id": given_token(headers).unwrap_or_default(),
+            "issue_time": time(issued),
+            "meta": null,
+            "num_uses": 0,
+            "orphan": true,
+            "path": "auth/token/create",
+            "policies": TOKEN_POLICIES,
+            "renewable": true,
+            "ttl": TOKEN_TTL_SECS,
+            "type": "service",
+        }))
+    }
+
+    /// `auth/token/renew-self` `{"increment": …}`: Vault's `auth` block with the lease granted
+    /// (the increment, at most [`TOKEN_TTL_SECS`]; none asked for is the full TTL).
+    fn renew_self(&self, headers: &HeaderMap, request: &VaultRequest) -> Result<Value, VaultError> {
+        let asked = match &request.increment {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => {
+                Some(n.as_u64().ok_or_else(|| VaultError::bad_request("increment must be a whole number of seconds"))?)
+            }
+            Some(Value::String(s)) if s.is_empty() => None,
+            Some(Value::String(s)) => Some(match s.parse::<u64>() {
+                Ok(secs) => secs,
+                Err(_) => humantime::parse_duration(s)
+                    .map_err(|_| VaultError::bad_request(format!("error parsing increment: time: invalid duration {s:?}")))?
+                    .as_secs(),
+            }),
+            Some(_) => return Err(VaultError::bad_request("increment must be a number of seconds or a duration string")),
+        };
+        let granted = asked.filter(|s| *s > 0).map_or(TOKEN_TTL_SECS, |s| s.min(TOKEN_TTL_SECS));
+        let mut answer = self.envelope(Value::Null);
+        answer["auth"] = json!({
+            "client_token": given_token(headers).unwrap_or_default(),
+            "accessor": "mock-kms-token-accessor",
+            "policies": TOKEN_POLICIES,
+            "token_policies": TOKEN_POLICIES,
+            "metadata": null,
+            "lease_duration": granted,
+            "renewable": true,
+            "entity_id": "",
+            "token_type": "service",
+            "orphan": true,
+            "num_uses": 0,
+        });
+        Ok(answer)
     }
 
     fn list(&self) -> Value {
@@ -643,6 +747,11 @@ mod tests {
         assert_eq!(routed("GET", "/v1/transit/keys?list=true"), Some((Op::ListKeys, None)));
         assert_eq!(routed("PUT", "/v1/sys/unseal"), Some((Op::ReadKey, Some("<unseal>".into()))));
         assert_eq!(routed("GET", "/v1/sys/health?standbyok=true"), Some((Op::ReadKey, Some("<health>".into()))));
+        assert_eq!(routed("GET", "/v1/auth/token/lookup-self"), Some((Op::LookupSelf, None)));
+        assert_eq!(routed("POST", "/v1/auth/token/lookup-self"), Some((Op::LookupSelf, None)));
+        assert_eq!(routed("PUT", "/v1/auth/token/renew-self"), Some((Op::RenewSelf, None)));
+        assert_eq!(routed("POST", "/v1/auth/token/renew-self"), Some((Op::RenewSelf, None)));
+        assert_eq!(routed("GET", "/v1/auth/token/renew-self"), None);
         assert_eq!(routed("GET", "/v1/transit/encrypt/k"), None);
         assert_eq!(routed("POST", "/v1/secret/data/x"), None);
     }

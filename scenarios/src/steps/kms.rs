@@ -137,8 +137,9 @@ impl KeyVersionAt {
     }
 
     /// The mock KMS version id of the key id the plugin reported at the mark: the last segment
-    /// of `<key>/<version>` (kms-plugin), or the N of Cloud KMS's `…/cryptoKeyVersions/N` (the
-    /// N-th version in creation order, as the mock KMS's GCP dialect numbers them).
+    /// of `<key>/<version>` (kms-plugin), or the N of Cloud KMS's `…/cryptoKeyVersions/N` or of a
+    /// bare `N` (vault-kubernetes-kms reports Transit's `latest_version`): the N-th version in
+    /// creation order, as the mock KMS's GCP and Vault dialects number them.
     async fn version(&self, world: &World) -> Result<String, StepError> {
         let key_id = world
             .marks
@@ -146,9 +147,7 @@ impl KeyVersionAt {
             .and_then(|m| m.key_ids.get(&self.plugin))
             .cloned()
             .ok_or_else(|| StepError::Failed(format!("{} reported no key id at mark `{}`", self.plugin, self.mark)))?;
-        let (_, version) = key_id.rsplit_once('/').ok_or_else(|| {
-            StepError::Failed(format!("{}'s key id `{key_id}` at `{}` names no key version (`<key>/<version>`)", self.plugin, self.mark))
-        })?;
+        let version = key_id.rsplit_once('/').map_or(key_id.as_str(), |(_, version)| version);
         let key = kms(world)?.key_metadata().await?;
         if key.key_version_ids.iter().any(|id| id == version) {
             return Ok(version.to_owned());
