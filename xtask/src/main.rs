@@ -46,6 +46,7 @@ enum Task {
 }
 
 fn main() -> ExitCode {
+    forget_cargo_run_package_vars();
     let cli = Cli::parse();
     interrupt::install();
     let sh = match xshell::Shell::new() {
@@ -64,6 +65,24 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.exit(),
+    }
+}
+
+/// `cargo run` gave this process the xtask package's own `CARGO_MANIFEST_DIR`, `CARGO_PKG_*` and
+/// friends, which every cargo started from here would inherit. Build scripts track some of them
+/// (ring: `CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`, …) and cargo compares their values in its own
+/// environment, so such a cargo rebuilt ring, and everything above it, that a cargo started from
+/// a shell had built: the lab's and the suite's builds were not one.
+fn forget_cargo_run_package_vars() {
+    const SET_BY_CARGO_RUN: [&str; 5] = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"];
+    let keys: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| SET_BY_CARGO_RUN.iter().any(|prefix| key.to_string_lossy().starts_with(prefix)))
+        .collect();
+    for key in keys {
+        // SAFETY: the first thing main does, before any other thread (ctrlc's handler, a child's
+        // wait) exists, so nothing reads the environment concurrently.
+        unsafe { std::env::remove_var(key) };
     }
 }
 
