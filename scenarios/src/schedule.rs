@@ -11,20 +11,30 @@ use crate::model::Scenario;
 use crate::report::SuiteReport;
 
 /// Memory one scenario's stack takes at most (etcd, one or two kube-apiservers, plugins, mock
-/// KMS nodes), measured with `ps` on the core tier: about 0.9 GiB; 1.5 GiB leaves headroom.
+/// KMS nodes): the figure `stack.peak_rss_mib` of the core and incident tiers is 320–670 MiB
+/// (two apiservers: failover, 14-ha-config-drift); 1.5 GiB leaves headroom.
 const STACK_MEMORY_BYTES: u64 = 1536 * 1024 * 1024;
+/// The share of a core one running scenario takes. Measured on 2 cores (figure `stack.cpu_s`
+/// over the scenario's wall time, core and incident tiers): 0.10 on average, 0.02–0.42 per
+/// scenario — most of a scenario is waiting on the apiserver's poll intervals. Half a core
+/// leaves room for the runner itself and for start-up bursts (an apiserver starting takes a
+/// core for a few seconds).
+const STACK_CORES: f64 = 0.5;
 
-/// How many scenarios to run at once by default: one per core, at most as many as free memory
-/// holds stacks, at least one. Also says why, for the line the command prints.
+/// How many scenarios to run at once by default: as many as the cores hold at
+/// [`STACK_CORES`] each, at most as many as free memory holds stacks, at least one. Also says
+/// why, for the line the command prints.
 pub fn default_jobs() -> (usize, String) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let by_cores = ((cores as f64 / STACK_CORES).floor() as usize).max(1);
+    let per_core = format!("{cores} core(s) at ≈{STACK_CORES} core per stack");
     match available_memory() {
         Some(bytes) => {
             let by_memory = (bytes / STACK_MEMORY_BYTES).max(1) as usize;
-            let jobs = cores.min(by_memory).max(1);
-            (jobs, format!("{cores} core(s), {:.1} GiB available memory (≈1.5 GiB per stack)", bytes as f64 / (1u64 << 30) as f64))
+            let jobs = by_cores.min(by_memory).max(1);
+            (jobs, format!("{per_core}, {:.1} GiB available memory (≈1.5 GiB per stack)", bytes as f64 / (1u64 << 30) as f64))
         }
-        None => (cores, format!("{cores} core(s); available memory unknown")),
+        None => (by_cores, format!("{per_core}; available memory unknown")),
     }
 }
 
