@@ -21,7 +21,7 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// `kms-lab SUBCOMMAND ARGS…` as [`binaries`] built it, in the shell's folder and environment.
-pub fn kms_lab<'a>(sh: &'a Shell, subcommand: &str, args: &[String]) -> Cmd<'a> {
+pub fn kms_lab<'a, A: AsRef<std::ffi::OsStr>>(sh: &'a Shell, subcommand: &str, args: &[A]) -> Cmd<'a> {
     let kms_lab = binary("kms-lab");
     cmd!(sh, "{kms_lab} {subcommand} {args...}")
 }

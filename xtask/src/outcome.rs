@@ -71,6 +71,19 @@ pub fn delegate(command: impl Into<Command>) -> Outcome {
     }
 }
 
+/// Runs `command` with its output captured (stdin closed): a non-zero exit becomes
+/// `failure("cannot {what} (status):\n  <the last 8 lines of its stderr>")`.
+pub fn quietly(command: &mut Command, what: &str, failure: fn(String) -> Failure) -> Outcome {
+    let output = command.stdin(std::process::Stdio::null()).output().map_err(|error| failure(format!("cannot {what}: {error}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut tail: Vec<&str> = stderr.lines().rev().take(8).collect();
+    tail.reverse();
+    Err(failure(format!("cannot {what} ({}):\n  {}", output.status, tail.join("\n  "))))
+}
+
 /// Announces one phase of a long task (`==> what`) and, when it ends, how long it took.
 pub struct Phase {
     what: String,

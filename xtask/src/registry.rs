@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use xshell::{Shell, cmd};
 
 use crate::build;
-use crate::outcome::{Failure, Outcome, delegate};
+use crate::outcome::{Failure, Outcome, delegate, quietly};
 
 /// The binaries whose upstream images the stack pulls, with the label the offline images carry.
 const UPSTREAM: [&str; 2] = ["kube-apiserver", "etcd"];
@@ -28,18 +28,17 @@ pub fn tier(sh: &Shell, run_dir: &Path, kms_lab_args: &[&str]) -> Outcome {
         let (local, version) = offline_image(sh, binary)?;
         let tag = if binary == "etcd" { format!("{}-0", version.trim_start_matches('v')) } else { version };
         let mirrored = format!("{}/{binary}:{tag}", registry.address);
-        quiet(cmd!(sh, "docker tag {local} {mirrored}"), "tag the image for the mirror")?;
-        quiet(cmd!(sh, "docker push {mirrored}"), "push to the local registry")?;
-        quiet(cmd!(sh, "docker rmi {mirrored}"), "remove the mirrored name from the local image store")?;
+        quietly(&mut cmd!(sh, "docker tag {local} {mirrored}").into(), "tag the image for the mirror", Failure::failed)?;
+        quietly(&mut cmd!(sh, "docker push {mirrored}").into(), "push to the local registry", Failure::failed)?;
+        quietly(&mut cmd!(sh, "docker rmi {mirrored}").into(), "remove the mirrored name from the local image store", Failure::failed)?;
         eprintln!("    {mirrored}: pushed from {local}, not in the local image store");
         pushed.push(mirrored);
     }
     let (subcommand, rest) = kms_lab_args.split_first().ok_or_else(|| Failure::message("the registry tier needs a kms-lab command"))?;
-    let rest: Vec<String> = rest.iter().map(|a| (*a).to_owned()).collect();
     let ran = {
         let _images = sh.push_env("KMS_LAB_IMAGES", "registry");
         let _registry = sh.push_env("KMS_LAB_REGISTRY", &registry.address);
-        delegate(build::kms_lab(sh, subcommand, &rest))
+        delegate(build::kms_lab(sh, subcommand, rest))
     };
     // The run must have pulled each image from the mirror (KMS_LAB_IMAGES=registry refuses to build them).
     let mut not_pulled = Vec::new();
@@ -75,15 +74,6 @@ fn offline_image(sh: &Shell, binary: &str) -> Result<(String, String), Failure> 
         .read()
         .map_err(|e| Failure::failed(format!("cannot read the version label of {image}: {e}")))?;
     Ok((image, version.trim().to_owned()))
-}
-
-/// Runs a docker command quietly; its stderr becomes the error.
-fn quiet(command: xshell::Cmd<'_>, what: &str) -> Outcome {
-    let output = command.quiet().ignore_status().output().map_err(|e| Failure::failed(format!("cannot {what}: {e}")))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Failure::failed(format!("cannot {what}: {}", String::from_utf8_lossy(&output.stderr).trim())))
 }
 
 /// Debian's `docker-registry` on a free loopback port, its storage in the run directory; both

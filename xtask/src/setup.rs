@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::outcome::{Failure, Outcome, Phase};
+use crate::outcome::{Failure, Outcome, Phase, quietly};
 
 /// The Python packages the suite's real clients need, pinned as the tests expect them.
 const PYTHON_PACKAGES: [&str; 3] = ["moto[server]==5.2.5", "boto3", "hvac==2.4.0"];
@@ -157,21 +157,13 @@ impl Apt {
 }
 
 fn apt_install(packages: &[&str]) -> Outcome {
-    let quiet = |command: &mut Command| -> Outcome {
-        let output = command
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| Failure::message(format!("cannot run apt-get: {e}")))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(Failure::message(format!("`{command:?}` failed ({}):\n  {}", output.status, tail.join("\n  "))))
+    let apt_get = || {
+        let mut command = Command::new("apt-get");
+        command.env("DEBIAN_FRONTEND", "noninteractive");
+        command
     };
-    quiet(Command::new("apt-get").args(["update", "-qq"]))?;
-    quiet(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(packages))
+    quietly(apt_get().args(["update", "-qq"]), "run apt-get update", Failure::message)?;
+    quietly(apt_get().args(["install", "-y", "-qq", "--no-install-recommends"]).args(packages), "run apt-get install", Failure::message)
 }
 
 /// Where the suite's Python packages are.
@@ -207,22 +199,19 @@ fn venv_commands(venv: &Path) -> String {
 }
 
 fn make_venv(venv: &Path) -> Outcome {
-    let run = |command: &mut Command, what: &str| -> Outcome {
-        let output = command.stdin(Stdio::null()).output().map_err(|e| Failure::message(format!("cannot {what}: {e}")))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
-        Err(Failure::message(format!("cannot {what} ({}):\n  {}\nby hand: {}", output.status, tail.join("\n  "), venv_commands(venv))))
+    let by_hand = |failure: Failure| match failure {
+        Failure::Message { text, code } => Failure::Message { text: format!("{text}\nby hand: {}", venv_commands(venv)), code },
+        child => child,
     };
     if !venv.join("bin").join("python3").exists() {
-        run(Command::new("python3").arg("-m").arg("venv").arg(venv), "make the venv")?;
+        quietly(Command::new("python3").arg("-m").arg("venv").arg(venv), "make the venv", Failure::message).map_err(by_hand)?;
     }
-    run(
+    quietly(
         Command::new(venv.join("bin").join("pip")).args(["install", "--quiet", "--disable-pip-version-check"]).args(PYTHON_PACKAGES),
         "install the Python packages",
-    )?;
+        Failure::message,
+    )
+    .map_err(by_hand)?;
     if runs(&venv.join("bin").join("python3").to_string_lossy(), &["-c", PYTHON_CHECK]) {
         Ok(())
     } else {

@@ -41,7 +41,7 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
     }
     build::binaries(sh)?;
     let phase = Phase::start("provisioning kube-apiserver, kubectl and etcd (built from the Go module proxy on first run, then cached)");
-    phase.end(delegate(build::kms_lab(sh, "provision", &[])))?;
+    phase.end(delegate(build::kms_lab::<&str>(sh, "provision", &[])))?;
 
     let extra = &args.cargo_test_args;
     phases
@@ -94,8 +94,7 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
         ];
         for (what, arguments) in tiers {
             let (subcommand, arguments) = arguments.split_first().expect("every tier names a kms-lab subcommand");
-            let arguments: Vec<String> = arguments.iter().map(|a| (*a).to_owned()).collect();
-            phases.run(what, || delegate(build::kms_lab(sh, subcommand, &arguments)));
+            phases.run(what, || delegate(build::kms_lab(sh, subcommand, arguments)));
         }
         phases.run(
             "the registry tier: the lab demo with --runtime container, kube-apiserver and etcd pulled from a local mirror of registry.k8s.io",
