@@ -114,6 +114,16 @@ impl ReportTarget {
         }
     }
 
+    /// What it writes, and how an earlier report of that kind is recognised (only that, or
+    /// nothing, is replaced at the path).
+    fn kind(&self) -> kms_lab_edge::files::FileKind {
+        use kms_lab_edge::files::{FileKind, Recognise};
+        match self {
+            Self::Junit(_) => FileKind::public("JUnit report", Recognise::XmlRoot(&["testsuite", "testsuites"])),
+            Self::Json(_) => FileKind::public("`kms-lab conformance` JSON report", Recognise::JsonObjectWith(&["endpoint", "api", "checks"])),
+        }
+    }
+
     /// Checks, before the run, that the report can be written there (an existing directory, not a
     /// directory itself, writable), so a long run is not wasted on a typo in the path.
     pub fn check_writable(&self) -> Result<(), ConformanceError> {
@@ -138,7 +148,7 @@ impl ReportTarget {
         if !existed {
             let _ = std::fs::remove_file(path);
         }
-        Ok(())
+        kms_lab_edge::files::check_replaceable(path, &self.kind()).map_err(|error| problem(error.to_string()))
     }
 
     /// Writes `report` in this format.
@@ -147,7 +157,7 @@ impl ReportTarget {
             Self::Junit(path) => (path, render_junit(report)),
             Self::Json(path) => (path, serde_json::to_string_pretty(report).unwrap_or_default()),
         };
-        std::fs::write(path, text).map_err(|source| ConformanceError::WriteReport { path: path.clone(), source })
+        kms_lab_edge::files::replace(path, &self.kind(), text.as_bytes()).map_err(|error| ConformanceError::WriteReport { path: path.clone(), error })
     }
 }
 

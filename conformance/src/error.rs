@@ -54,12 +54,11 @@ pub enum ConformanceError {
     #[error("bad --report `{0}`: expected junit=FILE or json=FILE")]
     ReportSpec(String),
     /// The report file could not be written.
-    #[error("cannot write the report to `{path}`: {source}")]
+    #[error("cannot write the report to `{path}`: {error}")]
     WriteReport {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
+        /// Why.
+        error: kms_lab_edge::files::FileError,
     },
 }

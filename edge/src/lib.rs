@@ -6,14 +6,24 @@
 //! - [`ranged`]: flag parsers that reject out-of-range numbers and durations with the range.
 //! - [`hint`]: the hint that fits an OS error on a TCP listener (socket connects: `kms_wire`).
 //! - [`stop_signal`]: Ctrl-C or SIGTERM, for commands that stop early and write a partial report.
+//! - [`files`]: files the user names are replaced only when they are the command's own kind, atomically.
+//! - [`guard_panics`]: a panic ends as a message asking to report the bug, never a backtrace.
+//!
+//! Without the default feature `binary`, only the exit-code table and the panic guard (the
+//! xtask's needs: no async runtime, no logging).
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "binary")]
+pub mod files;
+#[cfg(feature = "binary")]
 pub mod hint;
+#[cfg(feature = "binary")]
 pub mod ranged;
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM; never, if neither can be listened for. The one
 /// interruption signal of every long command (`scenarios`, `lab`, `report`, `tune`, the bench).
+#[cfg(feature = "binary")]
 pub async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let ctrl_c = async {
@@ -114,6 +124,7 @@ pub fn guard_panics(program: &'static str, body: impl FnOnce() -> ExitCode + std
 }
 
 /// The log format of a binary's `--log-format`.
+#[cfg(feature = "binary")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -124,6 +135,7 @@ pub enum LogFormat {
 
 /// Sets up logging to stderr with the filter in the environment variable `filter_var` (default
 /// `info`). ANSI colour only when stderr is a terminal: a log file must not carry escape codes.
+#[cfg(feature = "binary")]
 pub fn init_logging(filter_var: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env(filter_var).unwrap_or_else(|_| "info".into());
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());

@@ -111,6 +111,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         kms_lab_stack::Runtime::choose_for_process(runtime);
     }
     std::fs::create_dir_all(out).map_err(|source| ReportCommandError::Out { path: out.clone(), source })?;
+    kms_lab_report::check_out_dir(out)?;
     // Every file is parsed before minutes of work; a broken one is reported now.
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
     let scenarios = load::select(&dir, &[], &args.tier).map_err(ScenariosError::from)?;

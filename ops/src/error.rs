@@ -42,6 +42,10 @@ pub enum OpsError {
         #[source]
         source: kube::Error,
     },
+    /// A file the user named is not one this command writes (left unchanged), or could not be
+    /// replaced.
+    #[error(transparent)]
+    Output(#[from] kms_lab_edge::files::FileError),
     /// The checkpoint file belongs to another migration.
     #[error("checkpoint `{path}` {reason}; remove it to start over")]
     Checkpoint {

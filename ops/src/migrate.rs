@@ -128,11 +128,14 @@ impl Checkpoint {
         }
     }
 
+    /// Replaces the file atomically, and only if it is a checkpoint (or absent).
     fn save(&self, path: &Path) -> Result<(), OpsError> {
-        let temp = path.with_extension("tmp");
+        const CHECKPOINT: kms_lab_edge::files::FileKind = kms_lab_edge::files::FileKind::public(
+            "`kms-lab migrate` checkpoint",
+            kms_lab_edge::files::Recognise::JsonObjectWith(&["done_through", "finished"]),
+        );
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
-        std::fs::write(&temp, text).map_err(OpsError::io("write", &temp))?;
-        std::fs::rename(&temp, path).map_err(OpsError::io("replace", path))
+        Ok(kms_lab_edge::files::replace(path, &CHECKPOINT, text.as_bytes())?)
     }
 }
 

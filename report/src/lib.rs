@@ -11,6 +11,7 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
+use kms_lab_edge::files::{FileKind, Recognise};
 use kms_lab_conformance::Report as ConformanceReport;
 use kms_lab_scenarios::report::SuiteReport;
 use serde::Serialize;
@@ -79,6 +80,9 @@ pub enum ReportError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A report file would replace something that is not an earlier report's file.
+    #[error(transparent)]
+    Output(#[from] kms_lab_edge::files::FileError),
     /// A timeline could not be drawn.
     #[error("cannot draw the timeline of scenario {scenario}: {message}")]
     Plot {
@@ -104,20 +108,36 @@ pub fn json(report: &PluginReport) -> Result<String, ReportError> {
     Ok(serde_json::to_string_pretty(&Json { report, derived })?)
 }
 
+/// The files a report writes into its `--out` directory, each with how an earlier report's
+/// copy is recognised: only those are replaced; any other file there is left alone.
+const FILES: [(&str, FileKind); 4] = [
+    ("report.md", FileKind::public("kms-lab plugin report (Markdown)", Recognise::FirstLine("# KMS plugin report: "))),
+    ("report.html", FileKind::public("kms-lab plugin report (HTML)", Recognise::FirstLine("<!DOCTYPE html>"))),
+    ("junit.xml", FileKind::public("JUnit report", Recognise::XmlRoot(&["testsuites"]))),
+    ("report.json", FileKind::public("kms-lab plugin report (JSON)", Recognise::JsonObjectWith(&["report", "derived"]))),
+];
+
+/// Fails, changing nothing, unless `out_dir` is absent or a directory whose report files (if
+/// any) are an earlier report's: the check before minutes of work.
+pub fn check_out_dir(out_dir: &Path) -> Result<(), ReportError> {
+    FILES.iter().try_for_each(|(name, kind)| kms_lab_edge::files::check_replaceable(&out_dir.join(name), kind).map_err(ReportError::from))
+}
+
 /// Writes `report.md`, `report.html`, `junit.xml` and `report.json` into `out_dir` (created if
-/// missing).
+/// missing), each atomically, replacing only an earlier report's files.
 pub fn render(report: &PluginReport, out_dir: &Path) -> Result<RenderedFiles, ReportError> {
-    let write = |name: &str, text: &str| -> Result<PathBuf, ReportError> {
+    check_out_dir(out_dir)?;
+    let [markdown_file, html_file, junit_file, json_file] = FILES;
+    let write = |(name, kind): (&str, FileKind), text: &str| -> Result<PathBuf, ReportError> {
         let path = out_dir.join(name);
-        std::fs::write(&path, text).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+        kms_lab_edge::files::replace(&path, &kind, text.as_bytes())?;
         Ok(path)
     };
-    std::fs::create_dir_all(out_dir).map_err(|source| ReportError::Write { path: out_dir.to_path_buf(), source })?;
     let html_text = html(report)?;
     Ok(RenderedFiles {
-        markdown: write("report.md", &markdown(report))?,
-        html: write("report.html", &html_text)?,
-        junit: write("junit.xml", &junit(report))?,
-        json: write("report.json", &json(report)?)?,
+        markdown: write(markdown_file, &markdown(report))?,
+        html: write(html_file, &html_text)?,
+        junit: write(junit_file, &junit(report))?,
+        json: write(json_file, &json(report)?)?,
     })
 }

@@ -8,7 +8,7 @@ use kms_lab_stack::provision::{self, ProvisionOptions};
 
 use crate::load::{self, LoadError};
 use crate::model::Tier;
-use crate::report::SuiteReport;
+use crate::report::{JSON_FILE, JUNIT_FILE, SuiteReport};
 use crate::runner::{self, RunOptions};
 
 /// Arguments of `scenarios`.
@@ -101,15 +101,9 @@ pub enum ScenariosError {
     /// Binaries could not be provisioned.
     #[error(transparent)]
     Provision(#[from] provision::ProvisionError),
-    /// A report could not be written.
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// A report could not be written (or would replace a file that is not a report).
+    #[error(transparent)]
+    Write(#[from] kms_lab_edge::files::FileError),
     /// A report to merge, or `--durations`, is unreadable.
     #[error("{0}")]
     Report(String),
@@ -164,8 +158,10 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         return Ok(true);
     }
     // Report paths are checked before minutes of work, not after.
-    for path in [&args.junit, &args.json].into_iter().flatten() {
-        writable(path)?;
+    for (path, kind) in [(&args.junit, &JUNIT_FILE), (&args.json, &JSON_FILE)] {
+        if let Some(path) = path {
+            kms_lab_edge::files::check_replaceable(path, kind)?;
+        }
     }
     let plugin = match &args.plugin {
         Some(wanted) => Some(prepare_plugin(wanted).await?),
@@ -183,11 +179,11 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
     }
     println!("\n{}", report.table());
     if let Some(path) = &args.junit {
-        write(path, &report.junit())?;
+        kms_lab_edge::files::replace(path, &JUNIT_FILE, report.junit().as_bytes())?;
         println!("JUnit report: {}", path.display());
     }
     if let Some(path) = &args.json {
-        write(path, &report.json())?;
+        kms_lab_edge::files::replace(path, &JSON_FILE, report.json().as_bytes())?;
         println!("JSON report: {}", path.display());
     }
     if interrupted {
@@ -262,24 +258,14 @@ fn run_merge(merge: &MergeArgs) -> Result<bool, ScenariosError> {
     }
     println!("{}", merged.table());
     if let Some(path) = &merge.junit {
-        write(path, &merged.junit())?;
+        kms_lab_edge::files::replace(path, &JUNIT_FILE, merged.junit().as_bytes())?;
         println!("JUnit report: {}", path.display());
     }
     if let Some(path) = &merge.json_out {
-        write(path, &merged.json())?;
+        kms_lab_edge::files::replace(path, &JSON_FILE, merged.json().as_bytes())?;
         println!("JSON report: {}", path.display());
     }
     Ok(merged.passed())
-}
-
-/// Fails now, naming the path, if a report could not be written there later.
-fn writable(path: &std::path::Path) -> Result<(), ScenariosError> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|source| ScenariosError::Write { path: path.to_owned(), source })?;
-    if path.is_dir() {
-        return Err(ScenariosError::Write { path: path.to_owned(), source: std::io::Error::other("it is a directory; name a file") });
-    }
-    Ok(())
 }
 
 /// Finds or builds kube-apiserver, kubectl, etcd and etcdctl (blocking work, off the runtime).
@@ -291,12 +277,6 @@ pub async fn provision_binaries(bin_dir: Option<PathBuf>, k8s_version: &str) -> 
         .map_err(ScenariosError::from)
 }
 
-fn write(path: &std::path::Path, text: &str) -> Result<(), ScenariosError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| ScenariosError::Write { path: path.to_owned(), source })?;
-    }
-    std::fs::write(path, text).map_err(|source| ScenariosError::Write { path: path.to_owned(), source })
-}
 
 /// `$CARGO_TARGET_DIR/kms-lab/scenario-runs`, or `target/…` under the current directory.
 pub fn default_run_root() -> PathBuf {

@@ -7,6 +7,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::runner::ScenarioOutcome;
 
+/// `--junit FILE`: replaced only if it is an earlier run's JUnit report (or absent).
+pub const JUNIT_FILE: kms_lab_edge::files::FileKind =
+    kms_lab_edge::files::FileKind::public("JUnit report", kms_lab_edge::files::Recognise::XmlRoot(&["testsuite", "testsuites"]));
+
+/// `--json FILE`: replaced only if it is an earlier `kms-lab scenarios` JSON report (or absent).
+pub const JSON_FILE: kms_lab_edge::files::FileKind = kms_lab_edge::files::FileKind::public(
+    "`kms-lab scenarios` JSON report",
+    kms_lab_edge::files::Recognise::JsonObjectWith(&["scenarios", "kubernetes_version"]),
+);
+
 /// A whole run (or one shard of it, or several shards merged).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SuiteReport {

@@ -124,9 +124,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// Errors end the process as one `error: …` line (the cause chain, never a backtrace) with the
-/// exit-code table's 2: nothing is served when the set-up fails.
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// exit-code table's 2: nothing is served when the set-up fails. A panic (a bug) ends as a
+/// message and exit 1.
+fn main() -> std::process::ExitCode {
+    kms_lab_edge::guard_panics("kms-secret-sync", || match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(main_body()),
+        Err(error) => kms_lab_edge::fail(&format!("cannot start the async runtime: {error}"), kms_lab_edge::Exit::Failed),
+    })
+}
+
+async fn main_body() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();

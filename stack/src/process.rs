@@ -26,8 +26,9 @@ pub struct Supervised {
 /// What runs the component.
 #[derive(Debug)]
 enum Backend {
-    /// A child process of this program.
-    Process(tokio::process::Child),
+    /// A child process of this program, leader of its own process group (the pid is the
+    /// group's id): stopping it stops every process it started.
+    Process(tokio::process::Child, libc::pid_t),
     /// A Docker container.
     Container(Box<Container>),
     /// Stopped or killed already (only while `stop`/`kill` consume the value).
@@ -42,14 +43,15 @@ pub fn tail(log: &Path, n: usize) -> String {
 }
 
 impl Supervised {
-    /// Starts `program` with `args`, stdout and stderr appended to `log`. The child gets
-    /// SIGTERM if the process that started it dies.
+    /// Starts `program` with `args`, stdout and stderr appended to `log`, in a process group of
+    /// its own: a plugin started through a script, or one that starts helpers, is stopped with
+    /// all of them. The child gets SIGTERM if the process that started it dies.
     pub fn spawn(name: &str, program: &Path, args: &[String], log: &Path, envs: &[(String, String)]) -> Result<Self, StackError> {
         let open_log = || crate::fsutil::append_private(log);
         let stdout = open_log().map_err(StackError::io(format!("open log {}", log.display())))?;
         let stderr = stdout.try_clone().map_err(StackError::io(format!("open log {}", log.display())))?;
         let mut command = tokio::process::Command::new(program);
-        command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(stderr).kill_on_drop(true);
+        command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(stderr).kill_on_drop(true).process_group(0);
         for (key, value) in envs {
             command.env(key, value);
         }
@@ -64,8 +66,9 @@ impl Supervised {
         }
         let child =
             command.spawn().map_err(|source| StackError::Spawn { component: name.to_owned(), program: program.to_owned(), source })?;
-        tracing::debug!(component = name, pid = child.id(), log = %log.display(), "started");
-        Ok(Self { name: name.to_owned(), backend: Backend::Process(child), log: log.to_owned() })
+        let group = child.id().map_or(0, |pid| pid as libc::pid_t);
+        tracing::debug!(component = name, pid = group, log = %log.display(), "started");
+        Ok(Self { name: name.to_owned(), backend: Backend::Process(child, group), log: log.to_owned() })
     }
 
     /// A component running in `container`, its output followed into `log`.
@@ -86,7 +89,7 @@ impl Supervised {
     /// Its process id while it runs (in a container: the host pid of the container's init).
     pub fn pid(&self) -> Option<u32> {
         match &self.backend {
-            Backend::Process(child) => child.id(),
+            Backend::Process(child, _) => child.id(),
             Backend::Container(container) => container.pid(),
             Backend::Exited => None,
         }
@@ -95,7 +98,7 @@ impl Supervised {
     /// The container's id, when it runs in one.
     pub fn container_id(&self) -> Option<&str> {
         match &self.backend {
-            Backend::Process(_) | Backend::Exited => None,
+            Backend::Process(..) | Backend::Exited => None,
             Backend::Container(container) => Some(container.id()),
         }
     }
@@ -103,7 +106,7 @@ impl Supervised {
     /// Its exit status, if it has exited.
     pub async fn exited(&mut self) -> Option<ExitStatus> {
         match &mut self.backend {
-            Backend::Process(child) => child.try_wait().ok().flatten(),
+            Backend::Process(child, _) => child.try_wait().ok().flatten(),
             Backend::Container(container) => container.exited().await,
             Backend::Exited => None,
         }
@@ -145,7 +148,7 @@ impl Supervised {
 
     fn signal(&self, signal: libc::c_int) {
         match &self.backend {
-            Backend::Process(child) => {
+            Backend::Process(child, _) => {
                 if let Some(pid) = child.id() {
                     // SAFETY: kill(2) on our own child's pid has no memory effects.
                     unsafe {
@@ -158,16 +161,21 @@ impl Supervised {
         }
     }
 
+    /// Sends `signal` to every process of the child's group (the child and whatever it started).
+    fn signal_group(group: libc::pid_t, signal: libc::c_int) {
+        if group > 0 {
+            // SAFETY: kill(2) on the process group we created has no memory effects.
+            unsafe {
+                libc::kill(-group, signal);
+            }
+        }
+    }
+
     /// Kills the component at once (SIGKILL), as a crash would, and reaps it (a container is removed).
     pub async fn kill(mut self) -> Option<ExitStatus> {
         match std::mem::replace(&mut self.backend, Backend::Exited) {
-            Backend::Process(mut child) => {
-                if let Some(pid) = child.id() {
-                    // SAFETY: as in `signal`.
-                    unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                    }
-                }
+            Backend::Process(mut child, group) => {
+                Self::signal_group(group, libc::SIGKILL);
                 child.wait().await.ok()
             }
             Backend::Container(container) => container.kill().await,
@@ -178,21 +186,21 @@ impl Supervised {
     /// Stops the component: SIGTERM, up to `grace` to exit, then SIGKILL (a container is removed).
     pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
         match std::mem::replace(&mut self.backend, Backend::Exited) {
-            Backend::Process(mut child) => {
+            Backend::Process(mut child, group) => {
                 if let Some(status) = child.try_wait().ok().flatten() {
+                    // Whatever it started and left behind goes with it.
+                    Self::signal_group(group, libc::SIGKILL);
                     return Some(status);
                 }
-                if let Some(pid) = child.id() {
-                    // SAFETY: as in `signal`.
-                    unsafe {
-                        libc::kill(pid as libc::pid_t, libc::SIGTERM);
-                    }
-                }
+                Self::signal_group(group, libc::SIGTERM);
                 match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(status) => status.ok(),
+                    Ok(status) => {
+                        Self::signal_group(group, libc::SIGKILL);
+                        status.ok()
+                    }
                     Err(_) => {
                         tracing::warn!(component = %self.name, ?grace, "did not exit after SIGTERM; sending SIGKILL");
-                        self.backend = Backend::Process(child);
+                        self.backend = Backend::Process(child, group);
                         self.kill().await
                     }
                 }
@@ -212,10 +220,66 @@ impl Drop for Supervised {
     fn drop(&mut self) {
         // Reached only when the stack was not shut down (a panic): `kill_on_drop` also applies;
         // a container is removed (by force) by its own Drop.
-        if let Backend::Process(child) = &mut self.backend
-            && child.try_wait().ok().flatten().is_none()
-        {
-            self.signal(libc::SIGKILL);
+        if let Backend::Process(_, group) = &self.backend {
+            Self::signal_group(*group, libc::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `pid` is a live process (a zombie awaiting its reaper counts as gone).
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next() != Some('Z')))
+            .unwrap_or(false)
+    }
+
+    /// A component started through a script that starts a helper and waits for it: what
+    /// `sh -c 'plugin & helper & wait'` or a manifest's wrapper script does.
+    async fn with_helper(dir: &Path) -> (Supervised, u32) {
+        let pid_file = dir.join("helper.pid");
+        let script = format!("sleep 600 & echo $! > {}; wait", pid_file.display());
+        let args = vec!["-c".to_owned(), script];
+        let mut process = Supervised::spawn("script", Path::new("/bin/sh"), &args, &dir.join("log"), &[]).unwrap();
+        let read_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok());
+        process.wait_ready("the helper's pid file", Duration::from_secs(10), || std::future::ready(read_pid().is_some())).await.unwrap();
+        let helper = read_pid().unwrap();
+        assert!(alive(helper), "the helper runs");
+        (process, helper)
+    }
+
+    /// Waits (bounded) until `pid` is gone; its reaper (init) may take a moment.
+    async fn gone_within(pid: u32, bound: Duration) -> bool {
+        let started = Instant::now();
+        while alive(pid) {
+            if started.elapsed() > bound {
+                return false;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn stopping_a_component_stops_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let (process, helper) = with_helper(dir.path()).await;
+        process.stop(Duration::from_secs(5)).await;
+        assert!(gone_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its stopped parent");
+    }
+
+    #[tokio::test]
+    async fn killing_or_dropping_a_component_stops_what_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let (process, helper) = with_helper(dir.path()).await;
+        process.kill().await;
+        assert!(gone_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its killed parent");
+        let (process, helper) = with_helper(dir.path()).await;
+        drop(process);
+        assert!(gone_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its dropped parent");
     }
 }

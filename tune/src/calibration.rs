@@ -98,6 +98,10 @@ impl Calibration {
     pub fn write(&self, path: &Path) -> Result<(), TuneError> {
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| TuneError::Calibration { path: path.display().to_string(), message: e.to_string() })?;
-        std::fs::write(path, text + "\n").map_err(|source| TuneError::Io { what: format!("write {}", path.display()), source })
+        let kind = kms_lab_edge::files::FileKind::public(
+            "`kms-lab tune` calibration",
+            kms_lab_edge::files::Recognise::By(|bytes| serde_json::from_slice::<Self>(bytes).is_ok()),
+        );
+        Ok(kms_lab_edge::files::replace(path, &kind, (text + "\n").as_bytes())?)
     }
 }

@@ -3,6 +3,10 @@
 /// A tune run failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
+    /// An output file the user named is not one `tune` writes (left unchanged), or could not be
+    /// replaced.
+    #[error(transparent)]
+    Output(#[from] kms_lab_edge::files::FileError),
     /// A profile does not parse.
     #[error("profile `{name}` is not a mock KMS fault profile: {message}")]
     Profile {

@@ -254,13 +254,21 @@ fn draw(result: &TuneResult, text: &mut String) -> Result<(), String> {
     Ok(())
 }
 
-/// Writes `tune.md`, `tune.csv` and `tune.svg` into `dir` (created if missing).
+/// Writes `tune.md`, `tune.csv` and `tune.svg` into `dir` (created if missing), each
+/// atomically, replacing only an earlier `tune`'s files (anything else there is left alone).
 pub fn write_all(result: &TuneResult, dir: &Path) -> Result<(), TuneError> {
-    std::fs::create_dir_all(dir).map_err(|source| TuneError::Io { what: format!("create {}", dir.display()), source })?;
+    use kms_lab_edge::files::{FileKind, Recognise};
     let svg = svg(result)?;
-    for (name, contents) in [("tune.md", markdown(result)), ("tune.csv", csv(result)), ("tune.svg", svg)] {
-        let path = dir.join(name);
-        std::fs::write(&path, contents).map_err(|source| TuneError::Io { what: format!("write {}", path.display()), source })?;
+    let files = [
+        ("tune.md", markdown(result), FileKind::public("`kms-lab tune` report", Recognise::FirstLine("# kms-lab tune"))),
+        ("tune.csv", csv(result), FileKind::public("`kms-lab tune` CSV", Recognise::FirstLine("engine,profile,api,"))),
+        ("tune.svg", svg, FileKind::public("`kms-lab tune` plot", Recognise::XmlRoot(&["svg"]))),
+    ];
+    for (name, _, kind) in &files {
+        kms_lab_edge::files::check_replaceable(&dir.join(name), kind)?;
+    }
+    for (name, contents, kind) in &files {
+        kms_lab_edge::files::replace(&dir.join(name), kind, contents.as_bytes())?;
     }
     Ok(())
 }

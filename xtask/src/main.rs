@@ -45,7 +45,13 @@ enum Task {
     Tidy(tidy::TidyArgs),
 }
 
+/// A panic (a bug) ends as a message and exit 1, after unwinding stopped dockerd, the registry
+/// and the running child (their guards' `Drop`).
 fn main() -> ExitCode {
+    kms_lab_edge::guard_panics("xtask", main_body)
+}
+
+fn main_body() -> ExitCode {
     forget_cargo_run_package_vars();
     let cli = Cli::parse();
     interrupt::install();

@@ -159,10 +159,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let report = Report::new(args.quick, plugin, apiserver, notes);
     println!("{}", report::table(&report));
     if let Some(path) = &args.json {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, report.to_json()? + "\n")?;
+        const BENCH_REPORT: kms_lab_edge::files::FileKind = kms_lab_edge::files::FileKind::public(
+            "`kms-lab-bench` JSON report",
+            kms_lab_edge::files::Recognise::JsonObjectWith(&["mode", "ratios"]),
+        );
+        kms_lab_edge::files::replace(path, &BENCH_REPORT, (report.to_json()? + "\n").as_bytes())?;
         eprintln!("==> wrote {}", path.display());
     }
     if interrupted {

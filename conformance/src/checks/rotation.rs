@@ -115,7 +115,9 @@ async fn rotate(ctx: &Ctx, command: String) -> Rotation {
     Rotation { key_id_changes, old_ciphertext_decrypts }
 }
 
-/// Runs `command` with `sh -c`, bounded by `deadline`; `Err` describes what came back.
+/// Runs `command` with `sh -c` in a process group of its own, bounded by `deadline`; `Err`
+/// describes what came back. When it ends (or its bound passes, or the run is interrupted),
+/// everything it started is stopped with it: a background helper cannot outlive the check.
 async fn run_command(command: &str, endpoint: &str, deadline: Duration) -> Result<(), String> {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
@@ -125,15 +127,75 @@ async fn run_command(command: &str, endpoint: &str, deadline: Duration) -> Resul
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(deadline, child).await {
+        .process_group(0)
+        .spawn()
+        .map_err(|error| format!("cannot run `sh -c`: {error}"))?;
+    let group = KillGroupOnDrop(child.id().map_or(0, |pid| pid as i32));
+    let outcome = tokio::time::timeout(deadline, child.wait_with_output()).await;
+    drop(group);
+    match outcome {
         Err(_) => Err(format!("still running after {deadline:?} (--rotate-wait); killed")),
-        Ok(Err(error)) => Err(format!("cannot run `sh -c`: {error}")),
+        Ok(Err(error)) => Err(format!("lost `sh -c`: {error}")),
         Ok(Ok(output)) if output.status.success() => Ok(()),
         Ok(Ok(output)) => {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
             Err(format!("{}; last stderr lines: {}", output.status, tail.into_iter().rev().collect::<Vec<_>>().join(" | ")))
         }
+    }
+}
+
+/// SIGKILL to a process group when dropped (the rotate command's, however its run ends).
+struct KillGroupOnDrop(i32);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            // SAFETY: kill(2) on the process group this check created has no memory effects.
+            unsafe {
+                libc::kill(-self.0, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next() != Some('Z')))
+            .unwrap_or(false)
+    }
+
+    async fn gone_within(pid: u32, bound: Duration) -> bool {
+        let started = std::time::Instant::now();
+        while alive(pid) {
+            if started.elapsed() > bound {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn a_rotate_command_cannot_leave_a_process_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // It exits at once, leaving a background helper.
+        let command = format!("sleep 600 >/dev/null 2>&1 & echo $! > {}", pid_file.display());
+        run_command(&command, "unix:///nowhere", Duration::from_secs(30)).await.unwrap();
+        let helper: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        assert!(gone_within(helper, Duration::from_secs(5)).await, "the rotate command's helper {helper} still runs");
+
+        // It outlives its bound: it is killed with its children, and the finding says so.
+        let command = format!("sleep 600 >/dev/null 2>&1 & echo $! > {}; wait", pid_file.display());
+        let error = run_command(&command, "unix:///nowhere", Duration::from_millis(500)).await.unwrap_err();
+        assert!(error.contains("still running after"), "{error}");
+        let helper: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        assert!(gone_within(helper, Duration::from_secs(5)).await, "the timed-out command's helper {helper} still runs");
     }
 }

@@ -4,8 +4,6 @@
 //! five bytes are bound as additional data, so the version cannot be swapped.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -62,13 +60,29 @@ fn random_key() -> Zeroizing<[u8; 32]> {
     key
 }
 
-/// Appends a new random key to a key file (creating it, mode 0600), making it the current version.
+/// What `rotate-kek` may replace: a key file (one base64 32-byte key per line, `#` comments),
+/// or a file with no key in it yet. Anything else the user names is left as it is.
+const KEY_FILE: kms_lab_edge::files::FileKind = kms_lab_edge::files::FileKind {
+    what: "KEK file (one base64-encoded 32-byte key per line)",
+    recognise: kms_lab_edge::files::Recognise::By(|bytes| std::str::from_utf8(bytes).is_ok_and(|text| parse_key_lines(text).is_ok())),
+    mode: 0o600,
+};
+
+/// Appends a new random key to a key file (creating it, mode 0600), making it the current
+/// version. The file is replaced atomically, and only if it is a key file: anything else at
+/// `path` is refused and left unchanged.
 pub fn append_random_key(path: &Path) -> Result<(), KekError> {
-    let io = |e: std::io::Error| KekError::KeyFile(format!("cannot write key file `{}`: {e}{}", path.display(), io_hint(&e)));
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).map_err(io)?;
-    let line = Zeroizing::new(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(random_key().as_ref())));
-    file.write_all(line.as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)
+    let mut text = match std::fs::read(path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Zeroizing::new(Vec::new()),
+        Err(e) => return Err(KekError::KeyFile(format!("cannot read key file `{}`: {e}{}", path.display(), io_hint(&e)))),
+    };
+    if !text.is_empty() && !text.ends_with(b"\n") {
+        text.push(b'\n');
+    }
+    text.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(random_key().as_ref()).as_bytes());
+    text.push(b'\n');
+    kms_lab_edge::files::replace(path, &KEY_FILE, &text).map_err(|e| KekError::KeyFile(e.to_string()))
 }
 
 /// A hint for an I/O error on the key file (empty when none fits).
@@ -103,25 +117,30 @@ fn read_key_file(path: &Path) -> Result<Vec<KeyVersion>, KekError> {
             path.display()
         ))
     })?;
+    let versions = parse_key_lines(text).map_err(|line| {
+        KekError::KeyFile(format!("key file `{}` line {line}: expected a base64-encoded 32-byte key", path.display()))
+    })?;
+    if versions.is_empty() {
+        return Err(KekError::KeyFile(format!(
+            "key file `{}` holds no key (it is empty or only comments): add one with `kms-plugin rotate-kek --kek-file {0}`",
+            path.display()
+        )));
+    }
+    Ok(versions)
+}
+
+/// The keys of a key file's text, oldest first; `Err(line)` names the first line that is not a
+/// base64-encoded 32-byte key, a comment or blank.
+fn parse_key_lines(text: &str) -> Result<Vec<KeyVersion>, usize> {
     let mut versions = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let bad = || KekError::KeyFile(format!("key file `{}` line {}: expected a base64-encoded 32-byte key", path.display(), index + 1));
-        let key = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(line).map_err(|_| bad())?);
-        if key.len() != 32 {
-            return Err(bad());
-        }
-        let version = u32::try_from(versions.len() + 1).map_err(|_| bad())?;
-        versions.push(key_version(version, &key)?);
-    }
-    if versions.is_empty() {
-        return Err(KekError::KeyFile(format!(
-            "key file `{}` holds no key (it is empty or only comments): add one with `kms-plugin rotate-kek --kek-file {0}`",
-            path.display()
-        )));
+        let key = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(line).map_err(|_| index + 1)?);
+        let version = u32::try_from(versions.len() + 1).map_err(|_| index + 1)?;
+        versions.push(key_version(version, &key).map_err(|_| index + 1)?);
     }
     Ok(versions)
 }
@@ -270,6 +289,24 @@ mod tests {
         let no_annotations = BTreeMap::new();
         let wrong_annotations = Claimed { key_id: None, annotations: Some(&no_annotations) };
         assert!(matches!(kek.unwrap(&wrapped.ciphertext, wrong_annotations), Err(KekError::Mismatch(_))));
+    }
+
+    #[test]
+    fn rotate_kek_refuses_a_file_that_is_not_a_key_file_and_leaves_it_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Cargo.toml");
+        std::fs::write(&path, "[package]\nname = \"mine\"\n").unwrap();
+        let error = append_random_key(&path).unwrap_err().to_string();
+        assert!(error.contains("is not a KEK file") && error.contains("left as it is"), "{error}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[package]\nname = \"mine\"\n");
+        // A new file is made with mode 0600; an empty one takes its first key.
+        let fresh = dir.path().join("kek");
+        append_random_key(&fresh).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&fresh).unwrap().permissions()) & 0o777, 0o600);
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "# keys\n").unwrap();
+        append_random_key(&empty).unwrap();
+        assert_eq!(read_key_file(&empty).unwrap().len(), 1);
     }
 
     #[test]
