@@ -5,7 +5,9 @@
 //! garbage ones); the real `kms-faulty-plugin --hostile-script` process serves each on its
 //! socket, and the command's own entry point (`run_cli_until`) checks it on both APIs. Every run
 //! must end within its bound with a verdict for every check and both reports written; the
-//! outcome is pass or fail (exit 0 or 1), never a panic.
+//! outcome is pass or fail (exit 0 or 1), never a panic. Then `kms-lab report`'s renderer
+//! writes the plugin report of those verdicts (Markdown, HTML, JUnit, JSON), as the report
+//! command does: every file is written and well-formed, whatever the findings hold.
 //!
 //! Cases: `DEFAULT_CASES` per run (CI); more with `PROPTEST_CASES=N`. A failing case prints its
 //! shrunk script as JSON: save it under `tests/hostile-fixtures/` (the fixtures test replays
@@ -199,8 +201,8 @@ fn check_report(report: &Report, api: Api, json: &Path, junit: &Path) -> Result<
 }
 
 /// Starts the hostile plugin on `script`, runs `kms-lab conformance --api API` against it as the
-/// command does (reports to files), and checks the outcome.
-async fn conformance_against(script: &Script, api: Api) -> Result<(), TestCaseError> {
+/// command does (reports to files), and checks the outcome; the report, if the API is served.
+async fn conformance_against(script: &Script, api: Api) -> Result<Option<Report>, TestCaseError> {
     let dir = short_run_dir().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let script_file = dir.path().join("script.json");
     std::fs::write(&script_file, serde_json::to_vec(script).expect("a script serialises")).expect("write the script");
@@ -231,16 +233,57 @@ async fn conformance_against(script: &Script, api: Api) -> Result<(), TestCaseEr
     plugin.stop(Duration::from_secs(5)).await;
     match outcome {
         Err(_) => Err(TestCaseError::fail(format!("{api}: the run did not end within its bound of {:?}", run_bound()))),
-        Ok(Ok(Some(report))) => check_report(&report, api, &json, &junit),
+        Ok(Ok(Some(report))) => check_report(&report, api, &json, &junit).map(|()| Some(report)),
         Ok(Ok(None)) => Err(TestCaseError::fail("no report without --list")),
-        Ok(Err(ConformanceError::ApiNotServed { .. })) if probe_answers_unimplemented(script, api) => Ok(()),
+        Ok(Err(ConformanceError::ApiNotServed { .. })) if probe_answers_unimplemented(script, api) => Ok(None),
         Ok(Err(error)) => Err(TestCaseError::fail(format!("{api}: the suite could not run: {error}; plugin log:\n{log}"))),
     }
 }
 
 async fn both_apis(script: &Script) -> Result<(), TestCaseError> {
-    conformance_against(script, Api::V2).await?;
-    conformance_against(script, Api::V1beta1).await
+    let v2 = conformance_against(script, Api::V2).await?;
+    let v1 = conformance_against(script, Api::V1beta1).await?;
+    render_plugin_report(v2.into_iter().chain(v1).collect())
+}
+
+/// `kms-lab report`'s renderer on the hostile plugin's verdicts (no scenarios ran): all four
+/// files written and well-formed, every failed check named in the summary.
+fn render_plugin_report(conformance: Vec<Report>) -> Result<(), TestCaseError> {
+    use kms_lab_report::{PluginInfo, PluginReport};
+    let failed: Vec<String> = conformance.iter().flat_map(|r| r.checks.iter().filter(|c| c.failed()).map(|c| c.id.to_string())).collect();
+    let checks: usize = conformance.iter().map(|r| r.checks.len()).sum();
+    let report = PluginReport {
+        plugin: PluginInfo { name: "hostile".into(), description: "kms-faulty-plugin --hostile-script".into() },
+        conformance,
+        scenarios: kms_lab_scenarios::report::SuiteReport {
+            scenarios: Vec::new(),
+            seconds: 0.0,
+            kubernetes_version: "v1.37.2".into(),
+            jobs: 1,
+            shard: None,
+        },
+        started: "2026-12-06T00:00:00Z".into(),
+        finished: "2026-12-06T00:01:00Z".into(),
+        kubernetes_version: "v1.37.2".into(),
+        interrupted: false,
+    };
+    let out = tempfile::tempdir().map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let files = kms_lab_report::render(&report, out.path()).map_err(|e| TestCaseError::fail(format!("the plugin report: {e}")))?;
+    let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| TestCaseError::fail(format!("{}: {e}", path.display())));
+    let markdown = read(&files.markdown)?;
+    for id in &failed {
+        prop_assert!(markdown.contains(id.as_str()), "the summary names the failed check {}", id);
+    }
+    let html = read(&files.html)?;
+    prop_assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    let json: serde_json::Value =
+        serde_json::from_str(&read(&files.json)?).map_err(|e| TestCaseError::fail(format!("report.json: {e}")))?;
+    let rendered: usize = json["conformance"].as_array().map_or(0, |a| a.iter().map(|r| r["checks"].as_array().map_or(0, Vec::len)).sum());
+    prop_assert_eq!(rendered, checks, "report.json holds every verdict");
+    let junit = read(&files.junit)?;
+    prop_assert_eq!(junit.matches("<testcase ").count(), checks);
+    prop_assert!(!junit.chars().any(not_xml), "the plugin report's JUnit holds a character XML 1.0 forbids");
+    Ok(())
 }
 
 fn runtime() -> tokio::runtime::Runtime {

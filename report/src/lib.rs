@@ -114,7 +114,7 @@ const FILES: [(&str, FileKind); 4] = [
     ("report.md", FileKind::public("kms-lab plugin report (Markdown)", Recognise::FirstLine("# KMS plugin report: "))),
     ("report.html", FileKind::public("kms-lab plugin report (HTML)", Recognise::FirstLine("<!DOCTYPE html>"))),
     ("junit.xml", FileKind::public("JUnit report", Recognise::XmlRoot(&["testsuites"]))),
-    ("report.json", FileKind::public("kms-lab plugin report (JSON)", Recognise::JsonObjectWith(&["report", "derived"]))),
+    ("report.json", FileKind::public("kms-lab plugin report (JSON)", Recognise::JsonObjectWith(&["plugin", "conformance", "derived"]))),
 ];
 
 /// Fails, changing nothing, unless `out_dir` is absent or a directory whose report files (if

@@ -53,3 +53,24 @@ fn derived_figures_follow_the_timeline() {
     let skipped = kms_lab_report::DerivedFigures::of(&report.scenarios.scenarios[2]);
     assert_eq!(skipped, kms_lab_report::DerivedFigures::default());
 }
+
+/// `--out` may hold an earlier report (replaced) and other files (left alone); a file of the
+/// user's under one of the report's names stops the report before it writes anything.
+#[test]
+fn the_out_directory_keeps_what_is_not_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    kms_lab_report::render(&common::fixture(), out).unwrap();
+    kms_lab_report::render(&common::fixture(), out).expect("an earlier report's files are replaced");
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("report.md"), "# My own report\n").unwrap();
+    let error = kms_lab_report::check_out_dir(&other).unwrap_err().to_string();
+    assert!(error.contains("report.md") && error.contains("left as it is"), "{error}");
+    assert!(kms_lab_report::render(&common::fixture(), &other).is_err());
+    assert_eq!(std::fs::read_to_string(other.join("report.md")).unwrap(), "# My own report\n");
+    assert_eq!(std::fs::read_dir(&other).unwrap().count(), 1, "nothing else was written");
+}
