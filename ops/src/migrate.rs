@@ -132,7 +132,8 @@ impl Checkpoint {
     fn save(&self, path: &Path) -> Result<(), OpsError> {
         const CHECKPOINT: kms_lab_edge::files::FileKind = kms_lab_edge::files::FileKind::public(
             "`kms-lab migrate` checkpoint",
-            kms_lab_edge::files::Recognise::JsonObjectWith(&["done_through", "finished"]),
+            // What `load` accepts, exactly: a file it refuses is not replaced either.
+            kms_lab_edge::files::Recognise::By(|bytes| serde_json::from_slice::<Checkpoint>(bytes).is_ok()),
         );
         let text = serde_json::to_string_pretty(self).unwrap_or_default();
         Ok(kms_lab_edge::files::replace(path, &CHECKPOINT, text.as_bytes())?)
@@ -336,5 +337,57 @@ fn describe(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => format!("{} {}: {}", status.code, status.reason, status.message),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Checkpoint files as a user's disk may hold them: real ones, near misses of the shape,
+    /// other JSON, and bytes.
+    fn checkpoint_file() -> impl Strategy<Value = Vec<u8>> {
+        let key = "\\PC{0,20}";
+        let real = (prop::collection::btree_map(key, key, 0..4), prop::collection::vec(key, 0..3)).prop_map(|(done, finished)| {
+            serde_json::to_vec(&serde_json::json!({"done_through": done, "finished": finished, "failed": {}})).expect("JSON")
+        });
+        let near = prop::sample::select(vec![
+            r#"{"done_through": [], "finished": []}"#,
+            r#"{"done_through": {"secrets": 7}, "finished": []}"#,
+            r#"{"done_through": {}, "finished": [null]}"#,
+            r#"{"done_through": {}, "finished": [], "failed": {"secrets": [{}]}}"#,
+            r#"{"done_through": {}}"#,
+            "[]",
+            "null",
+            "",
+        ])
+        .prop_map(|s| s.as_bytes().to_vec());
+        prop_oneof![2 => real, 2 => near, 1 => prop::collection::vec(any::<u8>(), 0..200)]
+    }
+
+    proptest! {
+        /// Issue 28: whatever `--checkpoint` names, loading it gives a checkpoint or the
+        /// checkpoint error naming the file, never a panic; a loaded one saves and loads back the
+        /// same; a file that is not a checkpoint is never overwritten.
+        #[test]
+        fn any_checkpoint_file_loads_or_is_refused_by_name(bytes in checkpoint_file()) {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let path = dir.path().join("migrate.checkpoint");
+            std::fs::write(&path, &bytes).expect("write the file");
+            match Checkpoint::load(&path) {
+                Ok(checkpoint) => {
+                    checkpoint.save(&path).expect("a checkpoint saves over itself");
+                    prop_assert_eq!(Checkpoint::load(&path).expect("and loads back"), checkpoint);
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    prop_assert!(message.contains("migrate.checkpoint"), "{}", message);
+                    prop_assert!(Checkpoint::default().save(&path).is_err(), "a file that is not a checkpoint is not overwritten");
+                    prop_assert_eq!(std::fs::read(&path).expect("read it back"), bytes);
+                }
+            }
+        }
     }
 }
