@@ -78,7 +78,12 @@ pub async fn run(args: &LabArgs) -> Result<(), LabError> {
     println!("==> provisioning kube-apiserver, kubectl and etcd (pinned upstream releases; built from the Go module proxy on first run)");
     let binaries = provision_binaries(args.bin_dir.clone(), &args.kubernetes_version).await?;
     for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
-        println!("    {:<15} {:<10} {}", binary.component.name(), binary.version, binary.path.display());
+        let place = if binary.source == kms_lab_stack::provision::Source::Image {
+            binary.source.to_string()
+        } else {
+            binary.path.display().to_string()
+        };
+        println!("    {:<15} {:<10} {place}", binary.component.name(), binary.version);
     }
     let options = RunOptions { binaries: binaries.clone(), run_root: state_dir.join("runs"), seed: None, keep_logs: false, plugin: None };
     let env_file = state_dir.join("lab.env");

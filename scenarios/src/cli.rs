@@ -269,8 +269,13 @@ fn run_merge(merge: &MergeArgs) -> Result<bool, ScenariosError> {
 }
 
 /// Finds or builds kube-apiserver, kubectl, etcd and etcdctl (blocking work, off the runtime).
+/// With containers whose images come from a registry (`KMS_LAB_IMAGES=registry`), kube-apiserver
+/// and etcd are not provisioned on the host at all (no Go build).
 pub async fn provision_binaries(bin_dir: Option<PathBuf>, k8s_version: &str) -> Result<provision::Binaries, ScenariosError> {
-    let options = ProvisionOptions { bin_dir, kubernetes_version: k8s_version.to_owned(), ..ProvisionOptions::default() };
+    let pulled_images = kms_lab_stack::Runtime::configured().is_ok_and(|r| r == kms_lab_stack::Runtime::Container)
+        && kms_lab_stack::images::ImageSource::from_env().is_ok_and(|s| s == kms_lab_stack::images::ImageSource::Registry);
+    let options =
+        ProvisionOptions { bin_dir, kubernetes_version: k8s_version.to_owned(), pulled_images, ..ProvisionOptions::default() };
     tokio::task::spawn_blocking(move || provision::provision(&options))
         .await
         .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))?

@@ -3,8 +3,9 @@
 //! mirror of registry.k8s.io; the kube-apiserver and etcd images the container tier built
 //! offline are pushed there under their upstream names and removed from the local image store;
 //! then `kms-lab` runs with `--runtime container`, `KMS_LAB_IMAGES=registry` and
-//! `KMS_LAB_REGISTRY=127.0.0.1:PORT`, so both images must be pulled from the mirror. The
-//! registry and its storage are removed at the end, also when a step fails.
+//! `KMS_LAB_REGISTRY=127.0.0.1:PORT`, so both images must be pulled from the mirror, and with
+//! an empty cache (`KMS_LAB_CACHE`): no kube-apiserver, etcd or kubectl on the host, and none may
+//! be built there. The registry and its storage are removed at the end, also when a step fails.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -35,11 +36,16 @@ pub fn tier(sh: &Shell, run_dir: &Path, kms_lab_args: &[&str]) -> Outcome {
         pushed.push(mirrored);
     }
     let (subcommand, rest) = kms_lab_args.split_first().ok_or_else(|| Failure::message("the registry tier needs a kms-lab command"))?;
+    let empty_cache = registry.root.join("empty-cache");
+    std::fs::create_dir_all(&empty_cache).map_err(|e| Failure::failed(format!("cannot create {}: {e}", empty_cache.display())))?;
     let ran = {
         let _images = sh.push_env("KMS_LAB_IMAGES", "registry");
         let _registry = sh.push_env("KMS_LAB_REGISTRY", &registry.address);
+        let _cache = sh.push_env("KMS_LAB_CACHE", &empty_cache);
         delegate(build::kms_lab(sh, subcommand, rest))
     };
+    // Nothing was provisioned on the host: the images are all the run needed.
+    let built_on_host = empty_cache.join("bin").exists() || empty_cache.join("gobuild").exists();
     // The run must have pulled each image from the mirror (KMS_LAB_IMAGES=registry refuses to build them).
     let mut not_pulled = Vec::new();
     for image in &pushed {
@@ -49,6 +55,12 @@ pub fn tier(sh: &Shell, run_dir: &Path, kms_lab_args: &[&str]) -> Outcome {
         let _ = cmd!(sh, "docker rmi {image}").quiet().ignore_stdout().ignore_stderr().run();
     }
     ran?;
+    if built_on_host {
+        return Err(Failure::failed(format!(
+            "the run built binaries on the host ({}): with KMS_LAB_IMAGES=registry the images are all it needs",
+            empty_cache.display()
+        )));
+    }
     if !not_pulled.is_empty() {
         return Err(Failure::failed(format!("the run passed but never pulled {} from the mirror", not_pulled.join(", "))));
     }

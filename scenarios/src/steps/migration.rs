@@ -135,7 +135,13 @@ impl StepKind for Migrate {
 }
 
 async fn rewrite(world: &mut World, rewrite: &Rewrite) -> StepResult {
-    let kubectl = world.stack.binaries().kubectl.path.clone();
+    // Containers from a registry's images: kubectl may not be on the host yet (found or built now).
+    let wanted = world.stack.binaries().kubectl.clone();
+    let kubectl = match tokio::task::spawn_blocking(move || wanted.on_host()).await {
+        Ok(Ok(binary)) => binary.path,
+        Ok(Err(error)) => return Err(StepError::Failed(format!("kubectl is needed on this host for the rewrite: {error}"))),
+        Err(error) => return Err(StepError::Failed(format!("provisioning kubectl stopped: {error}"))),
+    };
     let kubeconfig = world.stack.kubeconfig_path(rewrite.apiserver);
     let resource = rewrite.kind.resource();
     let started = Instant::now();

@@ -140,7 +140,7 @@ fn probe(
                         path.parent().unwrap_or(path).display(),
                         super::KUBERNETES_VERSION
                     ),
-                    Source::Cache | Source::Built { .. } => {
+                    Source::Cache | Source::Built { .. } | Source::Image => {
                         format!("delete {} and rerun", path.parent().unwrap_or(path).display())
                     }
                 };

@@ -132,6 +132,11 @@ pub struct ProvisionOptions {
     pub allow_build: bool,
     /// Whether to explain a build and show its progress on stderr.
     pub progress: bool,
+    /// kube-apiserver and etcd run from upstream images pulled from a registry (the container
+    /// runtime with `KMS_LAB_IMAGES=registry`): they are neither looked for nor built on this
+    /// host; kubectl and etcdctl are used where found and otherwise provisioned by the step
+    /// that first needs them on the host ([`Binary::on_host`]). No Go build for the demo.
+    pub pulled_images: bool,
 }
 
 impl Default for ProvisionOptions {
@@ -143,6 +148,7 @@ impl Default for ProvisionOptions {
             cache_dir: None,
             allow_build: true,
             progress: true,
+            pulled_images: false,
         }
     }
 }
@@ -173,6 +179,23 @@ pub struct Binary {
     pub source: Source,
 }
 
+impl Binary {
+    /// This binary on the host: itself, or — when only its image was provisioned
+    /// ([`Source::Image`]) — found or built now at its version. Blocking: a build takes minutes.
+    pub fn on_host(&self) -> Result<Binary, ProvisionError> {
+        if self.source != Source::Image {
+            return Ok(self.clone());
+        }
+        let mut options = ProvisionOptions::default();
+        if self.component.is_kubernetes() {
+            options.kubernetes_version = self.version.clone();
+        } else {
+            options.etcd_version = self.version.clone();
+        }
+        find_or_build(self.component, &options)
+    }
+}
+
 /// Where a [`Binary`] was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -189,6 +212,9 @@ pub enum Source {
         /// Wall-clock seconds the build took.
         seconds: u64,
     },
+    /// Not on this host: its upstream image is pulled from the registry
+    /// ([`ProvisionOptions::pulled_images`]); the path is the bare program name.
+    Image,
 }
 
 impl fmt::Display for Source {
@@ -198,6 +224,7 @@ impl fmt::Display for Source {
             Self::BinDir => f.write_str("--bin-dir"),
             Self::Cache => f.write_str("the cache"),
             Self::Built { seconds } => write!(f, "a build ({seconds} s)"),
+            Self::Image => f.write_str("the registry's image (not on this host)"),
         }
     }
 }
@@ -240,12 +267,26 @@ pub fn find_or_build(component: Component, options: &ProvisionOptions) -> Result
 
 fn provision_with(options: &ProvisionOptions, env: &Env) -> Result<Binaries, ProvisionError> {
     // Reject bad versions before anything slow.
-    Versions::parse(options)?;
+    let versions = Versions::parse(options)?;
+    let one = |component: Component| -> Result<Binary, ProvisionError> {
+        if !options.pulled_images {
+            return find_or_build_with(component, options, env);
+        }
+        let image = Binary { component, path: component.name().into(), version: versions.of(component).to_owned(), source: Source::Image };
+        match component {
+            // Run from the registry's images, never from the host.
+            Component::KubeApiserver | Component::Etcd => Ok(image),
+            // Used on the host by some steps: where found, else when first needed.
+            Component::Kubectl | Component::Etcdctl => {
+                Ok(find_or_build_with(component, &ProvisionOptions { allow_build: false, ..options.clone() }, env).unwrap_or(image))
+            }
+        }
+    };
     Ok(Binaries {
-        kube_apiserver: find_or_build_with(Component::KubeApiserver, options, env)?,
-        kubectl: find_or_build_with(Component::Kubectl, options, env)?,
-        etcd: find_or_build_with(Component::Etcd, options, env)?,
-        etcdctl: find_or_build_with(Component::Etcdctl, options, env)?,
+        kube_apiserver: one(Component::KubeApiserver)?,
+        kubectl: one(Component::Kubectl)?,
+        etcd: one(Component::Etcd)?,
+        etcdctl: one(Component::Etcdctl)?,
     })
 }
 

@@ -265,3 +265,26 @@ fn provision_finds_the_real_binaries() {
         assert!(out.status.success() && stdout.lines().any(|l| l.trim() == expected), "{binary:?}: {stdout}");
     }
 }
+
+/// Containers from a registry's images: kube-apiserver and etcd are not looked for or built on
+/// the host (Go is not even there); kubectl is used where found, and otherwise left to the step
+/// that needs it, which provisions it then.
+#[test]
+fn with_pulled_images_nothing_is_built_on_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let bin = dir.path().join("bin");
+    fake(&bin, "kubectl", "Client Version: v1.37.2\nKustomize Version: v5.8.1");
+    let options = ProvisionOptions { pulled_images: true, allow_build: true, ..offline(Some(&bin), &cache) };
+    let binaries = provision_with(&options, &env(&[])).expect("nothing to build");
+    let sources: Vec<_> = Component::ALL.iter().map(|c| (c.name(), binaries.get(*c).source.clone())).collect();
+    assert_eq!(
+        sources,
+        [("kube-apiserver", Source::Image), ("kubectl", Source::BinDir), ("etcd", Source::Image), ("etcdctl", Source::Image)]
+    );
+    assert_eq!((binaries.kube_apiserver.version.as_str(), binaries.etcd.version.as_str()), ("v1.37.2", "v3.6.16"));
+    assert_eq!(binaries.etcd.path, Path::new("etcd"), "the bare name: the image is found by it");
+    assert!(!cache.exists(), "nothing was built into the cache");
+    // Found binaries are themselves on the host.
+    assert_eq!(binaries.kubectl.on_host().unwrap().path, bin.join("kubectl"));
+}
