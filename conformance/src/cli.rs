@@ -120,7 +120,9 @@ impl ReportTarget {
         use kms_lab_edge::files::{FileKind, Recognise};
         match self {
             Self::Junit(_) => FileKind::public("JUnit report", Recognise::XmlRoot(&["testsuite", "testsuites"])),
-            Self::Json(_) => FileKind::public("`kms-lab conformance` JSON report", Recognise::JsonObjectWith(&["endpoint", "api", "checks"])),
+            Self::Json(_) => {
+                FileKind::public("`kms-lab conformance` JSON report", Recognise::JsonObjectWith(&["endpoint", "api", "checks"]))
+            }
         }
     }
 
@@ -157,7 +159,8 @@ impl ReportTarget {
             Self::Junit(path) => (path, render_junit(report)),
             Self::Json(path) => (path, serde_json::to_string_pretty(report).unwrap_or_default()),
         };
-        kms_lab_edge::files::replace(path, &self.kind(), text.as_bytes()).map_err(|error| ConformanceError::WriteReport { path: path.clone(), error })
+        kms_lab_edge::files::replace(path, &self.kind(), text.as_bytes())
+            .map_err(|error| ConformanceError::WriteReport { path: path.clone(), error })
     }
 }
 

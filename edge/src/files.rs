@@ -118,7 +118,11 @@ pub fn check_replaceable(path: &Path, kind: &FileKind) -> Result<(), FileError> 
 /// file it names is replaced, the link stays); an existing file keeps its permission bits.
 pub fn replace(path: &Path, kind: &FileKind, contents: &[u8]) -> Result<(), FileError> {
     check_replaceable(path, kind)?;
-    write_atomically(&resolve(path)?, kind.mode, contents).map_err(|(action, source)| FileError::Io { action, path: path.to_owned(), source })
+    write_atomically(&resolve(path)?, kind.mode, contents).map_err(|(action, source)| FileError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The path itself, or the file a symbolic link at it names.
@@ -128,7 +132,8 @@ fn resolve(path: &Path) -> Result<PathBuf, FileError> {
             Ok(target) => Ok(target),
             // A dangling link: its target is written (as `open` would), relative to the link.
             Err(_) => {
-                let link = std::fs::read_link(path).map_err(|source| FileError::Io { action: "read the link", path: path.to_owned(), source })?;
+                let link =
+                    std::fs::read_link(path).map_err(|source| FileError::Io { action: "read the link", path: path.to_owned(), source })?;
                 Ok(path.parent().unwrap_or(Path::new(".")).join(link))
             }
         },

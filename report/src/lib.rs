@@ -11,8 +11,8 @@ pub mod table;
 
 use std::path::{Path, PathBuf};
 
-use kms_lab_edge::files::{FileKind, Recognise};
 use kms_lab_conformance::Report as ConformanceReport;
+use kms_lab_edge::files::{FileKind, Recognise};
 use kms_lab_scenarios::report::SuiteReport;
 use serde::Serialize;
 

@@ -274,14 +274,12 @@ fn run_merge(merge: &MergeArgs) -> Result<bool, ScenariosError> {
 pub async fn provision_binaries(bin_dir: Option<PathBuf>, k8s_version: &str) -> Result<provision::Binaries, ScenariosError> {
     let pulled_images = kms_lab_stack::Runtime::configured().is_ok_and(|r| r == kms_lab_stack::Runtime::Container)
         && kms_lab_stack::images::ImageSource::from_env().is_ok_and(|s| s == kms_lab_stack::images::ImageSource::Registry);
-    let options =
-        ProvisionOptions { bin_dir, kubernetes_version: k8s_version.to_owned(), pulled_images, ..ProvisionOptions::default() };
+    let options = ProvisionOptions { bin_dir, kubernetes_version: k8s_version.to_owned(), pulled_images, ..ProvisionOptions::default() };
     tokio::task::spawn_blocking(move || provision::provision(&options))
         .await
         .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))?
         .map_err(ScenariosError::from)
 }
-
 
 /// `$CARGO_TARGET_DIR/kms-lab/scenario-runs`, or `target/…` under the current directory.
 pub fn default_run_root() -> PathBuf {

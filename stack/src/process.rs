@@ -35,6 +35,27 @@ enum Backend {
     Exited,
 }
 
+/// Whether process `pid` runs (a zombie — exited, awaiting its reaper — does not).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// Waits until process `pid` no longer runs, at most `bound` (its reaper may take a moment);
+/// whether it stopped.
+pub async fn stopped_within(pid: u32, bound: Duration) -> bool {
+    let started = Instant::now();
+    while running(pid) {
+        if started.elapsed() > bound {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    true
+}
+
 /// The last `n` lines of a log file (empty if unreadable).
 pub fn tail(log: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -230,14 +251,6 @@ impl Drop for Supervised {
 mod tests {
     use super::*;
 
-    /// Whether `pid` is a live process (a zombie awaiting its reaper counts as gone).
-    fn alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next() != Some('Z')))
-            .unwrap_or(false)
-    }
-
     /// A component started through a script that starts a helper and waits for it: what
     /// `sh -c 'plugin & helper & wait'` or a manifest's wrapper script does.
     async fn with_helper(dir: &Path) -> (Supervised, u32) {
@@ -248,20 +261,8 @@ mod tests {
         let read_pid = || std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok());
         process.wait_ready("the helper's pid file", Duration::from_secs(10), || std::future::ready(read_pid().is_some())).await.unwrap();
         let helper = read_pid().unwrap();
-        assert!(alive(helper), "the helper runs");
+        assert!(running(helper), "the helper runs");
         (process, helper)
-    }
-
-    /// Waits (bounded) until `pid` is gone; its reaper (init) may take a moment.
-    async fn gone_within(pid: u32, bound: Duration) -> bool {
-        let started = Instant::now();
-        while alive(pid) {
-            if started.elapsed() > bound {
-                return false;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        true
     }
 
     #[tokio::test]
@@ -269,7 +270,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (process, helper) = with_helper(dir.path()).await;
         process.stop(Duration::from_secs(5)).await;
-        assert!(gone_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its stopped parent");
+        assert!(stopped_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its stopped parent");
     }
 
     #[tokio::test]
@@ -277,9 +278,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (process, helper) = with_helper(dir.path()).await;
         process.kill().await;
-        assert!(gone_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its killed parent");
+        assert!(stopped_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its killed parent");
         let (process, helper) = with_helper(dir.path()).await;
         drop(process);
-        assert!(gone_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its dropped parent");
+        assert!(stopped_within(helper, Duration::from_secs(5)).await, "the helper {helper} outlived its dropped parent");
     }
 }

@@ -163,24 +163,6 @@ impl Drop for KillGroupOnDrop {
 mod tests {
     use super::*;
 
-    fn alive(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next() != Some('Z')))
-            .unwrap_or(false)
-    }
-
-    async fn gone_within(pid: u32, bound: Duration) -> bool {
-        let started = std::time::Instant::now();
-        while alive(pid) {
-            if started.elapsed() > bound {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
-    }
-
     #[tokio::test]
     async fn a_rotate_command_cannot_leave_a_process_behind() {
         let dir = tempfile::tempdir().unwrap();
@@ -189,13 +171,19 @@ mod tests {
         let command = format!("sleep 600 >/dev/null 2>&1 & echo $! > {}", pid_file.display());
         run_command(&command, "unix:///nowhere", Duration::from_secs(30)).await.unwrap();
         let helper: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-        assert!(gone_within(helper, Duration::from_secs(5)).await, "the rotate command's helper {helper} still runs");
+        assert!(
+            kms_lab_stack::process::stopped_within(helper, Duration::from_secs(5)).await,
+            "the rotate command's helper {helper} still runs"
+        );
 
         // It outlives its bound: it is killed with its children, and the finding says so.
         let command = format!("sleep 600 >/dev/null 2>&1 & echo $! > {}; wait", pid_file.display());
         let error = run_command(&command, "unix:///nowhere", Duration::from_millis(500)).await.unwrap_err();
         assert!(error.contains("still running after"), "{error}");
         let helper: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-        assert!(gone_within(helper, Duration::from_secs(5)).await, "the timed-out command's helper {helper} still runs");
+        assert!(
+            kms_lab_stack::process::stopped_within(helper, Duration::from_secs(5)).await,
+            "the timed-out command's helper {helper} still runs"
+        );
     }
 }

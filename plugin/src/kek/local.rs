@@ -117,9 +117,8 @@ fn read_key_file(path: &Path) -> Result<Vec<KeyVersion>, KekError> {
             path.display()
         ))
     })?;
-    let versions = parse_key_lines(text).map_err(|line| {
-        KekError::KeyFile(format!("key file `{}` line {line}: expected a base64-encoded 32-byte key", path.display()))
-    })?;
+    let versions = parse_key_lines(text)
+        .map_err(|line| KekError::KeyFile(format!("key file `{}` line {line}: expected a base64-encoded 32-byte key", path.display())))?;
     if versions.is_empty() {
         return Err(KekError::KeyFile(format!(
             "key file `{}` holds no key (it is empty or only comments): add one with `kms-plugin rotate-kek --kek-file {0}`",
