@@ -1,7 +1,7 @@
 //! Figures derived from a scenario's timeline: what a person asks first about an outage.
 
 use kms_lab_scenarios::runner::{ScenarioOutcome, StepRecord};
-use kms_lab_scenarios::world::Verb;
+use kms_lab_scenarios::timeline::Verb;
 
 /// What a step does to the stack, as far as the timeline plot and the derived figures care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

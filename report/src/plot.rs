@@ -2,7 +2,7 @@
 //! per second (ok/failed) and mock KMS calls per second (ok/failed), on one time axis.
 
 use kms_lab_scenarios::runner::ScenarioOutcome;
-use kms_lab_scenarios::world::Verb;
+use kms_lab_scenarios::timeline::Verb;
 use plotters::prelude::*;
 
 use crate::derive::{StepKind, step_kind};

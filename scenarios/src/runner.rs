@@ -13,10 +13,12 @@ use kms_lab_stack::provision::Binaries;
 use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::encryption::build_encryption;
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
 use crate::plugin_under_test::PluginUnderTest;
 use crate::steps;
-use crate::world::{KmsEvent, PLAINTEXT_MARKER, TimelineReport, World, build_encryption};
+use crate::timeline::{KmsEvent, TimelineReport};
+use crate::world::{PLAINTEXT_MARKER, World};
 
 /// How to run scenarios.
 #[derive(Debug, Clone)]

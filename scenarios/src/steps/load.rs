@@ -11,7 +11,8 @@ use super::{Scope, StepFuture, StepItem, StepKind, StepResult};
 use crate::conditions::{ConditionKind, ObserveFuture, Seen};
 use crate::error::StepError;
 use crate::model::{Dur, Kind, default_namespace};
-use crate::world::{ObjectClient, ObjectRef, World, value_for};
+use crate::object_client::ObjectClient;
+use crate::world::{ObjectRef, World, value_for};
 
 /// `load`: writers create objects continuously, each write retried, while `during` runs and for
 /// at least `for` (or until `min_writes` are stored); fewer stored writes than `min_writes` fail

@@ -10,7 +10,8 @@ use super::{Scope, StepFuture, StepKind, StepResult};
 use crate::conditions::{ConditionKind, ObserveFuture, Seen};
 use crate::error::StepError;
 use crate::model::{Dur, FigureName, Kind, Pattern, default_namespace};
-use crate::world::{Call, ObjectRef, World, list_names, value_for};
+use crate::object_client::{Call, list_names};
+use crate::world::{ObjectRef, World, value_for};
 
 /// `create`, `update`, `read`, `delete`: a set of objects and what should happen.
 #[derive(Debug, Clone, Deserialize)]
@@ -437,7 +438,7 @@ async fn observe_write(world: &mut World, write: &WriteProbe) -> Seen {
 }
 
 async fn observe_listed(world: &World, listed: &Listed) -> Seen {
-    match crate::world::list_names(world, listed.apiserver, listed.kind, &listed.namespace).await {
+    match crate::object_client::list_names(world, listed.apiserver, listed.kind, &listed.namespace).await {
         Ok(names) => {
             let missing = world.missing_from(listed.kind, &listed.namespace, &names);
             let expected = world.select(listed.kind, &listed.namespace, None, None).len();
