@@ -71,8 +71,13 @@ fn parse_workload(text: &str) -> Result<Workload, String> {
     Ok(Workload { op, payload_bytes })
 }
 
-/// An error ends the run as one `error: …` line (the cause chain, never a backtrace), exit 1.
+/// An error ends the run as one `error: …` line (the cause chain, never a backtrace), exit 1;
+/// a panic (a bug) as a message and exit 1, after its guards stopped every target process.
 fn main() -> std::process::ExitCode {
+    kms_lab_edge::guard_panics("kms-lab-bench", main_body)
+}
+
+fn main_body() -> std::process::ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("KMS_LAB_LOG").unwrap_or_else(|_| "warn,kube_client=off".into());
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -83,7 +88,17 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `--json FILE`: replaced only if it is an earlier bench report (or absent).
+const BENCH_REPORT: kms_lab_edge::files::FileKind = kms_lab_edge::files::FileKind::public(
+    "`kms-lab-bench` JSON report",
+    kms_lab_edge::files::Recognise::JsonObjectWith(&["mode", "ratios"]),
+);
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        // Checked before minutes of measuring, not after.
+        kms_lab_edge::files::check_replaceable(path, &BENCH_REPORT)?;
+    }
     let mut notes = Vec::new();
     // Ctrl-C (or SIGTERM) stops the comparison before its next cell and the apiserver run at once;
     // what finished is printed and written, marked partial, and the exit code is 130.
@@ -159,10 +174,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let report = Report::new(args.quick, plugin, apiserver, notes);
     println!("{}", report::table(&report));
     if let Some(path) = &args.json {
-        const BENCH_REPORT: kms_lab_edge::files::FileKind = kms_lab_edge::files::FileKind::public(
-            "`kms-lab-bench` JSON report",
-            kms_lab_edge::files::Recognise::JsonObjectWith(&["mode", "ratios"]),
-        );
         kms_lab_edge::files::replace(path, &BENCH_REPORT, (report.to_json()? + "\n").as_bytes())?;
         eprintln!("==> wrote {}", path.display());
     }

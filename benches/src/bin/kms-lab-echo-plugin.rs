@@ -14,12 +14,13 @@ struct Args {
     socket: PathBuf,
 }
 
-/// An error ends the process as one `error: …` line, exit 1 (a server that failed while serving).
+/// An error ends the process as one `error: …` line, exit 1 (a server that failed while
+/// serving); a panic (a bug) as a message and exit 1.
 fn main() -> std::process::ExitCode {
-    match serve(Args::parse()) {
+    kms_lab_edge::guard_panics("kms-lab-echo-plugin", || match serve(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => kms_lab_edge::fail(&format!("{error:#}"), kms_lab_edge::Exit::Failed),
-    }
+    })
 }
 
 fn serve(args: Args) -> anyhow::Result<()> {
