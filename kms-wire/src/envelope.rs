@@ -22,8 +22,11 @@ use crate::seal::{self, SealError};
 /// What every encrypted value starts with.
 pub const ENCRYPTED_PREFIX: &[u8] = b"k8s:enc:";
 
-/// The encryption provider that wrote a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The encryption provider that wrote a value. Its variants, in the order the migration path
+/// takes them, are [`ProviderKind::ALL`]; the list and the names are generated from the
+/// variants, so a new variant cannot be left out of either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum ProviderKind {
     /// No encryption.
     Identity,
@@ -34,14 +37,16 @@ pub enum ProviderKind {
     /// `secretbox` with a static key.
     Secretbox,
     /// `kms` with `apiVersion: v1`.
+    #[strum(serialize = "kms-v1")]
     KmsV1,
     /// `kms` with `apiVersion: v2`.
+    #[strum(serialize = "kms-v2")]
     KmsV2,
 }
 
 impl ProviderKind {
     /// Every provider kind, in the order the migration path takes them.
-    pub const ALL: [ProviderKind; 6] = [Self::Identity, Self::AesCbc, Self::AesGcm, Self::Secretbox, Self::KmsV1, Self::KmsV2];
+    pub const ALL: &'static [ProviderKind] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The prefix before the key or provider name (`None` for identity).
     pub fn prefix(self) -> Option<&'static str> {
@@ -57,14 +62,7 @@ impl ProviderKind {
 
     /// The name used in EncryptionConfiguration and in reports (`kms-v2` for KMS v2).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Identity => "identity",
-            Self::AesCbc => "aescbc",
-            Self::AesGcm => "aesgcm",
-            Self::Secretbox => "secretbox",
-            Self::KmsV1 => "kms-v1",
-            Self::KmsV2 => "kms-v2",
-        }
+        self.into()
     }
 }
 
@@ -223,7 +221,8 @@ impl Envelope {
             return Ok(Self::Identity { data: Bytes::copy_from_slice(raw) });
         }
         let kind = ProviderKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|kind| kind.prefix().is_some_and(|p| raw.starts_with(p.as_bytes())))
             .ok_or_else(|| EnvelopeError::UnknownPrefix(shown_prefix(raw)))?;
         let after_prefix = &raw[kind.prefix().map_or(0, str::len)..];
@@ -374,5 +373,16 @@ impl fmt::Debug for Envelope {
                 .field("len", &object.encrypted_data.len())
                 .finish(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_kinds_in_migration_order_with_their_names() {
+        let names: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.name()).collect();
+        assert_eq!(names, ["identity", "aescbc", "aesgcm", "secretbox", "kms-v1", "kms-v2"]);
     }
 }

@@ -28,7 +28,8 @@ impl ProviderRef {
     /// Parses `KIND` or `KIND:NAME` (`identity`, `aescbc:key1`, `kms-v2:lab-kms`, …).
     pub fn parse(text: &str) -> Result<Self, OpsError> {
         let (kind, name) = text.split_once(':').map_or((text, None), |(k, n)| (k, Some(n.to_owned())));
-        let kind = ProviderKind::ALL.into_iter().find(|k| k.name() == kind).ok_or_else(|| OpsError::UnknownProvider(text.to_owned()))?;
+        let kind =
+            ProviderKind::ALL.iter().copied().find(|k| k.name() == kind).ok_or_else(|| OpsError::UnknownProvider(text.to_owned()))?;
         Ok(Self { kind: kind.name(), name: name.filter(|n| !n.is_empty()) })
     }
 

@@ -272,7 +272,7 @@ impl<'de> Deserialize<'de> for ProviderName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use kms_wire::envelope::ProviderKind;
         let text = String::deserialize(deserializer)?;
-        ProviderKind::ALL.into_iter().find(|k| k.name() == text).map(ProviderName).ok_or_else(|| {
+        ProviderKind::ALL.iter().copied().find(|k| k.name() == text).map(ProviderName).ok_or_else(|| {
             let known: Vec<&str> = ProviderKind::ALL.iter().map(|k| k.name()).collect();
             serde::de::Error::custom(format!("unknown provider `{text}` (known: {})", known.join(", ")))
         })

@@ -17,7 +17,7 @@ use crate::crd::{ExternalSecretSpec, SyncedVersion};
 use crate::error::StoreError;
 
 /// Why the `Ready` condition is what it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
 pub enum Reason {
     /// Every entry is in the Secret.
     Synced,
@@ -44,41 +44,17 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason.
-    pub const ALL: [Reason; 11] = [
-        Self::Synced,
-        Self::InvalidSpec,
-        Self::StoreNotFound,
-        Self::StoreMisconfigured,
-        Self::StoreUnavailable,
-        Self::Throttled,
-        Self::AccessDenied,
-        Self::RemoteSecretDeleted,
-        Self::PropertyNotFound,
-        Self::SecretConflict,
-        Self::StoreError,
-    ];
+    /// Every reason (generated from the variants).
+    pub const ALL: &'static [Reason] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The reason named `name` (as [`Reason::name`] spells it).
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.name() == name)
+        Self::ALL.iter().copied().find(|r| r.name() == name)
     }
 
     /// The reason as the condition and the events show it.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Synced => "Synced",
-            Self::InvalidSpec => "InvalidSpec",
-            Self::StoreNotFound => "StoreNotFound",
-            Self::StoreMisconfigured => "StoreMisconfigured",
-            Self::StoreUnavailable => "StoreUnavailable",
-            Self::Throttled => "Throttled",
-            Self::AccessDenied => "AccessDenied",
-            Self::RemoteSecretDeleted => "RemoteSecretDeleted",
-            Self::PropertyNotFound => "PropertyNotFound",
-            Self::SecretConflict => "SecretConflict",
-            Self::StoreError => "StoreError",
-        }
+        self.into()
     }
 
     /// When to try again: soon with backoff (the store may come back), or at the next poll.

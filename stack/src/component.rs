@@ -75,8 +75,9 @@ impl serde::Serialize for Component {
 
 /// What [`Stack::start`](crate::Stack::start) or [`Stack::restart`](crate::Stack::restart) waits
 /// for before it returns. Every wait is bounded; `none` leaves the observation to later steps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize, strum::VariantArray, strum::IntoStaticStr)]
 #[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
 pub enum WaitFor {
     /// The component's full readiness: an apiserver's `/readyz`, a plugin's Status, etcd's
     /// `/health`, a mock KMS node's health endpoint.
@@ -92,17 +93,12 @@ pub enum WaitFor {
 }
 
 impl WaitFor {
-    /// Every choice, in the order the docs list them.
-    pub const ALL: [WaitFor; 4] = [Self::Ready, Self::Serving, Self::Live, Self::None];
+    /// Every choice, in the order the docs list them (generated from the variants).
+    pub const ALL: &'static [WaitFor] = <Self as strum::VariantArray>::VARIANTS;
 
-    /// The name scenario files use (`ready`).
+    /// The name scenario files use (`ready`), as serde spells it too.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Ready => "ready",
-            Self::Serving => "serving",
-            Self::Live => "live",
-            Self::None => "none",
-        }
+        self.into()
     }
 
     /// Whether `component` has this kind of wait (only apiservers have more than `ready`).

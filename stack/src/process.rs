@@ -251,10 +251,13 @@ impl Drop for Supervised {
 mod tests {
     use super::*;
 
+    /// Numbers each helper's pid file: a second helper must not read the first one's.
+    static HELPERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     /// A component started through a script that starts a helper and waits for it: what
     /// `sh -c 'plugin & helper & wait'` or a manifest's wrapper script does.
     async fn with_helper(dir: &Path) -> (Supervised, u32) {
-        let pid_file = dir.join("helper.pid");
+        let pid_file = dir.join(format!("helper-{}.pid", HELPERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
         let script = format!("sleep 600 & echo $! > {}; wait", pid_file.display());
         let args = vec!["-c".to_owned(), script];
         let mut process = Supervised::spawn("script", Path::new("/bin/sh"), &args, &dir.join("log"), &[]).unwrap();

@@ -177,6 +177,7 @@ mod tests {
         );
 
         // It outlives its bound: it is killed with its children, and the finding says so.
+        let pid_file = dir.path().join("pid-2");
         let command = format!("sleep 600 >/dev/null 2>&1 & echo $! > {}; wait", pid_file.display());
         let error = run_command(&command, "unix:///nowhere", Duration::from_millis(500)).await.unwrap_err();
         assert!(error.contains("still running after"), "{error}");
