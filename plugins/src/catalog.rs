@@ -9,6 +9,8 @@ use crate::manifest::{self, Manifest};
 /// Each catalog entry: its file name under `plugins/catalog/` and its text.
 const ENTRIES: &[(&str, &str)] = &[
     ("kms-plugin.yaml", include_str!("../catalog/kms-plugin.yaml")),
+    ("kms-plugin-jdcloud.yaml", include_str!("../catalog/kms-plugin-jdcloud.yaml")),
+    ("kms-plugin-aliyun.yaml", include_str!("../catalog/kms-plugin-aliyun.yaml")),
     ("kms-faulty-plugin.yaml", include_str!("../catalog/kms-faulty-plugin.yaml")),
     ("kms-go-plugin.yaml", include_str!("../catalog/kms-go-plugin.yaml")),
     ("aws-encryption-provider.yaml", include_str!("../catalog/aws-encryption-provider.yaml")),

@@ -223,3 +223,47 @@ async fn vault_kubernetes_kms_from_the_catalog_on_the_vault_dialect_stores_kms_v
     assert_prefix(&raw, b"k8s:enc:kms:v1:lab-kms:");
     stack.shutdown(false).await;
 }
+
+/// kms-plugin as a drop-in for the seeds' plugins: from its catalog manifests `kms-plugin-jdcloud`
+/// (the JD Cloud seed's config.json as it is, `--kms-dialect jdcloud`) and `kms-plugin-aliyun`
+/// (`"KmsDialect": "aliyun"`, HTTPS with the stack's CA through `SSL_CERT_FILE`), a Secret is
+/// stored `k8s:enc:kms:v2:` and, through a KMS v1 provider, `k8s:enc:kms:v1:`; the mock KMS's
+/// audit log shows the plugin's calls on that dialect, made for the apiserver's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_plugin_on_the_jdcloud_and_aliyun_dialects_stores_kms_v2_and_v1() {
+    use mock_kms::api::admin::Outcome;
+    use mock_kms::api::{Action, Caller};
+    for (name, dialect) in
+        [("kms-plugin-jdcloud", mock_kms::dialects::Dialect::Jdcloud), ("kms-plugin-aliyun", mock_kms::dialects::Dialect::Aliyun)]
+    {
+        let plugin = prepare(name).await;
+        assert_eq!(plugin.manifest().dialect, Some(dialect));
+        for v1 in [false, true] {
+            let mut options = StackOptions::new(&format!("{name}-test"), binaries().await, &run_root());
+            options.mock_kms = Some(plugin.mock_kms_options());
+            options.plugins = vec![plugin.spec("plugin-0")];
+            if v1 {
+                use_kms_v1(&mut options);
+            }
+            let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with {name}: {e}"));
+            let kms = stack.mock_kms().unwrap();
+            let endpoint = kms.dialect_endpoint(dialect).unwrap();
+            assert_eq!(endpoint.url().starts_with("https://"), dialect == mock_kms::dialects::Dialect::Aliyun, "{}", endpoint.url());
+            let raw = write_and_read_back(&stack, "seed-dialect-secret").await;
+            assert_prefix(&raw, if v1 { b"k8s:enc:kms:v1:lab-kms:" } else { b"k8s:enc:kms:v2:lab-kms:" });
+            let records = kms.audit_records(0).await.unwrap();
+            assert!(
+                records.iter().any(|r| r.dialect == dialect
+                    && r.action == Action::Encrypt
+                    && r.outcome == Outcome::Ok
+                    && r.caller == Some(Caller::Request)),
+                "{name}: no Encrypt for a request on the {dialect} dialect in the audit log: {records:?}"
+            );
+            assert!(
+                !records.iter().any(|r| r.dialect == mock_kms::dialects::Dialect::Native && r.action == Action::Encrypt),
+                "{name}: a native Encrypt"
+            );
+            stack.shutdown(false).await;
+        }
+    }
+}
