@@ -41,7 +41,7 @@ impl ManifestPlugin {
             let path = if allow_build {
                 build::build(&manifest, &needed.label, needed.build, true)?
             } else {
-                match build::locate(&manifest, needed.build)? {
+                match build::locate_as(&manifest, &needed.label, needed.build)? {
                     Located::Built(path) => path,
                     Located::Missing(where_) => return Err(PluginError::NotBuilt { plugin: needed.label, where_ }),
                 }
