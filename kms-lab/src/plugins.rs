@@ -89,7 +89,7 @@ pub fn list(files: &[String]) -> Result<String, PluginError> {
 fn built(manifest: &Manifest) -> Result<Vec<String>, String> {
     let mut paths = Vec::new();
     for needed in build::needed(manifest) {
-        match build::locate(manifest, needed.build) {
+        match build::locate_as(manifest, &needed.label, needed.build) {
             Ok(Located::Built(path)) => paths.push(path.display().to_string()),
             Ok(Located::Missing(where_)) => return Err(format!("{}: {where_}", needed.label)),
             Err(error) => return Err(error.to_string()),

@@ -10,7 +10,14 @@
 use std::collections::BTreeMap;
 
 pub mod admin;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod secrets;
+pub mod sign;
+pub mod status;
+
+#[cfg(feature = "client")]
+pub use client::{CallError, Client, Decrypted, Encrypted};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};

@@ -33,9 +33,16 @@ pub struct Args {
     #[arg(long, value_name = "DIALECT", default_value = "native")]
     pub dialect: Dialect,
     /// One more listener speaking another dialect on the same node (same keys, audit log and
-    /// faults), e.g. `--also vault=127.0.0.1:8201`; repeat for several.
-    #[arg(long = "also", value_name = "DIALECT=ADDR", value_parser = parse_also)]
-    pub also: Vec<(Dialect, SocketAddr)>,
+    /// faults), e.g. `--also vault=127.0.0.1:8201`; `DIALECT=https://ADDR` serves it over TLS
+    /// with --tls-cert/--tls-key; repeat for several.
+    #[arg(long = "also", value_name = "DIALECT=[https://]ADDR", value_parser = parse_also)]
+    pub also: Vec<Also>,
+    /// The PEM certificate chain the `--also DIALECT=https://ADDR` listeners present.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The token the vault dialect accepts in X-Vault-Token (prefer the environment variable).
     #[arg(long, value_name = "TOKEN", env = "MOCK_KMS_VAULT_TOKEN", hide_env_values = true)]
     pub vault_token: Option<Zeroizing<String>>,
@@ -115,11 +122,27 @@ pub enum Command {
     },
 }
 
-fn parse_also(value: &str) -> Result<(Dialect, SocketAddr), String> {
+/// One `--also` listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Also {
+    /// The dialect it speaks.
+    pub dialect: Dialect,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it serves TLS (`DIALECT=https://ADDR`).
+    pub tls: bool,
+}
+
+fn parse_also(value: &str) -> Result<Also, String> {
     let (dialect, addr) = value.split_once('=').ok_or_else(|| format!("`{value}` is not DIALECT=ADDR (e.g. vault=127.0.0.1:8201)"))?;
     let dialect: Dialect = dialect.parse().map_err(|e: crate::dialects::UnknownDialect| e.to_string())?;
-    let addr = addr.parse().map_err(|_| format!("`{addr}` is not an address HOST:PORT (e.g. 127.0.0.1:8201)"))?;
-    Ok((dialect, addr))
+    let (addr, tls) = match addr.strip_prefix("https://") {
+        Some(addr) => (addr, true),
+        None => (addr, false),
+    };
+    let addr =
+        addr.parse().map_err(|_| format!("`{addr}` is not an address HOST:PORT (e.g. 127.0.0.1:8201, or https://127.0.0.1:8201)"))?;
+    Ok(Also { dialect, addr, tls })
 }
 
 impl Args {
@@ -131,8 +154,19 @@ impl Args {
             .sealed(self.sealed)
             .cluster_size(self.cluster)
             .peers(self.peers.iter().cloned());
-        for (dialect, addr) in &self.also {
-            builder = builder.extra_listener(*dialect, *addr);
+        for also in &self.also {
+            builder = if also.tls {
+                builder.extra_tls_listener(also.dialect, also.addr)
+            } else {
+                builder.extra_listener(also.dialect, also.addr)
+            };
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            let read = |path: &PathBuf| {
+                std::fs::read(path)
+                    .map_err(|e| StartError::Config(format!("cannot read {} ({e}): give a readable PEM file", path.display())))
+            };
+            builder = builder.tls_identity(read(cert)?, read(key)?);
         }
         if let Some(token) = &self.vault_token {
             builder = builder.vault_token(token.as_str());
@@ -204,7 +238,9 @@ mod tests {
             .unwrap();
         assert_eq!(aws.dialect, Dialect::Aws);
         let both = parse(&["--dialect", "aws", "--also", "native=127.0.0.1:9002", "--vault-token", "t"]).unwrap();
-        assert_eq!(both.also, [(Dialect::Native, "127.0.0.1:9002".parse().unwrap())]);
+        assert_eq!(both.also, [Also { dialect: Dialect::Native, addr: "127.0.0.1:9002".parse().unwrap(), tls: false }]);
+        let tls = parse(&["--also", "aliyun=https://127.0.0.1:9003", "--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert_eq!(tls.also, [Also { dialect: Dialect::Aliyun, addr: "127.0.0.1:9003".parse().unwrap(), tls: true }]);
         let peers = parse(&["--node-id", "a", "--peers", "http://127.0.0.1:1,127.0.0.1:2"]).unwrap();
         assert_eq!(peers.peers.len(), 2);
     }

@@ -1,4 +1,5 @@
-//! A node's accept loop: HTTP/1.1 connections served by the node's router, an `outage` fault
+//! A node's accept loop: HTTP/1.1 connections (over TLS on a listener given a [`TlsAcceptor`])
+//! served by the node's router, an `outage` fault
 //! that closes the listener and drops every open connection (clients see "connection refused")
 //! and re-binds the same address when cleared, and a graceful stop on shutdown.
 
@@ -11,12 +12,15 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::faults::ActiveFaults;
 use crate::node::Node;
 
 /// How long in-flight calls may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// How often a node in recovery retries binding its address.
 const REBIND_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -25,15 +29,16 @@ enum Stop {
     Shutdown,
 }
 
-/// Serves `node` on `listener` until shutdown, going down and up with `outage` faults.
-pub(crate) async fn serve(node: Arc<Node>, listener: TcpListener, app: Router) {
+/// Serves `node` on `listener` (over TLS with `tls`) until shutdown, going down and up with
+/// `outage` faults.
+pub(crate) async fn serve(node: Arc<Node>, listener: TcpListener, app: Router, tls: Option<TlsAcceptor>) {
     let mut shutdown = node.shared.shutdown.subscribe();
     let mut faults = node.faults.subscribe();
     let addr = listener.local_addr().unwrap_or(node.addr);
     let mut listener = Some(listener);
     while let Some(bound) = listener.take() {
         node.set_listening(true);
-        if let Stop::Shutdown = accept_until_stopped(&node, bound, &app, &mut shutdown, &mut faults).await {
+        if let Stop::Shutdown = accept_until_stopped(&node, bound, &app, tls.as_ref(), &mut shutdown, &mut faults).await {
             node.set_listening(false);
             return;
         }
@@ -61,6 +66,7 @@ async fn accept_until_stopped(
     node: &Arc<Node>,
     listener: TcpListener,
     app: &Router,
+    tls: Option<&TlsAcceptor>,
     shutdown: &mut watch::Receiver<bool>,
     faults: &mut watch::Receiver<ActiveFaults>,
 ) -> Stop {
@@ -73,7 +79,7 @@ async fn accept_until_stopped(
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => {
-                        connections.spawn(serve_connection(stream, app.clone(), graceful_rx.clone()));
+                        connections.spawn(serve_connection(stream, app.clone(), graceful_rx.clone(), tls.cloned()));
                     }
                     Err(error) => {
                         // E.g. out of file descriptors: back off instead of spinning.
@@ -113,8 +119,22 @@ async fn accept_until_stopped(
     stop
 }
 
-async fn serve_connection(stream: TcpStream, app: Router, mut graceful: watch::Receiver<bool>) {
+async fn serve_connection(stream: TcpStream, app: Router, graceful: watch::Receiver<bool>, tls: Option<TlsAcceptor>) {
     let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_http(stream, app, graceful).await,
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_DEADLINE, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_http(stream, app, graceful).await,
+            Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake not finished within {HANDSHAKE_DEADLINE:?}"),
+        },
+    }
+}
+
+async fn serve_http<S>(stream: S, app: Router, mut graceful: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let connection =
         hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
     tokio::pin!(connection);
@@ -125,6 +145,27 @@ async fn serve_connection(stream: TcpStream, app: Router, mut graceful: watch::R
             let _ = connection.await;
         }
     }
+}
+
+/// The TLS acceptor of a PEM certificate chain and key; the error says which file part is wrong.
+pub(crate) fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the certificate file is not PEM certificates: {e}"))?;
+    if chain.is_empty() {
+        return Err("the certificate file holds no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the key file holds no PEM private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the certificate and key do not make a TLS identity: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Waits until the outage is cleared (true) or shutdown (false).

@@ -57,8 +57,11 @@ pub struct MockKmsBuilder {
     audit_log: Option<PathBuf>,
     audit_capacity: usize,
     dialect: Dialect,
-    extra_listeners: Vec<(Dialect, SocketAddr)>,
+    /// Each extra listener: its dialect, address and whether it serves TLS.
+    extra_listeners: Vec<(Dialect, SocketAddr, bool)>,
     vault_token: Option<Zeroizing<String>>,
+    /// The PEM certificate chain and key of the TLS listeners.
+    tls_identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
 }
 
 impl std::fmt::Debug for MockKmsBuilder {
@@ -100,6 +103,7 @@ impl Default for MockKmsBuilder {
             dialect: Dialect::Native,
             extra_listeners: Vec::new(),
             vault_token: None,
+            tls_identity: None,
         }
     }
 }
@@ -214,7 +218,20 @@ impl MockKmsBuilder {
     /// One more listener on every node, speaking `dialect` at `addr` (with a cluster of N, node i
     /// listens on port + i, or on an ephemeral port when the port is 0).
     pub fn extra_listener(mut self, dialect: Dialect, addr: SocketAddr) -> Self {
-        self.extra_listeners.push((dialect, addr));
+        self.extra_listeners.push((dialect, addr, false));
+        self
+    }
+
+    /// Like [`MockKmsBuilder::extra_listener`], over TLS with the [`MockKmsBuilder::tls_identity`]
+    /// (e.g. `aliyun`: Alibaba Cloud's SDKs and ack-kms-plugin call KMS over HTTPS only).
+    pub fn extra_tls_listener(mut self, dialect: Dialect, addr: SocketAddr) -> Self {
+        self.extra_listeners.push((dialect, addr, true));
+        self
+    }
+
+    /// The PEM certificate chain and private key the TLS listeners present.
+    pub fn tls_identity(mut self, cert_pem: impl Into<Vec<u8>>, key_pem: impl Into<Vec<u8>>) -> Self {
+        self.tls_identity = Some((cert_pem.into(), Zeroizing::new(key_pem.into())));
         self
     }
 
@@ -247,6 +264,13 @@ impl MockKmsBuilder {
             && (id.is_empty() || id.len() > 64 || id.chars().any(|c| c.is_whitespace() || c.is_control()))
         {
             return Err(StartError::Config("--node-id must be 1 to 64 characters without spaces".into()));
+        }
+        if self.tls_identity.is_none()
+            && let Some((dialect, addr, _)) = self.extra_listeners.iter().find(|(_, _, tls)| *tls)
+        {
+            return Err(StartError::Config(format!(
+                "`--also {dialect}=https://{addr}` serves TLS: give its certificate and key with --tls-cert FILE --tls-key FILE (PEM)"
+            )));
         }
         for (key_id, _) in &self.keys {
             crate::keystore::validate_key_id(key_id).map_err(|e| StartError::Config(format!("--key-id `{key_id}`: {e}")))?;
@@ -399,12 +423,18 @@ impl MockKmsBuilder {
             }
         }
 
+        let tls = match &self.tls_identity {
+            Some((cert, key)) => {
+                Some(crate::listener::tls_acceptor(cert, key).map_err(|e| StartError::Config(format!("--tls-cert/--tls-key: {e}")))?)
+            }
+            None => None,
+        };
         let mut tasks = Vec::new();
         let mut extra_addrs = Vec::new();
         for (index, (node, listener)) in nodes.iter().zip(listeners).enumerate() {
             let app = crate::dialects::router(self.dialect, node.clone())?;
-            tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app)));
-            for (dialect, addr) in &self.extra_listeners {
+            tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app, None)));
+            for (dialect, addr, over_tls) in &self.extra_listeners {
                 let mut addr = *addr;
                 if addr.port() != 0 {
                     addr.set_port(u16::try_from(usize::from(addr.port()) + index).map_err(|_| {
@@ -413,10 +443,11 @@ impl MockKmsBuilder {
                 }
                 let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
                 let bound = listener.local_addr().unwrap_or(addr);
-                tracing::info!(node = %node.id, dialect = %dialect, addr = %bound, "listening");
+                tracing::info!(node = %node.id, dialect = %dialect, addr = %bound, tls = over_tls, "listening");
                 extra_addrs.push((index, *dialect, bound));
                 let app = crate::dialects::router(*dialect, node.clone())?;
-                tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app)));
+                let tls = if *over_tls { tls.clone() } else { None };
+                tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app, tls)));
             }
         }
         if let Some(root) = root {

@@ -30,6 +30,10 @@ pub struct Args {
     /// The KEK's id in the remote KMS (overrides KmsKeyId).
     #[arg(long, value_name = "ID")]
     pub kms_key_id: Option<String>,
+    /// The remote KMS's API (overrides KmsDialect; default native). An https KmsEndpoint is
+    /// trusted through the system's roots plus the CA bundle in SSL_CERT_FILE, as Go clients do.
+    #[arg(long, value_enum, value_name = "DIALECT")]
+    pub kms_dialect: Option<config::KmsDialect>,
     /// With `--kms local`: keep the KEK in this file (created if missing; one base64 key per line, last is current).
     #[arg(long, value_name = "FILE")]
     pub kek_file: Option<PathBuf>,
@@ -119,8 +123,15 @@ impl Args {
                 what: "AccessKey/SecretKey",
                 hint: "a remote KMS needs a credential: set AccessKey and SecretKey in the config file (-f config.json)",
             };
+            let dialect = match (self.kms_dialect, seed.kms_dialect.as_deref()) {
+                (Some(flag), _) => flag,
+                (None, Some(name)) => config::KmsDialect::from_seed(name)?,
+                (None, None) => config::KmsDialect::Native,
+            };
             RemoteKmsConfig {
                 endpoints: config::parse_endpoints(&kms, &schema, kms_source)?,
+                dialect: dialect.dialect(),
+                ca_file: std::env::var_os("SSL_CERT_FILE").filter(|v| !v.is_empty()).map(PathBuf::from),
                 key_id: self
                     .kms_key_id
                     .clone()
@@ -202,7 +213,28 @@ mod tests {
         let KekConfig::Remote(remote) = config.kek else { panic!("expected a remote KEK") };
         assert_eq!(remote.endpoints, vec!["http://127.0.0.1:1", "http://127.0.0.1:2"]);
         assert_eq!(remote.key_id, "lab-key");
+        assert_eq!(remote.dialect, mock_kms::dialects::Dialect::Native);
         assert!(!format!("{:?}", remote.credential).contains("SK"));
+    }
+
+    #[test]
+    fn the_dialect_comes_from_the_seed_file_or_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let seed = r#"{"AccessKey":"AK","SecretKey":"SK","KmsEndpoint":"127.0.0.1:1","KmsKeyId":"k","KmsSchema":"https","GRPCSocketPath":"/tmp/s.sock""#;
+        std::fs::write(&path, format!("{seed},\"KmsDialect\":\"jdcloud\"}}")).unwrap();
+        let remote = |extra: &[&str]| {
+            let config = args(&[&["-f", path.to_str().unwrap()], extra].concat()).resolve();
+            config.map(|c| match c.kek {
+                KekConfig::Remote(remote) => (remote.dialect, remote.endpoints),
+                KekConfig::Local { .. } => panic!("expected a remote KEK"),
+            })
+        };
+        assert_eq!(remote(&[]).unwrap(), (mock_kms::dialects::Dialect::Jdcloud, vec!["https://127.0.0.1:1".to_owned()]));
+        assert_eq!(remote(&["--kms-dialect", "aliyun"]).unwrap().0, mock_kms::dialects::Dialect::Aliyun);
+        std::fs::write(&path, format!("{seed},\"KmsDialect\":\"SECRET-azure\"}}")).unwrap();
+        let message = remote(&[]).unwrap_err().to_string();
+        assert!(message.contains("KmsDialect") && message.contains("jdcloud") && !message.contains("SECRET"), "{message}");
     }
 
     #[test]

@@ -54,10 +54,44 @@ pub struct SeedConfig {
     /// Where to listen.
     #[serde(rename = "GRPCSocketPath")]
     pub grpc_socket_path: Option<PathBuf>,
+    /// The KMS's API ([`KmsDialect`]): `native` (the default), `jdcloud` or `aliyun`. Not in the
+    /// seeds' own files, which need none: the JD Cloud seed's file with `"KmsDialect": "jdcloud"`
+    /// (or `--kms-dialect jdcloud`) makes this plugin a drop-in for the seed's plugin.
+    #[serde(rename = "KmsDialect")]
+    pub kms_dialect: Option<String>,
 }
 
 /// The keys a seed-format config file may hold, as listed in errors.
-pub const SEED_KEYS: &str = "AccessKey, SecretKey, KmsEndpoint, KmsKeyId, KmsSchema, GRPCSocketPath";
+pub const SEED_KEYS: &str = "AccessKey, SecretKey, KmsEndpoint, KmsKeyId, KmsSchema, GRPCSocketPath, KmsDialect";
+
+/// The remote KMS APIs the plugin speaks, each signed as that cloud's SDK signs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum KmsDialect {
+    /// The mock KMS's own API (`POST /v1/<Action>`, HMAC-SHA256 headers).
+    #[default]
+    Native,
+    /// JD Cloud KMS OpenAPI (`JDCLOUD2-HMAC-SHA256`), as the JD Cloud seed's plugin calls it.
+    Jdcloud,
+    /// Alibaba Cloud KMS RPC API 2016-01-20 (signature v1, HMAC-SHA1), as ack-kms-plugin calls it.
+    Aliyun,
+}
+
+impl KmsDialect {
+    /// The mock KMS dialect of the same name.
+    pub fn dialect(self) -> mock_kms::dialects::Dialect {
+        use mock_kms::dialects::Dialect;
+        match self {
+            Self::Native => Dialect::Native,
+            Self::Jdcloud => Dialect::Jdcloud,
+            Self::Aliyun => Dialect::Aliyun,
+        }
+    }
+
+    /// The dialect named `name` in a config file (`KmsDialect`).
+    pub fn from_seed(name: &str) -> Result<Self, ConfigError> {
+        <Self as clap::ValueEnum>::from_str(name, false).map_err(|_| ConfigError::BadDialect)
+    }
+}
 
 impl SeedConfig {
     /// Reads and parses a seed-format config file. Errors name the key and what it must be,
@@ -134,6 +168,11 @@ pub struct RemoteKmsConfig {
     pub endpoints: Vec<String>,
     /// The KEK's id in the KMS.
     pub key_id: String,
+    /// The KMS's API.
+    pub dialect: mock_kms::dialects::Dialect,
+    /// A CA bundle (PEM) to trust besides the system's roots, for an `https` KMS behind a private
+    /// CA: `SSL_CERT_FILE`, the variable Go clients (and so the cloud plugins) read.
+    pub ca_file: Option<PathBuf>,
     /// The credential.
     pub credential: Credential,
     /// The deadline of one HTTP call to the KMS.
@@ -213,6 +252,9 @@ pub enum ConfigError {
     /// `KmsSchema` is neither `http` nor `https` (the value is not repeated).
     #[error("bad KmsSchema: expected `http` or `https` (the value given is not shown: this file holds credentials)")]
     BadSchema,
+    /// `KmsDialect` is not one the plugin speaks (the value is not repeated).
+    #[error("bad KmsDialect: expected `native`, `jdcloud` or `aliyun` (the value given is not shown: this file holds credentials)")]
+    BadDialect,
     /// A flag's value is outside the range the plugin can work with.
     #[error("invalid value for {flag}: {reason}; allowed: {allowed}")]
     OutOfRange {

@@ -17,6 +17,8 @@ fn config(endpoints: Vec<String>, timeout: Duration, retries: u32) -> RemoteKmsC
     RemoteKmsConfig {
         endpoints,
         key_id: "lab-key".into(),
+        dialect: mock_kms::dialects::Dialect::Native,
+        ca_file: None,
         credential: Credential { access_key: "AK".into(), secret_key: Zeroizing::new(SECRET_KEY.into()) },
         call_timeout: timeout,
         max_retries: retries,

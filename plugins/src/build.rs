@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
+use kms_lab_stack::provision::{GoInstall, GoRecipe, GoSubject, ProvisionOptions, locate_go_install, locate_go_recipe, locate_go_subject};
 
 use crate::error::PluginError;
 use crate::manifest::{Build, Manifest};
@@ -43,8 +43,57 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// The Go subject a `go_build` recipe names: the stack's locator knows each source folder and
-/// main package it can build and cache.
+/// What builds a `go_build`: the manifest's own recipe, or a subject of the stack's table.
+enum GoSource {
+    Recipe(GoRecipe),
+    Subject(GoSubject),
+}
+
+impl GoSource {
+    fn locate(&self, options: &ProvisionOptions) -> Result<PathBuf, kms_lab_stack::provision::ProvisionError> {
+        match self {
+            Self::Recipe(recipe) => locate_go_recipe(recipe, options),
+            Self::Subject(subject) => locate_go_subject(*subject, options),
+        }
+    }
+}
+
+/// The Go source a `go_build` names: with `module` and `commit`, the manifest's own recipe (a
+/// third-party folder); else a subject of the stack's Go locator (a folder and main package it
+/// knows).
+fn go_source(manifest: &Manifest, label: &str, build: &Build) -> Result<GoSource, PluginError> {
+    let Build::GoBuild { dir, package, module, commit, goflags, go_work, go_mod } = build else {
+        unreachable!("go_source is called for go_build recipes only")
+    };
+    let recipe_error = |message: String| PluginError::Recipe { plugin: manifest.name.clone(), path: manifest.path.clone(), message };
+    match (module, commit) {
+        (Some(module), Some(commit)) => {
+            let folder = dir.strip_prefix(THIRDPARTY_PREFIX).ok_or_else(|| {
+                recipe_error(format!("`go_build` of `{dir}` with `module:`/`commit:`: the folder must be under `{THIRDPARTY_PREFIX}`"))
+            })?;
+            if commit.len() != 40 || !commit.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(recipe_error(format!("`go_build` `commit: {commit}`: expected the 40 hex digits of the upstream commit")));
+            }
+            let name = label.replace('/', "-");
+            Ok(GoSource::Recipe(GoRecipe {
+                env_var: GoRecipe::env_var_for(&name),
+                name,
+                folder: folder.trim_end_matches('/').to_owned(),
+                package: package.clone(),
+                module: module.clone(),
+                commit: commit.clone(),
+                goflags: goflags.clone(),
+                go_work: *go_work,
+                go_mod: go_mod.clone(),
+            }))
+        }
+        (None, None) => go_subject(manifest, dir, package).map(GoSource::Subject),
+        _ => Err(recipe_error(format!("`go_build` of `{dir}`: give both `module:` and `commit:` (a third-party folder), or neither"))),
+    }
+}
+
+/// The Go subject a `go_build` without a recipe names: the stack's locator knows each source
+/// folder and main package it can build and cache.
 fn go_subject(manifest: &Manifest, dir: &str, package: &str) -> Result<GoSubject, PluginError> {
     let folder = dir.strip_prefix(THIRDPARTY_PREFIX).unwrap_or(dir).trim_end_matches('/');
     let want = |s: &GoSubject| s.folder() == folder && s.main_package().trim_start_matches("./") == package.trim_start_matches("./");
@@ -60,11 +109,17 @@ fn go_subject(manifest: &Manifest, dir: &str, package: &str) -> Result<GoSubject
             plugin: manifest.name.clone(),
             path: manifest.path.clone(),
             message: format!(
-                "`go_build` of `{dir}` `{package}`: the stack's Go locator builds only the folders it knows ({}); build it yourself and use `path:`",
+                "`go_build` of `{dir}` `{package}`: the stack's Go locator builds only the folders it knows ({}); give `module:` and `commit:` (a folder under {THIRDPARTY_PREFIX}), or build it yourself and use `path:`",
                 known.join(", ")
             ),
         }
     })
+}
+
+/// What a `go_install` needs: the target, and the variable naming a binary or checkout instead.
+fn go_install(label: &str, target: &str) -> GoInstall {
+    let name = label.replace('/', "-");
+    GoInstall { env_var: GoRecipe::env_var_for(&name), name, target: target.to_owned() }
 }
 
 /// Cargo's target directory for this workspace (`$CARGO_TARGET_DIR`, else `target/`), debug profile.
@@ -80,6 +135,11 @@ fn executable(path: &Path) -> bool {
 
 /// Finds the binary of `build` without building: `Located::Missing` says where it looked.
 pub fn locate(manifest: &Manifest, build: &Build) -> Result<Located, PluginError> {
+    locate_as(manifest, &manifest.name, build)
+}
+
+/// Like [`locate`], for the binary `label` names (the plugin's, or `PLUGIN/EXTRA` for an extra process).
+pub fn locate_as(manifest: &Manifest, label: &str, build: &Build) -> Result<Located, PluginError> {
     match build {
         Build::Path(path) => {
             let path = resolve_path(manifest, path);
@@ -89,25 +149,26 @@ pub fn locate(manifest: &Manifest, build: &Build) -> Result<Located, PluginError
             let path = cargo_binary(bin);
             Ok(if executable(&path) { Located::Built(path) } else { Located::Missing(format!("no {}", path.display())) })
         }
-        Build::GoBuild { dir, package } => {
-            let subject = go_subject(manifest, dir, package)?;
+        Build::GoBuild { .. } => {
+            let source = go_source(manifest, label, build)?;
             let options = ProvisionOptions { allow_build: false, progress: false, ..ProvisionOptions::default() };
-            Ok(match locate_go_subject(subject, &options) {
+            Ok(match source.locate(&options) {
                 Ok(path) => Located::Built(path),
                 Err(_) => Located::Missing(format!("not in the cache {}", options.effective_cache_dir().unwrap_or_default().display())),
             })
         }
-        Build::GoInstall(target) => Err(go_install_unsupported(manifest, target)),
-    }
-}
-
-fn go_install_unsupported(manifest: &Manifest, target: &str) -> PluginError {
-    PluginError::Recipe {
-        plugin: manifest.name.clone(),
-        path: manifest.path.clone(),
-        message: format!(
-            "`go_install: {target}` is not carried out by the lab yet: run `GOBIN=$PWD/bin go install {target}` and write `path: bin/<binary>`"
-        ),
+        Build::GoInstall(target) => {
+            let install = go_install(label, target);
+            let options = ProvisionOptions { allow_build: false, progress: false, ..ProvisionOptions::default() };
+            Ok(match locate_go_install(&install, &options) {
+                Ok(path) => Located::Built(path),
+                Err(_) => Located::Missing(format!(
+                    "not in the cache {} and ${} not set (`go install {target}` builds it where the module proxy serves it)",
+                    options.effective_cache_dir().unwrap_or_default().display(),
+                    install.env_var
+                )),
+            })
+        }
     }
 }
 
@@ -120,14 +181,15 @@ fn resolve_path(manifest: &Manifest, path: &Path) -> PathBuf {
 /// `progress`, says what it does on stderr.
 pub fn build(manifest: &Manifest, label: &str, build: &Build, progress: bool) -> Result<PathBuf, PluginError> {
     match build {
-        Build::Path(_) => match locate(manifest, build)? {
+        Build::Path(_) => match locate_as(manifest, label, build)? {
             Located::Built(path) => Ok(path),
             Located::Missing(where_) => Err(PluginError::NotBuilt { plugin: label.to_owned(), where_ }),
         },
-        Build::GoBuild { dir, package } => {
-            let subject = go_subject(manifest, dir, package)?;
+        Build::GoBuild { .. } => {
             let options = ProvisionOptions { progress, ..ProvisionOptions::default() };
-            locate_go_subject(subject, &options).map_err(|source| PluginError::Provision { plugin: label.to_owned(), source })
+            go_source(manifest, label, build)?
+                .locate(&options)
+                .map_err(|source| PluginError::Provision { plugin: label.to_owned(), source })
         }
         Build::Cargo { package, bin } => {
             let root = workspace_root();
@@ -154,11 +216,15 @@ pub fn build(manifest: &Manifest, label: &str, build: &Build, progress: bool) ->
                 let tail = lines[lines.len().saturating_sub(20)..].join("\n");
                 return Err(PluginError::Cargo { plugin: label.to_owned(), command, status: output.status.to_string(), tail });
             }
-            match locate(manifest, build)? {
+            match locate_as(manifest, label, build)? {
                 Located::Built(path) => Ok(path),
                 Located::Missing(where_) => Err(PluginError::NotBuilt { plugin: label.to_owned(), where_ }),
             }
         }
-        Build::GoInstall(target) => Err(go_install_unsupported(manifest, target)),
+        Build::GoInstall(target) => {
+            let options = ProvisionOptions { progress, ..ProvisionOptions::default() };
+            locate_go_install(&go_install(label, target), &options)
+                .map_err(|source| PluginError::Provision { plugin: label.to_owned(), source })
+        }
     }
 }

@@ -9,6 +9,8 @@ use crate::manifest::{self, Manifest};
 /// Each catalog entry: its file name under `plugins/catalog/` and its text.
 const ENTRIES: &[(&str, &str)] = &[
     ("kms-plugin.yaml", include_str!("../catalog/kms-plugin.yaml")),
+    ("kms-plugin-jdcloud.yaml", include_str!("../catalog/kms-plugin-jdcloud.yaml")),
+    ("kms-plugin-aliyun.yaml", include_str!("../catalog/kms-plugin-aliyun.yaml")),
     ("kms-faulty-plugin.yaml", include_str!("../catalog/kms-faulty-plugin.yaml")),
     ("kms-go-plugin.yaml", include_str!("../catalog/kms-go-plugin.yaml")),
     ("aws-encryption-provider.yaml", include_str!("../catalog/aws-encryption-provider.yaml")),
@@ -16,6 +18,8 @@ const ENTRIES: &[(&str, &str)] = &[
     ("trousseau-awskms.yaml", include_str!("../catalog/trousseau-awskms.yaml")),
     ("trousseau-vault.yaml", include_str!("../catalog/trousseau-vault.yaml")),
     ("vault-kubernetes-kms.yaml", include_str!("../catalog/vault-kubernetes-kms.yaml")),
+    ("ack-kms-plugin.yaml", include_str!("../catalog/ack-kms-plugin.yaml")),
+    ("jdcloud-kms-plugin.yaml", include_str!("../catalog/jdcloud-kms-plugin.yaml")),
 ];
 
 /// Every catalog manifest, in catalog order.

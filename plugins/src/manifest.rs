@@ -72,7 +72,9 @@ pub enum Build {
         /// The binary target.
         bin: String,
     },
-    /// `go build` of a main package in a source folder, through the stack's Go locator and cache
+    /// `go build` of a main package in a source folder, through the stack's Go locator and cache.
+    /// With `module` and `commit` (a third-party folder) the manifest is the whole recipe
+    /// (`stack::provision::locate_go_recipe`); without, the folder is one the stack's table knows
     /// (`stack::provision::locate_go_subject`).
     GoBuild {
         /// The source folder: `../shared/thirdparty/NAME` (the third-party folder, relative to
@@ -80,8 +82,26 @@ pub enum Build {
         dir: String,
         /// The main package, relative to `dir` (`./cmd/server`).
         package: String,
+        /// The folder's Go module (`github.com/AliyunContainerService/ack-kms-plugin`).
+        #[serde(default)]
+        module: Option<String>,
+        /// The upstream commit the folder holds (40 hex digits): the cache key.
+        #[serde(default)]
+        commit: Option<String>,
+        /// `GOFLAGS` of the build (`-mod=mod` where upstream's `go.sum` is incomplete).
+        #[serde(default)]
+        goflags: String,
+        /// Whether the folder's `go.work` is used (else `GOWORK=off`).
+        #[serde(default)]
+        go_work: bool,
+        /// A `go.mod` for a folder that has none (a dep-managed repository): written into a
+        /// build copy of the folder, never into the folder.
+        #[serde(default)]
+        go_mod: Option<String>,
     },
-    /// `go install MODULE/PACKAGE@VERSION`.
+    /// `go install MODULE/PACKAGE@VERSION`, as a user outside this environment would
+    /// (`stack::provision::locate_go_install`); `KMS_LAB_<NAME>` names a built binary or a
+    /// checkout instead.
     GoInstall(String),
     /// A binary that exists already; relative to the manifest's folder.
     Path(PathBuf),

@@ -41,7 +41,7 @@ impl ManifestPlugin {
             let path = if allow_build {
                 build::build(&manifest, &needed.label, needed.build, true)?
             } else {
-                match build::locate(&manifest, needed.build)? {
+                match build::locate_as(&manifest, &needed.label, needed.build)? {
                     Located::Built(path) => path,
                     Located::Missing(where_) => return Err(PluginError::NotBuilt { plugin: needed.label, where_ }),
                 }
@@ -216,6 +216,7 @@ fn values(dialect: Option<Dialect>, kms: Option<&MockKms>) -> Result<Values, Str
         Placeholder::KmsEndpoint,
         Placeholder::KmsEndpoints,
         Placeholder::KmsPort,
+        Placeholder::KmsCaFile,
         Placeholder::KeyId,
         Placeholder::AccessKey,
         Placeholder::SecretKey,
@@ -235,6 +236,10 @@ fn values(dialect: Option<Dialect>, kms: Option<&MockKms>) -> Result<Values, Str
         .set(Placeholder::KmsEndpoints, endpoint.urls.join(","))
         .set(Placeholder::KmsPort, ports[0].to_owned())
         .set(Placeholder::KeyId, kms.options.key_id.clone());
+    match &endpoint.ca_file {
+        Some(ca_file) => values.set(Placeholder::KmsCaFile, ca_file.display().to_string()),
+        None => values.unavailable(Placeholder::KmsCaFile, format!("the mock KMS serves the `{dialect}` dialect over plain HTTP")),
+    };
     let not_vault = format!("the plugin's dialect is `{dialect}`, not `vault`");
     match endpoint.credentials {
         DialectCredentials::AccessKey { access_key, secret_key } => {

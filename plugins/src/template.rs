@@ -15,6 +15,9 @@ pub enum Placeholder {
     KmsEndpoints,
     /// `{kms_port}`: the port of `{kms_endpoint}` (plugins that take a port, e.g. `--fake-kms-port`).
     KmsPort,
+    /// `{kms_ca_file}`: the CA certificate (PEM) of a dialect the mock KMS serves over HTTPS
+    /// (`aliyun`), e.g. for `SSL_CERT_FILE`.
+    KmsCaFile,
     /// `{key_id}`: the key the plugin uses in the mock KMS.
     KeyId,
     /// `{access_key}`: the credential's access key (native and AWS dialects).
@@ -38,11 +41,12 @@ pub enum Placeholder {
 
 impl Placeholder {
     /// Every placeholder, in the order the docs list them.
-    pub const ALL: [Placeholder; 13] = [
+    pub const ALL: [Placeholder; 14] = [
         Self::Socket,
         Self::KmsEndpoint,
         Self::KmsEndpoints,
         Self::KmsPort,
+        Self::KmsCaFile,
         Self::KeyId,
         Self::AccessKey,
         Self::SecretKey,
@@ -61,6 +65,7 @@ impl Placeholder {
             Self::KmsEndpoint => "kms_endpoint",
             Self::KmsEndpoints => "kms_endpoints",
             Self::KmsPort => "kms_port",
+            Self::KmsCaFile => "kms_ca_file",
             Self::KeyId => "key_id",
             Self::AccessKey => "access_key",
             Self::SecretKey => "secret_key",

@@ -223,3 +223,77 @@ async fn vault_kubernetes_kms_from_the_catalog_on_the_vault_dialect_stores_kms_v
     assert_prefix(&raw, b"k8s:enc:kms:v1:lab-kms:");
     stack.shutdown(false).await;
 }
+
+/// kms-plugin as a drop-in for the seeds' plugins: from its catalog manifests `kms-plugin-jdcloud`
+/// (the JD Cloud seed's config.json as it is, `--kms-dialect jdcloud`) and `kms-plugin-aliyun`
+/// (`"KmsDialect": "aliyun"`, HTTPS with the stack's CA through `SSL_CERT_FILE`), a Secret is
+/// stored `k8s:enc:kms:v2:` and, through a KMS v1 provider, `k8s:enc:kms:v1:`; the mock KMS's
+/// audit log shows the plugin's calls on that dialect, made for the apiserver's requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_plugin_on_the_jdcloud_and_aliyun_dialects_stores_kms_v2_and_v1() {
+    use mock_kms::api::admin::Outcome;
+    use mock_kms::api::{Action, Caller};
+    for (name, dialect) in
+        [("kms-plugin-jdcloud", mock_kms::dialects::Dialect::Jdcloud), ("kms-plugin-aliyun", mock_kms::dialects::Dialect::Aliyun)]
+    {
+        let plugin = prepare(name).await;
+        assert_eq!(plugin.manifest().dialect, Some(dialect));
+        for v1 in [false, true] {
+            let mut options = StackOptions::new(&format!("{name}-test"), binaries().await, &run_root());
+            options.mock_kms = Some(plugin.mock_kms_options());
+            options.plugins = vec![plugin.spec("plugin-0")];
+            if v1 {
+                use_kms_v1(&mut options);
+            }
+            let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with {name}: {e}"));
+            let kms = stack.mock_kms().unwrap();
+            let endpoint = kms.dialect_endpoint(dialect).unwrap();
+            assert_eq!(endpoint.url().starts_with("https://"), dialect == mock_kms::dialects::Dialect::Aliyun, "{}", endpoint.url());
+            let raw = write_and_read_back(&stack, "seed-dialect-secret").await;
+            assert_prefix(&raw, if v1 { b"k8s:enc:kms:v1:lab-kms:" } else { b"k8s:enc:kms:v2:lab-kms:" });
+            let records = kms.audit_records(0).await.unwrap();
+            assert!(
+                records.iter().any(|r| r.dialect == dialect
+                    && r.action == Action::Encrypt
+                    && r.outcome == Outcome::Ok
+                    && r.caller == Some(Caller::Request)),
+                "{name}: no Encrypt for a request on the {dialect} dialect in the audit log: {records:?}"
+            );
+            assert!(
+                !records.iter().any(|r| r.dialect == mock_kms::dialects::Dialect::Native && r.action == Action::Encrypt),
+                "{name}: a native Encrypt"
+            );
+            stack.shutdown(false).await;
+        }
+    }
+}
+
+/// ack-kms-plugin (third-party, unmodified; dep-managed, built from a copy with its manifest's
+/// go.mod) from its catalog manifest on the Alibaba Cloud dialect over HTTPS with the stack's CA:
+/// a Secret is stored `k8s:enc:kms:v1:` through the plugin's signed calls, and the source folder
+/// still has no go.mod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ack_kms_plugin_from_the_catalog_on_the_aliyun_dialect_over_https_stores_kms_v1() {
+    use mock_kms::api::Action;
+    use mock_kms::api::admin::Outcome;
+    let started = std::time::Instant::now();
+    let plugin = prepare("ack-kms-plugin").await;
+    eprintln!("ack-kms-plugin located (built on first use) in {:.1} s", started.elapsed().as_secs_f64());
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/thirdparty/ack-kms-plugin");
+    if source.is_dir() {
+        assert!(!source.join("go.mod").exists(), "the build wrote a go.mod into {}", source.display());
+    }
+    let mut options = StackOptions::new("ack-kms-plugin-test", binaries().await, &run_root());
+    options.mock_kms = Some(plugin.mock_kms_options());
+    options.plugins = vec![plugin.spec("plugin-0")];
+    use_kms_v1(&mut options);
+    let stack = Stack::launch(options).await.unwrap_or_else(|e| panic!("the stack starts with ack-kms-plugin: {e}"));
+    let raw = write_and_read_back(&stack, "ack-secret").await;
+    assert_prefix(&raw, b"k8s:enc:kms:v1:lab-kms:");
+    let records = stack.mock_kms().unwrap().audit_records(0).await.unwrap();
+    let ok = |action: Action| {
+        records.iter().any(|r| r.dialect == mock_kms::dialects::Dialect::Aliyun && r.action == action && r.outcome == Outcome::Ok)
+    };
+    assert!(ok(Action::Encrypt) && ok(Action::Decrypt), "no Alibaba Encrypt and Decrypt in the audit log: {records:?}");
+    stack.shutdown(false).await;
+}

@@ -1,14 +1,14 @@
 //! A client of the mock KMS's secrets manager ([`mock_kms::api::secrets`]) over its signed
 //! native API: what the controller reads with, and what a lab step (or a test) writes with.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mock_kms::api::secrets::{
     CreateSecretRequest, DeleteSecretRequest, DeleteSecretResponse, DescribeSecretResponse, GetSecretValueRequest, GetSecretValueResponse,
     PutSecretValueRequest, RotateSecretRequest, SecretMetadata, SecretRequest, SecretVersionResponse, UpdateSecretVersionStageRequest,
     VersionStage,
 };
-use mock_kms::api::{self, Action, ErrorBody, ErrorCode};
+use mock_kms::api::{Action, CallError, Client, ErrorCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
@@ -40,22 +40,22 @@ impl std::fmt::Debug for StoreCredential {
 /// A client of one store endpoint with one credential.
 #[derive(Clone)]
 pub struct StoreClient {
-    http: reqwest::Client,
+    client: Client,
     endpoint: String,
-    credential: StoreCredential,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for StoreClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreClient").field("endpoint", &self.endpoint).field("credential", &self.credential).finish_non_exhaustive()
+        f.debug_struct("StoreClient").field("endpoint", &self.endpoint).field("client", &self.client).finish_non_exhaustive()
     }
 }
 
 impl StoreClient {
     /// A client of `endpoint` (`http://host:port`) signing with `credential`, each call bounded by `timeout`.
     pub fn new(http: reqwest::Client, endpoint: &str, credential: StoreCredential, timeout: Duration) -> Self {
-        Self { http, endpoint: endpoint.trim_end_matches('/').to_owned(), credential, timeout }
+        let client = Client::new(http, credential.access_key, credential.secret_key);
+        Self { client, endpoint: endpoint.trim_end_matches('/').to_owned(), timeout }
     }
 
     /// The endpoint.
@@ -65,53 +65,29 @@ impl StoreClient {
 
     /// The access key calls are signed with.
     pub fn access_key(&self) -> &str {
-        &self.credential.access_key
+        self.client.access_key()
     }
 
     /// One signed call of `action`.
     pub async fn call<Req: Serialize, Resp: DeserializeOwned>(&self, action: Action, request: &Req) -> Result<Resp, StoreError> {
         let body =
             serde_json::to_vec(request).map_err(|e| StoreError::Protocol { action, problem: format!("cannot encode the request: {e}") })?;
-        let path = action.path();
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
-        let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let mut builder = self.http.post(format!("{}{path}", self.endpoint)).timeout(self.timeout);
-        for (name, value) in
-            api::auth_headers(&self.credential.access_key, self.credential.secret_key.as_bytes(), &path, &body, timestamp, &nonce)
-        {
-            builder = builder.header(name, value);
+        let unavailable = |problem: String| StoreError::Unavailable { action, endpoint: self.endpoint.clone(), problem };
+        match self.client.call(&self.endpoint, action, &body, self.timeout, None).await {
+            Ok(response) => Ok(response),
+            Err(CallError::Timeout) => Err(unavailable(format!("no answer within {:?}", self.timeout))),
+            Err(CallError::Unreachable { connect: true }) => Err(unavailable("cannot connect".to_owned())),
+            Err(CallError::Unreachable { connect: false }) => Err(unavailable("the request failed".to_owned())),
+            Err(CallError::Truncated) => Err(unavailable("the connection closed mid-answer".into())),
+            Err(CallError::Malformed(problem)) => {
+                Err(StoreError::Protocol { action, problem: format!("the answer is not the expected JSON: {problem}") })
+            }
+            Err(CallError::Status { status, .. }) => Err(unavailable(format!("HTTP {status} without an error body"))),
+            Err(CallError::Unsupported(dialect)) => {
+                Err(StoreError::Protocol { action, problem: format!("the store client does not speak the `{dialect}` dialect") })
+            }
+            Err(CallError::Refused { error, retry_after }) => Err(StoreError::from_code(action, error.code, error.message, retry_after)),
         }
-        let sent = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body).send().await;
-        let response = sent.map_err(|e| StoreError::Unavailable {
-            action,
-            endpoint: self.endpoint.clone(),
-            problem: if e.is_timeout() {
-                format!("no answer within {:?}", self.timeout)
-            } else if e.is_connect() {
-                "cannot connect".to_owned()
-            } else {
-                "the request failed".to_owned()
-            },
-        })?;
-        let status = response.status();
-        let retry_after = mock_kms::api::retry_after(response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
-        let bytes = response.bytes().await.map_err(|_| StoreError::Unavailable {
-            action,
-            endpoint: self.endpoint.clone(),
-            problem: "the connection closed mid-answer".into(),
-        })?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Protocol { action, problem: format!("the answer is not the expected JSON: {e}") });
-        }
-        let Ok(error) = serde_json::from_slice::<ErrorBody>(&bytes) else {
-            return Err(StoreError::Unavailable {
-                action,
-                endpoint: self.endpoint.clone(),
-                problem: format!("HTTP {status} without an error body"),
-            });
-        };
-        Err(StoreError::from_code(action, error.code, error.message, retry_after))
     }
 
     /// `GetSecretValue` by version id, stage, or (neither) the current version.

@@ -34,14 +34,49 @@ impl std::fmt::Debug for Pki {
     }
 }
 
+/// A CA of its own, for one stack.
+fn lab_ca(name: &str) -> Result<CertifiedIssuer<'static, KeyPair>, StackError> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.distinguished_name.push(DnType::CommonName, name);
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    Ok(CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?)
+}
+
+/// A CA and a serving certificate for 127.0.0.1/localhost signed by it: what the mock KMS's TLS
+/// listeners present, and what their clients trust (Go's through `SSL_CERT_FILE`).
+pub struct ServingPki {
+    /// The CA certificate clients trust.
+    pub ca_pem: String,
+    /// The serving certificate.
+    pub cert_pem: String,
+    /// Its key.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for ServingPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingPki").finish_non_exhaustive()
+    }
+}
+
+impl ServingPki {
+    /// Generates a fresh CA (named `ca_name`) and a serving certificate named `server_name`.
+    pub fn generate(ca_name: &str, server_name: &str) -> Result<Self, StackError> {
+        let ca = lab_ca(ca_name)?;
+        let mut serving = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?;
+        serving.distinguished_name.push(DnType::CommonName, server_name);
+        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let key = KeyPair::generate()?;
+        let cert = serving.signed_by(&key, &ca)?;
+        Ok(Self { ca_pem: ca.pem(), cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+    }
+}
+
 impl Pki {
     /// Generates a fresh PKI.
     pub fn generate() -> Result<Self, StackError> {
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.distinguished_name.push(DnType::CommonName, "kms-lab CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+        let ca = lab_ca("kms-lab CA")?;
 
         let mut serving =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "kubernetes.default.svc".to_owned()])?;

@@ -2,8 +2,10 @@
 //! (one process each, so a scenario can kill one), optionally sealed, started with a key and a
 //! credential, and driven through its admin API (rotate, faults, seal, audit). Besides the native
 //! listener (always there: the admin API and kms-lab's own plugin), a node can speak the dialects
-//! of real plugins ([`MockKmsOptions::dialects`]: AWS KMS, Cloud KMS, Vault Transit), one
-//! listener each; [`MockKms::dialect_endpoint`] hands a plugin its URL and credentials.
+//! of real plugins ([`MockKmsOptions::dialects`]: AWS KMS, Cloud KMS, Vault Transit, JD Cloud
+//! KMS, Alibaba Cloud KMS), one listener each; [`MockKms::dialect_endpoint`] hands a plugin its
+//! URL and credentials. A dialect whose clients call over HTTPS only ([`over_tls`]: `aliyun`) is
+//! served over TLS with a CA the stack generates ([`DialectEndpoint::ca_file`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -61,6 +63,38 @@ impl Default for MockKmsOptions {
     }
 }
 
+/// Whether the stack serves `dialect` over TLS: `aliyun`, because Alibaba Cloud's SDK calls KMS
+/// over HTTPS only (ack-kms-plugin forces it).
+pub fn over_tls(dialect: Dialect) -> bool {
+    dialect == Dialect::Aliyun
+}
+
+/// The files of the mock KMS's TLS listeners.
+#[derive(Debug, Clone)]
+pub struct KmsTls {
+    /// The CA certificate (PEM) that signed the serving certificate: what a client trusts
+    /// (`SSL_CERT_FILE` for a Go client).
+    pub ca_file: PathBuf,
+    /// The serving certificate (PEM).
+    pub cert_file: PathBuf,
+    /// Its key (PEM, mode 0600).
+    pub key_file: PathBuf,
+}
+
+impl KmsTls {
+    /// A fresh CA and serving certificate for 127.0.0.1, written under `dir`.
+    fn generate(dir: &Path) -> Result<Self, StackError> {
+        let pki = crate::certs::ServingPki::generate("kms-lab mock KMS CA", "mock-kms")?;
+        crate::fsutil::private_dir(dir).map_err(StackError::io(format!("create {}", dir.display())))?;
+        let tls = Self { ca_file: dir.join("ca.pem"), cert_file: dir.join("tls.crt"), key_file: dir.join("tls.key") };
+        std::fs::write(&tls.ca_file, &pki.ca_pem).map_err(StackError::io(format!("write {}", tls.ca_file.display())))?;
+        std::fs::write(&tls.cert_file, &pki.cert_pem).map_err(StackError::io(format!("write {}", tls.cert_file.display())))?;
+        crate::fsutil::write_private(&tls.key_file, pki.key_pem.as_bytes())
+            .map_err(StackError::io(format!("write {}", tls.key_file.display())))?;
+        Ok(tls)
+    }
+}
+
 /// How a plugin authenticates to the mock KMS in one dialect.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DialectCredentials {
@@ -93,10 +127,13 @@ impl std::fmt::Debug for DialectCredentials {
 pub struct DialectEndpoint {
     /// The dialect.
     pub dialect: Dialect,
-    /// `http://127.0.0.1:PORT` of each node's listener for the dialect, in node order.
+    /// `http://127.0.0.1:PORT` (`https://` for a dialect served [`over_tls`]) of each node's
+    /// listener for the dialect, in node order.
     pub urls: Vec<String>,
     /// How to authenticate.
     pub credentials: DialectCredentials,
+    /// The CA certificate (PEM) to trust, for a dialect served [`over_tls`].
+    pub ca_file: Option<PathBuf>,
 }
 
 impl DialectEndpoint {
@@ -153,6 +190,8 @@ pub struct MockKms {
     /// The unseal shares printed by `mock-kms init` (empty unless sealed).
     shares: Vec<String>,
     cluster_secret: String,
+    /// The TLS files, when a dialect is served [`over_tls`].
+    pub tls: Option<KmsTls>,
 }
 
 impl MockKms {
@@ -187,7 +226,11 @@ impl MockKms {
             options,
             shares: Vec::new(),
             cluster_secret: random_hex(16),
+            tls: None,
         };
+        if kms.options.dialects.iter().any(|d| over_tls(*d)) {
+            kms.tls = Some(KmsTls::generate(&data_root.join("tls"))?);
+        }
         if kms.options.sealed {
             kms.initialise_sealed()?;
         }
@@ -248,7 +291,12 @@ impl MockKms {
             args.extend(["--node-id".to_owned(), format!("node-{index}"), "--peers".to_owned(), peers.join(",")]);
         }
         for (dialect, port) in &node.dialect_ports {
-            args.extend(["--also".to_owned(), format!("{dialect}=127.0.0.1:{port}")]);
+            let scheme = if over_tls(*dialect) { "https://" } else { "" };
+            args.extend(["--also".to_owned(), format!("{dialect}={scheme}127.0.0.1:{port}")]);
+        }
+        if let Some(tls) = &self.tls {
+            args.extend(["--tls-cert".to_owned(), tls.cert_file.display().to_string()]);
+            args.extend(["--tls-key".to_owned(), tls.key_file.display().to_string()]);
         }
         args.extend(self.options.extra_args.iter().cloned());
         // Secrets go through the environment, not argv, so `ps` does not show them.
@@ -308,7 +356,7 @@ impl MockKms {
             .nodes
             .iter()
             .map(|n| if dialect == Dialect::Native { Some(n.port) } else { n.dialect_ports.get(&dialect).copied() })
-            .map(|port| port.map(|p| format!("http://127.0.0.1:{p}")))
+            .map(|port| port.map(|p| format!("{}://127.0.0.1:{p}", if over_tls(dialect) { "https" } else { "http" })))
             .collect::<Option<Vec<String>>>()
             .ok_or_else(|| {
                 let started: Vec<String> =
@@ -325,7 +373,8 @@ impl MockKms {
             Dialect::Vault => DialectCredentials::VaultToken(self.options.vault_token.clone()),
             Dialect::Gcp => DialectCredentials::None,
         };
-        Ok(DialectEndpoint { dialect, urls, credentials })
+        let ca_file = self.tls.as_ref().filter(|_| over_tls(dialect)).map(|tls| tls.ca_file.clone());
+        Ok(DialectEndpoint { dialect, urls, credentials, ca_file })
     }
 
     /// The process ids of the running nodes.

@@ -308,20 +308,7 @@ impl AuditQuery {
     }
 }
 
-/// RFC 3986 percent-encoding: everything but `A-Z a-z 0-9 - _ . ~` as `%XX` (uppercase hex), as
-/// Go's `url.QueryEscape` with the `+`→`%20`, `*`→`%2A`, `%7E`→`~` fix-ups the clouds' SDKs apply
-/// (query strings here, and the canonical strings the mock's dialects verify).
-pub(crate) fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+use super::sign::percent_encode;
 
 /// Parses the JSON lines of `GET /admin/audit` (or an audit file); the error names the line.
 pub fn parse_audit_lines(text: &str) -> Result<Vec<AuditRecord>, String> {

@@ -35,7 +35,9 @@ use serde_json::{Value, json};
 
 use super::Dialect;
 use super::call::{Call, constant_time_eq, read_body};
-use super::sign::{Authorization, hmac_sha1, hmac_sha256, parse_authorization, parse_form, percent_encode, sha256_hex, skew_beyond};
+use super::sign::{Authorization, hmac_sha256, parse_authorization, parse_form, percent_encode, sha256_hex, skew_beyond};
+use crate::api::sign::aliyun_v1_signature;
+use crate::api::status::{ALIYUN_PENDING_DELETION, aliyun_error};
 use crate::api::{Action, ErrorCode, KeyMetadata, KeyState};
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
@@ -82,27 +84,12 @@ impl AliyunError {
 }
 
 impl From<KmsError> for AliyunError {
-    /// By the native code, so a new [`KmsError`] variant maps without an edit here. The common
-    /// codes (`InvalidAccessKeyId.NotFound`, `SignatureDoesNotMatch`, `Throttling`,
-    /// `InternalFailure`, `ServiceUnavailableTemporary`, …) are the ones Alibaba's KMS and
-    /// gateway documentation lists; `Forbidden.KeyNotFound` and `Rejected.Disabled` are KMS's.
+    /// By the native code ([`crate::api::status::ALIYUN_CODES`]), so a new [`KmsError`] variant maps without an edit here.
     fn from(error: KmsError) -> Self {
         let code = error.code();
-        let (status, kind) = match (&error, code) {
-            (_, ErrorCode::InvalidParameter) => (400, "InvalidParameter"),
-            (_, ErrorCode::InvalidCiphertext) => (400, "Rejected.InvalidCiphertext"),
-            (_, ErrorCode::InvalidAccessKeyId) => (404, "InvalidAccessKeyId.NotFound"),
-            (_, ErrorCode::SignatureDoesNotMatch) => (400, "SignatureDoesNotMatch"),
-            (_, ErrorCode::RequestTimeTooSkewed) => (400, "InvalidTimeStamp.Expired"),
-            (_, ErrorCode::RequestReplayed) => (400, "SignatureNonceUsed"),
-            (_, ErrorCode::Forbidden) => (403, "Forbidden.RAM"),
-            (_, ErrorCode::KeyNotFound) => (404, "Forbidden.KeyNotFound"),
-            (_, ErrorCode::KeyAlreadyExists) => (409, "Rejected.KeyAlreadyExists"),
-            (KmsError::KeyNotEnabled { state: KeyState::PendingDeletion, .. }, _) => (400, "Rejected.PendingDeletion"),
-            (_, ErrorCode::KeyNotEnabled) => (400, "Rejected.Disabled"),
-            (_, ErrorCode::Throttling) => (400, "Throttling"),
-            (_, ErrorCode::InternalFailure) => (500, "InternalFailure"),
-            (_, ErrorCode::Sealed | ErrorCode::ServiceUnavailable) => (503, "ServiceUnavailableTemporary"),
+        let (status, kind) = match &error {
+            KmsError::KeyNotEnabled { state: KeyState::PendingDeletion, .. } => (400, ALIYUN_PENDING_DELETION),
+            _ => aliyun_error(code),
         };
         Self { status, kind, message: error.to_string(), code }
     }
@@ -152,6 +139,7 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
         header_action.or_else(|| params.as_ref().and_then(|p| p.get("Action"))).unwrap_or_default().chars().take(64).collect();
     let action = OPERATIONS.iter().find(|(name, _)| *name == operation).map(|(_, action)| *action);
     let mut call = Call::new(&node, Dialect::Aliyun, &operation, action);
+    call.set_caller(&headers);
     let result = match (body, params) {
         (Err(error), _) => Err(error.into()),
         (_, None) => Err(AliyunError::invalid("the query or form body is not URL-encoded UTF-8")),
@@ -300,11 +288,8 @@ fn verify_v1(call: &mut Call, params: &Params, method: &Method) -> Result<String
     let timestamp = params.require("Timestamp")?;
     let nonce = params.require("SignatureNonce")?;
     let secret = secret(call, access_key)?;
-    let canonical: Vec<String> =
-        params.0.iter().filter(|(k, _)| *k != "Signature").map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect();
-    let string_to_sign = format!("{}&{}&{}", method.as_str(), percent_encode("/"), percent_encode(&canonical.join("&")));
-    let key = zeroize::Zeroizing::new(format!("{}&", secret.as_str()));
-    let expected = B64.encode(hmac_sha1(key.as_bytes(), string_to_sign.as_bytes()));
+    let signed = params.0.iter().filter(|(k, _)| *k != "Signature").map(|(k, v)| (k.as_str(), v.as_str()));
+    let expected = aliyun_v1_signature(secret.as_str(), method.as_str(), signed);
     if !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
         return Err(mismatch(access_key));
     }

@@ -50,6 +50,14 @@ impl Call {
         }
     }
 
+    /// Records why the client called, when it says so in [`crate::api::HEADER_CALLER`] (kms-lab's
+    /// own clients do in every dialect; the clouds' SDKs never do).
+    pub fn set_caller(&mut self, headers: &axum::http::HeaderMap) {
+        if let Some(record) = &mut self.record {
+            record.caller = headers.get(crate::api::HEADER_CALLER).and_then(|v| v.to_str().ok()).and_then(crate::api::Caller::from_name);
+        }
+    }
+
     /// Records the key (and version) the call used.
     pub fn set_key(&mut self, key_id: &str, version_id: Option<&str>) {
         if let Some(record) = &mut self.record {

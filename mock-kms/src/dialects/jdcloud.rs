@@ -34,15 +34,14 @@ use serde_json::{Value, json};
 
 use super::Dialect;
 use super::call::{Call, constant_time_eq, read_body};
-use super::sign::{Authorization, AuthorizationProblem, hmac_sha256, parse_authorization, parse_compact_time, sha256_hex, skew_beyond};
+use super::sign::{Authorization, AuthorizationProblem, parse_authorization, parse_compact_time, skew_beyond};
 use super::status::Status;
+use crate::api::sign::{JDCLOUD2 as ALGORITHM, JDCLOUD2_TERMINATOR as TERMINATOR, Jdcloud2Request};
 use crate::api::{Action, ErrorCode, KeyMetadata, KeyState};
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
 use crate::node::Node;
 
-/// The signature algorithm in `Authorization`.
-pub const ALGORITHM: &str = "JDCLOUD2-HMAC-SHA256";
 /// How far `x-jdcloud-date` may be from the server's clock.
 pub const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 /// The largest request body read.
@@ -54,7 +53,6 @@ const DATA_KEY_BYTES: usize = 32;
 const CONTENT_TYPE: &str = "application/json";
 const DATE_HEADER: &str = "x-jdcloud-date";
 const NONCE_HEADER: &str = "x-jdcloud-nonce";
-const TERMINATOR: &str = "jdcloud2_request";
 
 /// An error in JD Cloud's shape, with the native code the audit log records.
 struct JdError {
@@ -185,6 +183,7 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
         Err(name) => (name.clone(), None),
     };
     let mut call = Call::new(&node, Dialect::Jdcloud, &operation, action);
+    call.set_caller(&headers);
     let result = run(&mut call, route, &method, &uri, &headers, body).await;
     let request_id = call.request_id.clone();
     match result {
@@ -280,24 +279,19 @@ fn verify(call: &mut Call, method: &Method, uri: &Uri, headers: &HeaderMap, body
         if values.is_empty() {
             return Err(missing(name));
         }
-        canonical_headers.push(format!("{name}:{}", collapse_spaces(&values.join(","))));
+        canonical_headers.push((name, collapse_spaces(&values.join(","))));
     }
-    let canonical = [
-        method.as_str(),
-        uri.path(),
-        uri.query().unwrap_or_default(),
-        &(canonical_headers.join("\n") + "\n"),
-        signed_headers,
-        &sha256_hex(body),
-    ]
-    .join("\n");
-    let string_to_sign = format!("{ALGORITHM}\n{timestamp}\n{date}/{region}/{service}/{TERMINATOR}\n{}", sha256_hex(canonical.as_bytes()));
-    let seed = zeroize::Zeroizing::new(format!("JDCLOUD2{}", secret.as_str()));
-    let mut key = hmac_sha256(seed.as_bytes(), date.as_bytes());
-    for part in [region, service, TERMINATOR] {
-        key = hmac_sha256(&key, part.as_bytes());
-    }
-    let expected = hex::encode(hmac_sha256(&key, string_to_sign.as_bytes()));
+    let request = Jdcloud2Request {
+        method: method.as_str(),
+        path: uri.path(),
+        query: uri.query().unwrap_or_default(),
+        headers: &canonical_headers,
+        body,
+        timestamp,
+        region,
+        service,
+    };
+    let expected = request.signature(secret.as_str());
     if !timestamp.starts_with(date) || !constant_time_eq(expected.as_bytes(), signature.as_bytes()) {
         return Err(JdError::unauthenticated(
             ErrorCode::SignatureDoesNotMatch,

@@ -29,7 +29,7 @@ pub(crate) mod jdcloud;
 #[cfg(feature = "server")]
 pub(crate) mod sign;
 #[cfg(feature = "server")]
-pub(crate) mod status;
+pub(crate) use crate::api::status;
 #[cfg(feature = "server")]
 pub(crate) mod vault;
 

@@ -1,14 +1,12 @@
 //! The pieces the clouds' request signatures share, so each dialect's verifier is only its own
 //! canonical string: the `Authorization` header of the SigV4 family (`ALGO Credential=…,
 //! SignedHeaders=…, Signature=…`: AWS, JD Cloud's `JDCLOUD2-HMAC-SHA256`, Alibaba's
-//! `ACS3-HMAC-SHA256`), the clock-skew bound, HMAC and digests, and RFC 3986 percent-encoding.
+//! `ACS3-HMAC-SHA256`), the clock-skew bound, and form decoding; HMAC, digests, RFC 3986
+//! percent-encoding and the signatures a client computes too are in [`crate::api::sign`].
 //!
 //! Nothing here logs or formats a secret: callers pass secret keys in and get MACs back.
 
 use std::time::{Duration, SystemTime};
-
-use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
 
 /// The fields of a SigV4-family `Authorization` header.
 pub(crate) struct Authorization<'a> {
@@ -76,30 +74,7 @@ pub(crate) fn parse_compact_time(value: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(&rfc3339).ok()
 }
 
-/// HMAC-SHA256 of `data` under `key`.
-pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(data);
-    let mut out = [0; 32];
-    out.copy_from_slice(&mac.finalize().into_bytes());
-    out
-}
-
-/// HMAC-SHA1 of `data` under `key` (Alibaba Cloud's signature v1).
-pub(crate) fn hmac_sha1(key: &[u8], data: &[u8]) -> [u8; 20] {
-    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
-    mac.update(data);
-    let mut out = [0; 20];
-    out.copy_from_slice(&mac.finalize().into_bytes());
-    out
-}
-
-/// Lowercase hex of SHA-256 of `data`.
-pub(crate) fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-pub(crate) use crate::api::admin::percent_encode;
+pub(crate) use crate::api::sign::{hmac_sha256, percent_encode, sha256_hex};
 
 /// The pairs of a URL-encoded query or form body, decoded (`+` is a space); `None` if a `%`
 /// escape is malformed or a value is not UTF-8.

@@ -2,14 +2,13 @@
 //! requests, a deadline per operation, bounded retries with backoff and jitter on retryable
 //! failures only, failover across endpoints, and `Retry-After` honoured.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use mock_kms::api::{self, Action, ErrorBody, ErrorCode};
+use mock_kms::api::{Action, CallError, Client, ErrorBody, ErrorCode};
 use rand::Rng;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use zeroize::Zeroizing;
 
 use super::{Claimed, KekError, Wrapped};
@@ -25,7 +24,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// A remote KMS key as the plugin's KEK.
 pub struct RemoteKek {
     config: RemoteKmsConfig,
-    http: reqwest::Client,
+    client: Client,
     /// The endpoint that answered last; calls start there.
     preferred: AtomicUsize,
 }
@@ -56,23 +55,28 @@ pub fn key_id_of(key: &str, version: &str) -> String {
 impl RemoteKek {
     /// A client for the KMS `config` names.
     pub fn new(config: RemoteKmsConfig) -> Result<Self, KekError> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| KekError::Internal(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { config, http, preferred: AtomicUsize::new(0) })
+        let mut builder = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30));
+        if let Some(ca_file) = &config.ca_file {
+            builder = Client::trusting(builder, ca_file).map_err(|e| KekError::Internal(format!("{e} (SSL_CERT_FILE)")))?;
+        }
+        let http = builder.build().map_err(|e| KekError::Internal(format!("cannot build the HTTP client: {e}")))?;
+        let client = Client::new(http, config.credential.access_key.clone(), config.credential.secret_key.clone());
+        Ok(Self { config, client, preferred: AtomicUsize::new(0) })
     }
 
     /// Wraps `plaintext` with the key's current version.
     pub async fn wrap(&self, plaintext: &[u8]) -> Result<Wrapped, KekError> {
-        let request = api::EncryptRequest { key_id: self.config.key_id.clone(), plaintext: b64().encode(plaintext), ..Default::default() };
-        let response: api::EncryptResponse = self.call(Action::Encrypt, &request).await?;
+        let (dialect, key_id, plaintext) = (self.config.dialect, &self.config.key_id, b64().encode(plaintext));
+        let caller = super::current_caller();
+        let response = self
+            .call(Action::Encrypt, |endpoint, timeout| self.client.encrypt(dialect, endpoint, key_id, &plaintext, timeout, caller))
+            .await?;
         let ciphertext = b64()
             .decode(&response.ciphertext_blob)
             .map_err(|_| KekError::Internal("the KMS returned a CiphertextBlob that is not base64".into()))?;
         Ok(Wrapped {
             ciphertext: ciphertext.into(),
-            key_id: key_id_of(&response.key_id, &response.key_version_id),
+            key_id: reported_key_id(&response.key_id, response.key_version_id.as_deref()),
             annotations: Default::default(),
         })
     }
@@ -88,11 +92,13 @@ impl RemoteKek {
                 annotations.keys().collect::<Vec<_>>()
             )));
         }
-        let request = api::DecryptRequest { ciphertext_blob: b64().encode(ciphertext), ..Default::default() };
-        let response: api::DecryptResponse = self.call(Action::Decrypt, &request).await?;
-        let actual = key_id_of(&response.key_id, &response.key_version_id);
+        let (dialect, key_id, blob) = (self.config.dialect, &self.config.key_id, b64().encode(ciphertext));
+        let caller = super::current_caller();
+        let response =
+            self.call(Action::Decrypt, |endpoint, timeout| self.client.decrypt(dialect, endpoint, key_id, &blob, timeout, caller)).await?;
+        let actual = reported_key_id(&response.key_id, response.key_version_id.as_deref());
         let plaintext = Zeroizing::new(
-            b64().decode(&response.plaintext).map_err(|_| KekError::Internal("the KMS returned a Plaintext that is not base64".into()))?,
+            b64().decode(&*response.plaintext).map_err(|_| KekError::Internal("the KMS returned a Plaintext that is not base64".into()))?,
         );
         if let Some(key_id) = claimed.key_id.filter(|id| !id.is_empty())
             && key_id != actual
@@ -102,9 +108,13 @@ impl RemoteKek {
         Ok(plaintext)
     }
 
-    /// Calls `action` with retries and failover, all within the configured deadline.
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(&self, action: Action, request: &Req) -> Result<Resp, KekError> {
-        let body = serde_json::to_vec(request).map_err(|e| KekError::Internal(format!("cannot encode the request: {e}")))?;
+    /// Calls `action` (one attempt: `send(endpoint, timeout)`) with retries and failover, all
+    /// within the configured deadline.
+    async fn call<'a, T, F, Fut>(&'a self, action: Action, send: F) -> Result<T, KekError>
+    where
+        F: Fn(&'a str, Duration) -> Fut,
+        Fut: Future<Output = Result<T, CallError>>,
+    {
         let deadline = Instant::now() + self.config.call_timeout;
         let endpoints = self.config.endpoints.len().max(1);
         let mut endpoint = self.preferred.load(Ordering::Relaxed) % endpoints;
@@ -114,13 +124,15 @@ impl RemoteKek {
             if remaining.is_zero() {
                 return Err(KekError::Timeout(self.config.call_timeout));
             }
-            match self.attempt(&self.config.endpoints[endpoint], action, &body, remaining).await {
+            let url = &self.config.endpoints[endpoint];
+            match send(url, remaining).await {
                 Ok(response) => {
                     self.preferred.store(endpoint, Ordering::Relaxed);
                     return Ok(response);
                 }
-                Err(failed) => {
-                    tracing::debug!(action = %action, endpoint = %self.config.endpoints[endpoint], attempt, error = %failed.error, "KMS call failed");
+                Err(error) => {
+                    let failed = self.failed(url, action, error);
+                    tracing::debug!(action = %action, endpoint = %url, attempt, error = %failed.error, "KMS call failed");
                     if !failed.retryable || attempt >= self.config.max_retries {
                         return Err(failed.error);
                     }
@@ -142,93 +154,54 @@ impl RemoteKek {
         }
     }
 
-    async fn attempt<Resp: DeserializeOwned>(
-        &self,
-        endpoint: &str,
-        action: Action,
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Resp, Attempt> {
-        let path = action.path();
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
-        let nonce = hex::encode(rand::random::<[u8; 16]>());
-        let signature =
-            api::sign(self.config.credential.secret_key.as_bytes(), &api::canonical_request("POST", &path, timestamp, &nonce, body));
-        let sent = self
-            .http
-            .post(format!("{endpoint}{path}"))
-            .header(api::HEADER_ACCESS_KEY, &self.config.credential.access_key)
-            .header(api::HEADER_TIMESTAMP, timestamp.to_string())
-            .header(api::HEADER_NONCE, nonce)
-            .header(api::HEADER_SIGNATURE, signature)
-            .headers(caller_header())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec())
-            .timeout(timeout)
-            .send()
-            .await;
-        let response = match sent {
-            Ok(response) => response,
-            Err(error) if error.is_timeout() => {
-                return Err(Attempt {
-                    error: KekError::Timeout(self.config.call_timeout),
-                    retryable: true,
-                    retry_after: None,
-                    switch_endpoint: true,
-                });
-            }
-            Err(error) => {
-                let reason =
-                    if error.is_connect() { format!("cannot connect to {endpoint}") } else { format!("request to {endpoint} failed") };
-                return Err(Attempt { error: KekError::Unavailable(reason), retryable: true, retry_after: None, switch_endpoint: true });
-            }
-        };
-        let status = response.status();
-        let retry_after = mock_kms::api::retry_after(response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()));
-        let bytes = response.bytes().await.map_err(|_| Attempt {
-            error: KekError::Unavailable(format!("{endpoint} closed the connection mid-response")),
-            retryable: true,
-            retry_after: None,
-            switch_endpoint: true,
-        })?;
-        if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|_| Attempt {
+    /// What one failed attempt at `endpoint` means: the error, and whether to retry (where).
+    fn failed(&self, endpoint: &str, action: Action, error: CallError) -> Attempt {
+        let outage = |error| Attempt { error, retryable: true, retry_after: None, switch_endpoint: true };
+        match error {
+            CallError::Timeout => outage(KekError::Timeout(self.config.call_timeout)),
+            CallError::Unreachable { connect: true } => outage(KekError::Unavailable(format!("cannot connect to {endpoint}"))),
+            CallError::Unreachable { connect: false } => outage(KekError::Unavailable(format!("request to {endpoint} failed"))),
+            CallError::Truncated => outage(KekError::Unavailable(format!("{endpoint} closed the connection mid-response"))),
+            CallError::Malformed(_) => Attempt {
                 error: KekError::Internal(format!("{endpoint} answered {action} with a body that is not the expected JSON")),
                 retryable: false,
                 retry_after: None,
                 switch_endpoint: false,
-            });
+            },
+            CallError::Unsupported(dialect) => Attempt {
+                error: KekError::Internal(format!("the plugin cannot call a KMS in the `{dialect}` dialect")),
+                retryable: false,
+                retry_after: None,
+                switch_endpoint: false,
+            },
+            CallError::Status { status, retry_after } => {
+                let retryable = status.is_server_error() || status.as_u16() == 429;
+                let problem = format!("{endpoint} answered HTTP {status} without an error body");
+                let error = match status.as_u16() {
+                    // The request itself was refused: a client error, not an outage.
+                    413 => KekError::Mismatch(format!(
+                        "the KMS refused the {action} request as too large ({problem}): send a smaller plaintext (the mock KMS takes at most {} bytes)",
+                        MAX_PLAINTEXT
+                    )),
+                    code if (400..500).contains(&code) && code != 429 => KekError::Internal(problem),
+                    _ => KekError::Unavailable(problem),
+                };
+                Attempt { error, retryable, retry_after, switch_endpoint: retryable }
+            }
+            CallError::Refused { error, retry_after } => Attempt {
+                error: map_error(action, &error),
+                retryable: error.code.retryable(),
+                retry_after,
+                switch_endpoint: error.code != ErrorCode::Throttling,
+            },
         }
-        let Ok(error) = serde_json::from_slice::<ErrorBody>(&bytes) else {
-            let retryable = status.is_server_error() || status.as_u16() == 429;
-            let problem = format!("{endpoint} answered HTTP {status} without an error body");
-            let error = match status.as_u16() {
-                // The request itself was refused: a client error, not an outage.
-                413 => KekError::Mismatch(format!(
-                    "the KMS refused the {action} request as too large ({problem}): send a smaller plaintext (the mock KMS takes at most {} bytes)",
-                    MAX_PLAINTEXT
-                )),
-                code if (400..500).contains(&code) && code != 429 => KekError::Internal(problem),
-                _ => KekError::Unavailable(problem),
-            };
-            return Err(Attempt { error, retryable, retry_after, switch_endpoint: retryable });
-        };
-        Err(Attempt {
-            error: map_error(action, &error),
-            retryable: error.code.retryable(),
-            retry_after,
-            switch_endpoint: error.code != ErrorCode::Throttling,
-        })
     }
 }
 
-/// `x-kms-caller: <why>` when the current task said why it calls the KMS ([`super::as_caller`]).
-fn caller_header() -> reqwest::header::HeaderMap {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(caller) = super::current_caller() {
-        headers.insert(api::HEADER_CALLER, reqwest::header::HeaderValue::from_static(caller.name()));
-    }
-    headers
+/// The key id the plugin reports: `<key>/<version>` where the KMS names the version
+/// ([`key_id_of`]), else the key alone (JD Cloud's answers name no version).
+fn reported_key_id(key: &str, version: Option<&str>) -> String {
+    version.map_or_else(|| key.to_owned(), |version| key_id_of(key, version))
 }
 
 /// What a KMS error means for the apiserver, with the KMS's own code and request id.
@@ -274,6 +247,8 @@ mod tests {
         let config = RemoteKmsConfig {
             endpoints: vec![server.uri()],
             key_id: "lab-key".into(),
+            dialect: mock_kms::dialects::Dialect::Native,
+            ca_file: None,
             credential: Credential { access_key: "AK".into(), secret_key: Zeroizing::new("SK".into()) },
             call_timeout: Duration::from_secs(5),
             max_retries: 2,

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use super::{Component, GoSubject};
+use super::Component;
 
 /// The fix suggested whenever a binary could not be found or built.
 pub const FIX: &str = "install Go (apt-get install golang-go) and rerun, or pass --bin-dir DIR with \
@@ -85,12 +85,12 @@ pub enum ProvisionError {
         tried: Vec<Attempt>,
     },
 
-    /// A Go-built test subject ([`GoSubject`]) is nowhere and could not be built (no source
+    /// A Go-built test subject ([`GoSubject`](super::GoSubject)) is nowhere and could not be built (no source
     /// folder, building disallowed or Go missing).
     #[error("no usable {subject} ({key}); tried, in order:{}\nfix: {fix}", list(.tried))]
     SubjectNotFound {
-        /// The subject.
-        subject: GoSubject,
+        /// The subject's name (a [`GoSubject`](super::GoSubject)'s, or a manifest's plugin).
+        subject: String,
         /// What pins it: `commit <sha>` or `source hash <hash>`.
         key: String,
         /// Every place tried, the build last.

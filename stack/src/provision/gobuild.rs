@@ -376,6 +376,34 @@ impl<'a> Steps<'a> {
         installed
     }
 
+    /// `go install -trimpath TARGET` (`MODULE/PACKAGE@VERSION`, from the module proxy) with
+    /// `GOBIN` a temporary folder beside `dest`, then the binary renamed to `dest`.
+    pub(crate) fn install(&self, target: &str, dest: &Path) -> Result<(), StepError> {
+        let out_dir = dest.parent().expect("a cache path has a parent");
+        let gobin = out_dir.join(format!(".gobin-{}", std::process::id()));
+        fs::create_dir_all(&gobin).map_err(|e| StepError::new(format!("mkdir {}", gobin.display()), e))?;
+        let neutral = tempfile::tempdir().map_err(|e| StepError::new("create a temporary directory", e))?;
+        self.step(&format!("go install {target}"));
+        let mut command = self.command(neutral.path(), &["install", "-trimpath", target]);
+        let _ = writeln!(&*self.log, "$ GOBIN={} go install -trimpath {target}", gobin.display());
+        let status = command
+            .env("GOBIN", &gobin)
+            .stdout(self.log_stdio())
+            .stderr(self.log_stdio())
+            .status()
+            .map_err(|e| StepError::new(format!("go install {target}"), format!("cannot run {}: {e}", self.go.display())));
+        let installed = status.and_then(|status| {
+            if !status.success() {
+                return Err(StepError::new(format!("go install {target}"), status));
+            }
+            let package = target.split('@').next().unwrap_or(target);
+            let built = gobin.join(package.rsplit('/').next().unwrap_or(package));
+            fs::rename(&built, dest).map_err(|e| StepError::new(format!("rename {} to {}", built.display(), dest.display()), e))
+        });
+        let _ = fs::remove_dir_all(&gobin);
+        installed
+    }
+
     /// `go mod tidy` in `dir` (downloads what the module needs on the first run).
     pub(crate) fn tidy(&self, dir: &Path) -> Result<(), StepError> {
         self.step("go mod tidy (downloads the modules on the first run)");

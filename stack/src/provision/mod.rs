@@ -60,7 +60,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use error::{Attempt, BuildFailure, FIX, ProvisionError};
-pub use subject::{GoSubject, THIRDPARTY_ENV, locate_go_subject};
+pub use subject::{GoInstall, GoRecipe, GoSubject, THIRDPARTY_ENV, locate_go_install, locate_go_recipe, locate_go_subject};
 
 /// The Kubernetes version of `kube-apiserver` and `kubectl` kms-lab is tested against.
 pub const KUBERNETES_VERSION: &str = "v1.37.2";

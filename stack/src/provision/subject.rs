@@ -82,33 +82,239 @@ pub enum GoSubject {
 
 /// Where a subject's source folder lives.
 #[derive(Debug, Clone, Copy)]
-enum Folder {
+enum Folder<'a> {
     /// Inside this workspace, relative to its root.
-    Workspace(&'static str),
+    Workspace(&'a str),
     /// Under the third-party folder.
-    ThirdParty(&'static str),
+    ThirdParty(&'a str),
 }
 
-/// Everything that describes one subject.
+/// Everything that describes one subject: a [`GoSubject`]'s row of the table below, or a
+/// [`GoRecipe`] from a plugin manifest.
 #[derive(Debug, Clone, Copy)]
-struct Spec {
-    name: &'static str,
-    env_var: &'static str,
-    folder: Folder,
+struct Spec<'a> {
+    name: &'a str,
+    env_var: &'a str,
+    folder: Folder<'a>,
     /// The main package, relative to the folder (`go build` runs in the folder); for a subject
     /// with a [`Wrapper`], upstream's main package (what `go install` names outside this
     /// environment), which the copy here lacks.
-    package: &'static str,
+    package: &'a str,
     /// The Go module at the root of the folder (the repository's module).
-    module: &'static str,
+    module: &'a str,
     /// The pinned upstream commit (`None` for the Go peer, which lives here).
-    commit: Option<&'static str>,
-    goflags: &'static str,
+    commit: Option<&'a str>,
+    goflags: &'a str,
     /// Whether the folder's `go.work` is used (else `GOWORK=off`).
     go_work: bool,
-    estimate: &'static str,
+    estimate: &'a str,
     /// kms-lab's own `main`, for a subject whose copy lacks its upstream main package.
     wrapper: Option<Wrapper>,
+    /// A `go.mod` to build with, for a folder that has none (a dep-managed repository): written
+    /// into a build copy of the folder, never into the folder.
+    go_mod: Option<&'a str>,
+}
+
+impl Spec<'_> {
+    /// `go install MODULE/PACKAGE@COMMIT`, for a third-party subject.
+    fn go_install(&self) -> Option<String> {
+        let package = self.package.trim_start_matches('.').trim_start_matches('/');
+        let path = if package.is_empty() { self.module.to_owned() } else { format!("{}/{package}", self.module) };
+        self.commit.map(|commit| format!("go install {path}@{commit}"))
+    }
+
+    fn is_third_party(&self) -> bool {
+        matches!(self.folder, Folder::ThirdParty(_))
+    }
+
+    fn folder(&self) -> &str {
+        match self.folder {
+            Folder::Workspace(path) | Folder::ThirdParty(path) => path,
+        }
+    }
+}
+
+/// A third-party Go plugin as its manifest describes it (`go_build:` with `module:` and
+/// `commit:`): built by the same locator, cache and lock as a [`GoSubject`], with no entry in
+/// kms-lab's tables. Adding a third-party Go plugin is a manifest plus its source folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoRecipe {
+    /// The binary's name in the cache (the manifest's name, e.g. `ack-kms-plugin`).
+    pub name: String,
+    /// The variable naming a prebuilt binary (`KMS_LAB_ACK_KMS_PLUGIN`).
+    pub env_var: String,
+    /// The source folder's name under the third-party folder.
+    pub folder: String,
+    /// The main package, relative to the folder (`.`, `./cmd/server`).
+    pub package: String,
+    /// The Go module of the folder.
+    pub module: String,
+    /// The pinned upstream commit (40 hex digits).
+    pub commit: String,
+    /// `GOFLAGS` of the build (`-mod=mod`, or empty).
+    pub goflags: String,
+    /// Whether the folder's `go.work` is used (else `GOWORK=off`).
+    pub go_work: bool,
+    /// A `go.mod` for a folder that has none: written into a build copy, never into the folder.
+    pub go_mod: Option<String>,
+}
+
+impl GoRecipe {
+    /// The variable naming a prebuilt binary of the plugin `name`: `KMS_LAB_` and the name in
+    /// upper case with `_` for `-` (`ack-kms-plugin` → `KMS_LAB_ACK_KMS_PLUGIN`).
+    pub fn env_var_for(name: &str) -> String {
+        format!("KMS_LAB_{}", name.to_ascii_uppercase().replace(['-', '.'], "_"))
+    }
+
+    fn spec(&self) -> Spec<'_> {
+        Spec {
+            name: &self.name,
+            env_var: &self.env_var,
+            folder: Folder::ThirdParty(&self.folder),
+            package: &self.package,
+            module: &self.module,
+            commit: Some(&self.commit),
+            goflags: &self.goflags,
+            go_work: self.go_work,
+            estimate: "about 1 minute on 2 cores",
+            wrapper: None,
+            go_mod: self.go_mod.as_deref(),
+        }
+    }
+
+    /// How to get it outside this environment: `go install MODULE/PACKAGE@COMMIT`.
+    pub fn go_install(&self) -> String {
+        self.spec().go_install().unwrap_or_default()
+    }
+}
+
+/// A plugin a manifest gets by `go install MODULE/PACKAGE@VERSION` (`go_install:`), as a user
+/// outside this environment would: for a module whose source is not (or may not be) in the
+/// third-party folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoInstall {
+    /// The binary's name in the cache (the manifest's name).
+    pub name: String,
+    /// The variable naming a built binary, or a checkout of the module to build from.
+    pub env_var: String,
+    /// `MODULE/PACKAGE@VERSION`.
+    pub target: String,
+}
+
+/// The binary of `install`: the file its variable names, or a build of the checkout it names
+/// (the package `go build`s there), then the cache (`<cache>/bin/<name>-<version>/<name>`), then
+/// `go install` into the cache if [`ProvisionOptions::allow_build`]. An error lists each place
+/// tried and says what to set. Blocking.
+pub fn locate_go_install(install: &GoInstall, options: &ProvisionOptions) -> Result<PathBuf, ProvisionError> {
+    locate_install_with(install, options, &Env::from_process())
+}
+
+pub(crate) fn locate_install_with(install: &GoInstall, options: &ProvisionOptions, env: &Env) -> Result<PathBuf, ProvisionError> {
+    let (package, version) = install.target.split_once('@').unwrap_or((&install.target, "latest"));
+    let name = install.name.as_str();
+    let var = install.env_var.as_str();
+    let not_found = |tried: Vec<Attempt>, why: &str| ProvisionError::SubjectNotFound {
+        subject: name.to_owned(),
+        key: format!("version {version}"),
+        tried,
+        fix: format!("{why}set {var} to a built {name}, or to a checkout of its module at {version} to build it from"),
+    };
+    let mut tried = Vec::new();
+    let cache = env.cache_dir(options);
+    let build_env = |goflags: &str| vec![("CGO_ENABLED", "0".into()), ("GOFLAGS", goflags.into()), ("GOWORK", "off".into())];
+    if let Some(value) = env.var(var) {
+        let path = absolute(Path::new(value));
+        if path.is_dir() {
+            // A checkout: the package's folder is the target's path after the checkout's module.
+            let module = fs::read_to_string(path.join("go.mod"))
+                .ok()
+                .and_then(|text| text.lines().find_map(|l| l.trim().strip_prefix("module ").map(|m| m.trim().to_owned())));
+            let relative = module.as_deref().and_then(|m| package.strip_prefix(m)).map(|rest| format!(".{rest}"));
+            let (Some(relative), Some(cache)) = (relative, &cache) else {
+                tried.push(Attempt::new(
+                    format!("${var}={}", path.display()),
+                    format!("not a checkout of the module of {package} (its go.mod names another module), or no cache to build into"),
+                ));
+                return Err(not_found(tried, ""));
+            };
+            let dest = cache.join("bin").join(format!("{name}-checkout")).join(name);
+            let logs = cache.join("gobuild").join(format!("{name}-checkout"));
+            fs::create_dir_all(&logs).map_err(ProvisionError::io(format!("cannot create {}", logs.display())))?;
+            let log_path = logs.join(format!("build-{name}.log"));
+            let log = File::create(&log_path).map_err(ProvisionError::io(format!("cannot create {}", log_path.display())))?;
+            let _lock = gobuild::lock_cache(cache, env, options.progress)?;
+            let bar = gobuild::progress_bar(options.progress);
+            let steps = Steps::new(&env.go, &log, &bar, options.progress, build_env("-mod=mod"));
+            let built = steps.build_package(&path, &relative, "-s -w", &dest, usable);
+            bar.finish_and_clear();
+            return built.map(|()| dest).map_err(|StepError { step, detail }| {
+                ProvisionError::BuildFailed(Box::new(BuildFailure {
+                    binary: name.to_owned(),
+                    version: format!("(checkout {})", path.display()),
+                    step,
+                    detail,
+                    tail: gobuild::tail(&log_path, TAIL_LINES),
+                    log: log_path,
+                    tried: tried.clone(),
+                    fix: format!("fix what Go reports above, or set {var} to a built {name}"),
+                }))
+            });
+        }
+        match usable(&path) {
+            Ok(()) => return Ok(path),
+            Err(why) => tried.push(Attempt::new(format!("${var}={}", path.display()), why)),
+        }
+    } else {
+        tried.push(Attempt::new(format!("${var}"), "not set"));
+    }
+    let Some(cache) = cache else {
+        tried.push(Attempt::new("cache", "no cache directory: set KMS_LAB_CACHE or HOME"));
+        return Err(not_found(tried, ""));
+    };
+    let dest = cache_path_of(&cache, name, version);
+    match usable(&dest) {
+        Ok(()) => return Ok(dest),
+        Err(why) => tried.push(Attempt::new(format!("cache {}", dest.display()), why)),
+    }
+    let place = format!("go install {} into {}", install.target, cache.display());
+    if !options.allow_build {
+        tried.push(Attempt::new(place, "not allowed (allow_build is false)"));
+        return Err(not_found(tried, ""));
+    }
+    if let Err(why) = gobuild::go_version(&env.go) {
+        tried.push(Attempt::new(place, why));
+        return Err(not_found(tried, ""));
+    }
+    let logs = cache.join("gobuild").join(format!("{name}-{version}"));
+    fs::create_dir_all(&logs).map_err(ProvisionError::io(format!("cannot create {}", logs.display())))?;
+    let log_path = logs.join(format!("build-{name}.log"));
+    let log = File::create(&log_path).map_err(ProvisionError::io(format!("cannot create {}", log_path.display())))?;
+    let _lock = gobuild::lock_cache(&cache, env, options.progress)?;
+    let bar = gobuild::progress_bar(options.progress);
+    let steps = Steps::new(&env.go, &log, &bar, options.progress, build_env("-mod=mod"));
+    let installed = steps.install(&install.target, &dest);
+    bar.finish_and_clear();
+    installed.map(|()| dest).map_err(|StepError { step, detail }| {
+        let tail = gobuild::tail(&log_path, TAIL_LINES);
+        let refused = tail.iter().any(|l| l.contains("403") || l.contains("410") || l.contains("404 Not Found"));
+        let why = if refused { "the Go module proxy refuses this module (see Go's output above); " } else { "" };
+        ProvisionError::BuildFailed(Box::new(BuildFailure {
+            binary: name.to_owned(),
+            version: format!("({version})"),
+            step,
+            detail,
+            tail,
+            log: log_path,
+            tried,
+            fix: format!("{why}set {var} to a built {name}, or to a checkout of its module at {version} to build it from"),
+        }))
+    })
+}
+
+/// The plugin binary `recipe` describes, found or built as a [`GoSubject`] is (see the [module
+/// docs](self)). Blocking: a first build takes minutes.
+pub fn locate_go_recipe(recipe: &GoRecipe, options: &ProvisionOptions) -> Result<PathBuf, ProvisionError> {
+    locate_spec(&recipe.spec(), options, &Env::from_process(), &workspace_root())
 }
 
 /// kms-lab's own `main.go` for a third-party subject whose copy lacks its main package: built in
@@ -156,7 +362,7 @@ impl GoSubject {
         Self::GcpKmsEmulator,
     ];
 
-    fn spec(self) -> Spec {
+    fn spec(self) -> Spec<'static> {
         let trousseau = |name, env_var, package, estimate| Spec {
             name,
             env_var,
@@ -168,6 +374,7 @@ impl GoSubject {
             go_work: true,
             estimate,
             wrapper: None,
+            go_mod: None,
         };
         // mock-kms's SDK probes: kms-lab's own small mains on the clouds' SDKs, one Go module
         // (their shared `internal/probe`), keyed like the Go peer.
@@ -182,6 +389,7 @@ impl GoSubject {
             go_work: false,
             estimate: "about 1 minute on 2 cores",
             wrapper: None,
+            go_mod: None,
         };
         match self {
             Self::GoPeer => Spec {
@@ -195,6 +403,7 @@ impl GoSubject {
                 go_work: false,
                 estimate: "about 1 minute on 2 cores",
                 wrapper: None,
+                go_mod: None,
             },
             Self::JdcloudSdkProbe => probe("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "./jdcloud"),
             Self::AliyunSdkProbe => probe("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "./aliyun"),
@@ -210,6 +419,7 @@ impl GoSubject {
                 go_work: false,
                 estimate: "about 3 minutes on 2 cores",
                 wrapper: None,
+                go_mod: None,
             },
             Self::CloudKmsPlugin => Spec {
                 name: "k8s-cloudkms-plugin",
@@ -222,6 +432,7 @@ impl GoSubject {
                 go_work: false,
                 estimate: "about 90 s on 2 cores",
                 wrapper: None,
+                go_mod: None,
             },
             Self::Trousseau => trousseau("trousseau", "KMS_LAB_TROUSSEAU", "./trousseau", "about 2 minutes on 2 cores"),
             Self::TrousseauAwsKms => {
@@ -242,6 +453,7 @@ impl GoSubject {
                 go_work: false,
                 estimate: "about 1 minute on 2 cores",
                 wrapper: None,
+                go_mod: None,
             },
             Self::GcpKmsEmulator => Spec {
                 name: "gcp-kms-emulator",
@@ -254,6 +466,7 @@ impl GoSubject {
                 go_work: false,
                 estimate: "about 1 minute on 2 cores",
                 wrapper: Some(GCP_EMULATOR_WRAPPER),
+                go_mod: None,
             },
         }
     }
@@ -306,10 +519,7 @@ impl GoSubject {
     /// How to get it outside this environment: `go install MODULE/PACKAGE@COMMIT`; `None` for
     /// the Go peer.
     pub fn go_install(self) -> Option<String> {
-        let spec = self.spec();
-        let package = spec.package.trim_start_matches('.').trim_start_matches('/');
-        let path = if package.is_empty() { spec.module.to_owned() } else { format!("{}/{package}", spec.module) };
-        spec.commit.map(|commit| format!("go install {path}@{commit}"))
+        self.spec().go_install()
     }
 }
 
@@ -388,7 +598,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The source folder, recording each place tried that does not hold it.
-fn find_source(spec: &Spec, env: &Env, workspace: &Path, tried: &mut Vec<Attempt>) -> Option<PathBuf> {
+fn find_source(spec: &Spec<'_>, env: &Env, workspace: &Path, tried: &mut Vec<Attempt>) -> Option<PathBuf> {
     let candidates: Vec<(String, PathBuf)> = match spec.folder {
         Folder::Workspace(path) => vec![("source".to_owned(), workspace.join(path))],
         Folder::ThirdParty(folder) => {
@@ -421,18 +631,17 @@ enum Missing {
     Build,
 }
 
-fn fix(subject: GoSubject, missing: Missing) -> String {
-    let spec = subject.spec();
+fn fix(spec: &Spec<'_>, missing: Missing) -> String {
     let var = spec.env_var;
     let name = spec.name;
     let first = match missing {
-        Missing::Source if subject.is_third_party() => format!(
+        Missing::Source if spec.is_third_party() => format!(
             "set {var} to a built {name}, or {THIRDPARTY_ENV} to a folder holding {}/ (upstream {} at commit {})",
-            subject.folder(),
+            spec.folder(),
             spec.module,
             spec.commit.unwrap_or_default()
         ),
-        Missing::Source => format!("set {var} to a built {name} (its source folder {} is part of kms-lab)", subject.folder()),
+        Missing::Source => format!("set {var} to a built {name} (its source folder {} is part of kms-lab)", spec.folder()),
         Missing::Incomplete => format!(
             "the source folder lacks {}: use a complete copy (set {THIRDPARTY_ENV}), or set {var} to a built {name}",
             match spec.wrapper {
@@ -442,14 +651,18 @@ fn fix(subject: GoSubject, missing: Missing) -> String {
         ),
         Missing::Build => format!("install Go (apt-get install golang-go) and rerun, or set {var} to a built {name}"),
     };
-    match subject.go_install() {
+    match spec.go_install() {
         Some(install) => format!("{first}; outside this environment: `{install}`, then set {var} to the installed binary"),
         None => first,
     }
 }
 
 pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &Env, workspace: &Path) -> Result<PathBuf, ProvisionError> {
-    let spec = subject.spec();
+    locate_spec(&subject.spec(), options, env, workspace)
+}
+
+fn locate_spec(spec: &Spec<'_>, options: &ProvisionOptions, env: &Env, workspace: &Path) -> Result<PathBuf, ProvisionError> {
+    let subject = spec.name;
     let mut tried = Vec::new();
 
     // 1. $KMS_LAB_<NAME>
@@ -472,23 +685,25 @@ pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &
 
     // The source folder (the Go peer's cache key depends on it).
     let mut source_tried = Vec::new();
-    let source = find_source(&spec, env, workspace, &mut source_tried);
-    let key = match (spec.commit, spec.wrapper) {
-        (Some(commit), Some(wrapper)) => Ok(format!("{commit}-{}", text_hash(wrapper.main_go))),
-        (Some(commit), None) => Ok(commit.to_owned()),
-        (None, _) => source.as_deref().map_or_else(|| Err("no source folder to hash".to_owned()), source_hash),
+    let source = find_source(spec, env, workspace, &mut source_tried);
+    let key = match (spec.commit, spec.wrapper, spec.go_mod) {
+        (Some(commit), Some(wrapper), _) => Ok(format!("{commit}-{}", text_hash(wrapper.main_go))),
+        (Some(commit), None, Some(go_mod)) => Ok(format!("{commit}-{}", text_hash(go_mod))),
+        (Some(commit), None, None) => Ok(commit.to_owned()),
+        (None, _, _) => source.as_deref().map_or_else(|| Err("no source folder to hash".to_owned()), source_hash),
     };
     let shown_key = match (spec.commit, &key) {
         (Some(commit), _) if spec.wrapper.is_some() => format!("commit {commit} with kms-lab's main"),
+        (Some(commit), _) if spec.go_mod.is_some() => format!("commit {commit} with its manifest's go.mod"),
         (Some(commit), _) => format!("commit {commit}"),
         (None, Ok(hash)) => format!("source hash {hash}"),
         (None, Err(_)) => "source hash unknown".to_owned(),
     };
     let not_found = |tried: Vec<Attempt>, missing: Missing| ProvisionError::SubjectNotFound {
-        subject,
+        subject: subject.to_owned(),
         key: shown_key.clone(),
         tried,
-        fix: fix(subject, missing),
+        fix: fix(spec, missing),
     };
 
     // 2. the cache
@@ -503,7 +718,7 @@ pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &
             None
         }
         (Some(cache), Ok(key)) => {
-            let dest = subject_cache_path(cache, subject, key);
+            let dest = cache_path_of(cache, subject, key);
             match usable(&dest) {
                 Ok(()) => {
                     tracing::debug!(%subject, path = %dest.display(), "found in the cache");
@@ -547,7 +762,7 @@ pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &
         return Err(not_found(tried, Missing::Build));
     }
     build(&SubjectBuild {
-        subject,
+        spec,
         key: &key,
         shown_key: &shown_key,
         source: &source,
@@ -560,13 +775,17 @@ pub(crate) fn locate_with(subject: GoSubject, options: &ProvisionOptions, env: &
 }
 
 /// Where a cached subject lives: `<cache>/bin/<name>-<key>/<name>`.
+#[cfg(test)]
 pub(crate) fn subject_cache_path(cache: &Path, subject: GoSubject, key: &str) -> PathBuf {
-    let name = subject.name();
+    cache_path_of(cache, subject.name(), key)
+}
+
+fn cache_path_of(cache: &Path, name: &str, key: &str) -> PathBuf {
     cache.join("bin").join(format!("{name}-{key}")).join(name)
 }
 
 struct SubjectBuild<'a> {
-    subject: GoSubject,
+    spec: &'a Spec<'a>,
     key: &'a str,
     shown_key: &'a str,
     source: &'a Path,
@@ -578,7 +797,7 @@ struct SubjectBuild<'a> {
 }
 
 fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
-    let spec = b.subject.spec();
+    let spec = b.spec;
     let name = spec.name;
     // One build at a time per cache; whoever waited then finds the binary in the cache.
     let _lock = gobuild::lock_cache(b.cache, b.env, b.progress)?;
@@ -603,9 +822,11 @@ fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
     let bar = gobuild::progress_bar(b.progress);
     let steps = Steps::new(&b.env.go, &log, &bar, b.progress, go_env);
     let started = Instant::now();
-    let result = match spec.wrapper {
-        None => steps.build_package(b.source, spec.package, "-s -w", b.dest, usable),
-        Some(wrapper) => prepare_wrapper(&steps, &wrapper, spec.module, b.source, &logs.join("module"))
+    let result = match (spec.wrapper, spec.go_mod) {
+        (None, None) => steps.build_package(b.source, spec.package, "-s -w", b.dest, usable),
+        (None, Some(go_mod)) => build_copy(b.source, go_mod, &logs.join("src"))
+            .and_then(|copy| steps.build_package(&copy, spec.package, "-s -w", b.dest, usable)),
+        (Some(wrapper), _) => prepare_wrapper(&steps, &wrapper, spec.module, b.source, &logs.join("module"))
             .and_then(|module| steps.build_package(&module, ".", "-s -w", b.dest, usable)),
     };
     bar.finish_and_clear();
@@ -629,6 +850,36 @@ fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
             fix: format!("fix what Go reports above and rerun, or set {} to a built {name}", spec.env_var),
         }))),
     }
+}
+
+/// A fresh copy of `source` in `dir` with `go_mod` as its `go.mod` (the source folder stays
+/// unmodified); the copy's directory.
+fn build_copy(source: &Path, go_mod: &str, dir: &Path) -> Result<PathBuf, StepError> {
+    let io = |what: String| move |e: std::io::Error| StepError { step: what, detail: e.to_string() };
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io(format!("remove the old build copy {}", dir.display())))?;
+    }
+    copy_tree(source, dir).map_err(io(format!("copy {} to {}", source.display(), dir.display())))?;
+    fs::write(dir.join("go.mod"), go_mod).map_err(io(format!("write {}/go.mod", dir.display())))?;
+    Ok(dir.to_path_buf())
+}
+
+/// Copies the files and folders below `from` into `to` (symlinks as the files they name; `.git` left out).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_name() == ".git" {
+            continue;
+        }
+        if fs::metadata(&source)?.is_dir() {
+            copy_tree(&source, &target)?;
+        } else {
+            fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes the wrapper's module into `dir` (`main.go`, a `go.mod` that `replace`s `module` by
@@ -892,6 +1143,80 @@ esac"#,
         assert!(fs::read_to_string(log).unwrap().contains("go build -v -trimpath -ldflags '-s -w' -o"));
         let again = locate_with(GoSubject::AwsEncryptionProvider, &options(&cache, false), &env(&vars, Path::new(NO_GO)), &workspace);
         assert_eq!(again.unwrap(), built);
+    }
+
+    #[test]
+    fn a_manifests_recipe_builds_in_a_copy_with_its_go_mod_and_leaves_the_folder_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let go = fake_go(root);
+        let thirdparty = root.join("tp");
+        let source = thirdparty.join("ack-kms-plugin");
+        fs::create_dir_all(source.join("plugin")).unwrap();
+        fs::write(source.join("main.go"), "package main\n").unwrap();
+        let cache = root.join("cache");
+        let recipe = GoRecipe {
+            name: "ack-kms-plugin".into(),
+            env_var: GoRecipe::env_var_for("ack-kms-plugin"),
+            folder: "ack-kms-plugin".into(),
+            package: ".".into(),
+            module: "github.com/AliyunContainerService/ack-kms-plugin".into(),
+            commit: "1339a03ba4197175ba54a34dbcddc7bb5d5942aa".into(),
+            goflags: "-mod=mod".into(),
+            go_work: false,
+            go_mod: Some("module github.com/AliyunContainerService/ack-kms-plugin\n\ngo 1.13\n".into()),
+        };
+        assert_eq!(recipe.env_var, "KMS_LAB_ACK_KMS_PLUGIN");
+        let vars = [("KMS_LAB_THIRDPARTY", thirdparty.as_path())];
+        let built = locate_spec(&recipe.spec(), &options(&cache, true), &env(&vars, &go), &root.join("ws/main")).unwrap();
+        let key = format!("{}-{}", recipe.commit, text_hash(recipe.go_mod.as_deref().unwrap()));
+        assert_eq!(built, cache.join(format!("bin/ack-kms-plugin-{key}/ack-kms-plugin")));
+        let copy = cache.join(format!("gobuild/ack-kms-plugin-{key}/src"));
+        assert_eq!(fs::read_to_string(copy.join("go.mod")).unwrap(), recipe.go_mod.clone().unwrap());
+        assert!(copy.join("main.go").is_file() && copy.join("plugin").is_dir());
+        assert!(!source.join("go.mod").exists(), "the go.mod was written into the source folder");
+        let calls = fs::read_to_string(root.join("calls")).unwrap();
+        assert_eq!(calls.trim(), format!("GOFLAGS=[-mod=mod] GOWORK=[off] CGO_ENABLED=[0] PWD=[{}]", copy.display()));
+        assert_eq!(
+            recipe.go_install(),
+            "go install github.com/AliyunContainerService/ack-kms-plugin@1339a03ba4197175ba54a34dbcddc7bb5d5942aa"
+        );
+    }
+
+    #[test]
+    fn go_install_takes_the_binary_or_the_checkout_its_variable_names() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let go = fake_go(root);
+        let cache = root.join("cache");
+        let install = GoInstall {
+            name: "jdcloud-kms-plugin".into(),
+            env_var: "KMS_LAB_JDCLOUD_KMS_PLUGIN".into(),
+            target: "github.com/jdcloud-sec/k8s-kms-plugin/main@8b2668a33f4bda57ae7de788790d256648d64513".into(),
+        };
+        // Nothing named, nothing cached, no build allowed: every place tried, and what to set.
+        let err = locate_install_with(&install, &options(&cache, false), &env(&[], &go)).unwrap_err().to_string();
+        assert!(err.contains("$KMS_LAB_JDCLOUD_KMS_PLUGIN: not set") && err.contains("not allowed"), "{err}");
+        assert!(err.contains("set KMS_LAB_JDCLOUD_KMS_PLUGIN to a built jdcloud-kms-plugin, or to a checkout"), "{err}");
+        // A built binary is used as it is.
+        let binary = root.join("bin/k8s-kms-plugin");
+        script(&binary, "echo prebuilt");
+        let found = locate_install_with(&install, &options(&cache, false), &env(&[("KMS_LAB_JDCLOUD_KMS_PLUGIN", &binary)], &go));
+        assert_eq!(found.unwrap(), binary);
+        // A checkout of the module: its `main` package is built into the cache.
+        let checkout = root.join("k8s-kms-plugin");
+        fs::create_dir_all(checkout.join("main")).unwrap();
+        fs::write(checkout.join("go.mod"), "module github.com/jdcloud-sec/k8s-kms-plugin\n\ngo 1.13\n").unwrap();
+        let built =
+            locate_install_with(&install, &options(&cache, false), &env(&[("KMS_LAB_JDCLOUD_KMS_PLUGIN", &checkout)], &go)).unwrap();
+        assert_eq!(built, cache.join("bin/jdcloud-kms-plugin-checkout/jdcloud-kms-plugin"));
+        assert_eq!(Command::new(&built).output().unwrap().stdout, b"built\n");
+        let calls = fs::read_to_string(root.join("calls")).unwrap();
+        assert_eq!(calls.trim(), format!("GOFLAGS=[-mod=mod] GOWORK=[off] CGO_ENABLED=[0] PWD=[{}]", checkout.display()));
+        // A checkout of another module is refused, naming it.
+        fs::write(checkout.join("go.mod"), "module example.com/other\n").unwrap();
+        let err = locate_install_with(&install, &options(&cache, false), &env(&[("KMS_LAB_JDCLOUD_KMS_PLUGIN", &checkout)], &go));
+        assert!(err.unwrap_err().to_string().contains("not a checkout of the module"));
     }
 
     #[test]

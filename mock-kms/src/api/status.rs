@@ -1,0 +1,178 @@
+//! The clouds' error vocabularies, for both sides (the mock's dialects answer with them, the
+//! [`super::Client`] reads them back): Google's canonical status codes (`google.rpc.Code`) with
+//! the HTTP statuses REST frontends answer them with — the vocabulary of Cloud KMS and of JD
+//! Cloud's OpenAPI gateway (`error.status`) — and Alibaba Cloud's error codes ([`ALIYUN_CODES`]).
+
+use crate::api::ErrorCode;
+
+/// A `google.rpc.Code` with its HTTP status, as Google's REST frontends answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// 400: a field is missing or malformed.
+    InvalidArgument,
+    /// 400: the resource is not in a state for this (a disabled key).
+    FailedPrecondition,
+    /// 401: no valid credential or signature.
+    Unauthenticated,
+    /// 403: the caller may not do this.
+    PermissionDenied,
+    /// 404: no such resource.
+    NotFound,
+    /// 409: it exists already.
+    AlreadyExists,
+    /// 429: over a quota (throttled).
+    ResourceExhausted,
+    /// 500: an internal failure.
+    Internal,
+    /// 501: no such operation.
+    Unimplemented,
+    /// 503: the service cannot serve now (sealed, starting).
+    Unavailable,
+}
+
+impl Status {
+    /// Every status.
+    pub const ALL: [Status; 10] = [
+        Self::InvalidArgument,
+        Self::FailedPrecondition,
+        Self::Unauthenticated,
+        Self::PermissionDenied,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::ResourceExhausted,
+        Self::Internal,
+        Self::Unimplemented,
+        Self::Unavailable,
+    ];
+
+    /// The status a native error code travels with (so a new [`crate::error::KmsError`] variant
+    /// maps without an edit in the dialects).
+    pub fn of(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::InvalidParameter | ErrorCode::InvalidCiphertext => Self::InvalidArgument,
+            ErrorCode::InvalidAccessKeyId
+            | ErrorCode::SignatureDoesNotMatch
+            | ErrorCode::RequestTimeTooSkewed
+            | ErrorCode::RequestReplayed => Self::Unauthenticated,
+            ErrorCode::Forbidden => Self::PermissionDenied,
+            ErrorCode::KeyNotFound => Self::NotFound,
+            ErrorCode::KeyAlreadyExists => Self::AlreadyExists,
+            ErrorCode::KeyNotEnabled => Self::FailedPrecondition,
+            ErrorCode::Throttling => Self::ResourceExhausted,
+            ErrorCode::InternalFailure => Self::Internal,
+            ErrorCode::Sealed | ErrorCode::ServiceUnavailable => Self::Unavailable,
+        }
+    }
+
+    /// The status named `name` (`NOT_FOUND`), if it is one of these.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The native code a client reads this status as: the one [`Status::of`] maps here, or for a
+    /// status several codes share, the one that says what to do (`Unauthenticated`: check the
+    /// credential, as a wrong signature; `Unavailable`: retry, as a service that cannot serve).
+    pub fn code(self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument | Self::Unimplemented => ErrorCode::InvalidParameter,
+            Self::FailedPrecondition => ErrorCode::KeyNotEnabled,
+            Self::Unauthenticated => ErrorCode::SignatureDoesNotMatch,
+            Self::PermissionDenied => ErrorCode::Forbidden,
+            Self::NotFound => ErrorCode::KeyNotFound,
+            Self::AlreadyExists => ErrorCode::KeyAlreadyExists,
+            Self::ResourceExhausted => ErrorCode::Throttling,
+            Self::Internal => ErrorCode::InternalFailure,
+            Self::Unavailable => ErrorCode::ServiceUnavailable,
+        }
+    }
+
+    /// The HTTP status it travels with.
+    pub fn http(self) -> u16 {
+        match self {
+            Self::InvalidArgument | Self::FailedPrecondition => 400,
+            Self::Unauthenticated => 401,
+            Self::PermissionDenied => 403,
+            Self::NotFound => 404,
+            Self::AlreadyExists => 409,
+            Self::ResourceExhausted => 429,
+            Self::Internal => 500,
+            Self::Unimplemented => 501,
+            Self::Unavailable => 503,
+        }
+    }
+
+    /// Its name, e.g. `NOT_FOUND`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "INVALID_ARGUMENT",
+            Self::FailedPrecondition => "FAILED_PRECONDITION",
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::PermissionDenied => "PERMISSION_DENIED",
+            Self::NotFound => "NOT_FOUND",
+            Self::AlreadyExists => "ALREADY_EXISTS",
+            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
+            Self::Internal => "INTERNAL",
+            Self::Unimplemented => "UNIMPLEMENTED",
+            Self::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    /// The legacy `errors[].reason` Google's v1 REST errors still carry (the Go client prints it).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "badRequest",
+            Self::FailedPrecondition => "failedPrecondition",
+            Self::Unauthenticated => "unauthorized",
+            Self::PermissionDenied => "forbidden",
+            Self::NotFound => "notFound",
+            Self::AlreadyExists => "conflict",
+            Self::ResourceExhausted => "rateLimitExceeded",
+            Self::Internal => "backendError",
+            Self::Unimplemented => "notImplemented",
+            Self::Unavailable => "backendError",
+        }
+    }
+}
+
+/// Alibaba Cloud KMS's error codes (`Code`) with their HTTP statuses, for each native code: the
+/// common ones (`InvalidAccessKeyId.NotFound`, `SignatureDoesNotMatch`, `Throttling`, …) as
+/// Alibaba's gateway documentation lists them, `Forbidden.KeyNotFound` and `Rejected.*` KMS's own.
+/// A key pending deletion is `Rejected.PendingDeletion` ([`aliyun_code`] reads both back).
+pub const ALIYUN_CODES: [(ErrorCode, u16, &str); 14] = [
+    (ErrorCode::InvalidParameter, 400, "InvalidParameter"),
+    (ErrorCode::InvalidCiphertext, 400, "Rejected.InvalidCiphertext"),
+    (ErrorCode::InvalidAccessKeyId, 404, "InvalidAccessKeyId.NotFound"),
+    (ErrorCode::SignatureDoesNotMatch, 400, "SignatureDoesNotMatch"),
+    (ErrorCode::RequestTimeTooSkewed, 400, "InvalidTimeStamp.Expired"),
+    (ErrorCode::RequestReplayed, 400, "SignatureNonceUsed"),
+    (ErrorCode::Forbidden, 403, "Forbidden.RAM"),
+    (ErrorCode::KeyNotFound, 404, "Forbidden.KeyNotFound"),
+    (ErrorCode::KeyAlreadyExists, 409, "Rejected.KeyAlreadyExists"),
+    (ErrorCode::KeyNotEnabled, 400, "Rejected.Disabled"),
+    (ErrorCode::Throttling, 400, "Throttling"),
+    (ErrorCode::InternalFailure, 500, "InternalFailure"),
+    (ErrorCode::Sealed, 503, "ServiceUnavailableTemporary"),
+    (ErrorCode::ServiceUnavailable, 503, "ServiceUnavailableTemporary"),
+];
+
+/// The Alibaba Cloud code a key pending deletion is refused with.
+pub const ALIYUN_PENDING_DELETION: &str = "Rejected.PendingDeletion";
+
+/// The HTTP status and Alibaba Cloud code of a native error `code`.
+pub fn aliyun_error(code: ErrorCode) -> (u16, &'static str) {
+    ALIYUN_CODES.iter().find(|(c, _, _)| *c == code).map_or((500, "InternalFailure"), |(_, status, kind)| (*status, *kind))
+}
+
+/// The native code of an Alibaba Cloud error answer (`Code` and HTTP status): its entry in
+/// [`ALIYUN_CODES`], else by the status (a 5xx can be retried; a 4xx is the request's fault).
+pub fn aliyun_code(kind: &str, status: u16) -> ErrorCode {
+    if kind == ALIYUN_PENDING_DELETION {
+        return ErrorCode::KeyNotEnabled;
+    }
+    match ALIYUN_CODES.iter().find(|(_, _, k)| *k == kind) {
+        Some((code, _, _)) => *code,
+        None if status >= 500 => ErrorCode::ServiceUnavailable,
+        None if status == 404 => ErrorCode::KeyNotFound,
+        None => ErrorCode::InvalidParameter,
+    }
+}
