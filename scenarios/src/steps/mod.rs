@@ -147,6 +147,8 @@ steps! {
     AddApiserver(process::AddApiserver),
     /// Writes an apiserver's EncryptionConfiguration and applies it by reload (or only writes it).
     Encryption(process::Encryption),
+    /// Writes an EncryptionConfiguration the apiserver cannot load: the reload fails, the old one stays.
+    BrokenEncryption(process::BrokenEncryption),
     /// Creates objects.
     Create(objects::Create),
     /// Updates objects with new values.
