@@ -127,14 +127,13 @@ async fn recover_deletes_exactly_the_undecryptable_secrets_and_only_with_the_ver
     let run_root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs");
     let mut stack = Stack::launch(StackOptions::new("recover-cli", binaries, &run_root).with_mock_kms()).await.expect("the stack starts");
     let lab_client = stack.kube_client(0).await.unwrap();
-    create(&lab_client, KEEP, &["k-0", "k-1", "k-2"]).await;
     create(&lab_client, LOST, &["old-0", "old-1", "old-2", "old-3"]).await;
     let mut lab = Lab { stack };
 
     // Every object decrypts: recover says so and deletes nothing, even with --yes.
     let (code, out, err) = lab.kms_lab(&["recover", "--unsafe-delete", "--yes"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("every object decrypts (7 KMS object(s) opened through the plugin): nothing to delete"), "{out}");
+    assert!(out.contains("every object decrypts (4 KMS object(s) opened through the plugin): nothing to delete"), "{out}");
     assert_eq!(lab.etcd_names(LOST).await.len(), 4);
 
     // Rotate; a restarted apiserver asks the plugin's Status at once and writes with version 2.
@@ -144,6 +143,7 @@ async fn recover_deletes_exactly_the_undecryptable_secrets_and_only_with_the_ver
     lab.stack.restart(&Component::Apiserver(0), WaitFor::Ready).await.expect("the apiserver restarts");
     let client = lab.client().await;
     create(&client, LOST, &["new-0", "new-1"]).await;
+    create(&client, KEEP, &["k-0", "k-1", "k-2"]).await;
     assert_ne!(key_id_of(&lab.stack, LOST, "new-0").await, key_id_of(&lab.stack, LOST, "old-0").await, "new Secrets use the new version");
 
     // Version 1 is destroyed; the apiserver restarts without its DEK cache. It serves but never
@@ -151,8 +151,10 @@ async fn recover_deletes_exactly_the_undecryptable_secrets_and_only_with_the_ver
     lab.stack.mock_kms().unwrap().destroy_version(&v1).await.expect("version 1 is destroyed");
     lab.stack.restart(&Component::Apiserver(0), WaitFor::Live).await.expect("the apiserver restarts");
     let client = lab.client().await;
-    let error = Api::<Secret>::namespaced(client.clone(), LOST).list(&Default::default()).await.expect_err("LIST of `lost` fails");
-    assert!(error.to_string().contains("old-"), "the LIST error names an undecryptable Secret: {error}");
+    let error = Api::<Secret>::namespaced(client.clone(), LOST).get("old-0").await.expect_err("old-0 cannot be read");
+    assert!(error.to_string().contains("corrupt object"), "{error}");
+    let (status, body) = lab.stack.apiserver_get(0, "/readyz?verbose").await.expect("/readyz answers");
+    assert_ne!(status, 200, "not ready while a Secret cannot be decrypted: {body}");
 
     // inspect --plugin lists exactly the four, and exits 1.
     let (code, out, err) = lab.kms_lab(&["inspect", "--resource", "secrets"]);
