@@ -42,6 +42,13 @@ enum Command {
     /// Rewrite every object of the selected resources through the API so the first provider
     /// re-encrypts it (paged, bounded, retried, resumable with --checkpoint).
     Migrate(kms_lab::ops::MigrateArgs),
+    /// After a KEK (version) is lost: find the objects that cannot be decrypted (opened through
+    /// the plugin, never printed) and delete exactly those with upstream's unsafe delete
+    /// (`--unsafe-delete`; a dry run unless `--yes`).
+    ///
+    /// Exit codes: 0 nothing to delete, or every delete went (or would go) through; 1 a delete
+    /// was refused or failed, or the check could not be trusted; 2 bad flags or etcd unreachable.
+    Recover(kms_lab::ops::RecoverArgs),
     /// Write the files that enable a KMS plugin on a kubeadm-style control plane (applies nothing).
     Enable(kms_lab::ops::EnableArgs),
     /// Plugin manifests: `list` the catalog (built or not), `build NAME|FILE` into the cache.
@@ -146,6 +153,7 @@ fn main_body() -> ExitCode {
         },
         Command::Inspect(args) => runtime.block_on(kms_lab::ops::inspect(&args)).into(),
         Command::Migrate(args) => runtime.block_on(kms_lab::ops::migrate(&args)).into(),
+        Command::Recover(args) => runtime.block_on(kms_lab::ops::recover(&args)).into(),
         Command::Enable(args) => kms_lab::ops::enable(&args).into(),
         Command::Lint(args) => kms_lab_lint::cli::run(&args).into(),
         Command::Tune(args) => match runtime.block_on(kms_lab_tune::cli::run(&args)) {

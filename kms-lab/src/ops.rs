@@ -7,6 +7,9 @@ use std::time::Duration;
 use kms_lab_ops::enable::{self, EnableOptions, KmsPluginSettings};
 use kms_lab_ops::inspect::{self, InspectOptions, InspectReport};
 use kms_lab_ops::migrate::{self, MigrateOptions};
+use kms_lab_ops::recover::{self, DecryptCheck};
+use kms_wire::PluginClient;
+use kms_wire::decode::KeyRing;
 use kms_lab_ops::{OpsError, ProviderRef, Resource};
 use kms_lab_stack::etcd_client::{EtcdClient, EtcdTls};
 
@@ -69,6 +72,74 @@ pub struct InspectArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    #[command(flatten)]
+    decrypt: DecryptArgs,
+}
+
+/// How to open KMS values (inspect's decryption check, recover).
+#[derive(Debug, Clone, clap::Args)]
+pub struct DecryptArgs {
+    /// The KMS plugin's socket (unix:///var/run/kmsplugin/kms.sock): every KMS value is opened
+    /// through it (never printed) and the objects that do not open are listed.
+    #[arg(long, value_name = "ENDPOINT")]
+    plugin: Option<String>,
+    /// Only check values written by the KMS provider of this name (several plugins: one run each).
+    #[arg(long, value_name = "NAME", requires = "plugin")]
+    kms_provider: Option<String>,
+    /// Deadline of each plugin call.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    plugin_timeout: Duration,
+}
+
+impl DecryptArgs {
+    async fn keys(&self) -> Result<Option<KeyRing>, String> {
+        let Some(endpoint) = &self.plugin else {
+            return Ok(None);
+        };
+        let plugin = PluginClient::connect(endpoint, self.plugin_timeout).await.map_err(|e| format!("cannot reach the plugin at {endpoint}: {e}"))?;
+        Ok(Some(KeyRing { plugin: Some(plugin), static_keys: Vec::new() }))
+    }
+
+    async fn check(&self, etcd: &EtcdClient, resources: &[Resource], keys: &KeyRing, page_size: u64) -> Result<Vec<DecryptCheck>, String> {
+        let mut checks = Vec::new();
+        for resource in resources {
+            eprintln!("open {resource} through the plugin");
+            let check = recover::check_decryption(etcd, resource, keys, self.kms_provider.as_deref(), page_size).await.map_err(|e| e.to_string())?;
+            checks.push(check);
+        }
+        Ok(checks)
+    }
+}
+
+/// The decryption check as a table (object, provider, key id, the plugin's reason; never a value).
+fn render_checks(checks: &[DecryptCheck]) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    for c in checks {
+        let _ = writeln!(
+            out,
+            "{}: {} KMS object(s) opened through the plugin: {} decrypt, {} cannot be decrypted ({} not checked: not KMS, or another provider)",
+            c.resource,
+            c.checked,
+            c.decryptable,
+            c.undecryptable.len(),
+            c.not_checked
+        );
+        for (key_id, n) in &c.undecryptable_by_key_id {
+            let _ = writeln!(out, "  key id {}: {n} undecryptable", key_id.escape_debug());
+        }
+        for u in &c.undecryptable {
+            let _ = writeln!(
+                out,
+                "  cannot be decrypted: {} ({}{}): {}",
+                u.object,
+                u.provider,
+                u.key_id.as_deref().map(|k| format!(", key id {}", k.escape_debug())).unwrap_or_default(),
+                u.reason.escape_debug()
+            );
+        }
+    }
+    out
 }
 
 fn resources(names: &[String], default: Vec<Resource>) -> Result<Vec<Resource>, OpsError> {
@@ -120,16 +191,202 @@ fn inspect_passes(report: &InspectReport, expect: Option<&ProviderRef>) -> bool 
 
 /// `kms-lab inspect`.
 pub async fn inspect(args: &InspectArgs) -> Exit {
-    match run_inspect(args).await {
-        Ok((report, expect)) => {
-            print_inspect(&report, args.format);
-            Exit::passed(inspect_passes(&report, expect.as_ref()))
-        }
+    let keys = match args.decrypt.keys().await {
+        Ok(keys) => keys,
         Err(error) => {
             eprintln!("error: {error}");
-            Exit::Usage
+            return Exit::Usage;
+        }
+    };
+    let (report, expect) = match run_inspect(args).await {
+        Ok(found) => found,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Usage;
+        }
+    };
+    let checks = match &keys {
+        None => Vec::new(),
+        Some(keys) => {
+            let resources: Vec<Resource> = report.resources.iter().filter_map(|r| Resource::parse(&r.resource)).collect();
+            let etcd = match args.etcd.client() {
+                Ok(etcd) => etcd,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return Exit::Usage;
+                }
+            };
+            match args.decrypt.check(&etcd, &resources, keys, args.page_size.max(1)).await {
+                Ok(checks) => checks,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    return Exit::Failed;
+                }
+            }
+        }
+    };
+    match args.format {
+        Format::Table => {
+            print_inspect(&report, args.format);
+            print!("{}", render_checks(&checks));
+        }
+        Format::Json => {
+            let mut value = serde_json::to_value(&report).unwrap_or_default();
+            if keys.is_some() {
+                value["decrypt"] = serde_json::to_value(&checks).unwrap_or_default();
+            }
+            println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
         }
     }
+    let undecryptable: usize = checks.iter().map(|c| c.undecryptable.len()).sum();
+    if undecryptable > 0 {
+        eprintln!("problem: {undecryptable} object(s) cannot be decrypted (see `kms-lab recover --help`)");
+    }
+    Exit::passed(inspect_passes(&report, expect.as_ref()) && undecryptable == 0)
+}
+
+/// Arguments of `kms-lab recover`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RecoverArgs {
+    /// Delete the objects that cannot be decrypted with upstream's unsafe delete
+    /// (`ignoreStoreReadErrorWithClusterBreakingPotential`; the only recovery there is).
+    #[arg(long)]
+    unsafe_delete: bool,
+    /// Act: without it, a dry run (the apiserver is asked with `dryRun: [All]`; nothing is deleted).
+    #[arg(long)]
+    yes: bool,
+    /// Impersonate this user for the deletes, as `kubectl --as` (it needs the RBAC verb
+    /// `unsafe-delete-ignore-read-errors` on the resource).
+    #[arg(long = "as", value_name = "USER")]
+    as_user: Option<String>,
+    /// Go on when not one KMS object decrypts (that usually means the plugin cannot reach its
+    /// KMS, not that a key version was lost).
+    #[arg(long)]
+    even_if_none_decrypt: bool,
+    /// Resources to check (default: secrets).
+    #[arg(long = "resource", value_name = "RESOURCE")]
+    resources: Vec<String>,
+    /// Keys per etcd range request.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    page_size: u64,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+    #[command(flatten)]
+    decrypt: DecryptArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+/// What to say when the apiserver refuses the unsafe delete for want of the RBAC verb.
+fn refused_hint(as_user: Option<&str>) -> String {
+    format!(
+        "the apiserver refused the unsafe delete: {} lacks the RBAC verb `{verb}` on the resource. Grant it only for the \
+         repair, e.g. a ClusterRole with rules [{{apiGroups: [\"\"], resources: [secrets], verbs: [delete, {verb}]}}] bound \
+         to that user, and remove the binding afterwards",
+        as_user.map_or_else(|| "the kubeconfig's user".to_owned(), |u| format!("user `{u}`")),
+        verb = recover::UNSAFE_DELETE_VERB
+    )
+}
+
+/// `kms-lab recover --unsafe-delete`.
+pub async fn recover(args: &RecoverArgs) -> Exit {
+    use recover::{DeleteOutcome, UnsafeDeleteOptions};
+    if !args.unsafe_delete {
+        eprintln!("error: say how to recover: --unsafe-delete (the only recovery there is for objects whose key is lost)");
+        return Exit::Usage;
+    }
+    let prepared = async {
+        let resources = resources(&args.resources, vec![Resource::secrets()]).map_err(|e| e.to_string())?;
+        let etcd = args.etcd.client().map_err(|e| e.to_string())?;
+        let keys = args.decrypt.keys().await?.ok_or("recover opens every KMS value through the plugin: give --plugin unix:///path.sock")?;
+        let client = kube::Client::try_default().await.map_err(|e| format!("connect with the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))?;
+        Ok::<_, String>((resources, etcd, keys, client))
+    };
+    let (resources, etcd, keys, client) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Usage;
+        }
+    };
+    let checks = match args.decrypt.check(&etcd, &resources, &keys, args.page_size.max(1)).await {
+        Ok(checks) => checks,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Failed;
+        }
+    };
+    if args.format == Format::Table {
+        print!("{}", render_checks(&checks));
+    }
+    let lost: Vec<recover::StoredObject> = checks.iter().flat_map(|c| c.undecryptable.iter().map(|u| u.object.clone())).collect();
+    let checked: u64 = checks.iter().map(|c| c.checked).sum();
+    let decryptable: u64 = checks.iter().map(|c| c.decryptable).sum();
+    if lost.is_empty() {
+        match args.format {
+            Format::Json => println!("{}", serde_json::json!({ "decrypt": checks, "recover": null })),
+            Format::Table => println!("every object decrypts ({checked} KMS object(s) opened through the plugin): nothing to delete"),
+        }
+        return Exit::Success;
+    }
+    if decryptable == 0 && !args.even_if_none_decrypt {
+        eprintln!(
+            "error: not one of the {checked} KMS object(s) decrypts: that is what a plugin cut off from its KMS (credentials, \
+             network, a disabled key) looks like, not one lost key version. Check the plugin first; if the key is truly gone, \
+             run again with --even-if-none-decrypt"
+        );
+        return Exit::Failed;
+    }
+    let n = lost.len();
+    if args.yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprint!("delete {n} object(s) that cannot be decrypted, for good? type {n} to confirm: ");
+        let mut answer = String::new();
+        if std::io::stdin().read_line(&mut answer).is_err() || answer.trim() != n.to_string() {
+            eprintln!("not confirmed: nothing deleted");
+            return Exit::Failed;
+        }
+    }
+    if args.format == Format::Table {
+        if args.yes {
+            println!("deleting {n} object(s) that cannot be decrypted with {}: true", recover::UNSAFE_DELETE_OPTION);
+        } else {
+            println!("dry run: asking the apiserver whether {n} unsafe delete(s) would go through (dryRun: [All]); nothing is deleted");
+        }
+    }
+    let options = UnsafeDeleteOptions { dry_run: !args.yes, as_user: args.as_user.clone() };
+    let report = match recover::unsafe_delete(&client, &lost, &options).await {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Exit::Failed;
+        }
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::json!({ "decrypt": checks, "recover": report })),
+        Format::Table => {
+            for r in &report.results {
+                let what = match &r.outcome {
+                    DeleteOutcome::Deleted => "deleted".to_owned(),
+                    DeleteOutcome::WouldDelete => "would be deleted".to_owned(),
+                    DeleteOutcome::Refused(m) => format!("REFUSED: {m}"),
+                    DeleteOutcome::NotFound => "already gone".to_owned(),
+                    DeleteOutcome::Readable(m) => format!("left alone, the apiserver reads it: {m}"),
+                    DeleteOutcome::Failed(m) => format!("FAILED: {m}"),
+                };
+                println!("  {}: {what}", r.object);
+            }
+            let verb = if report.dry_run { "would be deleted" } else { "deleted" };
+            println!("{} of {n} object(s) {verb} in {:.1} s", report.deleted(), report.seconds);
+            if report.dry_run && report.complete() {
+                println!("to delete them: the same command with --yes");
+            }
+        }
+    }
+    if report.refused() > 0 {
+        eprintln!("error: {}", refused_hint(args.as_user.as_deref()));
+    }
+    Exit::passed(report.complete())
 }
 
 /// Arguments of `kms-lab migrate`.

@@ -46,8 +46,9 @@ pub struct ReportArgs {
     /// Look for kube-apiserver, etcd and kubectl here first.
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// Kubernetes version to provision.
-    #[arg(long = "k8s-version", value_name = "VERSION", default_value = KUBERNETES_VERSION)]
+    /// The Kubernetes version to run on: v1.37.2, v1.36.3 or v1.35.4 (or the minor, e.g. v1.36);
+    /// scenarios that need a newer one are skipped, with why.
+    #[arg(long = "kubernetes-version", visible_alias = "k8s-version", value_name = "VERSION", default_value = KUBERNETES_VERSION)]
     pub kubernetes_version: String,
     /// Where the stack's components run: `process` or `container` (Docker, images built offline
     /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
@@ -105,6 +106,8 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         print!("{}", kms_lab_report::table::markdown(&reports, 240));
         return Ok(true);
     };
+    let kubernetes_version =
+        kms_lab_stack::provision::resolve_supported_kubernetes(&args.kubernetes_version).map_err(ScenariosError::from)?;
     let begun = SystemTime::now();
     let started = Instant::now();
     if let Some(runtime) = args.runtime {
@@ -116,7 +119,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
     let scenarios = load::select(&dir, &[], &args.tier).map_err(ScenariosError::from)?;
     let plugin = prepare_plugin(wanted).await?;
-    let binaries = provision_binaries(args.bin_dir.clone(), &args.kubernetes_version).await?;
+    let binaries = provision_binaries(args.bin_dir.clone(), kubernetes_version).await?;
     let run_root = args.run_root.clone().unwrap_or_else(kms_lab_scenarios::cli::default_run_root);
 
     println!("==> conformance on {} ({})", plugin.manifest().name, api_list(&plugin));
@@ -128,7 +131,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     let jobs = jobs_for(args.jobs);
     println!("==> {} scenario(s) of tier(s) {} on {}, {jobs} at once", scenarios.len(), tiers(&args.tier), plugin.manifest().name);
     let options = RunOptions { binaries, run_root: run_root.clone(), seed: None, keep_logs: false, plugin: Some(plugin.clone()) };
-    let (suite, interrupted) = run_suite(&scenarios, &options, jobs, &args.kubernetes_version).await;
+    let (suite, interrupted) = run_suite(&scenarios, &options, jobs, kubernetes_version).await;
     if interrupted {
         println!("\ninterrupted: {} of {} scenario(s) finished; writing the partial report", suite.scenarios.len(), scenarios.len());
     }
@@ -140,7 +143,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         scenarios: suite,
         started: humantime::format_rfc3339_seconds(begun).to_string(),
         finished: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        kubernetes_version: args.kubernetes_version.clone(),
+        kubernetes_version: kubernetes_version.to_owned(),
         interrupted,
     };
     let files = kms_lab_report::render(&report, out)?;

@@ -45,6 +45,7 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
         .route("/admin/keys/{key_id}/current", post(set_current))
         .route("/admin/keys/{key_id}/versions/{version_id}/disable", post(disable_version))
         .route("/admin/keys/{key_id}/versions/{version_id}/enable", post(enable_version))
+        .route("/admin/keys/{key_id}/versions/{version_id}/destroy", post(destroy_version))
         .route("/admin/cluster", get(cluster_status))
         .route("/admin/policies", get(get_policies))
         .route("/admin/policies/{access_key}", put(put_policy).delete(delete_policy))
@@ -260,6 +261,12 @@ async fn disable_version(State(node): State<Arc<Node>>, Path((key_id, version_id
 /// `POST /admin/keys/{key_id}/versions/{version_id}/enable`: undoes a version's disable.
 async fn enable_version(State(node): State<Arc<Node>>, Path((key_id, version_id)): Path<(String, String)>) -> Response {
     change_key(&node, |store| store.set_version_enabled(&key_id, &version_id, true)).await
+}
+
+/// `POST /admin/keys/{key_id}/versions/{version_id}/destroy`: the version's material is wiped and
+/// it is disabled for good (a completed scheduled deletion); replicated like a rotation.
+async fn destroy_version(State(node): State<Arc<Node>>, Path((key_id, version_id)): Path<(String, String)>) -> Response {
+    change_key(&node, |store| store.destroy_version(&key_id, &version_id)).await
 }
 
 async fn get_policies(State(node): State<Arc<Node>>) -> Response {

@@ -75,15 +75,20 @@ pub enum KmsError {
         /// Its state.
         state: KeyState,
     },
-    /// One version of the key is disabled (admin `…/versions/{version}/disable`).
-    #[error(
-        "version `{version_id}` of key `{key_id}` is disabled: it can neither encrypt nor decrypt (enable it with POST /admin/keys/{key_id}/versions/{version_id}/enable)"
-    )]
+    /// One version of the key is disabled (admin `…/versions/{version}/disable`) or destroyed
+    /// (`…/destroy`: for good).
+    #[error("version `{version_id}` of key `{key_id}` {}", if *destroyed {
+        "was destroyed: its material is gone and nothing it encrypted can be decrypted again".to_owned()
+    } else {
+        format!("is disabled: it can neither encrypt nor decrypt (enable it with POST /admin/keys/{key_id}/versions/{version_id}/enable)")
+    })]
     KeyVersionNotEnabled {
         /// The key.
         key_id: String,
         /// The disabled version.
         version_id: String,
+        /// Whether it was destroyed rather than disabled.
+        destroyed: bool,
     },
     /// Over the request quota (an injected `throttle` fault).
     #[error("request quota exceeded: retry after {retry_after_secs} s")]

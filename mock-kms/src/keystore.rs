@@ -103,6 +103,9 @@ pub struct VersionSnapshot {
     /// When `disabled` was last set (`None`: never, i.e. at `created`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_stamp: Option<Stamp>,
+    /// Whether the version was destroyed: its material is gone (zeros) and it stays disabled.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destroyed: bool,
 }
 
 /// What Encrypt and GenerateDataKey produce.
@@ -131,11 +134,26 @@ struct Version {
     /// Disabled on its own: neither encrypts nor decrypts (last writer wins by `state_stamp`).
     disabled: bool,
     state_stamp: Stamp,
+    /// Destroyed: the material is wiped (zeros) and the version is disabled for good.
+    destroyed: bool,
 }
 
 impl Version {
     fn new(spec: KeySpec, created: Stamp) -> Self {
-        Self { spec, material: crypto::random_bytes(crypto::key_len(spec)), disabled: false, state_stamp: created.clone(), created }
+        Self {
+            spec,
+            material: crypto::random_bytes(crypto::key_len(spec)),
+            disabled: false,
+            state_stamp: created.clone(),
+            created,
+            destroyed: false,
+        }
+    }
+
+    /// Wipes the material and disables the version for good.
+    fn destroy(&mut self) {
+        self.material.iter_mut().for_each(|b| *b = 0);
+        (self.disabled, self.destroyed) = (true, true);
     }
 }
 
@@ -179,7 +197,11 @@ impl Key {
             .get(version_id)
             .ok_or_else(|| KmsError::KeyVersionNotFound { key_id: key_id.to_owned(), version_id: version_id.to_owned() })?;
         if version.disabled {
-            return Err(KmsError::KeyVersionNotEnabled { key_id: key_id.to_owned(), version_id: version_id.to_owned() });
+            return Err(KmsError::KeyVersionNotEnabled {
+                key_id: key_id.to_owned(),
+                version_id: version_id.to_owned(),
+                destroyed: version.destroyed,
+            });
         }
         Ok(version)
     }
@@ -207,7 +229,12 @@ impl Key {
                 }
                 std::collections::btree_map::Entry::Occupied(mut slot) => {
                     let local = slot.get_mut();
-                    if version.state_stamp > local.state_stamp {
+                    // Destruction is final whatever the stamps say.
+                    if version.destroyed && !local.destroyed {
+                        local.destroy();
+                        changed = true;
+                    }
+                    if version.state_stamp > local.state_stamp && !local.destroyed {
                         (local.disabled, local.state_stamp) = (version.disabled, version.state_stamp);
                         changed = true;
                     }
@@ -356,6 +383,7 @@ impl KeyStore {
                         material: B64.encode(key.seal(&material_aad(key_id, version_id, v.spec), &v.material)),
                         disabled: v.disabled,
                         state_stamp: (v.state_stamp != v.created).then(|| v.state_stamp.clone()),
+                        destroyed: v.destroyed,
                     })
                     .collect(),
             })
@@ -487,6 +515,11 @@ impl KeyStore {
                 let known = key.versions.keys().cloned().collect::<Vec<_>>().join(", ");
                 return Err(KmsError::InvalidParameter(format!("key `{key_id}` has no version `{version_id}` (known: {known})")));
             };
+            if enabled && version.destroyed {
+                return Err(KmsError::InvalidParameter(format!(
+                    "version `{version_id}` of key `{key_id}` was destroyed: its material is gone and it cannot be enabled"
+                )));
+            }
             if version.disabled != enabled {
                 return Ok(key.metadata(key_id));
             }
@@ -495,6 +528,35 @@ impl KeyStore {
         let key = state.keys.get_mut(key_id).ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
         if let Some(version) = key.versions.get_mut(version_id) {
             (version.disabled, version.state_stamp) = (!enabled, stamp);
+        }
+        Ok(key.metadata(key_id))
+    }
+
+    /// Destroys one version of a key: its material is wiped and it is disabled for good (what a
+    /// KMS does when a scheduled key version deletion completes). The current version cannot be
+    /// destroyed. Replicated like a rotation; destroying a destroyed version changes nothing.
+    pub fn destroy_version(&self, key_id: &str, version_id: &str) -> Result<KeyMetadata, KmsError> {
+        let mut state = self.write();
+        {
+            let key = state.key(key_id)?;
+            let Some(version) = key.versions.get(version_id) else {
+                let known = key.versions.keys().cloned().collect::<Vec<_>>().join(", ");
+                return Err(KmsError::InvalidParameter(format!("key `{key_id}` has no version `{version_id}` (known: {known})")));
+            };
+            if key.current == version_id {
+                return Err(KmsError::InvalidParameter(format!(
+                    "version `{version_id}` is key `{key_id}`'s current version: rotate first, then destroy it"
+                )));
+            }
+            if version.destroyed {
+                return Ok(key.metadata(key_id));
+            }
+        }
+        let stamp = state.tick(&self.node_id);
+        let key = state.keys.get_mut(key_id).ok_or_else(|| KmsError::KeyNotFound(key_id.to_owned()))?;
+        if let Some(version) = key.versions.get_mut(version_id) {
+            version.destroy();
+            version.state_stamp = stamp;
         }
         Ok(key.metadata(key_id))
     }
@@ -588,7 +650,14 @@ fn open_snapshot(snapshot: &Snapshot, key: &SealingKey) -> Result<BTreeMap<Strin
             let state_stamp = v.state_stamp.clone().unwrap_or_else(|| v.created.clone());
             versions.insert(
                 v.version_id.clone(),
-                Version { spec: v.key_spec, created: v.created.clone(), material, disabled: v.disabled, state_stamp },
+                Version {
+                    spec: v.key_spec,
+                    created: v.created.clone(),
+                    material,
+                    disabled: v.disabled || v.destroyed,
+                    state_stamp,
+                    destroyed: v.destroyed,
+                },
             );
         }
         if !versions.contains_key(&k.current_version_id) {
@@ -652,6 +721,38 @@ mod tests {
         assert!(store.set_state("k", KeyState::Enabled).is_err());
         assert!(matches!(store.create_key("k", KeySpec::Aes256), Err(KmsError::KeyAlreadyExists(_))));
         assert!(matches!(store.create_key("bad id", KeySpec::Aes256), Err(KmsError::InvalidParameter(_))));
+    }
+
+    #[test]
+    fn a_destroyed_version_never_decrypts_again_even_after_a_merge() {
+        let transport = SealingKey::random();
+        let (a, b) = (KeyStore::new("a"), KeyStore::new("b"));
+        let created = a.create_key("k", KeySpec::Aes256).unwrap();
+        assert!(b.merge(&a.snapshot(&transport), &transport).unwrap());
+        let old = a.encrypt("k", b"old", &BTreeMap::new()).unwrap();
+        let old_version = created.current_key_version_id;
+        assert!(a.destroy_version("k", &old_version).is_err(), "the current version cannot be destroyed");
+        a.rotate("k").unwrap();
+        let new = a.encrypt("k", b"new", &BTreeMap::new()).unwrap();
+        a.destroy_version("k", &old_version).unwrap();
+        let error = a.decrypt(&old.blob, &BTreeMap::new()).err().expect("a destroyed version does not decrypt");
+        assert!(matches!(error, KmsError::KeyVersionNotEnabled { destroyed: true, .. }), "{error}");
+        assert!(error.to_string().contains("was destroyed"), "{error}");
+        assert_eq!(a.decrypt(&new.blob, &BTreeMap::new()).unwrap().plaintext.as_slice(), b"new");
+        let error = a.set_version_enabled("k", &old_version, true).unwrap_err().to_string();
+        assert!(error.contains("destroyed"), "{error}");
+        // A node that still held the material and enables the version later loses it on merge.
+        b.set_version_enabled("k", &old_version, false).unwrap();
+        b.set_version_enabled("k", &old_version, true).unwrap();
+        assert!(b.merge(&a.snapshot(&transport), &transport).unwrap());
+        a.merge(&b.snapshot(&transport), &transport).unwrap();
+        for store in [&a, &b] {
+            assert!(store.decrypt(&old.blob, &BTreeMap::new()).is_err(), "destroyed on every node");
+        }
+        // And across a snapshot restore.
+        let restored = KeyStore::from_snapshot("a", &a.snapshot(&transport), &transport).unwrap();
+        assert!(restored.decrypt(&old.blob, &BTreeMap::new()).is_err());
+        assert_eq!(restored.decrypt(&new.blob, &BTreeMap::new()).unwrap().plaintext.as_slice(), b"new");
     }
 
     #[test]

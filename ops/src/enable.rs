@@ -301,7 +301,14 @@ pub fn runbook(plugin: &PluginDeployment, options: &EnableOptions) -> String {
         "## After every node runs the new configuration\n\n\
          1. Migrate: `kms-lab migrate --checkpoint migrate.json` (resumable; rerun after an interruption).\n\
          2. Inspect again with `--config encryption-config.yaml --expect-all kms-v2`: 0 objects under identity, and \
-         identity reported safe to drop.\n",
+         identity reported safe to drop.\n\n\
+         ## Changing the configuration later\n\n\
+         With `--encryption-provider-config-automatic-reload=true` each apiserver re-reads `encryption-config.yaml` \
+         on its own, at its next poll: about a minute after the write (kms-lab's `config-reload` scenario measures it). \
+         It took when `apiserver_encryption_config_controller_automatic_reloads_total{status=\"success\"}` rose and the \
+         `hash` label of `apiserver_encryption_config_controller_last_config_info` changed. A file it cannot load \
+         counts `{status=\"failure\"}` (retried with backoff, so the count keeps rising) while the old configuration \
+         keeps serving; writing back the very file in force counts nothing, so fix a broken file with a new one.\n",
     );
     out
 }

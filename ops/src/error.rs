@@ -63,6 +63,9 @@ pub enum OpsError {
         #[source]
         source: serde_yaml::Error,
     },
+    /// An API request could not be built (a name the URL cannot hold).
+    #[error("cannot build the request: {0}")]
+    Request(String),
     /// A plugin `enable` knows nothing about.
     #[error("unknown plugin `{0}`: known plugins are {known}", known = crate::enable::KNOWN_PLUGINS.join(", "))]
     UnknownPlugin(String),

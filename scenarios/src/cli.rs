@@ -58,8 +58,9 @@ pub struct ScenarioArgs {
     /// Look for kube-apiserver, etcd and kubectl here first.
     #[arg(long, value_name = "DIR")]
     pub bin_dir: Option<PathBuf>,
-    /// Kubernetes version to provision.
-    #[arg(long, default_value = provision::KUBERNETES_VERSION)]
+    /// The Kubernetes version to run on: v1.37.2, v1.36.3 or v1.35.4 (or the minor, e.g. v1.36),
+    /// each built into the cache on first use. Scenarios that need a newer one are skipped, with why.
+    #[arg(long = "kubernetes-version", visible_alias = "k8s-version", value_name = "VERSION", default_value = provision::KUBERNETES_VERSION)]
     pub k8s_version: String,
     /// Run every scenario on this plugin instead of kms-plugin: a catalog name (`kms-lab plugins
     /// list`) or a manifest file. Scenarios the plugin cannot take are reported as skipped, with why.
@@ -141,11 +142,15 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
             if durations.is_empty() { "count" } else { "recorded durations" }
         );
     }
+    let k8s_version = provision::resolve_supported_kubernetes(&args.k8s_version)?;
     if args.check {
         let under_test = args.plugin.as_deref().map(kms_lab_plugins::resolve).transpose()?;
         let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in &scenarios {
             println!("{:<width$}  {:<9} {:>3} steps  {}", s.name, s.tier.to_string(), s.steps.len(), s.title);
+            if let Some(reason) = s.min_kubernetes.as_ref().and_then(|m| m.why_not(k8s_version)) {
+                println!("{:<width$}  would be skipped on {k8s_version}: {reason}", "");
+            }
             if let Some(reason) = under_test.as_ref().and_then(|m| crate::plugin_under_test::why_not(s, m)) {
                 println!(
                     "{:<width$}  would be skipped on {}: {reason}",
@@ -167,12 +172,12 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         Some(wanted) => Some(prepare_plugin(wanted).await?),
         None => None,
     };
-    let binaries = provision_binaries(args.bin_dir.clone(), &args.k8s_version).await?;
+    let binaries = provision_binaries(args.bin_dir.clone(), k8s_version).await?;
     let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
     let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs, plugin };
     let jobs = jobs_for(args.jobs);
     println!("running {} scenario(s) from {}, {jobs} at once", scenarios.len(), dir.display());
-    let (mut report, interrupted) = run_suite(&scenarios, &options, jobs, &args.k8s_version).await;
+    let (mut report, interrupted) = run_suite(&scenarios, &options, jobs, k8s_version).await;
     report.shard = args.shard.map(|s| s.to_string());
     if interrupted {
         println!("\ninterrupted: {} scenario(s) finished; partial reports follow", report.scenarios.len());

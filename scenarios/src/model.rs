@@ -44,12 +44,43 @@ pub struct Scenario {
     /// anything; a plugin whose manifest lacks one is reported as skipped, with the reason.
     #[serde(default)]
     pub requires: Vec<kms_lab_plugins::Capability>,
+    /// The oldest Kubernetes minor the scenario means anything on; below it the scenario is
+    /// skipped with `why` (judged by the version the provisioned kube-apiserver reports).
+    #[serde(default)]
+    pub min_kubernetes: Option<MinKubernetes>,
     /// What happens, in order.
     pub steps: Vec<StepItem>,
 }
 
 fn default_seed() -> u64 {
     1
+}
+
+/// `min_kubernetes: {version: v1.37, why: …}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MinKubernetes {
+    /// The oldest minor, `v1.37`.
+    #[serde(deserialize_with = "kube_minor")]
+    pub version: kms_lab_stack::provision::KubeMinor,
+    /// What the scenario needs from that version on (the skip reason says it).
+    pub why: String,
+}
+
+impl MinKubernetes {
+    /// Why the scenario cannot run on a kube-apiserver reporting `version`, if it cannot
+    /// (a version without a minor, e.g. an unstamped build, is let through).
+    pub fn why_not(&self, version: &str) -> Option<String> {
+        let found = kms_lab_stack::provision::KubeMinor::parse(version)?;
+        (found < self.version).then(|| format!("needs Kubernetes {} or later ({}); the kube-apiserver is {version}", self.version, self.why))
+    }
+}
+
+fn kube_minor<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<kms_lab_stack::provision::KubeMinor, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    kms_lab_stack::provision::KubeMinor::parse(&text)
+        .filter(|m| m.0 == 1)
+        .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a Kubernetes minor version: write it as v1.MINOR, e.g. v1.37")))
 }
 
 /// Which suite a scenario belongs to.

@@ -226,6 +226,10 @@ pub async fn run_scenario_then(
         skipped: None,
         timeline: TimelineReport::default(),
     };
+    if let Some(reason) = scenario.min_kubernetes.as_ref().and_then(|m| m.why_not(&options.binaries.kube_apiserver.version)) {
+        progress(&format!("○ {} skipped: {reason}", scenario.name));
+        return ScenarioOutcome::skipped(scenario, seed, reason);
+    }
     if let Some(reason) = options.plugin.as_ref().and_then(|plugin| plugin.why_not(scenario)) {
         progress(&format!("○ {} skipped: {reason}", scenario.name));
         return ScenarioOutcome::skipped(scenario, seed, reason);

@@ -503,6 +503,12 @@ impl MockKms {
         self.admin_typed("POST", &admin::path::disable_version(&self.options.key_id, version_id), "").await.map(Self::key_path_metadata)
     }
 
+    /// Destroys one version of the key (its material wiped, disabled for good; replicated):
+    /// every Decrypt with it answers `KeyNotEnabled` from now on, and it cannot be enabled.
+    pub async fn destroy_version(&self, version_id: &str) -> Result<KeyMetadata, StackError> {
+        self.admin_typed("POST", &admin::path::destroy_version(&self.options.key_id, version_id), "").await.map(Self::key_path_metadata)
+    }
+
     /// Enables a version [`MockKms::disable_version`] disabled.
     pub async fn enable_version(&self, version_id: &str) -> Result<KeyMetadata, StackError> {
         self.admin_typed("POST", &admin::path::enable_version(&self.options.key_id, version_id), "").await.map(Self::key_path_metadata)

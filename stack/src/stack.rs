@@ -412,6 +412,13 @@ impl Stack {
         write_atomically(path, &encryption.to_yaml()?)
     }
 
+    /// Writes `text` as an apiserver's EncryptionConfiguration file as it is, valid or not (a
+    /// broken file: the apiserver's automatic reload fails and the old configuration stays).
+    pub fn write_encryption_config_text(&self, index: usize, text: &str) -> Result<(), StackError> {
+        let path = &self.apiserver_slot(index)?.options.encryption_config;
+        write_atomically(path, text)
+    }
+
     /// The EncryptionConfiguration file apiserver `index` reads, as it is now.
     pub fn encryption_config_text(&self, index: usize) -> Result<String, StackError> {
         let path = &self.apiserver_slot(index)?.options.encryption_config;

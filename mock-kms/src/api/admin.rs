@@ -15,6 +15,7 @@
 //! | `POST /admin/keys/{key}/rotate` | — | [`KeyMetadataAnswer`] |
 //! | `POST /admin/keys/{key}/current` | [`SetCurrentRequest`] | [`KeyMetadataAnswer`] |
 //! | `POST /admin/keys/{key}/versions/{version}/disable` | — | [`KeyMetadataAnswer`] |
+//! | `POST /admin/keys/{key}/versions/{version}/destroy` | — | [`KeyMetadataAnswer`] |
 //! | `POST /admin/keys/{key}/versions/{version}/enable` | — | [`KeyMetadataAnswer`] |
 //! | `GET /admin/cluster` | — | [`ClusterStatus`] |
 //! | `GET /admin/policies` | — | [`Policies`] |
@@ -76,6 +77,11 @@ pub mod path {
     /// `POST /admin/keys/{key_id}/versions/{version_id}/enable`.
     pub fn enable_version(key_id: &str, version_id: &str) -> String {
         format!("/admin/keys/{key_id}/versions/{version_id}/enable")
+    }
+
+    /// `POST /admin/keys/{key_id}/versions/{version_id}/destroy`.
+    pub fn destroy_version(key_id: &str, version_id: &str) -> String {
+        format!("/admin/keys/{key_id}/versions/{version_id}/destroy")
     }
 }
 

@@ -219,6 +219,34 @@ impl StepKind for EnableKeyVersion {
     }
 }
 
+/// `destroy_key_version: {mark, plugin}`: the version's material is wiped in the mock KMS (a
+/// completed scheduled deletion): nothing it wrapped can be unwrapped again, and it cannot be enabled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(transparent)]
+pub struct DestroyKeyVersion(pub KeyVersionAt);
+
+impl StepKind for DestroyKeyVersion {
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+    }
+
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        self.0.check(scope, "destroy_key_version")
+    }
+
+    fn label(&self) -> String {
+        format!("destroy the key version {} used at `{}`", self.0.plugin, self.0.mark)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let version = self.0.version(world).await?;
+            kms(world)?.destroy_version(&version).await?;
+            Ok(format!("key version `{version}` destroyed (material wiped)"))
+        })
+    }
+}
+
 /// `set_current_key_version: {mark, plugin}`: a rollback A→B→A.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]

@@ -11,6 +11,7 @@
 //! - [`objects`]: objects through the API (create, update, read, delete, list; conditions: a
 //!   write probe, a LIST returning everything written).
 //! - [`migration`]: rewriting every object (the `kubectl` procedure, `kms-lab migrate`).
+//! - [`recover`]: `kms-lab recover --unsafe-delete` (the objects a lost KEK left undecryptable).
 //! - [`load`]: background write load around nested steps (condition: a load's writes).
 //! - [`etcd`]: what etcd holds, read directly (conditions: raw values, plaintext in any
 //!   revision, `kms-lab inspect`'s counts).
@@ -32,6 +33,7 @@ pub mod migration;
 pub mod objects;
 pub mod observe;
 pub mod process;
+pub mod recover;
 pub mod show;
 pub mod sync;
 
@@ -145,6 +147,8 @@ steps! {
     AddApiserver(process::AddApiserver),
     /// Writes an apiserver's EncryptionConfiguration and applies it by reload (or only writes it).
     Encryption(process::Encryption),
+    /// Writes an EncryptionConfiguration the apiserver cannot load: the reload fails, the old one stays.
+    BrokenEncryption(process::BrokenEncryption),
     /// Creates objects.
     Create(objects::Create),
     /// Updates objects with new values.
@@ -159,6 +163,8 @@ steps! {
     Rewrite(migration::Rewrite),
     /// Rewrites every object of a kind the way `kms-lab migrate` does (paged, retried).
     Migrate(migration::Migrate),
+    /// Finds the objects the plugin cannot decrypt and deletes them with the unsafe delete (`kms-lab recover`).
+    Recover(recover::Recover),
     /// Writes objects from several writers (with retries) while nested steps run.
     Load(load::Load),
     /// Puts a mock KMS fault profile in force.
@@ -169,6 +175,8 @@ steps! {
     RotateKek(kms::RotateKek),
     /// Disables, in the mock KMS, the key version a plugin reported at a mark.
     DisableKeyVersion(kms::DisableKeyVersion),
+    /// Destroys, in the mock KMS, the key version a plugin reported at a mark (material wiped, for good).
+    DestroyKeyVersion(kms::DestroyKeyVersion),
     /// Enables again a key version `disable_key_version` disabled.
     EnableKeyVersion(kms::EnableKeyVersion),
     /// Makes the key version a plugin reported at a mark current again (a rollback A→B→A).

@@ -192,6 +192,9 @@ fn strip(calls: Vec<(ObjectRef, u32, Call)>) -> Vec<(ObjectRef, Call)> {
 }
 
 async fn create(world: &mut World, objects: &Objects) -> StepResult {
+    if objects.namespace != default_namespace() {
+        ensure_namespace(world, objects.apiserver, &objects.namespace).await?;
+    }
     let client = world.client(objects.apiserver).await?;
     let prefix = objects.prefix.clone().unwrap_or_default();
     let targets: Vec<(ObjectRef, u32)> = (0..objects.count.unwrap_or(0))
@@ -210,6 +213,20 @@ async fn create(world: &mut World, objects: &Objects) -> StepResult {
     }
     record_timing(world, "create", objects, &calls);
     judge("create", objects, &strip(calls))
+}
+
+/// Creates `namespace` unless it exists (the NamespaceLifecycle admission refuses objects in a
+/// namespace that does not).
+async fn ensure_namespace(world: &World, apiserver: usize, namespace: &str) -> Result<(), StepError> {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::{Api, PostParams};
+    let client = world.stack.kube_client(apiserver).await?;
+    let object = Namespace { metadata: kube::api::ObjectMeta { name: Some(namespace.to_owned()), ..Default::default() }, ..Default::default() };
+    match Api::<Namespace>::all(client).create(&PostParams::default(), &object).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(StepError::Failed(format!("cannot create namespace `{namespace}`: {e}"))),
+    }
 }
 
 async fn update(world: &mut World, objects: &Objects) -> StepResult {

@@ -16,6 +16,8 @@ use crate::world::World;
 const RELOAD_DEADLINE: Duration = Duration::from_secs(120);
 /// The counter of the apiserver's automatic reloads of its EncryptionConfiguration.
 const RELOADS_METRIC: &str = "apiserver_encryption_config_controller_automatic_reloads_total";
+/// The info metric whose `hash` label is the hash of the configuration in force (since 1.34).
+const CONFIG_INFO_METRIC: &str = "apiserver_encryption_config_controller_last_config_info";
 
 /// `start: COMPONENT`.
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +222,11 @@ pub struct Encryption {
     /// Providers per resource.
     #[serde(with = "serde_yaml::with::singleton_map_recursive")]
     pub resources: EncryptionSpec,
+    /// With `apply: reload`: record the reload as figures `<figure>.seconds` (from the write until
+    /// the apiserver counts the successful reload) and `<figure>.successes` / `.failures` (its
+    /// reload counters after it).
+    #[serde(default)]
+    pub figure: Option<FigureName>,
 }
 
 impl StepKind for Encryption {
@@ -257,13 +264,28 @@ impl StepKind for Encryption {
                     seen.push(format!("apiserver-{index}: unchanged"));
                     continue;
                 }
-                let before = reload_counts(world, index).await;
+                let before = reload_state(world, index).await;
                 world.stack.write_encryption_config(index, &config)?;
                 match self.apply {
                     Apply::WriteOnly => seen.push(format!("apiserver-{index}: written")),
                     Apply::Reload => {
-                        let took = wait_for_reload(world, index, before).await?;
-                        seen.push(format!("apiserver-{index}: reloaded after {:.1} s", took.as_secs_f64()));
+                        let took = wait_for_reload(world, index, (before.successes, before.failures)).await?;
+                        let after = reload_state(world, index).await;
+                        if let Some(figure) = &self.figure {
+                            world.figure(format!("{}.seconds", figure.0), (took.as_secs_f64() * 10.0).round() / 10.0);
+                            world.figure(format!("{}.successes", figure.0), after.successes);
+                            world.figure(format!("{}.failures", figure.0), after.failures);
+                        }
+                        seen.push(format!(
+                            "apiserver-{index}: reloaded after {:.1} s (reloads ok/failed {}/{} → {}/{}, config hash {} → {})",
+                            took.as_secs_f64(),
+                            before.successes,
+                            before.failures,
+                            after.successes,
+                            after.failures,
+                            short_hash(before.hash.as_deref()),
+                            short_hash(after.hash.as_deref())
+                        ));
                     }
                 }
             }
@@ -331,23 +353,133 @@ fn provider_label(provider: &ProviderSpec) -> String {
 
 /// `(successes, failures)` of the apiserver's automatic reloads so far.
 async fn reload_counts(world: &World, index: usize) -> (f64, f64) {
-    let Ok(metrics) = world.stack.metrics(index).await else {
-        return (0.0, 0.0);
-    };
-    let count = |status: &str| metrics.sum(RELOADS_METRIC, &[("status", status)]).unwrap_or(0.0);
-    (count("success"), count("failure"))
+    let state = reload_state(world, index).await;
+    (state.successes, state.failures)
 }
 
-/// Waits until the apiserver counts one more successful reload; a counted failure ends the wait
-/// with the apiserver's reason.
+/// What the apiserver's `/metrics` say of its EncryptionConfiguration reloads.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ReloadState {
+    successes: f64,
+    failures: f64,
+    /// The `hash` label of the config info metric: the configuration in force.
+    hash: Option<String>,
+}
+
+async fn reload_state(world: &World, index: usize) -> ReloadState {
+    let Ok(metrics) = world.stack.metrics(index).await else {
+        return ReloadState::default();
+    };
+    let count = |status: &str| metrics.sum(RELOADS_METRIC, &[("status", status)]).unwrap_or(0.0);
+    let hash = metrics.samples(CONFIG_INFO_METRIC).find(|s| s.value > 0.0).and_then(|s| s.labels.get("hash").cloned());
+    ReloadState { successes: count("success"), failures: count("failure"), hash }
+}
+
+/// `sha256:0123456789ab…` → `0123456789ab` (enough to tell configurations apart in a line).
+fn short_hash(hash: Option<&str>) -> String {
+    match hash {
+        Some(hash) => hash.trim_start_matches("sha256:").chars().take(12).collect(),
+        None => "(none)".into(),
+    }
+}
+
+/// `broken_encryption: {apiserver, text, figure}`: writes a file the apiserver cannot load; its
+/// automatic reload must count a failure while the configuration in force (its hash) and the
+/// success count stay as they were.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrokenEncryption {
+    /// Which apiserver (default 0).
+    #[serde(default)]
+    pub apiserver: usize,
+    /// The file's text, written as it is.
+    pub text: String,
+    /// Record `<figure>.seconds` from the write until the failure is counted.
+    #[serde(default)]
+    pub figure: Option<FigureName>,
+}
+
+impl StepKind for BrokenEncryption {
+    fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        scope.apiserver(self.apiserver)
+    }
+
+    fn label(&self) -> String {
+        format!("write a broken EncryptionConfiguration to apiserver-{}: the reload must fail, the old one stay", self.apiserver)
+    }
+
+    fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        Box::pin(async move {
+            let index = self.apiserver;
+            let before = reload_state(world, index).await;
+            if before.hash.is_none() {
+                return Err(StepError::Failed(format!(
+                    "apiserver-{index} exposes no {CONFIG_INFO_METRIC} (older than 1.34?): the configuration in force cannot be told"
+                )));
+            }
+            world.stack.write_encryption_config_text(index, &self.text)?;
+            let started = Instant::now();
+            let after = loop {
+                let now = reload_state(world, index).await;
+                if now.failures > before.failures {
+                    break now;
+                }
+                if now.successes > before.successes {
+                    return Err(StepError::Failed(format!("apiserver-{index} loaded the broken EncryptionConfiguration (a reload success was counted)")));
+                }
+                if started.elapsed() > RELOAD_DEADLINE {
+                    return Err(StepError::Timeout {
+                        seconds: RELOAD_DEADLINE.as_secs_f64(),
+                        what: format!("apiserver-{index} to count a failed reload of the broken EncryptionConfiguration"),
+                        last: format!("{RELOADS_METRIC}: {} successes, {} failures", now.successes, now.failures),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            let took = started.elapsed();
+            if after.hash != before.hash || after.successes != before.successes {
+                return Err(StepError::Failed(format!(
+                    "after the failed reload the configuration in force changed: hash {} → {}, successes {} → {}",
+                    short_hash(before.hash.as_deref()),
+                    short_hash(after.hash.as_deref()),
+                    before.successes,
+                    after.successes
+                )));
+            }
+            if let Some(figure) = &self.figure {
+                world.figure(format!("{}.seconds", figure.0), (took.as_secs_f64() * 10.0).round() / 10.0);
+                world.figure(format!("{}.failures", figure.0), after.failures);
+            }
+            Ok(format!(
+                "reload failure counted after {:.1} s (failed {} → {}); config hash still {}",
+                took.as_secs_f64(),
+                before.failures,
+                after.failures,
+                short_hash(after.hash.as_deref())
+            ))
+        })
+    }
+}
+
+/// How long a counted reload failure may still be followed by the success: after a broken file
+/// the apiserver retries with backoff, and one retry may read the broken content just before the
+/// new file is picked up.
+const FAILURE_GRACE: Duration = Duration::from_secs(15);
+
+/// Waits until the apiserver counts one more successful reload; a counted failure not followed
+/// by a success within [`FAILURE_GRACE`] ends the wait with the apiserver's reason.
 async fn wait_for_reload(world: &World, index: usize, (successes, failures): (f64, f64)) -> Result<Duration, StepError> {
     let started = Instant::now();
+    let mut failed_at: Option<Instant> = None;
     loop {
         let (now_ok, now_failed) = reload_counts(world, index).await;
         if now_ok > successes {
             return Ok(started.elapsed());
         }
-        if now_failed > failures {
+        if now_failed > failures && failed_at.is_none() {
+            failed_at = Some(Instant::now());
+        }
+        if failed_at.is_some_and(|at| at.elapsed() > FAILURE_GRACE) {
             return Err(StepError::Failed(format!(
                 "apiserver-{index} refused the new EncryptionConfiguration (reload failure counted in {RELOADS_METRIC}); see apiserver-{index}.log in the run directory"
             )));

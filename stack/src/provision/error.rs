@@ -57,6 +57,15 @@ pub enum ProvisionError {
         reason: String,
     },
 
+    /// A Kubernetes version outside the supported matrix was asked for.
+    #[error("kms-lab runs its scenarios on Kubernetes {}, not {value:?}: pass one of them to --kubernetes-version (or its minor, e.g. v1.36)", supported.join(", "))]
+    UnsupportedKubernetes {
+        /// The version as given.
+        value: String,
+        /// The supported versions, newest first.
+        supported: Vec<String>,
+    },
+
     /// A kube-apiserver older than v1.29 was found (KMS v2 is GA from v1.29).
     #[error(
         "the kube-apiserver at {} (from {from}) reports {found}, older than v1.29 where KMS v2 went GA; \

@@ -61,9 +61,15 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Attempt, BuildFailure, FIX, ProvisionError};
 pub use subject::{GoInstall, GoRecipe, GoSubject, THIRDPARTY_ENV, locate_go_install, locate_go_recipe, locate_go_subject};
+pub use version::{KubeMinor, resolve_supported_kubernetes};
 
 /// The Kubernetes version of `kube-apiserver` and `kubectl` kms-lab is tested against.
 pub const KUBERNETES_VERSION: &str = "v1.37.2";
+/// The Kubernetes versions `kms-lab scenarios` and `kms-lab report` run on
+/// (`--kubernetes-version`): the pinned patch release of each of the three newest minors,
+/// newest first. Each is built from the Go module proxy into the cache on first use.
+pub const SUPPORTED_KUBERNETES_VERSIONS: [&str; 3] = ["v1.37.2", "v1.36.3", "v1.35.4"];
+
 /// The etcd version of `etcd` and `etcdctl` kms-lab is tested against.
 pub const ETCD_VERSION: &str = "v3.6.16";
 

@@ -87,6 +87,46 @@ pub(crate) fn parse_kubernetes_version(value: &str) -> Result<KubeVersion, Provi
     Ok(KubeVersion { full: value.to_owned(), minor, staging })
 }
 
+/// A Kubernetes minor version, `(1, 37)`, ordered; parsed from `v1.37`, `1.37` or `v1.37.2`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KubeMinor(pub u64, pub u64);
+
+impl KubeMinor {
+    /// Parses `v1.37`, `1.37`, `v1.37.2` or `v1.38.0-beta.0` (the patch and pre-release are ignored).
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.trim().strip_prefix('v').unwrap_or(text.trim());
+        let mut parts = rest.split(['.', '-', '+']);
+        let number = |p: Option<&str>| p.filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))?.parse().ok();
+        let (major, minor) = (number(parts.next())?, number(parts.next())?);
+        Some(Self(major, minor))
+    }
+}
+
+impl std::fmt::Display for KubeMinor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}.{}", self.0, self.1)
+    }
+}
+
+/// The supported Kubernetes version `value` names: one of
+/// [`SUPPORTED_KUBERNETES_VERSIONS`](super::SUPPORTED_KUBERNETES_VERSIONS) exactly, or its minor
+/// (`v1.36`, `1.36`). Anything else is refused with the list.
+pub fn resolve_supported_kubernetes(value: &str) -> Result<&'static str, ProvisionError> {
+    let supported = super::SUPPORTED_KUBERNETES_VERSIONS;
+    let trimmed = value.trim();
+    let with_v = if trimmed.starts_with('v') { trimmed.to_owned() } else { format!("v{trimmed}") };
+    if let Some(exact) = supported.iter().find(|v| **v == with_v) {
+        return Ok(exact);
+    }
+    let is_minor_only = with_v.matches('.').count() == 1;
+    if is_minor_only && let Some(minor) = KubeMinor::parse(&with_v) {
+        if let Some(found) = supported.iter().find(|v| KubeMinor::parse(v) == Some(minor)) {
+            return Ok(found);
+        }
+    }
+    Err(ProvisionError::UnsupportedKubernetes { value: value.to_owned(), supported: supported.iter().map(|v| (*v).to_owned()).collect() })
+}
+
 /// Validates a requested etcd version (`--etcd-version`).
 pub(crate) fn parse_etcd_version(value: &str) -> Result<EtcdVersion, ProvisionError> {
     const EXAMPLE: &str = super::ETCD_VERSION;
@@ -198,6 +238,22 @@ mod tests {
             assert!(err.contains(needle), "{bad:?}: {err}");
             assert!(err.contains(&format!("{bad:?}")), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn supported_versions_resolve_by_version_or_minor_and_others_list_them() {
+        assert_eq!(resolve_supported_kubernetes("v1.36.3").unwrap(), "v1.36.3");
+        assert_eq!(resolve_supported_kubernetes("v1.35").unwrap(), "v1.35.4");
+        assert_eq!(resolve_supported_kubernetes("1.37").unwrap(), "v1.37.2");
+        for bad in ["v1.36.1", "v1.34", "v1.38.0-beta.0", "latest", ""] {
+            let error = resolve_supported_kubernetes(bad).unwrap_err().to_string();
+            assert!(error.contains("v1.37.2, v1.36.3, v1.35.4"), "{bad:?}: {error}");
+            assert!(error.contains(&format!("{bad:?}")), "{bad:?}: {error}");
+        }
+        assert!(KubeMinor::parse("v1.36.3") < KubeMinor::parse("v1.37"));
+        assert_eq!(KubeMinor::parse("v1.38.0-beta.0"), Some(KubeMinor(1, 38)));
+        assert_eq!(KubeMinor::parse("v1"), None);
+        assert_eq!(KubeMinor(1, 37).to_string(), "v1.37");
     }
 
     #[test]
