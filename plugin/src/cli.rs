@@ -31,7 +31,7 @@ pub struct Args {
     #[arg(long, value_name = "ID")]
     pub kms_key_id: Option<String>,
     /// The remote KMS's API (overrides KmsDialect; default native). An https KmsEndpoint is
-    /// trusted through the system's roots plus the CA bundle in SSL_CERT_FILE, as Go clients do.
+    /// trusted through the built-in (Mozilla) roots plus the CA bundle in SSL_CERT_FILE, as Go clients take it.
     #[arg(long, value_enum, value_name = "DIALECT")]
     pub kms_dialect: Option<config::KmsDialect>,
     /// With `--kms local`: keep the KEK in this file (created if missing; one base64 key per line, last is current).

@@ -170,7 +170,7 @@ pub struct RemoteKmsConfig {
     pub key_id: String,
     /// The KMS's API.
     pub dialect: mock_kms::dialects::Dialect,
-    /// A CA bundle (PEM) to trust besides the system's roots, for an `https` KMS behind a private
+    /// A CA bundle (PEM) to trust besides the built-in roots, for an `https` KMS behind a private
     /// CA: `SSL_CERT_FILE`, the variable Go clients (and so the cloud plugins) read.
     pub ca_file: Option<PathBuf>,
     /// The credential.

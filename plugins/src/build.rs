@@ -189,7 +189,7 @@ pub fn build(manifest: &Manifest, label: &str, build: &Build, progress: bool) ->
             let options = ProvisionOptions { progress, ..ProvisionOptions::default() };
             go_source(manifest, label, build)?
                 .locate(&options)
-                .map_err(|source| PluginError::Provision { plugin: label.to_owned(), source })
+                .map_err(|source| PluginError::Provision { plugin: label.to_owned(), source: Box::new(source) })
         }
         Build::Cargo { package, bin } => {
             let root = workspace_root();
@@ -224,7 +224,7 @@ pub fn build(manifest: &Manifest, label: &str, build: &Build, progress: bool) ->
         Build::GoInstall(target) => {
             let options = ProvisionOptions { progress, ..ProvisionOptions::default() };
             locate_go_install(&go_install(label, target), &options)
-                .map_err(|source| PluginError::Provision { plugin: label.to_owned(), source })
+                .map_err(|source| PluginError::Provision { plugin: label.to_owned(), source: Box::new(source) })
         }
     }
 }

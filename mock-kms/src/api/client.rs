@@ -85,7 +85,7 @@ impl Client {
     }
 
     /// `builder` also trusting the PEM certificates in `ca_file` (a private CA, e.g. the lab's;
-    /// the system's roots stay trusted). The error names the file and what is wrong with it.
+    /// the built-in roots stay trusted). The error names the file and what is wrong with it.
     pub fn trusting(builder: reqwest::ClientBuilder, ca_file: &std::path::Path) -> Result<reqwest::ClientBuilder, String> {
         let pem = std::fs::read(ca_file).map_err(|e| format!("cannot read the CA file {} ({e})", ca_file.display()))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)

@@ -63,8 +63,6 @@ pub enum GoSubject {
     TrousseauVault,
     /// `trousseau-debug`: trousseau's base64 provider (no encryption: a negative control).
     TrousseauDebug,
-    /// `vault-kubernetes-kms`: a maintained Vault Transit plugin (v2 and v1beta1 on one socket).
-    VaultKubernetesKms,
     /// `jdcloud-sdk-probe`: mock-kms's probe of its `jdcloud` dialect on JD Cloud's Go SDK
     /// (`mock-kms/sdk-probes/jdcloud`, jdcloud-sdk-go v1.16.0).
     JdcloudSdkProbe,
@@ -343,11 +341,10 @@ const AWS_COMMIT: &str = "6d4f71e96480b186ff19ea3c1ba4f9d90c2b6b9e";
 const CLOUDKMS_COMMIT: &str = "a88bafe6cfcc8727e6a7243dfa16f978b1c9a468";
 const TROUSSEAU_COMMIT: &str = "83a8c6eb1518ad13e3e5de7428233b33c29db6de";
 const GCP_EMULATOR_COMMIT: &str = "f9ecb45348410c104b10d13324ff4f6f93cdbd4d";
-const VAULT_KUBERNETES_KMS_COMMIT: &str = "c3bc385fd531b8b9a2ac924d8f57f3d7a5305f28";
 
 impl GoSubject {
     /// All of them.
-    pub const ALL: [GoSubject; 12] = [
+    pub const ALL: [GoSubject; 11] = [
         Self::GoPeer,
         Self::JdcloudSdkProbe,
         Self::AliyunSdkProbe,
@@ -358,7 +355,6 @@ impl GoSubject {
         Self::TrousseauAwsKms,
         Self::TrousseauVault,
         Self::TrousseauDebug,
-        Self::VaultKubernetesKms,
         Self::GcpKmsEmulator,
     ];
 
@@ -442,19 +438,6 @@ impl GoSubject {
                 trousseau("trousseau-vault", "KMS_LAB_TROUSSEAU_VAULT", "./providers/vault", "about 1 minute on 2 cores")
             }
             Self::TrousseauDebug => trousseau("trousseau-debug", "KMS_LAB_TROUSSEAU_DEBUG", "./providers/debug", "about 30 s on 2 cores"),
-            Self::VaultKubernetesKms => Spec {
-                name: "vault-kubernetes-kms",
-                env_var: "KMS_LAB_VAULT_KUBERNETES_KMS",
-                folder: Folder::ThirdParty("vault-kubernetes-kms"),
-                package: ".",
-                module: "github.com/FalcoSuessgott/vault-kubernetes-kms",
-                commit: Some(VAULT_KUBERNETES_KMS_COMMIT),
-                goflags: "-mod=mod",
-                go_work: false,
-                estimate: "about 1 minute on 2 cores",
-                wrapper: None,
-                go_mod: None,
-            },
             Self::GcpKmsEmulator => Spec {
                 name: "gcp-kms-emulator",
                 env_var: "KMS_LAB_GCP_KMS_EMULATOR",
@@ -939,7 +922,6 @@ mod tests {
                 ("trousseau-awskms", "KMS_LAB_TROUSSEAU_AWSKMS", "trousseau", "./providers/awskms", ""),
                 ("trousseau-vault", "KMS_LAB_TROUSSEAU_VAULT", "trousseau", "./providers/vault", ""),
                 ("trousseau-debug", "KMS_LAB_TROUSSEAU_DEBUG", "trousseau", "./providers/debug", ""),
-                ("vault-kubernetes-kms", "KMS_LAB_VAULT_KUBERNETES_KMS", "vault-kubernetes-kms", ".", "-mod=mod"),
                 ("gcp-kms-emulator", "KMS_LAB_GCP_KMS_EMULATOR", "gcp-kms-emulator", "./cmd/server-rest", "-mod=mod"),
             ]
         );
@@ -950,10 +932,6 @@ mod tests {
             "go install sigs.k8s.io/aws-encryption-provider/cmd/server@6d4f71e96480b186ff19ea3c1ba4f9d90c2b6b9e"
         );
         assert_eq!(GoSubject::GoPeer.go_install(), None);
-        assert_eq!(
-            GoSubject::VaultKubernetesKms.go_install().unwrap(),
-            "go install github.com/FalcoSuessgott/vault-kubernetes-kms@c3bc385fd531b8b9a2ac924d8f57f3d7a5305f28"
-        );
         assert_eq!(
             subject_cache_path(Path::new("/c"), GoSubject::CloudKmsPlugin, CLOUDKMS_COMMIT),
             Path::new("/c/bin/k8s-cloudkms-plugin-a88bafe6cfcc8727e6a7243dfa16f978b1c9a468/k8s-cloudkms-plugin")
