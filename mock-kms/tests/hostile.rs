@@ -6,7 +6,9 @@
 //! its request-id header) is in the audit log; no answer holds a credential; and afterwards the
 //! server still answers the valid call.
 //!
-//! A new dialect is one more [`Subject`] in [`SUBJECTS`]. Cases: `DEFAULT_CASES` batches per
+//! The six dialects: native, AWS, GCP, Vault, JD Cloud and Alibaba Cloud (each signed as its SDK
+//! signs; JD Cloud's and Alibaba's through `mock_kms::api::sign`, the signers kms-plugin uses). A
+//! new dialect is one more [`Subject`] in [`SUBJECTS`]. Cases: `DEFAULT_CASES` batches per
 //! dialect (CI), more with `PROPTEST_CASES=N`; a failure prints the shrunk batch (make it an
 //! explicit test below with the fix).
 
@@ -19,6 +21,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::{AK, SK};
 use mock_kms::MockKms;
 use mock_kms::api;
+use mock_kms::api::sign;
 use mock_kms::audit::AuditQuery;
 use mock_kms::dialects::Dialect;
 use proptest::prelude::*;
@@ -111,13 +114,44 @@ const SUBJECTS: &[Subject] = &[
         error_shape: |body| body["errors"].is_array(),
         request_id_header: "x-vault-request-id",
     },
+    Subject {
+        dialect: Dialect::Jdcloud,
+        valid: || Request {
+            method: "POST".into(),
+            path: "/v1/regions/cn-north-1/key/lab-key:Encrypt".into(),
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body: serde_json::to_vec(&json!({"plaintext": B64.encode(PLAINTEXT)})).expect("JSON"),
+        },
+        sign: sign_jdcloud,
+        error_shape: |body| {
+            body["requestId"].is_string()
+                && body["error"]["code"].is_number()
+                && body["error"]["status"].is_string()
+                && body["error"]["message"].is_string()
+        },
+        request_id_header: "x-jdcloud-request-id",
+    },
+    Subject {
+        dialect: Dialect::Aliyun,
+        valid: || Request {
+            method: "POST".into(),
+            path: "/".into(),
+            headers: vec![("content-type".into(), b"application/x-www-form-urlencoded".to_vec())],
+            body: format!(
+                "Action=Encrypt&Version=2016-01-20&Format=JSON&KeyId=lab-key&Plaintext={}",
+                sign::percent_encode(&B64.encode(PLAINTEXT))
+            )
+            .into_bytes(),
+        },
+        sign: sign_aliyun,
+        error_shape: |body| body["Code"].is_string() && body["Message"].is_string() && body["RequestId"].is_string(),
+        request_id_header: "x-acs-request-id",
+    },
 ];
 
 fn sign_native(request: &mut Request, _host: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NONCE: AtomicU64 = AtomicU64::new(0);
     let timestamp = common::now_ms();
-    let nonce = format!("hostile-{}-{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed));
+    let nonce = nonce();
     let path = request.path.split('?').next().unwrap_or_default().to_owned();
     let signature = api::sign(SK.as_bytes(), &api::canonical_request(&request.method, &path, timestamp, &nonce, &request.body));
     for (name, value) in [
@@ -128,6 +162,79 @@ fn sign_native(request: &mut Request, _host: &str) {
     ] {
         request.headers.push((name.into(), value.into_bytes()));
     }
+}
+
+/// A fresh nonce per signed request (the dialects refuse a replayed one).
+fn nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NONCE: AtomicU64 = AtomicU64::new(0);
+    format!("hostile-{}-{}", std::process::id(), NONCE.fetch_add(1, Ordering::Relaxed))
+}
+
+/// `JDCLOUD2-HMAC-SHA256` over what will be sent, as jdcloud-sdk-go signs (the shared
+/// `mock_kms::api::sign`); a request whose path or headers are not text goes out unsigned.
+fn sign_jdcloud(request: &mut Request, host: &str) {
+    let timestamp: String =
+        humantime::format_rfc3339_seconds(SystemTime::now()).to_string().chars().filter(|c| *c != '-' && *c != ':').collect();
+    let nonce = nonce();
+    let content_type = request
+        .headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        .unwrap_or_default();
+    let (path, query) = request.path.split_once('?').unwrap_or((request.path.as_str(), ""));
+    let headers = [
+        ("content-type", content_type),
+        ("host", host.to_owned()),
+        ("x-jdcloud-date", timestamp.clone()),
+        ("x-jdcloud-nonce", nonce.clone()),
+    ];
+    let signed = sign::Jdcloud2Request {
+        method: &request.method,
+        path,
+        query,
+        headers: &headers,
+        body: &request.body,
+        timestamp: &timestamp,
+        region: "cn-north-1",
+        service: "kms",
+    };
+    let authorization = format!(
+        "JDCLOUD2-HMAC-SHA256 Credential={AK}/{}, SignedHeaders={}, Signature={}",
+        signed.scope(),
+        signed.signed_headers(),
+        signed.signature(SK)
+    );
+    for (name, value) in [("x-jdcloud-date", timestamp), ("x-jdcloud-nonce", nonce), ("authorization", authorization)] {
+        request.headers.push((name.into(), value.into_bytes()));
+    }
+}
+
+/// Alibaba's signature v1 over the form body's parameters plus the common ones, as
+/// alibaba-cloud-sdk-go signs (the shared `mock_kms::api::sign`); a body that is not a form of
+/// text is signed over what the form parser reads of it.
+fn sign_aliyun(request: &mut Request, _host: &str) {
+    let mut params: Vec<(String, String)> = form_urlencoded::parse(&request.body).into_owned().collect();
+    let timestamp = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    for (name, value) in [
+        ("AccessKeyId", AK.to_owned()),
+        ("SignatureMethod", "HMAC-SHA1".to_owned()),
+        ("SignatureVersion", "1.0".to_owned()),
+        ("SignatureNonce", nonce()),
+        ("Timestamp", timestamp),
+        ("RegionId", "cn-hangzhou".to_owned()),
+    ] {
+        params.push((name.to_owned(), value));
+    }
+    let signature = sign::aliyun_v1_signature(SK, &request.method, params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    params.push(("Signature".to_owned(), signature));
+    request.body = params
+        .iter()
+        .map(|(k, v)| format!("{}={}", sign::percent_encode(k), sign::percent_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+        .into_bytes();
 }
 
 /// SigV4 over what will be sent (the headers that are text, and the host); a request the signer
