@@ -8,10 +8,10 @@ use kms_lab_ops::enable::{self, EnableOptions, KmsPluginSettings};
 use kms_lab_ops::inspect::{self, InspectOptions, InspectReport};
 use kms_lab_ops::migrate::{self, MigrateOptions};
 use kms_lab_ops::recover::{self, DecryptCheck};
-use kms_wire::PluginClient;
-use kms_wire::decode::KeyRing;
 use kms_lab_ops::{OpsError, ProviderRef, Resource};
 use kms_lab_stack::etcd_client::{EtcdClient, EtcdTls};
+use kms_wire::PluginClient;
+use kms_wire::decode::KeyRing;
 
 use crate::exit::Exit;
 
@@ -96,7 +96,9 @@ impl DecryptArgs {
         let Some(endpoint) = &self.plugin else {
             return Ok(None);
         };
-        let plugin = PluginClient::connect(endpoint, self.plugin_timeout).await.map_err(|e| format!("cannot reach the plugin at {endpoint}: {e}"))?;
+        let plugin = PluginClient::connect(endpoint, self.plugin_timeout)
+            .await
+            .map_err(|e| format!("cannot reach the plugin at {endpoint}: {e}"))?;
         Ok(Some(KeyRing { plugin: Some(plugin), static_keys: Vec::new() }))
     }
 
@@ -104,7 +106,9 @@ impl DecryptArgs {
         let mut checks = Vec::new();
         for resource in resources {
             eprintln!("open {resource} through the plugin");
-            let check = recover::check_decryption(etcd, resource, keys, self.kms_provider.as_deref(), page_size).await.map_err(|e| e.to_string())?;
+            let check = recover::check_decryption(etcd, resource, keys, self.kms_provider.as_deref(), page_size)
+                .await
+                .map_err(|e| e.to_string())?;
             checks.push(check);
         }
         Ok(checks)
@@ -300,7 +304,8 @@ pub async fn recover(args: &RecoverArgs) -> Exit {
         let resources = resources(&args.resources, vec![Resource::secrets()]).map_err(|e| e.to_string())?;
         let etcd = args.etcd.client().map_err(|e| e.to_string())?;
         let keys = args.decrypt.keys().await?.ok_or("recover opens every KMS value through the plugin: give --plugin unix:///path.sock")?;
-        let client = kube::Client::try_default().await.map_err(|e| format!("connect with the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))?;
+        let client =
+            kube::Client::try_default().await.map_err(|e| format!("connect with the kubeconfig (KUBECONFIG or ~/.kube/config): {e}"))?;
         Ok::<_, String>((resources, etcd, keys, client))
     };
     let (resources, etcd, keys, client) = match prepared.await {

@@ -85,7 +85,8 @@ async fn key_id_of(stack: &Stack, namespace: &str, name: &str) -> String {
 }
 
 async fn reads_back(client: &kube::Client, namespace: &str, name: &str) {
-    let secret = Api::<Secret>::namespaced(client.clone(), namespace).get(name).await.unwrap_or_else(|e| panic!("read {namespace}/{name}: {e}"));
+    let secret =
+        Api::<Secret>::namespaced(client.clone(), namespace).get(name).await.unwrap_or_else(|e| panic!("read {namespace}/{name}: {e}"));
     assert_eq!(secret.data.unwrap_or_default().remove("v").map(|b| b.0), Some(value_of(namespace, name)), "{namespace}/{name}");
 }
 
@@ -122,10 +123,12 @@ async fn grant(client: &kube::Client, user: &str, verbs: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_deletes_exactly_the_undecryptable_secrets_and_only_with_the_verb() {
-    let binaries =
-        tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default())).await.unwrap().expect("binaries are provisioned");
+    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+        .await
+        .unwrap()
+        .expect("binaries are provisioned");
     let run_root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs");
-    let mut stack = Stack::launch(StackOptions::new("recover-cli", binaries, &run_root).with_mock_kms()).await.expect("the stack starts");
+    let stack = Stack::launch(StackOptions::new("recover-cli", binaries, &run_root).with_mock_kms()).await.expect("the stack starts");
     let lab_client = stack.kube_client(0).await.unwrap();
     create(&lab_client, LOST, &["old-0", "old-1", "old-2", "old-3"]).await;
     let mut lab = Lab { stack };

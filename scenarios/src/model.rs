@@ -72,7 +72,8 @@ impl MinKubernetes {
     /// (a version without a minor, e.g. an unstamped build, is let through).
     pub fn why_not(&self, version: &str) -> Option<String> {
         let found = kms_lab_stack::provision::KubeMinor::parse(version)?;
-        (found < self.version).then(|| format!("needs Kubernetes {} or later ({}); the kube-apiserver is {version}", self.version, self.why))
+        (found < self.version)
+            .then(|| format!("needs Kubernetes {} or later ({}); the kube-apiserver is {version}", self.version, self.why))
     }
 }
 

@@ -220,7 +220,8 @@ async fn ensure_namespace(world: &World, apiserver: usize, namespace: &str) -> R
     use k8s_openapi::api::core::v1::Namespace;
     use kube::api::{Api, PostParams};
     let client = world.stack.kube_client(apiserver).await?;
-    let object = Namespace { metadata: kube::api::ObjectMeta { name: Some(namespace.to_owned()), ..Default::default() }, ..Default::default() };
+    let object =
+        Namespace { metadata: kube::api::ObjectMeta { name: Some(namespace.to_owned()), ..Default::default() }, ..Default::default() };
     match Api::<Namespace>::all(client).create(&PostParams::default(), &object).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),

@@ -425,7 +425,9 @@ impl StepKind for BrokenEncryption {
                     break now;
                 }
                 if now.successes > before.successes {
-                    return Err(StepError::Failed(format!("apiserver-{index} loaded the broken EncryptionConfiguration (a reload success was counted)")));
+                    return Err(StepError::Failed(format!(
+                        "apiserver-{index} loaded the broken EncryptionConfiguration (a reload success was counted)"
+                    )));
                 }
                 if started.elapsed() > RELOAD_DEADLINE {
                     return Err(StepError::Timeout {

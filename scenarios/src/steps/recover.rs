@@ -112,10 +112,17 @@ impl StepKind for Recover {
             let refs: Vec<ObjectRef> = check
                 .undecryptable
                 .iter()
-                .map(|u| ObjectRef { kind: self.kind, namespace: u.object.namespace.clone().unwrap_or_default(), name: u.object.name.clone() })
+                .map(|u| ObjectRef {
+                    kind: self.kind,
+                    namespace: u.object.namespace.clone().unwrap_or_default(),
+                    name: u.object.name.clone(),
+                })
                 .collect();
             if let Some(stranger) = refs.iter().find(|r| !world.objects.contains_key(r)) {
-                return Err(StepError::Failed(format!("{}/{} cannot be decrypted but the scenario never wrote it", stranger.namespace, stranger.name)));
+                return Err(StepError::Failed(format!(
+                    "{}/{} cannot be decrypted but the scenario never wrote it",
+                    stranger.namespace, stranger.name
+                )));
             }
             // Figures describe the recovery itself; a later check that finds nothing leaves them.
             if !check.undecryptable.is_empty() {
@@ -140,7 +147,9 @@ impl StepKind for Recover {
             let unexpected = match self.expect {
                 RecoverExpect::Deleted => first_other(|o| matches!(o, O::Deleted)),
                 RecoverExpect::WouldDelete => first_other(|o| matches!(o, O::WouldDelete)),
-                RecoverExpect::Refused => first_other(|o| matches!(o, O::Refused(m) if m.contains(kms_lab_ops::recover::UNSAFE_DELETE_VERB) || m.contains("forbidden"))),
+                RecoverExpect::Refused => first_other(
+                    |o| matches!(o, O::Refused(m) if m.contains(kms_lab_ops::recover::UNSAFE_DELETE_VERB) || m.contains("forbidden")),
+                ),
             };
             if let Some(unexpected) = unexpected {
                 return Err(StepError::Failed(format!("expected every unsafe delete {:?}, got {unexpected}", self.expect)));
@@ -157,7 +166,13 @@ impl StepKind for Recover {
                 RecoverExpect::WouldDelete => format!("{} would be deleted (dry run)", report.deleted()),
                 RecoverExpect::Refused => format!("{} refused (403)", report.refused()),
             };
-            Ok(format!("{} of {} {} undecryptable ({}); {outcome}", check.undecryptable.len(), check.checked, self.kind.resource(), names.join(", ")))
+            Ok(format!(
+                "{} of {} {} undecryptable ({}); {outcome}",
+                check.undecryptable.len(),
+                check.checked,
+                self.kind.resource(),
+                names.join(", ")
+            ))
         })
     }
 }

@@ -60,8 +60,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use error::{Attempt, BuildFailure, FIX, ProvisionError};
-pub use version::{KubeMinor, resolve_supported_kubernetes};
 pub use subject::{GoSubject, THIRDPARTY_ENV, locate_go_subject};
+pub use version::{KubeMinor, resolve_supported_kubernetes};
 
 /// The Kubernetes version of `kube-apiserver` and `kubectl` kms-lab is tested against.
 pub const KUBERNETES_VERSION: &str = "v1.37.2";
