@@ -68,8 +68,8 @@ pub struct MinKubernetes {
 }
 
 impl MinKubernetes {
-    /// Why the scenario cannot run on a kube-apiserver reporting `version`, if it cannot
-    /// (a version without a minor, e.g. an unstamped build, is let through).
+    /// Why the scenario cannot run on a kube-apiserver reporting `version`, if it cannot (an
+    /// unstamped build, `v0.0.0-master…`, counts as older; a text without a minor is let through).
     pub fn why_not(&self, version: &str) -> Option<String> {
         let found = kms_lab_stack::provision::KubeMinor::parse(version)?;
         (found < self.version)
@@ -79,7 +79,13 @@ impl MinKubernetes {
 
 fn kube_minor<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<kms_lab_stack::provision::KubeMinor, D::Error> {
     let text = String::deserialize(deserializer)?;
-    kms_lab_stack::provision::KubeMinor::parse(&text)
+    let bare = text.strip_prefix('v').unwrap_or(&text);
+    // `v1.37` or `v1.37.2`: digits and one or two dots, nothing else.
+    let well_formed =
+        matches!(bare.split('.').count(), 2 | 3) && bare.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    well_formed
+        .then(|| kms_lab_stack::provision::KubeMinor::parse(bare))
+        .flatten()
         .filter(|m| m.0 == 1)
         .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a Kubernetes minor version: write it as v1.MINOR, e.g. v1.37")))
 }
@@ -399,5 +405,26 @@ impl<'de> Deserialize<'de> for FigureName {
 impl fmt::Display for FigureName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minimum_kubernetes_minor_skips_older_apiservers_only() {
+        let min: MinKubernetes = serde_yaml::from_str("{version: v1.37, why: the unsafe delete}").unwrap();
+        let reason = min.why_not("v1.36.3").expect("1.36 is below 1.37");
+        assert!(reason.contains("needs Kubernetes v1.37 or later (the unsafe delete)") && reason.contains("v1.36.3"), "{reason}");
+        assert_eq!(min.why_not("v1.37.2"), None);
+        assert_eq!(min.why_not("v1.38.0-beta.0"), None);
+        assert_eq!(
+            min.why_not("v0.0.0-master+$Format:%H$"),
+            Some("needs Kubernetes v1.37 or later (the unsafe delete); the kube-apiserver is v0.0.0-master+$Format:%H$".to_owned())
+        );
+        for bad in ["1.37-ish", "v2.1", "v1", "latest"] {
+            assert!(serde_yaml::from_str::<MinKubernetes>(&format!("{{version: {bad}, why: x}}")).is_err(), "{bad}");
+        }
     }
 }

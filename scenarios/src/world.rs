@@ -49,6 +49,9 @@ pub struct Mark {
     pub audit_seq: u64,
     /// Each reachable plugin's Status key id.
     pub key_ids: BTreeMap<String, String>,
+    /// The mock KMS's current key version at the mark (when the stack runs one): the version a
+    /// plugin whose key id names the key, not a version (aws-encryption-provider), encrypted with.
+    pub kms_current_version: Option<String>,
 }
 
 /// The state of a running scenario.

@@ -153,7 +153,13 @@ impl KeyVersionAt {
             return Ok(version.to_owned());
         }
         let numbered = version.parse::<usize>().ok().filter(|n| *n >= 1).and_then(|n| key.key_version_ids.get(n - 1));
-        numbered.cloned().ok_or_else(|| {
+        // A key id that names the key, not a version (aws-encryption-provider's ARN): the version
+        // the mock KMS had current at the mark is the one the plugin encrypted with.
+        let current_at_mark = || {
+            let names_the_key = key_id.ends_with(&format!("key/{}", key.key_id)) || key_id == key.key_id;
+            names_the_key.then(|| world.marks.get(&self.mark).and_then(|m| m.kms_current_version.clone())).flatten()
+        };
+        numbered.cloned().or_else(current_at_mark).ok_or_else(|| {
             StepError::Failed(format!(
                 "{}'s key id `{key_id}` at `{}` names version `{version}`, which is none of the key's versions ({}) nor a version number 1..={}",
                 self.plugin,

@@ -65,6 +65,12 @@ impl StepKind for Mark {
                 None => 0,
             };
             let etcd_revision = world.stack.etcd_revision().await?;
+            // Best effort: a sealed or stopped mock KMS does not describe its key, and a mark
+            // must not fail for that.
+            let kms_current_version = match world.stack.mock_kms() {
+                Some(kms) => kms.key_metadata().await.ok().map(|k| k.current_key_version_id),
+                None => None,
+            };
             let mut key_ids = BTreeMap::new();
             for plugin in world.stack.plugin_names() {
                 if let Ok(status) = plugin_status_now(world, &plugin).await {
@@ -75,7 +81,7 @@ impl StepKind for Mark {
                 "etcd revision {etcd_revision}, audit position {audit_seq}; key ids: {}",
                 key_ids.iter().map(|(p, k)| format!("{p} `{k}`")).collect::<Vec<_>>().join(", ")
             );
-            world.marks.insert(self.0.clone(), MarkState { at, etcd_revision, audit_seq, key_ids });
+            world.marks.insert(self.0.clone(), MarkState { at, etcd_revision, audit_seq, key_ids, kms_current_version });
             Ok(text)
         })
     }

@@ -119,10 +119,11 @@ pub fn resolve_supported_kubernetes(value: &str) -> Result<&'static str, Provisi
         return Ok(exact);
     }
     let is_minor_only = with_v.matches('.').count() == 1;
-    if is_minor_only && let Some(minor) = KubeMinor::parse(&with_v) {
-        if let Some(found) = supported.iter().find(|v| KubeMinor::parse(v) == Some(minor)) {
-            return Ok(found);
-        }
+    if is_minor_only
+        && let Some(minor) = KubeMinor::parse(&with_v)
+        && let Some(found) = supported.iter().find(|v| KubeMinor::parse(v) == Some(minor))
+    {
+        return Ok(found);
     }
     Err(ProvisionError::UnsupportedKubernetes { value: value.to_owned(), supported: supported.iter().map(|v| (*v).to_owned()).collect() })
 }
