@@ -367,6 +367,20 @@ mod tests {
         prop_oneof![2 => real, 2 => near, 1 => prop::collection::vec(any::<u8>(), 0..200)]
     }
 
+    /// The generator's counterexample: a file with the checkpoint's keys that the loader
+    /// refuses was once overwritten by a save; now it is refused and left as it is.
+    #[test]
+    fn a_checkpoint_the_loader_refuses_is_not_overwritten() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("migrate.checkpoint");
+        let bytes = br#"{"done_through": {"secrets": 7}, "finished": []}"#;
+        std::fs::write(&path, bytes).expect("write the file");
+        assert!(Checkpoint::load(&path).is_err());
+        let error = Checkpoint::default().save(&path).expect_err("not a checkpoint").to_string();
+        assert!(error.contains("is not a `kms-lab migrate` checkpoint") && error.contains("left as it is"), "{error}");
+        assert_eq!(std::fs::read(&path).expect("read it back"), bytes);
+    }
+
     proptest! {
         /// Issue 28: whatever `--checkpoint` names, loading it gives a checkpoint or the
         /// checkpoint error naming the file, never a panic; a loaded one saves and loads back the
