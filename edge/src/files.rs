@@ -166,21 +166,21 @@ fn not_ours(path: &Path, kind: &FileKind, found: String) -> FileError {
     FileError::NotOurs { path: path.to_owned(), what: kind.what, found }
 }
 
-/// What a file holds, in a few words, for the error (never more than its first line's start:
-/// it may be a secret).
+/// What a file holds, in a few words for the error: its size and shape, never its content (the
+/// file may hold a key or a credential; even its first characters stay out of messages).
 fn describe(bytes: &[u8]) -> String {
     if bytes.is_empty() {
         return "it is empty".into();
     }
-    match std::str::from_utf8(bytes) {
-        Err(_) => format!("{} bytes of binary data", bytes.len()),
-        Ok(text) => {
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-            let start: String = first.chars().take(24).collect();
-            let more = if first.chars().count() > 24 { "…" } else { "" };
-            format!("{} bytes; it starts with `{start}{more}`", bytes.len())
+    let shape = match std::str::from_utf8(bytes) {
+        Err(_) => "binary data".to_owned(),
+        Ok(_) if matches!(serde_json::from_slice::<serde_json::Value>(bytes), Ok(serde_json::Value::Object(_))) => {
+            "a JSON object of another shape".to_owned()
         }
-    }
+        Ok(_) if root_element(bytes).is_some() => "an XML document of another kind".to_owned(),
+        Ok(text) => format!("text in {} line(s)", text.lines().count()),
+    };
+    format!("{} bytes: {shape}", bytes.len())
 }
 
 #[cfg(test)]
@@ -205,10 +205,10 @@ mod tests {
     fn anything_else_is_left_byte_for_byte_and_the_error_says_what_was_there() {
         let dir = tempfile::tempdir().unwrap();
         let cases: [(&str, &[u8], &str); 4] = [
-            ("Cargo.toml", b"[package]\nname = \"x\"\n", "starts with `[package]`"),
-            ("other.json", br#"{"name": "a package.json"}"#, "starts with `{\"name\": \"a package.json…`"),
-            ("blob", &[0xff, 0xfe, 0, 1], "4 bytes of binary data"),
-            ("junit.xml", b"<?xml version=\"1.0\"?>\n<project/>", "starts with `<?xml"),
+            ("Cargo.toml", b"[package]\nname = \"s3cr3t\"\n", "26 bytes: text in 2 line(s)"),
+            ("other.json", br#"{"name": "s3cr3t package"}"#, "26 bytes: a JSON object of another shape"),
+            ("blob", &[0xff, 0xfe, 0, 1], "4 bytes: binary data"),
+            ("junit.xml", b"<?xml version=\"1.0\"?>\n<s3cr3t/>", "31 bytes: an XML document of another kind"),
         ];
         for (name, bytes, found) in cases {
             let path = dir.path().join(name);
@@ -216,6 +216,8 @@ mod tests {
             let kind = if name.ends_with(".xml") { JUNIT } else { JSON_REPORT };
             let error = replace(&path, &kind, b"{}").unwrap_err().to_string();
             assert!(error.contains(found) && error.contains("left as it is"), "{name}: {error}");
+            // The file may be a key or a credential: none of its content is in the message.
+            assert!(!error.contains("s3cr3t") && !error.contains("package"), "{name}: the message echoes the file: {error}");
             assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name} unchanged");
         }
         let error = replace(dir.path(), &JSON_REPORT, b"{}").unwrap_err().to_string();
