@@ -45,7 +45,7 @@ fn workspace_root() -> PathBuf {
 
 /// What builds a `go_build`: the manifest's own recipe, or a subject of the stack's table.
 enum GoSource {
-    Recipe(GoRecipe),
+    Recipe(Box<GoRecipe>),
     Subject(GoSubject),
 }
 
@@ -75,7 +75,7 @@ fn go_source(manifest: &Manifest, label: &str, build: &Build) -> Result<GoSource
                 return Err(recipe_error(format!("`go_build` `commit: {commit}`: expected the 40 hex digits of the upstream commit")));
             }
             let name = label.replace('/', "-");
-            Ok(GoSource::Recipe(GoRecipe {
+            Ok(GoSource::Recipe(Box::new(GoRecipe {
                 env_var: GoRecipe::env_var_for(&name),
                 name,
                 folder: folder.trim_end_matches('/').to_owned(),
@@ -85,7 +85,8 @@ fn go_source(manifest: &Manifest, label: &str, build: &Build) -> Result<GoSource
                 goflags: goflags.clone(),
                 go_work: *go_work,
                 go_mod: go_mod.clone(),
-            }))
+                replace: Vec::new(),
+            })))
         }
         (None, None) => go_subject(manifest, dir, package).map(GoSource::Subject),
         _ => Err(recipe_error(format!("`go_build` of `{dir}`: give both `module:` and `commit:` (a third-party folder), or neither"))),

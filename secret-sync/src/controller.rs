@@ -23,10 +23,10 @@ use kube::{Client, Resource, ResourceExt};
 use rand::Rng;
 
 use crate::crd::{
-    CONDITION_READY, ClusterSecretStore, Condition, DeletionPolicy, ExternalSecret, ExternalSecretStatus, FINALIZER, KmsProvider,
-    SecretKeyRef, SecretStore, StoreKind, SyncedVersion,
+    ALLOW_NAMESPACES, CONDITION_READY, Condition, DeletionPolicy, ExternalSecret, ExternalSecretStatus, FINALIZER, SecretRef, SecretStore,
+    SecretStoreRef, SyncedVersion,
 };
-use crate::decide::{self, CurrentSecret, Decision, Failure, Fetched, Reason, Retry, SecretShape};
+use crate::decide::{self, CurrentSecret, Decision, Failure, Fetched, PlannedSource, Reason, Retry, SecretShape};
 use crate::error::{Error, StoreError};
 use crate::metrics::Metrics;
 use crate::store::{StoreClient, StoreCredential};
@@ -36,50 +36,78 @@ pub const MANAGER: &str = "kms-secret-sync";
 /// The label on every Secret the controller writes (and the selector of its Secret watch).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "kms-secret-sync");
 
-/// How the controller runs; [`ControllerConfig::default`] is the binary's defaults.
+/// How the controller runs; [`ControllerConfig::default`] is the binary's defaults, which are
+/// ack-secret-manager's (its `cmd/manager/main.go` flags).
 #[derive(Clone, Debug)]
 pub struct ControllerConfig {
-    /// Watch ExternalSecrets in this namespace only (a Role suffices); all namespaces when `None`.
-    pub namespace: Option<String>,
-    /// How often an ExternalSecret without `refreshInterval` is read again (120 s).
+    /// `--watch-namespaces`: ExternalSecrets in these namespaces only; all when empty (one
+    /// namespace: a Role there suffices).
+    pub watch_namespaces: Vec<String>,
+    /// `--exclude-namespaces`: never these namespaces.
+    pub exclude_namespaces: Vec<String>,
+    /// `--polling-interval`: how often an ExternalSecret without `refreshInterval` is read again (120 s).
     pub polling_interval: Duration,
-    /// Read remote secrets only when an ExternalSecret (or its Secret) changes, or at start.
+    /// `--disable-polling`: read remote secrets only when an ExternalSecret (or its Secret) changes, or at start.
     pub disable_polling: bool,
-    /// At most one reconcile of an object per period: changes within it are coalesced (1 s).
+    /// `--reconcile-period`: the first retry after a failed sync (5 s); doubled per failure,
+    /// jittered, capped at the polling interval.
     pub reconcile_period: Duration,
-    /// Reconciles running at once (4).
-    pub max_concurrent_reconciles: u16,
-    /// The store endpoint for stores that name none.
-    pub store_endpoint: Option<String>,
-    /// The credential for stores that name none.
+    /// `--reconcile-count`: reconciles running at once (1).
+    pub reconcile_count: u16,
+    /// `--kms-endpoint`: the store every SecretStore reads from (`http://host:port`; a bare host
+    /// means `https://`, as Alibaba's SDK takes it).
+    pub kms_endpoint: Option<String>,
+    /// The controller's own credential, for entries without `secretStoreRef` (`ACCESS_KEY_ID`,
+    /// `SECRET_ACCESS_KEY`).
     pub credential: Option<StoreCredential>,
-    /// Calls to the store per second, over all ExternalSecrets (10).
-    pub store_qps: NonZeroU32,
-    /// Calls to the store allowed in a burst (20).
+    /// `--max-concurrent-kms-secret-pulls`: calls to the store per second, over all ExternalSecrets (10).
+    pub max_concurrent_kms_secret_pulls: NonZeroU32,
+    /// `--store-burst` (ours): calls to the store allowed in a burst (1, as ack-secret-manager's limiter).
     pub store_burst: NonZeroU32,
-    /// The deadline of one store call (5 s).
+    /// `--store-timeout` (ours): the deadline of one store call (5 s).
     pub store_timeout: Duration,
-    /// The first retry delay after a store error (1 s); doubled per failure, jittered, capped at
-    /// the polling interval.
-    pub backoff_base: Duration,
 }
 
 impl Default for ControllerConfig {
     fn default() -> Self {
         Self {
-            namespace: None,
+            watch_namespaces: Vec::new(),
+            exclude_namespaces: Vec::new(),
             polling_interval: Duration::from_secs(120),
             disable_polling: false,
-            reconcile_period: Duration::from_secs(1),
-            max_concurrent_reconciles: 4,
-            store_endpoint: None,
+            reconcile_period: Duration::from_secs(5),
+            reconcile_count: 1,
+            kms_endpoint: None,
             credential: None,
-            store_qps: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
-            store_burst: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            max_concurrent_kms_secret_pulls: NonZeroU32::new(10).unwrap_or(NonZeroU32::MIN),
+            store_burst: NonZeroU32::MIN,
             store_timeout: Duration::from_secs(5),
-            backoff_base: Duration::from_secs(1),
         }
     }
+}
+
+impl ControllerConfig {
+    /// Whether ExternalSecrets in `namespace` are this controller's.
+    pub fn watches(&self, namespace: &str) -> bool {
+        (self.watch_namespaces.is_empty() || self.watch_namespaces.iter().any(|n| n == namespace))
+            && !self.exclude_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// The one namespace watched, when there is exactly one (so namespaced watches suffice).
+    fn single_namespace(&self) -> Option<&str> {
+        match self.watch_namespaces.as_slice() {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+}
+
+/// Changes to one object within this time are coalesced into one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// The store URL for `--kms-endpoint` (a bare host, as Alibaba's SDK takes it, means `https://`).
+fn endpoint_url(endpoint: &str) -> String {
+    if endpoint.contains("://") { endpoint.to_owned() } else { format!("https://{endpoint}") }
 }
 
 /// The jittered exponential backoff after `failures` consecutive store errors: `base · 2^(n-1)`
@@ -147,16 +175,12 @@ fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// The Secret an ExternalSecret writes: name, type, labels (with [`MANAGED_BY`]) and annotations.
+/// The Secret an ExternalSecret writes: its own name, `spec.type` (default `Opaque`), [`MANAGED_BY`].
 pub fn shape_of(es: &ExternalSecret) -> SecretShape {
-    let target = es.spec.target.clone().unwrap_or_default();
-    let mut labels = target.labels;
-    labels.insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
     SecretShape {
-        name: target.name.unwrap_or_else(|| es.name_any()),
-        type_: target.type_.unwrap_or_else(|| "Opaque".to_owned()),
-        labels,
-        annotations: target.annotations,
+        name: es.name_any(),
+        type_: es.spec.type_.clone().filter(|t| !t.is_empty()).unwrap_or_else(|| "Opaque".to_owned()),
+        labels: [(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())].into(),
     }
 }
 
@@ -167,7 +191,6 @@ fn current_of(secret: &Secret, es: &ExternalSecret) -> CurrentSecret {
         data: secret.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect(),
         type_: secret.type_.clone().unwrap_or_else(|| "Opaque".to_owned()),
         labels: secret.labels().clone(),
-        annotations: secret.annotations().clone(),
     }
 }
 
@@ -178,13 +201,13 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (es_api, secret_api): (Api<ExternalSecret>, Api<Secret>) = match &config.namespace {
+    let (es_api, secret_api): (Api<ExternalSecret>, Api<Secret>) = match config.single_namespace() {
         Some(ns) => (Api::namespaced(client.clone(), ns), Api::namespaced(client.clone(), ns)),
         None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let burst = config.store_burst;
     let context = Arc::new(Context {
-        limiter: RateLimiter::direct(Quota::per_second(config.store_qps).allow_burst(burst)),
+        limiter: RateLimiter::direct(Quota::per_second(config.max_concurrent_kms_secret_pulls).allow_burst(burst)),
         http: reqwest::Client::builder().build().unwrap_or_default(),
         recorder: Recorder::new(client.clone(), Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() }),
         failures: Mutex::default(),
@@ -207,8 +230,7 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(relevant, PredicateConfig::default());
     let selector = format!("{}={}", MANAGED_BY.0, MANAGED_BY.1);
-    let controller_config =
-        kube::runtime::controller::Config::default().debounce(config.reconcile_period).concurrency(config.max_concurrent_reconciles);
+    let controller_config = kube::runtime::controller::Config::default().debounce(DEBOUNCE).concurrency(config.reconcile_count);
     Controller::for_stream(trigger, reader)
         .owns(secret_api, watcher::Config::default().labels(&selector))
         .with_config(controller_config)
@@ -224,6 +246,9 @@ pub async fn run(
 
 async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = es.namespace().ok_or_else(|| Error::Invalid(format!("ExternalSecret `{}` has no namespace", es.name_any())))?;
+    if !ctx.config.watches(&namespace) {
+        return Ok(Action::await_change());
+    }
     let api: Api<ExternalSecret> = Api::namespaced(ctx.client.clone(), &namespace);
     finalizer::finalizer(&api, FINALIZER, es, |event| async {
         match event {
@@ -242,7 +267,7 @@ fn error_policy(es: Arc<ExternalSecret>, error: &Error, ctx: Arc<Context>) -> Ac
         *count += 1;
         *count
     };
-    let delay = backoff(failures, ctx.config.backoff_base, ctx.config.polling_interval, rand::thread_rng().r#gen());
+    let delay = backoff(failures, ctx.config.reconcile_period, ctx.config.polling_interval, rand::thread_rng().r#gen());
     tracing::warn!(external_secret = %key_of(&es), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -274,7 +299,7 @@ async fn apply(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
             let written = fingerprint(&data);
             write_secret(&secrets, es, &shape, data, decide::needs_recreate(current.as_ref(), &shape)).await?;
             remember_sync(ctx, es, written);
-            let message = format!("{} entries synced into Secret `{}`", versions.len(), shape.name);
+            let message = format!("{} sources synced into Secret `{}`", versions.len(), shape.name);
             publish(ctx, es, EventType::Normal, Reason::Synced, &message).await;
             set_status(ctx, es, true, Reason::Synced, &message, Some(versions)).await?;
             ctx.metrics.sync("written", started.elapsed());
@@ -284,7 +309,7 @@ async fn apply(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
             if let Some(current) = &current {
                 remember_sync(ctx, es, fingerprint(&current.data));
             }
-            let message = format!("{} entries synced into Secret `{}`", versions.len(), shape.name);
+            let message = format!("{} sources synced into Secret `{}`", versions.len(), shape.name);
             set_status(ctx, es, true, Reason::Synced, &message, Some(versions)).await?;
             ctx.metrics.sync("unchanged", started.elapsed());
             succeeded(ctx, es, refresh)
@@ -302,7 +327,7 @@ async fn apply(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
                 *count
             };
             let delay = match failure.reason.retry() {
-                Retry::Backoff => backoff(failures, ctx.config.backoff_base, refresh, rand::thread_rng().r#gen()),
+                Retry::Backoff => backoff(failures, ctx.config.reconcile_period, refresh, rand::thread_rng().r#gen()),
                 Retry::Poll => refresh,
             };
             tracing::info!(external_secret = %key_of(es), reason = %failure.reason, retry_in = ?delay, "sync failed; the Secret is kept");
@@ -322,7 +347,7 @@ fn succeeded(ctx: &Context, es: &ExternalSecret, refresh: Duration) -> Action {
     if ctx.config.disable_polling { Action::await_change() } else { Action::requeue(refresh) }
 }
 
-/// Plans, resolves the store and reads every entry; `Ok(Err(failure))` when the spec or the
+/// Plans, resolves each store and reads every source; `Ok(Err(failure))` when the spec or a
 /// store is unusable (no store call was made then).
 async fn decide_for(
     es: &ExternalSecret,
@@ -331,106 +356,129 @@ async fn decide_for(
     current: Option<&CurrentSecret>,
     shape: &SecretShape,
 ) -> Result<Result<Decision, Failure>, Error> {
-    let entries = match decide::plan(&es.spec) {
-        Ok(entries) => entries,
+    let sources = match decide::plan(&es.spec) {
+        Ok(sources) => sources,
         Err(failure) => return Ok(Err(failure)),
     };
     if let Some(failure) = decide::conflict(current, shape) {
         return Ok(Err(failure));
     }
-    let store = match store_client(es, ctx, namespace).await? {
-        Ok(store) => store,
-        Err(failure) => return Ok(Err(failure)),
-    };
-    let mut answers = Vec::with_capacity(entries.len());
-    for entry in &entries {
+    let mut stores: BTreeMap<Option<SecretStoreRef>, StoreClient> = BTreeMap::new();
+    for source in &sources {
+        if !stores.contains_key(&source.store) {
+            match store_client(source, ctx, namespace).await? {
+                Ok(store) => stores.insert(source.store.clone(), store),
+                Err(failure) => return Ok(Err(failure)),
+            };
+        }
+    }
+    let mut answers = Vec::with_capacity(sources.len());
+    for source in &sources {
+        let store = &stores[&source.store];
         ctx.limiter.until_ready().await;
-        let answer = store.get_secret_value(&entry.key, entry.version_id.as_deref(), entry.stage.clone()).await;
+        let answer = store.get_secret_value(&source.key, source.version_id.as_deref(), source.stage.clone()).await;
         ctx.metrics.store_call("GetSecretValue", answer.as_ref().map(|_| "Ok").unwrap_or_else(StoreError::outcome));
         answers.push(answer.map(|r| Fetched { version_id: r.version_id, value: zeroize::Zeroizing::new(r.secret_data) }));
     }
-    Ok(Ok(decide::decide(&entries, &answers, current, shape)))
+    Ok(Ok(decide::decide(&sources, &answers, current, shape)))
 }
 
-/// The store client for `es`'s store, or why there is none.
-async fn store_client(es: &ExternalSecret, ctx: &Context, namespace: &str) -> Result<Result<StoreClient, Failure>, Error> {
-    let reference = &es.spec.secret_store_ref;
-    let provider: Option<KmsProvider> = match reference.kind {
-        StoreKind::SecretStore => Api::<SecretStore>::namespaced(ctx.client.clone(), namespace)
-            .get_opt(&reference.name)
-            .await
-            .map_err(Error::kube(format!("read SecretStore `{namespace}/{}`", reference.name)))?
-            .map(|s| s.spec.kms),
-        StoreKind::ClusterSecretStore => Api::<ClusterSecretStore>::all(ctx.client.clone())
-            .get_opt(&reference.name)
-            .await
-            .map_err(Error::kube(format!("read ClusterSecretStore `{}`", reference.name)))?
-            .map(|s| s.spec.kms),
+/// The store client `source` reads with — its SecretStore's access key, or the controller's own
+/// credential when it names no store —, or why there is none.
+async fn store_client(source: &PlannedSource, ctx: &Context, namespace: &str) -> Result<Result<StoreClient, Failure>, Error> {
+    let misconfigured = |message: String| Ok(Err(Failure::new(Reason::StoreMisconfigured, message)));
+    let Some(endpoint) = ctx.config.kms_endpoint.as_deref().filter(|e| !e.is_empty()).map(endpoint_url) else {
+        return misconfigured(format!(
+            "{}: the controller has no --kms-endpoint (Alibaba's public endpoints are not reachable from the lab): start it with --kms-endpoint",
+            source.field
+        ));
     };
-    let Some(provider) = provider else {
-        let place = if reference.kind == StoreKind::SecretStore { format!(" in namespace `{namespace}`") } else { String::new() };
+    let http = ctx.http.clone();
+    let Some(reference) = &source.store else {
+        return match &ctx.config.credential {
+            Some(credential) => Ok(Ok(StoreClient::new(http, &endpoint, credential.clone(), ctx.config.store_timeout))),
+            None => misconfigured(format!(
+                "{}.secretStoreRef: none given and the controller has no credential of its own (ACCESS_KEY_ID and SECRET_ACCESS_KEY; a worker role needs ECS metadata, which the lab does not serve): name a SecretStore",
+                source.field
+            )),
+        };
+    };
+    let store = Api::<SecretStore>::namespaced(ctx.client.clone(), &reference.namespace)
+        .get_opt(&reference.name)
+        .await
+        .map_err(Error::kube(format!("read SecretStore `{}/{}`", reference.namespace, reference.name)))?;
+    let Some(store) = store else {
         return Ok(Err(Failure::new(
             Reason::StoreNotFound,
             format!(
-                "spec.secretStoreRef.name: there is no {} `{}`{place}: create it, or fix the name (spec.secretStoreRef.kind is SecretStore or ClusterSecretStore)",
-                reference.kind, reference.name
+                "{}.secretStoreRef: there is no SecretStore `{}` in namespace `{}`: create it, or fix the name and namespace",
+                source.field, reference.name, reference.namespace
             ),
         )));
     };
-    let misconfigured = |message: String| Ok(Err(Failure::new(Reason::StoreMisconfigured, message)));
-    let Some(endpoint) = provider.endpoint.clone().or_else(|| ctx.config.store_endpoint.clone()) else {
+    if reference.namespace != namespace && !allows(&store, namespace) {
+        return Ok(Err(Failure::new(
+            Reason::StoreNotAllowed,
+            format!(
+                "{}.secretStoreRef: SecretStore `{}/{}` does not allow ExternalSecrets of namespace `{namespace}`: its owner may annotate it {ALLOW_NAMESPACES}: \"{namespace}\" (or \"*\")",
+                source.field, reference.namespace, reference.name
+            ),
+        )));
+    }
+    let what = format!("SecretStore `{}/{}`", reference.namespace, reference.name);
+    let Some(kms) = &store.spec.kms else {
+        return misconfigured(format!("{what} has no spec.KMS (spec.OOS is not served by the lab): give spec.KMS.KMSAuth"));
+    };
+    if kms.dedicated.is_some() {
         return misconfigured(format!(
-            "{} `{}` has no spec.KMS.endpoint and the controller has no --store-endpoint: set one of them",
-            reference.kind, reference.name
+            "{what} spec.KMS.dedicatedKMSAuth: a dedicated KMS gateway is not served by the lab: use spec.KMS.KMSAuth with an access key"
         ));
+    }
+    let auth = kms.auth.clone().unwrap_or_default();
+    let (Some(access_key), Some(access_key_secret)) = (&auth.access_key, &auth.access_key_secret) else {
+        let role = auth.ram_role_arn.is_some() || auth.oidc_provider_arn.is_some() || auth.remote_ram_role_arn.is_some();
+        let why = if role { "RAM roles (and RRSA) need Alibaba's STS, which the lab does not serve" } else { "no access key is given" };
+        return misconfigured(format!("{what} spec.KMS.KMSAuth: {why}: give accessKey and accessKeySecret"));
     };
-    let credential = match &provider.auth {
-        Some(auth) => {
-            let access_key = read_secret_key(ctx, &auth.access_key, namespace, reference.kind).await?;
-            let secret_key = read_secret_key(ctx, &auth.access_key_secret, namespace, reference.kind).await?;
-            match (access_key, secret_key) {
-                (Ok(access_key), Ok(secret_key)) => StoreCredential::new(access_key, secret_key),
-                (Err(problem), _) | (_, Err(problem)) => {
-                    return misconfigured(format!("{} `{}` spec.KMS.KMSAuth: {problem}", reference.kind, reference.name));
-                }
-            }
+    let store_namespace = &reference.namespace;
+    let access_key = read_secret_key(ctx, access_key, store_namespace).await?;
+    let secret_key = read_secret_key(ctx, access_key_secret, store_namespace).await?;
+    match (access_key, secret_key) {
+        (Ok(access_key), Ok(secret_key)) => {
+            Ok(Ok(StoreClient::new(http, &endpoint, StoreCredential::new(access_key, secret_key), ctx.config.store_timeout)))
         }
-        None => match &ctx.config.credential {
-            Some(credential) => credential.clone(),
-            None => {
-                return misconfigured(format!(
-                    "{} `{}` has no spec.KMS.KMSAuth and the controller has no --access-key: set one of them",
-                    reference.kind, reference.name
-                ));
-            }
-        },
-    };
-    Ok(Ok(StoreClient::new(ctx.http.clone(), &endpoint, credential, ctx.config.store_timeout)))
+        (Err(problem), _) | (_, Err(problem)) => misconfigured(format!("{what} spec.KMS.KMSAuth: {problem}")),
+    }
 }
 
-/// One key of a credential Secret, or what is wrong with the reference.
-async fn read_secret_key(
-    ctx: &Context,
-    reference: &SecretKeyRef,
-    namespace: &str,
-    kind: StoreKind,
-) -> Result<Result<String, String>, Error> {
-    let namespace = match (kind, &reference.namespace) {
-        (StoreKind::SecretStore, _) => namespace.to_owned(),
-        (StoreKind::ClusterSecretStore, Some(ns)) => ns.clone(),
-        (StoreKind::ClusterSecretStore, None) => {
-            return Ok(Err(format!("the reference to Secret `{}` must name its namespace", reference.name)));
+/// Whether `store` lets ExternalSecrets of `namespace` use it (its [`ALLOW_NAMESPACES`] annotation).
+fn allows(store: &SecretStore, namespace: &str) -> bool {
+    store.annotations().get(ALLOW_NAMESPACES).is_some_and(|list| list.split(',').map(str::trim).any(|n| n == "*" || n == namespace))
+}
+
+/// One key of a credential Secret, or what is wrong with the reference. Credentials are read in
+/// the store's own namespace only (ack-secret-manager reads any namespace's Secrets).
+async fn read_secret_key(ctx: &Context, reference: &SecretRef, store_namespace: &str) -> Result<Result<String, String>, Error> {
+    if reference.namespace != store_namespace {
+        return Ok(Err(format!(
+            "credential Secret `{}/{}` is outside the store's namespace `{store_namespace}`: keep the credential beside the SecretStore",
+            reference.namespace, reference.name
+        )));
+    }
+    let secret = match Api::<Secret>::namespaced(ctx.client.clone(), store_namespace).get_opt(&reference.name).await {
+        Ok(secret) => secret,
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Ok(Err(format!(
+                "the controller may not read Secrets in namespace `{store_namespace}`: grant it (kms-secret-sync rbac --namespace {store_namespace})"
+            )));
         }
+        Err(error) => return Err(Error::kube(format!("read credential Secret `{store_namespace}/{}`", reference.name))(error)),
     };
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &namespace)
-        .get_opt(&reference.name)
-        .await
-        .map_err(Error::kube(format!("read credential Secret `{namespace}/{}`", reference.name)))?;
     let Some(secret) = secret else {
-        return Ok(Err(format!("credential Secret `{namespace}/{}` does not exist", reference.name)));
+        return Ok(Err(format!("credential Secret `{store_namespace}/{}` does not exist", reference.name)));
     };
     let value = secret.data.as_ref().and_then(|d| d.get(&reference.key)).map(|v| String::from_utf8_lossy(&v.0).trim().to_owned());
-    Ok(value.ok_or_else(|| format!("credential Secret `{namespace}/{}` has no key `{}`", reference.name, reference.key)))
+    Ok(value.ok_or_else(|| format!("credential Secret `{store_namespace}/{}` has no key `{}`", reference.name, reference.key)))
 }
 
 async fn write_secret(
@@ -452,7 +500,6 @@ async fn write_secret(
             name: Some(shape.name.clone()),
             namespace: es.namespace(),
             labels: Some(shape.labels.clone()),
-            annotations: (!shape.annotations.is_empty()).then(|| shape.annotations.clone()),
             owner_references: es.controller_owner_ref(&()).map(|o| vec![o]),
             ..Default::default()
         },
@@ -524,7 +571,7 @@ async fn cleanup(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
     if !current_of(&secret, es).owned {
         return Ok(Action::await_change());
     }
-    match es.spec.deletion_policy {
+    match es.spec.deletion_policy.unwrap_or_default() {
         DeletionPolicy::Delete => {
             secrets
                 .delete(&shape.name, &DeleteParams::default())

@@ -11,10 +11,15 @@
 //! lab::grant_controller(&admin, "default").await?;
 //! let token = lab::service_account_token(&admin, "default", kms_secret_sync::rbac::NAME).await?;
 //! let as_controller = lab::client_with_token(kubeconfig, &token).await?;
-//! let config = ControllerConfig { namespace: Some("default".into()), ..Default::default() };
+//! let config = ControllerConfig {
+//!     watch_namespaces: vec!["default".into()],
+//!     kms_endpoint: Some("http://127.0.0.1:8200".into()),
+//!     ..Default::default()
+//! };
 //! let controller = lab::RunningController::start(as_controller, config).await;
-//! lab::create_store(&admin, "default", "kms", "http://127.0.0.1:8200", &StoreCredential::new("AK", "SK")).await?;
-//! lab::apply_external_secret(&admin, "default", &lab::external_secret("app", "kms", vec![lab::entry("password", "db")])).await?;
+//! lab::create_store(&admin, "default", "kms", &StoreCredential::new("AK", "SK")).await?;
+//! let store = lab::store_ref("default", "kms");
+//! lab::apply_external_secret(&admin, "default", &lab::external_secret("app", vec![lab::entry("password", "db", &store)])).await?;
 //! lab::wait_for_secret(&admin, "default", "app", "password", Duration::from_secs(30), |v| v == Some(&b"hunter2"[..])).await?;
 //! controller.stop().await;
 //! # Ok(()) }
@@ -37,8 +42,8 @@ use tokio::task::JoinHandle;
 
 use crate::controller::{ControllerConfig, MANAGER};
 use crate::crd::{
-    DataEntry, ExternalSecret, ExternalSecretSpec, ExternalSecretStatus, KmsAuth, KmsProvider, SecretKeyRef, SecretStore, SecretStoreSpec,
-    StoreRef,
+    DataSource, ExternalSecret, ExternalSecretSpec, ExternalSecretStatus, KmsProvider, RamAuth, SecretRef, SecretStore, SecretStoreRef,
+    SecretStoreSpec,
 };
 use crate::decide::Reason;
 use crate::error::LabError;
@@ -59,7 +64,7 @@ where
         .map_err(LabError::kube(format!("apply {} `{name}`", K::kind(&Default::default()))))
 }
 
-/// Installs (or updates) the three CRDs and waits until the apiserver serves them.
+/// Installs (or updates) the two CRDs and waits until the apiserver serves them.
 pub async fn install_crds(client: &Client) -> Result<(), LabError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in crate::crd::crds() {
@@ -175,15 +180,9 @@ impl Drop for RunningController {
     }
 }
 
-/// Creates (or updates) SecretStore `name` in `namespace` for `endpoint`, with `credential` kept in
-/// a Secret `<name>-credentials` it references.
-pub async fn create_store(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    endpoint: &str,
-    credential: &StoreCredential,
-) -> Result<(), LabError> {
+/// Creates (or updates) SecretStore `name` in `namespace` reading with `credential`, kept in a
+/// Secret `<name>-credentials` beside it (keys `accessKey`, `accessKeySecret`).
+pub async fn create_store(client: &Client, namespace: &str, name: &str, credential: &StoreCredential) -> Result<(), LabError> {
     let secret_name = format!("{name}-credentials");
     let secret = Secret {
         metadata: ObjectMeta { name: Some(secret_name.clone()), namespace: Some(namespace.to_owned()), ..Default::default() },
@@ -197,38 +196,28 @@ pub async fn create_store(
         ..Default::default()
     };
     apply(&Api::namespaced(client.clone(), namespace), &secret).await?;
-    let reference = |key: &str| SecretKeyRef { name: secret_name.clone(), key: key.to_owned(), namespace: None };
-    let mut store = SecretStore::new(
-        name,
-        SecretStoreSpec {
-            kms: KmsProvider {
-                endpoint: Some(endpoint.to_owned()),
-                auth: Some(KmsAuth { access_key: reference("accessKey"), access_key_secret: reference("accessKeySecret") }),
-            },
-        },
-    );
+    let reference = |key: &str| Some(SecretRef { name: secret_name.clone(), namespace: namespace.to_owned(), key: key.to_owned() });
+    let auth = RamAuth { access_key: reference("accessKey"), access_key_secret: reference("accessKeySecret"), ..Default::default() };
+    let mut store = SecretStore::new(name, SecretStoreSpec { kms: Some(KmsProvider { auth: Some(auth), dedicated: None }), oos: None });
     store.metadata.namespace = Some(namespace.to_owned());
     apply(&Api::namespaced(client.clone(), namespace), &store).await?;
     Ok(())
 }
 
-/// An entry putting remote secret `key` (its current version, whole) under `name` in the Secret.
-pub fn entry(name: &str, key: &str) -> DataEntry {
-    DataEntry { key: key.to_owned(), name: name.to_owned(), version_stage: None, version_id: None, property: None }
+/// A reference to SecretStore `name` in `namespace`.
+pub fn store_ref(namespace: &str, name: &str) -> SecretStoreRef {
+    SecretStoreRef { name: name.to_owned(), namespace: namespace.to_owned() }
 }
 
-/// An ExternalSecret `name` reading `entries` from SecretStore `store` into a Secret `name`.
-pub fn external_secret(name: &str, store: &str, entries: Vec<DataEntry>) -> ExternalSecret {
-    ExternalSecret::new(
-        name,
-        ExternalSecretSpec {
-            secret_store_ref: StoreRef { name: store.to_owned(), kind: Default::default() },
-            data: entries,
-            target: None,
-            refresh_interval: None,
-            deletion_policy: Default::default(),
-        },
-    )
+/// A `data` entry putting remote secret `key` (its current version, whole) under `name` in the
+/// Secret, read with `store`.
+pub fn entry(name: &str, key: &str, store: &SecretStoreRef) -> DataSource {
+    DataSource { key: key.to_owned(), name: Some(name.to_owned()), secret_store_ref: Some(store.clone()), ..Default::default() }
+}
+
+/// An ExternalSecret `name` (and its Secret `name`) of `entries`.
+pub fn external_secret(name: &str, entries: Vec<DataSource>) -> ExternalSecret {
+    ExternalSecret::new(name, ExternalSecretSpec { data: entries, ..Default::default() })
 }
 
 /// Creates or updates `es` in `namespace`.

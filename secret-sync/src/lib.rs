@@ -1,8 +1,8 @@
 //! kms-lab's secret sync controller (`kms-secret-sync`): secrets kept in the mock KMS's secrets
 //! manager, kept as Kubernetes Secrets, in the shape of ack-secret-manager.
 //!
-//! - [`crd`]: the `alibabacloud.com/v1alpha1` types (`ExternalSecret`, `SecretStore`,
-//!   `ClusterSecretStore`) and the CRDs generated from them; [`reference`]: their Markdown reference.
+//! - [`crd`]: ack-secret-manager's `alibabacloud.com/v1alpha1` types (`ExternalSecret`,
+//!   `SecretStore`) and the CRDs generated from them; [`reference`]: their Markdown reference.
 //! - [`decide`]: the reconcile decisions as pure functions; [`controller`]: the
 //!   `kube::runtime::Controller` that carries them out; [`metrics`]: its Prometheus metrics.
 //! - [`store`]: the client of the secrets manager's signed native API.

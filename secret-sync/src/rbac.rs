@@ -1,6 +1,6 @@
 //! The least privilege the controller runs with: a ServiceAccount, a Role in the namespace it
-//! watches (exactly the verbs it uses) and a ClusterRole to read ClusterSecretStores, with their
-//! bindings. `kms-secret-sync rbac --namespace NS` prints them; [`crate::lab::grant_controller`]
+//! watches (exactly the verbs it uses) and a ClusterRole to read SecretStores of other namespaces
+//! (used only where a store allows it: [`crate::crd::ALLOW_NAMESPACES`]), with their bindings. `kms-secret-sync rbac --namespace NS` prints them; [`crate::lab::grant_controller`]
 //! applies them.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
@@ -38,7 +38,7 @@ pub fn role_rules() -> Vec<PolicyRule> {
 }
 
 /// The ServiceAccount, Role and RoleBinding in `namespace`, and the ClusterRole and
-/// ClusterRoleBinding for ClusterSecretStores (named `kms-secret-sync-<namespace>`).
+/// ClusterRoleBinding to read SecretStores anywhere (named `kms-secret-sync-<namespace>`).
 pub fn objects(namespace: &str) -> (ServiceAccount, Role, RoleBinding, ClusterRole, ClusterRoleBinding) {
     let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
         name: Some(name.to_owned()),
@@ -57,7 +57,7 @@ pub fn objects(namespace: &str) -> (ServiceAccount, Role, RoleBinding, ClusterRo
     };
     let cluster_role = ClusterRole {
         metadata: meta(&cluster_name, None),
-        rules: Some(vec![rule(crate::crd::GROUP, &["clustersecretstores"], &["get"])]),
+        rules: Some(vec![rule(crate::crd::GROUP, &["secretstores"], &["get"])]),
         ..Default::default()
     };
     let cluster_binding = ClusterRoleBinding {

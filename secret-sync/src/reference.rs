@@ -95,11 +95,12 @@ mod tests {
         let text = super::markdown();
         for needle in [
             "## ExternalSecret (`alibabacloud.com/v1alpha1`, Namespaced)",
-            "| `spec.data[].property` | string |",
+            "| `spec.data[].jmesPath[].objectAlias` | string | yes |",
+            "| `spec.dataProcess[].replaceRule[].source` | string | yes |",
             "| `spec.deletionPolicy` | string |",
             "one of `Delete`, `Retain`",
-            "## ClusterSecretStore (`alibabacloud.com/v1alpha1`, Cluster)",
-            "| `spec.KMS.KMSAuth.accessKey.name` | string | yes |",
+            "## SecretStore (`alibabacloud.com/v1alpha1`, Namespaced)",
+            "| `spec.KMS.KMSAuth.accessKey.namespace` | string | yes |",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
         }

@@ -8,13 +8,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kms_lab_stack::provision::{self, ProvisionOptions};
 use kms_lab_stack::{Stack, StackOptions};
-use kms_secret_sync::crd::{
-    ClusterSecretStore, ClusterSecretStoreSpec, DeletionPolicy, ExternalSecret, KmsAuth, KmsProvider, SecretKeyRef, StoreKind, Target,
-};
+use kms_secret_sync::crd::{ALLOW_NAMESPACES, DeletionPolicy, ExternalSecret, JmesPathObject, SecretStore};
 use kms_secret_sync::decide::Reason;
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab, rbac};
 use kube::api::{Api, DeleteParams, ListParams};
@@ -39,14 +37,23 @@ fn reader_policy() -> AccessPolicy {
     AccessPolicy::allow([Action::GetSecretValue, Action::Decrypt], ["secret/*", &format!("key/{KEY}")])
 }
 
-/// The controller's settings for the test: a short polling interval and backoff.
-fn config_for_test() -> ControllerConfig {
+/// The controller's settings for the test: namespace `NS`, the store at `kms_url`, a short
+/// polling interval and retry.
+fn config_for_test(kms_url: &str) -> ControllerConfig {
     ControllerConfig {
+        watch_namespaces: vec![NS.into()],
+        kms_endpoint: Some(kms_url.into()),
         polling_interval: INTERVAL,
-        reconcile_period: Duration::from_millis(100),
-        backoff_base: Duration::from_millis(200),
+        reconcile_period: Duration::from_millis(200),
         ..Default::default()
     }
+}
+
+/// `entry` reading what `path` selects instead of the whole value.
+fn by_path(mut entry: kms_secret_sync::crd::DataSource, path: &str) -> kms_secret_sync::crd::DataSource {
+    let alias = entry.name.take().unwrap_or_default();
+    entry.jmes_path = vec![JmesPathObject { path: path.into(), object_alias: alias }];
+    entry
 }
 
 /// Whether `haystack` contains `needle`.
@@ -90,13 +97,15 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     let config_maps = Api::<ConfigMap>::namespaced(as_controller.clone(), NS).list(&ListParams::default()).await;
     assert!(matches!(config_maps, Err(kube::Error::Api(ref e)) if e.code == 403), "ConfigMaps must be forbidden: {config_maps:?}");
 
-    let config = ControllerConfig { namespace: Some(NS.into()), ..config_for_test() };
-    let controller = lab::RunningController::start(as_controller, config).await;
-    lab::create_store(&client, NS, "kms", &kms.url(), &StoreCredential::new(SYNC, sync_secret)).await.unwrap();
+    let controller = lab::RunningController::start(as_controller, config_for_test(&kms.url())).await;
+    lab::create_store(&client, NS, "kms", &StoreCredential::new(SYNC, sync_secret)).await.unwrap();
+    let kms_store = lab::store_ref(NS, "kms");
 
-    // 1. A remote secret becomes a Secret: one entry by JSON path, one whole.
-    let mut es = lab::external_secret("app", "kms", vec![lab::entry("password", "db"), lab::entry("token", "token")]);
-    es.spec.data[0].property = Some("$.password".into());
+    // 1. A remote secret becomes a Secret: one entry by JMESPath, one whole.
+    let es = lab::external_secret(
+        "app",
+        vec![by_path(lab::entry("password", "db", &kms_store), "password"), lab::entry("token", "token", &kms_store)],
+    );
     lab::apply_external_secret(&client, NS, &es).await.unwrap();
     lab::wait_for_secret(&client, NS, "app", "password", WAIT, |v| v == Some(&b"pw-v1-first"[..])).await.expect("the first value arrives");
     lab::wait_for_secret(&client, NS, "app", "token", WAIT, |v| v == Some(&b"tok-v1-first"[..])).await.unwrap();
@@ -161,27 +170,29 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     assert!(status.ready().unwrap().message.starts_with("spec.data[1].key"), "{status:?}");
     lab::wait_for_secret(&client, NS, "app", "token", Duration::ZERO, |v| v == Some(&b"tok-v1-first"[..])).await.expect("not blanked");
 
-    // 7. The schema refuses a malformed spec at admission, naming the field.
+    // 7. The schema refuses at admission what ack-secret-manager's refuses (and our additions'
+    // bad values), naming the field.
     let malformed = serde_json::json!({
         "apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret", "metadata": { "name": "malformed" },
-        "spec": { "secretStoreRef": { "name": "kms" }, "data": [], "deletionPolicy": "Keep" }
+        "spec": { "data": [{ "name": "password", "jmesPath": [{ "path": "password" }] }], "deletionPolicy": "Keep" }
     });
     let refused = Api::<ExternalSecret>::namespaced(client.clone(), NS)
         .patch("malformed", &kube::api::PatchParams::apply("test"), &kube::api::Patch::Apply(&malformed))
         .await
         .expect_err("a malformed ExternalSecret is refused");
     let refused = refused.to_string();
-    assert!(refused.contains("spec.data") && refused.contains("spec.deletionPolicy"), "{refused}");
+    for field in ["spec.data[0].key", "spec.data[0].jmesPath[0].objectAlias", "spec.deletionPolicy"] {
+        assert!(refused.contains(field), "{field} is not named in: {refused}");
+    }
     // What the schema cannot catch names the field; no Secret is made.
-    let mut bad = lab::external_secret("bad", "kms", vec![lab::entry("password", "db")]);
-    bad.spec.data[0].property = Some("$.nope".into());
+    let bad = lab::external_secret("bad", vec![by_path(lab::entry("password", "db", &kms_store), "nope")]);
     lab::apply_external_secret(&client, NS, &bad).await.unwrap();
     let status = lab::wait_for_ready(&client, NS, "bad", false, Some(Reason::PropertyNotFound), WAIT).await.unwrap();
-    assert!(status.ready().unwrap().message.starts_with("spec.data[0].property"), "{status:?}");
-    let missing_store = lab::external_secret("lost", "no-such-store", vec![lab::entry("password", "db")]);
+    assert!(status.ready().unwrap().message.starts_with("spec.data[0].jmesPath[0].path"), "{status:?}");
+    let missing_store = lab::external_secret("lost", vec![lab::entry("password", "db", &lab::store_ref(NS, "no-such-store"))]);
     lab::apply_external_secret(&client, NS, &missing_store).await.unwrap();
     let status = lab::wait_for_ready(&client, NS, "lost", false, Some(Reason::StoreNotFound), WAIT).await.unwrap();
-    assert!(status.ready().unwrap().message.starts_with("spec.secretStoreRef.name"), "{status:?}");
+    assert!(status.ready().unwrap().message.starts_with("spec.data[0].secretStoreRef"), "{status:?}");
     assert!(Api::<Secret>::namespaced(client.clone(), NS).get_opt("bad").await.unwrap().is_none());
 
     // Nothing secret in the status or the events; failures have Warning events.
@@ -199,46 +210,45 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
         );
     }
 
-    // A ClusterSecretStore serves any namespace; its credential reference names its namespace.
-    let cluster_store = ClusterSecretStore::new(
-        "cluster-kms",
-        ClusterSecretStoreSpec {
-            kms: KmsProvider {
-                endpoint: Some(kms.url()),
-                auth: Some(KmsAuth {
-                    access_key: SecretKeyRef { name: "kms-credentials".into(), key: "accessKey".into(), namespace: Some(NS.into()) },
-                    access_key_secret: SecretKeyRef {
-                        name: "kms-credentials".into(),
-                        key: "accessKeySecret".into(),
-                        namespace: Some(NS.into()),
-                    },
-                }),
-            },
-        },
-    );
-    Api::<ClusterSecretStore>::all(client.clone()).create(&Default::default(), &cluster_store).await.unwrap();
-    let mut via_cluster = lab::external_secret("via-cluster", "cluster-kms", vec![lab::entry("token", "db")]);
-    via_cluster.spec.secret_store_ref.kind = StoreKind::ClusterSecretStore;
-    via_cluster.spec.target = Some(Target {
-        name: Some("via-cluster-secret".into()),
-        labels: [("team".to_owned(), "a".to_owned())].into(),
-        ..Default::default()
-    });
-    lab::apply_external_secret(&client, NS, &via_cluster).await.unwrap();
-    lab::wait_for_secret(&client, NS, "via-cluster-secret", "token", WAIT, |v| v.is_some_and(|v| v.starts_with(b"{")))
+    // `spec.type` is the Secret's type.
+    let mut typed = lab::external_secret("typed", vec![lab::entry("token", "token", &kms_store)]);
+    typed.spec.type_ = Some("alibabacloud.com/synced".into());
+    lab::apply_external_secret(&client, NS, &typed).await.unwrap();
+    lab::wait_for_secret(&client, NS, "typed", "token", WAIT, |v| v.is_some()).await.expect("synced");
+    let secret_type = Api::<Secret>::namespaced(client.clone(), NS).get("typed").await.unwrap().type_;
+    assert_eq!(secret_type.as_deref(), Some("alibabacloud.com/synced"));
+
+    // A store in another namespace serves this one only if it allows it; then the controller
+    // needs leave to read that namespace's credential Secret, and the status says so.
+    let other = "other-team";
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &Default::default(),
+            &Namespace { metadata: kube::api::ObjectMeta { name: Some(other.into()), ..Default::default() }, ..Default::default() },
+        )
         .await
-        .expect("synced through a ClusterSecretStore");
-    let labels = Api::<Secret>::namespaced(client.clone(), NS).get("via-cluster-secret").await.unwrap().metadata.labels.unwrap_or_default();
-    assert_eq!(labels.get("team").map(String::as_str), Some("a"), "{labels:?}");
+        .unwrap();
+    lab::create_store(&client, other, "shared", &StoreCredential::new(SYNC, sync_secret)).await.unwrap();
+    let cross = lab::external_secret("cross", vec![lab::entry("token", "token", &lab::store_ref(other, "shared"))]);
+    lab::apply_external_secret(&client, NS, &cross).await.unwrap();
+    let status = lab::wait_for_ready(&client, NS, "cross", false, Some(Reason::StoreNotAllowed), WAIT).await.unwrap();
+    assert!(status.ready().unwrap().message.contains(ALLOW_NAMESPACES), "{status:?}");
+    let allow = serde_json::json!({ "metadata": { "annotations": { ALLOW_NAMESPACES: NS } } });
+    Api::<SecretStore>::namespaced(client.clone(), other)
+        .patch("shared", &Default::default(), &kube::api::Patch::Merge(&allow))
+        .await
+        .unwrap();
+    // A change of the store does not trigger the ExternalSecret: the next retry (a poll) sees it.
+    let status = lab::wait_for_ready(&client, NS, "cross", false, Some(Reason::StoreMisconfigured), WAIT).await.unwrap();
+    assert!(status.ready().unwrap().message.contains("may not read Secrets in namespace `other-team`"), "{status:?}");
 
     // 8. Deleting an ExternalSecret deletes its Secret; with Retain the Secret stays, released.
-    let mut kept = lab::external_secret("kept", "kms", vec![lab::entry("password", "db")]);
-    kept.spec.data[0].property = Some("password".into());
-    kept.spec.deletion_policy = DeletionPolicy::Retain;
+    let mut kept = lab::external_secret("kept", vec![by_path(lab::entry("password", "db", &kms_store), "password")]);
+    kept.spec.deletion_policy = Some(DeletionPolicy::Retain);
     lab::apply_external_secret(&client, NS, &kept).await.unwrap();
     lab::wait_for_secret(&client, NS, "kept", "password", WAIT, |v| v.is_some()).await.unwrap();
     let external = Api::<ExternalSecret>::namespaced(client.clone(), NS);
-    for name in ["app", "kept", "bad", "lost", "via-cluster"] {
+    for name in ["app", "kept", "bad", "lost", "typed", "cross"] {
         external.delete(name, &DeleteParams::default()).await.unwrap();
     }
     lab::wait_for_secret(&client, NS, "app", "password", WAIT, |v| v.is_none()).await.expect("deleted with its ExternalSecret");
@@ -269,7 +279,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     controller.stop().await;
 
     // 10. --disable-polling: read at start and on changes only; a restart picks up a new version.
-    let frozen_config = ControllerConfig { namespace: Some(NS.into()), disable_polling: true, ..config_for_test() };
+    let frozen_config = ControllerConfig { disable_polling: true, ..config_for_test(&kms.url()) };
     let token = lab::service_account_token(&client, NS, rbac::NAME).await.unwrap();
     let frozen =
         lab::RunningController::start(lab::client_with_token(&stack.kubeconfig_path(0), &token).await.unwrap(), frozen_config.clone())
@@ -277,8 +287,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     let mark = kms.audit().last_seq();
     let reads =
         || kms.audit().query(&AuditQuery { action: Some("GetSecretValue".into()), since_seq: Some(mark), ..Default::default() }).len();
-    let mut still = lab::external_secret("frozen", "kms", vec![lab::entry("password", "db")]);
-    still.spec.data[0].property = Some("password".into());
+    let still = lab::external_secret("frozen", vec![by_path(lab::entry("password", "db", &kms_store), "password")]);
     lab::apply_external_secret(&client, NS, &still).await.unwrap();
     lab::wait_for_secret(&client, NS, "frozen", "password", WAIT, |v| v == Some(&b"pw-v6-after-deny"[..])).await.unwrap();
     // One read: the sync. The reconcile its own Secret write triggers is recognised as the echo
@@ -303,10 +312,9 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     // 11. The store rate limit holds over many ExternalSecrets (the figure: store calls per minute).
     let qps = 4;
     let limited_config = ControllerConfig {
-        namespace: Some(NS.into()),
-        store_qps: std::num::NonZeroU32::new(qps).unwrap(),
+        max_concurrent_kms_secret_pulls: std::num::NonZeroU32::new(qps).unwrap(),
         store_burst: std::num::NonZeroU32::MIN,
-        ..config_for_test()
+        ..config_for_test(&kms.url())
     };
     let token = lab::service_account_token(&client, NS, rbac::NAME).await.unwrap();
     let limited =
@@ -314,7 +322,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     let mark = kms.audit().last_seq();
     let many = 12;
     for i in 0..many {
-        lab::apply_external_secret(&client, NS, &lab::external_secret(&format!("many-{i}"), "kms", vec![lab::entry("token", "db")]))
+        lab::apply_external_secret(&client, NS, &lab::external_secret(&format!("many-{i}"), vec![lab::entry("token", "db", &kms_store)]))
             .await
             .unwrap();
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kms_lab_stack::Stack;
+use kms_secret_sync::crd::JmesPathObject;
 use kms_secret_sync::decide::Reason;
 use kms_secret_sync::lab::{self, RunningController};
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential};
@@ -43,10 +44,10 @@ pub struct SecretSyncSpec {
     /// `--disable-polling`: read remote secrets only when an ExternalSecret changes, or at start.
     #[serde(default)]
     pub disable_polling: bool,
-    /// `--store-qps`: calls to the store per second over all ExternalSecrets (default 10).
+    /// `--max-concurrent-kms-secret-pulls`: calls to the store per second over all ExternalSecrets (default 10).
     #[serde(default)]
     pub store_qps: Option<std::num::NonZeroU32>,
-    /// `--store-burst`: calls allowed in a burst (default 20).
+    /// `--store-burst`: calls allowed in a burst (default 1).
     #[serde(default)]
     pub store_burst: Option<std::num::NonZeroU32>,
 }
@@ -97,20 +98,20 @@ impl SecretSyncLab {
         let token = lab::service_account_token(&admin, NAMESPACE, kms_secret_sync::rbac::NAME).await.map_err(failed("get its token"))?;
         let as_controller = lab::client_with_token(&stack.kubeconfig_path(0), &token).await.map_err(failed("build its client"))?;
         let config = ControllerConfig {
-            namespace: Some(NAMESPACE.into()),
+            watch_namespaces: vec![NAMESPACE.into()],
             polling_interval: spec.polling_interval.0,
             disable_polling: spec.disable_polling,
-            reconcile_period: Duration::from_millis(200),
-            backoff_base: Duration::from_millis(500),
+            reconcile_period: Duration::from_millis(500),
+            kms_endpoint: Some(url.clone()),
             ..Default::default()
         };
         let config = ControllerConfig {
-            store_qps: spec.store_qps.unwrap_or(config.store_qps),
+            max_concurrent_kms_secret_pulls: spec.store_qps.unwrap_or(config.max_concurrent_kms_secret_pulls),
             store_burst: spec.store_burst.unwrap_or(config.store_burst),
             ..config
         };
         let running = RunningController::start(as_controller.clone(), config.clone()).await;
-        lab::create_store(&admin, NAMESPACE, STORE, &url, &StoreCredential::new(ACCESS_KEY, secret_key))
+        lab::create_store(&admin, NAMESPACE, STORE, &StoreCredential::new(ACCESS_KEY, secret_key))
             .await
             .map_err(failed("create the SecretStore"))?;
         let own = StoreCredential::new(kms.options.access_key.clone(), kms.options.secret_key.clone());
@@ -201,7 +202,7 @@ pub struct EntrySpec {
     pub key: String,
     /// The remote secret's name.
     pub remote: String,
-    /// The JSON property to extract (`password` → JSON path `$.password`).
+    /// The property to extract from a JSON remote value (the entry's `jmesPath`, e.g. `password`).
     #[serde(default)]
     pub property: Option<String>,
 }
@@ -264,18 +265,22 @@ impl StepKind for ExternalSecretStep {
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let sync = sync(world)?;
+            let store = lab::store_ref(NAMESPACE, STORE);
             let entries: Vec<_> = self
                 .entries
                 .iter()
                 .map(|e| {
-                    let mut entry = lab::entry(&e.key, &e.remote);
-                    entry.property = e.property.as_ref().map(|p| format!("$.{p}"));
+                    let mut entry = lab::entry(&e.key, &e.remote, &store);
+                    if let Some(path) = &e.property {
+                        entry.name = None;
+                        entry.jmes_path = vec![JmesPathObject { path: path.clone(), object_alias: e.key.clone() }];
+                    }
                     entry
                 })
                 .collect();
             let names = names(&self.name, self.count);
             for name in &names {
-                let mut es = lab::external_secret(name, STORE, entries.clone());
+                let mut es = lab::external_secret(name, entries.clone());
                 es.spec.refresh_interval = self.refresh.map(|d| humantime::format_duration(d.0).to_string());
                 lab::apply_external_secret(&sync.admin, NAMESPACE, &es).await.map_err(failed("apply the ExternalSecret"))?;
             }

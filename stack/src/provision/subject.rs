@@ -111,6 +111,9 @@ struct Spec<'a> {
     /// A `go.mod` to build with, for a folder that has none (a dep-managed repository): written
     /// into a build copy of the folder, never into the folder.
     go_mod: Option<&'a str>,
+    /// Modules the build takes from other third-party folders (`replace` directives added to the
+    /// build copy's `go.mod`, never to the folder's).
+    replace: &'a [GoReplace],
 }
 
 impl Spec<'_> {
@@ -155,9 +158,45 @@ pub struct GoRecipe {
     pub go_work: bool,
     /// A `go.mod` for a folder that has none: written into a build copy, never into the folder.
     pub go_mod: Option<String>,
+    /// Modules taken from other third-party folders: `replace` directives in the build copy's
+    /// `go.mod` (for a module the module proxy refuses and no served version replaces).
+    pub replace: Vec<GoReplace>,
+}
+
+/// A `replace MODULE => <third-party folder>` of a build copy's `go.mod`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoReplace {
+    /// The module path replaced.
+    pub module: String,
+    /// The folder under the third-party folder that holds it, unmodified.
+    pub folder: String,
 }
 
 impl GoRecipe {
+    /// ack-secret-manager (AliyunContainerService/ack-secret-manager, Apache-2.0, commit 223ebff):
+    /// the seed's secret sync controller, `./cmd/manager`. Its go.mod wants
+    /// `ack-ram-tool/pkg/credentials/provider` v0.17.0, which the module proxy refuses and no
+    /// served version replaces: the build copy takes it from the third-party folder
+    /// `ack-ram-tool-credentials-provider` (that module, unmodified, at its v0.17.0 tag).
+    pub fn ack_secret_manager() -> Self {
+        let name = "ack-secret-manager";
+        Self {
+            name: name.into(),
+            env_var: Self::env_var_for(name),
+            folder: name.into(),
+            package: "./cmd/manager".into(),
+            module: "github.com/AliyunContainerService/ack-secret-manager".into(),
+            commit: "223ebffe3633f9c2f59a7202850493dedab18f24".into(),
+            goflags: "-mod=mod".into(),
+            go_work: false,
+            go_mod: None,
+            replace: vec![GoReplace {
+                module: "github.com/AliyunContainerService/ack-ram-tool/pkg/credentials/provider".into(),
+                folder: "ack-ram-tool-credentials-provider".into(),
+            }],
+        }
+    }
+
     /// The variable naming a prebuilt binary of the plugin `name`: `KMS_LAB_` and the name in
     /// upper case with `_` for `-` (`ack-kms-plugin` → `KMS_LAB_ACK_KMS_PLUGIN`).
     pub fn env_var_for(name: &str) -> String {
@@ -177,6 +216,7 @@ impl GoRecipe {
             estimate: "about 1 minute on 2 cores",
             wrapper: None,
             go_mod: self.go_mod.as_deref(),
+            replace: &self.replace,
         }
     }
 
@@ -371,6 +411,7 @@ impl GoSubject {
             estimate,
             wrapper: None,
             go_mod: None,
+            replace: &[],
         };
         // mock-kms's SDK probes: kms-lab's own small mains on the clouds' SDKs, one Go module
         // (their shared `internal/probe`), keyed like the Go peer.
@@ -386,6 +427,7 @@ impl GoSubject {
             estimate: "about 1 minute on 2 cores",
             wrapper: None,
             go_mod: None,
+            replace: &[],
         };
         match self {
             Self::GoPeer => Spec {
@@ -400,6 +442,7 @@ impl GoSubject {
                 estimate: "about 1 minute on 2 cores",
                 wrapper: None,
                 go_mod: None,
+                replace: &[],
             },
             Self::JdcloudSdkProbe => probe("jdcloud-sdk-probe", "KMS_LAB_JDCLOUD_SDK_PROBE", "./jdcloud"),
             Self::AliyunSdkProbe => probe("aliyun-sdk-probe", "KMS_LAB_ALIYUN_SDK_PROBE", "./aliyun"),
@@ -416,6 +459,7 @@ impl GoSubject {
                 estimate: "about 3 minutes on 2 cores",
                 wrapper: None,
                 go_mod: None,
+                replace: &[],
             },
             Self::CloudKmsPlugin => Spec {
                 name: "k8s-cloudkms-plugin",
@@ -429,6 +473,7 @@ impl GoSubject {
                 estimate: "about 90 s on 2 cores",
                 wrapper: None,
                 go_mod: None,
+                replace: &[],
             },
             Self::Trousseau => trousseau("trousseau", "KMS_LAB_TROUSSEAU", "./trousseau", "about 2 minutes on 2 cores"),
             Self::TrousseauAwsKms => {
@@ -450,6 +495,7 @@ impl GoSubject {
                 estimate: "about 1 minute on 2 cores",
                 wrapper: Some(GCP_EMULATOR_WRAPPER),
                 go_mod: None,
+                replace: &[],
             },
         }
     }
@@ -669,15 +715,20 @@ fn locate_spec(spec: &Spec<'_>, options: &ProvisionOptions, env: &Env, workspace
     // The source folder (the Go peer's cache key depends on it).
     let mut source_tried = Vec::new();
     let source = find_source(spec, env, workspace, &mut source_tried);
-    let key = match (spec.commit, spec.wrapper, spec.go_mod) {
+    let copy_edits = copy_edits(spec);
+    let key = match (spec.commit, spec.wrapper, &copy_edits) {
         (Some(commit), Some(wrapper), _) => Ok(format!("{commit}-{}", text_hash(wrapper.main_go))),
-        (Some(commit), None, Some(go_mod)) => Ok(format!("{commit}-{}", text_hash(go_mod))),
+        (Some(commit), None, Some(edits)) => Ok(format!("{commit}-{}", text_hash(edits))),
         (Some(commit), None, None) => Ok(commit.to_owned()),
         (None, _, _) => source.as_deref().map_or_else(|| Err("no source folder to hash".to_owned()), source_hash),
     };
     let shown_key = match (spec.commit, &key) {
         (Some(commit), _) if spec.wrapper.is_some() => format!("commit {commit} with kms-lab's main"),
         (Some(commit), _) if spec.go_mod.is_some() => format!("commit {commit} with its manifest's go.mod"),
+        (Some(commit), _) if !spec.replace.is_empty() => {
+            let modules: Vec<&str> = spec.replace.iter().map(|r| r.module.as_str()).collect();
+            format!("commit {commit} with {} from the third-party folder", modules.join(", "))
+        }
         (Some(commit), _) => format!("commit {commit}"),
         (None, Ok(hash)) => format!("source hash {hash}"),
         (None, Err(_)) => "source hash unknown".to_owned(),
@@ -805,9 +856,10 @@ fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
     let bar = gobuild::progress_bar(b.progress);
     let steps = Steps::new(&b.env.go, &log, &bar, b.progress, go_env);
     let started = Instant::now();
-    let result = match (spec.wrapper, spec.go_mod) {
-        (None, None) => steps.build_package(b.source, spec.package, "-s -w", b.dest, usable),
-        (None, Some(go_mod)) => build_copy(b.source, go_mod, &logs.join("src"))
+    let result = match (spec.wrapper, spec.go_mod.is_some() || !spec.replace.is_empty()) {
+        (None, false) => steps.build_package(b.source, spec.package, "-s -w", b.dest, usable),
+        (None, true) => replacements(spec, b.env, b.source)
+            .and_then(|replace| build_copy(b.source, spec.go_mod, &replace, &logs.join("src")))
             .and_then(|copy| steps.build_package(&copy, spec.package, "-s -w", b.dest, usable)),
         (Some(wrapper), _) => prepare_wrapper(&steps, &wrapper, spec.module, b.source, &logs.join("module"))
             .and_then(|module| steps.build_package(&module, ".", "-s -w", b.dest, usable)),
@@ -835,15 +887,55 @@ fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
     }
 }
 
-/// A fresh copy of `source` in `dir` with `go_mod` as its `go.mod` (the source folder stays
-/// unmodified); the copy's directory.
-fn build_copy(source: &Path, go_mod: &str, dir: &Path) -> Result<PathBuf, StepError> {
+/// What a build copy changes, as text (for the cache key): the manifest's `go.mod` and the
+/// `replace` directives; `None` when the folder builds as it is.
+fn copy_edits(spec: &Spec<'_>) -> Option<String> {
+    if spec.go_mod.is_none() && spec.replace.is_empty() {
+        return None;
+    }
+    let replaces: Vec<String> = spec.replace.iter().map(|r| format!("replace {} => <thirdparty>/{}", r.module, r.folder)).collect();
+    Some(format!("{}{}", spec.go_mod.unwrap_or_default(), replaces.join("\n")))
+}
+
+/// The folder of each of `spec`'s replacements: beside `source` (the third-party folder).
+fn replacements(spec: &Spec<'_>, env: &Env, source: &Path) -> Result<Vec<(String, PathBuf)>, StepError> {
+    let thirdparty = source.parent().unwrap_or(source);
+    spec.replace
+        .iter()
+        .map(|r| {
+            let dir = env.var(THIRDPARTY_ENV).map(|d| absolute(Path::new(d)).join(&r.folder)).filter(|d| d.is_dir());
+            let dir = dir.unwrap_or_else(|| thirdparty.join(&r.folder));
+            if dir.join("go.mod").is_file() {
+                Ok((r.module.clone(), dir))
+            } else {
+                Err(StepError {
+                    step: format!("find {} for the replace of {}", r.folder, r.module),
+                    detail: format!("{} has no go.mod: put the module's source there (see ../shared/thirdparty/README.md)", dir.display()),
+                })
+            }
+        })
+        .collect()
+}
+
+/// A fresh copy of `source` in `dir` with `go_mod` as its `go.mod` (or its own) and `replace`
+/// directives added to it (the source folder stays unmodified); the copy's directory.
+fn build_copy(source: &Path, go_mod: Option<&str>, replace: &[(String, PathBuf)], dir: &Path) -> Result<PathBuf, StepError> {
     let io = |what: String| move |e: std::io::Error| StepError { step: what, detail: e.to_string() };
     if dir.exists() {
         fs::remove_dir_all(dir).map_err(io(format!("remove the old build copy {}", dir.display())))?;
     }
     copy_tree(source, dir).map_err(io(format!("copy {} to {}", source.display(), dir.display())))?;
-    fs::write(dir.join("go.mod"), go_mod).map_err(io(format!("write {}/go.mod", dir.display())))?;
+    let mut text = match go_mod {
+        Some(go_mod) => go_mod.to_owned(),
+        None => fs::read_to_string(dir.join("go.mod")).map_err(io(format!("read {}/go.mod", dir.display())))?,
+    };
+    for (module, folder) in replace {
+        text.push_str(&format!(
+            "\n// kms-lab: the module proxy refuses {module}; its unmodified source is here\nreplace {module} => {}\n",
+            folder.display()
+        ));
+    }
+    fs::write(dir.join("go.mod"), text).map_err(io(format!("write {}/go.mod", dir.display())))?;
     Ok(dir.to_path_buf())
 }
 
@@ -1143,11 +1235,13 @@ esac"#,
             goflags: "-mod=mod".into(),
             go_work: false,
             go_mod: Some("module github.com/AliyunContainerService/ack-kms-plugin\n\ngo 1.13\n".into()),
+            replace: Vec::new(),
         };
         assert_eq!(recipe.env_var, "KMS_LAB_ACK_KMS_PLUGIN");
         let vars = [("KMS_LAB_THIRDPARTY", thirdparty.as_path())];
         let built = locate_spec(&recipe.spec(), &options(&cache, true), &env(&vars, &go), &root.join("ws/main")).unwrap();
         let key = format!("{}-{}", recipe.commit, text_hash(recipe.go_mod.as_deref().unwrap()));
+        assert_eq!(copy_edits(&recipe.spec()).as_deref(), recipe.go_mod.as_deref(), "the cache key of a go.mod-only recipe is unchanged");
         assert_eq!(built, cache.join(format!("bin/ack-kms-plugin-{key}/ack-kms-plugin")));
         let copy = cache.join(format!("gobuild/ack-kms-plugin-{key}/src"));
         assert_eq!(fs::read_to_string(copy.join("go.mod")).unwrap(), recipe.go_mod.clone().unwrap());
@@ -1259,5 +1353,24 @@ esac"#,
         let out = Command::new(&path).arg("--help").output().unwrap();
         let usage = String::from_utf8_lossy(&out.stderr);
         assert!(usage.contains("-fake-kms-port") && usage.contains("-integration-test"), "{usage}");
+    }
+
+    /// ack-secret-manager builds from `../shared/thirdparty` with the refused module taken from
+    /// its third-party folder in the build copy (its own folder keeps its go.mod untouched), into
+    /// the user's cache (later tests and scenarios reuse it; about 70 s of compiling the first time).
+    #[test]
+    fn builds_ack_secret_manager_with_the_refused_module_from_the_thirdparty_folder() {
+        let recipe = GoRecipe::ack_secret_manager();
+        let path = locate_go_recipe(&recipe, &ProvisionOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let out = Command::new(&path).arg("--help").output().unwrap();
+        let usage = String::from_utf8_lossy(&out.stderr);
+        for flag in ["-kms-endpoint", "-polling-interval", "-disable-polling", "-watch-namespaces", "-max-concurrent-kms-secret-pulls"] {
+            assert!(usage.contains(flag), "{flag} missing from:\n{usage}");
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let mut tried = Vec::new();
+        let source = find_source(&recipe.spec(), &Env::from_process(), workspace, &mut tried).expect("the source folder");
+        let go_mod = fs::read_to_string(source.join("go.mod")).unwrap();
+        assert!(!go_mod.contains("replace"), "the third-party folder's go.mod was changed");
     }
 }

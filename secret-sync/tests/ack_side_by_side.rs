@@ -1,0 +1,367 @@
+//! The seed's own objects, side by side: every ExternalSecret and SecretStore of
+//! ack-secret-manager's README, its chart's README and its sample CR (read from
+//! `../shared/thirdparty/ack-secret-manager`, applied unchanged) on the real apiserver with our
+//! CRDs; kms-secret-sync syncs them in namespace `default`, the real ack-secret-manager (built
+//! from its source, run with the RBAC of its chart and its own ServiceAccount token) syncs the
+//! same objects in namespace `ack`, both from the same mock KMS — ours over the native API,
+//! theirs over the `aliyun` dialect's secrets manager (HTTPS, ACS3 signatures, the lab CA) —
+//! and each Secret of one is compared with the other's.
+//!
+//! Without the third-party folder the test says where it looked and passes only if
+//! `KMS_LAB_REQUIRE_THIRDPARTY` is unset.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use kms_lab_stack::certs::ServingPki;
+use kms_lab_stack::process::Supervised;
+use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions, THIRDPARTY_ENV};
+use kms_lab_stack::{Stack, StackOptions};
+use kms_secret_sync::decide::Reason;
+use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab};
+use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
+use mock_kms::api::Action;
+use mock_kms::api::admin::AccessPolicy;
+use mock_kms::api::secrets::CreateSecretRequest;
+use mock_kms::dialects::Dialect;
+use mock_kms::{Credential, MockKms};
+use serde_json::Value;
+
+const KEY: &str = "secrets-key";
+const ADMIN: (&str, &str) = ("lab-admin", "admin-secret-key-for-the-test");
+/// The seed's grant: `kms:GetSecretValue` and `kms:Decrypt`, nothing else.
+const READER: (&str, &str) = ("sync-reader", "sync-reader-secret-for-the-test");
+/// Where kms-secret-sync syncs, and where the README's objects say their store is.
+const OURS: &str = "default";
+/// Where ack-secret-manager syncs the same ExternalSecrets.
+const THEIRS: &str = "ack";
+/// The README's remote secret `test1`, version `v1`.
+const TEST1: &str = r#"{"name":"tom","age":"14","friends":[{"name":"lili"},{"name":"edf"}]}"#;
+const WAIT: Duration = Duration::from_secs(120);
+
+fn thirdparty() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os(THIRDPARTY_ENV).map(PathBuf::from),
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/thirdparty")),
+    ];
+    let found = candidates.iter().flatten().find(|d| d.join("ack-secret-manager/README.md").is_file()).cloned();
+    if found.is_none() {
+        let message = format!("ack-secret-manager's source is not in {candidates:?}: set {THIRDPARTY_ENV} to ../shared/thirdparty");
+        assert!(std::env::var_os("KMS_LAB_REQUIRE_THIRDPARTY").is_none(), "{message}");
+        eprintln!("skipped: {message}");
+    }
+    found
+}
+
+/// The YAML documents of every ```yaml block of `file` (dedented: the README's are in list items).
+fn yaml_blocks(file: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let (mut blocks, mut current): (Vec<Vec<&str>>, Option<Vec<&str>>) = (Vec::new(), None);
+    for line in text.lines() {
+        let fence = line.trim_start();
+        match (&mut current, fence.starts_with("```")) {
+            (None, true) if fence.starts_with("```yaml") || fence.starts_with("```yml") => current = Some(Vec::new()),
+            (Some(_), true) => blocks.extend(current.take()),
+            (Some(lines), false) => lines.push(line),
+            (None, _) => {}
+        }
+    }
+    let mut out = Vec::new();
+    for block in blocks {
+        let indent = block.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+        let body: String = block.iter().map(|l| format!("{}\n", l.get(indent..).unwrap_or_default())).collect();
+        for document in serde_yaml::Deserializer::from_str(&body) {
+            let value: Value = serde::Deserialize::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}\n{body}", file.display()));
+            out.push(value);
+        }
+    }
+    out
+}
+
+/// The seed's objects: (kind, name, object) from its READMEs and sample CR, each once.
+fn seed_objects(root: &Path) -> Vec<Value> {
+    let mut objects: Vec<Value> = Vec::new();
+    let files =
+        [root.join("README.md"), root.join("charts/ack-secret-manager/README_EN.md"), root.join("charts/ack-secret-manager/README.md")];
+    let sample = root.join("deploy/crds/alibabacloud.com_v1alpha1_externalsecret_cr.yaml");
+    let sample: Value = serde_yaml::from_str(&std::fs::read_to_string(&sample).unwrap()).unwrap();
+    for object in files.iter().flat_map(|f| yaml_blocks(f)).chain([sample]) {
+        if object["apiVersion"] == "alibabacloud.com/v1alpha1" && !objects.contains(&object) {
+            objects.push(object);
+        }
+    }
+    objects
+}
+
+fn name_of(object: &Value) -> String {
+    object["metadata"]["name"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Applies `object` unchanged (but for its namespace) as the admin; the apiserver's answer.
+async fn apply(client: &kube::Client, namespace: &str, object: &Value) -> Result<DynamicObject, kube::Error> {
+    let kind = object["kind"].as_str().unwrap();
+    let resource = kube::api::ApiResource {
+        group: "alibabacloud.com".into(),
+        version: "v1alpha1".into(),
+        api_version: "alibabacloud.com/v1alpha1".into(),
+        kind: kind.into(),
+        plural: format!("{}s", kind.to_lowercase()),
+    };
+    let mut object = object.clone();
+    object["metadata"]["namespace"] = namespace.into();
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+    api.patch(&object.metadata.name.clone().unwrap(), &PatchParams::apply("seed-user").force(), &Patch::Apply(&object)).await
+}
+
+async fn namespace(client: &kube::Client, name: &str) {
+    let ns = Namespace { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, ..Default::default() };
+    Api::<Namespace>::all(client.clone()).patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&ns)).await.unwrap();
+}
+
+/// The rules of the ClusterRole in ack-secret-manager's chart (`templates/rbac.yaml`, its first
+/// document: the Helm expressions are only in names and labels, dropped here).
+fn chart_rules(root: &Path) -> Vec<PolicyRule> {
+    let path = root.join("charts/ack-secret-manager/templates/rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let first = text.split("\n---").next().unwrap();
+    let rules = &first[first.find("\nrules:").unwrap_or_else(|| panic!("{} has no rules", path.display()))..];
+    #[derive(serde::Deserialize)]
+    struct Rules {
+        rules: Vec<PolicyRule>,
+    }
+    serde_yaml::from_str::<Rules>(rules).unwrap_or_else(|e| panic!("{}: {e}", path.display())).rules
+}
+
+/// ack-secret-manager's ServiceAccount in `namespace`, bound to its chart's ClusterRole; its token.
+async fn grant_ack_secret_manager(client: &kube::Client, root: &Path, namespace: &str) -> String {
+    let name = "ack-secret-manager";
+    let meta = |ns: Option<&str>| ObjectMeta { name: Some(name.into()), namespace: ns.map(Into::into), ..Default::default() };
+    let apply = PatchParams::apply("test").force();
+    let account = ServiceAccount { metadata: meta(Some(namespace)), ..Default::default() };
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace).patch(name, &apply, &Patch::Apply(&account)).await.unwrap();
+    let role = ClusterRole { metadata: meta(None), rules: Some(chart_rules(root)), ..Default::default() };
+    Api::<ClusterRole>::all(client.clone()).patch(name, &apply, &Patch::Apply(&role)).await.unwrap();
+    let binding = ClusterRoleBinding {
+        metadata: meta(None),
+        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: name.into() },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: name.into(),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        }]),
+    };
+    Api::<ClusterRoleBinding>::all(client.clone()).patch(name, &apply, &Patch::Apply(&binding)).await.unwrap();
+    lab::service_account_token(client, namespace, name).await.unwrap()
+}
+
+/// The admin kubeconfig with `token` instead of the admin's.
+fn kubeconfig_with_token(admin: &Path, token: &str, out: &Path) {
+    let text = std::fs::read_to_string(admin).unwrap();
+    let replaced: Vec<String> =
+        text.lines().map(|l| if l.trim_start().starts_with("token: ") { format!("    token: {token}") } else { l.to_owned() }).collect();
+    std::fs::write(out, replaced.join("\n")).unwrap();
+}
+
+/// Secret `name`'s data in `namespace` once `ready` accepts it (bounded); `None` if it never did.
+async fn settled_secret(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    ready: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> Option<BTreeMap<String, String>> {
+    let api = Api::<Secret>::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        if let Some(secret) = api.get_opt(name).await.unwrap() {
+            let data: BTreeMap<String, String> =
+                secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
+            if ready(&data) {
+                return Some(data);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    None
+}
+
+/// A Pod object for ack-secret-manager's leader election (operator-lib's leader-for-life needs
+/// `POD_NAME` to name a Pod of its namespace, which owns its lock ConfigMap); never scheduled:
+/// the lab has no kubelet. Its name.
+async fn pod(client: &kube::Client, namespace: &str) -> String {
+    let name = "ack-secret-manager-0";
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "namespace": namespace },
+        "spec": { "serviceAccountName": "ack-secret-manager", "containers": [{ "name": "manager", "image": "ack-secret-manager:lab" }] }
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace)
+        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&pod))
+        .await
+        .unwrap();
+    name.to_owned()
+}
+
+/// `binary args` run as in a Pod of `namespace`: in a private mount namespace whose `/var/run` is
+/// a fresh tmpfs holding `secrets/kubernetes.io/serviceaccount/namespace` (operator-lib reads the
+/// namespace there, and its leader election ends the process without it, although its
+/// documentation says it is skipped outside a cluster). Nothing on the host changes. Needs
+/// `unshare` and the right to mount (root).
+fn in_pod_namespace(binary: &Path, namespace: &str, args: Vec<String>) -> (PathBuf, Vec<String>) {
+    let script = format!(
+        "mount -t tmpfs kms-lab /var/run && mkdir -p /var/run/secrets/kubernetes.io/serviceaccount \
+         && printf %s {namespace} > /var/run/secrets/kubernetes.io/serviceaccount/namespace && exec \"$0\" \"$@\""
+    );
+    let mut wrapped = vec!["--mount".to_owned(), "--propagation".into(), "private".into(), "--".into(), "sh".into(), "-c".into(), script];
+    wrapped.push(binary.display().to_string());
+    wrapped.extend(args);
+    (PathBuf::from("unshare"), wrapped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
+    let Some(thirdparty) = thirdparty() else { return };
+    let root = thirdparty.join("ack-secret-manager");
+    let objects = seed_objects(&root);
+    let stores: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "SecretStore").collect();
+    let externals: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "ExternalSecret").collect();
+    assert!(stores.len() >= 2 && externals.len() >= 4, "the seed's READMEs changed: {objects:#?}");
+
+    let (binaries, ack_binary) = tokio::task::spawn_blocking(|| {
+        let options = ProvisionOptions::default();
+        (provision::provision(&options), provision::locate_go_recipe(&GoRecipe::ack_secret_manager(), &options))
+    })
+    .await
+    .unwrap();
+    let binaries = binaries.expect("kube-apiserver and etcd are provisioned");
+    let ack_binary = ack_binary.unwrap_or_else(|e| panic!("ack-secret-manager builds: {e}"));
+    let run_root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs");
+    let stack = Stack::launch(StackOptions::new("ack-side-by-side", binaries, &run_root)).await.expect("the stack starts");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = ServingPki::generate("ack-side-by-side CA", "mock-kms").unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let kms = MockKms::builder()
+        .key(KEY)
+        .credential(Credential::new(ADMIN.0, ADMIN.1))
+        .credential(Credential::new(READER.0, READER.1))
+        .policy(READER.0, AccessPolicy::allow([Action::GetSecretValue, Action::Decrypt], ["secret/*", &format!("key/{KEY}")]))
+        .extra_tls_listener(Dialect::Aliyun, "127.0.0.1:0".parse().unwrap())
+        .tls_identity(pki.cert_pem.clone(), pki.key_pem.clone())
+        .seed(29)
+        .start()
+        .await
+        .expect("the mock KMS starts");
+    let aliyun = kms.dialect_addr(0, Dialect::Aliyun).expect("the aliyun TLS listener");
+    let store = StoreClient::new(reqwest::Client::new(), &kms.url(), StoreCredential::new(ADMIN.0, ADMIN.1), Duration::from_secs(5));
+    let request = CreateSecretRequest {
+        secret_name: "test1".into(),
+        secret_data: TEST1.into(),
+        encryption_key_id: KEY.into(),
+        version_id: Some("v1".into()),
+        ..Default::default()
+    };
+    let _: Value = store.call(Action::CreateSecret, &request).await.expect("the README's remote secret");
+
+    let admin = stack.kube_client(0).await.unwrap();
+    lab::install_crds(&admin).await.unwrap();
+    for ns in [THEIRS, "readme"] {
+        namespace(&admin, ns).await;
+    }
+
+    // Every SecretStore of the seed applies unchanged to our CRD ...
+    for object in &stores {
+        apply(&admin, "readme", object).await.unwrap_or_else(|e| panic!("SecretStore `{}` is refused: {e}", name_of(object)));
+    }
+    // ... and every ExternalSecret, in both controllers' namespaces.
+    for object in &externals {
+        for ns in [OURS, THEIRS] {
+            apply(&admin, ns, object).await.unwrap_or_else(|e| panic!("ExternalSecret `{}` is refused in {ns}: {e}", name_of(object)));
+        }
+    }
+    // The README's store (RRSA) is what its ExternalSecrets name (`default/scdemo`): as the seed
+    // has it, it cannot sync here (no STS), and ours says so.
+    apply(&admin, OURS, stores[0]).await.unwrap();
+    lab::grant_controller(&admin, OURS).await.unwrap();
+    let token = lab::service_account_token(&admin, OURS, kms_secret_sync::rbac::NAME).await.unwrap();
+    let as_controller = lab::client_with_token(&stack.kubeconfig_path(0), &token).await.unwrap();
+    let config = ControllerConfig {
+        watch_namespaces: vec![OURS.into()],
+        kms_endpoint: Some(kms.url()),
+        polling_interval: Duration::from_secs(5),
+        reconcile_period: Duration::from_millis(500),
+        ..Default::default()
+    };
+    let ours = lab::RunningController::start(as_controller, config).await;
+    let esdemo = name_of(externals[0]);
+    let status = lab::wait_for_ready(&admin, OURS, &esdemo, false, Some(Reason::StoreMisconfigured), WAIT).await.unwrap();
+    assert!(status.ready().unwrap().message.contains("STS"), "{status:?}");
+
+    // With an access key (the seed's grant) instead, both controllers sync.
+    lab::create_store(&admin, OURS, "scdemo", &StoreCredential::new(READER.0, READER.1)).await.unwrap();
+    let token = grant_ack_secret_manager(&admin, &root, THEIRS).await;
+    let kubeconfig = dir.path().join("ack-secret-manager.kubeconfig");
+    kubeconfig_with_token(&stack.kubeconfig_path(0), &token, &kubeconfig);
+    let args: Vec<String> = [
+        "--polling-interval=5s".to_owned(),
+        "--disable-polling=false".into(),
+        "--region=cn-hangzhou".into(),
+        format!("--kms-endpoint={aliyun}"),
+        "--enable-worker-role=false".into(),
+        format!("--watch-namespaces={THEIRS}"),
+        "--reconcile-period=1s".into(),
+    ]
+    .into();
+    let envs = [
+        ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+        ("SSL_CERT_FILE".to_owned(), ca_file.display().to_string()),
+        ("POD_NAME".to_owned(), pod(&admin, THEIRS).await),
+        ("POD_NAMESPACE".to_owned(), THEIRS.to_owned()),
+    ];
+    let (program, args) = in_pod_namespace(&ack_binary, THEIRS, args);
+    let theirs = Supervised::spawn("ack-secret-manager", &program, &args, &dir.path().join("ack-secret-manager.log"), &envs).unwrap();
+
+    let mut differences = Vec::new();
+    for object in &externals {
+        let name = name_of(object);
+        let syncs = object["spec"]["data"].is_array() || object["spec"]["dataProcess"].is_array();
+        if !syncs {
+            // The sample CR (`spec.size: 3`, pruned): nothing to sync. Ours says so; theirs writes an empty Secret.
+            let status = lab::wait_for_ready(&admin, OURS, &name, false, Some(Reason::InvalidSpec), WAIT).await.unwrap();
+            assert!(status.ready().unwrap().message.starts_with("spec: neither data nor dataProcess"), "{status:?}");
+            let empty = settled_secret(&admin, THEIRS, &name, BTreeMap::is_empty).await;
+            differences
+                .push(format!("`{name}` (no data): ack-secret-manager writes {empty:?}; kms-secret-sync writes nothing, InvalidSpec"));
+            continue;
+        }
+        let mine = settled_secret(&admin, OURS, &name, |d| !d.is_empty()).await;
+        let mine = mine.unwrap_or_else(|| panic!("kms-secret-sync did not sync `{name}` within {WAIT:?}"));
+        let log = theirs.log().to_path_buf();
+        let yours = settled_secret(&admin, THEIRS, &name, |d| !d.is_empty()).await;
+        let yours = yours.unwrap_or_else(|| {
+            panic!("ack-secret-manager did not sync `{name}` within {WAIT:?}; its log:\n{}", kms_lab_stack::process::tail(&log, 40))
+        });
+        assert_eq!(mine, yours, "`{name}`: kms-secret-sync's Secret (left) differs from ack-secret-manager's (right)");
+        eprintln!("`{name}`: the same {} keys on both controllers: {:?}", mine.len(), mine.keys().collect::<Vec<_>>());
+    }
+    for difference in &differences {
+        eprintln!("difference: {difference}");
+    }
+    // Each store call of theirs went through the aliyun dialect with the reader's access key.
+    let records = kms.audit().records();
+    let theirs_calls: Vec<_> = records.iter().filter(|r| r.dialect == "aliyun").collect();
+    assert!(!theirs_calls.is_empty(), "ack-secret-manager made no call to the aliyun dialect");
+    assert!(
+        theirs_calls.iter().all(|r| r.access_key.as_deref() == Some(READER.0) && r.operation == "GetSecretValue"),
+        "ack-secret-manager called with something else than the reader's GetSecretValue: {theirs_calls:?}"
+    );
+
+    ours.stop().await;
+    theirs.stop(Duration::from_secs(10)).await;
+    kms.shutdown().await;
+    stack.shutdown(false).await;
+}
