@@ -181,7 +181,7 @@ fn refused_secret(kms: &MockKms, case: &Case, (status, code): (u16, &str), opera
     assert_eq!((record.outcome.as_str(), record.secret_name.as_deref()), (outcome, secret), "{case:?}");
 }
 
-const SECRETS_ROUND_TRIP: [&str; 20] = [
+const SECRETS_ROUND_TRIP: [&str; 22] = [
     "CreateSecret",
     "GetSecretValue",
     "wire",
@@ -196,6 +196,8 @@ const SECRETS_ROUND_TRIP: [&str; 20] = [
     "DescribeSecret",
     "CreateSecret(api-token)",
     "CreateSecret(doomed)",
+    "PutSecretValue(JSON)",
+    "GetSecretValue(JSON)",
     "ListSecrets(page 1)",
     "ListSecrets(page 2)",
     "DeleteSecret",
@@ -225,6 +227,7 @@ async fn the_acs3_sdk_round_trips_the_secrets_manager_as_ack_secret_manager_call
         ("GetSecretValue(VersionId)", "v1", json!(["ACSPrevious"])),
         ("GetSecretValue(FetchExtendedConfig)", "v2", json!(["ACSCurrent"])),
         ("GetSecretValue(after UpdateSecretVersionStage)", "v1", json!(["ACSCurrent"])),
+        ("GetSecretValue(JSON)", "v2", json!(["ACSCurrent"])),
     ] {
         let detail = &case(&cases, name).detail;
         assert_eq!(

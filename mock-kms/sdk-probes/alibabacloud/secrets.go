@@ -29,6 +29,9 @@ const (
 	doomedSecret = "doomed-secret"
 	valueV1      = "s3cr3t-v1"
 	valueV2      = "s3cr3t-v2"
+	// jsonValue is what ack-secret-manager's jmesPath and dataProcess read: JSON, with the
+	// characters a signature's query encoding must get right (space, +, *, ~, /, %, quotes, UTF-8).
+	jsonValue = `{"user": "root", "password": "p@ss w0rd+*~/%20ü", "hosts": ["a", "b"]}`
 )
 
 // wire records what the SDK put on the wire (the signature scheme and the URL scheme), then
@@ -169,6 +172,8 @@ func secrets(f probe.Flags) {
 
 	create(c, "CreateSecret(api-token)", tokenSecret, "v1", "token")
 	create(c, "CreateSecret(doomed)", doomedSecret, "v1", "doomed")
+	put(c, "PutSecretValue(JSON)", tokenSecret, "v2", jsonValue)
+	get(c, "GetSecretValue(JSON)", tokenSecret, "", "", jsonValue, false)
 	list(c, "ListSecrets(page 1)", 1, 2)
 	list(c, "ListSecrets(page 2)", 2, 2)
 
