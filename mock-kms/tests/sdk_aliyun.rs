@@ -352,3 +352,58 @@ async fn a_throttled_secret_read_reaches_the_sdk_as_rejected_throttling() {
     );
     kms.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_sealed_kms_answers_secret_reads_service_unavailable() {
+    let pki = ServingPki::generate("sdk_aliyun CA", "mock-kms").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let data = dir.path().join("data");
+    mock_kms::seal::init(&data, 5, 3).unwrap();
+    let kms = MockKms::builder()
+        .extra_tls_listener(Dialect::Aliyun, "127.0.0.1:0".parse().unwrap())
+        .tls_identity(pki.cert_pem, pki.key_pem)
+        .data_dir(&data)
+        .sealed(true)
+        .credential(Credential::new(AK, SK))
+        .start()
+        .await
+        .unwrap();
+    let addr = kms.dialect_addr(0, Dialect::Aliyun).expect("the aliyun TLS listener");
+    let cases = secrets_phase(addr, &dir, "secrets-throttled", (AK, SK)).await;
+    refused_secret(
+        &kms,
+        case(&cases, "GetSecretValue 1"),
+        (503, "ServiceUnavailableTemporary"),
+        "GetSecretValue",
+        "Sealed",
+        Some("db-password"),
+    );
+    kms.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_secret_written_on_one_node_is_read_on_another() {
+    let pki = ServingPki::generate("sdk_aliyun CA", "mock-kms").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let kms = MockKms::builder()
+        .cluster_size(2)
+        .extra_tls_listener(Dialect::Aliyun, "127.0.0.1:0".parse().unwrap())
+        .tls_identity(pki.cert_pem, pki.key_pem)
+        .credential(Credential::new(AK, SK))
+        .key("lab-key")
+        .start()
+        .await
+        .unwrap();
+    let (first, second) = (kms.dialect_addr(0, Dialect::Aliyun).unwrap(), kms.dialect_addr(1, Dialect::Aliyun).unwrap());
+    assert_ne!(first, second);
+    all_ok(&secrets_phase(first, &dir, "secrets", (AK, SK)).await, &SECRETS_ROUND_TRIP);
+    let cases = secrets_phase(second, &dir, "secrets-reader", (AK, SK)).await;
+    all_ok(&cases, &["reader GetSecretValue", "reader DescribeSecret", "reader ListSecrets"]);
+    assert_eq!(case(&cases, "reader GetSecretValue").detail["roundTrip"], json!(true));
+    let records = kms.audit().records();
+    let read = audited(&records, case(&cases, "reader DescribeSecret"), "aliyun", "DescribeSecret");
+    assert_ne!(read.node, records.iter().find(|r| r.operation == "CreateSecret").unwrap().node, "read on the other node");
+    kms.shutdown().await;
+}
