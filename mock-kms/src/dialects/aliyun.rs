@@ -39,7 +39,7 @@ use super::Dialect;
 use super::call::{Call, constant_time_eq, read_body};
 use super::sign::{Authorization, hmac_sha256, parse_authorization, parse_form, percent_encode, sha256_hex, skew_beyond};
 use crate::api::sign::aliyun_v1_signature;
-use crate::api::status::{ALIYUN_PENDING_DELETION, aliyun_error};
+use crate::api::status::{ALIYUN_PENDING_DELETION, aliyun_error, aliyun_secret_error};
 use crate::api::{Action, ErrorCode, KeyMetadata, KeyState};
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
@@ -100,11 +100,10 @@ impl From<KmsError> for AliyunError {
         let code = error.code();
         let (status, kind) = match &error {
             KmsError::KeyNotEnabled { state: KeyState::PendingDeletion, .. } => (400, ALIYUN_PENDING_DELETION),
-            // The secrets manager's own codes (its operations' error tables in Alibaba's KMS API
-            // reference, e.g. CreateSecret's).
-            KmsError::SecretNotFound(_) => (404, "Forbidden.ResourceNotFound"),
-            KmsError::SecretAlreadyExists(_) => (409, "Rejected.ResourceExist"),
-            KmsError::SecretPendingDeletion { .. } => (409, "Rejected.ResourceInDeleteWindow"),
+            // The secrets manager's own codes (`ALIYUN_SECRET_CODES`).
+            KmsError::SecretNotFound(_) => aliyun_secret_error("Forbidden.ResourceNotFound"),
+            KmsError::SecretAlreadyExists(_) => aliyun_secret_error("Rejected.ResourceExist"),
+            KmsError::SecretPendingDeletion { .. } => aliyun_secret_error("Rejected.ResourceInDeleteWindow"),
             _ => aliyun_error(code),
         };
         Self { status, kind, message: error.to_string(), code }

@@ -21,7 +21,8 @@
 //! secrets manager, e.g. CreateSecret's: `Forbidden.ResourceNotFound` 404, `Rejected.ResourceExist`
 //! 409, `Rejected.ResourceInDeleteWindow` 409, `Forbidden.NoPermission` 403, `Rejected.Throttling`
 //! 429, `InvalidParameter` 400, `InternalFailure` 500; ack-secret-manager's `pkg/utils/util.go`
-//! names `Rejected.Throttling` too): see [`refine`] and the parent's `From<KmsError>`.
+//! names `Rejected.Throttling` too), in [`crate::api::status::ALIYUN_SECRET_CODES`] (which the
+//! client reads back too): see [`refine`] and the parent's `From<KmsError>`.
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use serde_json::{Value, json};
 
 use super::{AliyunError, Params, arn};
 use crate::api::secrets::{self as wire, SecretMetadata, VersionStage};
+use crate::api::status::aliyun_secret_error;
 use crate::api::{Action, ErrorCode};
 use crate::dialects::call::Call;
 use crate::keystore::KeyStore;
@@ -57,11 +59,13 @@ const PAGE_SIZE: (usize, usize) = (10, 100);
 /// `Rejected.Throttling` 429 and a call the access policy refuses `Forbidden.NoPermission` 403
 /// (the secrets operations' error tables in Alibaba's KMS API reference).
 pub(super) fn refine(error: AliyunError) -> AliyunError {
-    match error.code {
-        ErrorCode::Throttling => AliyunError { status: 429, kind: "Rejected.Throttling", ..error },
-        ErrorCode::Forbidden => AliyunError { status: 403, kind: "Forbidden.NoPermission", ..error },
-        _ => error,
-    }
+    let kind = match error.code {
+        ErrorCode::Throttling => "Rejected.Throttling",
+        ErrorCode::Forbidden => "Forbidden.NoPermission",
+        _ => return error,
+    };
+    let (status, kind) = aliyun_secret_error(kind);
+    AliyunError { status, kind, ..error }
 }
 
 /// Serves secrets-manager `action` for `access_key` (signature and admission already passed).
