@@ -4,7 +4,8 @@
 //
 // It prints one JSON line per case: {"case", "ok", and either "detail" or the SDK's tea.SDKError
 // fields "status", "code", "message"}. Plaintexts are never printed, only whether they
-// round-tripped. Phases (-phase): roundtrip, errors, throttled (see the other probes).
+// round-tripped. Phases (-phase): roundtrip, errors, throttled (see the other probes), and the
+// secrets manager's (secrets.go: secrets, secrets-reader, secrets-throttled).
 //
 // A skewed timestamp, a replayed nonce and an empty nonce are sent by the SDK itself, with the
 // header overridden through RuntimeOptions.ExtendsParameters (the SDK signs the merged headers);
@@ -177,6 +178,11 @@ func main() {
 		Encrypt: func(f probe.Flags, name string) {
 			cfg = f
 			encrypt(newClient(f.AccessKey, f.SecretKey), name, f.Key, "x", nil)
+		},
+		Extra: map[string]func(probe.Flags){
+			"secrets":           secrets,
+			"secrets-reader":    secretsReader,
+			"secrets-throttled": secretsThrottled,
 		},
 	})
 }

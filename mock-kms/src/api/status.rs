@@ -158,6 +158,25 @@ pub const ALIYUN_CODES: [(ErrorCode, u16, &str); 14] = [
 /// The Alibaba Cloud code a key pending deletion is refused with.
 pub const ALIYUN_PENDING_DELETION: &str = "Rejected.PendingDeletion";
 
+/// The secrets manager's own Alibaba Cloud codes with their HTTP statuses and the native code each
+/// reads back as, from the error tables of the secrets operations in Alibaba's KMS API reference
+/// (CreateSecret's lists all five): no such secret, it exists, it is scheduled for deletion, the
+/// caller may not, throttled. The dialect answers the last two for secrets operations only (key
+/// operations keep [`ALIYUN_CODES`]' `Forbidden.RAM` and `Throttling`).
+pub const ALIYUN_SECRET_CODES: [(ErrorCode, u16, &str); 5] = [
+    (ErrorCode::KeyNotFound, 404, "Forbidden.ResourceNotFound"),
+    (ErrorCode::KeyAlreadyExists, 409, "Rejected.ResourceExist"),
+    (ErrorCode::KeyNotFound, 409, "Rejected.ResourceInDeleteWindow"),
+    (ErrorCode::Forbidden, 403, "Forbidden.NoPermission"),
+    (ErrorCode::Throttling, 429, "Rejected.Throttling"),
+];
+
+/// The HTTP status and code of `kind` in [`ALIYUN_SECRET_CODES`] (a name of that table, so a typo
+/// is a test failure, not a new code on the wire).
+pub fn aliyun_secret_error(kind: &str) -> (u16, &'static str) {
+    ALIYUN_SECRET_CODES.iter().find(|(_, _, k)| *k == kind).map_or((500, "InternalFailure"), |(_, status, k)| (*status, *k))
+}
+
 /// The HTTP status and Alibaba Cloud code of a native error `code`.
 pub fn aliyun_error(code: ErrorCode) -> (u16, &'static str) {
     ALIYUN_CODES.iter().find(|(c, _, _)| *c == code).map_or((500, "InternalFailure"), |(_, status, kind)| (*status, *kind))
@@ -169,10 +188,24 @@ pub fn aliyun_code(kind: &str, status: u16) -> ErrorCode {
     if kind == ALIYUN_PENDING_DELETION {
         return ErrorCode::KeyNotEnabled;
     }
-    match ALIYUN_CODES.iter().find(|(_, _, k)| *k == kind) {
+    match ALIYUN_CODES.iter().chain(&ALIYUN_SECRET_CODES).find(|(_, _, k)| *k == kind) {
         Some((code, _, _)) => *code,
         None if status >= 500 => ErrorCode::ServiceUnavailable,
         None if status == 404 => ErrorCode::KeyNotFound,
         None => ErrorCode::InvalidParameter,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_secrets_managers_codes_read_back_as_what_they_mean() {
+        for (code, status, kind) in ALIYUN_SECRET_CODES {
+            assert_eq!(aliyun_code(kind, status), code, "{kind}");
+            assert_eq!(aliyun_secret_error(kind), (status, kind));
+        }
+        assert_eq!(aliyun_secret_error("Rejected.Typo"), (500, "InternalFailure"));
     }
 }

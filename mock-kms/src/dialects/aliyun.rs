@@ -3,7 +3,9 @@
 //! v1.61.18 and `github.com/alibabacloud-go/kms-20160120/v3` (darabonba-openapi v2) call it:
 //! Encrypt, Decrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext, DescribeKey,
 //! ListKeyVersions, DescribeKeyVersion, CreateKeyVersion (rotation), UpdateRotationPolicy,
-//! EnableKey, DisableKey and ScheduleKeyDeletion.
+//! EnableKey, DisableKey and ScheduleKeyDeletion; and the secrets manager ([`secrets`]):
+//! GetSecretValue, CreateSecret, PutSecretValue, UpdateSecretVersionStage, DescribeSecret,
+//! ListSecrets, DeleteSecret and RestoreSecret.
 //!
 //! Two signatures, each verified as its SDK computes it:
 //! - **v1** (alibaba-cloud-sdk-go): `Signature` = base64 HMAC-SHA1, keyed `SECRET&`, of
@@ -37,7 +39,7 @@ use super::Dialect;
 use super::call::{Call, constant_time_eq, read_body};
 use super::sign::{Authorization, hmac_sha256, parse_authorization, parse_form, percent_encode, sha256_hex, skew_beyond};
 use crate::api::sign::aliyun_v1_signature;
-use crate::api::status::{ALIYUN_PENDING_DELETION, aliyun_error};
+use crate::api::status::{ALIYUN_PENDING_DELETION, aliyun_error, aliyun_secret_error};
 use crate::api::{Action, ErrorCode, KeyMetadata, KeyState};
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
@@ -55,6 +57,15 @@ pub const ACS3: &str = "ACS3-HMAC-SHA256";
 pub const REQUEST_ID_HEADER: &str = "x-acs-request-id";
 const CONTENT_TYPE: &str = "application/json;charset=utf-8";
 const HOST_ID: &str = "kms.mock-kms.local";
+/// The region and account in the ARNs answered (`acs:kms:REGION:ACCOUNT:key/…`, `…:secret/…`).
+const ARN_PREFIX: &str = "acs:kms:cn-hangzhou:123456789012";
+
+mod secrets;
+
+/// The ARN of secret `name`.
+fn arn(name: &str) -> String {
+    format!("{ARN_PREFIX}:secret/{name}")
+}
 
 /// An error in Alibaba's shape, with the native code the audit log records.
 struct AliyunError {
@@ -89,13 +100,18 @@ impl From<KmsError> for AliyunError {
         let code = error.code();
         let (status, kind) = match &error {
             KmsError::KeyNotEnabled { state: KeyState::PendingDeletion, .. } => (400, ALIYUN_PENDING_DELETION),
+            // The secrets manager's own codes (`ALIYUN_SECRET_CODES`).
+            KmsError::SecretNotFound(_) => aliyun_secret_error("Forbidden.ResourceNotFound"),
+            KmsError::SecretAlreadyExists(_) => aliyun_secret_error("Rejected.ResourceExist"),
+            KmsError::SecretPendingDeletion { .. } => aliyun_secret_error("Rejected.ResourceInDeleteWindow"),
             _ => aliyun_error(code),
         };
         Self { status, kind, message: error.to_string(), code }
     }
 }
 
-/// The operations served, by the API's action names, with the native action each maps to.
+/// The key operations served, by the API's action names, with the native action each maps to
+/// (the secrets manager's are [`secrets::OPERATIONS`]).
 const OPERATIONS: [(&str, Action); 12] = [
     ("Encrypt", Action::Encrypt),
     ("Decrypt", Action::Decrypt),
@@ -137,9 +153,14 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
     let header_action = headers.get("x-acs-action").and_then(|v| v.to_str().ok());
     let operation: String =
         header_action.or_else(|| params.as_ref().and_then(|p| p.get("Action"))).unwrap_or_default().chars().take(64).collect();
-    let action = OPERATIONS.iter().find(|(name, _)| *name == operation).map(|(_, action)| *action);
+    let action = OPERATIONS.iter().chain(&secrets::OPERATIONS).find(|(name, _)| *name == operation).map(|(_, action)| *action);
+    let secrets_call = action.is_some_and(Action::is_secret_action);
     let mut call = Call::new(&node, Dialect::Aliyun, &operation, action);
     call.set_caller(&headers);
+    // The secret is in the audit record of a refused call too (a bad signature, a throttled call).
+    if let Some(name) = params.as_ref().and_then(|p| p.get("SecretName")).filter(|_| secrets_call) {
+        call.set_secret(name);
+    }
     let result = match (body, params) {
         (Err(error), _) => Err(error.into()),
         (_, None) => Err(AliyunError::invalid("the query or form body is not URL-encoded UTF-8")),
@@ -152,6 +173,7 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
             call.answer(200, None, &answer, CONTENT_TYPE, REQUEST_ID_HEADER)
         }
         Err(error) => {
+            let error = if secrets_call { secrets::refine(error) } else { error };
             let body = json!({"Code": error.kind, "Message": error.message, "RequestId": request_id, "HostId": HOST_ID});
             call.answer(error.status, Some(error.code), &body, CONTENT_TYPE, REQUEST_ID_HEADER)
         }
@@ -178,7 +200,7 @@ async fn run(
     };
     call.admit(operation)?;
     if call.action.is_none() {
-        let known: Vec<&str> = OPERATIONS.iter().map(|(name, _)| *name).collect();
+        let known: Vec<&str> = OPERATIONS.iter().chain(&secrets::OPERATIONS).map(|(name, _)| *name).collect();
         return Err(AliyunError::new(
             404,
             "InvalidAction.NotFound",
@@ -195,6 +217,9 @@ async fn run(
             ErrorCode::InvalidParameter,
             format!("Specified parameter Version `{version}` is not valid: use {VERSION}"),
         ));
+    }
+    if let Some(action) = call.action.filter(|a| a.is_secret_action()) {
+        return secrets::run(call, &store, &params, &access_key, action).await;
     }
     let key_id = match operation {
         "Decrypt" => None,
@@ -416,7 +441,7 @@ impl Ops<'_> {
                 };
                 Ok(json!({"KeyMetadata": {
                     "KeyId": m.key_id,
-                    "Arn": format!("acs:kms:cn-hangzhou:123456789012:key/{}", m.key_id),
+                    "Arn": format!("{ARN_PREFIX}:key/{}", m.key_id),
                     "KeyState": state,
                     "CreationDate": m.creation_date,
                     "Creator": "123456789012",

@@ -68,6 +68,13 @@ impl Call {
         }
     }
 
+    /// Records the secret a secrets-manager call names.
+    pub fn set_secret(&mut self, secret_name: &str) {
+        if let Some(record) = &mut self.record {
+            record.secret_name = Some(secret_name.chars().take(crate::secrets::MAX_SECRET_NAME_LEN).collect());
+        }
+    }
+
     /// Hang and latency faults, then the key store if the node serves (else `Sealed` or
     /// `ServiceUnavailable`).
     pub async fn enter(&self) -> Result<Arc<KeyStore>, KmsError> {
@@ -115,8 +122,14 @@ impl Call {
     /// Whether `access_key`'s access policy allows this call's action on `key_id` (`Forbidden`
     /// naming both if not), as on the native API.
     pub fn authorize(&self, access_key: &str, key_id: Option<&str>) -> Result<(), KmsError> {
+        self.authorize_on(access_key, key_id, None)
+    }
+
+    /// [`Call::authorize`] for a call that may name a secret (`secret/<name>` is then the resource
+    /// of a secrets-manager action, `secret/*` that of `ListSecrets`).
+    pub fn authorize_on(&self, access_key: &str, key_id: Option<&str>, secret_name: Option<&str>) -> Result<(), KmsError> {
         let Some(action) = self.action else { return Ok(()) };
-        self.node.shared.policies.check(access_key, action, &crate::policy::resource(action, key_id, None))
+        self.node.shared.policies.check(access_key, action, &crate::policy::resource(action, key_id, secret_name))
     }
 
     /// Encrypts under `key_id`'s current version (a `key_disabled` fault refuses it, a `corrupt`

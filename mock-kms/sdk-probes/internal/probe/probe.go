@@ -41,6 +41,8 @@ type Phases struct {
 	Roundtrip func(Flags)
 	Errors    func(Flags)
 	Encrypt   func(f Flags, name string)
+	// Extra are a probe's own phases, by name (the alibabacloud probe's secrets manager).
+	Extra map[string]func(Flags)
 }
 
 // Main parses the flags and runs the -phase the test asked for.
@@ -51,7 +53,7 @@ func Main(name string, phases Phases) {
 	flag.StringVar(&f.SecretKey, "sk", "", "secret key")
 	flag.StringVar(&f.Key, "key", "lab-key", "the key to use")
 	flag.StringVar(&f.DoomedKey, "doomed-key", "doomed-key", "a key the roundtrip schedules for deletion")
-	phase := flag.String("phase", "roundtrip", "roundtrip, errors or throttled")
+	phase := flag.String("phase", "roundtrip", "roundtrip, errors, throttled, or one of the probe's own")
 	flag.Parse()
 	run := map[string]func(Flags){
 		"roundtrip": phases.Roundtrip,
@@ -61,8 +63,11 @@ func Main(name string, phases Phases) {
 			phases.Encrypt(f, "Encrypt 2")
 		},
 	}[*phase]
+	if extra, ok := phases.Extra[*phase]; ok {
+		run = extra
+	}
 	if f.Endpoint == "" || f.AccessKey == "" || f.SecretKey == "" || run == nil {
-		fmt.Fprintf(os.Stderr, "usage: %s -endpoint HOST:PORT -ak AK -sk SK [-key K] [-doomed-key K] [-phase roundtrip|errors|throttled]\n", name)
+		fmt.Fprintf(os.Stderr, "usage: %s -endpoint HOST:PORT -ak AK -sk SK [-key K] [-doomed-key K] [-phase roundtrip|errors|throttled|…]\n", name)
 		os.Exit(2)
 	}
 	run(f)
