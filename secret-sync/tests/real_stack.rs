@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kms_lab_stack::provision::{self, ProvisionOptions};
 use kms_lab_stack::{Stack, StackOptions};
-use kms_secret_sync::crd::{ALLOW_NAMESPACES, DeletionPolicy, ExternalSecret, JmesPathObject, SecretStore};
+use kms_secret_sync::crd::{
+    ALLOW_NAMESPACES, DataProcess, DataSource, DeletionPolicy, ExternalSecret, JmesPathObject, ReplaceRule, SecretStore,
+};
 use kms_secret_sync::decide::Reason;
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab, rbac};
 use kube::api::{Api, DeleteParams, ListParams};
@@ -63,6 +65,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encrypted() {
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
     let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
@@ -194,6 +197,24 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     let status = lab::wait_for_ready(&client, NS, "lost", false, Some(Reason::StoreNotFound), WAIT).await.unwrap();
     assert!(status.ready().unwrap().message.starts_with("spec.data[0].secretStoreRef"), "{status:?}");
     assert!(Api::<Secret>::namespaced(client.clone(), NS).get_opt("bad").await.unwrap().is_none());
+    // A synced ExternalSecret changed to a bad regular expression or a JMESPath that selects
+    // nothing keeps its last good Secret, says why, and a Warning Event is published.
+    let mut split = lab::external_secret("split", vec![]);
+    split.spec.data_process = vec![DataProcess {
+        extract: Some(DataSource { key: "db".into(), secret_store_ref: Some(kms_store.clone()), ..Default::default() }),
+        replace_rule: vec![ReplaceRule { source: "^pass(.*)$".into(), target: "secret$1".into() }],
+    }];
+    lab::apply_external_secret(&client, NS, &split).await.unwrap();
+    lab::wait_for_secret(&client, NS, "split", "secretword", WAIT, |v| v.is_some()).await.expect("dataProcess splits the JSON value");
+    split.spec.data_process[0].replace_rule[0].source = "^pass(.*$".into();
+    lab::apply_external_secret(&client, NS, &split).await.unwrap();
+    let status = lab::wait_for_ready(&client, NS, "split", false, Some(Reason::InvalidSpec), WAIT).await.unwrap();
+    assert!(status.ready().unwrap().message.starts_with("spec.dataProcess[0].replaceRule[0].source"), "{status:?}");
+    split.spec.data_process.clear();
+    split.spec.data = vec![by_path(lab::entry("user", "db", &kms_store), "nosuch.path")];
+    lab::apply_external_secret(&client, NS, &split).await.unwrap();
+    lab::wait_for_ready(&client, NS, "split", false, Some(Reason::PropertyNotFound), WAIT).await.unwrap();
+    lab::wait_for_secret(&client, NS, "split", "secretword", Duration::ZERO, |v| v.is_some()).await.expect("the last good Secret stays");
 
     // Nothing secret in the status or the events; failures have Warning events.
     let statuses =
@@ -203,7 +224,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     for value in ["pw-v1-first", "pw-v5", "pw-v6-after-deny", "tok-v1-first", admin_secret, sync_secret] {
         assert!(!statuses.contains(value) && !events_text.contains(value), "`{value}` leaked into a status or an event");
     }
-    for reason in ["StoreUnavailable", "AccessDenied", "RemoteSecretDeleted", "PropertyNotFound"] {
+    for reason in ["StoreUnavailable", "AccessDenied", "RemoteSecretDeleted", "PropertyNotFound", "InvalidSpec"] {
         assert!(
             events.items.iter().any(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason)),
             "no Warning event {reason}"
@@ -211,7 +232,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     }
 
     // `spec.type` is the Secret's type.
-    let mut typed = lab::external_secret("typed", vec![lab::entry("token", "token", &kms_store)]);
+    let mut typed = lab::external_secret("typed", vec![lab::entry("token", "db", &kms_store)]);
     typed.spec.type_ = Some("alibabacloud.com/synced".into());
     lab::apply_external_secret(&client, NS, &typed).await.unwrap();
     lab::wait_for_secret(&client, NS, "typed", "token", WAIT, |v| v.is_some()).await.expect("synced");
@@ -248,7 +269,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     lab::apply_external_secret(&client, NS, &kept).await.unwrap();
     lab::wait_for_secret(&client, NS, "kept", "password", WAIT, |v| v.is_some()).await.unwrap();
     let external = Api::<ExternalSecret>::namespaced(client.clone(), NS);
-    for name in ["app", "kept", "bad", "lost", "typed", "cross"] {
+    for name in ["app", "kept", "bad", "lost", "typed", "cross", "split"] {
         external.delete(name, &DeleteParams::default()).await.unwrap();
     }
     lab::wait_for_secret(&client, NS, "app", "password", WAIT, |v| v.is_none()).await.expect("deleted with its ExternalSecret");
