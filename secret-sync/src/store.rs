@@ -165,7 +165,8 @@ impl StoreError {
     /// The error for an error answer with `code`.
     pub fn from_code(action: Action, code: ErrorCode, message: String, retry_after: Option<Duration>) -> Self {
         match code {
-            ErrorCode::Forbidden => Self::Denied { action, message },
+            // A refused credential (unknown access key, wrong secret) is a denial the user fixes in the store's Secret.
+            ErrorCode::Forbidden | ErrorCode::InvalidAccessKeyId | ErrorCode::SignatureDoesNotMatch => Self::Denied { action, message },
             ErrorCode::KeyNotFound => Self::NotFound { action, message },
             ErrorCode::Throttling => Self::Throttled { action, retry_after },
             code if code.retryable() || code == ErrorCode::Sealed => Self::Failed { action, code, message, retryable: true },

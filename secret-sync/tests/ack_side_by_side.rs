@@ -25,7 +25,7 @@ use kms_secret_sync::decide::Reason;
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
 use mock_kms::api::Action;
-use mock_kms::api::admin::AccessPolicy;
+use mock_kms::api::admin::{AccessPolicy, FaultProfile, OutageFault};
 use mock_kms::api::secrets::CreateSecretRequest;
 use mock_kms::dialects::Dialect;
 use mock_kms::{Credential, MockKms};
@@ -198,7 +198,7 @@ async fn settled_secret(
 ) -> Option<BTreeMap<String, String>> {
     let api = Api::<Secret>::namespaced(client.clone(), namespace);
     let started = Instant::now();
-    while started.elapsed() < deadline {
+    loop {
         if let Some(secret) = api.get_opt(name).await.unwrap() {
             let data: BTreeMap<String, String> =
                 secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned())).collect();
@@ -206,9 +206,11 @@ async fn settled_secret(
                 return Some(data);
             }
         }
+        if started.elapsed() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    None
 }
 
 /// A Pod object for ack-secret-manager's leader election (operator-lib's leader-for-life needs
@@ -375,6 +377,46 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
         assert_eq!(mine, yours, "`{name}`: kms-secret-sync's Secret (left) differs from ack-secret-manager's (right)");
         eprintln!("`{name}`: the same {} keys on both controllers: {:?}", mine.len(), mine.keys().collect::<Vec<_>>());
     }
+    // When the store fails, what becomes of each controller's Secret? Ours keeps it (asserted);
+    // theirs is observed for three of its polling intervals and reported.
+    let reader_policy = AccessPolicy::allow([Action::GetSecretValue, Action::Decrypt], ["secret/*", &format!("key/{KEY}")]);
+    let credentials = Api::<Secret>::namespaced(admin.clone(), OURS);
+    let good = settled_secret(&admin, OURS, &esdemo, WAIT, |d| !d.is_empty()).await.unwrap();
+    for failure in ["a denied GetSecretValue", "a store outage", "wrong credentials in the SecretStore"] {
+        let reason = match failure {
+            "a denied GetSecretValue" => {
+                kms.set_policy(READER.0, AccessPolicy::allow([Action::Decrypt], [format!("key/{KEY}")])).unwrap();
+                Reason::AccessDenied
+            }
+            "a store outage" => {
+                kms.set_faults(FaultProfile { outage: Some(OutageFault::default()), ..Default::default() }).unwrap();
+                Reason::StoreUnavailable
+            }
+            _ => {
+                let wrong = serde_json::json!({ "stringData": { "accessKeySecret": "not-the-secret" } });
+                credentials.patch("scdemo-credentials", &PatchParams::default(), &Patch::Merge(&wrong)).await.unwrap();
+                Reason::AccessDenied
+            }
+        };
+        let status = lab::wait_for_ready(&admin, OURS, &esdemo, false, Some(reason), WAIT).await.unwrap();
+        assert!(status.ready().is_some());
+        let kept = settled_secret(&admin, OURS, &esdemo, Duration::ZERO, |d| d == &good).await;
+        assert!(kept.is_some(), "{failure}: kms-secret-sync's Secret changed");
+        let lost = settled_secret(&admin, THEIRS, &esdemo, Duration::from_secs(15), |d| d != &good).await;
+        differences.push(match lost {
+            Some(data) => format!("{failure}: ack-secret-manager rewrote its Secret with {} of {} keys", data.len(), good.len()),
+            None => format!("{failure}: ack-secret-manager's Secret kept its value for 15 s (three polling intervals)"),
+        });
+        kms.set_policy(READER.0, reader_policy.clone()).unwrap();
+        kms.clear_faults();
+        let right = serde_json::json!({ "stringData": { "accessKeySecret": READER.1 } });
+        credentials.patch("scdemo-credentials", &PatchParams::default(), &Patch::Merge(&right)).await.unwrap();
+        lab::wait_for_ready(&admin, OURS, &esdemo, true, Some(Reason::Synced), WAIT).await.unwrap();
+        settled_secret(&admin, THEIRS, &esdemo, WAIT, |d| d == &good)
+            .await
+            .unwrap_or_else(|| panic!("{failure}: ack-secret-manager did not heal"));
+    }
+
     // An ExternalSecret with nothing to sync (valid in both schemas): theirs writes an empty
     // Secret, ours refuses with the reason.
     let empty = serde_json::json!({ "apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret", "metadata": { "name": "nothing" }, "spec": { "provider": "kms" } });
