@@ -46,6 +46,11 @@ pub struct Args {
     /// The token the vault dialect accepts in X-Vault-Token (prefer the environment variable).
     #[arg(long, value_name = "TOKEN", env = "MOCK_KMS_VAULT_TOKEN", hide_env_values = true)]
     pub vault_token: Option<Zeroizing<String>>,
+    /// The vault token's lease (e.g. `90s`): it runs down this long after its first use (or its
+    /// last `renew-self`) and is then refused with 403, as Vault refuses an expired token.
+    /// Default: it does not run down.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub vault_token_ttl: Option<std::time::Duration>,
     /// Address to listen on; with --cluster N, node i listens on port + i.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8200")]
     pub listen: SocketAddr,
@@ -133,6 +138,15 @@ pub struct Also {
     pub tls: bool,
 }
 
+/// `--vault-token-ttl`: a duration of at least one second (`90s`, `2m`).
+fn parse_ttl(value: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(value).map_err(|e| format!("`{value}` is not a duration ({e}): write e.g. 90s or 2m"))?;
+    if ttl.as_secs() == 0 {
+        return Err(format!("`{value}` is under a second: a Vault token's TTL is whole seconds"));
+    }
+    Ok(ttl)
+}
+
 fn parse_also(value: &str) -> Result<Also, String> {
     let (dialect, addr) = value.split_once('=').ok_or_else(|| format!("`{value}` is not DIALECT=ADDR (e.g. vault=127.0.0.1:8201)"))?;
     let dialect: Dialect = dialect.parse().map_err(|e: crate::dialects::UnknownDialect| e.to_string())?;
@@ -170,6 +184,9 @@ impl Args {
         }
         if let Some(token) = &self.vault_token {
             builder = builder.vault_token(token.as_str());
+        }
+        if let Some(ttl) = self.vault_token_ttl {
+            builder = builder.vault_token_ttl(ttl);
         }
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);

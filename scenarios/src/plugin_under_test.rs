@@ -46,24 +46,49 @@ pub fn why_not(scenario: &Scenario, manifest: &Manifest) -> Option<String> {
             "every plugin of the scenario is kms-faulty-plugin with defects on purpose or a named manifest: it is about those".into(),
         );
     }
+    let needs = match needs_of(scenario) {
+        Ok(needs) => needs,
+        Err(why) => return Some(why),
+    };
+    let lacking = manifest.lacks(&needs.capabilities)?;
+    Some(format!("it needs a plugin with `{lacking}`; {name}'s manifest ({}) does not list it", manifest.path.display()))
+}
+
+/// What `scenario` needs of the plugin that runs it: its providers' APIs, its `requires:`, what
+/// its mock KMS and its steps call for; `Err` says which step only kms-lab's own plugin can take.
+fn needs_of(scenario: &Scenario) -> Result<Needs, String> {
     let mut needs = Needs::of_encryption(&scenario.stack.encryption);
     needs.capabilities.extend(scenario.requires.iter().copied());
     if let Some(kms) = &scenario.stack.mock_kms {
-        if kms.nodes > 1 {
+        // A Vault client is given one node: a standby redirects it to the active one.
+        if kms.nodes > 1 && kms.vault.is_none() {
             needs.capabilities.push(Capability::SeveralEndpoints);
         }
         if kms.sealed {
             needs.capabilities.push(Capability::RemoteKms);
         }
+        if kms.vault.is_some() {
+            needs.capabilities.extend([Capability::RemoteKms, Capability::Vault]);
+        }
     }
     for (index, item) in scenario.steps.iter().enumerate() {
         needs.absorb(item.kind().needs());
         if let Some(why) = needs.own_plugin_only {
-            return Some(format!("step {} needs kms-lab's own plugin: {why}", index + 1));
+            return Err(format!("step {} needs kms-lab's own plugin: {why}", index + 1));
         }
     }
-    let lacking = manifest.lacks(&needs.capabilities)?;
-    Some(format!("it needs a plugin with `{lacking}`; {name}'s manifest ({}) does not list it", manifest.path.display()))
+    Ok(needs)
+}
+
+/// Why `scenario` means nothing for kms-lab's own plugin (no `--plugin`), or `None` when it
+/// runs: its plugin speaks the native, `jdcloud` and `aliyun` dialects, not Vault's.
+pub fn why_not_own_plugin(scenario: &Scenario) -> Option<String> {
+    let needs = needs_of(scenario).ok()?;
+    needs.capabilities.contains(&Capability::Vault).then(|| {
+        "it needs a plugin with `vault` (it drives the mock KMS as a HashiCorp Vault); kms-lab's own plugin does not call \
+         Vault: run it with `--plugin vault-kubernetes-kms`"
+            .to_owned()
+    })
 }
 
 #[cfg(test)]
