@@ -51,6 +51,13 @@ pub struct Args {
     /// Default: it does not run down.
     #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
     pub vault_token_ttl: Option<std::time::Duration>,
+    /// The role id of the AppRole whose login (`POST /v1/auth/approle/login`) hands out the vault
+    /// token; needs --vault-approle-secret-id.
+    #[arg(long, value_name = "ID", requires = "vault_approle_secret_id")]
+    pub vault_approle_role_id: Option<String>,
+    /// The secret id of that AppRole (prefer the environment variable).
+    #[arg(long, value_name = "ID", env = "MOCK_KMS_VAULT_APPROLE_SECRET_ID", hide_env_values = true, requires = "vault_approle_role_id")]
+    pub vault_approle_secret_id: Option<Zeroizing<String>>,
     /// Address to listen on; with --cluster N, node i listens on port + i.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8200")]
     pub listen: SocketAddr,
@@ -187,6 +194,9 @@ impl Args {
         }
         if let Some(ttl) = self.vault_token_ttl {
             builder = builder.vault_token_ttl(ttl);
+        }
+        if let (Some(role_id), Some(secret_id)) = (&self.vault_approle_role_id, &self.vault_approle_secret_id) {
+            builder = builder.vault_approle(role_id.as_str(), secret_id.as_str());
         }
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);

@@ -62,6 +62,8 @@ pub struct MockKmsBuilder {
     vault_token: Option<Zeroizing<String>>,
     /// The lease of the Vault token (`None`: it does not run down).
     vault_token_ttl: Option<std::time::Duration>,
+    /// The AppRole (role id, secret id) whose login hands out the Vault token.
+    vault_approle: Option<(String, Zeroizing<String>)>,
     /// The PEM certificate chain and key of the TLS listeners.
     tls_identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
 }
@@ -106,6 +108,7 @@ impl Default for MockKmsBuilder {
             extra_listeners: Vec::new(),
             vault_token: None,
             vault_token_ttl: None,
+            vault_approle: None,
             tls_identity: None,
         }
     }
@@ -251,6 +254,13 @@ impl MockKmsBuilder {
         self
     }
 
+    /// The AppRole whose login (`POST /v1/auth/approle/login {"role_id", "secret_id"}`) hands
+    /// out the Vault token with a fresh lease.
+    pub fn vault_approle(mut self, role_id: impl Into<String>, secret_id: impl Into<String>) -> Self {
+        self.vault_approle = Some((role_id.into(), Zeroizing::new(secret_id.into())));
+        self
+    }
+
     fn check(&self) -> Result<(), StartError> {
         if self.cluster_size == 0 || self.cluster_size > MAX_CLUSTER_SIZE {
             return Err(StartError::Config(format!("--cluster {} is out of range: use 1 to {MAX_CLUSTER_SIZE}", self.cluster_size)));
@@ -393,7 +403,7 @@ impl MockKmsBuilder {
             unseal_lock: tokio::sync::Mutex::new(()),
             aws: Default::default(),
             vault_token: self.vault_token.take(),
-            vault: crate::dialects::vault::VaultState::with_token_ttl(self.vault_token_ttl),
+            vault: crate::dialects::vault::VaultState::new(self.vault_token_ttl, self.vault_approle.take()),
         });
         for (access_key, policy) in std::mem::take(&mut self.policies) {
             shared

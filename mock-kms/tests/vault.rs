@@ -67,6 +67,12 @@ def run(step):
         shown = {k: auth[k] for k in ("lease_duration", "renewable", "policies", "token_type")}
         shown["client_token_is_the_token"] = auth["client_token"] == client.token
         return shown
+    if op == "approle_login":
+        auth = client.auth.approle.login(role_id=step["role_id"], secret_id=step["secret_id"], use_token=False)["auth"]
+        shown = {k: auth[k] for k in ("lease_duration", "renewable", "policies", "token_type")}
+        # The token handed out is compared here, never printed.
+        shown["client_token_is_the_token"] = auth["client_token"] == token
+        return shown
     if op == "list_keys":
         return sorted(transit.list_keys()["data"]["keys"])
     if op == "health":
@@ -519,4 +525,41 @@ async fn raw_location(port: u16, method: &str, path: &str) -> (u16, String) {
     let head = text.split("\r\n\r\n").next().unwrap_or_default();
     let location = head.lines().find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: "))).unwrap_or_default();
     (status, location.trim().to_owned())
+}
+
+/// An AppRole login (`auth/approle/login`, what vault-kubernetes-kms's `-auth-method=approle`
+/// calls at start and when a renewal fails) through hvac's own `approle.login`: the right role id
+/// and secret id get the token with a fresh lease, wrong ones Vault's 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approle_login_hands_out_the_token_with_a_fresh_lease() {
+    let kms = MockKms::builder()
+        .dialect(Dialect::Vault)
+        .vault_token(TOKEN)
+        .vault_token_ttl(std::time::Duration::from_secs(60))
+        .vault_approle("role-1", "secret-1")
+        .key("lab-key")
+        .seed(15)
+        .start()
+        .await
+        .unwrap();
+    let a = hvac(
+        &kms.url(),
+        &json!([
+            {"op": "approle_login", "role_id": "role-1", "secret_id": "secret-1"},
+            {"op": "approle_login", "role_id": "role-1", "secret_id": "wrong"},
+            {"op": "approle_login", "role_id": "other", "secret_id": "secret-1"},
+            {"op": "lookup_self"},
+        ]),
+    );
+    let auth = ok(&a[0]);
+    assert_eq!((auth["lease_duration"].as_u64(), auth["renewable"].as_bool()), (Some(60), Some(true)), "{auth}");
+    assert_eq!((auth["token_type"].as_str(), auth["client_token_is_the_token"].as_bool()), (Some("service"), Some(true)), "{auth}");
+    for refused in &a[1..3] {
+        assert_eq!(error(refused), ("InvalidRequest".to_owned(), vec!["invalid role or secret ID".to_owned()]));
+    }
+    assert_eq!(ok(&a[3])["creation_ttl"].as_u64(), Some(60));
+    let records = kms.audit().records();
+    let logins = |outcome: &str| records.iter().filter(|r| r.operation == "auth/approle/login" && r.outcome == outcome).count();
+    assert_eq!((logins("Ok"), logins("SignatureDoesNotMatch")), (1, 2), "every login is audited");
+    kms.shutdown().await;
 }

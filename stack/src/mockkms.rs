@@ -502,7 +502,9 @@ impl MockKms {
                         )));
                     }
                     None => {
-                        return Err(StackError::MockKms(format!("PUT /v1/sys/unseal: no answer from mock-kms-{index} on 127.0.0.1:{port}")));
+                        return Err(StackError::MockKms(format!(
+                            "PUT /v1/sys/unseal: no answer from mock-kms-{index} on 127.0.0.1:{port}"
+                        )));
                     }
                 };
                 last = Some(serde_json::from_str::<VaultSealStatus>(&text).map_err(|e| {

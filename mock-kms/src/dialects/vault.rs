@@ -95,6 +95,8 @@ pub(crate) struct VaultState {
     token_ttl: Option<u64>,
     /// When its lease ends (Unix seconds), once it was first used and a TTL is set.
     token_expires: Mutex<Option<u64>>,
+    /// The AppRole whose login hands out the token: its role id and secret id.
+    approle: Option<(String, Zeroizing<String>)>,
 }
 
 /// Where the token's lease stands.
@@ -109,9 +111,20 @@ enum Lease {
 }
 
 impl VaultState {
-    /// The state of a process whose token has a lease of `ttl` (`None`: it never runs down).
-    pub(crate) fn with_token_ttl(ttl: Option<Duration>) -> Self {
-        Self { token_ttl: ttl.map(|t| t.as_secs().max(1)), ..Self::default() }
+    /// The state of a process whose token has a lease of `ttl` (`None`: it never runs down) and
+    /// is handed out by an AppRole login with `approle` (role id, secret id), if given.
+    pub(crate) fn new(ttl: Option<Duration>, approle: Option<(String, Zeroizing<String>)>) -> Self {
+        Self { token_ttl: ttl.map(|t| t.as_secs().max(1)), approle, ..Self::default() }
+    }
+
+    /// An AppRole login: the token gets a fresh lease (its creation TTL from now); the seconds of it.
+    fn login(&self) -> u64 {
+        let Some(ttl) = self.token_ttl else {
+            return TOKEN_TTL_SECS;
+        };
+        self.token_issued();
+        *self.token_expires.lock().unwrap_or_else(|p| p.into_inner()) = Some(unix_now() + ttl);
+        ttl
     }
 
     /// The token's lease now, starting it at its first use.
@@ -370,6 +383,8 @@ enum Op {
     LookupSelf,
     /// `auth/token/renew-self`: a new lease for the token.
     RenewSelf,
+    /// `auth/approle/login`: the token, for a role id and secret id.
+    AppRoleLogin,
 }
 
 impl Op {
@@ -384,6 +399,7 @@ impl Op {
             Self::ListKeys => "transit/keys/list",
             Self::LookupSelf => "auth/token/lookup-self",
             Self::RenewSelf => "auth/token/renew-self",
+            Self::AppRoleLogin => "auth/approle/login",
         }
     }
 
@@ -400,7 +416,7 @@ impl Op {
             Self::RotateKey => Action::RotateKey,
             Self::ListKeys => Action::ListKeys,
             Self::ConfigKey => Action::DisableKey,
-            Self::LookupSelf | Self::RenewSelf => Action::DescribeKey,
+            Self::LookupSelf | Self::RenewSelf | Self::AppRoleLogin => Action::DescribeKey,
         }
     }
 }
@@ -419,7 +435,7 @@ enum Route {
 const SERVED: &str = "POST|PUT /v1/transit/encrypt/:name, /v1/transit/decrypt/:name, GET|POST /v1/transit/keys/:name, \
                       POST /v1/transit/keys/:name/rotate, POST /v1/transit/keys/:name/config, LIST /v1/transit/keys, \
                       GET /v1/sys/health, GET /v1/sys/leader, GET /v1/sys/seal-status, PUT /v1/sys/unseal, \
-                      GET|POST /v1/auth/token/lookup-self, POST|PUT /v1/auth/token/renew-self";
+                      GET|POST /v1/auth/token/lookup-self, POST|PUT /v1/auth/token/renew-self, POST|PUT /v1/auth/approle/login";
 
 fn route(method: &Method, uri: &Uri) -> Option<Route> {
     let path = uri.path().strip_prefix("/v1/")?.trim_end_matches('/');
@@ -435,6 +451,7 @@ fn route(method: &Method, uri: &Uri) -> Option<Route> {
         (["sys", "unseal"], true, _) => Route::Unseal,
         (["auth", "token", "lookup-self"], _, _) if read || write => Route::Op(Op::LookupSelf, None),
         (["auth", "token", "renew-self"], true, _) => Route::Op(Op::RenewSelf, None),
+        (["auth", "approle", "login"], true, _) => Route::Op(Op::AppRoleLogin, None),
         (["transit", "keys"], _, _) if list => Route::Op(Op::ListKeys, None),
         (["transit", "encrypt", name], true, _) => Route::Op(Op::Encrypt, key(name)),
         (["transit", "decrypt", name], true, _) => Route::Op(Op::Decrypt, key(name)),
@@ -464,6 +481,10 @@ struct VaultRequest {
     reset: bool,
     /// `renew-self`: the lease asked for, in seconds or as a duration string (`"1h"`).
     increment: Option<Value>,
+    /// `approle/login`: the role id.
+    role_id: Option<String>,
+    /// `approle/login`: the secret id.
+    secret_id: Option<Zeroizing<String>>,
 }
 
 fn parse_request(body: &[u8]) -> Result<VaultRequest, VaultError> {
@@ -534,11 +555,15 @@ async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, b
     let body = read_body(body, MAX_BODY, "the Vault dialect takes at most 64 KiB of plaintext").await?;
     let request = parse_request(&body)?;
     let store = call.enter().await?;
-    check_token(call, headers)?;
+    // A login is how a client gets a token: it presents none.
+    if op != Op::AppRoleLogin {
+        check_token(call, headers)?;
+    }
     call.admit(op.name())?;
     let mut ops = Ops { call, store: &store };
     let name = match (op, name) {
         (Op::ListKeys, _) => return Ok(Some(ops.list())),
+        (Op::AppRoleLogin, _) => return ops.approle_login(&request).map(Some),
         (Op::LookupSelf, _) => return Ok(Some(ops.lookup_self(headers))),
         (Op::RenewSelf, _) => return ops.renew_self(headers, &request).map(Some),
         (_, Some(name)) => name,
@@ -551,7 +576,7 @@ async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, b
         Op::CreateKey => ops.create(name, &request).await,
         Op::RotateKey => ops.rotate(name).await.map(Some),
         Op::ConfigKey => ops.config(name, &request).map(Some),
-        Op::ListKeys | Op::LookupSelf | Op::RenewSelf => {
+        Op::ListKeys | Op::LookupSelf | Op::RenewSelf | Op::AppRoleLogin => {
             Err(KmsError::InternalFailure(format!("{} was dispatched twice", op.name())).into())
         }
     }
@@ -822,6 +847,44 @@ impl Ops<'_> {
         Ok(answer)
     }
 
+    /// `auth/approle/login` `{"role_id", "secret_id"}`: Vault's `auth` block with the token and a
+    /// fresh lease, as Vault answers an AppRole login (the mock has one token: a login hands it
+    /// out again, its lease starting over). Wrong or missing ids: 400 as Vault answers them; no
+    /// AppRole configured: 400 as Vault answers a role it does not know.
+    fn approle_login(&mut self, request: &VaultRequest) -> Result<Value, VaultError> {
+        let role_id = request.role_id.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| VaultError::bad_request("missing role_id"))?;
+        let secret_id = request.secret_id.as_ref().filter(|s| !s.is_empty()).ok_or_else(|| VaultError::bad_request("missing secret_id"))?;
+        self.call.set_access_key(Some("approle"));
+        let invalid = || VaultError::new(400, ErrorCode::SignatureDoesNotMatch, "invalid role or secret ID");
+        let Some((expected_role, expected_secret)) = &self.vault().approle else {
+            return Err(invalid());
+        };
+        let role_ok = constant_time_eq(expected_role.as_bytes(), role_id.as_bytes());
+        let secret_ok = constant_time_eq(expected_secret.as_bytes(), secret_id.as_bytes());
+        if !(role_ok && secret_ok) {
+            return Err(invalid());
+        }
+        let token = self.call.node.shared.vault_token.clone().ok_or_else(|| {
+            VaultError::new(500, ErrorCode::InternalFailure, "the mock KMS has no --vault-token to hand out on an AppRole login")
+        })?;
+        let lease = self.vault().login();
+        let mut answer = self.envelope(Value::Null);
+        answer["auth"] = json!({
+            "client_token": token.as_str(),
+            "accessor": "mock-kms-token-accessor",
+            "policies": TOKEN_POLICIES,
+            "token_policies": TOKEN_POLICIES,
+            "metadata": { "role_name": "mock-kms" },
+            "lease_duration": lease,
+            "renewable": true,
+            "entity_id": "",
+            "token_type": "service",
+            "orphan": true,
+            "num_uses": 0,
+        });
+        Ok(answer)
+    }
+
     fn list(&self) -> Value {
         let keys: Vec<String> = self.store.list().into_iter().map(|m| m.key_id).collect();
         self.envelope(json!({ "keys": keys }))
@@ -988,6 +1051,10 @@ mod tests {
         assert_eq!(routed("PUT", "/v1/auth/token/renew-self"), Some((Op::RenewSelf, None)));
         assert_eq!(routed("POST", "/v1/auth/token/renew-self"), Some((Op::RenewSelf, None)));
         assert_eq!(routed("GET", "/v1/auth/token/renew-self"), None);
+        assert_eq!(routed("POST", "/v1/auth/approle/login"), Some((Op::AppRoleLogin, None)));
+        assert_eq!(routed("PUT", "/v1/auth/approle/login"), Some((Op::AppRoleLogin, None)));
+        assert_eq!(routed("GET", "/v1/auth/approle/login"), None);
+        assert_eq!(routed("GET", "/v1/sys/leader"), Some((Op::ReadKey, Some("<leader>".into()))));
         assert_eq!(routed("GET", "/v1/transit/encrypt/k"), None);
         assert_eq!(routed("POST", "/v1/secret/data/x"), None);
     }
