@@ -110,6 +110,25 @@ mod tests {
         why_not(&scenario, &manifest)
     }
 
+    /// A 3-node Vault scenario: a Vault plugin with one address takes it (no `several-endpoints`:
+    /// a standby redirects it), any other plugin — kms-lab's own too — is skipped naming `vault`.
+    #[test]
+    fn a_vault_cluster_scenario_needs_a_vault_plugin_not_several_endpoints() {
+        let manifest = |dialect: &str| {
+            let text = format!(
+                "name: p\ndescription: d\nbuild: {{path: /bin/true}}\ncommand: ['--socket={{socket}}']\ndialect: {dialect}\napis: [v2]\nrotation: none\n"
+            );
+            kms_lab_plugins::manifest::parse(Path::new("p.yaml"), &text).unwrap()
+        };
+        let text = "title: t\ndescription: d\nstack:\n  mock_kms: {nodes: 3, sealed: true, vault: {plugin_node: 2}}\n  plugins: [{name: plugin-0}]\n  encryption:\n    secrets:\n      - kms: {name: k, api: v2, plugin: plugin-0}\nsteps:\n  - unseal: {shares: 3, through: vault}\n";
+        let scenario = crate::load::parse(Path::new("t.yaml"), text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(why_not(&scenario, &manifest("vault")), None);
+        let why = why_not(&scenario, &manifest("aws")).expect("an AWS plugin is skipped");
+        assert!(why.contains("`vault`"), "{why}");
+        let own = why_not_own_plugin(&scenario).expect("kms-lab's own plugin is skipped");
+        assert!(own.contains("`vault`") && own.contains("--plugin vault-kubernetes-kms"), "{own}");
+    }
+
     #[test]
     fn a_fault_on_the_secrets_store_alone_runs_on_any_plugin_one_on_key_calls_needs_a_remote_kms() {
         assert_eq!(why_not_with("{throttle: {per_second: 1, actions: [GetSecretValue, ListSecrets]}}"), None);

@@ -46,6 +46,10 @@ pub struct MockKmsOptions {
     pub dialects: Vec<Dialect>,
     /// The token the Vault dialect accepts (random by default).
     pub vault_token: String,
+    /// The role id of the AppRole whose login (`auth/approle/login`) hands out the Vault token.
+    pub vault_approle_role_id: String,
+    /// That AppRole's secret id (random by default).
+    pub vault_approle_secret_id: String,
     /// The node whose address a plugin that takes one endpoint is given
     /// ([`DialectEndpoint::url`]; default 0). A Vault cluster's standby redirects to the active
     /// node, so a plugin given a standby keeps an address that answers when the active is lost.
@@ -63,6 +67,8 @@ impl Default for MockKmsOptions {
             sealed: false,
             dialects: Vec::new(),
             vault_token: format!("s.{}", random_hex(12)),
+            vault_approle_role_id: format!("kms-lab-role-{}", random_hex(4)),
+            vault_approle_secret_id: random_hex(16),
             entry_node: 0,
         }
     }
@@ -319,12 +325,14 @@ impl MockKms {
             args.extend(["--tls-cert".to_owned(), tls.cert_file.display().to_string()]);
             args.extend(["--tls-key".to_owned(), tls.key_file.display().to_string()]);
         }
+        args.extend(["--vault-approle-role-id".to_owned(), self.options.vault_approle_role_id.clone()]);
         args.extend(self.options.extra_args.iter().cloned());
         // Secrets go through the environment, not argv, so `ps` does not show them.
         let env = [
             ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone()),
             ("MOCK_KMS_CLUSTER_SECRET".to_owned(), self.cluster_secret.clone()),
             ("MOCK_KMS_VAULT_TOKEN".to_owned(), self.options.vault_token.clone()),
+            ("MOCK_KMS_VAULT_APPROLE_SECRET_ID".to_owned(), self.options.vault_approle_secret_id.clone()),
         ];
         let name = if self.nodes.len() == 1 { "mock-kms".to_owned() } else { format!("mock-kms-{index}") };
         let mut process = self.launcher.spawn(&name, &self.binary, &args, &node.log, &env).await?;

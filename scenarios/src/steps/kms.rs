@@ -360,8 +360,8 @@ impl StepKind for Unseal {
         if !(1..=5).contains(&self.shares) {
             return Err(format!("`unseal: {}`: the mock KMS has 5 shares; give 1 to 5", self.shares));
         }
-        if self.through == UnsealThrough::Vault && !scope.scenario().stack.mock_kms.as_ref().is_some_and(|k| k.vault.is_some()) {
-            return Err("`unseal: {through: vault}` needs the mock KMS as a Vault: `mock_kms: {vault: {}}`".into());
+        if self.through == UnsealThrough::Vault {
+            scope.vault("unseal: {through: vault}")?;
         }
         Ok(())
     }
@@ -440,10 +440,7 @@ impl VaultHealthStatus {
 impl ConditionKind for VaultHealth {
     fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
         scope.component(&crate::model::Component::MockKmsNode(self.node))?;
-        if !scope.scenario().stack.mock_kms.as_ref().is_some_and(|k| k.vault.is_some()) {
-            return Err("`vault_health` needs the mock KMS as a Vault: `mock_kms: {vault: {}}`".into());
-        }
-        Ok(())
+        scope.vault("vault_health")
     }
 
     fn label(&self) -> String {
