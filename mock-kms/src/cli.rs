@@ -270,6 +270,8 @@ mod tests {
         assert_eq!(tls.also, [Also { dialect: Dialect::Aliyun, addr: "127.0.0.1:9003".parse().unwrap(), tls: true }]);
         let peers = parse(&["--node-id", "a", "--peers", "http://127.0.0.1:1,127.0.0.1:2"]).unwrap();
         assert_eq!(peers.peers.len(), 2);
+        let lease = parse(&["--vault-token", "t", "--vault-token-ttl", "2m"]).unwrap();
+        assert_eq!(lease.vault_token_ttl, Some(std::time::Duration::from_secs(120)));
     }
 
     #[test]
@@ -281,6 +283,9 @@ mod tests {
             vec!["--listen", "nowhere"],
             vec!["--dialect", "azure"],
             vec!["--also", "vault"],
+            vec!["--vault-token-ttl", "0s"],
+            vec!["--vault-token-ttl", "soon"],
+            vec!["--vault-approle-role-id", "r"],
         ] {
             let error = parse(&bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert_eq!(error.exit_code(), 2, "{bad:?}");

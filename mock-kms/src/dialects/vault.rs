@@ -614,6 +614,14 @@ async fn sys_leader(node: &Node) -> Response {
     if node.shared.sealed() {
         return json_response(503, &VaultError::from(KmsError::Sealed).body());
     }
+    // A node without peers is not in HA mode: Vault answers it with no leader.
+    if node.replicator.is_none() {
+        return json_response(
+            200,
+            &json!({ "ha_enabled": false, "is_self": false, "active_time": "0001-01-01T00:00:00Z", "leader_address": "",
+                     "leader_cluster_address": "", "performance_standby": false, "performance_standby_last_remote_wal": 0 }),
+        );
+    }
     let leader = leader(node).await;
     let address = match &leader {
         Leader::Me => node.vault_ha.api_addr().unwrap_or_default().to_owned(),
@@ -628,7 +636,7 @@ async fn sys_leader(node: &Node) -> Response {
     json_response(
         200,
         &json!({
-            "ha_enabled": node.replicator.is_some(),
+            "ha_enabled": true,
             "is_self": leader == Leader::Me,
             "active_time": active_time,
             "leader_address": address,
