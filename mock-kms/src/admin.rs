@@ -47,6 +47,7 @@ pub(crate) fn routes() -> Router<Arc<Node>> {
         .route("/admin/keys/{key_id}/versions/{version_id}/enable", post(enable_version))
         .route("/admin/keys/{key_id}/versions/{version_id}/destroy", post(destroy_version))
         .route("/admin/cluster", get(cluster_status))
+        .route(crate::dialects::vault::HA_PATH, get(vault_ha))
         .route("/admin/policies", get(get_policies))
         .route("/admin/policies/{access_key}", put(put_policy).delete(delete_policy))
         .route(crate::cluster::SNAPSHOT_PATH, get(get_snapshot).post(post_snapshot))
@@ -317,6 +318,12 @@ async fn cluster_status(State(node): State<Arc<Node>>) -> Response {
         .collect();
     let peers = node.replicator.as_ref().map(|r| r.peers().to_vec()).unwrap_or_default();
     axum::Json(ClusterStatus { node_id: node.id.clone(), peers, nodes }).into_response()
+}
+
+/// `GET /admin/vault/ha`: this node's Vault HA state ([`crate::dialects::vault::HaInfo`]), for
+/// its peers to find the active node.
+async fn vault_ha(State(node): State<Arc<Node>>) -> Response {
+    axum::Json(crate::dialects::vault::ha_info(&node)).into_response()
 }
 
 /// `GET /admin/cluster/snapshot`: this node's signed snapshot, for a peer that syncs.

@@ -46,6 +46,18 @@ pub struct Args {
     /// The token the vault dialect accepts in X-Vault-Token (prefer the environment variable).
     #[arg(long, value_name = "TOKEN", env = "MOCK_KMS_VAULT_TOKEN", hide_env_values = true)]
     pub vault_token: Option<Zeroizing<String>>,
+    /// The vault token's lease (e.g. `90s`): it runs down this long after its first use (or its
+    /// last `renew-self`) and is then refused with 403, as Vault refuses an expired token.
+    /// Default: it does not run down.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl)]
+    pub vault_token_ttl: Option<std::time::Duration>,
+    /// The role id of the AppRole whose login (`POST /v1/auth/approle/login`) hands out the vault
+    /// token; needs --vault-approle-secret-id.
+    #[arg(long, value_name = "ID", requires = "vault_approle_secret_id")]
+    pub vault_approle_role_id: Option<String>,
+    /// The secret id of that AppRole (prefer the environment variable).
+    #[arg(long, value_name = "ID", env = "MOCK_KMS_VAULT_APPROLE_SECRET_ID", hide_env_values = true, requires = "vault_approle_role_id")]
+    pub vault_approle_secret_id: Option<Zeroizing<String>>,
     /// Address to listen on; with --cluster N, node i listens on port + i.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8200")]
     pub listen: SocketAddr,
@@ -133,6 +145,15 @@ pub struct Also {
     pub tls: bool,
 }
 
+/// `--vault-token-ttl`: a duration of at least one second (`90s`, `2m`).
+fn parse_ttl(value: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(value).map_err(|e| format!("`{value}` is not a duration ({e}): write e.g. 90s or 2m"))?;
+    if ttl.as_secs() == 0 {
+        return Err(format!("`{value}` is under a second: a Vault token's TTL is whole seconds"));
+    }
+    Ok(ttl)
+}
+
 fn parse_also(value: &str) -> Result<Also, String> {
     let (dialect, addr) = value.split_once('=').ok_or_else(|| format!("`{value}` is not DIALECT=ADDR (e.g. vault=127.0.0.1:8201)"))?;
     let dialect: Dialect = dialect.parse().map_err(|e: crate::dialects::UnknownDialect| e.to_string())?;
@@ -170,6 +191,12 @@ impl Args {
         }
         if let Some(token) = &self.vault_token {
             builder = builder.vault_token(token.as_str());
+        }
+        if let Some(ttl) = self.vault_token_ttl {
+            builder = builder.vault_token_ttl(ttl);
+        }
+        if let (Some(role_id), Some(secret_id)) = (&self.vault_approle_role_id, &self.vault_approle_secret_id) {
+            builder = builder.vault_approle(role_id.as_str(), secret_id.as_str());
         }
         if let Some(dir) = &self.data_dir {
             builder = builder.data_dir(dir);
@@ -243,6 +270,8 @@ mod tests {
         assert_eq!(tls.also, [Also { dialect: Dialect::Aliyun, addr: "127.0.0.1:9003".parse().unwrap(), tls: true }]);
         let peers = parse(&["--node-id", "a", "--peers", "http://127.0.0.1:1,127.0.0.1:2"]).unwrap();
         assert_eq!(peers.peers.len(), 2);
+        let lease = parse(&["--vault-token", "t", "--vault-token-ttl", "2m"]).unwrap();
+        assert_eq!(lease.vault_token_ttl, Some(std::time::Duration::from_secs(120)));
     }
 
     #[test]
@@ -254,6 +283,9 @@ mod tests {
             vec!["--listen", "nowhere"],
             vec!["--dialect", "azure"],
             vec!["--also", "vault"],
+            vec!["--vault-token-ttl", "0s"],
+            vec!["--vault-token-ttl", "soon"],
+            vec!["--vault-approle-role-id", "r"],
         ] {
             let error = parse(&bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert_eq!(error.exit_code(), 2, "{bad:?}");

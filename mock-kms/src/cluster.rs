@@ -173,6 +173,24 @@ impl Replicator {
         accepted
     }
 
+    /// `GET path` on every peer at once, each bounded by `deadline`: each peer's answer body when
+    /// it answered 2xx, `None` when it did not answer or refused (down, sealed, starting).
+    pub async fn get_from_peers(&self, path: &str, deadline: Duration) -> Vec<(String, Option<Bytes>)> {
+        let gets = self.peers.iter().map(|peer| async move {
+            let request = http::Request::get(format!("{peer}{path}")).header(NODE_HEADER, &self.node_id).body(Full::new(Bytes::new()));
+            let Ok(request) = request else {
+                return (peer.clone(), None);
+            };
+            let answer = tokio::time::timeout(deadline, self.exchange(request, peer)).await;
+            let body = match answer {
+                Ok(Ok((status, _, body))) if status.is_success() => Some(body),
+                _ => None,
+            };
+            (peer.clone(), body)
+        });
+        join_all(gets).await
+    }
+
     /// Pulls the snapshot of every live peer (verified, not merged yet).
     pub async fn pull(&self) -> Vec<(String, Snapshot)> {
         let pulls = self.peers.iter().map(|peer| async move {

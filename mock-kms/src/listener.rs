@@ -44,6 +44,8 @@ pub(crate) async fn serve(node: Arc<Node>, listener: TcpListener, app: Router, t
         }
         node.set_listening(false);
         node.set_ready(false);
+        // An active Vault node cut off from its cluster loses its lock: it comes back a standby.
+        node.vault_ha.step_down();
         tracing::warn!(node = %node.id, %addr, "outage: listener closed, connections dropped");
         if !wait_for_recovery(&mut shutdown, &mut faults).await {
             return;

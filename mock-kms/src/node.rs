@@ -92,6 +92,9 @@ impl Shared {
 /// What a node is made of, besides what it shares with the other nodes of the process.
 pub(crate) struct NodeParts {
     pub index: usize,
+    /// Its place in the whole cluster (the HA order: the lowest-ranked unsealed node becomes
+    /// active when none is): its index in this process, or its place in `--peers`.
+    pub rank: usize,
     pub id: String,
     pub addr: SocketAddr,
     pub faults: Faults,
@@ -104,6 +107,10 @@ pub(crate) struct NodeParts {
 /// One node.
 pub(crate) struct Node {
     pub index: usize,
+    /// Its place in the whole cluster ([`NodeParts::rank`]).
+    pub rank: usize,
+    /// Its Vault HA state: whether it is the active node, and its Vault API address.
+    pub vault_ha: crate::dialects::vault::HaState,
     pub id: String,
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
@@ -123,6 +130,8 @@ impl Node {
     pub fn new(parts: NodeParts, shared: Arc<Shared>) -> Self {
         Self {
             index: parts.index,
+            rank: parts.rank,
+            vault_ha: Default::default(),
             id: parts.id,
             addr: parts.addr,
             shared,

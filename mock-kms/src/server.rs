@@ -60,6 +60,10 @@ pub struct MockKmsBuilder {
     /// Each extra listener: its dialect, address and whether it serves TLS.
     extra_listeners: Vec<(Dialect, SocketAddr, bool)>,
     vault_token: Option<Zeroizing<String>>,
+    /// The lease of the Vault token (`None`: it does not run down).
+    vault_token_ttl: Option<std::time::Duration>,
+    /// The AppRole (role id, secret id) whose login hands out the Vault token.
+    vault_approle: Option<(String, Zeroizing<String>)>,
     /// The PEM certificate chain and key of the TLS listeners.
     tls_identity: Option<(Vec<u8>, Zeroizing<Vec<u8>>)>,
 }
@@ -103,6 +107,8 @@ impl Default for MockKmsBuilder {
             dialect: Dialect::Native,
             extra_listeners: Vec::new(),
             vault_token: None,
+            vault_token_ttl: None,
+            vault_approle: None,
             tls_identity: None,
         }
     }
@@ -238,6 +244,20 @@ impl MockKmsBuilder {
     /// The token the Vault dialect accepts in `X-Vault-Token`.
     pub fn vault_token(mut self, token: impl Into<String>) -> Self {
         self.vault_token = Some(Zeroizing::new(token.into()));
+        self
+    }
+
+    /// The lease of the Vault token: it runs down this long after its first use on a process
+    /// (or its last renewal) and is then refused, as Vault refuses an expired token.
+    pub fn vault_token_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.vault_token_ttl = Some(ttl);
+        self
+    }
+
+    /// The AppRole whose login (`POST /v1/auth/approle/login {"role_id", "secret_id"}`) hands
+    /// out the Vault token with a fresh lease.
+    pub fn vault_approle(mut self, role_id: impl Into<String>, secret_id: impl Into<String>) -> Self {
+        self.vault_approle = Some((role_id.into(), Zeroizing::new(secret_id.into())));
         self
     }
 
@@ -383,7 +403,7 @@ impl MockKmsBuilder {
             unseal_lock: tokio::sync::Mutex::new(()),
             aws: Default::default(),
             vault_token: self.vault_token.take(),
-            vault: Default::default(),
+            vault: crate::dialects::vault::VaultState::new(self.vault_token_ttl, self.vault_approle.take()),
         });
         for (access_key, policy) in std::mem::take(&mut self.policies) {
             shared
@@ -413,7 +433,12 @@ impl MockKmsBuilder {
             };
             let faults = Faults::new(seed, index as u64);
             faults.set(self.faults.clone())?;
-            let parts = NodeParts { index, id: id.clone(), addr: *addr, faults, replicator, state_file, pending };
+            // In a multi-process cluster `--peers` lists every node (itself included) in one
+            // order on every node: its place there is its rank; one missing from its own list
+            // ranks after them.
+            let rank =
+                if self.cluster_size > 1 || peers.is_empty() { index } else { peers.iter().position(|p| *p == url).unwrap_or(peers.len()) };
+            let parts = NodeParts { index, rank, id: id.clone(), addr: *addr, faults, replicator, state_file, pending };
             nodes.push(Arc::new(Node::new(parts, shared.clone())));
         }
         let _ = shared.nodes.set(nodes.iter().map(Arc::downgrade).collect());
@@ -432,6 +457,9 @@ impl MockKmsBuilder {
         let mut tasks = Vec::new();
         let mut extra_addrs = Vec::new();
         for (index, (node, listener)) in nodes.iter().zip(listeners).enumerate() {
+            if self.dialect == Dialect::Vault {
+                node.vault_ha.set_api_addr(node.url());
+            }
             let app = crate::dialects::router(self.dialect, node.clone())?;
             tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app, None)));
             for (dialect, addr, over_tls) in &self.extra_listeners {
@@ -445,6 +473,9 @@ impl MockKmsBuilder {
                 let bound = listener.local_addr().unwrap_or(addr);
                 tracing::info!(node = %node.id, dialect = %dialect, addr = %bound, tls = over_tls, "listening");
                 extra_addrs.push((index, *dialect, bound));
+                if *dialect == Dialect::Vault {
+                    node.vault_ha.set_api_addr(format!("{}://{bound}", if *over_tls { "https" } else { "http" }));
+                }
                 let app = crate::dialects::router(*dialect, node.clone())?;
                 let tls = if *over_tls { tls.clone() } else { None };
                 tasks.push(tokio::spawn(crate::listener::serve(node.clone(), listener, app, tls)));

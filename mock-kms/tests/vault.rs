@@ -67,6 +67,12 @@ def run(step):
         shown = {k: auth[k] for k in ("lease_duration", "renewable", "policies", "token_type")}
         shown["client_token_is_the_token"] = auth["client_token"] == client.token
         return shown
+    if op == "approle_login":
+        auth = client.auth.approle.login(role_id=step["role_id"], secret_id=step["secret_id"], use_token=False)["auth"]
+        shown = {k: auth[k] for k in ("lease_duration", "renewable", "policies", "token_type")}
+        # The token handed out is compared here, never printed.
+        shown["client_token_is_the_token"] = auth["client_token"] == token
+        return shown
     if op == "list_keys":
         return sorted(transit.list_keys()["data"]["keys"])
     if op == "health":
@@ -398,4 +404,162 @@ async fn raw(port: u16, method: &str, path: &str, body: &str) -> (u16, String) {
     stream.read_to_string(&mut text).await.unwrap();
     let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned())
+}
+
+/// Three single-node processes' worth of mock KMS in one test (each its own seal, audit and token
+/// state, as separate processes), replicating through `--peers`, speaking Vault.
+async fn vault_processes() -> Vec<MockKms> {
+    let listeners: Vec<std::net::TcpListener> = (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    let urls: Vec<String> = listeners.iter().map(|l| format!("http://{}", l.local_addr().unwrap())).collect();
+    let mut nodes = Vec::new();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let node = MockKms::builder()
+            .dialect(Dialect::Vault)
+            .vault_token(TOKEN)
+            .listener(listener)
+            .node_id(format!("node-{index}"))
+            .peers(urls.clone())
+            .cluster_secret("vault-ha-test")
+            .key("lab-key")
+            .seed(15)
+            .start()
+            .await
+            .unwrap();
+        nodes.push(node);
+    }
+    nodes
+}
+
+/// Vault's HA as a client sees it: one active node (200), standbys (429) that answer everything
+/// but `sys/` with a 307 to the active node's address, which hvac follows; when the active node is
+/// lost the lowest-ranked standby takes over, and a node that comes back stays a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standbys_redirect_to_the_active_node_and_one_takes_over_when_it_is_lost() {
+    let mut nodes = vault_processes().await;
+    let port = |i: usize, nodes: &[MockKms]| nodes[i].addr().port();
+    let standby = nodes[2].url();
+
+    // Before anyone asked, no node holds the lock; the first request finds node 0 first in line.
+    let (status, _) = raw(port(2, &nodes), "GET", "/v1/sys/health", "").await;
+    assert_eq!(status, 429, "node 2 is a standby");
+    let (status, location) = raw_location(port(2, &nodes), "GET", "/v1/transit/keys/lab-key").await;
+    assert_eq!(status, 307);
+    assert_eq!(location, format!("{}/v1/transit/keys/lab-key", nodes[0].url()), "the active node's address and the same path");
+    let (status, _) = raw(port(0, &nodes), "GET", "/v1/sys/health", "").await;
+    assert_eq!(status, 200, "node 0 took the lock");
+    let (status, body) = raw(port(1, &nodes), "GET", "/v1/sys/leader", "").await;
+    let leader: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, &leader["is_self"], &leader["leader_address"]), (200, &json!(false), &json!(nodes[0].url())), "{body}");
+
+    // A Vault client given the standby's address is redirected, and it follows.
+    let a = hvac(&standby, &json!([{"op": "encrypt", "key": "lab-key", "plaintext": "a DEK"}, {"op": "health"}]));
+    let ciphertext = ok(&a[0]).as_str().unwrap().to_owned();
+    assert_eq!(ok(&a[1])["status"], 429);
+    let served_by = |kms: &MockKms| kms.audit().records().iter().filter(|r| r.operation == "transit/encrypt").count();
+    assert_eq!((served_by(&nodes[0]), served_by(&nodes[2])), (1, 0), "the active node served it; the standby audited nothing");
+
+    // The active node is lost: node 1 (the lowest-ranked left) takes over, node 2 redirects there.
+    nodes.remove(0).shutdown().await;
+    let (status, location) = raw_location(port(0, &nodes), "GET", "/v1/transit/keys/lab-key").await;
+    assert_eq!((status, location.as_str()), (200, ""), "node 1 serves");
+    let (status, location) = raw_location(port(1, &nodes), "GET", "/v1/transit/keys/lab-key").await;
+    assert_eq!((status, location), (307, format!("{}/v1/transit/keys/lab-key", nodes[0].url())), "node 2 redirects to node 1");
+    let a = hvac(&standby, &json!([{"op": "decrypt", "key": "lab-key", "ciphertext": ciphertext}]));
+    assert_eq!(ok(&a[0]), "a DEK", "the new active node decrypts what the lost one encrypted");
+    let (status, _) = raw(port(0, &nodes), "GET", "/v1/sys/health", "").await;
+    assert_eq!(status, 200);
+    for kms in nodes {
+        kms.shutdown().await;
+    }
+}
+
+/// With `--vault-token-ttl` the token has a lease, as a Vault service token created with `-ttl`:
+/// a look-up reports the time left, `renew-self` sets it to the increment asked, and once it has
+/// run out every call with the token — renewal included — is refused 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_a_lease_runs_down_unless_renewed() {
+    let kms = MockKms::builder()
+        .dialect(Dialect::Vault)
+        .vault_token(TOKEN)
+        .vault_token_ttl(std::time::Duration::from_secs(2))
+        .key("lab-key")
+        .seed(15)
+        .start()
+        .await
+        .unwrap();
+    let url = kms.url();
+    let a = hvac(&url, &json!([{"op": "lookup_self"}, {"op": "renew_self", "increment": 3}, {"op": "lookup_self"}]));
+    let looked = ok(&a[0]);
+    assert_eq!(looked["creation_ttl"].as_u64(), Some(2), "{looked}");
+    assert!(looked["ttl"].as_u64().is_some_and(|t| (1..=2).contains(&t)), "{looked}");
+    assert_eq!(ok(&a[1])["lease_duration"].as_u64(), Some(3), "the increment asked for");
+    assert!(ok(&a[2])["ttl"].as_u64().is_some_and(|t| (2..=3).contains(&t)), "{}", a[2]);
+    assert_eq!(ok(&a[2])["creation_ttl"].as_u64(), Some(2), "creation_ttl stays what the token was created with");
+
+    // Not renewed again: refused within its 3 s lease plus a second of rounding.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, body) = raw(kms.addr().port(), "GET", "/v1/auth/token/lookup-self", "").await;
+        if status == 403 {
+            assert!(body.contains("permission denied"), "{body}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the token's 3 s lease never ran out: {status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let a = hvac(&url, &json!([{"op": "renew_self"}, {"op": "encrypt", "key": "lab-key", "plaintext": "x"}]));
+    assert_eq!(error(&a[0]), ("Forbidden".to_owned(), vec!["permission denied".to_owned()]), "an expired token cannot be renewed");
+    assert_eq!(error(&a[1]), ("Forbidden".to_owned(), vec!["permission denied".to_owned()]));
+    kms.shutdown().await;
+}
+
+/// `METHOD path` with the test token: the status and the `Location` header (empty if none).
+async fn raw_location(port: u16, method: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nX-Vault-Token: {TOKEN}\r\nContent-Length: 0\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let location = head.lines().find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: "))).unwrap_or_default();
+    (status, location.trim().to_owned())
+}
+
+/// An AppRole login (`auth/approle/login`, what vault-kubernetes-kms's `-auth-method=approle`
+/// calls at start and when a renewal fails) through hvac's own `approle.login`: the right role id
+/// and secret id get the token with a fresh lease, wrong ones Vault's 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approle_login_hands_out_the_token_with_a_fresh_lease() {
+    let kms = MockKms::builder()
+        .dialect(Dialect::Vault)
+        .vault_token(TOKEN)
+        .vault_token_ttl(std::time::Duration::from_secs(60))
+        .vault_approle("role-1", "secret-1")
+        .key("lab-key")
+        .seed(15)
+        .start()
+        .await
+        .unwrap();
+    let a = hvac(
+        &kms.url(),
+        &json!([
+            {"op": "approle_login", "role_id": "role-1", "secret_id": "secret-1"},
+            {"op": "approle_login", "role_id": "role-1", "secret_id": "wrong"},
+            {"op": "approle_login", "role_id": "other", "secret_id": "secret-1"},
+            {"op": "lookup_self"},
+        ]),
+    );
+    let auth = ok(&a[0]);
+    assert_eq!((auth["lease_duration"].as_u64(), auth["renewable"].as_bool()), (Some(60), Some(true)), "{auth}");
+    assert_eq!((auth["token_type"].as_str(), auth["client_token_is_the_token"].as_bool()), (Some("service"), Some(true)), "{auth}");
+    for refused in &a[1..3] {
+        assert_eq!(error(refused), ("InvalidRequest".to_owned(), vec!["invalid role or secret ID".to_owned()]));
+    }
+    assert_eq!(ok(&a[3])["creation_ttl"].as_u64(), Some(60));
+    let records = kms.audit().records();
+    let logins = |outcome: &str| records.iter().filter(|r| r.operation == "auth/approle/login" && r.outcome == outcome).count();
+    assert_eq!((logins("Ok"), logins("SignatureDoesNotMatch")), (1, 2), "every login is audited");
+    kms.shutdown().await;
 }

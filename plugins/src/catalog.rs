@@ -18,6 +18,7 @@ const ENTRIES: &[(&str, &str)] = &[
     ("trousseau-awskms.yaml", include_str!("../catalog/trousseau-awskms.yaml")),
     ("trousseau-vault.yaml", include_str!("../catalog/trousseau-vault.yaml")),
     ("vault-kubernetes-kms.yaml", include_str!("../catalog/vault-kubernetes-kms.yaml")),
+    ("vault-kubernetes-kms-approle.yaml", include_str!("../catalog/vault-kubernetes-kms-approle.yaml")),
     ("ack-kms-plugin.yaml", include_str!("../catalog/ack-kms-plugin.yaml")),
     ("jdcloud-kms-plugin.yaml", include_str!("../catalog/jdcloud-kms-plugin.yaml")),
 ];

@@ -209,11 +209,14 @@ pub enum Capability {
     /// Its KEK is in a remote KMS (it names a `dialect:`), so faults, seals and audit counts of
     /// the mock KMS concern it.
     RemoteKms,
+    /// It calls HashiCorp Vault (the `vault` dialect), so a scenario about Vault itself — its
+    /// `sys/` endpoints, HA standbys, the token's lease — concerns it.
+    Vault,
 }
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 7] = [
+    pub const ALL: [Capability; 8] = [
         Self::V1beta1,
         Self::V2,
         Self::Rotation,
@@ -221,6 +224,7 @@ impl Capability {
         Self::SeveralEndpoints,
         Self::AccessKeyCredentials,
         Self::RemoteKms,
+        Self::Vault,
     ];
 
     /// Its name in `requires:` (`rotation-changes-key-id`).
@@ -233,6 +237,7 @@ impl Capability {
             Self::SeveralEndpoints => "several-endpoints",
             Self::AccessKeyCredentials => "access-key-credentials",
             Self::RemoteKms => "remote-kms",
+            Self::Vault => "vault",
         }
     }
 }
@@ -264,6 +269,9 @@ impl Manifest {
         }
         if self.dialect.is_some() {
             out.push(Capability::RemoteKms);
+        }
+        if self.dialect == Some(Dialect::Vault) {
+            out.push(Capability::Vault);
         }
         if self.several_endpoints {
             out.push(Capability::SeveralEndpoints);

@@ -221,6 +221,8 @@ fn values(dialect: Option<Dialect>, kms: Option<&MockKms>) -> Result<Values, Str
         Placeholder::AccessKey,
         Placeholder::SecretKey,
         Placeholder::VaultToken,
+        Placeholder::VaultRoleId,
+        Placeholder::VaultSecretId,
     ];
     let (Some(kms), Some(dialect)) = (kms, dialect) else {
         let why = if dialect.is_none() { "the manifest names no `dialect:`" } else { "the stack runs no mock KMS: start it with one" };
@@ -241,22 +243,30 @@ fn values(dialect: Option<Dialect>, kms: Option<&MockKms>) -> Result<Values, Str
         None => values.unavailable(Placeholder::KmsCaFile, format!("the mock KMS serves the `{dialect}` dialect over plain HTTP")),
     };
     let not_vault = format!("the plugin's dialect is `{dialect}`, not `vault`");
+    let vault_only = [Placeholder::VaultToken, Placeholder::VaultRoleId, Placeholder::VaultSecretId];
     match endpoint.credentials {
         DialectCredentials::AccessKey { access_key, secret_key } => {
             values.set(Placeholder::AccessKey, access_key).set(Placeholder::SecretKey, secret_key);
-            values.unavailable(Placeholder::VaultToken, not_vault);
+            for placeholder in vault_only {
+                values.unavailable(placeholder, not_vault.clone());
+            }
         }
         DialectCredentials::VaultToken(token) => {
             for placeholder in [Placeholder::AccessKey, Placeholder::SecretKey] {
                 values.unavailable(placeholder, "the `vault` dialect takes a token, not an access key");
             }
-            values.set(Placeholder::VaultToken, token);
+            values
+                .set(Placeholder::VaultToken, token)
+                .set(Placeholder::VaultRoleId, kms.options.vault_approle_role_id.clone())
+                .set(Placeholder::VaultSecretId, kms.options.vault_approle_secret_id.clone());
         }
         DialectCredentials::None => {
             for placeholder in [Placeholder::AccessKey, Placeholder::SecretKey] {
                 values.unavailable(placeholder, format!("the `{dialect}` dialect takes no access key"));
             }
-            values.unavailable(Placeholder::VaultToken, not_vault);
+            for placeholder in vault_only {
+                values.unavailable(placeholder, not_vault.clone());
+            }
         }
     }
     Ok(values)

@@ -28,6 +28,10 @@ pub enum Placeholder {
     Region,
     /// `{vault_token}`: the token the Vault dialect accepts. Keep it in `env:` or a file.
     VaultToken,
+    /// `{vault_role_id}`: the role id of the AppRole whose login hands out that token (Vault dialect).
+    VaultRoleId,
+    /// `{vault_secret_id}`: that AppRole's secret id. Keep it in `env:` or a file.
+    VaultSecretId,
     /// `{work_dir}`: the plugin's own private directory for files and extra sockets.
     WorkDir,
     /// `{health_port}`: a free loopback port for the plugin's health endpoint.
@@ -41,7 +45,7 @@ pub enum Placeholder {
 
 impl Placeholder {
     /// Every placeholder, in the order the docs list them.
-    pub const ALL: [Placeholder; 14] = [
+    pub const ALL: [Placeholder; 16] = [
         Self::Socket,
         Self::KmsEndpoint,
         Self::KmsEndpoints,
@@ -52,6 +56,8 @@ impl Placeholder {
         Self::SecretKey,
         Self::Region,
         Self::VaultToken,
+        Self::VaultRoleId,
+        Self::VaultSecretId,
         Self::WorkDir,
         Self::HealthPort,
         Self::MetricsPort,
@@ -71,6 +77,8 @@ impl Placeholder {
             Self::SecretKey => "secret_key",
             Self::Region => "region",
             Self::VaultToken => "vault_token",
+            Self::VaultRoleId => "vault_role_id",
+            Self::VaultSecretId => "vault_secret_id",
             Self::WorkDir => "work_dir",
             Self::HealthPort => "health_port",
             Self::MetricsPort => "metrics_port",
@@ -80,7 +88,7 @@ impl Placeholder {
 
     /// Whether its value is a secret (never put in argv, where `ps` shows it: the loader warns).
     pub fn is_secret(self) -> bool {
-        matches!(self, Self::SecretKey | Self::VaultToken)
+        matches!(self, Self::SecretKey | Self::VaultToken | Self::VaultSecretId)
     }
 
     /// Every placeholder as `{name}`, comma-separated, for error messages.

@@ -158,6 +158,12 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
                     under_test.as_ref().map(|m| m.name.as_str()).unwrap_or_default()
                 );
             }
+            if under_test.is_none()
+                && s.stack.plugins.iter().any(crate::plugin_under_test::PluginUnderTest::replaces)
+                && let Some(reason) = crate::plugin_under_test::why_not_own_plugin(s)
+            {
+                println!("{:<width$}  would be skipped on kms-plugin: {reason}", "");
+            }
         }
         println!("{} scenario file(s) in {} are valid", scenarios.len(), dir.display());
         return Ok(true);

@@ -108,6 +108,8 @@ conditions! {
     Write(objects::WriteProbe),
     /// Mock KMS audit records since a mark are within bounds.
     Audit(kms::AuditCount),
+    /// A mock Vault node's `sys/health` answers with a status (200 active, 429 standby, 503 sealed).
+    VaultHealth(kms::VaultHealth),
     /// The raw values in etcd are as described.
     Etcd(etcd::EtcdExpect),
     /// No generated plaintext is in etcd now, nor in any revision written since the stack started

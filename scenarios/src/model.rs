@@ -161,10 +161,29 @@ pub struct MockKmsSpec {
     /// Start sealed (Shamir 5 shares, threshold 3).
     #[serde(default)]
     pub sealed: bool,
+    /// The mock KMS is a HashiCorp Vault (cluster) and the scenario is about it: only a plugin
+    /// that calls Vault (capability `vault`) can take it, and with several nodes it needs no
+    /// `several-endpoints`: a Vault client is given one node, whose standby redirects it.
+    #[serde(default)]
+    pub vault: Option<VaultSpec>,
 }
 
 fn one() -> usize {
     1
+}
+
+/// `mock_kms: {vault: {token_ttl, plugin_node}}`: the mock KMS as a Vault.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSpec {
+    /// The token's lease (`--vault-token-ttl`): it runs down unless the plugin renews it
+    /// (default: it never runs down).
+    #[serde(default)]
+    pub token_ttl: Option<Dur>,
+    /// The node whose Vault address a plugin is given (`{kms_endpoint}`; default 0). Give a
+    /// node other than the one a scenario kills, so the plugin keeps an address that answers.
+    #[serde(default)]
+    pub plugin_node: usize,
 }
 
 /// One plugin of the stack.

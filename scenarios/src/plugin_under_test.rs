@@ -46,24 +46,49 @@ pub fn why_not(scenario: &Scenario, manifest: &Manifest) -> Option<String> {
             "every plugin of the scenario is kms-faulty-plugin with defects on purpose or a named manifest: it is about those".into(),
         );
     }
+    let needs = match needs_of(scenario) {
+        Ok(needs) => needs,
+        Err(why) => return Some(why),
+    };
+    let lacking = manifest.lacks(&needs.capabilities)?;
+    Some(format!("it needs a plugin with `{lacking}`; {name}'s manifest ({}) does not list it", manifest.path.display()))
+}
+
+/// What `scenario` needs of the plugin that runs it: its providers' APIs, its `requires:`, what
+/// its mock KMS and its steps call for; `Err` says which step only kms-lab's own plugin can take.
+fn needs_of(scenario: &Scenario) -> Result<Needs, String> {
     let mut needs = Needs::of_encryption(&scenario.stack.encryption);
     needs.capabilities.extend(scenario.requires.iter().copied());
     if let Some(kms) = &scenario.stack.mock_kms {
-        if kms.nodes > 1 {
+        // A Vault client is given one node: a standby redirects it to the active one.
+        if kms.nodes > 1 && kms.vault.is_none() {
             needs.capabilities.push(Capability::SeveralEndpoints);
         }
         if kms.sealed {
             needs.capabilities.push(Capability::RemoteKms);
         }
+        if kms.vault.is_some() {
+            needs.capabilities.extend([Capability::RemoteKms, Capability::Vault]);
+        }
     }
     for (index, item) in scenario.steps.iter().enumerate() {
         needs.absorb(item.kind().needs());
         if let Some(why) = needs.own_plugin_only {
-            return Some(format!("step {} needs kms-lab's own plugin: {why}", index + 1));
+            return Err(format!("step {} needs kms-lab's own plugin: {why}", index + 1));
         }
     }
-    let lacking = manifest.lacks(&needs.capabilities)?;
-    Some(format!("it needs a plugin with `{lacking}`; {name}'s manifest ({}) does not list it", manifest.path.display()))
+    Ok(needs)
+}
+
+/// Why `scenario` means nothing for kms-lab's own plugin (no `--plugin`), or `None` when it
+/// runs: its plugin speaks the native, `jdcloud` and `aliyun` dialects, not Vault's.
+pub fn why_not_own_plugin(scenario: &Scenario) -> Option<String> {
+    let needs = needs_of(scenario).ok()?;
+    needs.capabilities.contains(&Capability::Vault).then(|| {
+        "it needs a plugin with `vault` (it drives the mock KMS as a HashiCorp Vault); kms-lab's own plugin does not call \
+         Vault: run it with `--plugin vault-kubernetes-kms`"
+            .to_owned()
+    })
 }
 
 #[cfg(test)]
@@ -83,6 +108,25 @@ mod tests {
         );
         let scenario = crate::load::parse(Path::new("t.yaml"), &text).unwrap_or_else(|e| panic!("{e}"));
         why_not(&scenario, &manifest)
+    }
+
+    /// A 3-node Vault scenario: a Vault plugin with one address takes it (no `several-endpoints`:
+    /// a standby redirects it), any other plugin — kms-lab's own too — is skipped naming `vault`.
+    #[test]
+    fn a_vault_cluster_scenario_needs_a_vault_plugin_not_several_endpoints() {
+        let manifest = |dialect: &str| {
+            let text = format!(
+                "name: p\ndescription: d\nbuild: {{path: /bin/true}}\ncommand: ['--socket={{socket}}']\ndialect: {dialect}\napis: [v2]\nrotation: none\n"
+            );
+            kms_lab_plugins::manifest::parse(Path::new("p.yaml"), &text).unwrap()
+        };
+        let text = "title: t\ndescription: d\nstack:\n  mock_kms: {nodes: 3, sealed: true, vault: {plugin_node: 2}}\n  plugins: [{name: plugin-0}]\n  encryption:\n    secrets:\n      - kms: {name: k, api: v2, plugin: plugin-0}\nsteps:\n  - unseal: {shares: 3, through: vault}\n";
+        let scenario = crate::load::parse(Path::new("t.yaml"), text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(why_not(&scenario, &manifest("vault")), None);
+        let why = why_not(&scenario, &manifest("aws")).expect("an AWS plugin is skipped");
+        assert!(why.contains("`vault`"), "{why}");
+        let own = why_not_own_plugin(&scenario).expect("kms-lab's own plugin is skipped");
+        assert!(own.contains("`vault`") && own.contains("--plugin vault-kubernetes-kms"), "{own}");
     }
 
     #[test]

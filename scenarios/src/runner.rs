@@ -152,7 +152,16 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64, manifests
         })
         .collect();
     let seeded = || MockKmsOptions { extra_args: vec!["--seed".into(), seed.to_string()], ..MockKmsOptions::default() };
-    stack.mock_kms = spec.mock_kms.as_ref().map(|kms| MockKmsOptions { nodes: kms.nodes, sealed: kms.sealed, ..seeded() });
+    stack.mock_kms = spec.mock_kms.as_ref().map(|kms| {
+        let mut options = MockKmsOptions { nodes: kms.nodes, sealed: kms.sealed, ..seeded() };
+        if let Some(vault) = &kms.vault {
+            options.entry_node = vault.plugin_node;
+            if let Some(ttl) = &vault.token_ttl {
+                options.extra_args.extend(["--vault-token-ttl".to_owned(), format!("{}s", ttl.0.as_secs().max(1))]);
+            }
+        }
+        options
+    });
     // A plugin from a manifest always has its KEK in the mock KMS, spoken in its own dialect.
     for plugin in manifests.values() {
         plugin.serve_dialect_on(stack.mock_kms.get_or_insert_with(seeded));
@@ -230,7 +239,12 @@ pub async fn run_scenario_then(
         progress(&format!("○ {} skipped: {reason}", scenario.name));
         return ScenarioOutcome::skipped(scenario, seed, reason);
     }
-    if let Some(reason) = options.plugin.as_ref().and_then(|plugin| plugin.why_not(scenario)) {
+    let why_not = match &options.plugin {
+        Some(plugin) => plugin.why_not(scenario),
+        None if scenario.stack.plugins.iter().any(PluginUnderTest::replaces) => crate::plugin_under_test::why_not_own_plugin(scenario),
+        None => None,
+    };
+    if let Some(reason) = why_not {
         progress(&format!("○ {} skipped: {reason}", scenario.name));
         return ScenarioOutcome::skipped(scenario, seed, reason);
     }

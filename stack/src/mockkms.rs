@@ -46,6 +46,14 @@ pub struct MockKmsOptions {
     pub dialects: Vec<Dialect>,
     /// The token the Vault dialect accepts (random by default).
     pub vault_token: String,
+    /// The role id of the AppRole whose login (`auth/approle/login`) hands out the Vault token.
+    pub vault_approle_role_id: String,
+    /// That AppRole's secret id (random by default).
+    pub vault_approle_secret_id: String,
+    /// The node whose address a plugin that takes one endpoint is given
+    /// ([`DialectEndpoint::url`]; default 0). A Vault cluster's standby redirects to the active
+    /// node, so a plugin given a standby keeps an address that answers when the active is lost.
+    pub entry_node: usize,
 }
 
 impl Default for MockKmsOptions {
@@ -59,6 +67,9 @@ impl Default for MockKmsOptions {
             sealed: false,
             dialects: Vec::new(),
             vault_token: format!("s.{}", random_hex(12)),
+            vault_approle_role_id: format!("kms-lab-role-{}", random_hex(4)),
+            vault_approle_secret_id: random_hex(16),
+            entry_node: 0,
         }
     }
 }
@@ -130,6 +141,8 @@ pub struct DialectEndpoint {
     /// `http://127.0.0.1:PORT` (`https://` for a dialect served [`over_tls`]) of each node's
     /// listener for the dialect, in node order.
     pub urls: Vec<String>,
+    /// The index in `urls` of the node a plugin that takes one endpoint is given.
+    pub entry: usize,
     /// How to authenticate.
     pub credentials: DialectCredentials,
     /// The CA certificate (PEM) to trust, for a dialect served [`over_tls`].
@@ -137,9 +150,10 @@ pub struct DialectEndpoint {
 }
 
 impl DialectEndpoint {
-    /// Node 0's URL (the only one of a single-node KMS).
+    /// The URL of the entry node ([`MockKmsOptions::entry_node`]: node 0 unless a scenario
+    /// names another; the only one of a single-node KMS).
     pub fn url(&self) -> &str {
-        &self.urls[0]
+        self.urls.get(self.entry).unwrap_or(&self.urls[0])
     }
 }
 
@@ -152,6 +166,7 @@ impl std::fmt::Debug for MockKmsOptions {
             .field("nodes", &self.nodes)
             .field("sealed", &self.sealed)
             .field("dialects", &self.dialects)
+            .field("entry_node", &self.entry_node)
             .finish_non_exhaustive()
     }
 }
@@ -161,6 +176,18 @@ fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buffer);
     buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Vault's answer to `PUT /v1/sys/unseal` (the fields a caller judges).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct VaultSealStatus {
+    /// Whether the node is still sealed.
+    pub sealed: bool,
+    /// Shares needed (`t`).
+    #[serde(rename = "t")]
+    pub threshold: usize,
+    /// Shares given so far towards the next unseal.
+    pub progress: usize,
 }
 
 /// One node of the mock KMS.
@@ -298,12 +325,14 @@ impl MockKms {
             args.extend(["--tls-cert".to_owned(), tls.cert_file.display().to_string()]);
             args.extend(["--tls-key".to_owned(), tls.key_file.display().to_string()]);
         }
+        args.extend(["--vault-approle-role-id".to_owned(), self.options.vault_approle_role_id.clone()]);
         args.extend(self.options.extra_args.iter().cloned());
         // Secrets go through the environment, not argv, so `ps` does not show them.
         let env = [
             ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone()),
             ("MOCK_KMS_CLUSTER_SECRET".to_owned(), self.cluster_secret.clone()),
             ("MOCK_KMS_VAULT_TOKEN".to_owned(), self.options.vault_token.clone()),
+            ("MOCK_KMS_VAULT_APPROLE_SECRET_ID".to_owned(), self.options.vault_approle_secret_id.clone()),
         ];
         let name = if self.nodes.len() == 1 { "mock-kms".to_owned() } else { format!("mock-kms-{index}") };
         let mut process = self.launcher.spawn(&name, &self.binary, &args, &node.log, &env).await?;
@@ -374,7 +403,8 @@ impl MockKms {
             Dialect::Gcp => DialectCredentials::None,
         };
         let ca_file = self.tls.as_ref().filter(|_| over_tls(dialect)).map(|tls| tls.ca_file.clone());
-        Ok(DialectEndpoint { dialect, urls, credentials, ca_file })
+        let entry = self.options.entry_node.min(urls.len().saturating_sub(1));
+        Ok(DialectEndpoint { dialect, urls, entry, credentials, ca_file })
     }
 
     /// The process ids of the running nodes.
@@ -451,6 +481,67 @@ impl MockKms {
             }
         }
         last.ok_or_else(|| StackError::MockKms("no mock KMS node is running to unseal".into()))
+    }
+
+    /// Gives unseal shares `shares` to every running node through the Vault dialect, as an
+    /// operator does (`PUT /v1/sys/unseal {"key": SHARE}` on each node's Vault listener: a Vault
+    /// node is unsealed on its own); returns each running node's answer, in node order.
+    pub async fn vault_unseal(&self, shares: std::ops::Range<usize>) -> Result<Vec<(usize, VaultSealStatus)>, StackError> {
+        if self.shares.len() < shares.end {
+            return Err(StackError::MockKms(format!(
+                "share {} asked for, but only {} unseal shares exist (was the KMS started sealed?)",
+                shares.end,
+                self.shares.len()
+            )));
+        }
+        let mut answers = Vec::new();
+        for index in (0..self.nodes.len()).filter(|i| self.nodes[*i].process.is_some()) {
+            let port = self.vault_port(index)?;
+            let mut last = None;
+            for share in &self.shares[shares.clone()] {
+                let body = serde_json::json!({ "key": share }).to_string();
+                let answer = http::request(port, "PUT", "/v1/sys/unseal", "application/json", &body, ADMIN_TIMEOUT).await;
+                let text = match answer {
+                    Some((200, text)) => text,
+                    Some((status, text)) => {
+                        return Err(StackError::MockKms(format!(
+                            "PUT /v1/sys/unseal on mock-kms-{index} answered {status}: {}",
+                            text.trim()
+                        )));
+                    }
+                    None => {
+                        return Err(StackError::MockKms(format!(
+                            "PUT /v1/sys/unseal: no answer from mock-kms-{index} on 127.0.0.1:{port}"
+                        )));
+                    }
+                };
+                last = Some(serde_json::from_str::<VaultSealStatus>(&text).map_err(|e| {
+                    StackError::MockKms(format!(
+                        "PUT /v1/sys/unseal on mock-kms-{index} answered a body that is not Vault's seal status: {e}"
+                    ))
+                })?);
+            }
+            if let Some(status) = last {
+                answers.push((index, status));
+            }
+        }
+        if answers.is_empty() {
+            return Err(StackError::MockKms("no mock KMS node is running to unseal".into()));
+        }
+        Ok(answers)
+    }
+
+    /// `GET /v1/sys/health` on node `index`'s Vault listener: the status code (200 active, 429
+    /// standby, 503 sealed, as Vault answers), `None` when the node does not answer.
+    pub async fn vault_health(&self, index: usize) -> Result<Option<u16>, StackError> {
+        let port = self.vault_port(index)?;
+        Ok(http::get(port, "/v1/sys/health", Duration::from_secs(2)).await.map(|(status, _)| status))
+    }
+
+    fn vault_port(&self, index: usize) -> Result<u16, StackError> {
+        self.node(index)?.dialect_ports.get(&Dialect::Vault).copied().ok_or_else(|| {
+            StackError::MockKms(format!("mock-kms-{index} does not speak the Vault dialect (its plugin under test names another dialect)"))
+        })
     }
 
     /// Replaces the accepted credentials of every running node with one (`PUT /admin/credentials`).

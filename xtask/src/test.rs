@@ -50,7 +50,7 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
     phases
         .run("the workspace tests (cargo test --workspace)", || delegate(cmd!(sh, "cargo test --workspace --no-fail-fast -- {extra...}")));
     if args.cargo_test_args.is_empty() {
-        let tiers: [(&str, &[&str]); 4] = [
+        let tiers: [(&str, &[&str]); 5] = [
             (
                 "the scenario suite on the real stack (core and incident tiers)",
                 &[
@@ -77,6 +77,19 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
                     "target/kms-lab/scenarios-aws-encryption-provider-junit.xml",
                     "--json",
                     "target/kms-lab/scenarios-aws-encryption-provider.json",
+                ],
+            ),
+            (
+                "seed 003's Vault end to end: proton-kms on vault-kubernetes-kms (kms-lab's own plugin skips it: it does not call Vault)",
+                &[
+                    "scenarios",
+                    "proton-kms",
+                    "--plugin",
+                    "vault-kubernetes-kms",
+                    "--junit",
+                    "target/kms-lab/scenarios-proton-kms-junit.xml",
+                    "--json",
+                    "target/kms-lab/scenarios-proton-kms.json",
                 ],
             ),
             ("the lab demo on the real stack (kms-lab lab --demo-only)", &["lab", "--demo-only"]),

@@ -8,16 +8,39 @@
 //! ciphertext is `vault:vN:` + base64 of the key store's blob (which names key and version).
 //! `context` (base64) is bound as associated data. `min_decryption_version` is kept per key in
 //! the process (not replicated or persisted). `PUT /v1/sys/unseal` drives the mock's Shamir seal
-//! (`mock-kms init`, 5 shares, threshold 3); a sealed node answers 503 `Vault is sealed`. In an
-//! in-process cluster node 0 is the active node, the others are standbys (`sys/health` 429).
-//! The `--vault-token` is a renewable service token that does not run down: a look-up reports
-//! `ttl` = `creation_ttl` = [`TOKEN_TTL_SECS`], and `renew-self` grants the increment asked (at
-//! most that), as Vault answers, without changing what the next look-up reports.
+//! (`mock-kms init`, 5 shares, threshold 3); a sealed node answers 503 `Vault is sealed`.
+//!
+//! **HA** (a cluster: `--cluster N`, or processes with `--peers`), as Vault's integrated HA does
+//! it: one unsealed node is *active* and serves; the others are *standbys*. A standby answers
+//! `sys/health` with 429 (200 active, 503 sealed; `standbyok`, `activecode`, `standbycode`,
+//! `sealedcode` as in Vault) and every other request with **307 Temporary Redirect** to the
+//! active node's API address plus the same path and query — what a Vault standby does when it
+//! cannot forward a request over the cluster port (`respondStandby` in Vault's `http/handler.go`;
+//! the official Go client, `hashicorp/vault/api`, follows it). `sys/health`, `sys/seal-status`,
+//! `sys/unseal` and `sys/leader` are answered by the node itself, as in Vault. Which node is
+//! active: the one that took the lock and is still up; when none holds it (at the first unseal,
+//! or after the active node is lost), the lowest-ranked unsealed node takes it the next time any
+//! node is asked, and keeps it — a node that comes back later is a standby, as a Vault node that
+//! comes back finds the lock held. Nodes learn each other's state on the admin API
+//! (`GET` [`HA_PATH`], a peer that does not answer within [`HA_PROBE_DEADLINE`] counts as down).
+//! No node answers 501 (uninitialised): the mock is always initialised (`mock-kms init`).
+//!
+//! The `--vault-token` is a renewable service token. By default it does not run down: a look-up
+//! reports `ttl` = `creation_ttl` = [`TOKEN_TTL_SECS`], and `renew-self` grants the increment
+//! asked (at most that) without changing what the next look-up reports. With
+//! `--vault-token-ttl` it has a lease, as a Vault service token created with `-ttl`: it starts at
+//! the token's first use on the process, a look-up reports the time left (`ttl`) and the TTL it
+//! was created with (`creation_ttl`), `renew-self` sets the time left to the increment asked
+//! (none: `creation_ttl`; at most the 768 h max TTL since its creation), and once the lease has
+//! run out every call with it is refused 403 `permission denied`, as Vault refuses an expired
+//! (revoked) token — renewal included. The lease lives in the process that answered (not
+//! replicated): a node that becomes active starts its own at the token's first use there.
 //! Errors are Vault's `{"errors": ["…"]}` with Vault's status codes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -25,7 +48,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -55,16 +78,82 @@ pub const TOKEN_TTL_SECS: u64 = 768 * 3600;
 /// The policies the `--vault-token` reports: it may do everything the dialect serves.
 const TOKEN_POLICIES: [&str; 2] = ["default", "mock-kms-transit"];
 
-/// Vault-only state of a process: each key's `min_decryption_version` (in memory, not
-/// replicated or persisted; see the README).
+/// The admin path a node answers its Vault HA state on ([`HaInfo`]), for its peers.
+pub const HA_PATH: &str = "/admin/vault/ha";
+/// How long a node waits for a peer's HA state: a killed peer refuses at once, a hung one is
+/// passed over after this.
+pub const HA_PROBE_DEADLINE: Duration = Duration::from_millis(500);
+
+/// Vault-only state of a process: each key's `min_decryption_version` and the token's lease (in
+/// memory, not replicated or persisted; see the README).
 #[derive(Debug, Default)]
 pub(crate) struct VaultState {
     min_decryption_version: Mutex<BTreeMap<String, u32>>,
-    /// When the token was first looked up (Unix seconds): its `creation_time` from then on.
+    /// When the token was first used (Unix seconds): its `creation_time` from then on.
     token_issued: OnceLock<u64>,
+    /// The TTL the token was created with (`--vault-token-ttl`); `None`: it does not run down.
+    token_ttl: Option<u64>,
+    /// When its lease ends (Unix seconds), once it was first used and a TTL is set.
+    token_expires: Mutex<Option<u64>>,
+    /// The AppRole whose login hands out the token: its role id and secret id.
+    approle: Option<(String, Zeroizing<String>)>,
+}
+
+/// Where the token's lease stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lease {
+    /// No TTL was set: it never runs down.
+    Unlimited,
+    /// This many seconds left.
+    Left(u64),
+    /// Run out: every call with it is refused.
+    Expired,
 }
 
 impl VaultState {
+    /// The state of a process whose token has a lease of `ttl` (`None`: it never runs down) and
+    /// is handed out by an AppRole login with `approle` (role id, secret id), if given.
+    pub(crate) fn new(ttl: Option<Duration>, approle: Option<(String, Zeroizing<String>)>) -> Self {
+        Self { token_ttl: ttl.map(|t| t.as_secs().max(1)), approle, ..Self::default() }
+    }
+
+    /// An AppRole login: the token gets a fresh lease (its creation TTL from now); the seconds of it.
+    fn login(&self) -> u64 {
+        let Some(ttl) = self.token_ttl else {
+            return TOKEN_TTL_SECS;
+        };
+        self.token_issued();
+        *self.token_expires.lock().unwrap_or_else(|p| p.into_inner()) = Some(unix_now() + ttl);
+        ttl
+    }
+
+    /// The token's lease now, starting it at its first use.
+    fn lease(&self) -> Lease {
+        let Some(ttl) = self.token_ttl else {
+            return Lease::Unlimited;
+        };
+        let issued = self.token_issued();
+        let mut expires = self.token_expires.lock().unwrap_or_else(|p| p.into_inner());
+        let end = *expires.get_or_insert(issued + ttl);
+        match end.checked_sub(unix_now()) {
+            Some(left) if left > 0 => Lease::Left(left),
+            _ => Lease::Expired,
+        }
+    }
+
+    /// `renew-self`: the lease is set to `asked` seconds from now (none: the creation TTL), at
+    /// most up to the max TTL since the token's creation; the seconds granted.
+    fn renew(&self, asked: Option<u64>) -> u64 {
+        let Some(ttl) = self.token_ttl else {
+            return asked.filter(|s| *s > 0).map_or(TOKEN_TTL_SECS, |s| s.min(TOKEN_TTL_SECS));
+        };
+        let now = unix_now();
+        let max_left = (self.token_issued() + TOKEN_TTL_SECS).saturating_sub(now);
+        let granted = asked.filter(|s| *s > 0).unwrap_or(ttl).min(max_left);
+        *self.token_expires.lock().unwrap_or_else(|p| p.into_inner()) = Some(now + granted);
+        granted
+    }
+
     fn min_decryption_version(&self, key: &str) -> u32 {
         self.min_decryption_version.lock().unwrap_or_else(|p| p.into_inner()).get(key).copied().unwrap_or(1)
     }
@@ -80,6 +169,120 @@ impl VaultState {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// A node's Vault HA state: whether it holds the active lock, and the API address standbys
+/// redirect to (its Vault listener).
+#[derive(Debug, Default)]
+pub struct HaState {
+    active: AtomicBool,
+    /// When it became active (Unix seconds), for `sys/leader`'s `active_time`.
+    active_since: OnceLock<u64>,
+    api_addr: OnceLock<String>,
+}
+
+impl HaState {
+    /// Records the node's Vault API address (`http://127.0.0.1:8201`), once its listener is bound.
+    pub(crate) fn set_api_addr(&self, addr: String) {
+        let _ = self.api_addr.set(addr);
+    }
+
+    /// Its Vault API address, if it serves the Vault dialect.
+    pub fn api_addr(&self) -> Option<&str> {
+        self.api_addr.get().map(String::as_str)
+    }
+
+    /// Whether it holds the active lock.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Gives the lock up (an outage cut the node off: another node may have taken it since).
+    pub(crate) fn step_down(&self) {
+        if self.active.swap(false, Ordering::SeqCst) {
+            tracing::warn!(api_addr = self.api_addr().unwrap_or_default(), "vault: this node lost the active lock");
+        }
+    }
+
+    fn claim(&self) {
+        if !self.active.swap(true, Ordering::SeqCst) {
+            let _ = self.active_since.set(unix_now());
+            tracing::info!(api_addr = self.api_addr().unwrap_or_default(), "vault: this node is now the active node");
+        }
+    }
+}
+
+/// What `GET` [`HA_PATH`] answers: a node's place in the cluster and its HA state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaInfo {
+    /// Its rank (the lowest-ranked unsealed node takes the lock when none holds it).
+    pub rank: usize,
+    /// Whether it is sealed.
+    pub sealed: bool,
+    /// Whether it holds the active lock.
+    pub active: bool,
+    /// Its Vault API address, if it serves the Vault dialect.
+    pub api_addr: Option<String>,
+}
+
+/// This node's [`HaInfo`] (the admin API's answer at [`HA_PATH`]).
+pub(crate) fn ha_info(node: &Node) -> HaInfo {
+    HaInfo {
+        rank: node.rank,
+        sealed: node.shared.sealed(),
+        active: node.vault_ha.is_active() && !node.shared.sealed(),
+        api_addr: node.vault_ha.api_addr().map(str::to_owned),
+    }
+}
+
+/// Which node serves a request that reached an unsealed node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Leader {
+    /// This one (it holds the lock, or has just taken it).
+    Me,
+    /// Another: its Vault API address.
+    Peer(String),
+}
+
+/// Finds the active node: this one if it holds the lock; else the peer that does; else (none
+/// does) the lowest-ranked unsealed node, which takes the lock — this one, or the peer a
+/// redirect sends the client to, which takes it when the client arrives.
+async fn leader(node: &Node) -> Leader {
+    if node.vault_ha.is_active() {
+        return Leader::Me;
+    }
+    let mut peers = Vec::new();
+    if let Some(replicator) = &node.replicator {
+        for (_, body) in replicator.get_from_peers(HA_PATH, HA_PROBE_DEADLINE).await {
+            if let Some(info) = body.and_then(|b| serde_json::from_slice::<HaInfo>(&b).ok())
+                && !info.sealed
+                && let Some(addr) = info.api_addr.clone()
+            {
+                peers.push((info, addr));
+            }
+        }
+    }
+    if let Some((_, addr)) = peers.iter().filter(|(info, _)| info.active).min_by_key(|(info, _)| info.rank) {
+        return Leader::Peer(addr.clone());
+    }
+    match peers.iter().filter(|(info, _)| info.rank < node.rank).min_by_key(|(info, _)| info.rank) {
+        Some((_, addr)) => Leader::Peer(addr.clone()),
+        None => {
+            node.vault_ha.claim();
+            Leader::Me
+        }
+    }
+}
+
+/// A standby's answer to a request it does not serve: 307 to the active node's address with the
+/// same path and query, no body (Vault's `respondStandby`).
+fn redirect(active: &str, uri: &Uri) -> Response {
+    let target = format!("{}{}", active.trim_end_matches('/'), uri.path_and_query().map_or("/", |pq| pq.as_str()));
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&target) {
+        response.headers_mut().insert(axum::http::header::LOCATION, value);
+    }
+    response
 }
 
 /// Any request under no `/v1/` path: Vault's `{"errors": […]}` with 404, not the router's empty one.
@@ -180,6 +383,8 @@ enum Op {
     LookupSelf,
     /// `auth/token/renew-self`: a new lease for the token.
     RenewSelf,
+    /// `auth/approle/login`: the token, for a role id and secret id.
+    AppRoleLogin,
 }
 
 impl Op {
@@ -194,14 +399,14 @@ impl Op {
             Self::ListKeys => "transit/keys/list",
             Self::LookupSelf => "auth/token/lookup-self",
             Self::RenewSelf => "auth/token/renew-self",
+            Self::AppRoleLogin => "auth/approle/login",
         }
     }
 
     /// The native action (faults and audit counters use it). `config` is DisableKey: raising
     /// `min_decryption_version` disables the older versions for decryption. The token's own
-    /// look-up and renewal are DescribeKey, the native read of metadata that changes nothing
-    /// (the mock's token does not run down, so a renewal changes nothing either); the audit
-    /// record's `operation` names them.
+    /// look-up and renewal are DescribeKey, the native read of metadata that changes no key (a
+    /// renewal changes only the token's lease); the audit record's `operation` names them.
     fn action(self) -> Action {
         match self {
             Self::Encrypt => Action::Encrypt,
@@ -211,7 +416,7 @@ impl Op {
             Self::RotateKey => Action::RotateKey,
             Self::ListKeys => Action::ListKeys,
             Self::ConfigKey => Action::DisableKey,
-            Self::LookupSelf | Self::RenewSelf => Action::DescribeKey,
+            Self::LookupSelf | Self::RenewSelf | Self::AppRoleLogin => Action::DescribeKey,
         }
     }
 }
@@ -219,6 +424,7 @@ impl Op {
 /// What a request's method and path ask for.
 enum Route {
     Health,
+    Leader,
     SealStatus,
     Unseal,
     /// A Transit operation on a key (none for the list and the token's own operations).
@@ -228,8 +434,8 @@ enum Route {
 /// The paths served, for the 404 of any other.
 const SERVED: &str = "POST|PUT /v1/transit/encrypt/:name, /v1/transit/decrypt/:name, GET|POST /v1/transit/keys/:name, \
                       POST /v1/transit/keys/:name/rotate, POST /v1/transit/keys/:name/config, LIST /v1/transit/keys, \
-                      GET /v1/sys/health, GET /v1/sys/seal-status, PUT /v1/sys/unseal, \
-                      GET|POST /v1/auth/token/lookup-self, POST|PUT /v1/auth/token/renew-self";
+                      GET /v1/sys/health, GET /v1/sys/leader, GET /v1/sys/seal-status, PUT /v1/sys/unseal, \
+                      GET|POST /v1/auth/token/lookup-self, POST|PUT /v1/auth/token/renew-self, POST|PUT /v1/auth/approle/login";
 
 fn route(method: &Method, uri: &Uri) -> Option<Route> {
     let path = uri.path().strip_prefix("/v1/")?.trim_end_matches('/');
@@ -240,10 +446,12 @@ fn route(method: &Method, uri: &Uri) -> Option<Route> {
     let key = |name: &str| Some(name.to_owned());
     Some(match (parts.as_slice(), write, read) {
         (["sys", "health"], _, true) => Route::Health,
+        (["sys", "leader"], _, true) => Route::Leader,
         (["sys", "seal-status"], _, true) => Route::SealStatus,
         (["sys", "unseal"], true, _) => Route::Unseal,
         (["auth", "token", "lookup-self"], _, _) if read || write => Route::Op(Op::LookupSelf, None),
         (["auth", "token", "renew-self"], true, _) => Route::Op(Op::RenewSelf, None),
+        (["auth", "approle", "login"], true, _) => Route::Op(Op::AppRoleLogin, None),
         (["transit", "keys"], _, _) if list => Route::Op(Op::ListKeys, None),
         (["transit", "encrypt", name], true, _) => Route::Op(Op::Encrypt, key(name)),
         (["transit", "decrypt", name], true, _) => Route::Op(Op::Decrypt, key(name)),
@@ -273,6 +481,10 @@ struct VaultRequest {
     reset: bool,
     /// `renew-self`: the lease asked for, in seconds or as a duration string (`"1h"`).
     increment: Option<Value>,
+    /// `approle/login`: the role id.
+    role_id: Option<String>,
+    /// `approle/login`: the secret id.
+    secret_id: Option<Zeroizing<String>>,
 }
 
 fn parse_request(body: &[u8]) -> Result<VaultRequest, VaultError> {
@@ -292,7 +504,8 @@ fn json_response(status: u16, body: &Value) -> Response {
 /// `/v1/…`: one Vault call.
 pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let (op, name) = match route(&method, &uri) {
-        Some(Route::Health) => return health(&node, &uri, method == Method::HEAD),
+        Some(Route::Health) => return health(&node, &uri, method == Method::HEAD).await,
+        Some(Route::Leader) => return sys_leader(&node).await,
         Some(Route::SealStatus) => return json_response(200, &seal_status(&node)),
         Some(Route::Unseal) => {
             return match unseal(&node, body).await {
@@ -300,7 +513,14 @@ pub(crate) async fn call(State(node): State<Arc<Node>>, method: Method, uri: Uri
                 Err(error) => json_response(error.status, &error.body()),
             };
         }
-        Some(Route::Op(op, name)) => (op, name),
+        Some(Route::Op(op, name)) => {
+            if !node.shared.sealed()
+                && let Leader::Peer(active) = leader(&node).await
+            {
+                return redirect(&active, &uri);
+            }
+            (op, name)
+        }
         None => {
             let error =
                 VaultError::new(404, ErrorCode::InvalidParameter, format!("no handler for route `{}` (served: {SERVED})", uri.path()));
@@ -335,11 +555,15 @@ async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, b
     let body = read_body(body, MAX_BODY, "the Vault dialect takes at most 64 KiB of plaintext").await?;
     let request = parse_request(&body)?;
     let store = call.enter().await?;
-    check_token(call, headers)?;
+    // A login is how a client gets a token: it presents none.
+    if op != Op::AppRoleLogin {
+        check_token(call, headers)?;
+    }
     call.admit(op.name())?;
     let mut ops = Ops { call, store: &store };
     let name = match (op, name) {
         (Op::ListKeys, _) => return Ok(Some(ops.list())),
+        (Op::AppRoleLogin, _) => return ops.approle_login(&request).map(Some),
         (Op::LookupSelf, _) => return Ok(Some(ops.lookup_self(headers))),
         (Op::RenewSelf, _) => return ops.renew_self(headers, &request).map(Some),
         (_, Some(name)) => name,
@@ -352,7 +576,7 @@ async fn run(call: &mut Call, op: Op, name: Option<&str>, headers: &HeaderMap, b
         Op::CreateKey => ops.create(name, &request).await,
         Op::RotateKey => ops.rotate(name).await.map(Some),
         Op::ConfigKey => ops.config(name, &request).map(Some),
-        Op::ListKeys | Op::LookupSelf | Op::RenewSelf => {
+        Op::ListKeys | Op::LookupSelf | Op::RenewSelf | Op::AppRoleLogin => {
             Err(KmsError::InternalFailure(format!("{} was dispatched twice", op.name())).into())
         }
     }
@@ -375,26 +599,65 @@ fn check_token(call: &mut Call, headers: &HeaderMap) -> Result<(), VaultError> {
     call.set_access_key(Some("x-vault-token"));
     let expected = call.node.shared.vault_token.as_ref().map(|t| t.as_bytes());
     match expected {
-        Some(expected) if constant_time_eq(expected, given.as_bytes()) => Ok(()),
-        _ => Err(VaultError::denied(ErrorCode::SignatureDoesNotMatch)),
+        Some(expected) if constant_time_eq(expected, given.as_bytes()) => {}
+        _ => return Err(VaultError::denied(ErrorCode::SignatureDoesNotMatch)),
+    }
+    // An expired token is revoked in Vault: refused like an unknown one.
+    match call.node.shared.vault.lease() {
+        Lease::Expired => Err(VaultError::denied(ErrorCode::Forbidden)),
+        Lease::Unlimited | Lease::Left(_) => Ok(()),
     }
 }
 
-/// Whether this node is a standby of an in-process cluster (node 0 is the active node).
-fn standby(node: &Node) -> bool {
-    node.index > 0
+/// `GET /v1/sys/leader`: the HA state as Vault reports it (503 while sealed).
+async fn sys_leader(node: &Node) -> Response {
+    if node.shared.sealed() {
+        return json_response(503, &VaultError::from(KmsError::Sealed).body());
+    }
+    // A node without peers is not in HA mode: Vault answers it with no leader.
+    if node.replicator.is_none() {
+        return json_response(
+            200,
+            &json!({ "ha_enabled": false, "is_self": false, "active_time": "0001-01-01T00:00:00Z", "leader_address": "",
+                     "leader_cluster_address": "", "performance_standby": false, "performance_standby_last_remote_wal": 0 }),
+        );
+    }
+    let leader = leader(node).await;
+    let address = match &leader {
+        Leader::Me => node.vault_ha.api_addr().unwrap_or_default().to_owned(),
+        Leader::Peer(addr) => addr.clone(),
+    };
+    let active_time = node
+        .vault_ha
+        .active_since
+        .get()
+        .map(|secs| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(*secs)).to_string())
+        .unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
+    json_response(
+        200,
+        &json!({
+            "ha_enabled": true,
+            "is_self": leader == Leader::Me,
+            "active_time": active_time,
+            "leader_address": address,
+            "leader_cluster_address": "",
+            "performance_standby": false,
+            "performance_standby_last_remote_wal": 0,
+        }),
+    )
 }
 
 /// `GET|HEAD /v1/sys/health` with Vault's query parameters (`standbyok`, `activecode`,
-/// `standbycode`, `sealedcode`, `uninitcode`, `perfstandbyok`, `performancestandbycode`, …).
-fn health(node: &Node, uri: &Uri, head: bool) -> Response {
+/// `standbycode`, `sealedcode`, `uninitcode`, `perfstandbyok`, `performancestandbycode`, …):
+/// 200 active, 429 standby, 503 sealed.
+async fn health(node: &Node, uri: &Uri, head: bool) -> Response {
     let query: BTreeMap<String, String> = Query::try_from_uri(uri).map(|Query(q)| q).unwrap_or_default();
     let flag = |name: &str| query.get(name).is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true") || v == "1");
     let code = |name: &str, default: u16| {
         query.get(name).and_then(|v| v.parse::<u16>().ok()).filter(|c| (100..600).contains(c)).unwrap_or(default)
     };
     let sealed = node.shared.sealed();
-    let standby = !sealed && standby(node);
+    let standby = !sealed && leader(node).await != Leader::Me;
     let status = if sealed {
         code("sealedcode", 503)
     } else if standby && !flag("standbyok") {
@@ -531,13 +794,18 @@ impl Ops<'_> {
     fn lookup_self(&self, headers: &HeaderMap) -> Value {
         let issued = self.vault().token_issued();
         let time = |secs: u64| humantime::format_rfc3339_seconds(UNIX_EPOCH + std::time::Duration::from_secs(secs)).to_string();
+        let (creation_ttl, ttl) = match self.vault().lease() {
+            Lease::Unlimited => (TOKEN_TTL_SECS, TOKEN_TTL_SECS),
+            Lease::Left(left) => (self.vault().token_ttl.unwrap_or(TOKEN_TTL_SECS), left),
+            Lease::Expired => (self.vault().token_ttl.unwrap_or(TOKEN_TTL_SECS), 0),
+        };
         self.envelope(json!({
             "accessor": "mock-kms-token-accessor",
             "creation_time": issued,
-            "creation_ttl": TOKEN_TTL_SECS,
+            "creation_ttl": creation_ttl,
             "display_name": "token",
             "entity_id": "",
-            "expire_time": time(unix_now() + TOKEN_TTL_SECS),
+            "expire_time": time(unix_now() + ttl),
             "explicit_max_ttl": 0,
             "id": given_token(headers).unwrap_or_default(),
             "issue_time": time(issued),
@@ -547,7 +815,7 @@ impl Ops<'_> {
             "path": "auth/token/create",
             "policies": TOKEN_POLICIES,
             "renewable": true,
-            "ttl": TOKEN_TTL_SECS,
+            "ttl": ttl,
             "type": "service",
         }))
     }
@@ -569,7 +837,7 @@ impl Ops<'_> {
             }),
             Some(_) => return Err(VaultError::bad_request("increment must be a number of seconds or a duration string")),
         };
-        let granted = asked.filter(|s| *s > 0).map_or(TOKEN_TTL_SECS, |s| s.min(TOKEN_TTL_SECS));
+        let granted = self.vault().renew(asked);
         let mut answer = self.envelope(Value::Null);
         answer["auth"] = json!({
             "client_token": given_token(headers).unwrap_or_default(),
@@ -578,6 +846,44 @@ impl Ops<'_> {
             "token_policies": TOKEN_POLICIES,
             "metadata": null,
             "lease_duration": granted,
+            "renewable": true,
+            "entity_id": "",
+            "token_type": "service",
+            "orphan": true,
+            "num_uses": 0,
+        });
+        Ok(answer)
+    }
+
+    /// `auth/approle/login` `{"role_id", "secret_id"}`: Vault's `auth` block with the token and a
+    /// fresh lease, as Vault answers an AppRole login (the mock has one token: a login hands it
+    /// out again, its lease starting over). Wrong or missing ids: 400 as Vault answers them; no
+    /// AppRole configured: 400 as Vault answers a role it does not know.
+    fn approle_login(&mut self, request: &VaultRequest) -> Result<Value, VaultError> {
+        let role_id = request.role_id.as_deref().filter(|r| !r.is_empty()).ok_or_else(|| VaultError::bad_request("missing role_id"))?;
+        let secret_id = request.secret_id.as_ref().filter(|s| !s.is_empty()).ok_or_else(|| VaultError::bad_request("missing secret_id"))?;
+        self.call.set_access_key(Some("approle"));
+        let invalid = || VaultError::new(400, ErrorCode::SignatureDoesNotMatch, "invalid role or secret ID");
+        let Some((expected_role, expected_secret)) = &self.vault().approle else {
+            return Err(invalid());
+        };
+        let role_ok = constant_time_eq(expected_role.as_bytes(), role_id.as_bytes());
+        let secret_ok = constant_time_eq(expected_secret.as_bytes(), secret_id.as_bytes());
+        if !(role_ok && secret_ok) {
+            return Err(invalid());
+        }
+        let token = self.call.node.shared.vault_token.clone().ok_or_else(|| {
+            VaultError::new(500, ErrorCode::InternalFailure, "the mock KMS has no --vault-token to hand out on an AppRole login")
+        })?;
+        let lease = self.vault().login();
+        let mut answer = self.envelope(Value::Null);
+        answer["auth"] = json!({
+            "client_token": token.as_str(),
+            "accessor": "mock-kms-token-accessor",
+            "policies": TOKEN_POLICIES,
+            "token_policies": TOKEN_POLICIES,
+            "metadata": { "role_name": "mock-kms" },
+            "lease_duration": lease,
             "renewable": true,
             "entity_id": "",
             "token_type": "service",
@@ -731,6 +1037,7 @@ mod tests {
         match route(&Method::from_bytes(method.as_bytes()).unwrap(), &uri)? {
             Route::Op(op, name) => Some((op, name)),
             Route::Health => Some((Op::ReadKey, Some("<health>".into()))),
+            Route::Leader => Some((Op::ReadKey, Some("<leader>".into()))),
             Route::SealStatus => Some((Op::ReadKey, Some("<seal-status>".into()))),
             Route::Unseal => Some((Op::ReadKey, Some("<unseal>".into()))),
         }
@@ -752,6 +1059,10 @@ mod tests {
         assert_eq!(routed("PUT", "/v1/auth/token/renew-self"), Some((Op::RenewSelf, None)));
         assert_eq!(routed("POST", "/v1/auth/token/renew-self"), Some((Op::RenewSelf, None)));
         assert_eq!(routed("GET", "/v1/auth/token/renew-self"), None);
+        assert_eq!(routed("POST", "/v1/auth/approle/login"), Some((Op::AppRoleLogin, None)));
+        assert_eq!(routed("PUT", "/v1/auth/approle/login"), Some((Op::AppRoleLogin, None)));
+        assert_eq!(routed("GET", "/v1/auth/approle/login"), None);
+        assert_eq!(routed("GET", "/v1/sys/leader"), Some((Op::ReadKey, Some("<leader>".into()))));
         assert_eq!(routed("GET", "/v1/transit/encrypt/k"), None);
         assert_eq!(routed("POST", "/v1/secret/data/x"), None);
     }

@@ -132,10 +132,17 @@ impl ConditionKind for PluginStatusExpect {
         format!("{} Status {health}{key_id}", self.plugin)
     }
 
+    /// A Status that answers with a gRPC error is unhealthy, as the apiserver's KMS v2 health
+    /// check counts it (`kmsv2PluginProbe.check`: a Status error fails the probe); a plugin that
+    /// does not answer at all is neither.
     fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
         Box::pin(async move {
-            let status = match plugin_status_now(world, &self.plugin).await {
-                Ok(status) => status,
+            let status = match plugin_status_call(world, &self.plugin).await {
+                Ok(StatusAnswer::Answered(status)) => status,
+                Ok(StatusAnswer::Refused(message)) => {
+                    let unhealthy = self.healthy == Some(false) && self.key_id.is_none();
+                    return Seen::new(unhealthy, format!("{message} (a Status error: unhealthy to the apiserver)"));
+                }
                 Err(error) => return Seen::new(false, error),
             };
             let text =
@@ -249,15 +256,30 @@ impl ConditionKind for SocketExpect {
 
 /// A plugin's Status answer now.
 pub async fn plugin_status_now(world: &World, plugin: &str) -> Result<v2::StatusResponse, String> {
+    match plugin_status_call(world, plugin).await? {
+        StatusAnswer::Answered(status) => Ok(status),
+        StatusAnswer::Refused(message) => Err(message),
+    }
+}
+
+/// What a plugin's Status call came back with.
+enum StatusAnswer {
+    /// A StatusResponse.
+    Answered(v2::StatusResponse),
+    /// A gRPC error (e.g. the plugin's KMS is sealed and it says so with an error, not with a
+    /// `healthz` other than `ok`): the apiserver's KMS v2 health check counts it as unhealthy.
+    Refused(String),
+}
+
+/// Calls a plugin's Status once; `Err` when nothing answered (no connection, no answer in time).
+async fn plugin_status_call(world: &World, plugin: &str) -> Result<StatusAnswer, String> {
     let endpoint = world.stack.plugin_endpoint(plugin).ok_or_else(|| format!("no plugin named `{plugin}`"))?;
     let call = async {
         let client = kms_wire::PluginClient::connect(&endpoint, STATUS_DEADLINE).await.map_err(|e| format!("{plugin}: {e}"))?;
-        client
-            .v2()
-            .status(v2::StatusRequest {})
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| format!("{plugin} Status: {:?}: {}", s.code(), s.message()))
+        Ok(match client.v2().status(v2::StatusRequest {}).await {
+            Ok(answer) => StatusAnswer::Answered(answer.into_inner()),
+            Err(status) => StatusAnswer::Refused(format!("{plugin} Status: {:?}: {}", status.code(), status.message())),
+        })
     };
     tokio::time::timeout(STATUS_DEADLINE, call).await.unwrap_or_else(|_| Err(format!("{plugin} Status: no answer within 5 s")))
 }

@@ -283,37 +283,186 @@ impl StepKind for SetCurrentKeyVersion {
     }
 }
 
-/// `unseal: N`: N more unseal shares (threshold 3 of 5); a restarted KMS is sealed again and
-/// counts from the first share.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(transparent)]
-pub struct Unseal(pub usize);
+/// `unseal: N` (or `unseal: {shares: N, through: admin|vault}`): N more unseal shares
+/// (threshold 3 of 5) to every running node; a restarted KMS is sealed again and counts from the
+/// first share. `through: vault` gives them as an operator unseals a Vault node,
+/// `PUT /v1/sys/unseal {"key": …}` on each node's Vault listener; `admin` (the default) through
+/// the mock KMS's admin API.
+#[derive(Debug, Clone)]
+pub struct Unseal {
+    /// How many shares.
+    pub shares: usize,
+    /// Which API they are given through.
+    pub through: UnsealThrough,
+}
+
+/// The API `unseal` gives shares through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnsealThrough {
+    /// The mock KMS's admin API (`POST /admin/unseal`), whatever dialect the plugin speaks.
+    #[default]
+    Admin,
+    /// Vault's `PUT /v1/sys/unseal`, on each node (the plugin must call Vault).
+    Vault,
+}
+
+impl<'de> Deserialize<'de> for Unseal {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// The long form.
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            shares: usize,
+            #[serde(default)]
+            through: UnsealThrough,
+        }
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Unseal;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of shares (`unseal: 3`) or `{shares: 3, through: vault}`")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, shares: u64) -> Result<Unseal, E> {
+                let shares = usize::try_from(shares).map_err(|_| E::custom("too many shares"))?;
+                Ok(Unseal { shares, through: UnsealThrough::Admin })
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, shares: i64) -> Result<Unseal, E> {
+                let shares = u64::try_from(shares).map_err(|_| E::custom(format!("`unseal: {shares}`: give 1 to 5 shares")))?;
+                self.visit_u64(shares)
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Unseal, A::Error> {
+                let full = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Unseal { shares: full.shares, through: full.through })
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 impl StepKind for Unseal {
     fn needs(&self) -> super::Needs {
-        super::Needs { capabilities: vec![kms_lab_plugins::Capability::RemoteKms], own_plugin_only: None }
+        let mut capabilities = vec![kms_lab_plugins::Capability::RemoteKms];
+        if self.through == UnsealThrough::Vault {
+            capabilities.push(kms_lab_plugins::Capability::Vault);
+        }
+        super::Needs { capabilities, own_plugin_only: None }
     }
 
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         if !scope.scenario().stack.mock_kms.as_ref().is_some_and(|k| k.sealed) {
             return Err("`unseal` needs a sealed mock KMS: `mock_kms: {sealed: true}`".into());
         }
-        if !(1..=5).contains(&self.0) {
-            return Err(format!("`unseal: {}`: the mock KMS has 5 shares; give 1 to 5", self.0));
+        if !(1..=5).contains(&self.shares) {
+            return Err(format!("`unseal: {}`: the mock KMS has 5 shares; give 1 to 5", self.shares));
+        }
+        if self.through == UnsealThrough::Vault {
+            scope.vault("unseal: {through: vault}")?;
         }
         Ok(())
     }
 
     fn label(&self) -> String {
-        format!("give the mock KMS {} more unseal share(s)", self.0)
+        match self.through {
+            UnsealThrough::Admin => format!("give the mock KMS {} more unseal share(s)", self.shares),
+            UnsealThrough::Vault => format!("give each Vault node {} more unseal share(s) through PUT /v1/sys/unseal", self.shares),
+        }
     }
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let kms = kms(world)?;
             let given = kms.seal_status().await?.progress;
-            let status = kms.unseal(given..given + self.0).await?;
-            Ok(format!("seal status: sealed={} progress={}/{}", status.sealed, status.progress, status.threshold))
+            match self.through {
+                UnsealThrough::Admin => {
+                    let status = kms.unseal(given..given + self.shares).await?;
+                    Ok(format!("seal status: sealed={} progress={}/{}", status.sealed, status.progress, status.threshold))
+                }
+                UnsealThrough::Vault => {
+                    let answers = kms.vault_unseal(given..given + self.shares).await?;
+                    let each: Vec<String> = answers
+                        .iter()
+                        .map(|(node, s)| format!("mock-kms-{node} sealed={} progress={}/{}", s.sealed, s.progress, s.threshold))
+                        .collect();
+                    Ok(format!("sys/unseal answered: {}", each.join(", ")))
+                }
+            }
+        })
+    }
+}
+
+/// `vault_health: {node, status}`: what `GET /v1/sys/health` on one node's Vault listener
+/// answers (200 active, 429 standby, 503 sealed, as Vault; `none`: the node does not answer).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultHealth {
+    /// The node (`mock-kms-N`'s N).
+    pub node: usize,
+    /// The status code expected, or `none` for no answer (a node that is down).
+    pub status: VaultHealthStatus,
+}
+
+/// The answer `vault_health` expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum VaultHealthStatus {
+    /// This HTTP status.
+    Code(u16),
+    /// No answer (`none`).
+    Named(NoAnswer),
+}
+
+/// `none`: the node does not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoAnswer {
+    /// No answer.
+    None,
+}
+
+impl VaultHealthStatus {
+    fn describe(self) -> String {
+        match self {
+            Self::Code(200) => "200 (active)".into(),
+            Self::Code(429) => "429 (standby)".into(),
+            Self::Code(503) => "503 (sealed)".into(),
+            Self::Code(501) => "501 (not initialised)".into(),
+            Self::Code(code) => code.to_string(),
+            Self::Named(NoAnswer::None) => "no answer".into(),
+        }
+    }
+}
+
+impl ConditionKind for VaultHealth {
+    fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        scope.component(&crate::model::Component::MockKmsNode(self.node))?;
+        scope.vault("vault_health")
+    }
+
+    fn label(&self) -> String {
+        format!("mock-kms-{} sys/health answers {}", self.node, self.status.describe())
+    }
+
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_plugins::Capability::Vault], own_plugin_only: None }
+    }
+
+    fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
+        Box::pin(async move {
+            let kms = match world.stack.mock_kms() {
+                Some(kms) => kms,
+                None => return Seen::new(false, "the stack runs no mock KMS"),
+            };
+            let seen = match kms.vault_health(self.node).await {
+                Ok(Some(code)) => VaultHealthStatus::Code(code),
+                Ok(None) => VaultHealthStatus::Named(NoAnswer::None),
+                Err(error) => return Seen::new(false, error.to_string()),
+            };
+            Seen::new(seen == self.status, format!("mock-kms-{} sys/health answered {}", self.node, seen.describe()))
         })
     }
 }
@@ -369,6 +518,10 @@ pub struct AuditCount {
     /// plugin that does not say why it calls; `health-probe`: the plugin's own; default any).
     #[serde(default)]
     pub caller: Option<mock_kms::api::Caller>,
+    /// Only calls of this operation, as the dialect names it in the audit record (e.g. Vault's
+    /// `auth/token/renew-self`, which the native action `DescribeKey` does not tell apart).
+    #[serde(default)]
+    pub operation: Option<String>,
     /// At least this many.
     #[serde(default)]
     pub at_least: Option<f64>,
@@ -395,8 +548,9 @@ impl ConditionKind for AuditCount {
 
     fn label(&self) -> String {
         format!(
-            "mock KMS {}{}{} calls since `{}` ({})",
+            "mock KMS {}{}{}{} calls since `{}` ({})",
             self.action.name(),
+            self.operation.as_ref().map(|op| format!(" ({op})")).unwrap_or_default(),
             self.outcome.map(|o| format!(" {}", o.name())).unwrap_or_default(),
             self.caller.map(|c| format!(" from {}", c.name())).unwrap_or_default(),
             self.since,
@@ -415,11 +569,13 @@ impl ConditionKind for AuditCount {
                 Ok(records) => records,
                 Err(error) => return Seen::new(false, error),
             };
+            let records: Vec<_> = records.into_iter().filter(|r| self.operation.as_ref().is_none_or(|op| r.operation == *op)).collect();
             let count = records.len() as f64;
             let bounds = self.bounds();
             let text = format!(
-                "{count} {}{}{} calls since `{}` ({})",
+                "{count} {}{}{}{} calls since `{}` ({})",
                 self.action.name(),
+                self.operation.as_ref().map(|op| format!(" ({op})")).unwrap_or_default(),
                 self.outcome.map(|o| format!(" with outcome {}", o.name())).unwrap_or_default(),
                 self.caller.map(|c| format!(" from {}", c.name())).unwrap_or_default(),
                 self.since,

@@ -346,6 +346,14 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// The mock KMS is a HashiCorp Vault (`what` names the step or condition that needs it).
+    pub fn vault(&self, what: &str) -> Result<(), String> {
+        match self.scenario.stack.mock_kms.as_ref().and_then(|k| k.vault.as_ref()) {
+            Some(_) => Ok(()),
+            None => Err(format!("`{what}` needs the mock KMS as a Vault: `mock_kms: {{vault: {{}}}}`")),
+        }
+    }
+
     /// The component exists.
     pub fn component(&self, component: &Component) -> Result<(), String> {
         match component {

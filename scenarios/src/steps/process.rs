@@ -327,6 +327,15 @@ pub fn check_stack(scope: &Scope<'_>) -> Result<(), String> {
             return Err(format!("plugin `{}` has `kek: mock-kms` but the stack has no `mock_kms:`", plugin.name));
         }
     }
+    if let Some(kms) = &stack.mock_kms
+        && let Some(vault) = &kms.vault
+        && vault.plugin_node >= kms.nodes
+    {
+        return Err(format!(
+            "`mock_kms.vault.plugin_node: {}` names no node: the mock KMS has {} node(s), numbered from 0",
+            vault.plugin_node, kms.nodes
+        ));
+    }
     if stack.secret_sync.is_some() && stack.mock_kms.is_none() {
         return Err("`secret_sync:` reads remote secrets from the mock KMS's secrets manager: add `mock_kms: {}` under `stack:`".into());
     }
