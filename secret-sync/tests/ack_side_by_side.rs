@@ -377,6 +377,47 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
         assert_eq!(mine, yours, "`{name}`: kms-secret-sync's Secret (left) differs from ack-secret-manager's (right)");
         eprintln!("`{name}`: the same {} keys on both controllers: {:?}", mine.len(), mine.keys().collect::<Vec<_>>());
     }
+    // Figures, both polling every 5 s, on an ExternalSecret of the current version (the README's
+    // pin `v1`): the first sync's delay, a new version's delay, and the store calls each
+    // controller makes per ExternalSecret per polling interval.
+    let latest = serde_json::json!({
+        "apiVersion": "alibabacloud.com/v1alpha1", "kind": "ExternalSecret", "metadata": { "name": "latest" },
+        "spec": { "data": [{ "key": "test1", "name": "test1", "secretStoreRef": { "name": "scdemo", "namespace": OURS } }] }
+    });
+    let timed = |namespace: &'static str, started: Instant, want: String| {
+        let admin = admin.clone();
+        async move {
+            settled_secret(&admin, namespace, "latest", WAIT, |d| d.get("test1") == Some(&want)).await?;
+            Some(started.elapsed().as_secs_f64())
+        }
+    };
+    let applied_at = Instant::now();
+    for ns in [OURS, THEIRS] {
+        apply(&admin, ns, &latest).await.unwrap();
+    }
+    let first = tokio::join!(timed(OURS, applied_at, TEST1.to_owned()), timed(THEIRS, applied_at, TEST1.to_owned()));
+    let mark = kms.audit().last_seq();
+    let put_at = Instant::now();
+    let newer = TEST1.replace("tom", "tim");
+    store.put_secret_value("test1", &newer).await.unwrap();
+    let new_version = tokio::join!(timed(OURS, put_at, newer.clone()), timed(THEIRS, put_at, newer.clone()));
+    assert!(first.0.is_some() && first.1.is_some() && new_version.0.is_some() && new_version.1.is_some(), "{first:?} {new_version:?}");
+    let window = Duration::from_secs(30);
+    tokio::time::sleep(window.saturating_sub(put_at.elapsed())).await;
+    let calls = |dialect: &str| {
+        kms.audit().records().iter().filter(|r| r.seq > mark && r.dialect == dialect && r.action == "GetSecretValue").count()
+    };
+    let per = |n: usize| n as f64 / (window.as_secs_f64() / 5.0) / (externals_applied.len() + 1) as f64;
+    eprintln!(
+        "figure (kms-secret-sync, ack-secret-manager), polling every 5 s: first sync {:.1} s, {:.1} s; a new version {:.1} s, {:.1} s; store calls per ExternalSecret per poll {:.2}, {:.2}",
+        first.0.unwrap_or_default(),
+        first.1.unwrap_or_default(),
+        new_version.0.unwrap_or_default(),
+        new_version.1.unwrap_or_default(),
+        per(calls("native")),
+        per(calls("aliyun"))
+    );
+
     // When the store fails, what becomes of each controller's Secret? Ours keeps it (asserted);
     // theirs is observed for three of its polling intervals and reported.
     let reader_policy = AccessPolicy::allow([Action::GetSecretValue, Action::Decrypt], ["secret/*", &format!("key/{KEY}")]);
