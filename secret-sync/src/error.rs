@@ -128,6 +128,14 @@ pub enum LabError {
         /// The last observation (never a secret value).
         last: String,
     },
+    /// A third-party file (ack-secret-manager's chart) could not be read or used.
+    #[error("`{path}`: {problem}")]
+    ThirdParty {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The kubeconfig could not be read or used.
     #[error("kubeconfig `{path}`: {problem}")]
     Kubeconfig {

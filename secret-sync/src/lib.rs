@@ -9,8 +9,10 @@
 //! - [`rbac`]: the least-privilege ServiceAccount, Role and bindings the controller runs with.
 //! - [`lab`]: helpers for tests and scenario steps (install the CRDs, run the controller in
 //!   process with its own token, write remote secrets, wait for a Secret or a condition).
+//! - [`ack`]: what the real ack-secret-manager needs to run beside it on the lab's apiserver.
 //! - [`error`]: every error type.
 
+pub mod ack;
 pub mod controller;
 pub mod crd;
 pub mod decide;

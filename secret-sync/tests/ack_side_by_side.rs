@@ -2,8 +2,8 @@
 //! ack-secret-manager's README, its chart's README and its sample CR (read from
 //! `../shared/thirdparty/ack-secret-manager`, applied unchanged) on the real apiserver with our
 //! CRDs; kms-secret-sync syncs them in namespace `default`, the real ack-secret-manager (built
-//! from its source, run with the RBAC of its chart and its own ServiceAccount token) syncs the
-//! same objects in namespace `ack`, both from the same mock KMS — ours over the native API,
+//! from its source, run with the RBAC of its chart and its own ServiceAccount token, as
+//! [`kms_secret_sync::ack`] prepares it) syncs the same objects in namespace `ack`, both from the same mock KMS — ours over the native API,
 //! theirs over the `aliyun` dialect's secrets manager (HTTPS, ACS3 signatures, the lab CA) —
 //! and each Secret of one is compared with the other's.
 //!
@@ -14,15 +14,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kms_lab_stack::certs::ServingPki;
 use kms_lab_stack::process::Supervised;
 use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions, THIRDPARTY_ENV};
 use kms_lab_stack::{Stack, StackOptions};
 use kms_secret_sync::crd::SecretStore;
 use kms_secret_sync::decide::Reason;
-use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab};
+use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, ack, lab};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
 use mock_kms::api::Action;
 use mock_kms::api::admin::{AccessPolicy, FaultProfile, OutageFault};
@@ -143,51 +142,6 @@ async fn namespace(client: &kube::Client, name: &str) {
     Api::<Namespace>::all(client.clone()).patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&ns)).await.unwrap();
 }
 
-/// The rules of the ClusterRole in ack-secret-manager's chart (`templates/rbac.yaml`, its first
-/// document: the Helm expressions are only in names and labels, dropped here).
-fn chart_rules(root: &Path) -> Vec<PolicyRule> {
-    let path = root.join("charts/ack-secret-manager/templates/rbac.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let first = text.split("\n---").next().unwrap();
-    let rules = &first[first.find("\nrules:").unwrap_or_else(|| panic!("{} has no rules", path.display()))..];
-    #[derive(serde::Deserialize)]
-    struct Rules {
-        rules: Vec<PolicyRule>,
-    }
-    serde_yaml::from_str::<Rules>(rules).unwrap_or_else(|e| panic!("{}: {e}", path.display())).rules
-}
-
-/// ack-secret-manager's ServiceAccount in `namespace`, bound to its chart's ClusterRole; its token.
-async fn grant_ack_secret_manager(client: &kube::Client, root: &Path, namespace: &str) -> String {
-    let name = "ack-secret-manager";
-    let meta = |ns: Option<&str>| ObjectMeta { name: Some(name.into()), namespace: ns.map(Into::into), ..Default::default() };
-    let apply = PatchParams::apply("test").force();
-    let account = ServiceAccount { metadata: meta(Some(namespace)), ..Default::default() };
-    Api::<ServiceAccount>::namespaced(client.clone(), namespace).patch(name, &apply, &Patch::Apply(&account)).await.unwrap();
-    let role = ClusterRole { metadata: meta(None), rules: Some(chart_rules(root)), ..Default::default() };
-    Api::<ClusterRole>::all(client.clone()).patch(name, &apply, &Patch::Apply(&role)).await.unwrap();
-    let binding = ClusterRoleBinding {
-        metadata: meta(None),
-        role_ref: RoleRef { api_group: Some("rbac.authorization.k8s.io".into()), kind: "ClusterRole".into(), name: name.into() },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: name.into(),
-            namespace: Some(namespace.into()),
-            ..Default::default()
-        }]),
-    };
-    Api::<ClusterRoleBinding>::all(client.clone()).patch(name, &apply, &Patch::Apply(&binding)).await.unwrap();
-    lab::service_account_token(client, namespace, name).await.unwrap()
-}
-
-/// The admin kubeconfig with `token` instead of the admin's.
-fn kubeconfig_with_token(admin: &Path, token: &str, out: &Path) {
-    let text = std::fs::read_to_string(admin).unwrap();
-    let replaced: Vec<String> =
-        text.lines().map(|l| if l.trim_start().starts_with("token: ") { format!("    token: {token}") } else { l.to_owned() }).collect();
-    std::fs::write(out, replaced.join("\n")).unwrap();
-}
-
 /// Secret `name`'s data in `namespace` once `ready` accepts it (within `deadline`); `None` if it never did.
 async fn settled_secret(
     client: &kube::Client,
@@ -211,39 +165,6 @@ async fn settled_secret(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// A Pod object for ack-secret-manager's leader election (operator-lib's leader-for-life needs
-/// `POD_NAME` to name a Pod of its namespace, which owns its lock ConfigMap); never scheduled:
-/// the lab has no kubelet. Its name.
-async fn pod(client: &kube::Client, namespace: &str) -> String {
-    let name = "ack-secret-manager-0";
-    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod", "metadata": { "name": name, "namespace": namespace },
-        "spec": { "serviceAccountName": "ack-secret-manager", "containers": [{ "name": "manager", "image": "ack-secret-manager:lab" }] }
-    }))
-    .unwrap();
-    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), namespace)
-        .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&pod))
-        .await
-        .unwrap();
-    name.to_owned()
-}
-
-/// `binary args` run as in a Pod of `namespace`: in a private mount namespace whose `/var/run` is
-/// a fresh tmpfs holding `secrets/kubernetes.io/serviceaccount/namespace` (operator-lib reads the
-/// namespace there, and its leader election ends the process without it, although its
-/// documentation says it is skipped outside a cluster). Nothing on the host changes. Needs
-/// `unshare` and the right to mount (root).
-fn in_pod_namespace(binary: &Path, namespace: &str, args: Vec<String>) -> (PathBuf, Vec<String>) {
-    let script = format!(
-        "mount -t tmpfs kms-lab /var/run && mkdir -p /var/run/secrets/kubernetes.io/serviceaccount \
-         && printf %s {namespace} > /var/run/secrets/kubernetes.io/serviceaccount/namespace && exec \"$0\" \"$@\""
-    );
-    let mut wrapped = vec!["--mount".to_owned(), "--propagation".into(), "private".into(), "--".into(), "sh".into(), "-c".into(), script];
-    wrapped.push(binary.display().to_string());
-    wrapped.extend(args);
-    (PathBuf::from("unshare"), wrapped)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,9 +263,9 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
     // (Replaced, not merged: server-side apply would keep the RRSA fields beside the access key.)
     Api::<SecretStore>::namespaced(admin.clone(), OURS).delete("scdemo", &Default::default()).await.unwrap();
     lab::create_store(&admin, OURS, "scdemo", &StoreCredential::new(READER.0, READER.1)).await.unwrap();
-    let token = grant_ack_secret_manager(&admin, &root, THEIRS).await;
+    let token = ack::grant(&admin, &root, THEIRS).await.unwrap();
     let kubeconfig = dir.path().join("ack-secret-manager.kubeconfig");
-    kubeconfig_with_token(&stack.kubeconfig_path(0), &token, &kubeconfig);
+    ack::kubeconfig_with_token(&stack.kubeconfig_path(0), &token, &kubeconfig).unwrap();
     let args: Vec<String> = [
         "--polling-interval=5s".to_owned(),
         "--disable-polling=false".into(),
@@ -358,10 +279,10 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
     let envs = [
         ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
         ("SSL_CERT_FILE".to_owned(), ca_file.display().to_string()),
-        ("POD_NAME".to_owned(), pod(&admin, THEIRS).await),
+        ("POD_NAME".to_owned(), ack::leader_pod(&admin, THEIRS).await.unwrap()),
         ("POD_NAMESPACE".to_owned(), THEIRS.to_owned()),
     ];
-    let (program, args) = in_pod_namespace(&ack_binary, THEIRS, args);
+    let (program, args) = ack::in_pod_namespace(&ack_binary, THEIRS, args);
     let theirs = Supervised::spawn("ack-secret-manager", &program, &args, &dir.path().join("ack-secret-manager.log"), &envs).unwrap();
 
     let mut differences = findings;
