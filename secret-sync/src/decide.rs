@@ -109,21 +109,21 @@ impl Failure {
     }
 }
 
-/// What a source puts into the Secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a source puts into the Secret, compiled once by [`plan`].
+#[derive(Debug, Clone)]
 pub enum Extraction {
     /// The whole remote value under this key (a `data` entry without `jmesPath`).
     Whole(String),
     /// Each expression's result under its alias (a `data` entry's `jmesPath`), in spec order.
-    Jmes(Vec<(String, String)>),
+    Jmes(Vec<(String, jmespath::Expression<'static>)>),
     /// Every top-level key of the remote YAML/JSON value, renamed by these rules (source regular
     /// expression, replacement) in order (a `dataProcess` entry).
-    Split(Vec<(String, String)>),
+    Split(Vec<(regex::Regex, String)>),
 }
 
 /// One validated source of the spec: which remote secret to read, with which store, and what
 /// goes into the Secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PlannedSource {
     /// Where it is in the spec: `spec.data[0]`, `spec.dataProcess[1].extract`.
     pub field: String,
@@ -187,16 +187,16 @@ pub fn plan(spec: &ExternalSecretSpec) -> Result<Vec<PlannedSource>, Failure> {
         } else {
             let mut paths = Vec::new();
             for (j, object) in entry.jmes_path.iter().enumerate() {
-                if let Err(error) = jmespath::compile(&object.path) {
-                    return Err(invalid(
+                let expression = jmespath::compile(&object.path).map_err(|error| {
+                    invalid(
                         format!("{field}.jmesPath[{j}].path"),
                         format!("`{}` is not a JMESPath expression ({}): e.g. `password` or `friends[0].name`", object.path, error.reason),
-                    ));
-                }
+                    )
+                })?;
                 if !is_secret_key(&object.object_alias) {
                     return Err(invalid(format!("{field}.jmesPath[{j}].objectAlias"), secret_key_problem(&object.object_alias)));
                 }
-                paths.push((object.object_alias.clone(), object.path.clone()));
+                paths.push((object.object_alias.clone(), expression));
             }
             Extraction::Jmes(paths)
         };
@@ -208,14 +208,14 @@ pub fn plan(spec: &ExternalSecretSpec) -> Result<Vec<PlannedSource>, Failure> {
         };
         let mut rules = Vec::new();
         for (j, rule) in process.replace_rule.iter().enumerate() {
-            if let Err(error) = regex::Regex::new(&rule.source) {
+            let regex = regex::Regex::new(&rule.source).map_err(|error| {
                 let reason = error.to_string().lines().last().unwrap_or_default().trim().to_owned();
-                return Err(invalid(
+                invalid(
                     format!("spec.dataProcess[{index}].replaceRule[{j}].source"),
                     format!("`{}` is not a regular expression ({reason})", rule.source),
-                ));
-            }
-            rules.push((rule.source.clone(), rule.target.clone()));
+                )
+            })?;
+            rules.push((regex, rule.target.clone()));
         }
         planned.push(source(format!("spec.dataProcess[{index}].extract"), entry, Extraction::Split(rules))?);
     }
@@ -339,11 +339,11 @@ pub fn extract(source: &PlannedSource, fetched: &Fetched) -> Result<Extracted, F
             let data = parse_structured(&fetched.value).ok_or_else(|| not_structured(source.field("jmesPath")))?;
             let data: jmespath::Variable = serde_json::from_value(data).map_err(|_| not_structured(source.field("jmesPath")))?;
             let mut out = Vec::new();
-            for (j, (alias, path)) in paths.iter().enumerate() {
+            for (j, (alias, expression)) in paths.iter().enumerate() {
                 let field = source.field(&format!("jmesPath[{j}].path"));
-                let invalid = |problem: String| Failure::new(Reason::InvalidSpec, format!("{field}: `{path}`: {problem}"));
-                let expression = jmespath::compile(path).map_err(|e| invalid(e.reason.to_string()))?;
-                let found = expression.search(&data).map_err(|e| invalid(e.reason.to_string()))?;
+                let path = expression.as_str();
+                let found =
+                    expression.search(&data).map_err(|e| Failure::new(Reason::InvalidSpec, format!("{field}: `{path}`: {}", e.reason)))?;
                 let found = serde_json::to_value(&*found).unwrap_or(serde_json::Value::Null);
                 let text = jmes_text(&found).ok_or_else(|| {
                     Failure::new(
@@ -373,9 +373,7 @@ pub fn extract(source: &PlannedSource, fetched: &Fetched) -> Result<Extracted, F
                 })
                 .collect();
             let process = source.field.trim_end_matches(".extract").to_owned();
-            for (j, (pattern, target)) in rules.iter().enumerate() {
-                let regex = regex::Regex::new(pattern)
-                    .map_err(|e| Failure::new(Reason::InvalidSpec, format!("{process}.replaceRule[{j}].source: `{pattern}`: {e}")))?;
+            for (j, (regex, target)) in rules.iter().enumerate() {
                 let mut renamed = BTreeMap::new();
                 for (key, value) in keys {
                     let new = regex.replace_all(&key, target.as_str()).into_owned();
