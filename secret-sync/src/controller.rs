@@ -266,14 +266,16 @@ async fn reconcile(es: Arc<ExternalSecret>, ctx: Arc<Context>) -> Result<Action,
     .map_err(|error| Error::Invalid(format!("finalizer `{FINALIZER}`: {error}")))
 }
 
+/// Counts one more consecutive failure of `es`; the count.
+fn failed_once(ctx: &Context, es: &ExternalSecret) -> u32 {
+    let mut map = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let count = map.entry(key_of(es)).or_default();
+    *count += 1;
+    *count
+}
+
 fn error_policy(es: Arc<ExternalSecret>, error: &Error, ctx: Arc<Context>) -> Action {
-    let failures = {
-        let mut map = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let count = map.entry(key_of(&es)).or_default();
-        *count += 1;
-        *count
-    };
-    let delay = backoff(failures, ctx.config.reconcile_period, ctx.config.polling_interval, rand::thread_rng().r#gen());
+    let delay = backoff(failed_once(&ctx, &es), ctx.config.reconcile_period, ctx.config.polling_interval, rand::thread_rng().r#gen());
     tracing::warn!(external_secret = %key_of(&es), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -326,12 +328,7 @@ async fn apply(es: &ExternalSecret, ctx: &Context) -> Result<Action, Error> {
             set_status(ctx, es, false, failure.reason, &failure.message, None).await?;
             ctx.metrics.sync("failed", started.elapsed());
             ctx.metrics.error(failure.reason.name());
-            let failures = {
-                let mut map = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
-                let count = map.entry(key_of(es)).or_default();
-                *count += 1;
-                *count
-            };
+            let failures = failed_once(ctx, es);
             let delay = match failure.reason.retry() {
                 Retry::Backoff => backoff(failures, ctx.config.reconcile_period, refresh, rand::thread_rng().r#gen()),
                 Retry::Poll => refresh,
