@@ -838,21 +838,27 @@ impl Ops<'_> {
             Some(_) => return Err(VaultError::bad_request("increment must be a number of seconds or a duration string")),
         };
         let granted = self.vault().renew(asked);
+        Ok(self.auth_answer(given_token(headers).unwrap_or_default(), Value::Null, granted))
+    }
+
+    /// Vault's answer to a login or a renewal: the `auth` block with `token`, its `metadata` and
+    /// its lease.
+    fn auth_answer(&self, token: &str, metadata: Value, lease_duration: u64) -> Value {
         let mut answer = self.envelope(Value::Null);
         answer["auth"] = json!({
-            "client_token": given_token(headers).unwrap_or_default(),
+            "client_token": token,
             "accessor": "mock-kms-token-accessor",
             "policies": TOKEN_POLICIES,
             "token_policies": TOKEN_POLICIES,
-            "metadata": null,
-            "lease_duration": granted,
+            "metadata": metadata,
+            "lease_duration": lease_duration,
             "renewable": true,
             "entity_id": "",
             "token_type": "service",
             "orphan": true,
             "num_uses": 0,
         });
-        Ok(answer)
+        answer
     }
 
     /// `auth/approle/login` `{"role_id", "secret_id"}`: Vault's `auth` block with the token and a
@@ -876,21 +882,7 @@ impl Ops<'_> {
             VaultError::new(500, ErrorCode::InternalFailure, "the mock KMS has no --vault-token to hand out on an AppRole login")
         })?;
         let lease = self.vault().login();
-        let mut answer = self.envelope(Value::Null);
-        answer["auth"] = json!({
-            "client_token": token.as_str(),
-            "accessor": "mock-kms-token-accessor",
-            "policies": TOKEN_POLICIES,
-            "token_policies": TOKEN_POLICIES,
-            "metadata": { "role_name": "mock-kms" },
-            "lease_duration": lease,
-            "renewable": true,
-            "entity_id": "",
-            "token_type": "service",
-            "orphan": true,
-            "num_uses": 0,
-        });
-        Ok(answer)
+        Ok(self.auth_answer(token.as_str(), json!({ "role_name": "mock-kms" }), lease))
     }
 
     fn list(&self) -> Value {
