@@ -19,7 +19,7 @@ use mock_kms::api::Action;
 use mock_kms::api::admin::AccessPolicy;
 use mock_kms::dialects::Dialect;
 use mock_kms::faults::{FaultProfile, ThrottleFault};
-use mock_kms::{Credential, MockKms};
+use mock_kms::{Credential, MockKms, MockKmsBuilder};
 use serde_json::json;
 
 /// Asserts `case` reached the SDK as Alibaba's `(HTTP status, Code)` and was audited with `outcome`.
@@ -140,13 +140,19 @@ const NO_DECRYPT: (&str, &str) = ("AK-no-decrypt", "SK-no-decrypt-secret-never-l
 
 /// A mock KMS serving the aliyun dialect over TLS only (its main listener speaks the native API),
 /// with `lab-key` and three credentials; the address and the CA file for `SSL_CERT_FILE`.
-async fn tls_kms() -> (MockKms, std::net::SocketAddr, tempfile::TempDir) {
+/// `builder` serving the aliyun dialect over TLS (an extra listener) with a fresh lab CA, and
+/// the folder whose `ca.pem` is that CA (for `SSL_CERT_FILE`).
+fn aliyun_over_tls(builder: MockKmsBuilder) -> (MockKmsBuilder, tempfile::TempDir) {
     let pki = ServingPki::generate("sdk_aliyun CA", "mock-kms").unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
-    let kms = MockKms::builder()
-        .extra_tls_listener(Dialect::Aliyun, "127.0.0.1:0".parse().unwrap())
-        .tls_identity(pki.cert_pem.clone(), pki.key_pem.clone())
+    let builder = builder.extra_tls_listener(Dialect::Aliyun, "127.0.0.1:0".parse().unwrap()).tls_identity(pki.cert_pem, pki.key_pem);
+    (builder, dir)
+}
+
+async fn tls_kms() -> (MockKms, std::net::SocketAddr, tempfile::TempDir) {
+    let (builder, dir) = aliyun_over_tls(MockKms::builder());
+    let kms = builder
         .credential(Credential::new(AK, SK))
         .credential(Credential::new(READER.0, READER.1))
         .credential(Credential::new(NO_DECRYPT.0, NO_DECRYPT.1))
@@ -355,20 +361,10 @@ async fn a_throttled_secret_read_reaches_the_sdk_as_rejected_throttling() {
 
 #[tokio::test]
 async fn a_sealed_kms_answers_secret_reads_service_unavailable() {
-    let pki = ServingPki::generate("sdk_aliyun CA", "mock-kms").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
+    let (builder, dir) = aliyun_over_tls(MockKms::builder());
     let data = dir.path().join("data");
     mock_kms::seal::init(&data, 5, 3).unwrap();
-    let kms = MockKms::builder()
-        .extra_tls_listener(Dialect::Aliyun, "127.0.0.1:0".parse().unwrap())
-        .tls_identity(pki.cert_pem, pki.key_pem)
-        .data_dir(&data)
-        .sealed(true)
-        .credential(Credential::new(AK, SK))
-        .start()
-        .await
-        .unwrap();
+    let kms = builder.data_dir(&data).sealed(true).credential(Credential::new(AK, SK)).start().await.unwrap();
     let addr = kms.dialect_addr(0, Dialect::Aliyun).expect("the aliyun TLS listener");
     let cases = secrets_phase(addr, &dir, "secrets-throttled", (AK, SK)).await;
     refused_secret(
@@ -384,18 +380,8 @@ async fn a_sealed_kms_answers_secret_reads_service_unavailable() {
 
 #[tokio::test]
 async fn a_secret_written_on_one_node_is_read_on_another() {
-    let pki = ServingPki::generate("sdk_aliyun CA", "mock-kms").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("ca.pem"), &pki.ca_pem).unwrap();
-    let kms = MockKms::builder()
-        .cluster_size(2)
-        .extra_tls_listener(Dialect::Aliyun, "127.0.0.1:0".parse().unwrap())
-        .tls_identity(pki.cert_pem, pki.key_pem)
-        .credential(Credential::new(AK, SK))
-        .key("lab-key")
-        .start()
-        .await
-        .unwrap();
+    let (builder, dir) = aliyun_over_tls(MockKms::builder());
+    let kms = builder.cluster_size(2).credential(Credential::new(AK, SK)).key("lab-key").start().await.unwrap();
     let (first, second) = (kms.dialect_addr(0, Dialect::Aliyun).unwrap(), kms.dialect_addr(1, Dialect::Aliyun).unwrap());
     assert_ne!(first, second);
     all_ok(&secrets_phase(first, &dir, "secrets", (AK, SK)).await, &SECRETS_ROUND_TRIP);
