@@ -858,7 +858,7 @@ fn build(b: &SubjectBuild<'_>) -> Result<PathBuf, ProvisionError> {
     let started = Instant::now();
     let result = match (spec.wrapper, spec.go_mod.is_some() || !spec.replace.is_empty()) {
         (None, false) => steps.build_package(b.source, spec.package, "-s -w", b.dest, usable),
-        (None, true) => replacements(spec, b.env, b.source)
+        (None, true) => replacements(spec, b.source)
             .and_then(|replace| build_copy(b.source, spec.go_mod, &replace, &logs.join("src")))
             .and_then(|copy| steps.build_package(&copy, spec.package, "-s -w", b.dest, usable)),
         (Some(wrapper), _) => prepare_wrapper(&steps, &wrapper, spec.module, b.source, &logs.join("module"))
@@ -897,14 +897,14 @@ fn copy_edits(spec: &Spec<'_>) -> Option<String> {
     Some(format!("{}{}", spec.go_mod.unwrap_or_default(), replaces.join("\n")))
 }
 
-/// The folder of each of `spec`'s replacements: beside `source` (the third-party folder).
-fn replacements(spec: &Spec<'_>, env: &Env, source: &Path) -> Result<Vec<(String, PathBuf)>, StepError> {
+/// The folder of each of `spec`'s replacements: beside `source`, in the third-party folder
+/// [`find_source`] found it in.
+fn replacements(spec: &Spec<'_>, source: &Path) -> Result<Vec<(String, PathBuf)>, StepError> {
     let thirdparty = source.parent().unwrap_or(source);
     spec.replace
         .iter()
         .map(|r| {
-            let dir = env.var(THIRDPARTY_ENV).map(|d| absolute(Path::new(d)).join(&r.folder)).filter(|d| d.is_dir());
-            let dir = dir.unwrap_or_else(|| thirdparty.join(&r.folder));
+            let dir = thirdparty.join(&r.folder);
             if dir.join("go.mod").is_file() {
                 Ok((r.module.clone(), dir))
             } else {
