@@ -85,7 +85,14 @@ pub async fn run(args: &LabArgs) -> Result<(), LabError> {
         };
         println!("    {:<15} {:<10} {place}", binary.component.name(), binary.version);
     }
-    let options = RunOptions { binaries: binaries.clone(), run_root: state_dir.join("runs"), seed: None, keep_logs: false, plugin: None };
+    let options = RunOptions {
+        binaries: binaries.clone(),
+        run_root: state_dir.join("runs"),
+        seed: None,
+        keep_logs: false,
+        plugin: None,
+        secret_sync: None,
+    };
     let env_file = state_dir.join("lab.env");
     let hold: runner::Hold<'_> = Box::new(|world: &World| {
         let env_file = env_file.clone();

@@ -130,7 +130,8 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
 
     let jobs = jobs_for(args.jobs);
     println!("==> {} scenario(s) of tier(s) {} on {}, {jobs} at once", scenarios.len(), tiers(&args.tier), plugin.manifest().name);
-    let options = RunOptions { binaries, run_root: run_root.clone(), seed: None, keep_logs: false, plugin: Some(plugin.clone()) };
+    let options =
+        RunOptions { binaries, run_root: run_root.clone(), seed: None, keep_logs: false, plugin: Some(plugin.clone()), secret_sync: None };
     let (suite, interrupted) = run_suite(&scenarios, &options, jobs, kubernetes_version).await;
     if interrupted {
         println!("\ninterrupted: {} of {} scenario(s) finished; writing the partial report", suite.scenarios.len(), scenarios.len());

@@ -77,7 +77,7 @@ impl ManifestPlugin {
     /// Makes `options` (a scenario's own mock KMS) serve this plugin's dialect too.
     pub fn serve_dialect_on(&self, options: &mut MockKmsOptions) {
         if let Some(dialect) = self.manifest.dialect {
-            with_dialect(options, dialect);
+            options.serve_dialect(dialect);
         }
     }
 
@@ -197,14 +197,6 @@ async fn stop_all(processes: Vec<Supervised>) {
 impl PluginProgram for ManifestPlugin {
     fn start<'a>(&'a self, context: ProgramContext<'a>) -> Pin<Box<dyn Future<Output = Result<ProgramProcesses, StackError>> + Send + 'a>> {
         Box::pin(self.start_processes(context))
-    }
-}
-
-/// Makes `options` serve `dialect` too (every node gets a listener for it; the native API is
-/// always served).
-pub fn with_dialect(options: &mut MockKmsOptions, dialect: Dialect) {
-    if dialect != Dialect::Native && !options.dialects.contains(&dialect) {
-        options.dialects.push(dialect);
     }
 }
 

@@ -66,6 +66,11 @@ pub struct ScenarioArgs {
     /// list`) or a manifest file. Scenarios the plugin cannot take are reported as skipped, with why.
     #[arg(long, value_name = "NAME|FILE")]
     pub plugin: Option<String>,
+    /// The secret sync controller of every scenario that runs one (`secret_sync:` in its stack):
+    /// `kms-secret-sync` (kms-lab's) or `ack-secret-manager` (the seed's own, built from
+    /// `../shared/thirdparty/ack-secret-manager` on first use). Default: what each scenario names.
+    #[arg(long, value_enum, value_name = "CONTROLLER")]
+    pub secret_sync: Option<crate::steps::sync::SyncController>,
     /// Where the stack's components run: `process` or `container` (Docker, images built offline
     /// from the same binaries). Default: `KMS_LAB_RUNTIME`, else `process`.
     #[arg(long, value_name = "RUNTIME")]
@@ -180,7 +185,7 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
     };
     let binaries = provision_binaries(args.bin_dir.clone(), k8s_version).await?;
     let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
-    let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs, plugin };
+    let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs, plugin, secret_sync: args.secret_sync };
     let jobs = jobs_for(args.jobs);
     println!("running {} scenario(s) from {}, {jobs} at once", scenarios.len(), dir.display());
     let (mut report, interrupted) = run_suite(&scenarios, &options, jobs, k8s_version).await;

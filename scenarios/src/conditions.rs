@@ -47,6 +47,11 @@ pub trait ConditionKind: Send + Sync {
     fn wait_only(&self) -> bool {
         false
     }
+    /// Why the running stack cannot show whether the condition holds (a third-party component
+    /// that records nothing to look at), if it cannot: the step is then reported as not observed.
+    fn unobservable(&self, _world: &World) -> Option<String> {
+        None
+    }
 }
 
 /// One observation: whether the condition holds, what was seen and, for a counting condition

@@ -51,7 +51,7 @@ impl SuiteReport {
         let _ = writeln!(out, "{:<width$}  {:<8}  {:<6}  {:>8}  {:>5}  {:>9}", "scenario", "tier", "result", "time", "steps", "etcd revs");
         let _ = writeln!(out, "{}", "-".repeat(width + 48));
         for s in &self.scenarios {
-            let passed_steps = s.steps.iter().filter(|st| st.passed).count();
+            let passed_steps = s.steps.iter().filter(|st| st.passed && st.not_observed.is_none()).count();
             let total = s.steps.len() + s.skipped_steps;
             let result = match (s.passed, &s.skipped) {
                 (_, Some(_)) => "skip",
@@ -90,6 +90,13 @@ impl SuiteReport {
         }
         for s in self.scenarios.iter().filter(|s| s.skipped.is_some()) {
             let _ = writeln!(out, "SKIPPED {}: {}", s.name, s.skipped.as_deref().unwrap_or_default());
+        }
+        for s in &self.scenarios {
+            let unseen: Vec<String> = s.steps.iter().filter(|st| st.not_observed.is_some()).map(|st| st.number.to_string()).collect();
+            if let Some(why) = s.steps.iter().find_map(|st| st.not_observed.as_deref()) {
+                let controller = s.secret_sync.map(|c| format!(" on {c}")).unwrap_or_default();
+                let _ = writeln!(out, "NOT OBSERVED {}{controller}: step(s) {}: {why}", s.name, unseen.join(", "));
+            }
         }
         for s in self.scenarios.iter().filter(|s| !s.passed) {
             let _ = writeln!(out, "\nFAILED {}: {}", s.name, s.failure.as_deref().unwrap_or("unknown"));
@@ -159,7 +166,11 @@ fn steps_text(s: &ScenarioOutcome) -> String {
         let _ = writeln!(
             out,
             "{} [{}] {} ({:.1} s): {}",
-            if step.passed { "ok  " } else { "FAIL" },
+            match (step.passed, &step.not_observed) {
+                (_, Some(_)) => "n/o ",
+                (true, None) => "ok  ",
+                (false, None) => "FAIL",
+            },
             step.number,
             step.label,
             step.seconds,
@@ -206,7 +217,15 @@ mod tests {
             seed: 1,
             passed,
             seconds: 1.5,
-            steps: vec![StepRecord { number: 1, started_s: 0.0, label: "create <x>".into(), passed, seconds: 0.5, detail: "a & b".into() }],
+            steps: vec![StepRecord {
+                number: 1,
+                started_s: 0.0,
+                label: "create <x>".into(),
+                passed,
+                seconds: 0.5,
+                detail: "a & b".into(),
+                not_observed: None,
+            }],
             skipped_steps: usize::from(!passed),
             failure: (!passed).then(|| "step 1 `create`: 500 \"boom\"".into()),
             run_dir: None,
@@ -214,6 +233,7 @@ mod tests {
             etcd_revisions_checked: 0,
             skipped: None,
             timeline: Default::default(),
+            secret_sync: None,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::encryption::build_encryption;
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
 use crate::plugin_under_test::PluginUnderTest;
 use crate::steps;
+use crate::steps::sync::{PreparedController, SecretSyncLab, SyncController};
 use crate::timeline::{KmsEvent, TimelineReport};
 use crate::world::{PLAINTEXT_MARKER, World};
 
@@ -33,6 +34,9 @@ pub struct RunOptions {
     pub keep_logs: bool,
     /// The plugin that stands in for `kms-plugin` in every scenario (`--plugin`), if any.
     pub plugin: Option<PluginUnderTest>,
+    /// The secret sync controller every scenario with `secret_sync:` runs (`--secret-sync`),
+    /// instead of the one it names.
+    pub secret_sync: Option<SyncController>,
 }
 
 /// One step as it ran.
@@ -51,6 +55,10 @@ pub struct StepRecord {
     pub seconds: f64,
     /// What it saw, or why it failed.
     pub detail: String,
+    /// Why the step was not carried out: the stack cannot show what it looks at (a third-party
+    /// component that records nothing to look at). Such a step counts as neither passed nor failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_observed: Option<String>,
 }
 
 /// A scenario's result.
@@ -91,6 +99,9 @@ pub struct ScenarioOutcome {
     /// API and KMS calls over time, for the timeline plot.
     #[serde(default)]
     pub timeline: TimelineReport,
+    /// The secret sync controller it ran, if it runs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_sync: Option<SyncController>,
 }
 
 impl ScenarioOutcome {
@@ -123,6 +134,7 @@ impl ScenarioOutcome {
             etcd_revisions_checked: 0,
             skipped: Some(reason),
             timeline: TimelineReport::default(),
+            secret_sync: None,
         }
     }
 }
@@ -165,6 +177,10 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64, manifests
     // A plugin from a manifest always has its KEK in the mock KMS, spoken in its own dialect.
     for plugin in manifests.values() {
         plugin.serve_dialect_on(stack.mock_kms.get_or_insert_with(seeded));
+    }
+    // So does the secret sync controller.
+    if let Some(controller) = spec.secret_sync.as_ref().map(|s| options.secret_sync.unwrap_or(s.controller)) {
+        stack.mock_kms.get_or_insert_with(seeded).serve_dialect(controller.dialect());
     }
     stack.start_plugins_first = spec.start == StartOrder::PluginsFirst;
     stack.start_plugins = stack.start_plugins_first;
@@ -234,6 +250,7 @@ pub async fn run_scenario_then(
         etcd_revisions_checked: 0,
         skipped: None,
         timeline: TimelineReport::default(),
+        secret_sync: scenario.stack.secret_sync.as_ref().map(|spec| options.secret_sync.unwrap_or(spec.controller)),
     };
     if let Some(reason) = scenario.min_kubernetes.as_ref().and_then(|m| m.why_not(&options.binaries.kube_apiserver.version)) {
         progress(&format!("○ {} skipped: {reason}", scenario.name));
@@ -259,6 +276,13 @@ pub async fn run_scenario_then(
     for (name, plugin) in &manifests {
         progress(&format!("  {name}: {} ({})", plugin.manifest().name, plugin.binary().display()));
     }
+    let secret_sync = match outcome.secret_sync {
+        Some(controller) => match PreparedController::prepare(controller, progress).await {
+            Ok(prepared) => Some(prepared),
+            Err(failure) => return outcome.failed_before_steps(scenario, failure, started, progress),
+        },
+        None => None,
+    };
     let stack = match Stack::launch(stack_options(scenario, options, seed, &manifests)).await {
         Ok(stack) => stack,
         Err(error) => {
@@ -277,17 +301,18 @@ pub async fn run_scenario_then(
         }
     };
     let mut world = World::new(stack, seed, Some(history));
-    if let Some(spec) = &scenario.stack.secret_sync {
-        match crate::steps::sync::SecretSyncLab::start(&world.stack, spec, seed).await {
+    if let (Some(spec), Some(prepared)) = (&scenario.stack.secret_sync, secret_sync) {
+        let controller = prepared.controller();
+        match SecretSyncLab::start(&world.stack, spec, seed, prepared).await {
             Ok(sync) => {
                 progress(&format!(
-                    "  secret sync controller running (polling every {})",
+                    "  secret sync controller {controller} running (polling every {})",
                     humantime::format_duration(spec.polling_interval.0)
                 ));
                 world.secret_sync = Some(sync);
             }
             Err(error) => {
-                let failure = format!("the secret sync controller did not start: {error}");
+                let failure = format!("the secret sync controller {controller} did not start: {error}");
                 progress(&format!("  ✗ {failure}"));
                 outcome.failure = Some(failure);
                 outcome.skipped_steps = scenario.steps.len();
@@ -299,6 +324,20 @@ pub async fn run_scenario_then(
         let label = steps::label(step);
         let step_started = Instant::now();
         let started_s = (world.timeline().origin().elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        if let Some(why) = step.kind().unobservable(&world) {
+            progress(&format!("  ○ [{:>2}/{total}] {label}: not observed: {why}", index + 1));
+            let detail = format!("not observed: {why}");
+            outcome.steps.push(StepRecord {
+                number: index + 1,
+                started_s,
+                label,
+                passed: true,
+                seconds: 0.0,
+                detail,
+                not_observed: Some(why),
+            });
+            continue;
+        }
         let result = steps::run(&mut world, step).await;
         let seconds = step_started.elapsed().as_secs_f64();
         let (passed, detail) = match result {
@@ -313,7 +352,15 @@ pub async fn run_scenario_then(
             let detail = detail.replace('\n', "\n        ");
             progress(&format!("  {mark} [{:>2}/{total}] {label} ({seconds:.1} s): {detail}", index + 1));
         }
-        outcome.steps.push(StepRecord { number: index + 1, started_s, label: label.clone(), passed, seconds, detail: detail.clone() });
+        outcome.steps.push(StepRecord {
+            number: index + 1,
+            started_s,
+            label: label.clone(),
+            passed,
+            seconds,
+            detail: detail.clone(),
+            not_observed: None,
+        });
         if !passed {
             outcome.failure = Some(format!("step {} `{label}`: {detail}", index + 1));
             outcome.skipped_steps = total - index - 1;

@@ -111,6 +111,47 @@ pub fn in_pod_namespace(binary: &Path, namespace: &str, args: Vec<String>) -> (P
     (PathBuf::from("unshare"), wrapped)
 }
 
+/// What its log says once its ExternalSecret controller watches (controller-runtime's line).
+pub const STARTED_LINE: &str = "Starting workers";
+
+/// The flags it is run with (its own names and meanings, `cmd/manager/main.go`).
+#[derive(Debug, Clone)]
+pub struct Flags {
+    /// `--polling-interval`.
+    pub polling_interval: std::time::Duration,
+    /// `--disable-polling`.
+    pub disable_polling: bool,
+    /// `--kms-endpoint`: `host:port` of an Alibaba Cloud KMS API served over HTTPS.
+    pub kms_endpoint: String,
+    /// `--watch-namespaces`.
+    pub watch_namespace: String,
+    /// `--reconcile-period`: the base of its retries.
+    pub reconcile_period: std::time::Duration,
+    /// `--max-concurrent-kms-secret-pulls`: its rate limit of store calls per second (burst 1).
+    pub max_concurrent_kms_secret_pulls: Option<std::num::NonZeroU32>,
+}
+
+impl Flags {
+    /// The command line: these flags, `--region cn-hangzhou` and no worker role (the credential
+    /// comes from the SecretStore).
+    pub fn args(&self) -> Vec<String> {
+        let go = |d: std::time::Duration| format!("{}ms", d.as_millis());
+        let mut args = vec![
+            format!("--polling-interval={}", go(self.polling_interval)),
+            format!("--disable-polling={}", self.disable_polling),
+            "--region=cn-hangzhou".to_owned(),
+            format!("--kms-endpoint={}", self.kms_endpoint),
+            "--enable-worker-role=false".to_owned(),
+            format!("--watch-namespaces={}", self.watch_namespace),
+            format!("--reconcile-period={}", go(self.reconcile_period)),
+        ];
+        if let Some(pulls) = self.max_concurrent_kms_secret_pulls {
+            args.push(format!("--max-concurrent-kms-secret-pulls={pulls}"));
+        }
+        args
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -266,16 +266,15 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
     let token = ack::grant(&admin, &root, THEIRS).await.unwrap();
     let kubeconfig = dir.path().join("ack-secret-manager.kubeconfig");
     ack::kubeconfig_with_token(&stack.kubeconfig_path(0), &token, &kubeconfig).unwrap();
-    let args: Vec<String> = [
-        "--polling-interval=5s".to_owned(),
-        "--disable-polling=false".into(),
-        "--region=cn-hangzhou".into(),
-        format!("--kms-endpoint={aliyun}"),
-        "--enable-worker-role=false".into(),
-        format!("--watch-namespaces={THEIRS}"),
-        "--reconcile-period=1s".into(),
-    ]
-    .into();
+    let args = ack::Flags {
+        polling_interval: Duration::from_secs(5),
+        disable_polling: false,
+        kms_endpoint: aliyun.to_string(),
+        watch_namespace: THEIRS.into(),
+        reconcile_period: Duration::from_secs(1),
+        max_concurrent_kms_secret_pulls: None,
+    }
+    .args();
     let envs = [
         ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
         ("SSL_CERT_FILE".to_owned(), ca_file.display().to_string()),

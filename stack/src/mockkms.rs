@@ -56,6 +56,15 @@ pub struct MockKmsOptions {
     pub entry_node: usize,
 }
 
+impl MockKmsOptions {
+    /// Adds a listener for `dialect` on each node, once (`native` is always served).
+    pub fn serve_dialect(&mut self, dialect: Dialect) {
+        if dialect != Dialect::Native && !self.dialects.contains(&dialect) {
+            self.dialects.push(dialect);
+        }
+    }
+}
+
 impl Default for MockKmsOptions {
     fn default() -> Self {
         Self {

@@ -72,6 +72,12 @@ pub trait StepKind: Send + Sync {
     fn narrates(&self) -> bool {
         false
     }
+    /// Why the running stack cannot show what the step looks at, if it cannot (a condition
+    /// [`crate::conditions::ConditionKind::unobservable`] there): the step is then not run and is
+    /// reported as not observed, with the reason.
+    fn unobservable(&self, _world: &World) -> Option<String> {
+        None
+    }
 }
 
 /// What a step needs of the plugin under test ([`StepKind::needs`]).

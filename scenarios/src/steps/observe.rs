@@ -117,6 +117,10 @@ impl StepKind for WaitUntil {
         self.condition.kind().needs()
     }
 
+    fn unobservable(&self, world: &World) -> Option<String> {
+        self.condition.kind().unobservable(world)
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         self.condition.kind().check(scope)?;
         if let Some(mark) = &self.since {
@@ -190,6 +194,10 @@ impl StepKind for Expect {
         self.0.kind().needs()
     }
 
+    fn unobservable(&self, world: &World) -> Option<String> {
+        self.0.kind().unobservable(world)
+    }
+
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
         if self.0.kind().wait_only() {
             return Err("`write` and `writes` are conditions to wait for: use `wait_until`".into());
@@ -225,6 +233,10 @@ pub struct ExpectThroughout {
 impl StepKind for ExpectThroughout {
     fn needs(&self) -> super::Needs {
         self.condition.kind().needs()
+    }
+
+    fn unobservable(&self, world: &World) -> Option<String> {
+        self.condition.kind().unobservable(world)
     }
 
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {

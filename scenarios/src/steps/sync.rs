@@ -1,14 +1,22 @@
-//! Secret sync (`kms-secret-sync`): the controller runs in the scenario's process with its own
-//! ServiceAccount token (RBAC on the real apiserver) and its own least-privilege credential in the
-//! mock KMS's secrets manager; steps put remote secret versions, apply ExternalSecrets, restart
-//! the controller, change its access policy; the conditions `synced` and `external_secret`
-//! observe the result. Every value put carries the plaintext marker, so `no_plaintext_in_etcd`
+//! Secret sync: a controller keeps remote secrets of the mock KMS's secrets manager as Secrets.
+//! It is `kms-secret-sync` (in the scenario's process) or the seed's own ack-secret-manager
+//! (built from its source, run as a process with its chart's RBAC, calling the mock KMS's
+//! `aliyun` dialect over HTTPS) — `secret_sync: {controller}` or `kms-lab scenarios
+//! --secret-sync`. Either runs with its own ServiceAccount token (RBAC on the real apiserver) and
+//! its own least-privilege credential in the mock KMS (a SecretStore); steps put remote secret
+//! versions, apply ExternalSecrets, restart the controller, change its access policy; the
+//! conditions `synced` and `external_secret` observe the result (ack-secret-manager writes no
+//! status, so `external_secret` is not observable on it and its steps are reported as such). Every value put carries the plaintext marker, so `no_plaintext_in_etcd`
 //! covers synced values too; values are never printed, only which version a Secret holds.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use kms_lab_stack::Stack;
+use kms_lab_stack::process::Supervised;
+use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions};
+use kms_secret_sync::ack;
 use kms_secret_sync::crd::JmesPathObject;
 use kms_secret_sync::decide::Reason;
 use kms_secret_sync::lab::{self, RunningController};
@@ -33,11 +41,42 @@ const STORE: &str = "kms";
 pub const ACCESS_KEY: &str = "secret-sync";
 /// What the controller may call by default: read secret values and decrypt them, nothing else.
 const READER: [Action; 2] = [Action::GetSecretValue, Action::Decrypt];
+/// How soon a controller retries a failed ExternalSecret (its `--reconcile-period`), both alike.
+const RECONCILE_PERIOD: Duration = Duration::from_millis(500);
+/// How long ack-secret-manager may take to start watching.
+const THEIRS_START: Duration = Duration::from_secs(60);
+
+/// The secret sync controller a scenario runs.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum, strum::IntoStaticStr, strum::Display,
+)]
+#[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
+pub enum SyncController {
+    /// kms-lab's own `kms-secret-sync` (crate secret-sync/), in the scenario's process.
+    #[default]
+    KmsSecretSync,
+    /// The seed's ack-secret-manager, built from `../shared/thirdparty/ack-secret-manager`.
+    AckSecretManager,
+}
+
+impl SyncController {
+    /// The mock KMS dialect it calls (ack-secret-manager speaks Alibaba Cloud KMS over HTTPS).
+    pub fn dialect(self) -> Dialect {
+        match self {
+            Self::KmsSecretSync => Dialect::Native,
+            Self::AckSecretManager => Dialect::Aliyun,
+        }
+    }
+}
 
 /// `secret_sync:` under `stack:`: run the controller against the stack's mock KMS.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretSyncSpec {
+    /// Which controller (default `kms-secret-sync`; `kms-lab scenarios --secret-sync` overrides it).
+    #[serde(default)]
+    pub controller: SyncController,
     /// `--polling-interval` (default 120s, as the seed's controller).
     #[serde(default = "default_interval")]
     pub polling_interval: Dur,
@@ -47,7 +86,8 @@ pub struct SecretSyncSpec {
     /// `--max-concurrent-kms-secret-pulls`: calls to the store per second over all ExternalSecrets (default 10).
     #[serde(default)]
     pub store_qps: Option<std::num::NonZeroU32>,
-    /// `--store-burst`: calls allowed in a burst (default 1).
+    /// `--store-burst`: calls allowed in a burst (default 1; kms-secret-sync only:
+    /// ack-secret-manager's burst is always 1).
     #[serde(default)]
     pub store_burst: Option<std::num::NonZeroU32>,
 }
@@ -56,12 +96,61 @@ fn default_interval() -> Dur {
     Dur(Duration::from_secs(120))
 }
 
+/// ack-secret-manager located (built on first use: about a minute) and its source (for its
+/// chart's RBAC), before the stack starts; and its turn on this host: it binds `:8080` for its
+/// metrics (controller-runtime's default; no flag moves it), so one runs at a time.
+pub struct PreparedController {
+    controller: SyncController,
+    theirs: Option<(PathBuf, PathBuf, tokio::sync::SemaphorePermit<'static>)>,
+}
+
+/// One ack-secret-manager at a time in this process (see [`PreparedController`]).
+static THEIRS_AT_ONCE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+impl PreparedController {
+    /// Prepares `controller`; the error says what is missing and how to fix it.
+    pub async fn prepare(controller: SyncController, progress: &dyn Fn(&str)) -> Result<Self, String> {
+        if controller == SyncController::KmsSecretSync {
+            return Ok(Self { controller, theirs: None });
+        }
+        let located = tokio::task::spawn_blocking(|| {
+            let recipe = GoRecipe::ack_secret_manager();
+            let binary = provision::locate_go_recipe(&recipe, &ProvisionOptions::default())?;
+            Ok::<_, provision::ProvisionError>((binary, provision::go_recipe_source(&recipe)?))
+        })
+        .await
+        .map_err(|e| format!("locating ack-secret-manager stopped unexpectedly: {e}"))?
+        .map_err(|e| format!("ack-secret-manager cannot run: {e}"))?;
+        let permit = match THEIRS_AT_ONCE.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => {
+                progress("  waiting for the other scenario's ack-secret-manager to stop (it binds :8080 for metrics; one at a time)");
+                THEIRS_AT_ONCE.acquire().await.map_err(|e| e.to_string())?
+            }
+        };
+        Ok(Self { controller, theirs: Some((located.0, located.1, permit)) })
+    }
+
+    /// The controller prepared.
+    pub fn controller(&self) -> SyncController {
+        self.controller
+    }
+}
+
+/// The controller as it runs.
+enum Controller {
+    /// kms-secret-sync, in this process.
+    Ours { client: kube::Client, config: ControllerConfig, running: Option<RunningController> },
+    /// ack-secret-manager, a process of its own.
+    Theirs { binary: PathBuf, flags: ack::Flags, envs: Vec<(String, String)>, log_dir: PathBuf, starts: usize, running: Option<Supervised> },
+}
+
 /// The running controller and what the scenario put into the store.
 pub struct SecretSyncLab {
     admin: kube::Client,
-    as_controller: kube::Client,
-    config: ControllerConfig,
-    controller: Option<RunningController>,
+    controller: Controller,
+    /// Held while ack-secret-manager may run (see [`PreparedController`]).
+    _turn: Option<tokio::sync::SemaphorePermit<'static>>,
     /// The store with the stack's own (unrestricted) credential, for putting remote secrets.
     store: StoreClient,
     key_id: String,
@@ -72,7 +161,10 @@ pub struct SecretSyncLab {
 
 impl std::fmt::Debug for SecretSyncLab {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SecretSyncLab").field("remote_secrets", &self.puts.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        f.debug_struct("SecretSyncLab")
+            .field("controller", &self.kind())
+            .field("remote_secrets", &self.puts.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,56 +173,130 @@ fn failed(what: &str) -> impl Fn(kms_secret_sync::LabError) -> StepError + '_ {
 }
 
 impl SecretSyncLab {
-    /// Sets the controller up on `stack` and starts it: its credential and policy in the mock KMS,
-    /// the CRDs, its ServiceAccount and Role, a token, the SecretStore `kms`.
-    pub async fn start(stack: &Stack, spec: &SecretSyncSpec, seed: u64) -> Result<Self, StepError> {
+    /// Sets the prepared controller up on `stack` and starts it: its credential and policy in the
+    /// mock KMS, the CRDs, its ServiceAccount and RBAC, a token, the SecretStore `kms`.
+    pub async fn start(stack: &Stack, spec: &SecretSyncSpec, seed: u64, prepared: PreparedController) -> Result<Self, StepError> {
         let kms = stack.mock_kms().ok_or_else(|| StepError::Failed("secret sync needs the mock KMS".into()))?;
         let url = kms.dialect_endpoint(Dialect::Native)?.url().to_owned();
         let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
         let plugins = CredentialEntry { access_key: kms.options.access_key.clone(), secret_key: kms.options.secret_key.clone() };
-        let controller = CredentialEntry { access_key: ACCESS_KEY.to_owned(), secret_key: secret_key.clone() };
-        kms.set_credential_entries(&[plugins, controller]).await?;
+        let reader = CredentialEntry { access_key: ACCESS_KEY.to_owned(), secret_key: secret_key.clone() };
+        kms.set_credential_entries(&[plugins, reader]).await?;
         kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &READER)).await?;
 
         let admin = stack.kube_client(0).await?;
         lab::install_crds(&admin).await.map_err(failed("install the CRDs"))?;
-        lab::grant_controller(&admin, NAMESPACE).await.map_err(failed("apply the controller's RBAC"))?;
-        let token = lab::service_account_token(&admin, NAMESPACE, kms_secret_sync::rbac::NAME).await.map_err(failed("get its token"))?;
-        let as_controller = lab::client_with_token(&stack.kubeconfig_path(0), &token).await.map_err(failed("build its client"))?;
-        let config = ControllerConfig {
-            watch_namespaces: vec![NAMESPACE.into()],
-            polling_interval: spec.polling_interval.0,
-            disable_polling: spec.disable_polling,
-            reconcile_period: Duration::from_millis(500),
-            kms_endpoint: Some(url.clone()),
-            ..Default::default()
-        };
-        let config = ControllerConfig {
-            max_concurrent_kms_secret_pulls: spec.store_qps.unwrap_or(config.max_concurrent_kms_secret_pulls),
-            store_burst: spec.store_burst.unwrap_or(config.store_burst),
-            ..config
-        };
-        let running = RunningController::start(as_controller.clone(), config.clone()).await;
         lab::create_store(&admin, NAMESPACE, STORE, &StoreCredential::new(ACCESS_KEY, secret_key))
             .await
             .map_err(failed("create the SecretStore"))?;
+        let (controller, turn) = match prepared.theirs {
+            None => {
+                lab::grant_controller(&admin, NAMESPACE).await.map_err(failed("apply the controller's RBAC"))?;
+                let token =
+                    lab::service_account_token(&admin, NAMESPACE, kms_secret_sync::rbac::NAME).await.map_err(failed("get its token"))?;
+                let client = lab::client_with_token(&stack.kubeconfig_path(0), &token).await.map_err(failed("build its client"))?;
+                let config = ControllerConfig {
+                    watch_namespaces: vec![NAMESPACE.into()],
+                    polling_interval: spec.polling_interval.0,
+                    disable_polling: spec.disable_polling,
+                    reconcile_period: RECONCILE_PERIOD,
+                    kms_endpoint: Some(url.clone()),
+                    ..Default::default()
+                };
+                let config = ControllerConfig {
+                    max_concurrent_kms_secret_pulls: spec.store_qps.unwrap_or(config.max_concurrent_kms_secret_pulls),
+                    store_burst: spec.store_burst.unwrap_or(config.store_burst),
+                    ..config
+                };
+                (Controller::Ours { client, config, running: None }, None)
+            }
+            Some((binary, source, turn)) => {
+                let token = ack::grant(&admin, &source, NAMESPACE).await.map_err(failed("apply ack-secret-manager's chart RBAC"))?;
+                let log_dir = stack.run_dir().to_path_buf();
+                let kubeconfig = log_dir.join("ack-secret-manager.kubeconfig");
+                ack::kubeconfig_with_token(&stack.kubeconfig_path(0), &token, &kubeconfig).map_err(failed("write its kubeconfig"))?;
+                let endpoint = kms.dialect_endpoint(Dialect::Aliyun)?;
+                let ca_file =
+                    endpoint.ca_file.clone().ok_or_else(|| StepError::Failed("the aliyun dialect is served without TLS".into()))?;
+                let pod = ack::leader_pod(&admin, NAMESPACE).await.map_err(failed("create its Pod object for leader election"))?;
+                let envs = vec![
+                    ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+                    ("SSL_CERT_FILE".to_owned(), ca_file.display().to_string()),
+                    ("POD_NAME".to_owned(), pod),
+                    ("POD_NAMESPACE".to_owned(), NAMESPACE.to_owned()),
+                ];
+                let flags = ack::Flags {
+                    polling_interval: spec.polling_interval.0,
+                    disable_polling: spec.disable_polling,
+                    kms_endpoint: endpoint.url().trim_start_matches("https://").to_owned(),
+                    watch_namespace: NAMESPACE.to_owned(),
+                    reconcile_period: RECONCILE_PERIOD,
+                    max_concurrent_kms_secret_pulls: spec.store_qps,
+                };
+                (Controller::Theirs { binary, flags, envs, log_dir, starts: 0, running: None }, Some(turn))
+            }
+        };
         let own = StoreCredential::new(kms.options.access_key.clone(), kms.options.secret_key.clone());
-        Ok(Self {
+        let mut lab = Self {
             admin,
-            as_controller,
-            config,
-            controller: Some(running),
+            controller,
+            _turn: turn,
             store: StoreClient::new(reqwest::Client::new(), &url, own, Duration::from_secs(10)),
             key_id: kms.options.key_id.clone(),
             puts: BTreeMap::new(),
-        })
+        };
+        lab.run_controller().await?;
+        Ok(lab)
     }
 
-    /// Stops the controller (reconciles in flight finish, bounded).
-    pub async fn stop(mut self) {
-        if let Some(controller) = self.controller.take() {
-            controller.stop().await;
+    /// Which controller runs.
+    pub fn kind(&self) -> SyncController {
+        match self.controller {
+            Controller::Ours { .. } => SyncController::KmsSecretSync,
+            Controller::Theirs { .. } => SyncController::AckSecretManager,
         }
+    }
+
+    /// Starts the controller (stopped or never started) with its current flags; ack-secret-manager
+    /// counts as started once its log says it watches (bounded; its log tail if it exits first).
+    async fn run_controller(&mut self) -> Result<(), StepError> {
+        match &mut self.controller {
+            Controller::Ours { client, config, running } => {
+                *running = Some(RunningController::start(client.clone(), config.clone()).await);
+            }
+            Controller::Theirs { binary, flags, envs, log_dir, starts, running } => {
+                *starts += 1;
+                let log = log_dir.join(format!("ack-secret-manager-{starts}.log"));
+                let (program, args) = ack::in_pod_namespace(binary, NAMESPACE, flags.args());
+                let mut process = Supervised::spawn("ack-secret-manager", &program, &args, &log, envs)?;
+                let watching = || async { std::fs::read_to_string(&log).is_ok_and(|text| text.contains(ack::STARTED_LINE)) };
+                let waited_for = format!("its log to say `{}` (its ExternalSecret controller watches)", ack::STARTED_LINE);
+                process.wait_ready(&waited_for, THEIRS_START, watching).await?;
+                *running = Some(process);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops the controller (reconciles in flight finish, bounded; a process gets SIGTERM).
+    async fn stop_controller(&mut self) {
+        match &mut self.controller {
+            Controller::Ours { running, .. } => {
+                if let Some(controller) = running.take() {
+                    controller.stop().await;
+                }
+            }
+            Controller::Theirs { running, .. } => {
+                if let Some(process) = running.take() {
+                    process.stop(Duration::from_secs(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Stops the controller and gives up this host's turn for ack-secret-manager.
+    pub async fn stop(mut self) {
+        self.stop_controller().await;
     }
 }
 
@@ -284,9 +450,15 @@ impl StepKind for ExternalSecretStep {
                 es.spec.refresh_interval = self.refresh.map(|d| humantime::format_duration(d.0).to_string());
                 lab::apply_external_secret(&sync.admin, NAMESPACE, &es).await.map_err(failed("apply the ExternalSecret"))?;
             }
+            let ignored = match (self.refresh, sync.kind()) {
+                (Some(_), SyncController::AckSecretManager) => {
+                    " (ack-secret-manager ignores `refreshInterval`, an addition of ours: it polls every --polling-interval)"
+                }
+                _ => "",
+            };
             Ok(match self.count {
-                Some(count) => format!("{count} ExternalSecrets `{NAMESPACE}/{}-NNN` applied", self.name),
-                None => format!("ExternalSecret `{NAMESPACE}/{}` applied", self.name),
+                Some(count) => format!("{count} ExternalSecrets `{NAMESPACE}/{}-NNN` applied{ignored}", self.name),
+                None => format!("ExternalSecret `{NAMESPACE}/{}` applied{ignored}", self.name),
             })
         })
     }
@@ -318,14 +490,19 @@ impl StepKind for RestartSecretSync {
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let sync = sync(world)?;
-            if let Some(controller) = sync.controller.take() {
-                controller.stop().await;
-            }
-            if let Some(disable) = self.disable_polling {
-                sync.config.disable_polling = disable;
-            }
-            sync.controller = Some(RunningController::start(sync.as_controller.clone(), sync.config.clone()).await);
-            Ok(format!("running again ({})", if sync.config.disable_polling { "polling disabled" } else { "polling" }))
+            sync.stop_controller().await;
+            let disabled = match &mut sync.controller {
+                Controller::Ours { config, .. } => {
+                    config.disable_polling = self.disable_polling.unwrap_or(config.disable_polling);
+                    config.disable_polling
+                }
+                Controller::Theirs { flags, .. } => {
+                    flags.disable_polling = self.disable_polling.unwrap_or(flags.disable_polling);
+                    flags.disable_polling
+                }
+            };
+            sync.run_controller().await?;
+            Ok(format!("{} running again ({})", sync.kind(), if disabled { "polling disabled" } else { "polling" }))
         })
     }
 }
@@ -526,6 +703,15 @@ impl ConditionKind for ExternalSecretReady {
     /// Reads the ExternalSecret's status.
     fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
         Box::pin(self.look(world))
+    }
+
+    /// ack-secret-manager writes no status (its `ExternalSecretStatus` has no field) and no Event.
+    fn unobservable(&self, world: &World) -> Option<String> {
+        world.secret_sync.as_ref().filter(|sync| sync.kind() == SyncController::AckSecretManager).map(|_| {
+            "ack-secret-manager writes no status and no Event on an ExternalSecret (its ExternalSecretStatus has no field): \
+             whether it is Ready, and why not, cannot be seen"
+                .to_owned()
+        })
     }
 }
 

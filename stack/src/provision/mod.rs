@@ -60,7 +60,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use error::{Attempt, BuildFailure, FIX, ProvisionError};
-pub use subject::{GoInstall, GoRecipe, GoReplace, GoSubject, THIRDPARTY_ENV, locate_go_install, locate_go_recipe, locate_go_subject};
+pub use subject::{
+    GoInstall, GoRecipe, GoReplace, GoSubject, THIRDPARTY_ENV, go_recipe_source, locate_go_install, locate_go_recipe, locate_go_subject,
+};
 pub use version::{KubeMinor, resolve_supported_kubernetes};
 
 /// The Kubernetes version of `kube-apiserver` and `kubectl` kms-lab is tested against.

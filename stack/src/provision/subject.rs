@@ -355,6 +355,19 @@ pub fn locate_go_recipe(recipe: &GoRecipe, options: &ProvisionOptions) -> Result
     locate_spec(&recipe.spec(), options, &Env::from_process(), &workspace_root())
 }
 
+/// The source folder of `recipe` (its third-party folder), for what a run reads beside the binary
+/// (a chart's RBAC). The error names the places tried and the fix.
+pub fn go_recipe_source(recipe: &GoRecipe) -> Result<PathBuf, ProvisionError> {
+    let spec = recipe.spec();
+    let mut tried = Vec::new();
+    find_source(&spec, &Env::from_process(), &workspace_root(), &mut tried).ok_or_else(|| ProvisionError::SubjectNotFound {
+        subject: spec.name.to_owned(),
+        key: "its source folder".to_owned(),
+        tried,
+        fix: fix(&spec, Missing::Source),
+    })
+}
+
 /// kms-lab's own `main.go` for a third-party subject whose copy lacks its main package: built in
 /// a generated module (under `<cache>/gobuild/`) whose path lies under the subject's module, so
 /// it may import the subject's `internal/` packages, and whose `go.mod` `replace`s the subject's
