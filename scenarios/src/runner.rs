@@ -303,7 +303,7 @@ pub async fn run_scenario_then(
     let mut world = World::new(stack, seed, Some(history));
     if let (Some(spec), Some(prepared)) = (&scenario.stack.secret_sync, secret_sync) {
         let controller = prepared.controller();
-        match SecretSyncLab::start(&world.stack, spec, seed, prepared).await {
+        match SecretSyncLab::start(&world.stack, spec, seed, prepared, progress).await {
             Ok(sync) => {
                 progress(&format!(
                     "  secret sync controller {controller} running (polling every {})",

@@ -114,6 +114,35 @@ pub fn in_pod_namespace(binary: &Path, namespace: &str, args: Vec<String>) -> (P
 /// What its log says once its ExternalSecret controller watches (controller-runtime's line).
 pub const STARTED_LINE: &str = "Starting workers";
 
+/// The port it binds for its metrics on every address: controller-runtime's default, which no
+/// flag of its moves — so one runs at a time on a host.
+pub const METRICS_PORT: u16 = 8080;
+
+/// Waits (bounded) until [`METRICS_PORT`] is free, so that the next one can start; `waiting`
+/// is called once if it is not free at once. The error names what to look at.
+pub async fn wait_for_metrics_port(deadline: std::time::Duration, waiting: impl FnOnce()) -> Result<(), LabError> {
+    let free = || std::net::TcpListener::bind(("0.0.0.0", METRICS_PORT)).is_ok();
+    if free() {
+        return Ok(());
+    }
+    waiting();
+    let started = std::time::Instant::now();
+    while !free() {
+        if started.elapsed() > deadline {
+            return Err(LabError::Timeout {
+                what: format!(
+                    "port {METRICS_PORT}, which ack-secret-manager binds for its metrics (no flag moves it), to be free: \
+                     see what holds it with `ss -ltnp | grep :{METRICS_PORT}`"
+                ),
+                waited: deadline,
+                last: "still taken".into(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    Ok(())
+}
+
 /// The flags it is run with (its own names and meanings, `cmd/manager/main.go`).
 #[derive(Debug, Clone)]
 pub struct Flags {

@@ -24,7 +24,7 @@ use kms_secret_sync::decide::Reason;
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, ack, lab};
 use kube::api::{Api, DynamicObject, ObjectMeta, Patch, PatchParams};
 use mock_kms::api::Action;
-use mock_kms::api::admin::{AccessPolicy, FaultProfile, OutageFault};
+use mock_kms::api::admin::{AccessPolicy, FaultProfile, OutageFault, ThrottleFault};
 use mock_kms::api::secrets::CreateSecretRequest;
 use mock_kms::dialects::Dialect;
 use mock_kms::{Credential, MockKms};
@@ -281,6 +281,7 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
         ("POD_NAME".to_owned(), ack::leader_pod(&admin, THEIRS).await.unwrap()),
         ("POD_NAMESPACE".to_owned(), THEIRS.to_owned()),
     ];
+    ack::wait_for_metrics_port(Duration::from_secs(900), || eprintln!("waiting for port {} to be free", ack::METRICS_PORT)).await.unwrap();
     let (program, args) = ack::in_pod_namespace(&ack_binary, THEIRS, args);
     let theirs = Supervised::spawn("ack-secret-manager", &program, &args, &dir.path().join("ack-secret-manager.log"), &envs).unwrap();
 
@@ -345,7 +346,14 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
     let reader_policy = AccessPolicy::allow([Action::GetSecretValue, Action::Decrypt], ["secret/*", &format!("key/{KEY}")]);
     let credentials = Api::<Secret>::namespaced(admin.clone(), OURS);
     let good = settled_secret(&admin, OURS, &esdemo, WAIT, |d| !d.is_empty()).await.unwrap();
-    for failure in ["a denied GetSecretValue", "a store outage", "wrong credentials in the SecretStore"] {
+    let failures = [
+        "a denied GetSecretValue",
+        "a store outage",
+        "a throttling store",
+        "the remote secret deleted (7-day recovery window)",
+        "wrong credentials in the SecretStore",
+    ];
+    for failure in failures {
         let reason = match failure {
             "a denied GetSecretValue" => {
                 kms.set_policy(READER.0, AccessPolicy::allow([Action::Decrypt], [format!("key/{KEY}")])).unwrap();
@@ -354,6 +362,16 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
             "a store outage" => {
                 kms.set_faults(FaultProfile { outage: Some(OutageFault::default()), ..Default::default() }).unwrap();
                 Reason::StoreUnavailable
+            }
+            "a throttling store" => {
+                // One GetSecretValue per 100 s, shared by both controllers: every poll is refused.
+                let throttle = ThrottleFault { per_second: 0.01, burst: Some(1.0), actions: Some(vec![Action::GetSecretValue]) };
+                kms.set_faults(FaultProfile { throttle: Some(throttle), ..Default::default() }).unwrap();
+                Reason::Throttled
+            }
+            "the remote secret deleted (7-day recovery window)" => {
+                store.delete_secret("test1", Some(7)).await.unwrap();
+                Reason::RemoteSecretDeleted
             }
             _ => {
                 let wrong = serde_json::json!({ "stringData": { "accessKeySecret": "not-the-secret" } });
@@ -372,6 +390,9 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
         });
         kms.set_policy(READER.0, reader_policy.clone()).unwrap();
         kms.clear_faults();
+        if failure.starts_with("the remote secret deleted") {
+            store.restore_secret("test1").await.unwrap();
+        }
         let right = serde_json::json!({ "stringData": { "accessKeySecret": READER.1 } });
         credentials.patch("scdemo-credentials", &PatchParams::default(), &Patch::Merge(&right)).await.unwrap();
         lab::wait_for_ready(&admin, OURS, &esdemo, true, Some(Reason::Synced), WAIT).await.unwrap();

@@ -45,6 +45,8 @@ const READER: [Action; 2] = [Action::GetSecretValue, Action::Decrypt];
 const RECONCILE_PERIOD: Duration = Duration::from_millis(500);
 /// How long ack-secret-manager may take to start watching.
 const THEIRS_START: Duration = Duration::from_secs(60);
+/// How long a scenario waits for another process's ack-secret-manager to give its port back.
+const THEIRS_PORT_WAIT: Duration = Duration::from_secs(900);
 
 /// The secret sync controller a scenario runs.
 #[derive(
@@ -97,8 +99,9 @@ fn default_interval() -> Dur {
 }
 
 /// ack-secret-manager located (built on first use: about a minute) and its source (for its
-/// chart's RBAC), before the stack starts; and its turn on this host: it binds `:8080` for its
-/// metrics (controller-runtime's default; no flag moves it), so one runs at a time.
+/// chart's RBAC), before the stack starts; and its turn on this host: it binds
+/// [`ack::METRICS_PORT`] for its metrics (no flag moves it), so one runs at a time — one
+/// scenario of this process at a time, and only once no other process holds the port.
 pub struct PreparedController {
     controller: SyncController,
     theirs: Option<(PathBuf, PathBuf, tokio::sync::SemaphorePermit<'static>)>,
@@ -128,6 +131,7 @@ impl PreparedController {
                 THEIRS_AT_ONCE.acquire().await.map_err(|e| e.to_string())?
             }
         };
+
         Ok(Self { controller, theirs: Some((located.0, located.1, permit)) })
     }
 
@@ -175,7 +179,14 @@ fn failed(what: &str) -> impl Fn(kms_secret_sync::LabError) -> StepError + '_ {
 impl SecretSyncLab {
     /// Sets the prepared controller up on `stack` and starts it: its credential and policy in the
     /// mock KMS, the CRDs, its ServiceAccount and RBAC, a token, the SecretStore `kms`.
-    pub async fn start(stack: &Stack, spec: &SecretSyncSpec, seed: u64, prepared: PreparedController) -> Result<Self, StepError> {
+    /// `progress` hears of a wait for another ack-secret-manager's port.
+    pub async fn start(
+        stack: &Stack,
+        spec: &SecretSyncSpec,
+        seed: u64,
+        prepared: PreparedController,
+        progress: &dyn Fn(&str),
+    ) -> Result<Self, StepError> {
         let kms = stack.mock_kms().ok_or_else(|| StepError::Failed("secret sync needs the mock KMS".into()))?;
         let url = kms.dialect_endpoint(Dialect::Native)?.url().to_owned();
         let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
@@ -245,7 +256,7 @@ impl SecretSyncLab {
             key_id: kms.options.key_id.clone(),
             puts: BTreeMap::new(),
         };
-        lab.run_controller().await?;
+        lab.run_controller(progress).await?;
         Ok(lab)
     }
 
@@ -259,13 +270,19 @@ impl SecretSyncLab {
 
     /// Starts the controller (stopped or never started) with its current flags; ack-secret-manager
     /// counts as started once its log says it watches (bounded; its log tail if it exits first).
-    async fn run_controller(&mut self) -> Result<(), StepError> {
+    async fn run_controller(&mut self, progress: impl Fn(&str)) -> Result<(), StepError> {
         match &mut self.controller {
             Controller::Ours { client, config, running } => {
                 *running = Some(RunningController::start(client.clone(), config.clone()).await);
             }
             Controller::Theirs { binary, flags, envs, log_dir, starts, running } => {
                 *starts += 1;
+                // Another process's (a test's, another kms-lab's) may hold the port: checked at
+                // the last moment, not before the stack started.
+                let waiting = || {
+                    progress(&format!("  waiting for port {} to be free: another ack-secret-manager runs on this host", ack::METRICS_PORT))
+                };
+                ack::wait_for_metrics_port(THEIRS_PORT_WAIT, waiting).await.map_err(failed("start ack-secret-manager"))?;
                 let log = log_dir.join(format!("ack-secret-manager-{starts}.log"));
                 let (program, args) = ack::in_pod_namespace(binary, NAMESPACE, flags.args());
                 let mut process = Supervised::spawn("ack-secret-manager", &program, &args, &log, envs)?;
@@ -501,7 +518,7 @@ impl StepKind for RestartSecretSync {
                     flags.disable_polling
                 }
             };
-            sync.run_controller().await?;
+            sync.run_controller(|line: &str| tracing::warn!("{}", line.trim())).await?;
             Ok(format!("{} running again ({})", sync.kind(), if disabled { "polling disabled" } else { "polling" }))
         })
     }
