@@ -7,6 +7,7 @@
 //! built by [`encryption`], and what happened when goes on the [`timeline`].
 
 pub mod cli;
+pub mod components;
 pub mod conditions;
 pub mod encryption;
 pub mod error;

@@ -94,7 +94,8 @@ impl SuiteReport {
         for s in &self.scenarios {
             let unseen: Vec<String> = s.steps.iter().filter(|st| st.not_observed.is_some()).map(|st| st.number.to_string()).collect();
             if let Some(why) = s.steps.iter().find_map(|st| st.not_observed.as_deref()) {
-                let controller = s.secret_sync.map(|c| format!(" on {c}")).unwrap_or_default();
+                let on: Vec<&str> = s.components.values().map(String::as_str).collect();
+                let controller = if on.is_empty() { String::new() } else { format!(" on {}", on.join(", ")) };
                 let _ = writeln!(out, "NOT OBSERVED {}{controller}: step(s) {}: {why}", s.name, unseen.join(", "));
             }
         }
@@ -233,7 +234,7 @@ mod tests {
             etcd_revisions_checked: 0,
             skipped: None,
             timeline: Default::default(),
-            secret_sync: None,
+            components: Default::default(),
         }
     }
 

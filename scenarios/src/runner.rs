@@ -13,11 +13,12 @@ use kms_lab_stack::provision::Binaries;
 use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
 use serde::{Deserialize, Serialize};
 
+use crate::components;
 use crate::encryption::build_encryption;
 use crate::model::{KekKind, Scenario, StartOrder, Tier};
 use crate::plugin_under_test::PluginUnderTest;
 use crate::steps;
-use crate::steps::sync::{PreparedController, SecretSyncLab, SyncController};
+use crate::steps::sync::SyncController;
 use crate::timeline::{KmsEvent, TimelineReport};
 use crate::world::{PLAINTEXT_MARKER, World};
 
@@ -99,9 +100,10 @@ pub struct ScenarioOutcome {
     /// API and KMS calls over time, for the timeline plot.
     #[serde(default)]
     pub timeline: TimelineReport,
-    /// The secret sync controller it ran, if it runs one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_sync: Option<SyncController>,
+    /// The components it ran beside the stack and which variant of each (`secret_sync` →
+    /// `ack-secret-manager`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
 }
 
 impl ScenarioOutcome {
@@ -134,7 +136,7 @@ impl ScenarioOutcome {
             etcd_revisions_checked: 0,
             skipped: Some(reason),
             timeline: TimelineReport::default(),
-            secret_sync: None,
+            components: BTreeMap::new(),
         }
     }
 }
@@ -178,9 +180,9 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64, manifests
     for plugin in manifests.values() {
         plugin.serve_dialect_on(stack.mock_kms.get_or_insert_with(seeded));
     }
-    // So does the secret sync controller.
-    if let Some(controller) = spec.secret_sync.as_ref().map(|s| options.secret_sync.unwrap_or(s.controller)) {
-        stack.mock_kms.get_or_insert_with(seeded).serve_dialect(controller.dialect());
+    // So does every component beside the stack.
+    if let Some(kms) = stack.mock_kms.as_mut() {
+        components::serve_dialects(spec, options, kms);
     }
     stack.start_plugins_first = spec.start == StartOrder::PluginsFirst;
     stack.start_plugins = stack.start_plugins_first;
@@ -250,7 +252,7 @@ pub async fn run_scenario_then(
         etcd_revisions_checked: 0,
         skipped: None,
         timeline: TimelineReport::default(),
-        secret_sync: scenario.stack.secret_sync.as_ref().map(|spec| options.secret_sync.unwrap_or(spec.controller)),
+        components: components::describe(&scenario.stack, options),
     };
     if let Some(reason) = scenario.min_kubernetes.as_ref().and_then(|m| m.why_not(&options.binaries.kube_apiserver.version)) {
         progress(&format!("○ {} skipped: {reason}", scenario.name));
@@ -276,12 +278,9 @@ pub async fn run_scenario_then(
     for (name, plugin) in &manifests {
         progress(&format!("  {name}: {} ({})", plugin.manifest().name, plugin.binary().display()));
     }
-    let secret_sync = match outcome.secret_sync {
-        Some(controller) => match PreparedController::prepare(controller, progress).await {
-            Ok(prepared) => Some(prepared),
-            Err(failure) => return outcome.failed_before_steps(scenario, failure, started, progress),
-        },
-        None => None,
+    let prepared = match components::prepare(&scenario.stack, options, progress).await {
+        Ok(prepared) => prepared,
+        Err(failure) => return outcome.failed_before_steps(scenario, failure, started, progress),
     };
     let stack = match Stack::launch(stack_options(scenario, options, seed, &manifests)).await {
         Ok(stack) => stack,
@@ -301,22 +300,12 @@ pub async fn run_scenario_then(
         }
     };
     let mut world = World::new(stack, seed, Some(history));
-    if let (Some(spec), Some(prepared)) = (&scenario.stack.secret_sync, secret_sync) {
-        let controller = prepared.controller();
-        match SecretSyncLab::start(&world.stack, spec, seed, prepared, progress).await {
-            Ok(sync) => {
-                progress(&format!(
-                    "  secret sync controller {controller} running (polling every {})",
-                    humantime::format_duration(spec.polling_interval.0)
-                ));
-                world.secret_sync = Some(sync);
-            }
-            Err(error) => {
-                let failure = format!("the secret sync controller {controller} did not start: {error}");
-                progress(&format!("  ✗ {failure}"));
-                outcome.failure = Some(failure);
-                outcome.skipped_steps = scenario.steps.len();
-            }
+    match components::start(&scenario.stack, &world.stack, seed, prepared, progress).await {
+        Ok(running) => world.components = running,
+        Err(failure) => {
+            progress(&format!("  ✗ {failure}"));
+            outcome.failure = Some(failure);
+            outcome.skipped_steps = scenario.steps.len();
         }
     }
     let total = if outcome.failure.is_some() { 0 } else { scenario.steps.len() };
@@ -371,9 +360,7 @@ pub async fn run_scenario_then(
     if let (true, Some(hold)) = (outcome.passed, hold) {
         hold(&world).await;
     }
-    if let Some(sync) = world.secret_sync.take() {
-        sync.stop().await;
-    }
+    world.components.stop().await;
     outcome.figures = std::mem::take(&mut world.figures);
     if let Some(history) = world.history() {
         let summary = history.summary();

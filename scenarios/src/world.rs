@@ -73,8 +73,8 @@ pub struct World {
     history: Option<kms_lab_stack::etcd_watch::Recorder>,
     /// API calls over time.
     timeline: Timeline,
-    /// The secret sync controller and what was put into the store, when the stack runs it.
-    pub secret_sync: Option<crate::steps::sync::SecretSyncLab>,
+    /// The components the stack runs beside it (the secret sync controller, …).
+    pub components: crate::components::Running,
 }
 
 impl World {
@@ -90,7 +90,7 @@ impl World {
             probes: BTreeMap::new(),
             history,
             timeline: Timeline::new(),
-            secret_sync: None,
+            components: Default::default(),
         }
     }
 

@@ -45,7 +45,7 @@ async fn run_on_theirs(name: &str) -> ScenarioOutcome {
         secret_sync: Some(SyncController::AckSecretManager),
     };
     let outcome = runner::run_scenario(&scenario, &options, &|line| eprintln!("[{name}] {line}")).await;
-    assert_eq!(outcome.secret_sync, Some(SyncController::AckSecretManager), "the report names the controller that ran");
+    assert_eq!(outcome.components.get("secret_sync").map(String::as_str), Some("ack-secret-manager"), "the report names the controller");
     outcome
 }
 

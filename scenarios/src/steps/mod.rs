@@ -37,7 +37,7 @@ pub mod recover;
 pub mod show;
 pub mod sync;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -250,8 +250,20 @@ pub struct Scope<'a> {
     apiservers: usize,
     marks: BTreeSet<String>,
     in_load: bool,
-    remote_secrets: BTreeSet<String>,
-    external_secrets: BTreeSet<String>,
+    /// What earlier steps made by name, per kind ([`Named::what`]).
+    named: BTreeMap<&'static str, BTreeSet<String>>,
+}
+
+/// A kind of thing a step makes by name and later steps name (a remote secret, an
+/// ExternalSecret): declared by its family, checked at load time by [`Scope::declared`].
+#[derive(Debug, Clone, Copy)]
+pub struct Named {
+    /// What it is (`remote secret`).
+    pub what: &'static str,
+    /// What the step that makes it does (`put`).
+    pub verb: &'static str,
+    /// The step that makes it (`put_remote_secret`).
+    pub by: &'static str,
 }
 
 impl<'a> Scope<'a> {
@@ -263,45 +275,31 @@ impl<'a> Scope<'a> {
             apiservers: 1,
             marks: BTreeSet::new(),
             in_load: false,
-            remote_secrets: BTreeSet::new(),
-            external_secrets: BTreeSet::new(),
+            named: BTreeMap::new(),
         }
     }
 
-    /// The stack runs the secret sync controller (`what` names the step that needs it).
-    pub fn secret_sync(&self, what: &str) -> Result<(), String> {
-        match &self.scenario.stack.secret_sync {
+    /// The stack runs component `C` (`what` names the step that needs it).
+    pub fn runs<C: crate::components::StackComponent>(&self, what: &str) -> Result<(), String> {
+        match C::spec(&self.scenario.stack) {
             Some(_) => Ok(()),
-            None => Err(format!("`{what}` needs the secret sync controller: add `secret_sync: {{polling_interval: 2s}}` under `stack:`")),
+            None => Err(format!("`{what}` needs {}: add `{}` under `stack:`", C::NAME, C::HOW_TO_ADD)),
         }
     }
 
-    /// Remote secret `name` is put from here on.
-    pub fn add_remote_secret(&mut self, name: &str) {
-        self.remote_secrets.insert(name.to_owned());
+    /// `name` of `kind` exists from here on.
+    pub fn declare(&mut self, kind: &Named, name: &str) {
+        self.named.entry(kind.what).or_default().insert(name.to_owned());
     }
 
-    /// Remote secret `name` was put by an earlier `put_remote_secret`.
-    pub fn remote_secret(&self, name: &str) -> Result<(), String> {
-        if self.remote_secrets.contains(name) {
+    /// `name` of `kind` was made by an earlier step.
+    pub fn declared(&self, kind: &Named, name: &str) -> Result<(), String> {
+        let made = self.named.get(kind.what);
+        if made.is_some_and(|names| names.contains(name)) {
             return Ok(());
         }
-        let known = self.remote_secrets.iter().cloned().collect::<Vec<_>>().join(", ");
-        Err(format!("remote secret `{name}` is not put by an earlier `put_remote_secret` (put so far: {known})"))
-    }
-
-    /// ExternalSecret `name` is applied from here on.
-    pub fn add_external_secret(&mut self, name: &str) {
-        self.external_secrets.insert(name.to_owned());
-    }
-
-    /// ExternalSecret `name` was applied by an earlier `external_secret` step.
-    pub fn external_secret(&self, name: &str) -> Result<(), String> {
-        if self.external_secrets.contains(name) {
-            return Ok(());
-        }
-        let known = self.external_secrets.iter().cloned().collect::<Vec<_>>().join(", ");
-        Err(format!("ExternalSecret `{name}` is not applied by an earlier `external_secret` step (applied so far: {known})"))
+        let known = made.map(|names| names.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        Err(format!("{} `{name}` is not {} by an earlier `{}` step ({} so far: {known})", kind.what, kind.verb, kind.by, kind.verb))
     }
 
     /// The scenario being checked.

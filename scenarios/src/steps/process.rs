@@ -336,9 +336,7 @@ pub fn check_stack(scope: &Scope<'_>) -> Result<(), String> {
             vault.plugin_node, kms.nodes
         ));
     }
-    if stack.secret_sync.is_some() && stack.mock_kms.is_none() {
-        return Err("`secret_sync:` reads remote secrets from the mock KMS's secrets manager: add `mock_kms: {}` under `stack:`".into());
-    }
+    crate::components::check(stack)?;
     check_encryption(scope, &stack.encryption)
 }
 

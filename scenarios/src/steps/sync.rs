@@ -27,11 +27,15 @@ use mock_kms::dialects::Dialect;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
-use super::{Scope, StepFuture, StepKind};
+use super::{Named, Scope, StepFuture, StepKind};
+use crate::components::StackComponent;
 use crate::conditions::{ConditionKind, ObserveFuture, Seen};
 use crate::error::StepError;
 use crate::model::Dur;
+use crate::model::StackSpec;
+use crate::runner::RunOptions;
 use crate::world::{PLAINTEXT_MARKER, World};
+use std::future::Future;
 
 /// The namespace of the ExternalSecrets, their Secrets and the controller's Role.
 pub const NAMESPACE: &str = "default";
@@ -41,6 +45,10 @@ const STORE: &str = "kms";
 pub const ACCESS_KEY: &str = "secret-sync";
 /// What the controller may call by default: read secret values and decrypt them, nothing else.
 const READER: [Action; 2] = [Action::GetSecretValue, Action::Decrypt];
+/// Remote secrets, put by `put_remote_secret` and named by later steps.
+const REMOTE_SECRET: Named = Named { what: "remote secret", verb: "put", by: "put_remote_secret" };
+/// ExternalSecrets, applied by `external_secret` and named by later steps.
+const EXTERNAL_SECRET: Named = Named { what: "ExternalSecret", verb: "applied", by: "external_secret" };
 /// How soon a controller retries a failed ExternalSecret (its `--reconcile-period`), both alike.
 const RECONCILE_PERIOD: Duration = Duration::from_millis(500);
 /// How long ack-secret-manager may take to start watching.
@@ -180,7 +188,7 @@ impl SecretSyncLab {
     /// Sets the prepared controller up on `stack` and starts it: its credential and policy in the
     /// mock KMS, the CRDs, its ServiceAccount and RBAC, a token, the SecretStore `kms`.
     /// `progress` hears of a wait for another ack-secret-manager's port.
-    pub async fn start(
+    pub async fn launch(
         stack: &Stack,
         spec: &SecretSyncSpec,
         seed: u64,
@@ -310,9 +318,58 @@ impl SecretSyncLab {
             }
         }
     }
+}
+
+impl StackComponent for SecretSyncLab {
+    type Spec = SecretSyncSpec;
+    type Prepared = PreparedController;
+    const NAME: &'static str = "the secret sync controller";
+    const HOW_TO_ADD: &'static str = "secret_sync: {polling_interval: 2s}";
+
+    fn spec(stack: &StackSpec) -> Option<&SecretSyncSpec> {
+        stack.secret_sync.as_ref()
+    }
+
+    fn check(_spec: &SecretSyncSpec, stack: &StackSpec) -> Result<(), String> {
+        match stack.mock_kms {
+            Some(_) => Ok(()),
+            None => {
+                Err("`secret_sync:` reads remote secrets from the mock KMS's secrets manager: add `mock_kms: {}` under `stack:`".into())
+            }
+        }
+    }
+
+    fn describe(spec: &SecretSyncSpec, options: &RunOptions) -> String {
+        options.secret_sync.unwrap_or(spec.controller).to_string()
+    }
+
+    fn dialects(spec: &SecretSyncSpec, options: &RunOptions) -> Vec<Dialect> {
+        vec![options.secret_sync.unwrap_or(spec.controller).dialect()]
+    }
+
+    fn prepare<'a>(
+        spec: &'a SecretSyncSpec,
+        options: &'a RunOptions,
+        progress: &'a dyn Fn(&str),
+    ) -> impl Future<Output = Result<PreparedController, String>> + 'a {
+        PreparedController::prepare(options.secret_sync.unwrap_or(spec.controller), progress)
+    }
+
+    async fn start(
+        stack: &Stack,
+        spec: &SecretSyncSpec,
+        seed: u64,
+        prepared: PreparedController,
+        progress: &dyn Fn(&str),
+    ) -> Result<(Self, String), StepError> {
+        let lab = Self::launch(stack, spec, seed, prepared, progress).await?;
+        let every = humantime::format_duration(spec.polling_interval.0);
+        let line = format!("secret sync controller {} running (polling every {every})", lab.kind());
+        Ok((lab, line))
+    }
 
     /// Stops the controller and gives up this host's turn for ack-secret-manager.
-    pub async fn stop(mut self) {
+    async fn stop(mut self) {
         self.stop_controller().await;
     }
 }
@@ -322,7 +379,7 @@ fn reader_policy(key_id: &str, actions: &[Action]) -> AccessPolicy {
 }
 
 fn sync(world: &mut World) -> Result<&mut SecretSyncLab, StepError> {
-    world.secret_sync.as_mut().ok_or_else(|| StepError::Failed("the stack runs no secret sync".into()))
+    world.components.secret_sync.as_mut().ok_or_else(|| StepError::Failed("the stack runs no secret sync".into()))
 }
 
 /// `put_remote_secret: {name, property}`: a new version of remote secret `name` in the mock KMS's
@@ -340,8 +397,8 @@ pub struct PutRemoteSecret {
 
 impl StepKind for PutRemoteSecret {
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        scope.secret_sync("put_remote_secret")?;
-        scope.add_remote_secret(&self.name);
+        scope.runs::<SecretSyncLab>("put_remote_secret")?;
+        scope.declare(&REMOTE_SECRET, &self.name);
         Ok(())
     }
 
@@ -417,7 +474,7 @@ pub fn names(name: &str, count: Option<usize>) -> Vec<String> {
 
 impl StepKind for ExternalSecretStep {
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        scope.secret_sync("external_secret")?;
+        scope.runs::<SecretSyncLab>("external_secret")?;
         if self.entries.is_empty() {
             return Err("`entries` is empty: give at least one `{key, remote}`".into());
         }
@@ -425,10 +482,10 @@ impl StepKind for ExternalSecretStep {
             return Err("`count: 0` applies nothing: leave `count` out for one, or give at least 1".into());
         }
         for name in names(&self.name, self.count) {
-            scope.add_external_secret(&name);
+            scope.declare(&EXTERNAL_SECRET, &name);
         }
         if self.count.is_some() {
-            scope.add_external_secret(&self.name);
+            scope.declare(&EXTERNAL_SECRET, &self.name);
         }
         Ok(())
     }
@@ -493,7 +550,7 @@ pub struct RestartSecretSync {
 
 impl StepKind for RestartSecretSync {
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        scope.secret_sync("restart_secret_sync")
+        scope.runs::<SecretSyncLab>("restart_secret_sync")
     }
 
     fn label(&self) -> String {
@@ -536,7 +593,7 @@ pub struct SecretSyncAccess {
 
 impl StepKind for SecretSyncAccess {
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
-        scope.secret_sync("secret_sync_access")
+        scope.runs::<SecretSyncLab>("secret_sync_access")
     }
 
     fn label(&self) -> String {
@@ -587,9 +644,9 @@ pub struct Synced {
 impl ConditionKind for Synced {
     /// Load-time checks: the ExternalSecret was applied and the remote secret put before.
     fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
-        scope.secret_sync("synced")?;
-        scope.external_secret(&self.secret)?;
-        scope.remote_secret(&self.remote)
+        scope.runs::<SecretSyncLab>("synced")?;
+        scope.declared(&EXTERNAL_SECRET, &self.secret)?;
+        scope.declared(&REMOTE_SECRET, &self.remote)
     }
 
     /// `secret app key password holds the latest value of db`.
@@ -609,7 +666,7 @@ impl ConditionKind for Synced {
 
 impl Synced {
     async fn look(&self, world: &mut World) -> Seen {
-        let Some(sync) = world.secret_sync.as_ref() else {
+        let Some(sync) = world.components.secret_sync.as_ref() else {
             return Seen::new(false, "the stack runs no secret sync");
         };
         let puts = sync.puts.get(&self.remote).map(Vec::as_slice).unwrap_or_default();
@@ -707,8 +764,8 @@ pub struct ExternalSecretReady {
 impl ConditionKind for ExternalSecretReady {
     /// Load-time checks: the ExternalSecret was applied before.
     fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
-        scope.secret_sync("external_secret")?;
-        scope.external_secret(&self.name)
+        scope.runs::<SecretSyncLab>("external_secret")?;
+        scope.declared(&EXTERNAL_SECRET, &self.name)
     }
 
     /// `ExternalSecret app Ready=False (StoreUnavailable)`.
@@ -724,7 +781,7 @@ impl ConditionKind for ExternalSecretReady {
 
     /// ack-secret-manager writes no status (its `ExternalSecretStatus` has no field) and no Event.
     fn unobservable(&self, world: &World) -> Option<String> {
-        world.secret_sync.as_ref().filter(|sync| sync.kind() == SyncController::AckSecretManager).map(|_| {
+        world.components.secret_sync.as_ref().filter(|sync| sync.kind() == SyncController::AckSecretManager).map(|_| {
             "ack-secret-manager writes no status and no Event on an ExternalSecret (its ExternalSecretStatus has no field): \
              whether it is Ready, and why not, cannot be seen"
                 .to_owned()
@@ -734,7 +791,7 @@ impl ConditionKind for ExternalSecretReady {
 
 impl ExternalSecretReady {
     async fn look(&self, world: &mut World) -> Seen {
-        let Some(sync) = world.secret_sync.as_ref() else {
+        let Some(sync) = world.components.secret_sync.as_ref() else {
             return Seen::new(false, "the stack runs no secret sync");
         };
         let api: kube::Api<kms_secret_sync::crd::ExternalSecret> = kube::Api::namespaced(sync.admin.clone(), NAMESPACE);
