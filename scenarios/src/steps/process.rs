@@ -294,8 +294,10 @@ impl StepKind for Encryption {
     }
 }
 
-/// Load-time checks of an EncryptionConfiguration: resources, plugins, v1-only fields.
+/// Load-time checks of an EncryptionConfiguration: resources, plugins, v1-only fields, KMS
+/// provider names the apiserver would refuse.
 pub fn check_encryption(scope: &Scope<'_>, spec: &EncryptionSpec) -> Result<(), String> {
+    check_kms_names(spec)?;
     for (resource, providers) in spec {
         if !matches!(resource.as_str(), "secrets" | "configmaps") {
             return Err(format!("resource `{resource}`: scenarios encrypt `secrets` or `configmaps`"));
@@ -310,6 +312,34 @@ pub fn check_encryption(scope: &Scope<'_>, spec: &EncryptionSpec) -> Result<(), 
                     return Err(format!("kms provider `{}`: `cachesize` applies to `api: v1` only", kms.name));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// kube-apiserver's rule on KMS provider names (`validateKMSConfigName` in k8s.io/apiserver's
+/// `validation_encryption.go`): one set of names across every resource of the file; a v2 name
+/// already in it is refused always, a v1 name only under automatic reload. The lab's apiservers
+/// always run with `--encryption-provider-config-automatic-reload`, so any name used twice is refused.
+fn check_kms_names(spec: &EncryptionSpec) -> Result<(), String> {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for (resource, providers) in spec {
+        for provider in providers {
+            let ProviderSpec::Kms(kms) = provider else { continue };
+            if let Some((_, first)) = seen.iter().find(|(name, _)| *name == kms.name) {
+                let place = if *first == resource.as_str() {
+                    format!("twice under `{resource}`")
+                } else {
+                    format!("under `{first}` and again under `{resource}`")
+                };
+                return Err(format!(
+                    "kms provider name `{}` is used {place}: kube-apiserver refuses the file (\"duplicate KMS provider name {}, names must be unique\": \
+                     names are unique across all resources, for v2 always and for v1 under the automatic reload the lab runs with); \
+                     give each kms provider its own `name:` (the name is in every stored value's prefix, so keep the one that has data)",
+                    kms.name, kms.name
+                ));
+            }
+            seen.push((&kms.name, resource));
         }
     }
     Ok(())
