@@ -57,7 +57,8 @@ pub struct StepRecord {
     /// What it saw, or why it failed.
     pub detail: String,
     /// Why the step was not carried out: the stack cannot show what it looks at (a third-party
-    /// component that records nothing to look at). Such a step counts as neither passed nor failed.
+    /// component that records nothing to look at). Such a step did not fail (`passed` is true),
+    /// and the reports count and mark it apart from the steps that passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_observed: Option<String>,
 }
