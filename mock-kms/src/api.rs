@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 pub mod admin;
+pub mod audit;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod secrets;
@@ -18,6 +19,8 @@ pub mod status;
 
 #[cfg(feature = "client")]
 pub use client::{CallError, Client, Decrypted, Encrypted};
+
+pub use audit::{AuditAction, AuditQuery, AuditRecord, Counter, Counters, Outcome, parse_audit_lines};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -290,7 +293,7 @@ pub fn retry_after(header: Option<&str>) -> Option<std::time::Duration> {
 }
 
 /// The error codes the service answers with, and their HTTP statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 pub enum ErrorCode {
     /// 400: a field is missing or malformed.
     InvalidParameter,
@@ -323,6 +326,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code's name, as in error bodies and the audit log (`KeyNotFound`).
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
     /// The HTTP status that carries this code.
     pub fn http_status(self) -> u16 {
         match self {

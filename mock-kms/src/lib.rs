@@ -57,7 +57,9 @@ pub mod server;
 pub mod service;
 
 #[cfg(feature = "server")]
-pub use audit::{AuditLog, AuditQuery, AuditRecord, Counter};
+pub use api::{AuditQuery, AuditRecord, Outcome};
+#[cfg(feature = "server")]
+pub use audit::AuditLog;
 #[cfg(feature = "server")]
 pub use auth::Credential;
 #[cfg(feature = "server")]

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mock_kms::api::KeyMetadata;
 use mock_kms::api::admin;
+use mock_kms::api::{AuditQuery, AuditRecord, Counters, KeyMetadata};
 use mock_kms::dialects::Dialect;
 
 use crate::error::StackError;
@@ -565,15 +565,15 @@ impl MockKms {
     }
 
     /// Audit records with a sequence number above `since_seq` (`GET /admin/audit`), typed.
-    pub async fn audit_records(&self, since_seq: u64) -> Result<Vec<admin::AuditRecord>, StackError> {
-        self.audit_query(&admin::AuditQuery { since_seq: Some(since_seq), ..Default::default() }).await
+    pub async fn audit_records(&self, since_seq: u64) -> Result<Vec<AuditRecord>, StackError> {
+        self.audit_query(&AuditQuery { since_seq: Some(since_seq), ..Default::default() }).await
     }
 
     /// The audit records matching `query`, oldest first.
-    pub async fn audit_query(&self, query: &admin::AuditQuery) -> Result<Vec<admin::AuditRecord>, StackError> {
+    pub async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StackError> {
         let path = format!("{}?{}", admin::path::AUDIT, query.to_query());
         let text = self.admin("GET", &path, "application/json", "").await?;
-        admin::parse_audit_lines(&text).map_err(|problem| StackError::MockKms(format!("GET {path}: {problem}")))
+        mock_kms::api::parse_audit_lines(&text).map_err(|problem| StackError::MockKms(format!("GET {path}: {problem}")))
     }
 
     /// Adds a key version and makes it current; the key after the change.
@@ -616,7 +616,7 @@ impl MockKms {
     }
 
     /// Counters of KMS calls since start on the first running node.
-    pub async fn counters(&self) -> Result<admin::Counters, StackError> {
+    pub async fn counters(&self) -> Result<Counters, StackError> {
         self.admin_typed("GET", admin::path::COUNTERS, "").await
     }
 

@@ -2,7 +2,7 @@
 //! checks as with a local KEK, a KMS crash and restart, a wrong credential, rotation, audit.
 
 use mock_kms::api::Action;
-use mock_kms::api::admin::Outcome;
+use mock_kms::api::Outcome;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -340,7 +340,7 @@ async fn the_plugin_works_with_least_privilege_and_a_denied_decrypt_is_named_and
     let refused = rig.kms.audit_records(0).await.unwrap();
     assert!(
         refused.iter().any(|r| r.action == Action::Decrypt
-            && r.outcome == mock_kms::api::admin::Outcome::Forbidden
+            && r.outcome == Outcome::Refused(mock_kms::api::ErrorCode::Forbidden)
             && r.access_key.as_deref() == Some(access_key.as_str())),
         "the denied Decrypt is audited"
     );

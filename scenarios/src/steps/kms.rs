@@ -513,7 +513,7 @@ pub struct AuditCount {
     pub action: mock_kms::api::Action,
     /// Only records with this outcome (`Ok`, `Sealed`, …; default any).
     #[serde(default)]
-    pub outcome: Option<mock_kms::api::admin::Outcome>,
+    pub outcome: Option<mock_kms::api::Outcome>,
     /// Only calls made for this reason (`request`: the apiserver's calls, and every call of a
     /// plugin that does not say why it calls; `health-probe`: the plugin's own; default any).
     #[serde(default)]
@@ -592,12 +592,11 @@ pub async fn audit_window(
     world: &World,
     since: &str,
     action: mock_kms::api::Action,
-    outcome: Option<mock_kms::api::admin::Outcome>,
+    outcome: Option<mock_kms::api::Outcome>,
     caller: Option<mock_kms::api::Caller>,
-) -> Result<Vec<mock_kms::api::admin::AuditRecord>, String> {
+) -> Result<Vec<mock_kms::api::AuditRecord>, String> {
     let since_seq = world.marks.get(since).map(|m| m.audit_seq).unwrap_or(0);
     let kms = world.stack.mock_kms().ok_or("the stack runs no mock KMS")?;
-    let query =
-        mock_kms::api::admin::AuditQuery { action: Some(action), outcome, caller, since_seq: Some(since_seq), ..Default::default() };
+    let query = mock_kms::api::AuditQuery { action: Some(action), outcome, caller, since_seq: Some(since_seq), ..Default::default() };
     kms.audit_query(&query).await.map_err(|e| e.to_string())
 }
