@@ -246,6 +246,31 @@ impl std::str::FromStr for Caller {
     }
 }
 
+/// An access key and its secret key: what a client signs with, what the mock KMS accepts
+/// (`--access-key`, `PUT /admin/credentials` takes a list of them as `{"AccessKey", "SecretKey"}`),
+/// and what the plugin and secret sync are configured with. `Debug` never shows the secret key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Credential {
+    /// The access key (an identifier, not secret).
+    pub access_key: String,
+    /// The secret key (never logged; wiped when dropped).
+    pub secret_key: zeroize::Zeroizing<String>,
+}
+
+impl Credential {
+    /// A credential from an access key and its secret key.
+    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        Self { access_key: access_key.into(), secret_key: zeroize::Zeroizing::new(secret_key.into()) }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential").field("access_key", &self.access_key).field("secret_key", &"<redacted>").finish()
+    }
+}
+
 /// The string a request signature covers: method, path, timestamp, nonce and the body's SHA-256.
 pub fn canonical_request(method: &str, path: &str, timestamp_ms: u64, nonce: &str, body: &[u8]) -> String {
     format!("{method}\n{path}\n{timestamp_ms}\n{nonce}\n{}", hex::encode(Sha256::digest(body)))

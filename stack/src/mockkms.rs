@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mock_kms::api::admin;
-use mock_kms::api::{AuditQuery, AuditRecord, Counters, KeyMetadata};
+use mock_kms::api::{AuditQuery, AuditRecord, Counters, Credential, KeyMetadata};
 use mock_kms::dialects::Dialect;
 
 use crate::error::StackError;
@@ -546,7 +546,7 @@ impl MockKms {
 
     /// Replaces the accepted credentials of every running node with one (`PUT /admin/credentials`).
     pub async fn set_credentials(&self, access_key: &str, secret_key: &str) -> Result<(), StackError> {
-        let entries = [admin::CredentialEntry { access_key: access_key.to_owned(), secret_key: secret_key.to_owned() }];
+        let entries = [Credential::new(access_key, secret_key)];
         self.set_credential_entries(&entries).await.map(|_| ())
     }
 }
@@ -627,7 +627,7 @@ impl MockKms {
 
     /// Replaces the accepted credentials of every running node with `entries` (keep the plugins'
     /// own, [`MockKmsOptions::access_key`], among them to keep them working).
-    pub async fn set_credential_entries(&self, entries: &[admin::CredentialEntry]) -> Result<admin::AccessKeys, StackError> {
+    pub async fn set_credential_entries(&self, entries: &[Credential]) -> Result<admin::AccessKeys, StackError> {
         let body = serde_json::to_string(entries).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;
         self.on_running_nodes("PUT", admin::path::CREDENTIALS, &body).await
     }

@@ -10,7 +10,7 @@
 //! | `GET /admin/counters` | — | [`crate::api::Counters`] |
 //! | `POST /admin/unseal` | [`UnsealRequest`] | [`SealStatus`] |
 //! | `GET /admin/seal-status` | — | [`SealStatus`] |
-//! | `PUT, GET /admin/credentials` | [`CredentialEntry`] list (PUT) | [`AccessKeys`] |
+//! | `PUT, GET /admin/credentials` | [`crate::api::Credential`] list (PUT) | [`AccessKeys`] |
 //! | `GET /admin/keys` | — | [`Keys`] |
 //! | `POST /admin/keys/{key}/rotate` | — | [`KeyMetadataAnswer`] |
 //! | `POST /admin/keys/{key}/current` | [`SetCurrentRequest`] | [`KeyMetadataAnswer`] |
@@ -113,23 +113,6 @@ pub struct UnsealRequest {
 impl std::fmt::Debug for UnsealRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UnsealRequest").field("share", &self.share.as_ref().map(|_| "<redacted>")).field("reset", &self.reset).finish()
-    }
-}
-
-/// One credential of `PUT /admin/credentials` (the body is a list; it replaces the whole set).
-/// `Debug` never shows the secret key.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct CredentialEntry {
-    /// The access key (an identifier, not secret).
-    pub access_key: String,
-    /// The secret key.
-    pub secret_key: String,
-}
-
-impl std::fmt::Debug for CredentialEntry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CredentialEntry").field("access_key", &self.access_key).finish_non_exhaustive()
     }
 }
 
@@ -599,8 +582,9 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug() {
-        let credential = CredentialEntry { access_key: "AK".into(), secret_key: "very-secret".into() };
-        assert!(!format!("{credential:?}").contains("very-secret"));
+        let credential = crate::api::Credential::new("AK", "very-secret");
+        assert_eq!(format!("{credential:?}"), r#"Credential { access_key: "AK", secret_key: "<redacted>" }"#);
+        assert_eq!(serde_json::to_string(&credential).unwrap(), r#"{"AccessKey":"AK","SecretKey":"very-secret"}"#);
         let unseal = UnsealRequest { share: Some("c2hhcmU=".into()), reset: false };
         assert!(!format!("{unseal:?}").contains("c2hhcmU="));
         assert_eq!(serde_json::to_string(&unseal).unwrap(), r#"{"Share":"c2hhcmU="}"#);
