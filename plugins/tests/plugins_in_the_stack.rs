@@ -205,7 +205,7 @@ async fn vault_kubernetes_kms_from_the_catalog_on_the_vault_dialect_stores_kms_v
     };
     let status = key_id().await;
     assert_eq!((status.key_id.as_str(), status.healthz.as_str(), status.version.as_str()), ("1", "ok", "v2"));
-    kms.rotate().await.unwrap();
+    kms.rotate_key().await.unwrap();
     let status = key_id().await;
     assert_eq!(status.key_id, "2", "Status reads latest_version on every call, so it follows the rotation at once");
     write_and_read_back(&stack, "vault-secret-rotated").await;

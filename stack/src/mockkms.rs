@@ -543,12 +543,6 @@ impl MockKms {
             StackError::MockKms(format!("mock-kms-{index} does not speak the Vault dialect (its plugin under test names another dialect)"))
         })
     }
-
-    /// Replaces the accepted credentials of every running node with one (`PUT /admin/credentials`).
-    pub async fn set_credentials(&self, access_key: &str, secret_key: &str) -> Result<(), StackError> {
-        let entries = [Credential::new(access_key, secret_key)];
-        self.set_credential_entries(&entries).await.map(|_| ())
-    }
 }
 
 /// The typed admin client ([`mock_kms::api::admin`]): requests and answers are the mock KMS's own
@@ -577,7 +571,7 @@ impl MockKms {
     }
 
     /// Adds a key version and makes it current; the key after the change.
-    pub async fn rotate(&self) -> Result<KeyMetadata, StackError> {
+    pub async fn rotate_key(&self) -> Result<KeyMetadata, StackError> {
         self.admin_typed("POST", &admin::path::rotate(&self.options.key_id), "").await.map(Self::key_path_metadata)
     }
 
@@ -606,7 +600,7 @@ impl MockKms {
     }
 
     /// The plugins' key as the KMS describes it (`GET /admin/keys`).
-    pub async fn key_metadata(&self) -> Result<KeyMetadata, StackError> {
+    pub async fn describe_key(&self) -> Result<KeyMetadata, StackError> {
         let keys: admin::Keys = self.admin_typed("GET", admin::path::KEYS, "").await?;
         let known = keys.keys.iter().map(|k| format!("`{}`", k.key_id)).collect::<Vec<_>>().join(", ");
         keys.keys
@@ -625,10 +619,11 @@ impl MockKms {
         self.admin_typed("GET", admin::path::SEAL_STATUS, "").await
     }
 
-    /// Replaces the accepted credentials of every running node with `entries` (keep the plugins'
-    /// own, [`MockKmsOptions::access_key`], among them to keep them working).
-    pub async fn set_credential_entries(&self, entries: &[Credential]) -> Result<admin::AccessKeys, StackError> {
-        let body = serde_json::to_string(entries).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;
+    /// Replaces the accepted credentials of every running node with `credentials`
+    /// (`PUT /admin/credentials`; keep the plugins' own, [`MockKmsOptions::access_key`], among
+    /// them to keep them working).
+    pub async fn set_credentials(&self, credentials: &[Credential]) -> Result<admin::AccessKeys, StackError> {
+        let body = serde_json::to_string(credentials).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;
         self.on_running_nodes("PUT", admin::path::CREDENTIALS, &body).await
     }
 
@@ -656,7 +651,7 @@ impl MockKms {
     }
 
     /// Puts a typed fault profile in force on node `node`, or on every node when `None`.
-    pub async fn set_fault_profile(&self, node: Option<usize>, profile: &admin::FaultProfile) -> Result<(), StackError> {
+    pub async fn set_faults(&self, node: Option<usize>, profile: &admin::FaultProfile) -> Result<(), StackError> {
         let body = serde_json::to_string(profile).map_err(|e| StackError::MockKms(format!("cannot encode the fault profile: {e}")))?;
         for index in self.node_indices(node)? {
             self.admin_on(index, "PUT", admin::path::FAULTS, "application/json", &body).await?;

@@ -163,7 +163,7 @@ async fn rotation_in_the_kms_shows_in_status_and_old_ciphertexts_still_open() {
     let rig = rig(MockKms::plugin_config).await;
     let client = client(&rig).await;
     let old = encrypt(&client, b"old dek").await.unwrap();
-    rig.kms.rotate().await.unwrap();
+    rig.kms.rotate_key().await.unwrap();
     let (rotated, _) = wait_for_status(&client, "a new key id after RotateKey", Duration::from_secs(15), |s| s.key_id != old.key_id).await;
     assert_eq!(rotated.healthz, "ok");
     assert_eq!(encrypt(&client, b"new dek").await.unwrap().key_id, rotated.key_id);

@@ -54,7 +54,7 @@ impl StepKind for Faults {
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            kms(world)?.set_fault_profile(self.node, &self.profile).await?;
+            kms(world)?.set_faults(self.node, &self.profile).await?;
             Ok(match self.node {
                 Some(node) => format!("in force on mock-kms-{node}"),
                 None => "in force on every node".into(),
@@ -112,7 +112,7 @@ impl StepKind for RotateKek {
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            let key = kms(world)?.rotate().await?;
+            let key = kms(world)?.rotate_key().await?;
             Ok(format!("current key version is now {}", key.current_key_version_id))
         })
     }
@@ -148,7 +148,7 @@ impl KeyVersionAt {
             .cloned()
             .ok_or_else(|| StepError::Failed(format!("{} reported no key id at mark `{}`", self.plugin, self.mark)))?;
         let version = key_id.rsplit_once('/').map_or(key_id.as_str(), |(_, version)| version);
-        let key = kms(world)?.key_metadata().await?;
+        let key = kms(world)?.describe_key().await?;
         if key.key_version_ids.iter().any(|id| id == version) {
             return Ok(version.to_owned());
         }
@@ -497,7 +497,7 @@ impl StepKind for SetCredentials {
         Box::pin(async move {
             let kms = kms(world)?;
             let secret = if self.secret_key == "original" { kms.options.secret_key.clone() } else { self.secret_key.clone() };
-            kms.set_credentials(&self.access_key, &secret).await?;
+            kms.set_credentials(&[mock_kms::api::Credential::new(self.access_key.clone(), secret)]).await?;
             Ok(format!("only access key `{}` is accepted now", self.access_key))
         })
     }

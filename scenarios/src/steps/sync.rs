@@ -90,7 +90,7 @@ impl SecretSyncLab {
         let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
         let plugins = Credential::new(kms.options.access_key.clone(), kms.options.secret_key.clone());
         let controller = Credential::new(ACCESS_KEY, secret_key.clone());
-        kms.set_credential_entries(&[plugins, controller]).await?;
+        kms.set_credentials(&[plugins, controller]).await?;
         kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &READER)).await?;
 
         let admin = stack.kube_client(0).await?;
