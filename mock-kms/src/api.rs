@@ -42,8 +42,9 @@ pub const HEADER_CALLER: &str = "x-kms-caller";
 /// How far a request's timestamp may be from the server's clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
-/// The actions of the API, each served at `POST /v1/<Action>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The actions of the API, each served at `POST /v1/<Action>`; [`Action::ALL`] and
+/// [`Action::name`] (the variant's name) follow from the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 pub enum Action {
     /// Create a key.
     CreateKey,
@@ -86,52 +87,12 @@ pub enum Action {
 }
 
 impl Action {
-    /// Every action.
-    pub const ALL: [Action; 19] = [
-        Self::CreateKey,
-        Self::DescribeKey,
-        Self::ListKeys,
-        Self::Encrypt,
-        Self::Decrypt,
-        Self::GenerateDataKey,
-        Self::RotateKey,
-        Self::DisableKey,
-        Self::EnableKey,
-        Self::ScheduleKeyDeletion,
-        Self::CreateSecret,
-        Self::PutSecretValue,
-        Self::GetSecretValue,
-        Self::ListSecrets,
-        Self::DescribeSecret,
-        Self::UpdateSecretVersionStage,
-        Self::RotateSecret,
-        Self::DeleteSecret,
-        Self::RestoreSecret,
-    ];
+    /// Every action, in declaration order.
+    pub const ALL: &'static [Action] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The action's name, as in its path.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::CreateKey => "CreateKey",
-            Self::DescribeKey => "DescribeKey",
-            Self::ListKeys => "ListKeys",
-            Self::Encrypt => "Encrypt",
-            Self::Decrypt => "Decrypt",
-            Self::GenerateDataKey => "GenerateDataKey",
-            Self::RotateKey => "RotateKey",
-            Self::DisableKey => "DisableKey",
-            Self::EnableKey => "EnableKey",
-            Self::ScheduleKeyDeletion => "ScheduleKeyDeletion",
-            Self::CreateSecret => "CreateSecret",
-            Self::PutSecretValue => "PutSecretValue",
-            Self::GetSecretValue => "GetSecretValue",
-            Self::ListSecrets => "ListSecrets",
-            Self::DescribeSecret => "DescribeSecret",
-            Self::UpdateSecretVersionStage => "UpdateSecretVersionStage",
-            Self::RotateSecret => "RotateSecret",
-            Self::DeleteSecret => "DeleteSecret",
-            Self::RestoreSecret => "RestoreSecret",
-        }
+        self.into()
     }
 
     /// The request path, `/v1/<Action>`.
@@ -157,7 +118,7 @@ impl Action {
 
     /// Parses an action name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
+        Self::ALL.iter().copied().find(|a| a.name() == name)
     }
 }
 
@@ -204,8 +165,9 @@ impl std::error::Error for UnknownName {}
 
 /// Why a KMS call was made, as the client knows it: sent in [`HEADER_CALLER`] and recorded in the
 /// audit log, so an expectation can count exactly the calls it means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Caller {
     /// The plugin's own health probe (the wrap/unwrap round trip behind `Status`).
     HealthProbe,
@@ -215,19 +177,16 @@ pub enum Caller {
 
 impl Caller {
     /// Every caller.
-    pub const ALL: [Caller; 2] = [Self::HealthProbe, Self::Request];
+    pub const ALL: &'static [Caller] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The caller's name, as sent in [`HEADER_CALLER`] (`health-probe`, `request`).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::HealthProbe => "health-probe",
-            Self::Request => "request",
-        }
+        self.into()
     }
 
     /// Parses a caller name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == name)
+        Self::ALL.iter().copied().find(|c| c.name() == name)
     }
 }
 

@@ -550,8 +550,15 @@ mod tests {
         let error = "Decrpyt".parse::<Action>().unwrap_err().to_string();
         assert!(error.starts_with("unknown action `Decrpyt` (known: CreateKey, DescribeKey,"), "{error}");
         assert_eq!(serde_json::from_str::<Action>("\"Decrypt\"").unwrap(), Action::Decrypt);
+        // The name is what serde writes, for every action.
+        for &action in Action::ALL {
+            assert_eq!(serde_json::to_value(action).unwrap(), serde_json::json!(action.name()));
+            assert_eq!(action.name().parse::<Action>(), Ok(action));
+        }
+        assert_eq!(Action::ALL.len(), 19);
+        assert_eq!(Action::UpdateSecretVersionStage.path(), "/v1/UpdateSecretVersionStage");
         assert_eq!(Caller::HealthProbe.name(), "health-probe");
-        for caller in Caller::ALL {
+        for &caller in Caller::ALL {
             assert_eq!(serde_json::to_string(&caller).unwrap(), format!("\"{}\"", caller.name()));
             assert_eq!(caller.name().parse::<Caller>(), Ok(caller));
         }
