@@ -16,9 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::api::Action;
-
-pub use crate::api::audit::{AuditAction, AuditQuery, AuditRecord, Counter, Counters, Outcome};
+use crate::api::{Action, AuditQuery, AuditRecord, Counter, Counters, Outcome};
 
 /// How many records are kept in memory by default.
 pub const DEFAULT_CAPACITY: usize = 100_000;
