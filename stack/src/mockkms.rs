@@ -111,12 +111,7 @@ impl KmsTls {
 pub enum DialectCredentials {
     /// An access key and its secret key: the native signature, or AWS SigV4
     /// (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
-    AccessKey {
-        /// The access key (an identifier).
-        access_key: String,
-        /// The secret key.
-        secret_key: String,
-    },
+    AccessKey(Credential),
     /// Vault's `X-Vault-Token`.
     VaultToken(String),
     /// No auth (the Cloud KMS dialect, as k8s-cloudkms-plugin's `--integration-test` mode).
@@ -126,7 +121,7 @@ pub enum DialectCredentials {
 impl std::fmt::Debug for DialectCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::AccessKey { access_key, .. } => write!(f, "AccessKey {{ access_key: {access_key:?}, secret_key: <redacted> }}"),
+            Self::AccessKey(credential) => f.debug_tuple("AccessKey").field(credential).finish(),
             Self::VaultToken(_) => f.write_str("VaultToken(<redacted>)"),
             Self::None => f.write_str("None"),
         }
@@ -396,7 +391,7 @@ impl MockKms {
                 ))
             })?;
         let access_key =
-            || DialectCredentials::AccessKey { access_key: self.options.access_key.clone(), secret_key: self.options.secret_key.clone() };
+            || DialectCredentials::AccessKey(Credential::new(self.options.access_key.clone(), self.options.secret_key.clone()));
         let credentials = match dialect {
             Dialect::Native | Dialect::Aws | Dialect::Jdcloud | Dialect::Aliyun => access_key(),
             Dialect::Vault => DialectCredentials::VaultToken(self.options.vault_token.clone()),

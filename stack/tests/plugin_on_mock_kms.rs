@@ -291,7 +291,7 @@ async fn a_mock_kms_node_speaks_the_vault_and_aws_dialects_with_the_credentials_
     let vault = kms.dialect_endpoint(Dialect::Vault).unwrap();
     let aws = kms.dialect_endpoint(Dialect::Aws).unwrap();
     let DialectCredentials::VaultToken(token) = &vault.credentials else { panic!("vault hands out a token: {vault:?}") };
-    let DialectCredentials::AccessKey { access_key, secret_key } = &aws.credentials else { panic!("aws hands out AK/SK: {aws:?}") };
+    let DialectCredentials::AccessKey(credential) = &aws.credentials else { panic!("aws hands out AK/SK: {aws:?}") };
     assert_ne!(vault.url(), aws.url());
     let missing = kms.dialect_endpoint(Dialect::Gcp).unwrap_err().to_string();
     assert!(missing.contains("native, aws, vault") && missing.contains("`gcp`"), "{missing}");
@@ -301,8 +301,8 @@ async fn a_mock_kms_node_speaks_the_vault_and_aws_dialects_with_the_credentials_
         .env("VAULT_URL", vault.url())
         .env("VAULT_TOKEN", token)
         .env("AWS_URL", aws.url())
-        .env("AWS_ACCESS_KEY_ID", access_key)
-        .env("AWS_SECRET_ACCESS_KEY", secret_key)
+        .env("AWS_ACCESS_KEY_ID", &credential.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", credential.secret_key.as_str())
         .env("KEY", &kms.options.key_id)
         .output()
         .expect("python3 runs (with `pip install hvac==2.4.0 boto3`)");
