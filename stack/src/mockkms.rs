@@ -30,10 +30,9 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MockKmsOptions {
     /// The key the plugins use (created if missing).
     pub key_id: String,
-    /// The credential's access key.
-    pub access_key: String,
-    /// The credential's secret key.
-    pub secret_key: String,
+    /// The credential the mock KMS accepts and the plugins sign with (access key
+    /// `lab-access-key`, a random secret key by default).
+    pub credential: Credential,
     /// Extra `mock-kms` flags (e.g. `--seed 7`).
     pub extra_args: Vec<String>,
     /// How many replicating nodes (processes) to run; 1 is a single KMS.
@@ -60,8 +59,7 @@ impl Default for MockKmsOptions {
     fn default() -> Self {
         Self {
             key_id: "lab-key".to_owned(),
-            access_key: "lab-access-key".to_owned(),
-            secret_key: random_hex(16),
+            credential: Credential::new("lab-access-key", random_hex(16)),
             extra_args: Vec::new(),
             nodes: 1,
             sealed: false,
@@ -156,7 +154,7 @@ impl std::fmt::Debug for MockKmsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockKmsOptions")
             .field("key_id", &self.key_id)
-            .field("access_key", &self.access_key)
+            .field("access_key", &self.credential.access_key)
             .field("extra_args", &self.extra_args)
             .field("nodes", &self.nodes)
             .field("sealed", &self.sealed)
@@ -303,7 +301,7 @@ impl MockKms {
             "--key-id".to_owned(),
             self.options.key_id.clone(),
             "--access-key".to_owned(),
-            self.options.access_key.clone(),
+            self.options.credential.access_key.clone(),
         ];
         if self.options.sealed {
             args.push("--sealed".to_owned());
@@ -324,7 +322,7 @@ impl MockKms {
         args.extend(self.options.extra_args.iter().cloned());
         // Secrets go through the environment, not argv, so `ps` does not show them.
         let env = [
-            ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone()),
+            ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.credential.secret_key.to_string()),
             ("MOCK_KMS_CLUSTER_SECRET".to_owned(), self.cluster_secret.clone()),
             ("MOCK_KMS_VAULT_TOKEN".to_owned(), self.options.vault_token.clone()),
             ("MOCK_KMS_VAULT_APPROLE_SECRET_ID".to_owned(), self.options.vault_approle_secret_id.clone()),
@@ -390,8 +388,7 @@ impl MockKms {
                     started.join(", ")
                 ))
             })?;
-        let access_key =
-            || DialectCredentials::AccessKey(Credential::new(self.options.access_key.clone(), self.options.secret_key.clone()));
+        let access_key = || DialectCredentials::AccessKey(self.options.credential.clone());
         let credentials = match dialect {
             Dialect::Native | Dialect::Aws | Dialect::Jdcloud | Dialect::Aliyun => access_key(),
             Dialect::Vault => DialectCredentials::VaultToken(self.options.vault_token.clone()),
@@ -411,8 +408,8 @@ impl MockKms {
     pub fn plugin_config(&self) -> serde_json::Value {
         let endpoints: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         serde_json::json!({
-            "AccessKey": self.options.access_key,
-            "SecretKey": self.options.secret_key,
+            "AccessKey": self.options.credential.access_key,
+            "SecretKey": self.options.credential.secret_key.as_str(),
             "KmsEndpoint": endpoints.join(","),
             "KmsKeyId": self.options.key_id,
             "KmsSchema": "http",
@@ -615,7 +612,7 @@ impl MockKms {
     }
 
     /// Replaces the accepted credentials of every running node with `credentials`
-    /// (`PUT /admin/credentials`; keep the plugins' own, [`MockKmsOptions::access_key`], among
+    /// (`PUT /admin/credentials`; keep the plugins' own, [`MockKmsOptions::credential`], among
     /// them to keep them working).
     pub async fn set_credentials(&self, credentials: &[Credential]) -> Result<admin::AccessKeys, StackError> {
         let body = serde_json::to_string(credentials).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;

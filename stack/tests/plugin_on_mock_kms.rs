@@ -327,7 +327,7 @@ async fn the_plugin_works_with_least_privilege_and_a_denied_decrypt_is_named_and
     use mock_kms::api::Action;
     use mock_kms::api::admin::AccessPolicy;
     let rig = rig(MockKms::plugin_config).await;
-    let access_key = rig.kms.options.access_key.clone();
+    let access_key = rig.kms.options.credential.access_key.clone();
     // Least privilege for encryption at rest: Encrypt and Decrypt on its key, nothing else.
     rig.kms.set_policy(&access_key, &AccessPolicy::allow([Action::Encrypt, Action::Decrypt], ["key/lab-key"])).await.unwrap();
     let client = client(&rig).await;

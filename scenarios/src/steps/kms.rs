@@ -496,7 +496,8 @@ impl StepKind for SetCredentials {
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let kms = kms(world)?;
-            let secret = if self.secret_key == "original" { kms.options.secret_key.clone() } else { self.secret_key.clone() };
+            let secret =
+                if self.secret_key == "original" { kms.options.credential.secret_key.to_string() } else { self.secret_key.clone() };
             kms.set_credentials(&[mock_kms::api::Credential::new(self.access_key.clone(), secret)]).await?;
             Ok(format!("only access key `{}` is accepted now", self.access_key))
         })

@@ -88,7 +88,7 @@ impl SecretSyncLab {
         let kms = stack.mock_kms().ok_or_else(|| StepError::Failed("secret sync needs the mock KMS".into()))?;
         let url = kms.dialect_endpoint(Dialect::Native)?.url().to_owned();
         let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
-        let plugins = Credential::new(kms.options.access_key.clone(), kms.options.secret_key.clone());
+        let plugins = kms.options.credential.clone();
         let controller = Credential::new(ACCESS_KEY, secret_key.clone());
         kms.set_credentials(&[plugins, controller]).await?;
         kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &READER)).await?;
@@ -115,7 +115,7 @@ impl SecretSyncLab {
         lab::create_store(&admin, NAMESPACE, STORE, &StoreCredential::new(ACCESS_KEY, secret_key))
             .await
             .map_err(failed("create the SecretStore"))?;
-        let own = StoreCredential::new(kms.options.access_key.clone(), kms.options.secret_key.clone());
+        let own = kms.options.credential.clone();
         Ok(Self {
             admin,
             as_controller,
