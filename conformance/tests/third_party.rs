@@ -282,8 +282,14 @@ async fn k8s_cloudkms_plugin_on_the_gcp_dialect_passes_v2_and_v1beta1() {
     }
     // Every plugin call reached the mock KMS as a Cloud KMS operation.
     let records = kms.audit().records();
-    assert!(records.iter().any(|r| r.dialect == "gcp" && r.operation == "Encrypt" && r.outcome == "Ok"), "no GCP Encrypt in the audit log");
-    assert!(records.iter().any(|r| r.dialect == "gcp" && r.operation == "Decrypt" && r.outcome == "Ok"), "no GCP Decrypt in the audit log");
+    assert!(
+        records.iter().any(|r| r.dialect.name() == "gcp" && r.operation == "Encrypt" && r.outcome.name() == "Ok"),
+        "no GCP Encrypt in the audit log"
+    );
+    assert!(
+        records.iter().any(|r| r.dialect.name() == "gcp" && r.operation == "Decrypt" && r.outcome.name() == "Ok"),
+        "no GCP Decrypt in the audit log"
+    );
     kms.shutdown().await;
 }
 
@@ -314,7 +320,8 @@ fn outcome<T>(result: &Result<tonic::Response<T>, tonic::Status>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn k8s_cloudkms_plugin_under_kms_faults() {
     use kms_wire::proto::v2;
-    use mock_kms::api::Action;
+    use mock_kms::Outcome;
+    use mock_kms::api::{Action, ErrorCode};
     use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
 
     let binary = tokio::task::spawn_blocking(|| locate(GoSubject::CloudKmsPlugin)).await.expect("locator");
@@ -353,7 +360,11 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     let (code, body) = http(healthz, "GET", "/healthz", "").await;
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("cloudkms.cryptoKeyVersions.useToDecrypt"), "{body}");
-    assert_eq!(kms.audit().count("lab-key", "Decrypt", "Forbidden"), 1, "one denied Decrypt reached the KMS: the plugin does not retry");
+    assert_eq!(
+        kms.audit().count("lab-key", Action::Decrypt, Outcome::Refused(ErrorCode::Forbidden)),
+        1,
+        "one denied Decrypt reached the KMS: the plugin does not retry"
+    );
 
     // Throttling: Encrypt fails at once with Google's 429 (the client does not retry it).
     let throttle = ThrottleFault { per_second: 0.001, burst: Some(1.0), actions: Some(vec![Action::Encrypt]) };
@@ -362,7 +373,11 @@ async fn k8s_cloudkms_plugin_under_kms_faults() {
     let throttled = outcome(&encrypt().await);
     assert!(throttled.starts_with("Unknown: googleapi: Error 429: Quota exceeded"), "{throttled}");
     assert!(throttled.contains("rateLimitExceeded"), "{throttled}");
-    assert_eq!(kms.audit().count("lab-key", "Encrypt", "Throttling"), 1, "the throttled Encrypt was sent once");
+    assert_eq!(
+        kms.audit().count("lab-key", Action::Encrypt, Outcome::Refused(ErrorCode::Throttling)),
+        1,
+        "the throttled Encrypt was sent once"
+    );
     kms.clear_faults();
 
     // Key version disabled (Cloud KMS's own operation, PATCH state=DISABLED): Encrypt and Decrypt
@@ -474,7 +489,11 @@ async fn trousseau_with_its_vault_provider_on_the_vault_dialect() {
         client.v1beta1().decrypt(v1beta1::DecryptRequest { version: "v1beta1".into(), cipher }).await.map(|r| r.into_inner().plain)
     };
     let count = |operation: &str, outcome: &str| {
-        kms.audit().records().iter().filter(|r| r.dialect == "vault" && r.operation == operation && r.outcome == outcome).count()
+        kms.audit()
+            .records()
+            .iter()
+            .filter(|r| r.dialect.name() == "vault" && r.operation == operation && r.outcome.name() == outcome)
+            .count()
     };
 
     // Sealed Vault: the provider's client tries 3 times (Vault's Go client retries a 503 twice),

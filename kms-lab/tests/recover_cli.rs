@@ -141,8 +141,8 @@ async fn recover_deletes_exactly_the_undecryptable_secrets_and_only_with_the_ver
 
     // Rotate; a restarted apiserver asks the plugin's Status at once and writes with version 2.
     let kms = lab.stack.mock_kms().expect("a mock KMS");
-    let v1 = kms.key_metadata().await.unwrap().current_key_version_id;
-    kms.rotate().await.expect("the KEK rotates");
+    let v1 = kms.describe_key().await.unwrap().current_key_version_id;
+    kms.rotate_key().await.expect("the KEK rotates");
     lab.stack.restart(&Component::Apiserver(0), WaitFor::Ready).await.expect("the apiserver restarts");
     let client = lab.client().await;
     create(&client, LOST, &["new-0", "new-1"]).await;

@@ -19,9 +19,9 @@ use axum::routing::{get, post, put};
 use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::api::AuditQuery;
 use crate::api::admin::{AccessKeys, ClusterStatus, Health, KeyMetadataAnswer, Keys, NodeStatus, SetCurrentRequest, SnapshotPushAnswer};
 use crate::api::{ErrorBody, ErrorCode};
-use crate::audit::AuditQuery;
 use crate::auth::Credential;
 use crate::cluster::{NODE_HEADER, SIGNATURE_HEADER};
 use crate::error::{KmsError, SealError};

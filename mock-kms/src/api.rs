@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 pub mod admin;
+pub mod audit;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod secrets;
@@ -18,6 +19,8 @@ pub mod status;
 
 #[cfg(feature = "client")]
 pub use client::{CallError, Client, Decrypted, Encrypted};
+
+pub use audit::{AuditAction, AuditQuery, AuditRecord, Counter, Counters, Outcome, parse_audit_lines};
 
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -39,8 +42,9 @@ pub const HEADER_CALLER: &str = "x-kms-caller";
 /// How far a request's timestamp may be from the server's clock.
 pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
-/// The actions of the API, each served at `POST /v1/<Action>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// The actions of the API, each served at `POST /v1/<Action>`; [`Action::ALL`] and
+/// [`Action::name`] (the variant's name) follow from the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 pub enum Action {
     /// Create a key.
     CreateKey,
@@ -83,52 +87,12 @@ pub enum Action {
 }
 
 impl Action {
-    /// Every action.
-    pub const ALL: [Action; 19] = [
-        Self::CreateKey,
-        Self::DescribeKey,
-        Self::ListKeys,
-        Self::Encrypt,
-        Self::Decrypt,
-        Self::GenerateDataKey,
-        Self::RotateKey,
-        Self::DisableKey,
-        Self::EnableKey,
-        Self::ScheduleKeyDeletion,
-        Self::CreateSecret,
-        Self::PutSecretValue,
-        Self::GetSecretValue,
-        Self::ListSecrets,
-        Self::DescribeSecret,
-        Self::UpdateSecretVersionStage,
-        Self::RotateSecret,
-        Self::DeleteSecret,
-        Self::RestoreSecret,
-    ];
+    /// Every action, in declaration order.
+    pub const ALL: &'static [Action] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The action's name, as in its path.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::CreateKey => "CreateKey",
-            Self::DescribeKey => "DescribeKey",
-            Self::ListKeys => "ListKeys",
-            Self::Encrypt => "Encrypt",
-            Self::Decrypt => "Decrypt",
-            Self::GenerateDataKey => "GenerateDataKey",
-            Self::RotateKey => "RotateKey",
-            Self::DisableKey => "DisableKey",
-            Self::EnableKey => "EnableKey",
-            Self::ScheduleKeyDeletion => "ScheduleKeyDeletion",
-            Self::CreateSecret => "CreateSecret",
-            Self::PutSecretValue => "PutSecretValue",
-            Self::GetSecretValue => "GetSecretValue",
-            Self::ListSecrets => "ListSecrets",
-            Self::DescribeSecret => "DescribeSecret",
-            Self::UpdateSecretVersionStage => "UpdateSecretVersionStage",
-            Self::RotateSecret => "RotateSecret",
-            Self::DeleteSecret => "DeleteSecret",
-            Self::RestoreSecret => "RestoreSecret",
-        }
+        self.into()
     }
 
     /// The request path, `/v1/<Action>`.
@@ -154,7 +118,7 @@ impl Action {
 
     /// Parses an action name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
+        Self::ALL.iter().copied().find(|a| a.name() == name)
     }
 }
 
@@ -201,8 +165,9 @@ impl std::error::Error for UnknownName {}
 
 /// Why a KMS call was made, as the client knows it: sent in [`HEADER_CALLER`] and recorded in the
 /// audit log, so an expectation can count exactly the calls it means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Caller {
     /// The plugin's own health probe (the wrap/unwrap round trip behind `Status`).
     HealthProbe,
@@ -212,19 +177,16 @@ pub enum Caller {
 
 impl Caller {
     /// Every caller.
-    pub const ALL: [Caller; 2] = [Self::HealthProbe, Self::Request];
+    pub const ALL: &'static [Caller] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The caller's name, as sent in [`HEADER_CALLER`] (`health-probe`, `request`).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::HealthProbe => "health-probe",
-            Self::Request => "request",
-        }
+        self.into()
     }
 
     /// Parses a caller name.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.name() == name)
+        Self::ALL.iter().copied().find(|c| c.name() == name)
     }
 }
 
@@ -240,6 +202,31 @@ impl std::str::FromStr for Caller {
     /// Parses a caller name; the error lists every caller.
     fn from_str(name: &str) -> Result<Self, UnknownName> {
         Self::from_name(name).ok_or_else(|| UnknownName::new("caller", name, Self::ALL.iter().map(|c| c.name())))
+    }
+}
+
+/// An access key and its secret key: what a client signs with, what the mock KMS accepts
+/// (`--access-key`, `PUT /admin/credentials` takes a list of them as `{"AccessKey", "SecretKey"}`),
+/// and what the plugin and secret sync are configured with. `Debug` never shows the secret key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Credential {
+    /// The access key (an identifier, not secret).
+    pub access_key: String,
+    /// The secret key (never logged; wiped when dropped).
+    pub secret_key: zeroize::Zeroizing<String>,
+}
+
+impl Credential {
+    /// A credential from an access key and its secret key.
+    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        Self { access_key: access_key.into(), secret_key: zeroize::Zeroizing::new(secret_key.into()) }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential").field("access_key", &self.access_key).field("secret_key", &"<redacted>").finish()
     }
 }
 
@@ -290,7 +277,7 @@ pub fn retry_after(header: Option<&str>) -> Option<std::time::Duration> {
 }
 
 /// The error codes the service answers with, and their HTTP statuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 pub enum ErrorCode {
     /// 400: a field is missing or malformed.
     InvalidParameter,
@@ -323,6 +310,11 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// The code's name, as in error bodies and the audit log (`KeyNotFound`).
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
+
     /// The HTTP status that carries this code.
     pub fn http_status(self) -> u16 {
         match self {

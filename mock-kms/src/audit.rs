@@ -1,4 +1,5 @@
-//! The audit log: one [`AuditRecord`] per KMS call, refused ones included.
+//! The audit log: one [`AuditRecord`] (the API's own, [`crate::api::audit`]) per KMS call,
+//! refused ones included.
 //!
 //! Records are kept in memory (the newest [`DEFAULT_CAPACITY`] by default) for [`AuditLog::query`],
 //! counted per (key, action, outcome) for [`AuditLog::counters`], and appended as JSON lines to a
@@ -15,136 +16,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
+use crate::api::{Action, AuditQuery, AuditRecord, Counter, Counters, Outcome};
 
 /// How many records are kept in memory by default.
 pub const DEFAULT_CAPACITY: usize = 100_000;
-/// The outcome of a successful call.
-pub const OUTCOME_OK: &str = "Ok";
-/// The outcome of a call whose client went away before it was answered (e.g. during a hang).
-pub const OUTCOME_ABANDONED: &str = "Abandoned";
-
-/// One KMS call.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AuditRecord {
-    /// Sequence number in this process, from 1.
-    pub seq: u64,
-    /// When the call finished, RFC 3339 with milliseconds (UTC).
-    pub time: String,
-    /// The same time as Unix milliseconds (what typed readers use; 0 in files written before it existed).
-    #[serde(default)]
-    pub time_unix_ms: u64,
-    /// The id sent back in `x-kms-request-id`.
-    pub request_id: String,
-    /// The access key the request claimed (verified or not); `None` if it had none.
-    pub access_key: Option<String>,
-    /// The action, as named in the path (may be an unknown name).
-    pub action: String,
-    /// The key named by the request (or by its ciphertext blob), if any.
-    pub key_id: Option<String>,
-    /// The key version used (or named by the blob), if any.
-    pub key_version_id: Option<String>,
-    /// The secret named by a secrets-manager call, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_name: Option<String>,
-    /// `Ok`, an [`crate::api::ErrorCode`] name, or `Abandoned`.
-    pub outcome: String,
-    /// Time from receiving the request to answering it, injected latency included.
-    pub latency_ms: f64,
-    /// The node that served it.
-    pub node: String,
-    /// Why the client made the call, from [`crate::api::HEADER_CALLER`]; `None` when it did not say.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub caller: Option<crate::api::Caller>,
-    /// The API the call came in on (`native`, `aws`, `gcp`, `vault`, `jdcloud`, `aliyun`; see
-    /// [`crate::dialects::Dialect`]).
-    #[serde(default = "native")]
-    pub dialect: String,
-    /// The operation as the dialect names it (`TrentService.Encrypt`, `transit/encrypt`, …); the
-    /// native action name on the native API. `action` is the native action it maps to.
-    #[serde(default)]
-    pub operation: String,
-    #[serde(skip, default = "epoch")]
-    at: SystemTime,
-}
-
-fn native() -> String {
-    crate::dialects::Dialect::Native.name().to_owned()
-}
-
-fn epoch() -> SystemTime {
-    SystemTime::UNIX_EPOCH
-}
-
-/// The fields of a record that the caller supplies; the log adds `seq` and `time`.
-#[derive(Debug, Clone, Default)]
-pub struct NewRecord {
-    /// See [`AuditRecord::request_id`].
-    pub request_id: String,
-    /// See [`AuditRecord::access_key`].
-    pub access_key: Option<String>,
-    /// See [`AuditRecord::action`].
-    pub action: String,
-    /// See [`AuditRecord::key_id`].
-    pub key_id: Option<String>,
-    /// See [`AuditRecord::key_version_id`].
-    pub key_version_id: Option<String>,
-    /// See [`AuditRecord::secret_name`].
-    pub secret_name: Option<String>,
-    /// See [`AuditRecord::outcome`].
-    pub outcome: String,
-    /// See [`AuditRecord::latency_ms`].
-    pub latency_ms: f64,
-    /// See [`AuditRecord::node`].
-    pub node: String,
-    /// See [`AuditRecord::caller`].
-    pub caller: Option<crate::api::Caller>,
-    /// See [`AuditRecord::dialect`] (empty: `native`).
-    pub dialect: String,
-    /// See [`AuditRecord::operation`] (empty: the action).
-    pub operation: String,
-}
-
-/// A filter over the in-memory records; every field that is set must match.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    /// Only this action.
-    pub action: Option<String>,
-    /// Only this key.
-    pub key_id: Option<String>,
-    /// Only this outcome (`Ok` or an error code).
-    pub outcome: Option<String>,
-    /// Only this node.
-    pub node: Option<String>,
-    /// Only this caller (`health-probe`, `request`); `request` also matches records that name no
-    /// caller (a plugin that does not send the header cannot tell its health probes apart).
-    pub caller: Option<crate::api::Caller>,
-    /// Only records after this sequence number (exclusive: pass the last `seq` you saw).
-    pub since_seq: Option<u64>,
-    /// Only records at or after this time (RFC 3339).
-    pub since: Option<String>,
-    /// At most this many (the oldest matching first).
-    pub limit: Option<usize>,
-}
-
-/// One counter: how many calls had this (key, action, outcome).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counter {
-    /// The key (empty for calls that named none).
-    pub key_id: String,
-    /// The action.
-    pub action: String,
-    /// The outcome.
-    pub outcome: String,
-    /// The count.
-    pub count: u64,
-}
 
 struct Inner {
     next_seq: u64,
     records: VecDeque<AuditRecord>,
-    counters: BTreeMap<(String, String, String), u64>,
+    /// By (key, action name, outcome name), so they are served in the order of those names.
+    counters: BTreeMap<(String, String, &'static str), Counter>,
     file: Option<File>,
     write_failed: bool,
 }
@@ -189,32 +70,22 @@ impl AuditLog {
         self.path.as_deref()
     }
 
-    /// Adds a record; returns it with its sequence number and time.
-    pub fn record(&self, new: NewRecord) -> AuditRecord {
+    /// Adds `record` (made by [`AuditRecord::started`], its outcome and latency set) with the
+    /// next sequence number and the time now; returns it as added.
+    pub fn record(&self, mut record: AuditRecord) -> AuditRecord {
         let at = SystemTime::now();
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let operation = if new.operation.is_empty() { new.action.clone() } else { new.operation };
-        let record = AuditRecord {
-            seq: inner.next_seq,
-            time: humantime::format_rfc3339_millis(at).to_string(),
-            time_unix_ms: at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default(),
-            request_id: new.request_id,
-            access_key: new.access_key,
-            action: new.action,
-            key_id: new.key_id,
-            key_version_id: new.key_version_id,
-            secret_name: new.secret_name,
-            outcome: new.outcome,
-            latency_ms: (new.latency_ms * 1000.0).round() / 1000.0,
-            node: new.node,
-            caller: new.caller,
-            dialect: if new.dialect.is_empty() { native() } else { new.dialect },
-            operation,
-            at,
-        };
+        record.seq = inner.next_seq;
+        record.time = humantime::format_rfc3339_millis(at).to_string();
+        record.time_unix_ms = at.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
+        record.latency_ms = (record.latency_ms * 1000.0).round() / 1000.0;
         inner.next_seq += 1;
-        let counter = (record.key_id.clone().unwrap_or_default(), record.action.clone(), record.outcome.clone());
-        *inner.counters.entry(counter).or_default() += 1;
+        let key_id = record.key_id.clone().unwrap_or_default();
+        let counter = inner
+            .counters
+            .entry((key_id.clone(), record.action.name().to_owned(), record.outcome.name()))
+            .or_insert_with(|| Counter { key_id, action: record.action.clone(), outcome: record.outcome, count: 0 });
+        counter.count += 1;
         if inner.records.len() == self.capacity {
             inner.records.pop_front();
         }
@@ -238,15 +109,7 @@ impl AuditLog {
     pub fn query(&self, query: &AuditQuery) -> Vec<AuditRecord> {
         let since = query.since.as_deref().and_then(|s| humantime::parse_rfc3339_weak(s).ok());
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let matches = |r: &&AuditRecord| {
-            query.action.as_ref().is_none_or(|a| *a == r.action)
-                && query.key_id.as_ref().is_none_or(|k| Some(k) == r.key_id.as_ref())
-                && query.outcome.as_ref().is_none_or(|o| *o == r.outcome)
-                && query.node.as_ref().is_none_or(|n| *n == r.node)
-                && query.caller.is_none_or(|c| Some(c) == r.caller || (c == crate::api::Caller::Request && r.caller.is_none()))
-                && query.since_seq.is_none_or(|s| r.seq > s)
-                && since.is_none_or(|t| r.at >= t)
-        };
+        let matches = |r: &&AuditRecord| query.matches(r) && since.is_none_or(|t| r.finished_at() >= t);
         inner.records.iter().filter(matches).take(query.limit.unwrap_or(usize::MAX)).cloned().collect()
     }
 
@@ -261,24 +124,16 @@ impl AuditLog {
     }
 
     /// Counters per (key, action, outcome) since start (not bounded by the in-memory capacity).
-    pub fn counters(&self) -> Vec<Counter> {
+    pub fn counters(&self) -> Counters {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner
-            .counters
-            .iter()
-            .map(|((key_id, action, outcome), count)| Counter {
-                key_id: key_id.clone(),
-                action: action.clone(),
-                outcome: outcome.clone(),
-                count: *count,
-            })
-            .collect()
+        Counters { counters: inner.counters.values().cloned().collect() }
     }
 
-    /// One counter's value.
-    pub fn count(&self, key_id: &str, action: &str, outcome: &str) -> u64 {
+    /// One counter's value: calls of `action` on `key_id` (empty: calls that named no key) that
+    /// ended with `outcome`.
+    pub fn count(&self, key_id: &str, action: Action, outcome: Outcome) -> u64 {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.counters.get(&(key_id.to_owned(), action.to_owned(), outcome.to_owned())).copied().unwrap_or_default()
+        inner.counters.get(&(key_id.to_owned(), action.name().to_owned(), outcome.name())).map_or(0, |c| c.count)
     }
 
     /// Closes the file (records after this stay in memory only). Every record written so far
@@ -303,32 +158,31 @@ fn last_seq_in(file: &mut File) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn new(action: &str, key: Option<&str>, outcome: &str) -> NewRecord {
-        NewRecord {
-            request_id: "r".into(),
-            access_key: Some("AK".into()),
-            action: action.into(),
-            key_id: key.map(Into::into),
-            outcome: outcome.into(),
-            node: "n0".into(),
-            ..NewRecord::default()
-        }
+    use crate::api::{Caller, ErrorCode};
+    use crate::dialects::Dialect;
+
+    fn new(action: Action, key: Option<&str>, outcome: Outcome) -> AuditRecord {
+        let mut record = AuditRecord::started("r", "n0", Dialect::Native, action.name(), Some(action));
+        record.access_key = Some("AK".into());
+        record.key_id = key.map(Into::into);
+        record.outcome = outcome;
+        record
     }
 
     #[test]
     fn queries_filter_and_counters_count() {
         let log = AuditLog::in_memory(3);
-        log.record(new("Encrypt", Some("k"), "Ok"));
-        log.record(new("Decrypt", Some("k"), "InvalidCiphertext"));
-        log.record(new("Encrypt", Some("k"), "Ok"));
-        log.record(new("ListKeys", None, "Ok"));
+        log.record(new(Action::Encrypt, Some("k"), Outcome::Ok));
+        log.record(new(Action::Decrypt, Some("k"), Outcome::Refused(ErrorCode::InvalidCiphertext)));
+        log.record(new(Action::Encrypt, Some("k"), Outcome::Ok));
+        log.record(new(Action::ListKeys, None, Outcome::Ok));
         assert_eq!(log.records().len(), 3, "bounded");
         assert_eq!(log.records()[0].seq, 2);
-        let encrypts = log.query(&AuditQuery { action: Some("Encrypt".into()), ..Default::default() });
+        let encrypts = log.query(&AuditQuery { action: Some(Action::Encrypt), ..Default::default() });
         assert_eq!(encrypts.iter().map(|r| r.seq).collect::<Vec<_>>(), [3]);
         assert_eq!(log.query(&AuditQuery { since_seq: Some(3), ..Default::default() }).len(), 1);
-        assert_eq!(log.count("k", "Encrypt", "Ok"), 2, "counters outlive the in-memory window");
-        assert_eq!(log.count("", "ListKeys", "Ok"), 1);
+        assert_eq!(log.count("k", Action::Encrypt, Outcome::Ok), 2, "counters outlive the in-memory window");
+        assert_eq!(log.count("", Action::ListKeys, Outcome::Ok), 1);
         assert_eq!(log.last_seq(), 4);
         let all = log.query(&AuditQuery { since: Some("2000-01-01T00:00:00Z".into()), limit: Some(2), ..Default::default() });
         assert_eq!(all.len(), 2);
@@ -336,12 +190,27 @@ mod tests {
     }
 
     #[test]
-    fn a_call_that_names_no_caller_counts_as_a_request_never_as_a_health_probe() {
-        use crate::api::Caller;
+    fn counters_are_served_in_the_order_of_their_names() {
         let log = AuditLog::in_memory(10);
-        log.record(new("Encrypt", Some("k"), "Ok"));
-        log.record(NewRecord { caller: Some(Caller::HealthProbe), ..new("Encrypt", Some("k"), "Ok") });
-        log.record(NewRecord { caller: Some(Caller::Request), ..new("Encrypt", Some("k"), "Ok") });
+        log.record(new(Action::Encrypt, Some("k"), Outcome::Refused(ErrorCode::Throttling)));
+        log.record(new(Action::Encrypt, Some("k"), Outcome::Ok));
+        log.record(new(Action::Decrypt, Some("k"), Outcome::Ok));
+        log.record(AuditRecord::started("r", "n0", Dialect::Native, "Encrpyt", None));
+        let names: Vec<(String, &str)> = log.counters().counters.iter().map(|c| (c.action.to_string(), c.outcome.name())).collect();
+        assert_eq!(
+            names,
+            [("Encrpyt".into(), "Abandoned"), ("Decrypt".into(), "Ok"), ("Encrypt".into(), "Ok"), ("Encrypt".into(), "Throttling")]
+        );
+        let json = serde_json::to_string(&log.counters()).unwrap();
+        assert!(json.starts_with(r#"[{"key_id":"","action":"Encrpyt","outcome":"Abandoned","count":1},"#), "{json}");
+    }
+
+    #[test]
+    fn a_call_that_names_no_caller_counts_as_a_request_never_as_a_health_probe() {
+        let log = AuditLog::in_memory(10);
+        log.record(new(Action::Encrypt, Some("k"), Outcome::Ok));
+        log.record(AuditRecord { caller: Some(Caller::HealthProbe), ..new(Action::Encrypt, Some("k"), Outcome::Ok) });
+        log.record(AuditRecord { caller: Some(Caller::Request), ..new(Action::Encrypt, Some("k"), Outcome::Ok) });
         let seqs = |caller| log.query(&AuditQuery { caller: Some(caller), ..Default::default() }).iter().map(|r| r.seq).collect::<Vec<_>>();
         assert_eq!(seqs(Caller::Request), [1, 3]);
         assert_eq!(seqs(Caller::HealthProbe), [2]);
@@ -352,12 +221,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let log = AuditLog::with_file(&path, 10).unwrap();
-        log.record(new("Encrypt", Some("k"), "Ok"));
-        log.record(NewRecord { caller: Some(crate::api::Caller::Request), ..new("Decrypt", Some("k"), "Ok") });
+        log.record(new(Action::Encrypt, Some("k"), Outcome::Ok));
+        log.record(AuditRecord { caller: Some(Caller::Request), ..new(Action::Decrypt, Some("k"), Outcome::Ok) });
         log.close();
         let text = std::fs::read_to_string(&path).unwrap();
         let records: Vec<AuditRecord> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(records.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(records, log.records(), "the file holds what memory holds");
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         for field in ["time", "request_id", "access_key", "action", "key_id", "key_version_id", "outcome", "latency_ms", "node"] {
             assert!(first.get(field).is_some(), "missing {field}: {first}");
@@ -366,14 +236,15 @@ mod tests {
         assert!(first["time_unix_ms"].as_u64().is_some_and(|ms| ms > 1_600_000_000_000), "{first}");
 
         // Every line is what the typed admin API reads.
-        let typed = crate::api::admin::parse_audit_lines(&text).unwrap();
-        assert_eq!(typed[1].action, crate::api::Action::Decrypt);
-        assert_eq!(typed[1].outcome, crate::api::admin::Outcome::Ok);
-        assert_eq!(typed[1].caller, Some(crate::api::Caller::Request));
+        let typed = crate::api::parse_audit_lines(&text).unwrap();
+        assert_eq!(typed[1].action, Action::Decrypt);
+        assert_eq!(typed[1].outcome, Outcome::Ok);
+        assert_eq!(typed[1].caller, Some(Caller::Request));
+        assert_eq!((typed[1].dialect, typed[1].operation.as_str()), (Dialect::Native, "Decrypt"));
         assert!(typed[0].time_unix_ms > 1_600_000_000_000 && typed[0].caller.is_none());
 
         // A new log on the same file numbers on.
         let reopened = AuditLog::with_file(&path, 10).unwrap();
-        assert_eq!(reopened.record(new("Encrypt", None, "Ok")).seq, 3);
+        assert_eq!(reopened.record(new(Action::Encrypt, None, Outcome::Ok)).seq, 3);
     }
 }

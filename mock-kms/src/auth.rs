@@ -11,7 +11,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::api;
@@ -20,28 +19,7 @@ use crate::error::KmsError;
 /// The longest nonce accepted.
 pub const MAX_NONCE_LEN: usize = 128;
 
-/// An access key and its secret key. `Debug` never shows the secret.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct Credential {
-    /// The access key (an identifier, not secret).
-    pub access_key: String,
-    /// The secret key (never logged).
-    pub secret_key: Zeroizing<String>,
-}
-
-impl Credential {
-    /// A credential from an access key and a secret key.
-    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
-        Self { access_key: access_key.into(), secret_key: Zeroizing::new(secret_key.into()) }
-    }
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credential").field("access_key", &self.access_key).field("secret_key", &"<redacted>").finish()
-    }
-}
+pub use crate::api::Credential;
 
 /// The authentication headers of one request, as received (any may be missing).
 #[derive(Debug, Clone, Copy, Default)]

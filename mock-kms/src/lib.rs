@@ -57,9 +57,9 @@ pub mod server;
 pub mod service;
 
 #[cfg(feature = "server")]
-pub use audit::{AuditLog, AuditQuery, AuditRecord, Counter};
+pub use api::{AuditQuery, AuditRecord, Credential, Outcome};
 #[cfg(feature = "server")]
-pub use auth::Credential;
+pub use audit::AuditLog;
 #[cfg(feature = "server")]
 pub use error::{FaultProfileError, KmsError, SealError, StartError};
 #[cfg(feature = "server")]

@@ -21,8 +21,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+use crate::api::Counters;
 use crate::api::{KeyMetadata, KeySpec};
-use crate::audit::{AuditLog, Counter, DEFAULT_CAPACITY};
+use crate::audit::{AuditLog, DEFAULT_CAPACITY};
 use crate::auth::{Authenticator, Credential};
 use crate::cluster::{self, Replicator};
 use crate::crypto::SealingKey;
@@ -639,7 +640,7 @@ impl MockKms {
     }
 
     /// Audit counters per (key, action, outcome).
-    pub fn counters(&self) -> Vec<Counter> {
+    pub fn counters(&self) -> Counters {
         self.shared.audit.counters()
     }
 

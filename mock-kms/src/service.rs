@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::{self, Action, ErrorBody, KeyMetadata, KeyState};
-use crate::audit::{NewRecord, OUTCOME_ABANDONED, OUTCOME_OK};
+use crate::api::{AuditRecord, Outcome};
 use crate::auth::{self, AuthHeaders};
 use crate::blob;
 use crate::error::KmsError;
@@ -32,14 +32,14 @@ const MAX_ACTION_NAME: usize = 64;
 /// Records the call in the audit log exactly once, as `Abandoned` if the call is dropped unanswered.
 struct AuditGuard {
     node: Arc<Node>,
-    record: Option<NewRecord>,
+    record: Option<AuditRecord>,
     started: Instant,
 }
 
 impl AuditGuard {
-    fn finish(&mut self, outcome: &str) {
+    fn finish(&mut self, outcome: Outcome) {
         if let Some(mut record) = self.record.take() {
-            record.outcome = outcome.to_owned();
+            record.outcome = outcome;
             record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             tracing::debug!(
                 node = %record.node, request_id = %record.request_id, action = %record.action, key_id = ?record.key_id,
@@ -61,7 +61,7 @@ impl AuditGuard {
 
 impl Drop for AuditGuard {
     fn drop(&mut self) {
-        self.finish(OUTCOME_ABANDONED);
+        self.finish(Outcome::Abandoned);
     }
 }
 
@@ -117,16 +117,13 @@ pub(crate) async fn call(
     let action = Action::from_name(&action_name);
     let (key_id, key_version_id) = peek(action, &body);
     let secret_name = action.filter(|a| a.is_secret_action()).and_then(|_| peek_secret_name(&body));
-    let record = NewRecord {
+    let record = AuditRecord {
         secret_name,
-        request_id: request_id.clone(),
         access_key: header(&headers, api::HEADER_ACCESS_KEY).map(|a| a.chars().take(128).collect()),
-        action: action_name.clone(),
         key_id,
         key_version_id,
-        node: node.id.clone(),
         caller: header(&headers, api::HEADER_CALLER).and_then(api::Caller::from_name),
-        ..NewRecord::default()
+        ..AuditRecord::started(&request_id, &node.id, crate::dialects::Dialect::Native, &action_name, action)
     };
     let mut audit = AuditGuard { node: node.clone(), record: Some(record), started };
     let result = match too_large {
@@ -135,12 +132,11 @@ pub(crate) async fn call(
     };
     let mut response = match result {
         Ok(response) => {
-            audit.finish(OUTCOME_OK);
+            audit.finish(Outcome::Ok);
             response
         }
         Err(error) => {
-            let code = error.code();
-            audit.finish(&format!("{code:?}"));
+            audit.finish(Outcome::Refused(error.code()));
             error_response(&error, &request_id)
         }
     };

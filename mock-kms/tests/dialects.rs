@@ -17,7 +17,7 @@ use common::{AK, SK};
 use mock_kms::api::{self, Action, ErrorCode};
 use mock_kms::dialects::Dialect;
 use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
-use mock_kms::{Credential, MockKms};
+use mock_kms::{Credential, MockKms, Outcome};
 
 const REGION: &str = "eu-west-1";
 
@@ -126,10 +126,10 @@ async fn the_aws_sdk_round_trips_with_context_arns_aliases_and_rotation() {
 
     // The audit log says which dialect and operation was called.
     let records = kms.audit().records();
-    let encrypts = records.iter().filter(|r| r.action == "Encrypt").collect::<Vec<_>>();
-    assert!(encrypts.iter().all(|r| r.dialect == "aws" && r.operation == "Encrypt" && r.access_key.as_deref() == Some(AK)));
-    assert!(records.iter().any(|r| r.operation == "RotateKeyOnDemand" && r.action == "RotateKey" && r.outcome == "Ok"));
-    assert!(records.iter().any(|r| r.action == "Decrypt" && r.outcome == "InvalidCiphertext"));
+    let encrypts = records.iter().filter(|r| r.action.name() == "Encrypt").collect::<Vec<_>>();
+    assert!(encrypts.iter().all(|r| r.dialect.name() == "aws" && r.operation == "Encrypt" && r.access_key.as_deref() == Some(AK)));
+    assert!(records.iter().any(|r| r.operation == "RotateKeyOnDemand" && r.action.name() == "RotateKey" && r.outcome.name() == "Ok"));
+    assert!(records.iter().any(|r| r.action.name() == "Decrypt" && r.outcome.name() == "InvalidCiphertext"));
     kms.shutdown().await;
 }
 
@@ -141,7 +141,7 @@ async fn sigv4_refuses_a_wrong_secret_or_unknown_key_without_leaking_it() {
     assert!(!message(&wrong).contains(SK) && !message(&wrong).contains("not-the-secret"));
     let unknown = sdk(&kms.url(), "AKIA-NOBODY", SK).list_keys().send().await;
     assert_eq!(code(&unknown), "UnrecognizedClientException");
-    let outcomes: Vec<String> = kms.audit().records().iter().map(|r| r.outcome.clone()).collect();
+    let outcomes: Vec<&str> = kms.audit().records().iter().map(|r| r.outcome.name()).collect();
     assert_eq!(outcomes, ["SignatureDoesNotMatch", "InvalidAccessKeyId"]);
     kms.shutdown().await;
 }
@@ -166,7 +166,7 @@ async fn faults_answer_in_aws_shapes_and_deny_maps_aws_operation_names() {
     let shown = client.describe_key().key_id("lab-key").send().await.unwrap();
     assert_eq!(shown.key_metadata().unwrap().key_state(), Some(&aws_sdk_kms::types::KeyState::Disabled));
     kms.clear_faults();
-    assert!(kms.audit().records().iter().any(|r| r.operation == "Decrypt" && r.outcome == "Forbidden"));
+    assert!(kms.audit().records().iter().any(|r| r.operation == "Decrypt" && r.outcome.name() == "Forbidden"));
     kms.shutdown().await;
 }
 
@@ -179,8 +179,8 @@ async fn one_node_speaks_two_dialects_over_one_key_store() {
     use base64::Engine;
     let plaintext = native.decrypt_ok(&base64::engine::general_purpose::STANDARD.encode(blob.as_ref())).await;
     assert_eq!(plaintext, b"shared");
-    let dialects: Vec<String> = kms.audit().records().iter().map(|r| r.dialect.clone()).collect();
-    assert_eq!(dialects, ["aws", "native"]);
+    let dialects: Vec<Dialect> = kms.audit().records().iter().map(|r| r.dialect).collect();
+    assert_eq!(dialects, [Dialect::Aws, Dialect::Native]);
     kms.shutdown().await;
 }
 
@@ -195,7 +195,11 @@ async fn an_oversized_native_request_is_a_structured_error_naming_the_limit() {
     // Under the body limit but over the plaintext limit: the same shape.
     let reply = client.call(Action::Encrypt, &common::encrypt_request("lab-key", &vec![0u8; 7 * 1024])).await;
     assert!(reply.expect_error(ErrorCode::InvalidParameter).message.contains("6144"));
-    assert_eq!(kms.audit().count("", "Encrypt", "InvalidParameter") + kms.audit().count("lab-key", "Encrypt", "InvalidParameter"), 2);
+    assert_eq!(
+        kms.audit().count("", Action::Encrypt, Outcome::Refused(ErrorCode::InvalidParameter))
+            + kms.audit().count("lab-key", Action::Encrypt, Outcome::Refused(ErrorCode::InvalidParameter)),
+        2
+    );
     let _ = api::ErrorCode::InvalidParameter;
     kms.shutdown().await;
 }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use common::{AK, Client, SK, Sign, encrypt_request, now_ms, refused, wait_until};
 use mock_kms::api::{self, Action, ErrorCode, KeySpec, KeyState};
 use mock_kms::faults::{DenyFault, ErrorRateFault, FaultProfile, HangFault, LatencyFault, OutageFault};
-use mock_kms::{AuditQuery, Credential, MockKms};
+use mock_kms::{AuditQuery, Credential, MockKms, Outcome};
 use serde_json::json;
 
 async fn kms() -> (MockKms, Client) {
@@ -184,20 +184,20 @@ async fn the_audit_log_records_every_call_and_counts_outcomes() {
     let first = &records[0];
     assert_eq!(first.request_id, encrypted.request_id);
     assert_eq!(Some(first.request_id.as_str()), encrypt.header(api::HEADER_REQUEST_ID));
-    assert_eq!((first.action.as_str(), first.outcome.as_str(), first.access_key.as_deref()), ("Encrypt", "Ok", Some(AK)));
+    assert_eq!((first.action.name(), first.outcome.name(), first.access_key.as_deref()), ("Encrypt", "Ok", Some(AK)));
     assert_eq!((first.key_id.as_deref(), first.key_version_id.as_deref()), (Some("lab-key"), Some(encrypted.key_version_id.as_str())));
     assert_eq!(first.node, kms.node_ids()[0]);
     assert!(first.latency_ms >= 0.0);
     assert!(humantime::parse_rfc3339(&first.time).is_ok() && first.time.contains('.'), "{}", first.time);
     // Refused calls are recorded with the key and version their blob names.
-    assert_eq!((records[1].outcome.as_str(), records[1].key_id.as_deref()), ("SignatureDoesNotMatch", Some("lab-key")));
+    assert_eq!((records[1].outcome.name(), records[1].key_id.as_deref()), ("SignatureDoesNotMatch", Some("lab-key")));
     assert_eq!(records[1].key_version_id.as_deref(), Some(encrypted.key_version_id.as_str()));
-    assert_eq!(records[3].outcome, "KeyNotFound");
+    assert_eq!(records[3].outcome, Outcome::Refused(ErrorCode::KeyNotFound));
 
-    assert_eq!(kms.audit().count("lab-key", "Encrypt", "Ok"), 1);
-    assert_eq!(kms.audit().count("lab-key", "Decrypt", "Ok"), 1);
-    assert_eq!(kms.audit().count("lab-key", "Decrypt", "SignatureDoesNotMatch"), 1);
-    let query = AuditQuery { action: Some("Decrypt".into()), since_seq: Some(records[1].seq), ..AuditQuery::default() };
+    assert_eq!(kms.audit().count("lab-key", Action::Encrypt, Outcome::Ok), 1);
+    assert_eq!(kms.audit().count("lab-key", Action::Decrypt, Outcome::Ok), 1);
+    assert_eq!(kms.audit().count("lab-key", Action::Decrypt, Outcome::Refused(ErrorCode::SignatureDoesNotMatch)), 1);
+    let query = AuditQuery { action: Some(Action::Decrypt), since_seq: Some(records[1].seq), ..AuditQuery::default() };
     assert_eq!(kms.audit().query(&query).len(), 1);
 
     let lines = client.admin_get(&format!("/admin/audit?action=Decrypt&key_id=lab-key&since_seq={}", records[0].seq)).await;
@@ -232,7 +232,7 @@ async fn latency_error_deny_and_key_disabled_faults_apply_at_runtime_and_clear()
     assert_eq!(profile.latency.unwrap().fixed_ms, 150.0);
     assert_eq!(client.admin("DELETE", "/admin/faults", "application/json", "").await.status, 200);
     assert!(kms.faults(0).unwrap().is_empty());
-    assert!(kms.audit().query(&AuditQuery { action: Some("Encrypt".into()), ..Default::default() }).last().unwrap().latency_ms >= 150.0);
+    assert!(kms.audit().query(&AuditQuery { action: Some(Action::Encrypt), ..Default::default() }).last().unwrap().latency_ms >= 150.0);
 
     // Error rate 1 for Encrypt only.
     let errors = json!({"error_rate": {"rate": 1.0, "actions": ["Encrypt"]}});
@@ -569,7 +569,7 @@ async fn the_admin_api_makes_an_older_version_current_again() {
 
 #[tokio::test]
 async fn a_disabled_key_version_is_replicated_state_that_clearing_faults_does_not_undo() {
-    use mock_kms::api::admin::{self, KeyMetadataAnswer, Outcome};
+    use mock_kms::api::admin::{self, KeyMetadataAnswer};
     let kms = MockKms::builder().cluster_size(2).key("lab-key").credential(Credential::new(AK, SK)).start().await.unwrap();
     let clients: Vec<Client> = kms.urls().iter().map(|u| Client::new(u)).collect();
     let first = clients[0].encrypt("lab-key", b"under v1").await;
@@ -605,12 +605,13 @@ async fn a_disabled_key_version_is_replicated_state_that_clearing_faults_does_no
     assert_eq!(clients[0].decrypt_ok(&first.ciphertext_blob).await, b"under v1");
 
     // The audit log, read typed: exactly the two refused Decrypts say KeyNotEnabled.
-    let query = admin::AuditQuery { action: Some(Action::Decrypt), outcome: Some(Outcome::KeyNotEnabled), ..Default::default() };
+    let query =
+        AuditQuery { action: Some(Action::Decrypt), outcome: Some(Outcome::Refused(ErrorCode::KeyNotEnabled)), ..Default::default() };
     let records =
-        admin::parse_audit_lines(&clients[0].admin_get(&format!("{}?{}", admin::path::AUDIT, query.to_query())).await.text()).unwrap();
+        api::parse_audit_lines(&clients[0].admin_get(&format!("{}?{}", admin::path::AUDIT, query.to_query())).await.text()).unwrap();
     assert_eq!(records.len(), 2, "{records:?}");
     assert!(records.iter().all(|r| r.key_version_id.as_deref() == Some(first.key_version_id.as_str()) && r.caller.is_none()));
-    let counters: admin::Counters = clients[0].admin_get(admin::path::COUNTERS).await.json();
-    assert_eq!(counters.count(Action::Decrypt, Outcome::KeyNotEnabled), 2);
+    let counters: api::Counters = clients[0].admin_get(admin::path::COUNTERS).await.json();
+    assert_eq!(counters.count(Action::Decrypt, Outcome::Refused(ErrorCode::KeyNotEnabled)), 2);
     kms.shutdown().await;
 }

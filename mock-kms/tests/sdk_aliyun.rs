@@ -62,7 +62,7 @@ async fn round_trip(subject: GoSubject) {
 
     let records = kms.audit().records();
     let rotation = audited(&records, case(&cases, "CreateKeyVersion"), "aliyun", "CreateKeyVersion");
-    assert_eq!((rotation.action.as_str(), rotation.outcome.as_str()), ("RotateKey", "Ok"));
+    assert_eq!((rotation.action.name(), rotation.outcome.name()), ("RotateKey", "Ok"));
     assert_eq!(kms.describe_key(0, "lab-key").unwrap().key_version_ids.len(), 2);
     assert_eq!(kms.describe_key(0, "doomed-key").unwrap().key_state, mock_kms::api::KeyState::PendingDeletion);
     kms.shutdown().await;
@@ -184,7 +184,7 @@ fn refused_secret(kms: &MockKms, case: &Case, (status, code): (u16, &str), opera
     assert!(!case.message.contains(SK) && !case.message.contains("s3cr3t"), "{case:?}");
     let records = kms.audit().records();
     let record = audited(&records, case, "aliyun", operation);
-    assert_eq!((record.outcome.as_str(), record.secret_name.as_deref()), (outcome, secret), "{case:?}");
+    assert_eq!((record.outcome.name(), record.secret_name.as_deref()), (outcome, secret), "{case:?}");
 }
 
 const SECRETS_ROUND_TRIP: [&str; 22] = [
@@ -302,14 +302,14 @@ async fn the_acs3_sdk_round_trips_the_secrets_manager_as_ack_secret_manager_call
     // Each call is audited as the native action, with the secret, the key and the access key.
     let records = kms.audit().records();
     // The first GetSecretValue (a success carries no request id back: the first such record).
-    let read = records.iter().find(|r| r.dialect == "aliyun" && r.operation == "GetSecretValue").expect("a GetSecretValue record");
+    let read = records.iter().find(|r| r.dialect.name() == "aliyun" && r.operation == "GetSecretValue").expect("a GetSecretValue record");
     assert_eq!(
-        (read.action.as_str(), read.outcome.as_str(), read.secret_name.as_deref(), read.key_id.as_deref(), read.access_key.as_deref()),
+        (read.action.name(), read.outcome.name(), read.secret_name.as_deref(), read.key_id.as_deref(), read.access_key.as_deref()),
         ("GetSecretValue", "Ok", Some("db-password"), Some("lab-key"), Some(AK))
     );
-    let aliyun: Vec<_> = records.iter().filter(|r| r.dialect == "aliyun").collect();
+    let aliyun: Vec<_> = records.iter().filter(|r| r.dialect.name() == "aliyun").collect();
     assert_eq!(aliyun.len(), cases.len() - 2, "one record per SDK call (the `wire` and `DeleteSecret(planned)` lines are not calls)");
-    assert!(aliyun.iter().all(|r| Action::from_name(&r.action).is_some_and(Action::is_secret_action)), "{aliyun:?}");
+    assert!(aliyun.iter().all(|r| r.action.action().is_some_and(Action::is_secret_action)), "{aliyun:?}");
     kms.shutdown().await;
 }
 

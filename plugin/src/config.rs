@@ -146,20 +146,9 @@ fn unknown_key(message: &str) -> Option<&str> {
     keyish.then_some(name)
 }
 
-/// The credential the plugin signs remote KMS requests with.
-#[derive(Clone)]
-pub struct Credential {
-    /// The access key (an identifier, not secret).
-    pub access_key: String,
-    /// The secret key (never logged).
-    pub secret_key: Zeroizing<String>,
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credential").field("access_key", &self.access_key).field("secret_key", &"<redacted>").finish()
-    }
-}
+/// The credential the plugin signs remote KMS requests with: the mock KMS API's own (`Debug`
+/// never shows the secret key).
+pub use mock_kms::api::Credential;
 
 /// A remote KMS the plugin wraps DEKs with.
 #[derive(Debug, Clone)]

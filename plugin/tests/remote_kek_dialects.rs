@@ -68,9 +68,13 @@ async fn round_trip(kms: &MockKms, kek: &RemoteKek, dialect: Dialect, expected_k
     let wrong = Claimed { key_id: Some("lab-key/other"), annotations: None };
     assert!(matches!(kek.unwrap(&wrapped.ciphertext, wrong).await, Err(KekError::Mismatch(_))));
     let records = kms.audit().records();
-    let encrypt = records.iter().find(|r| r.dialect == dialect.name() && r.action == "Encrypt").expect("an Encrypt in the audit log");
-    assert_eq!((encrypt.outcome.as_str(), encrypt.access_key.as_deref(), encrypt.caller), ("Ok", Some(AK), Some(Caller::Request)));
-    assert!(records.iter().any(|r| r.dialect == dialect.name() && r.action == "Decrypt" && r.outcome == "Ok"), "{records:?}");
+    let encrypt =
+        records.iter().find(|r| r.dialect.name() == dialect.name() && r.action.name() == "Encrypt").expect("an Encrypt in the audit log");
+    assert_eq!((encrypt.outcome.name(), encrypt.access_key.as_deref(), encrypt.caller), ("Ok", Some(AK), Some(Caller::Request)));
+    assert!(
+        records.iter().any(|r| r.dialect.name() == dialect.name() && r.action.name() == "Decrypt" && r.outcome.name() == "Ok"),
+        "{records:?}"
+    );
 }
 
 /// A wrong secret key, a disabled key and throttling, as the plugin reports them.
@@ -86,7 +90,7 @@ async fn refusals(kms: &MockKms, dialect: Dialect, ca_file: Option<&std::path::P
     kek.wrap(b"dek").await.unwrap();
     let error = kek.wrap(b"dek").await.unwrap_err();
     assert!(matches!(error, KekError::Throttled(_)), "{dialect}: {error}");
-    assert!(kms.audit().records().iter().any(|r| r.dialect == dialect.name() && r.outcome == "Throttling"));
+    assert!(kms.audit().records().iter().any(|r| r.dialect.name() == dialect.name() && r.outcome.name() == "Throttling"));
 
     kms.set_faults(FaultProfile::from_yaml("key_disabled: {key_ids: [lab-key]}\n").unwrap()).unwrap();
     let error = kek.wrap(b"dek").await.unwrap_err();

@@ -98,7 +98,7 @@ fn go_source(manifest: &Manifest, label: &str, build: &Build) -> Result<GoSource
 fn go_subject(manifest: &Manifest, dir: &str, package: &str) -> Result<GoSubject, PluginError> {
     let folder = dir.strip_prefix(THIRDPARTY_PREFIX).unwrap_or(dir).trim_end_matches('/');
     let want = |s: &GoSubject| s.folder() == folder && s.main_package().trim_start_matches("./") == package.trim_start_matches("./");
-    GoSubject::ALL.into_iter().find(want).ok_or_else(|| {
+    GoSubject::ALL.iter().copied().find(want).ok_or_else(|| {
         let known: Vec<String> = GoSubject::ALL
             .iter()
             .map(|s| {

@@ -189,9 +189,11 @@ fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duratio
     humantime::parse_duration(&text).map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}): write e.g. `30s`")))
 }
 
-/// What a plugin can do, as a scenario's `requires:` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+/// What a plugin can do, as a scenario's `requires:` names it; [`Capability::ALL`] and
+/// [`Capability::name`] follow from the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, strum::IntoStaticStr, strum::VariantArray)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Capability {
     /// Serves KMS v1beta1.
     V1beta1,
@@ -216,29 +218,11 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability.
-    pub const ALL: [Capability; 8] = [
-        Self::V1beta1,
-        Self::V2,
-        Self::Rotation,
-        Self::RotationChangesKeyId,
-        Self::SeveralEndpoints,
-        Self::AccessKeyCredentials,
-        Self::RemoteKms,
-        Self::Vault,
-    ];
+    pub const ALL: &'static [Capability] = <Self as strum::VariantArray>::VARIANTS;
 
     /// Its name in `requires:` (`rotation-changes-key-id`).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::V1beta1 => "v1beta1",
-            Self::V2 => "v2",
-            Self::Rotation => "rotation",
-            Self::RotationChangesKeyId => "rotation-changes-key-id",
-            Self::SeveralEndpoints => "several-endpoints",
-            Self::AccessKeyCredentials => "access-key-credentials",
-            Self::RemoteKms => "remote-kms",
-            Self::Vault => "vault",
-        }
+        self.into()
     }
 }
 
@@ -400,6 +384,18 @@ fn locate(text: &str, key: &str) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_are_named_as_requires_writes_them() {
+        let names: Vec<&str> = Capability::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(
+            names,
+            ["v1beta1", "v2", "rotation", "rotation-changes-key-id", "several-endpoints", "access-key-credentials", "remote-kms", "vault"]
+        );
+        for &capability in Capability::ALL {
+            assert_eq!(serde_yaml::from_str::<Capability>(capability.name()).unwrap(), capability, "serde reads the same name");
+        }
+    }
 
     const GOOD: &str = "name: p\ndescription: d\nbuild: {path: /bin/true}\ncommand: ['--socket={socket}']\ndialect: native\napis: [v2]\nrotation: remote_key_id_follows\n";
 

@@ -237,8 +237,8 @@ fn values(dialect: Option<Dialect>, kms: Option<&MockKms>) -> Result<Values, Str
     let not_vault = format!("the plugin's dialect is `{dialect}`, not `vault`");
     let vault_only = [Placeholder::VaultToken, Placeholder::VaultRoleId, Placeholder::VaultSecretId];
     match endpoint.credentials {
-        DialectCredentials::AccessKey { access_key, secret_key } => {
-            values.set(Placeholder::AccessKey, access_key).set(Placeholder::SecretKey, secret_key);
+        DialectCredentials::AccessKey(credential) => {
+            values.set(Placeholder::AccessKey, credential.access_key).set(Placeholder::SecretKey, credential.secret_key.as_str());
             for placeholder in vault_only {
                 values.unavailable(placeholder, not_vault.clone());
             }

@@ -4,8 +4,10 @@
 
 use std::fmt;
 
-/// A value the lab fills into a template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A value the lab fills into a template; [`Placeholder::ALL`] and [`Placeholder::name`] follow
+/// from the variants (declared in the order the docs list them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "snake_case")]
 pub enum Placeholder {
     /// `{socket}`: the Unix socket path the apiserver dials (the process's own socket for an extra process).
     Socket,
@@ -45,45 +47,11 @@ pub enum Placeholder {
 
 impl Placeholder {
     /// Every placeholder, in the order the docs list them.
-    pub const ALL: [Placeholder; 16] = [
-        Self::Socket,
-        Self::KmsEndpoint,
-        Self::KmsEndpoints,
-        Self::KmsPort,
-        Self::KmsCaFile,
-        Self::KeyId,
-        Self::AccessKey,
-        Self::SecretKey,
-        Self::Region,
-        Self::VaultToken,
-        Self::VaultRoleId,
-        Self::VaultSecretId,
-        Self::WorkDir,
-        Self::HealthPort,
-        Self::MetricsPort,
-        Self::Pid,
-    ];
+    pub const ALL: &'static [Placeholder] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The name between the braces (`kms_endpoint`).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Socket => "socket",
-            Self::KmsEndpoint => "kms_endpoint",
-            Self::KmsEndpoints => "kms_endpoints",
-            Self::KmsPort => "kms_port",
-            Self::KmsCaFile => "kms_ca_file",
-            Self::KeyId => "key_id",
-            Self::AccessKey => "access_key",
-            Self::SecretKey => "secret_key",
-            Self::Region => "region",
-            Self::VaultToken => "vault_token",
-            Self::VaultRoleId => "vault_role_id",
-            Self::VaultSecretId => "vault_secret_id",
-            Self::WorkDir => "work_dir",
-            Self::HealthPort => "health_port",
-            Self::MetricsPort => "metrics_port",
-            Self::Pid => "pid",
-        }
+        self.into()
     }
 
     /// Whether its value is a secret (never put in argv, where `ps` shows it: the loader warns).
@@ -140,7 +108,8 @@ impl Template {
                     };
                     let name = &rest[..end];
                     let placeholder = Placeholder::ALL
-                        .into_iter()
+                        .iter()
+                        .copied()
                         .find(|p| p.name() == name)
                         .ok_or_else(|| format!("unknown placeholder `{{{name}}}` (known: {})", Placeholder::known()))?;
                     if !literal.is_empty() {
@@ -238,6 +207,15 @@ impl Values {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_are_named_as_templates_write_them() {
+        assert_eq!(
+            Placeholder::known(),
+            "{socket}, {kms_endpoint}, {kms_endpoints}, {kms_port}, {kms_ca_file}, {key_id}, {access_key}, {secret_key}, {region}, \
+             {vault_token}, {vault_role_id}, {vault_secret_id}, {work_dir}, {health_port}, {metrics_port}, {pid}"
+        );
+    }
 
     #[test]
     fn placeholders_render_and_braces_escape() {

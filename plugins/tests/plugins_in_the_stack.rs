@@ -83,7 +83,7 @@ async fn aws_encryption_provider_from_the_catalog_on_the_aws_dialect_stores_kms_
     // The plugin really called the mock KMS (it speaks nothing but AWS KMS JSON 1.1 with SigV4).
     let records = stack.mock_kms().unwrap().audit_records(0).await.unwrap();
     assert!(
-        records.iter().any(|r| r.action == mock_kms::api::Action::Encrypt && r.outcome == mock_kms::api::admin::Outcome::Ok),
+        records.iter().any(|r| r.action == mock_kms::api::Action::Encrypt && r.outcome == mock_kms::api::Outcome::Ok),
         "no successful Encrypt in the mock KMS's audit log: {records:?}"
     );
     stack.shutdown(false).await;
@@ -174,7 +174,7 @@ async fn cloudkms_and_trousseau_awskms_from_the_catalog_store_secrets() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vault_kubernetes_kms_from_the_catalog_on_the_vault_dialect_stores_kms_v2_and_v1() {
     use mock_kms::api::Action;
-    use mock_kms::api::admin::Outcome;
+    use mock_kms::api::Outcome;
     let started = std::time::Instant::now();
     let plugin = prepare("vault-kubernetes-kms").await;
     eprintln!("vault-kubernetes-kms located (built on first use) in {:.1} s", started.elapsed().as_secs_f64());
@@ -205,7 +205,7 @@ async fn vault_kubernetes_kms_from_the_catalog_on_the_vault_dialect_stores_kms_v
     };
     let status = key_id().await;
     assert_eq!((status.key_id.as_str(), status.healthz.as_str(), status.version.as_str()), ("1", "ok", "v2"));
-    kms.rotate().await.unwrap();
+    kms.rotate_key().await.unwrap();
     let status = key_id().await;
     assert_eq!(status.key_id, "2", "Status reads latest_version on every call, so it follows the rotation at once");
     write_and_read_back(&stack, "vault-secret-rotated").await;
@@ -231,7 +231,7 @@ async fn vault_kubernetes_kms_from_the_catalog_on_the_vault_dialect_stores_kms_v
 /// audit log shows the plugin's calls on that dialect, made for the apiserver's requests.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_plugin_on_the_jdcloud_and_aliyun_dialects_stores_kms_v2_and_v1() {
-    use mock_kms::api::admin::Outcome;
+    use mock_kms::api::Outcome;
     use mock_kms::api::{Action, Caller};
     for (name, dialect) in
         [("kms-plugin-jdcloud", mock_kms::dialects::Dialect::Jdcloud), ("kms-plugin-aliyun", mock_kms::dialects::Dialect::Aliyun)]
@@ -275,7 +275,7 @@ async fn kms_plugin_on_the_jdcloud_and_aliyun_dialects_stores_kms_v2_and_v1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_kms_plugin_from_the_catalog_on_the_aliyun_dialect_over_https_stores_kms_v1() {
     use mock_kms::api::Action;
-    use mock_kms::api::admin::Outcome;
+    use mock_kms::api::Outcome;
     let started = std::time::Instant::now();
     let plugin = prepare("ack-kms-plugin").await;
     eprintln!("ack-kms-plugin located (built on first use) in {:.1} s", started.elapsed().as_secs_f64());

@@ -400,7 +400,7 @@ async fn timeline_report(world: &World) -> TimelineReport {
             .map(|r| KmsEvent {
                 at_s: (timeline.seconds_at(r.time_unix_ms) * 1000.0).round() / 1000.0,
                 action: r.action.name().to_owned(),
-                ok: r.outcome == mock_kms::api::admin::Outcome::Ok,
+                ok: r.outcome == mock_kms::api::Outcome::Ok,
                 caller: r.caller.map(|c| c.name().to_owned()),
             })
             .collect(),

@@ -11,31 +11,12 @@ use mock_kms::api::secrets::{
 use mock_kms::api::{Action, CallError, Client, ErrorCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use zeroize::Zeroizing;
 
 use crate::error::StoreError;
 
-/// An access key pair for the store. `Debug` never shows the secret.
-#[derive(Clone)]
-pub struct StoreCredential {
-    /// The access key (an identifier, not secret).
-    pub access_key: String,
-    /// The access key's secret.
-    pub secret_key: Zeroizing<String>,
-}
-
-impl StoreCredential {
-    /// A credential from its two parts.
-    pub fn new(access_key: impl Into<String>, secret_key: impl Into<String>) -> Self {
-        Self { access_key: access_key.into(), secret_key: Zeroizing::new(secret_key.into()) }
-    }
-}
-
-impl std::fmt::Debug for StoreCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoreCredential").field("access_key", &self.access_key).finish_non_exhaustive()
-    }
-}
+/// An access key pair for the store: the mock KMS's own [`mock_kms::api::Credential`] (`Debug`
+/// never shows the secret).
+pub use mock_kms::api::Credential as StoreCredential;
 
 /// A client of one store endpoint with one credential.
 #[derive(Clone)]
@@ -54,7 +35,7 @@ impl std::fmt::Debug for StoreClient {
 impl StoreClient {
     /// A client of `endpoint` (`http://host:port`) signing with `credential`, each call bounded by `timeout`.
     pub fn new(http: reqwest::Client, endpoint: &str, credential: StoreCredential, timeout: Duration) -> Self {
-        let client = Client::new(http, credential.access_key, credential.secret_key);
+        let client = Client::new(http, credential);
         Self { client, endpoint: endpoint.trim_end_matches('/').to_owned(), timeout }
     }
 

@@ -328,7 +328,7 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
     let window = Duration::from_secs(30);
     tokio::time::sleep(window.saturating_sub(put_at.elapsed())).await;
     let calls = |dialect: &str| {
-        kms.audit().records().iter().filter(|r| r.seq > mark && r.dialect == dialect && r.action == "GetSecretValue").count()
+        kms.audit().records().iter().filter(|r| r.seq > mark && r.dialect.name() == dialect && r.action.name() == "GetSecretValue").count()
     };
     let per = |n: usize| n as f64 / (window.as_secs_f64() / 5.0) / (externals_applied.len() + 1) as f64;
     eprintln!(
@@ -421,7 +421,7 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
     }
     // Each store call of theirs went through the aliyun dialect with the reader's access key.
     let records = kms.audit().records();
-    let theirs_calls: Vec<_> = records.iter().filter(|r| r.dialect == "aliyun").collect();
+    let theirs_calls: Vec<_> = records.iter().filter(|r| r.dialect.name() == "aliyun").collect();
     assert!(!theirs_calls.is_empty(), "ack-secret-manager made no call to the aliyun dialect");
     assert!(
         theirs_calls.iter().all(|r| r.access_key.as_deref() == Some(READER.0) && r.operation == "GetSecretValue"),

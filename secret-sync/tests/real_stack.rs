@@ -18,9 +18,9 @@ use kms_secret_sync::crd::{
 use kms_secret_sync::decide::Reason;
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab, rbac};
 use kube::api::{Api, DeleteParams, ListParams};
-use mock_kms::api::Action;
 use mock_kms::api::admin::{AccessPolicy, FaultProfile, OutageFault};
-use mock_kms::{AuditQuery, Credential, MockKms};
+use mock_kms::api::{Action, ErrorCode};
+use mock_kms::{AuditQuery, Credential, MockKms, Outcome};
 
 const NS: &str = "default";
 const KEY: &str = "secrets-key";
@@ -159,8 +159,11 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     let status = lab::wait_for_ready(&client, NS, "app", false, Some(Reason::AccessDenied), WAIT).await.expect("the denial is reported");
     assert!(status.ready().unwrap().message.contains("kms:GetSecretValue"), "{status:?}");
     lab::wait_for_secret(&client, NS, "app", "password", Duration::ZERO, |v| v == Some(&b"pw-v5"[..])).await.expect("nothing overwritten");
-    let denied =
-        kms.audit().query(&AuditQuery { action: Some("GetSecretValue".into()), outcome: Some("Forbidden".into()), ..Default::default() });
+    let denied = kms.audit().query(&AuditQuery {
+        action: Some(Action::GetSecretValue),
+        outcome: Some(Outcome::Refused(ErrorCode::Forbidden)),
+        ..Default::default()
+    });
     assert!(denied.iter().any(|r| r.access_key.as_deref() == Some(SYNC) && r.secret_name.as_deref() == Some("db")), "{denied:?}");
     kms.set_policy(SYNC, reader_policy()).unwrap();
     lab::wait_for_secret(&client, NS, "app", "password", WAIT, |v| v == Some(&b"pw-v6-after-deny"[..]))
@@ -307,7 +310,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
             .await;
     let mark = kms.audit().last_seq();
     let reads =
-        || kms.audit().query(&AuditQuery { action: Some("GetSecretValue".into()), since_seq: Some(mark), ..Default::default() }).len();
+        || kms.audit().query(&AuditQuery { action: Some(Action::GetSecretValue), since_seq: Some(mark), ..Default::default() }).len();
     let still = lab::external_secret("frozen", vec![by_path(lab::entry("password", "db", &kms_store), "password")]);
     lab::apply_external_secret(&client, NS, &still).await.unwrap();
     lab::wait_for_secret(&client, NS, "frozen", "password", WAIT, |v| v == Some(&b"pw-v6-after-deny"[..])).await.unwrap();
@@ -350,7 +353,7 @@ async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encry
     for i in 0..many {
         lab::wait_for_secret(&client, NS, &format!("many-{i}"), "token", WAIT, |v| v.is_some()).await.unwrap();
     }
-    let calls = kms.audit().query(&AuditQuery { action: Some("GetSecretValue".into()), since_seq: Some(mark), ..Default::default() });
+    let calls = kms.audit().query(&AuditQuery { action: Some(Action::GetSecretValue), since_seq: Some(mark), ..Default::default() });
     let span_ms = calls.last().unwrap().time_unix_ms.saturating_sub(calls[0].time_unix_ms).max(1);
     let per_second = (calls.len() - 1) as f64 * 1000.0 / span_ms as f64;
     eprintln!(

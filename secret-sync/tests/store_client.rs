@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use kms_secret_sync::{StoreClient, StoreCredential, StoreError};
-use mock_kms::api::Action;
 use mock_kms::api::admin::{AccessPolicy, DenyFault, FaultProfile, ThrottleFault};
 use mock_kms::api::secrets::VersionStage;
-use mock_kms::{AuditQuery, Credential, MockKms};
+use mock_kms::api::{Action, ErrorCode};
+use mock_kms::{AuditQuery, Credential, MockKms, Outcome};
 
 async fn kms() -> (MockKms, StoreClient, StoreClient) {
     let kms = MockKms::builder()
@@ -60,9 +60,9 @@ async fn each_failure_is_typed_as_the_controller_classifies_it() {
     let denied = reader.get_secret_value("other", None, None).await.unwrap_err();
     assert!(matches!(&denied, StoreError::Denied { message, .. } if message.contains("`secret/other`")), "{denied:?}");
     assert!(matches!(reader.put_secret_value("app-db", "x").await, Err(StoreError::Denied { .. })));
-    let audited = kms.audit().query(&AuditQuery { outcome: Some("Forbidden".into()), ..Default::default() });
+    let audited = kms.audit().query(&AuditQuery { outcome: Some(Outcome::Refused(ErrorCode::Forbidden)), ..Default::default() });
     assert_eq!(
-        audited.iter().map(|r| (r.action.as_str(), r.secret_name.as_deref())).collect::<Vec<_>>(),
+        audited.iter().map(|r| (r.action.name(), r.secret_name.as_deref())).collect::<Vec<_>>(),
         [("GetSecretValue", Some("other")), ("PutSecretValue", Some("app-db"))]
     );
     // GetSecretValue also needs kms:Decrypt on the secret's key.

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mock_kms::api::KeyMetadata;
 use mock_kms::api::admin;
+use mock_kms::api::{AuditQuery, AuditRecord, Counters, Credential, KeyMetadata};
 use mock_kms::dialects::Dialect;
 
 use crate::error::StackError;
@@ -30,10 +30,9 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct MockKmsOptions {
     /// The key the plugins use (created if missing).
     pub key_id: String,
-    /// The credential's access key.
-    pub access_key: String,
-    /// The credential's secret key.
-    pub secret_key: String,
+    /// The credential the mock KMS accepts and the plugins sign with (access key
+    /// `lab-access-key`, a random secret key by default).
+    pub credential: Credential,
     /// Extra `mock-kms` flags (e.g. `--seed 7`).
     pub extra_args: Vec<String>,
     /// How many replicating nodes (processes) to run; 1 is a single KMS.
@@ -69,8 +68,7 @@ impl Default for MockKmsOptions {
     fn default() -> Self {
         Self {
             key_id: "lab-key".to_owned(),
-            access_key: "lab-access-key".to_owned(),
-            secret_key: random_hex(16),
+            credential: Credential::new("lab-access-key", random_hex(16)),
             extra_args: Vec::new(),
             nodes: 1,
             sealed: false,
@@ -120,12 +118,7 @@ impl KmsTls {
 pub enum DialectCredentials {
     /// An access key and its secret key: the native signature, or AWS SigV4
     /// (`AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`).
-    AccessKey {
-        /// The access key (an identifier).
-        access_key: String,
-        /// The secret key.
-        secret_key: String,
-    },
+    AccessKey(Credential),
     /// Vault's `X-Vault-Token`.
     VaultToken(String),
     /// No auth (the Cloud KMS dialect, as k8s-cloudkms-plugin's `--integration-test` mode).
@@ -135,7 +128,7 @@ pub enum DialectCredentials {
 impl std::fmt::Debug for DialectCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::AccessKey { access_key, .. } => write!(f, "AccessKey {{ access_key: {access_key:?}, secret_key: <redacted> }}"),
+            Self::AccessKey(credential) => f.debug_tuple("AccessKey").field(credential).finish(),
             Self::VaultToken(_) => f.write_str("VaultToken(<redacted>)"),
             Self::None => f.write_str("None"),
         }
@@ -170,7 +163,7 @@ impl std::fmt::Debug for MockKmsOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockKmsOptions")
             .field("key_id", &self.key_id)
-            .field("access_key", &self.access_key)
+            .field("access_key", &self.credential.access_key)
             .field("extra_args", &self.extra_args)
             .field("nodes", &self.nodes)
             .field("sealed", &self.sealed)
@@ -317,7 +310,7 @@ impl MockKms {
             "--key-id".to_owned(),
             self.options.key_id.clone(),
             "--access-key".to_owned(),
-            self.options.access_key.clone(),
+            self.options.credential.access_key.clone(),
         ];
         if self.options.sealed {
             args.push("--sealed".to_owned());
@@ -338,7 +331,7 @@ impl MockKms {
         args.extend(self.options.extra_args.iter().cloned());
         // Secrets go through the environment, not argv, so `ps` does not show them.
         let env = [
-            ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.secret_key.clone()),
+            ("MOCK_KMS_SECRET_KEY".to_owned(), self.options.credential.secret_key.to_string()),
             ("MOCK_KMS_CLUSTER_SECRET".to_owned(), self.cluster_secret.clone()),
             ("MOCK_KMS_VAULT_TOKEN".to_owned(), self.options.vault_token.clone()),
             ("MOCK_KMS_VAULT_APPROLE_SECRET_ID".to_owned(), self.options.vault_approle_secret_id.clone()),
@@ -404,8 +397,7 @@ impl MockKms {
                     started.join(", ")
                 ))
             })?;
-        let access_key =
-            || DialectCredentials::AccessKey { access_key: self.options.access_key.clone(), secret_key: self.options.secret_key.clone() };
+        let access_key = || DialectCredentials::AccessKey(self.options.credential.clone());
         let credentials = match dialect {
             Dialect::Native | Dialect::Aws | Dialect::Jdcloud | Dialect::Aliyun => access_key(),
             Dialect::Vault => DialectCredentials::VaultToken(self.options.vault_token.clone()),
@@ -425,8 +417,8 @@ impl MockKms {
     pub fn plugin_config(&self) -> serde_json::Value {
         let endpoints: Vec<String> = self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
         serde_json::json!({
-            "AccessKey": self.options.access_key,
-            "SecretKey": self.options.secret_key,
+            "AccessKey": self.options.credential.access_key,
+            "SecretKey": self.options.credential.secret_key.as_str(),
             "KmsEndpoint": endpoints.join(","),
             "KmsKeyId": self.options.key_id,
             "KmsSchema": "http",
@@ -552,12 +544,6 @@ impl MockKms {
             StackError::MockKms(format!("mock-kms-{index} does not speak the Vault dialect (its plugin under test names another dialect)"))
         })
     }
-
-    /// Replaces the accepted credentials of every running node with one (`PUT /admin/credentials`).
-    pub async fn set_credentials(&self, access_key: &str, secret_key: &str) -> Result<(), StackError> {
-        let entries = [admin::CredentialEntry { access_key: access_key.to_owned(), secret_key: secret_key.to_owned() }];
-        self.set_credential_entries(&entries).await.map(|_| ())
-    }
 }
 
 /// The typed admin client ([`mock_kms::api::admin`]): requests and answers are the mock KMS's own
@@ -574,19 +560,19 @@ impl MockKms {
     }
 
     /// Audit records with a sequence number above `since_seq` (`GET /admin/audit`), typed.
-    pub async fn audit_records(&self, since_seq: u64) -> Result<Vec<admin::AuditRecord>, StackError> {
-        self.audit_query(&admin::AuditQuery { since_seq: Some(since_seq), ..Default::default() }).await
+    pub async fn audit_records(&self, since_seq: u64) -> Result<Vec<AuditRecord>, StackError> {
+        self.audit_query(&AuditQuery { since_seq: Some(since_seq), ..Default::default() }).await
     }
 
     /// The audit records matching `query`, oldest first.
-    pub async fn audit_query(&self, query: &admin::AuditQuery) -> Result<Vec<admin::AuditRecord>, StackError> {
+    pub async fn audit_query(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StackError> {
         let path = format!("{}?{}", admin::path::AUDIT, query.to_query());
         let text = self.admin("GET", &path, "application/json", "").await?;
-        admin::parse_audit_lines(&text).map_err(|problem| StackError::MockKms(format!("GET {path}: {problem}")))
+        mock_kms::api::parse_audit_lines(&text).map_err(|problem| StackError::MockKms(format!("GET {path}: {problem}")))
     }
 
     /// Adds a key version and makes it current; the key after the change.
-    pub async fn rotate(&self) -> Result<KeyMetadata, StackError> {
+    pub async fn rotate_key(&self) -> Result<KeyMetadata, StackError> {
         self.admin_typed("POST", &admin::path::rotate(&self.options.key_id), "").await.map(Self::key_path_metadata)
     }
 
@@ -615,7 +601,7 @@ impl MockKms {
     }
 
     /// The plugins' key as the KMS describes it (`GET /admin/keys`).
-    pub async fn key_metadata(&self) -> Result<KeyMetadata, StackError> {
+    pub async fn describe_key(&self) -> Result<KeyMetadata, StackError> {
         let keys: admin::Keys = self.admin_typed("GET", admin::path::KEYS, "").await?;
         let known = keys.keys.iter().map(|k| format!("`{}`", k.key_id)).collect::<Vec<_>>().join(", ");
         keys.keys
@@ -625,7 +611,7 @@ impl MockKms {
     }
 
     /// Counters of KMS calls since start on the first running node.
-    pub async fn counters(&self) -> Result<admin::Counters, StackError> {
+    pub async fn counters(&self) -> Result<Counters, StackError> {
         self.admin_typed("GET", admin::path::COUNTERS, "").await
     }
 
@@ -634,10 +620,11 @@ impl MockKms {
         self.admin_typed("GET", admin::path::SEAL_STATUS, "").await
     }
 
-    /// Replaces the accepted credentials of every running node with `entries` (keep the plugins'
-    /// own, [`MockKmsOptions::access_key`], among them to keep them working).
-    pub async fn set_credential_entries(&self, entries: &[admin::CredentialEntry]) -> Result<admin::AccessKeys, StackError> {
-        let body = serde_json::to_string(entries).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;
+    /// Replaces the accepted credentials of every running node with `credentials`
+    /// (`PUT /admin/credentials`; keep the plugins' own, [`MockKmsOptions::credential`], among
+    /// them to keep them working).
+    pub async fn set_credentials(&self, credentials: &[Credential]) -> Result<admin::AccessKeys, StackError> {
+        let body = serde_json::to_string(credentials).map_err(|e| StackError::MockKms(format!("cannot encode the credentials: {e}")))?;
         self.on_running_nodes("PUT", admin::path::CREDENTIALS, &body).await
     }
 
@@ -665,7 +652,7 @@ impl MockKms {
     }
 
     /// Puts a typed fault profile in force on node `node`, or on every node when `None`.
-    pub async fn set_fault_profile(&self, node: Option<usize>, profile: &admin::FaultProfile) -> Result<(), StackError> {
+    pub async fn set_faults(&self, node: Option<usize>, profile: &admin::FaultProfile) -> Result<(), StackError> {
         let body = serde_json::to_string(profile).map_err(|e| StackError::MockKms(format!("cannot encode the fault profile: {e}")))?;
         for index in self.node_indices(node)? {
             self.admin_on(index, "PUT", admin::path::FAULTS, "application/json", &body).await?;

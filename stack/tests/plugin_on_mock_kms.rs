@@ -2,7 +2,7 @@
 //! checks as with a local KEK, a KMS crash and restart, a wrong credential, rotation, audit.
 
 use mock_kms::api::Action;
-use mock_kms::api::admin::Outcome;
+use mock_kms::api::Outcome;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -163,7 +163,7 @@ async fn rotation_in_the_kms_shows_in_status_and_old_ciphertexts_still_open() {
     let rig = rig(MockKms::plugin_config).await;
     let client = client(&rig).await;
     let old = encrypt(&client, b"old dek").await.unwrap();
-    rig.kms.rotate().await.unwrap();
+    rig.kms.rotate_key().await.unwrap();
     let (rotated, _) = wait_for_status(&client, "a new key id after RotateKey", Duration::from_secs(15), |s| s.key_id != old.key_id).await;
     assert_eq!(rotated.healthz, "ok");
     assert_eq!(encrypt(&client, b"new dek").await.unwrap().key_id, rotated.key_id);
@@ -291,7 +291,7 @@ async fn a_mock_kms_node_speaks_the_vault_and_aws_dialects_with_the_credentials_
     let vault = kms.dialect_endpoint(Dialect::Vault).unwrap();
     let aws = kms.dialect_endpoint(Dialect::Aws).unwrap();
     let DialectCredentials::VaultToken(token) = &vault.credentials else { panic!("vault hands out a token: {vault:?}") };
-    let DialectCredentials::AccessKey { access_key, secret_key } = &aws.credentials else { panic!("aws hands out AK/SK: {aws:?}") };
+    let DialectCredentials::AccessKey(credential) = &aws.credentials else { panic!("aws hands out AK/SK: {aws:?}") };
     assert_ne!(vault.url(), aws.url());
     let missing = kms.dialect_endpoint(Dialect::Gcp).unwrap_err().to_string();
     assert!(missing.contains("native, aws, vault") && missing.contains("`gcp`"), "{missing}");
@@ -301,8 +301,8 @@ async fn a_mock_kms_node_speaks_the_vault_and_aws_dialects_with_the_credentials_
         .env("VAULT_URL", vault.url())
         .env("VAULT_TOKEN", token)
         .env("AWS_URL", aws.url())
-        .env("AWS_ACCESS_KEY_ID", access_key)
-        .env("AWS_SECRET_ACCESS_KEY", secret_key)
+        .env("AWS_ACCESS_KEY_ID", &credential.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", credential.secret_key.as_str())
         .env("KEY", &kms.options.key_id)
         .output()
         .expect("python3 runs (with `pip install hvac==2.4.0 boto3`)");
@@ -327,7 +327,7 @@ async fn the_plugin_works_with_least_privilege_and_a_denied_decrypt_is_named_and
     use mock_kms::api::Action;
     use mock_kms::api::admin::AccessPolicy;
     let rig = rig(MockKms::plugin_config).await;
-    let access_key = rig.kms.options.access_key.clone();
+    let access_key = rig.kms.options.credential.access_key.clone();
     // Least privilege for encryption at rest: Encrypt and Decrypt on its key, nothing else.
     rig.kms.set_policy(&access_key, &AccessPolicy::allow([Action::Encrypt, Action::Decrypt], ["key/lab-key"])).await.unwrap();
     let client = client(&rig).await;
@@ -340,7 +340,7 @@ async fn the_plugin_works_with_least_privilege_and_a_denied_decrypt_is_named_and
     let refused = rig.kms.audit_records(0).await.unwrap();
     assert!(
         refused.iter().any(|r| r.action == Action::Decrypt
-            && r.outcome == mock_kms::api::admin::Outcome::Forbidden
+            && r.outcome == Outcome::Refused(mock_kms::api::ErrorCode::Forbidden)
             && r.access_key.as_deref() == Some(access_key.as_str())),
         "the denied Decrypt is audited"
     );

@@ -127,7 +127,7 @@ async fn measure(
     for (name, yaml) in targets {
         progress.set_message(format!("calibrating: {calls} Encrypt+Decrypt pairs over the plugin socket, {name}"));
         match &yaml {
-            Some(yaml) => kms.set_fault_profile(None, &fault_profile(yaml)?).await?,
+            Some(yaml) => kms.set_faults(None, &fault_profile(yaml)?).await?,
             None => kms.clear_faults(None).await?,
         }
         let (mut samples, mut failures) = (Vec::with_capacity(calls * 2), 0u64);
@@ -474,7 +474,7 @@ async fn point(
     not_ready: &mut Vec<String>,
 ) -> Result<Metrics, TuneError> {
     let kms = stack.mock_kms().ok_or_else(|| TuneError::Real("the stack runs no mock KMS".into()))?;
-    kms.set_fault_profile(None, &fault_profile(&profile.yaml)?).await?;
+    kms.set_faults(None, &fault_profile(&profile.yaml)?).await?;
     progress.set_message(format!("{what}: workload"));
     let metrics = workload(stack, options, setting.api, progress, what, not_ready).await;
     if let Some(kms) = stack.mock_kms() {

@@ -14,8 +14,8 @@ use zeroize::Zeroizing;
 use super::sign::{JDCLOUD2, Jdcloud2Request, aliyun_v1_signature, percent_encode};
 use super::status::{Status, aliyun_code};
 use super::{
-    Action, Caller, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, ErrorBody, ErrorCode, HEADER_CALLER, auth_headers,
-    retry_after,
+    Action, Caller, Credential, DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, ErrorBody, ErrorCode, HEADER_CALLER,
+    auth_headers, retry_after,
 };
 use crate::dialects::Dialect;
 
@@ -31,13 +31,12 @@ pub const ALIYUN_VERSION: &str = "2016-01-20";
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
-    access_key: String,
-    secret_key: Zeroizing<String>,
+    credential: Credential,
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("access_key", &self.access_key).finish_non_exhaustive()
+        f.debug_struct("Client").field("access_key", &self.credential.access_key).finish_non_exhaustive()
     }
 }
 
@@ -74,14 +73,14 @@ pub enum CallError {
 }
 
 impl Client {
-    /// A client sending through `http` (its pool and TLS settings), signing as `access_key`.
-    pub fn new(http: reqwest::Client, access_key: impl Into<String>, secret_key: Zeroizing<String>) -> Self {
-        Self { http, access_key: access_key.into(), secret_key }
+    /// A client sending through `http` (its pool and TLS settings), signing with `credential`.
+    pub fn new(http: reqwest::Client, credential: Credential) -> Self {
+        Self { http, credential }
     }
 
     /// The access key requests are signed with.
     pub fn access_key(&self) -> &str {
-        &self.access_key
+        &self.credential.access_key
     }
 
     /// `builder` also trusting the PEM certificates in `ca_file` (a private CA, e.g. the lab's;
@@ -207,10 +206,10 @@ impl Client {
         };
         let authorization = format!(
             "{JDCLOUD2} Credential={}/{}, SignedHeaders={}, Signature={}",
-            self.access_key,
+            self.credential.access_key,
             request.scope(),
             request.signed_headers(),
-            request.signature(&self.secret_key)
+            request.signature(&self.credential.secret_key)
         );
         let mut builder = self.http.post(url.clone()).header(reqwest::header::AUTHORIZATION, authorization);
         for (name, value) in &headers[..] {
@@ -262,7 +261,7 @@ impl Client {
             ("Action", operation),
             ("Version", ALIYUN_VERSION),
             ("Format", "JSON"),
-            ("AccessKeyId", &self.access_key),
+            ("AccessKeyId", &self.credential.access_key),
             ("SignatureMethod", "HMAC-SHA1"),
             ("SignatureVersion", "1.0"),
             ("SignatureNonce", &nonce),
@@ -270,7 +269,7 @@ impl Client {
             ("RegionId", ALIYUN_REGION),
         ];
         all.extend_from_slice(params);
-        let signature = aliyun_v1_signature(&self.secret_key, "POST", all.iter().copied());
+        let signature = aliyun_v1_signature(&self.credential.secret_key, "POST", all.iter().copied());
         all.push(("Signature", &signature));
         let form =
             Zeroizing::new(all.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect::<Vec<_>>().join("&"));
@@ -338,7 +337,9 @@ impl Client {
         let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or_default();
         let nonce = hex::encode(rand::random::<[u8; 16]>());
         let mut builder = self.http.post(format!("{endpoint}{path}"));
-        for (name, value) in auth_headers(&self.access_key, self.secret_key.as_bytes(), &path, body, timestamp, &nonce) {
+        for (name, value) in
+            auth_headers(&self.credential.access_key, self.credential.secret_key.as_bytes(), &path, body, timestamp, &nonce)
+        {
             builder = builder.header(name, value);
         }
         let builder = builder.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.to_vec());

@@ -5,8 +5,10 @@
 
 use crate::api::ErrorCode;
 
-/// A `google.rpc.Code` with its HTTP status, as Google's REST frontends answer it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `google.rpc.Code` with its HTTP status, as Google's REST frontends answer it;
+/// [`Status::ALL`] and [`Status::name`] (`NOT_FOUND`) follow from the variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     /// 400: a field is missing or malformed.
     InvalidArgument,
@@ -32,18 +34,7 @@ pub enum Status {
 
 impl Status {
     /// Every status.
-    pub const ALL: [Status; 10] = [
-        Self::InvalidArgument,
-        Self::FailedPrecondition,
-        Self::Unauthenticated,
-        Self::PermissionDenied,
-        Self::NotFound,
-        Self::AlreadyExists,
-        Self::ResourceExhausted,
-        Self::Internal,
-        Self::Unimplemented,
-        Self::Unavailable,
-    ];
+    pub const ALL: &'static [Status] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The status a native error code travels with (so a new [`crate::error::KmsError`] variant
     /// maps without an edit in the dialects).
@@ -66,7 +57,7 @@ impl Status {
 
     /// The status named `name` (`NOT_FOUND`), if it is one of these.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|s| s.name() == name)
+        Self::ALL.iter().copied().find(|s| s.name() == name)
     }
 
     /// The native code a client reads this status as: the one [`Status::of`] maps here, or for a
@@ -103,18 +94,7 @@ impl Status {
 
     /// Its name, e.g. `NOT_FOUND`.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "INVALID_ARGUMENT",
-            Self::FailedPrecondition => "FAILED_PRECONDITION",
-            Self::Unauthenticated => "UNAUTHENTICATED",
-            Self::PermissionDenied => "PERMISSION_DENIED",
-            Self::NotFound => "NOT_FOUND",
-            Self::AlreadyExists => "ALREADY_EXISTS",
-            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            Self::Internal => "INTERNAL",
-            Self::Unimplemented => "UNIMPLEMENTED",
-            Self::Unavailable => "UNAVAILABLE",
-        }
+        self.into()
     }
 
     /// The legacy `errors[].reason` Google's v1 REST errors still carry (the Go client prints it).
@@ -199,6 +179,27 @@ pub fn aliyun_code(kind: &str, status: u16) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statuses_are_named_as_google_rpc_code_names_them() {
+        let names: Vec<&str> = Status::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "INVALID_ARGUMENT",
+                "FAILED_PRECONDITION",
+                "UNAUTHENTICATED",
+                "PERMISSION_DENIED",
+                "NOT_FOUND",
+                "ALREADY_EXISTS",
+                "RESOURCE_EXHAUSTED",
+                "INTERNAL",
+                "UNIMPLEMENTED",
+                "UNAVAILABLE"
+            ]
+        );
+        assert!(Status::ALL.iter().all(|s| Status::from_name(s.name()) == Some(*s)));
+    }
 
     #[test]
     fn the_secrets_managers_codes_read_back_as_what_they_mean() {

@@ -10,8 +10,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 
 use super::Dialect;
-use crate::api::{Action, ErrorCode, KeyMetadata, KeyState};
-use crate::audit::{NewRecord, OUTCOME_ABANDONED, OUTCOME_OK};
+use crate::api::{Action, AuditRecord, ErrorCode, KeyMetadata, KeyState, Outcome};
 use crate::error::KmsError;
 use crate::keystore::KeyStore;
 use crate::node::Node;
@@ -23,7 +22,7 @@ pub(crate) struct Call {
     pub request_id: String,
     /// The native action the operation maps to (faults and counters use it).
     pub action: Option<Action>,
-    record: Option<NewRecord>,
+    record: Option<AuditRecord>,
     started: Instant,
 }
 
@@ -31,15 +30,7 @@ impl Call {
     /// Starts the record of a call of `operation` (the dialect's own name), mapped to `action`.
     pub fn new(node: &Arc<Node>, dialect: Dialect, operation: &str, action: Option<Action>) -> Self {
         let request_id = crate::crypto::random_uuid();
-        let operation: String = operation.chars().take(64).collect();
-        let record = NewRecord {
-            request_id: request_id.clone(),
-            action: action.map_or_else(|| operation.clone(), |a| a.name().to_owned()),
-            node: node.id.clone(),
-            dialect: dialect.name().to_owned(),
-            operation,
-            ..NewRecord::default()
-        };
+        let record = AuditRecord::started(&request_id, &node.id, dialect, operation, action);
         Self { node: node.clone(), request_id, action, record: Some(record), started: Instant::now() }
     }
 
@@ -196,15 +187,12 @@ impl Call {
 
     /// Writes the record with `Ok` or the native error code the call failed with.
     pub fn finish(&mut self, result: Result<(), ErrorCode>) {
-        match result {
-            Ok(()) => self.finish_with(OUTCOME_OK),
-            Err(code) => self.finish_with(&format!("{code:?}")),
-        }
+        self.finish_with(result.map_or_else(Outcome::Refused, |()| Outcome::Ok));
     }
 
-    fn finish_with(&mut self, outcome: &str) {
+    fn finish_with(&mut self, outcome: Outcome) {
         if let Some(mut record) = self.record.take() {
-            record.outcome = outcome.to_owned();
+            record.outcome = outcome;
             record.latency_ms = self.started.elapsed().as_secs_f64() * 1000.0;
             tracing::debug!(
                 node = %record.node, request_id = %record.request_id, dialect = %record.dialect, operation = %record.operation,
@@ -217,7 +205,7 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.finish_with(OUTCOME_ABANDONED);
+        self.finish_with(Outcome::Abandoned);
     }
 }
 

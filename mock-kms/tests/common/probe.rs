@@ -109,10 +109,10 @@ pub fn all_ok(cases: &BTreeMap<String, Case>, names: &[&str]) {
 pub fn audited<'a>(records: &'a [AuditRecord], case: &Case, dialect: &str, operation: &str) -> &'a AuditRecord {
     let found = match &case.request_id {
         Some(id) if !id.is_empty() => records.iter().find(|r| &r.request_id == id),
-        _ => records.iter().rev().find(|r| r.dialect == dialect && r.operation == operation),
+        _ => records.iter().rev().find(|r| r.dialect.name() == dialect && r.operation == operation),
     };
     let record = found.unwrap_or_else(|| panic!("no audit record for {case:?}"));
-    assert_eq!((record.dialect.as_str(), record.operation.as_str()), (dialect, operation), "{case:?}");
+    assert_eq!((record.dialect.name(), record.operation.as_str()), (dialect, operation), "{case:?}");
     record
 }
 
@@ -129,7 +129,7 @@ pub fn refused(kms: &MockKms, case: &Case, code: Value, status: Value, operation
     assert_eq!((&case.code, &case.status), (&code, &status), "{case:?}");
     assert!(!case.message.contains(SK), "{case:?}");
     let records = kms.audit().records();
-    assert_eq!(audited(&records, case, kms.dialect().name(), operation).outcome, outcome, "{case:?}");
+    assert_eq!(audited(&records, case, kms.dialect().name(), operation).outcome.name(), outcome, "{case:?}");
 }
 
 /// Runs `subject`'s `throttled` phase (two Encrypts) on a `dialect` mock twice: under a throttle

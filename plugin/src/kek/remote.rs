@@ -60,7 +60,7 @@ impl RemoteKek {
             builder = Client::trusting(builder, ca_file).map_err(|e| KekError::Internal(format!("{e} (SSL_CERT_FILE)")))?;
         }
         let http = builder.build().map_err(|e| KekError::Internal(format!("cannot build the HTTP client: {e}")))?;
-        let client = Client::new(http, config.credential.access_key.clone(), config.credential.secret_key.clone());
+        let client = Client::new(http, config.credential.clone());
         Ok(Self { config, client, preferred: AtomicUsize::new(0) })
     }
 
@@ -236,7 +236,6 @@ mod tests {
 
     use wiremock::matchers::method;
     use wiremock::{Mock, MockServer, ResponseTemplate};
-    use zeroize::Zeroizing;
 
     use super::*;
     use crate::config::Credential;
@@ -249,7 +248,7 @@ mod tests {
             key_id: "lab-key".into(),
             dialect: mock_kms::dialects::Dialect::Native,
             ca_file: None,
-            credential: Credential { access_key: "AK".into(), secret_key: Zeroizing::new("SK".into()) },
+            credential: Credential::new("AK", "SK"),
             call_timeout: Duration::from_secs(5),
             max_retries: 2,
         };

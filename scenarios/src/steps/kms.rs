@@ -54,7 +54,7 @@ impl StepKind for Faults {
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            kms(world)?.set_fault_profile(self.node, &self.profile).await?;
+            kms(world)?.set_faults(self.node, &self.profile).await?;
             Ok(match self.node {
                 Some(node) => format!("in force on mock-kms-{node}"),
                 None => "in force on every node".into(),
@@ -112,7 +112,7 @@ impl StepKind for RotateKek {
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
-            let key = kms(world)?.rotate().await?;
+            let key = kms(world)?.rotate_key().await?;
             Ok(format!("current key version is now {}", key.current_key_version_id))
         })
     }
@@ -148,7 +148,7 @@ impl KeyVersionAt {
             .cloned()
             .ok_or_else(|| StepError::Failed(format!("{} reported no key id at mark `{}`", self.plugin, self.mark)))?;
         let version = key_id.rsplit_once('/').map_or(key_id.as_str(), |(_, version)| version);
-        let key = kms(world)?.key_metadata().await?;
+        let key = kms(world)?.describe_key().await?;
         if key.key_version_ids.iter().any(|id| id == version) {
             return Ok(version.to_owned());
         }
@@ -496,8 +496,9 @@ impl StepKind for SetCredentials {
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let kms = kms(world)?;
-            let secret = if self.secret_key == "original" { kms.options.secret_key.clone() } else { self.secret_key.clone() };
-            kms.set_credentials(&self.access_key, &secret).await?;
+            let secret =
+                if self.secret_key == "original" { kms.options.credential.secret_key.to_string() } else { self.secret_key.clone() };
+            kms.set_credentials(&[mock_kms::api::Credential::new(self.access_key.clone(), secret)]).await?;
             Ok(format!("only access key `{}` is accepted now", self.access_key))
         })
     }
@@ -513,7 +514,7 @@ pub struct AuditCount {
     pub action: mock_kms::api::Action,
     /// Only records with this outcome (`Ok`, `Sealed`, …; default any).
     #[serde(default)]
-    pub outcome: Option<mock_kms::api::admin::Outcome>,
+    pub outcome: Option<mock_kms::api::Outcome>,
     /// Only calls made for this reason (`request`: the apiserver's calls, and every call of a
     /// plugin that does not say why it calls; `health-probe`: the plugin's own; default any).
     #[serde(default)]
@@ -592,12 +593,11 @@ pub async fn audit_window(
     world: &World,
     since: &str,
     action: mock_kms::api::Action,
-    outcome: Option<mock_kms::api::admin::Outcome>,
+    outcome: Option<mock_kms::api::Outcome>,
     caller: Option<mock_kms::api::Caller>,
-) -> Result<Vec<mock_kms::api::admin::AuditRecord>, String> {
+) -> Result<Vec<mock_kms::api::AuditRecord>, String> {
     let since_seq = world.marks.get(since).map(|m| m.audit_seq).unwrap_or(0);
     let kms = world.stack.mock_kms().ok_or("the stack runs no mock KMS")?;
-    let query =
-        mock_kms::api::admin::AuditQuery { action: Some(action), outcome, caller, since_seq: Some(since_seq), ..Default::default() };
+    let query = mock_kms::api::AuditQuery { action: Some(action), outcome, caller, since_seq: Some(since_seq), ..Default::default() };
     kms.audit_query(&query).await.map_err(|e| e.to_string())
 }

@@ -194,13 +194,13 @@ impl StepKind for KmsCalls {
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
         Box::pin(async move {
             let records = audit_window(world, &self.since, self.action, None, self.caller).await.map_err(StepError::Failed)?;
-            let ok = records.iter().filter(|r| r.outcome == mock_kms::api::admin::Outcome::Ok).count();
+            let ok = records.iter().filter(|r| r.outcome == mock_kms::api::Outcome::Ok).count();
             let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
             let mut per_second: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
             for record in &records {
                 let slot = per_second.entry(record.time_unix_ms / 1000).or_default();
                 slot.0 += 1;
-                if record.outcome == mock_kms::api::admin::Outcome::Ok {
+                if record.outcome == mock_kms::api::Outcome::Ok {
                     slot.1 += 1;
                 }
                 *outcomes.entry(record.outcome.name().to_owned()).or_default() += 1;

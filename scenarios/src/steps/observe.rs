@@ -68,7 +68,7 @@ impl StepKind for Mark {
             // Best effort: a sealed or stopped mock KMS does not describe its key, and a mark
             // must not fail for that.
             let kms_current_version = match world.stack.mock_kms() {
-                Some(kms) => kms.key_metadata().await.ok().map(|k| k.current_key_version_id),
+                Some(kms) => kms.describe_key().await.ok().map(|k| k.current_key_version_id),
                 None => None,
             };
             let mut key_ids = BTreeMap::new();

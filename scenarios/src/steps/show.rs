@@ -161,7 +161,7 @@ impl StepKind for Show {
                     for r in records.iter().rev().take(a.last).rev() {
                         let _ = write!(
                             text,
-                            "\n#{} {} key {} version {} → {:?} in {:.1} ms from {}",
+                            "\n#{} {} key {} version {} → {} in {:.1} ms from {}",
                             r.seq,
                             r.action.name(),
                             r.key_id.as_deref().unwrap_or("-"),

@@ -22,7 +22,8 @@ use kms_secret_sync::decide::Reason;
 use kms_secret_sync::lab::{self, RunningController};
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential};
 use mock_kms::api::Action;
-use mock_kms::api::admin::{AccessPolicy, CredentialEntry};
+use mock_kms::api::Credential;
+use mock_kms::api::admin::AccessPolicy;
 use mock_kms::dialects::Dialect;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
@@ -198,9 +199,9 @@ impl SecretSyncLab {
         let kms = stack.mock_kms().ok_or_else(|| StepError::Failed("secret sync needs the mock KMS".into()))?;
         let url = kms.dialect_endpoint(Dialect::Native)?.url().to_owned();
         let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
-        let plugins = CredentialEntry { access_key: kms.options.access_key.clone(), secret_key: kms.options.secret_key.clone() };
-        let reader = CredentialEntry { access_key: ACCESS_KEY.to_owned(), secret_key: secret_key.clone() };
-        kms.set_credential_entries(&[plugins, reader]).await?;
+        let plugins = kms.options.credential.clone();
+        let reader = Credential::new(ACCESS_KEY, secret_key.clone());
+        kms.set_credentials(&[plugins, reader]).await?;
         kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &READER)).await?;
 
         let admin = stack.kube_client(0).await?;
@@ -255,7 +256,7 @@ impl SecretSyncLab {
                 (Controller::Theirs { binary, flags, envs, log_dir, starts: 0, running: None }, Some(turn))
             }
         };
-        let own = StoreCredential::new(kms.options.access_key.clone(), kms.options.secret_key.clone());
+        let own = kms.options.credential.clone();
         let mut lab = Self {
             admin,
             controller,

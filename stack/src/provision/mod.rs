@@ -75,8 +75,10 @@ pub const SUPPORTED_KUBERNETES_VERSIONS: [&str; 3] = ["v1.37.2", "v1.36.3", "v1.
 /// The etcd version of `etcd` and `etcdctl` kms-lab is tested against.
 pub const ETCD_VERSION: &str = "v3.6.16";
 
-/// One of the upstream binaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// One of the upstream binaries; [`Component::ALL`] and [`Component::name`] follow from the
+/// variants (declared in the order [`provision`] provides them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Component {
     /// `kube-apiserver`, from `k8s.io/kubernetes`.
     KubeApiserver,
@@ -90,16 +92,11 @@ pub enum Component {
 
 impl Component {
     /// All of them, in the order [`provision`] provides them.
-    pub const ALL: [Component; 4] = [Self::KubeApiserver, Self::Kubectl, Self::Etcd, Self::Etcdctl];
+    pub const ALL: &'static [Component] = <Self as strum::VariantArray>::VARIANTS;
 
     /// The binary's file name, e.g. `kube-apiserver`.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::KubeApiserver => "kube-apiserver",
-            Self::Kubectl => "kubectl",
-            Self::Etcd => "etcd",
-            Self::Etcdctl => "etcdctl",
-        }
+        self.into()
     }
 
     /// The environment variable that names the binary, e.g. `KMS_LAB_KUBE_APISERVER`.
@@ -371,7 +368,7 @@ impl Env {
     ];
 
     fn from_process() -> Self {
-        let subjects = GoSubject::ALL.map(GoSubject::env_var);
+        let subjects: Vec<&str> = GoSubject::ALL.iter().map(|s| s.env_var()).collect();
         let vars = Self::VARS.iter().chain(subjects.iter()).filter_map(|&name| std::env::var_os(name).map(|value| (name, value))).collect();
         Self { vars, go: "go".into() }
     }

@@ -45,12 +45,22 @@ pub const THIRDPARTY_ENV: &str = "KMS_LAB_THIRDPARTY";
 /// The module files whose content keys a workspace subject's cache entry, before its `.go` files.
 const MODULE_FILES: &[&str] = &["go.mod", "go.sum"];
 
-/// A Go-built binary kms-lab runs as a test subject.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A Go-built binary kms-lab runs as a test subject; [`GoSubject::ALL`] follows from the
+/// variants, in the order they are declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::VariantArray)]
 pub enum GoSubject {
     /// `kms-go-plugin`: the Go peer, a KMS v2 plugin on upstream's `k8s.io/kms/pkg/service`
     /// (`conformance/go-plugin`).
     GoPeer,
+    /// `jdcloud-sdk-probe`: mock-kms's probe of its `jdcloud` dialect on JD Cloud's Go SDK
+    /// (`mock-kms/sdk-probes/jdcloud`, jdcloud-sdk-go v1.16.0).
+    JdcloudSdkProbe,
+    /// `aliyun-sdk-probe`: mock-kms's probe of its `aliyun` dialect on alibaba-cloud-sdk-go
+    /// v1.61.18, signature v1 (`mock-kms/sdk-probes/aliyun`).
+    AliyunSdkProbe,
+    /// `alibabacloud-sdk-probe`: mock-kms's probe of its `aliyun` dialect on
+    /// alibabacloud-go/kms-20160120/v3, ACS3-HMAC-SHA256 (`mock-kms/sdk-probes/alibabacloud`).
+    AlibabacloudSdkProbe,
     /// `aws-encryption-provider`: EKS's plugin (v2 and v1beta1 on one socket), AWS KMS.
     AwsEncryptionProvider,
     /// `k8s-cloudkms-plugin`: GKE's plugin (`--kms v2|v1`), Cloud KMS.
@@ -63,15 +73,6 @@ pub enum GoSubject {
     TrousseauVault,
     /// `trousseau-debug`: trousseau's base64 provider (no encryption: a negative control).
     TrousseauDebug,
-    /// `jdcloud-sdk-probe`: mock-kms's probe of its `jdcloud` dialect on JD Cloud's Go SDK
-    /// (`mock-kms/sdk-probes/jdcloud`, jdcloud-sdk-go v1.16.0).
-    JdcloudSdkProbe,
-    /// `aliyun-sdk-probe`: mock-kms's probe of its `aliyun` dialect on alibaba-cloud-sdk-go
-    /// v1.61.18, signature v1 (`mock-kms/sdk-probes/aliyun`).
-    AliyunSdkProbe,
-    /// `alibabacloud-sdk-probe`: mock-kms's probe of its `aliyun` dialect on
-    /// alibabacloud-go/kms-20160120/v3, ACS3-HMAC-SHA256 (`mock-kms/sdk-probes/alibabacloud`).
-    AlibabacloudSdkProbe,
     /// `gcp-kms-emulator`: a Cloud KMS emulator's REST server. Upstream's `cmd/server-rest` is
     /// missing from the copy here, so kms-lab's own main (`stack/go/gcp-kms-emulator-rest`)
     /// serves the emulator's REST gateway over its storage, built against the unmodified folder.
@@ -397,19 +398,7 @@ const GCP_EMULATOR_COMMIT: &str = "f9ecb45348410c104b10d13324ff4f6f93cdbd4d";
 
 impl GoSubject {
     /// All of them.
-    pub const ALL: [GoSubject; 11] = [
-        Self::GoPeer,
-        Self::JdcloudSdkProbe,
-        Self::AliyunSdkProbe,
-        Self::AlibabacloudSdkProbe,
-        Self::AwsEncryptionProvider,
-        Self::CloudKmsPlugin,
-        Self::Trousseau,
-        Self::TrousseauAwsKms,
-        Self::TrousseauVault,
-        Self::TrousseauDebug,
-        Self::GcpKmsEmulator,
-    ];
+    pub const ALL: &'static [GoSubject] = <Self as strum::VariantArray>::VARIANTS;
 
     fn spec(self) -> Spec<'static> {
         let trousseau = |name, env_var, package, estimate| Spec {
