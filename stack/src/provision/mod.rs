@@ -1,5 +1,6 @@
 //! Provisioning of the pinned upstream binaries the stack runs: `kube-apiserver` and
-//! `kubectl` ([`KUBERNETES_VERSION`]), `etcd` and `etcdctl` ([`ETCD_VERSION`]).
+//! `kubectl` ([`KUBERNETES_VERSION`]), `etcd` and `etcdctl` ([`ETCD_VERSION`]); and, only when
+//! a scenario or command asks for it, `kube-controller-manager` ([`find_or_build`]).
 //!
 //! # Lookup order
 //!
@@ -7,7 +8,8 @@
 //! match wins ([`Source`] records which one):
 //!
 //! 1. the environment variable naming the binary itself: `KMS_LAB_KUBE_APISERVER`,
-//!    `KMS_LAB_KUBECTL`, `KMS_LAB_ETCD`, `KMS_LAB_ETCDCTL` ([`Component::env_var`]);
+//!    `KMS_LAB_KUBECTL`, `KMS_LAB_ETCD`, `KMS_LAB_ETCDCTL`, `KMS_LAB_KUBE_CONTROLLER_MANAGER`
+//!    ([`Component::env_var`]);
 //! 2. [`ProvisionOptions::bin_dir`] (`--bin-dir DIR`), as `DIR/<binary>`;
 //! 3. `$KMS_LAB_ASSETS/<binary>`;
 //! 4. `$KUBEBUILDER_ASSETS/<binary>` (an envtest asset directory; it has no `etcdctl`);
@@ -29,6 +31,10 @@
 //! `k8s.io/kubernetes` and replaces each of its `./staging/` modules by the published
 //! `k8s.io/<module> v0.X.Y` (generated from Kubernetes' own `go.mod`, then `go mod tidy`).
 //! Both are built in that one directory, so the second build reuses Go's build cache.
+//! `kube-controller-manager` (the StorageVersionMigration controller) needs modules the
+//! apiserver does not, so it has its own wrapper module, generated the same way, in
+//! `<cache>/gobuild/k8s-<version>-controller-manager/`; it is built only on demand, about
+//! 2 minutes on 2 cores once kube-apiserver's packages are in Go's build cache.
 //! `etcd` and `etcdctl` come from `<cache>/gobuild/etcd-<version>/` the same way. Builds are
 //! static (`CGO_ENABLED=0`, `-trimpath`) and stamped with the version, like upstream's;
 //! otherwise Go's environment (`GOPROXY`, `GOFLAGS`, `GOTOOLCHAIN`, ...) is respected. Go's
@@ -86,6 +92,9 @@ pub enum Component {
     Etcd,
     /// `etcdctl`, from `go.etcd.io/etcd/etcdctl/v3`.
     Etcdctl,
+    /// `kube-controller-manager`, from `k8s.io/kubernetes`: only on demand ([`find_or_build`]),
+    /// never by [`provision`] (so not in [`Component::ALL`]).
+    KubeControllerManager,
 }
 
 impl Component {
@@ -99,6 +108,7 @@ impl Component {
             Self::Kubectl => "kubectl",
             Self::Etcd => "etcd",
             Self::Etcdctl => "etcdctl",
+            Self::KubeControllerManager => "kube-controller-manager",
         }
     }
 
@@ -109,12 +119,13 @@ impl Component {
             Self::Kubectl => "KMS_LAB_KUBECTL",
             Self::Etcd => "KMS_LAB_ETCD",
             Self::Etcdctl => "KMS_LAB_ETCDCTL",
+            Self::KubeControllerManager => "KMS_LAB_KUBE_CONTROLLER_MANAGER",
         }
     }
 
     /// Whether it comes from Kubernetes (else from etcd).
     fn is_kubernetes(self) -> bool {
-        matches!(self, Self::KubeApiserver | Self::Kubectl)
+        matches!(self, Self::KubeApiserver | Self::Kubectl | Self::KubeControllerManager)
     }
 }
 
@@ -251,13 +262,15 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// The binary for `component`.
-    pub fn get(&self, component: Component) -> &Binary {
+    /// The binary for `component`; `None` for kube-controller-manager, which is provisioned
+    /// only on demand ([`find_or_build`]).
+    pub fn get(&self, component: Component) -> Option<&Binary> {
         match component {
-            Component::KubeApiserver => &self.kube_apiserver,
-            Component::Kubectl => &self.kubectl,
-            Component::Etcd => &self.etcd,
-            Component::Etcdctl => &self.etcdctl,
+            Component::KubeApiserver => Some(&self.kube_apiserver),
+            Component::Kubectl => Some(&self.kubectl),
+            Component::Etcd => Some(&self.etcd),
+            Component::Etcdctl => Some(&self.etcdctl),
+            Component::KubeControllerManager => None,
         }
     }
 }
@@ -283,7 +296,7 @@ fn provision_with(options: &ProvisionOptions, env: &Env) -> Result<Binaries, Pro
         let image = Binary { component, path: component.name().into(), version: versions.of(component).to_owned(), source: Source::Image };
         match component {
             // Run from the registry's images, never from the host.
-            Component::KubeApiserver | Component::Etcd => Ok(image),
+            Component::KubeApiserver | Component::Etcd | Component::KubeControllerManager => Ok(image),
             // Used on the host by some steps: where found, else when first needed.
             Component::Kubectl | Component::Etcdctl => {
                 Ok(find_or_build_with(component, &ProvisionOptions { allow_build: false, ..options.clone() }, env).unwrap_or(image))
@@ -358,8 +371,9 @@ struct Env {
 }
 
 impl Env {
-    const VARS: [&'static str; 9] = [
+    const VARS: [&'static str; 10] = [
         "KMS_LAB_KUBE_APISERVER",
+        "KMS_LAB_KUBE_CONTROLLER_MANAGER",
         "KMS_LAB_KUBECTL",
         "KMS_LAB_ETCD",
         "KMS_LAB_ETCDCTL",
