@@ -578,7 +578,11 @@ async fn migrate_via_svm(args: &MigrateArgs) -> Exit {
         }
         Err(error) => {
             eprintln!("error: {error}");
-            Exit::Usage
+            // A migration that ran and failed (or never finished) is a failed run, not bad input.
+            match error {
+                OpsError::SvmFailed { .. } | OpsError::SvmTimeout { .. } => Exit::Failed,
+                _ => Exit::Usage,
+            }
         }
     }
 }
