@@ -1,5 +1,6 @@
-//! The stack: etcd, kube-apiserver(s), kms-plugin(s), started in order with bounded readiness
-//! waits, driven by scenarios and tests, and torn down completely.
+//! The stack: etcd, kube-apiserver(s), kms-plugin(s) (and, when asked, kube-controller-manager
+//! for StorageVersionMigration), started in order with bounded readiness waits, driven by
+//! scenarios and tests, and torn down completely.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
