@@ -67,21 +67,38 @@ impl ControllerManager {
     /// Starts `binary` (version `version`) against `kubeconfig` (apiserver port `apiserver_port`)
     /// and waits until its log says the garbage collector synced ([`READY_LINE`]).
     pub async fn start(binary: &Path, version: &str, kubeconfig: &Path, apiserver_port: u16, log: &Path) -> Result<Self, StackError> {
+        // The log is appended to across restarts: only what this process writes counts.
+        let offset = std::fs::metadata(log).map_or(0, |m| m.len()) as usize;
         let mut process = Supervised::spawn("kube-controller-manager", binary, &args(kubeconfig, version), log, &[])?;
         let log = log.to_owned();
         process
             .wait_ready(&format!("its log ({}) to say \"{READY_LINE}\"", log.display()), READY_DEADLINE, || {
                 let log = log.clone();
-                async move { std::fs::read(&log).is_ok_and(|bytes| String::from_utf8_lossy(&bytes).contains(READY_LINE)) }
+                async move { std::fs::read(&log).is_ok_and(|bytes| logged_since(&bytes, offset, READY_LINE)) }
             })
             .await?;
         Ok(Self { process, apiserver_port })
     }
 }
 
+/// Whether `log` holds `line` after its first `offset` bytes.
+fn logged_since(log: &[u8], offset: usize, line: &str) -> bool {
+    log.get(offset..).is_some_and(|new| String::from_utf8_lossy(new).contains(line))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_reads_only_what_this_start_logged() {
+        let earlier = format!("I1207 garbagecollector.go:253] \"{READY_LINE}\"\n");
+        let log = format!("{earlier}I1207 controllermanager.go:204] \"Starting\"\n");
+        assert!(!logged_since(log.as_bytes(), earlier.len(), READY_LINE));
+        assert!(logged_since(format!("{log}{earlier}").as_bytes(), earlier.len(), READY_LINE));
+        assert!(logged_since(log.as_bytes(), 0, READY_LINE));
+        assert!(!logged_since(b"short", 100, READY_LINE));
+    }
 
     #[test]
     fn older_minors_get_the_gate_and_the_beta_api() {
