@@ -563,8 +563,8 @@ async fn migrate_via_svm(args: &MigrateArgs) -> Exit {
                     for r in &report.resources {
                         let per_second = if r.seconds > 0.0 { r.objects as f64 / r.seconds } else { 0.0 };
                         println!(
-                            "{}: StorageVersionMigration `{}` Succeeded in {:.1} s ({:.1} s before the controller picked it up); {} object(s) listed ({per_second:.1}/s; the controller re-writes those the apiserver reports stale, which the API does not count)",
-                            r.resource, r.name, r.seconds, r.waited, r.objects
+                            "{}: StorageVersionMigration `{}` Succeeded in {:.1} s; {} object(s) listed ({per_second:.1}/s; the controller re-writes those the apiserver reports stale, which the API does not count)",
+                            r.resource, r.name, r.seconds, r.objects
                         );
                     }
                     println!("{:.1} s ({})", report.seconds, report.api_version);

@@ -159,9 +159,6 @@ pub struct SvmResource {
     pub objects: u64,
     /// Seconds from creation to `Succeeded`.
     pub seconds: f64,
-    /// Seconds from creation until it was first seen picked up (`Running`, or already done):
-    /// the controller's wait for the garbage collector's cache (to the next status read).
-    pub waited: f64,
 }
 
 /// What a `--via svm` migration did.
@@ -199,7 +196,6 @@ pub async fn migrate_via_svm(
             .map_err(|source| OpsError::Api { what: format!("create a StorageVersionMigration for {resource}"), source })?;
         let name = created.metadata.name.clone().unwrap_or_default();
         let mut last = SvmState::Pending;
-        let mut waited = None;
         progress(resource, &last);
         loop {
             let current = migrations
@@ -207,9 +203,6 @@ pub async fn migrate_via_svm(
                 .await
                 .map_err(|source| OpsError::Api { what: format!("read StorageVersionMigration `{name}`"), source })?;
             let state = SvmState::of(&serde_json::to_value(&current).unwrap_or_default());
-            if state != SvmState::Pending && waited.is_none() {
-                waited = Some(one.elapsed().as_secs_f64());
-            }
             if state != last {
                 progress(resource, &state);
                 last = state.clone();
@@ -230,8 +223,7 @@ pub async fn migrate_via_svm(
                 SvmState::Pending | SvmState::Running => tokio::time::sleep(POLL).await,
             }
         }
-        let seconds = one.elapsed().as_secs_f64();
-        report.resources.push(SvmResource { resource: resource.to_string(), name, objects, seconds, waited: waited.unwrap_or(seconds) });
+        report.resources.push(SvmResource { resource: resource.to_string(), name, objects, seconds: one.elapsed().as_secs_f64() });
     }
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

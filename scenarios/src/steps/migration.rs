@@ -197,12 +197,11 @@ async fn migrate_via_svm(world: &mut World, kind: Kind) -> StepResult {
     let per_second = if done.seconds > 0.0 { rewritten as f64 / done.seconds } else { 0.0 };
     world.figure(format!("migrate_svm.{name}.seconds"), (done.seconds * 10.0).round() / 10.0);
     world.figure(format!("migrate_svm.{name}.rewritten"), rewritten as f64);
-    world.figure(format!("migrate_svm.{name}.waited_s"), (done.waited * 10.0).round() / 10.0);
     world.figure(format!("migrate_svm.{name}.objects_per_second"), (per_second * 10.0).round() / 10.0);
     let started = if restarted { "; kube-controller-manager (re)started against apiserver-0 first" } else { "" };
     Ok(format!(
-        "StorageVersionMigration `{}` ({}) Succeeded in {:.1} s ({:.1} s of them before the controller picked it up): {rewritten} of {} {name} re-encrypted in etcd ({per_second:.1}/s){started}",
-        done.name, report.api_version, done.seconds, done.waited, done.objects
+        "StorageVersionMigration `{}` ({}) Succeeded in {:.1} s: {rewritten} of {} {name} re-encrypted in etcd ({per_second:.1}/s){started}",
+        done.name, report.api_version, done.seconds, done.objects
     ))
 }
 
