@@ -394,12 +394,30 @@ pub async fn recover(args: &RecoverArgs) -> Exit {
     Exit::passed(report.complete())
 }
 
+/// How `kms-lab migrate` rewrites the objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// kms-lab's own rewrite through the API: paged, retried, resumable.
+    #[default]
+    Rewrite,
+    /// A StorageVersionMigration per resource (storagemigration.k8s.io), carried out by
+    /// kube-controller-manager's storage-version-migrator-controller; awaited until Succeeded.
+    Svm,
+}
+
 /// Arguments of `kms-lab migrate`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MigrateArgs {
     /// Resources to rewrite (default: secrets).
     #[arg(long = "resource", value_name = "RESOURCE")]
     resources: Vec<String>,
+    /// How: `rewrite` (kms-lab's own) or `svm` (StorageVersionMigration objects; needs
+    /// kube-controller-manager with the migrator: on by default from Kubernetes v1.37).
+    #[arg(long, value_enum, default_value_t = Via::Rewrite)]
+    via: Via,
+    /// With `--via svm`: how long each migration may take until Succeeded.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "5m")]
+    svm_timeout: Duration,
     /// Only this namespace (default: all).
     #[arg(long, value_name = "NAMESPACE")]
     namespace: Option<String>,
@@ -432,6 +450,9 @@ pub struct MigrateArgs {
 
 /// `kms-lab migrate` (the kubeconfig comes from `KUBECONFIG` or `~/.kube/config`).
 pub async fn migrate(args: &MigrateArgs) -> Exit {
+    if args.via == Via::Svm {
+        return migrate_via_svm(args).await;
+    }
     let run = async {
         let client = kube::Client::try_default()
             .await
@@ -497,6 +518,86 @@ pub async fn migrate(args: &MigrateArgs) -> Exit {
             eprintln!("error: {error}");
             Exit::Usage
         }
+    }
+}
+
+/// `kms-lab migrate --via svm`: one StorageVersionMigration per resource, awaited.
+async fn migrate_via_svm(args: &MigrateArgs) -> Exit {
+    use kms_lab_ops::svm::{SvmOptions, migrate_via_svm};
+    let unsupported = [
+        (args.checkpoint.is_some(), "--checkpoint"),
+        (args.stop_after.is_some(), "--stop-after"),
+        (args.dry_run, "--dry-run"),
+        (args.namespace.is_some(), "--namespace"),
+    ];
+    if let Some((_, flag)) = unsupported.iter().find(|(set, _)| *set) {
+        eprintln!(
+            "error: {flag} belongs to the rewrite: a StorageVersionMigration covers every object of a resource and runs to the end; drop {flag}, or use --via rewrite"
+        );
+        return Exit::Usage;
+    }
+    let run = async {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|source| OpsError::Api { what: "connect with the kubeconfig (KUBECONFIG or ~/.kube/config)".into(), source })?;
+        warn_without_controller_manager(&client).await;
+        let options = SvmOptions { resources: resources(&args.resources, SvmOptions::default().resources)?, deadline: args.svm_timeout };
+        let mut progress = |resource: &Resource, state: &kms_lab_ops::svm::SvmState| eprintln!("{resource}: {state}");
+        let report = migrate_via_svm(&client, &options, &mut progress).await?;
+        let after = if args.etcd.endpoints.is_empty() {
+            None
+        } else {
+            let mut inspect_options = InspectOptions { resources: options.resources.clone(), ..Default::default() };
+            if let Some(path) = &args.config {
+                inspect_options = inspect_options.with_config_file(path)?;
+            }
+            Some(inspect::inspect(&args.etcd.client()?, &inspect_options, &mut progress_line("read")).await?)
+        };
+        Ok::<_, OpsError>((report, after))
+    };
+    match run.await {
+        Ok((report, after)) => {
+            match args.format {
+                Format::Json => println!("{}", serde_json::json!({ "svm": report, "inspect": after })),
+                Format::Table => {
+                    for r in &report.resources {
+                        let per_second = if r.seconds > 0.0 { r.objects as f64 / r.seconds } else { 0.0 };
+                        println!(
+                            "{}: StorageVersionMigration `{}` Succeeded in {:.1} s; {} object(s) listed ({per_second:.1}/s; the controller re-writes those the apiserver reports stale, which the API does not count)",
+                            r.resource, r.name, r.seconds, r.objects
+                        );
+                    }
+                    println!("{:.1} s ({})", report.seconds, report.api_version);
+                    if let Some(after) = &after {
+                        print!("{}", inspect::render_table(after));
+                    }
+                }
+            }
+            let left = after.as_ref().is_some_and(|a| a.resources.iter().any(|r| r.rewrite.as_ref().is_some_and(|p| p.would_change > 0)));
+            Exit::passed(!left)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            // A migration that ran and failed (or never finished) is a failed run, not bad input.
+            match error {
+                OpsError::SvmFailed { .. } | OpsError::SvmTimeout { .. } => Exit::Failed,
+                _ => Exit::Usage,
+            }
+        }
+    }
+}
+
+/// Warns when no kube-controller-manager seems to run: a real cluster's holds the Lease
+/// `kube-system/kube-controller-manager`; without one, a StorageVersionMigration never starts.
+async fn warn_without_controller_manager(client: &kube::Client) {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), "kube-system");
+    if let Ok(None) = leases.get_opt("kube-controller-manager").await {
+        eprintln!(
+            "warning: no Lease kube-system/kube-controller-manager: if no kube-controller-manager runs (e.g. `kms-lab lab`, which runs none), \
+             the StorageVersionMigration is never carried out and this waits until --svm-timeout; there, use --via rewrite \
+             (a scenario runs one with `stack: {{controller_manager: true}}`)"
+        );
     }
 }
 

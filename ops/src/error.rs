@@ -66,6 +66,39 @@ pub enum OpsError {
     /// An API request could not be built (a name the URL cannot hold).
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// The cluster serves no StorageVersionMigration API.
+    #[error(
+        "the cluster serves no storagemigration.k8s.io API: it is on by default from Kubernetes v1.37; on v1.35–v1.36 start \
+         kube-apiserver with --feature-gates=StorageVersionMigrator=true --runtime-config=storagemigration.k8s.io/v1beta1=true \
+         (and kube-controller-manager with the same feature gate); older clusters: use the rewrite (`--via rewrite`)"
+    )]
+    SvmUnavailable,
+    /// A StorageVersionMigration ended with the condition `Failed`.
+    #[error("StorageVersionMigration `{name}` of {resource} failed: {message} (see `kubectl get storageversionmigration {name} -o yaml`)")]
+    SvmFailed {
+        /// The migration's name.
+        name: String,
+        /// The resource it migrates.
+        resource: String,
+        /// The `Failed` condition's reason and message.
+        message: String,
+    },
+    /// A StorageVersionMigration was not done in time.
+    #[error(
+        "StorageVersionMigration `{name}` of {resource} did not succeed within {seconds} s (last state: {state}); is \
+         kube-controller-manager running with the storage-version-migrator-controller and the garbage-collector-controller? \
+         Its log says why it waits (`kubectl get storageversionmigration {name} -o yaml`)"
+    )]
+    SvmTimeout {
+        /// The migration's name.
+        name: String,
+        /// The resource it migrates.
+        resource: String,
+        /// The deadline.
+        seconds: u64,
+        /// Its last state.
+        state: String,
+    },
     /// A plugin `enable` knows nothing about.
     #[error("unknown plugin `{0}`: known plugins are {known}", known = crate::enable::KNOWN_PLUGINS.join(", "))]
     UnknownPlugin(String),

@@ -2,7 +2,8 @@
 //! each encryption provider (read-only, envelope headers only), [`migrate`] rewrites objects
 //! through the API so the first provider re-encrypts them, [`enable`] writes the files that turn
 //! a KMS plugin on for a kubeadm-style control plane, [`recover`] finds the objects a lost KEK left
-//! undecryptable and deletes exactly those with upstream's unsafe delete. The `kms-lab` binary parses and dispatches;
+//! undecryptable and deletes exactly those with upstream's unsafe delete, [`svm`] migrates through
+//! StorageVersionMigration objects instead. The `kms-lab` binary parses and dispatches;
 //! the scenarios call the same functions.
 
 pub mod enable;
@@ -11,6 +12,7 @@ pub mod inspect;
 pub mod migrate;
 pub mod recover;
 pub mod resource;
+pub mod svm;
 
 pub use error::OpsError;
 pub use inspect::{InspectOptions, InspectReport, ProviderRef};

@@ -270,6 +270,19 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_via_svm_needs_the_controller_manager() {
+        let error = parse_text(&format!("{HEADER}  - migrate: {{kind: secret, via: svm}}\n")).unwrap_err().to_string();
+        assert!(error.contains("needs kube-controller-manager") && error.contains("`controller_manager: true` under `stack:`"), "{error}");
+        let with = HEADER.replace("stack:\n", "stack:\n  controller_manager: true\n");
+        let scenario = parse_text(&format!("{with}  - migrate: {{kind: secret, via: svm}}\n  - migrate: {{kind: secret}}\n")).unwrap();
+        assert!(scenario.stack.controller_manager);
+        let error = parse_text(&format!("{with}  - migrate: {{via: svm, checkpoint: c}}\n")).unwrap_err().to_string();
+        assert!(error.contains("`via: svm` has no checkpoint"), "{error}");
+        let error = parse_text(&format!("{with}  - migrate: {{via: kubectl}}\n")).unwrap_err().to_string();
+        assert!(error.contains("unknown variant `kubectl`") && error.contains("svm"), "{error}");
+    }
+
+    #[test]
     fn references_are_checked_before_anything_runs() {
         let error = parse_text(&format!("{HEADER}  - kill: plugin-9\n")).unwrap_err().to_string();
         assert!(error.contains("no plugin named `plugin-9`") && error.contains("known: plugin-0"), "{error}");

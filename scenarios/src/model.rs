@@ -138,6 +138,10 @@ pub struct StackSpec {
     /// Extra kube-apiserver flags for apiserver-0.
     #[serde(default)]
     pub apiserver_args: Vec<String>,
+    /// Run kube-controller-manager (the StorageVersionMigration controller and the garbage
+    /// collector) beside apiserver-0, as `migrate: {via: svm}` needs; built on first use.
+    #[serde(default)]
+    pub controller_manager: bool,
     /// Run the secret sync controller (`kms-secret-sync`) against the mock KMS's secrets manager.
     #[serde(default)]
     pub secret_sync: Option<crate::steps::sync::SecretSyncSpec>,

@@ -191,6 +191,7 @@ fn stack_options(scenario: &Scenario, options: &RunOptions, seed: u64, manifests
     stack.readiness = if stack.start_plugins_first && !sealed { Readiness::Ready } else { Readiness::Live };
     stack.kms_v1_gate = spec.kms_v1_gate;
     stack.apiserver_args = spec.apiserver_args.clone();
+    stack.controller_manager = spec.controller_manager;
     let encryption = spec.encryption.clone();
     stack.encryption_builder = Some(EncryptionBuilder(Arc::new(move |sockets| {
         // Plugin names were validated when the file was loaded, so every socket resolves.

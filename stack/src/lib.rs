@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod certs;
 pub mod component;
 pub mod container;
+pub mod controller_manager;
 pub mod encryption;
 pub mod error;
 pub mod etcd;

@@ -1,5 +1,6 @@
-//! The stack: etcd, kube-apiserver(s), kms-plugin(s), started in order with bounded readiness
-//! waits, driven by scenarios and tests, and torn down completely.
+//! The stack: etcd, kube-apiserver(s), kms-plugin(s) (and, when asked, kube-controller-manager
+//! for StorageVersionMigration), started in order with bounded readiness waits, driven by
+//! scenarios and tests, and torn down completely.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use crate::apiserver::{self, ApiServer, ApiServerOptions, Readiness, SharedFiles};
 use crate::certs::Pki;
 use crate::component::{Component, WaitFor};
+use crate::controller_manager::ControllerManager;
 use crate::encryption::{EncryptionConfiguration, KmsProvider, Provider};
 use crate::error::StackError;
 use crate::etcd::{Etcd, EtcdTlsFiles};
@@ -58,6 +60,11 @@ pub struct StackOptions {
     /// Run etcd with mutual TLS, as real clusters do: the apiservers present a client
     /// certificate; [`Stack::etcd_client`] and [`Stack::etcd_tls`] give readers theirs.
     pub etcd_mtls: bool,
+    /// Run kube-controller-manager (only the StorageVersionMigration controller and the garbage
+    /// collector) beside apiserver-0, provisioned at launch (built on first use, ~2 minutes)
+    /// and started after it; below v1.37 the apiserver gets StorageVersionMigration's feature
+    /// gate and beta API ([`crate::controller_manager::apiserver_flags`]).
+    pub controller_manager: bool,
 }
 
 impl StackOptions {
@@ -77,6 +84,7 @@ impl StackOptions {
             apiserver_args: Vec::new(),
             mock_kms: None,
             etcd_mtls: false,
+            controller_manager: false,
             runtime: Runtime::configured().unwrap_or_else(|error| {
                 eprintln!("kms-lab: {error}; using the process runtime");
                 Runtime::Process
@@ -123,6 +131,9 @@ pub struct Stack {
     /// etcd's certificates (used when etcd runs with mutual TLS).
     etcd_tls_files: EtcdTlsFiles,
     ca_pem: String,
+    /// kube-controller-manager's binary, when the stack runs one ([`StackOptions::controller_manager`]).
+    controller_manager_binary: Option<crate::provision::Binary>,
+    controller_manager: Option<ControllerManager>,
     shut_down: bool,
 }
 
@@ -197,6 +208,8 @@ impl Stack {
             files,
             etcd_tls_files,
             ca_pem: pki.ca_pem,
+            controller_manager_binary: None,
+            controller_manager: None,
             shut_down: false,
         };
         if let Err(error) = stack.bring_up(&options).await {
@@ -211,6 +224,19 @@ impl Stack {
     /// Starts the components in order (see [`Stack::launch`]).
     async fn bring_up(&mut self, options: &StackOptions) -> Result<(), StackError> {
         let stack = self;
+        let mut apiserver_args = options.apiserver_args.clone();
+        if options.controller_manager {
+            // Provisioned first: a missing binary (or a failed build) stops the launch early.
+            let version = stack.binaries.kube_apiserver.version.clone();
+            let wanted = crate::provision::ProvisionOptions { kubernetes_version: version.clone(), ..Default::default() };
+            let binary = tokio::task::spawn_blocking(move || {
+                crate::provision::find_or_build(crate::provision::Component::KubeControllerManager, &wanted)
+            })
+            .await
+            .map_err(|e| StackError::io("provision kube-controller-manager")(std::io::Error::other(e)))??;
+            apiserver_args.splice(0..0, crate::controller_manager::apiserver_flags(&version));
+            stack.controller_manager_binary = Some(binary);
+        }
         let etcd_data = stack.work.path().join("etcd-data");
         let tls = options.etcd_mtls.then(|| stack.etcd_tls_files.clone());
         stack.etcd = Some(Etcd::start(&stack.launcher, &stack.binaries.etcd.path, &etcd_data, &stack.run_dir.join("etcd.log"), tls).await?);
@@ -230,11 +256,14 @@ impl Stack {
             (None, Some(builder)) => (builder.0)(&sockets),
             (None, None) => stack.default_encryption(),
         };
-        stack.add_apiserver(&encryption, options.kms_v1_gate, options.readiness, options.apiserver_args.clone()).await?;
+        stack.add_apiserver(&encryption, options.kms_v1_gate, options.readiness, apiserver_args).await?;
         if !options.start_plugins_first && options.start_plugins {
             for name in stack.plugin_names() {
                 stack.start_plugin(&name).await?;
             }
+        }
+        if options.controller_manager {
+            stack.ensure_controller_manager().await?;
         }
         Ok(())
     }
@@ -246,6 +275,35 @@ impl Stack {
             &["secrets"],
             vec![Provider::Kms(KmsProvider::v2(DEFAULT_PROVIDER, &socket, Duration::from_secs(3))), Provider::Identity(Default::default())],
         )
+    }
+
+    /// Makes sure kube-controller-manager runs against apiserver-0 as it is now: started if it
+    /// is not running, restarted if apiserver-0 was restarted on another port since (its
+    /// kubeconfig is read once), then waited for until its garbage collector synced. Refused when
+    /// the stack was launched without [`StackOptions::controller_manager`]. Returns whether it
+    /// (re)started it.
+    pub async fn ensure_controller_manager(&mut self) -> Result<bool, StackError> {
+        let Some(binary) = self.controller_manager_binary.clone() else {
+            return Err(StackError::ComponentState {
+                verb: "use",
+                component: "kube-controller-manager".into(),
+                reason: "the stack runs none: launch it with `controller_manager` (a scenario: `stack: {controller_manager: true}`)".into(),
+            });
+        };
+        let port = self.apiserver_slot(0)?.port;
+        if let Some(running) = &mut self.controller_manager
+            && running.apiserver_port == port
+            && running.process.exited().await.is_none()
+        {
+            return Ok(false);
+        }
+        if let Some(old) = self.controller_manager.take() {
+            old.process.stop(STOP_GRACE).await;
+        }
+        let log = self.run_dir.join("kube-controller-manager.log");
+        let started = ControllerManager::start(&binary.path, &binary.version, &self.kubeconfig_path(0), port, &log).await?;
+        self.controller_manager = Some(started);
+        Ok(true)
     }
 
     /// The directory with every component's log.
@@ -644,7 +702,8 @@ impl Stack {
         let plugins = self.plugins.values().flat_map(|p| p.process.iter().chain(&p.extras));
         let etcd = self.etcd.iter().filter_map(|e| e.process.as_ref());
         let kms = self.mock_kms.iter().flat_map(MockKms::pids);
-        apiservers.chain(plugins).chain(etcd).filter_map(|p| p.pid()).chain(kms).collect()
+        let controller_manager = self.controller_manager.iter().map(|c| &c.process);
+        apiservers.chain(plugins).chain(etcd).chain(controller_manager).filter_map(|p| p.pid()).chain(kms).collect()
     }
 
     /// What the stack's running processes have used so far, from `/proc`: CPU seconds (user +
@@ -671,10 +730,13 @@ impl Stack {
         total
     }
 
-    /// Stops everything (apiservers, then plugins, then etcd). On success the run directory is
+    /// Stops everything (kube-controller-manager, apiservers, then plugins, then etcd). On success the run directory is
     /// removed; with `keep_logs` it stays and its path is returned.
     pub async fn shutdown(mut self, keep_logs: bool) -> Option<PathBuf> {
         self.shut_down = true;
+        if let Some(controller_manager) = self.controller_manager.take() {
+            controller_manager.process.stop(STOP_GRACE).await;
+        }
         for apiserver in self.apiservers.drain(..) {
             if let Some(process) = apiserver.process {
                 process.stop(STOP_GRACE).await;

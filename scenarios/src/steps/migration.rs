@@ -1,5 +1,6 @@
 //! Rewriting every object so the first provider re-encrypts it: the documented
-//! `kubectl get | kubectl replace` procedure and `kms-lab migrate`'s paged rewrite.
+//! `kubectl get | kubectl replace` procedure, `kms-lab migrate`'s paged rewrite, and
+//! StorageVersionMigration (`migrate: {via: svm}`, the in-tree way).
 
 use std::time::{Duration, Instant};
 
@@ -44,15 +45,33 @@ impl StepKind for Rewrite {
     }
 }
 
-/// `migrate: {kind, apiserver}`: the rewrite `kms-lab migrate` does on a real cluster (crate
+/// How `migrate` rewrites the objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// `kms-lab migrate`'s own paged rewrite through the API (the default).
+    #[default]
+    Rewrite,
+    /// A StorageVersionMigration per resource, done by kube-controller-manager's
+    /// `storage-version-migrator-controller` (needs `stack: {controller_manager: true}`).
+    Svm,
+}
+
+/// `migrate: {kind, apiserver, via}`: the rewrite `kms-lab migrate` does on a real cluster (crate
 /// `ops`): every object re-written through the API in pages, a bounded number in flight, retried
-/// on conflicts and throttling; an object it cannot rewrite fails the step, named.
+/// on conflicts and throttling; an object it cannot rewrite fails the step, named. With
+/// `via: svm`, a StorageVersionMigration instead, awaited until `Succeeded` (`Failed`, or not
+/// done within its deadline, fails the step); the objects it re-encrypted are counted in etcd
+/// (stored values that changed).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Migrate {
     /// Secret or configmap.
     #[serde(default)]
     pub kind: Kind,
+    /// `rewrite` (default) or `svm`.
+    #[serde(default)]
+    pub via: Via,
     /// The apiserver to call.
     #[serde(default)]
     pub apiserver: usize,
@@ -68,6 +87,17 @@ pub struct Migrate {
 
 impl StepKind for Migrate {
     fn check(&self, scope: &mut Scope<'_>) -> Result<(), String> {
+        if self.via == Via::Svm {
+            if self.checkpoint.is_some() || self.stop_after.is_some() {
+                return Err("`via: svm` has no checkpoint or `stop_after` (the controller finishes what it started): drop them, or use `via: rewrite`".into());
+            }
+            if self.apiserver != 0 {
+                return Err("`via: svm` runs through apiserver-0 (kube-controller-manager talks to it): drop `apiserver`".into());
+            }
+            if !scope.scenario().stack.controller_manager {
+                return Err("`migrate: {via: svm}` needs kube-controller-manager: add `controller_manager: true` under `stack:`".into());
+            }
+        }
         if self.stop_after.is_some() && self.checkpoint.is_none() {
             return Err("`stop_after` interrupts the migration: add `checkpoint: NAME` so a later `migrate` can resume it".into());
         }
@@ -80,6 +110,9 @@ impl StepKind for Migrate {
     }
 
     fn label(&self) -> String {
+        if self.via == Via::Svm {
+            return format!("migrate all {} (a StorageVersionMigration, done by kube-controller-manager)", self.kind.resource());
+        }
         let mut label = format!("migrate all {} (kms-lab migrate: paged, retried, through the API)", self.kind.resource());
         if let Some(name) = &self.checkpoint {
             label.push_str(&format!(", checkpoint `{name}`"));
@@ -91,6 +124,9 @@ impl StepKind for Migrate {
     }
 
     fn run<'a>(&'a self, world: &'a mut World) -> StepFuture<'a> {
+        if self.via == Via::Svm {
+            return Box::pin(migrate_via_svm(world, self.kind));
+        }
         Box::pin(async move {
             use kms_lab_ops::migrate::{MigrateOptions, migrate};
             let resource = self.kind.ops_resource();
@@ -132,6 +168,41 @@ impl StepKind for Migrate {
             ))
         })
     }
+}
+
+/// `migrate: {via: svm}`: kube-controller-manager running against apiserver-0 as it is now
+/// (restarted if the apiserver was), a StorageVersionMigration awaited until `Succeeded`, and the
+/// objects it re-encrypted counted in etcd (stored values that changed).
+async fn migrate_via_svm(world: &mut World, kind: Kind) -> StepResult {
+    use kms_lab_ops::svm::{SvmOptions, migrate_via_svm};
+    use sha2::{Digest, Sha256};
+    let resource = kind.ops_resource();
+    let name = kind.resource();
+    let restarted = world.stack.ensure_controller_manager().await?;
+    let prefix = resource.etcd_prefix();
+    let digests = |values: Vec<(String, Vec<u8>)>| -> std::collections::BTreeMap<String, Vec<u8>> {
+        values.into_iter().map(|(key, value)| (key, Sha256::digest(&value).to_vec())).collect()
+    };
+    let before = digests(world.stack.etcd_list(&prefix).await?);
+    let client = world.stack.kube_client(0).await?;
+    let options = SvmOptions { resources: vec![resource.clone()], ..SvmOptions::default() };
+    let report = migrate_via_svm(&client, &options, &mut |_, _| {})
+        .await
+        .map_err(|e| StepError::Failed(format!("migrate via StorageVersionMigration: {e}")))?;
+    let after = digests(world.stack.etcd_list(&prefix).await?);
+    let rewritten = after.iter().filter(|(key, digest)| before.get(*key).is_some_and(|old| old != *digest)).count() as u64;
+    let Some(done) = report.resources.first() else {
+        return Err(StepError::Failed(format!("no StorageVersionMigration was made for {name}")));
+    };
+    let per_second = if done.seconds > 0.0 { rewritten as f64 / done.seconds } else { 0.0 };
+    world.figure(format!("migrate_svm.{name}.seconds"), (done.seconds * 10.0).round() / 10.0);
+    world.figure(format!("migrate_svm.{name}.rewritten"), rewritten as f64);
+    world.figure(format!("migrate_svm.{name}.objects_per_second"), (per_second * 10.0).round() / 10.0);
+    let started = if restarted { "; kube-controller-manager (re)started against apiserver-0 first" } else { "" };
+    Ok(format!(
+        "StorageVersionMigration `{}` ({}) Succeeded in {:.1} s: {rewritten} of {} {name} re-encrypted in etcd ({per_second:.1}/s){started}",
+        done.name, report.api_version, done.seconds, done.objects
+    ))
 }
 
 async fn rewrite(world: &mut World, rewrite: &Rewrite) -> StepResult {

@@ -1,5 +1,6 @@
 //! Provisioning of the pinned upstream binaries the stack runs: `kube-apiserver` and
-//! `kubectl` ([`KUBERNETES_VERSION`]), `etcd` and `etcdctl` ([`ETCD_VERSION`]).
+//! `kubectl` ([`KUBERNETES_VERSION`]), `etcd` and `etcdctl` ([`ETCD_VERSION`]); and, only when
+//! a scenario or command asks for it, `kube-controller-manager` ([`find_or_build`]).
 //!
 //! # Lookup order
 //!
@@ -7,7 +8,8 @@
 //! match wins ([`Source`] records which one):
 //!
 //! 1. the environment variable naming the binary itself: `KMS_LAB_KUBE_APISERVER`,
-//!    `KMS_LAB_KUBECTL`, `KMS_LAB_ETCD`, `KMS_LAB_ETCDCTL` ([`Component::env_var`]);
+//!    `KMS_LAB_KUBECTL`, `KMS_LAB_ETCD`, `KMS_LAB_ETCDCTL`, `KMS_LAB_KUBE_CONTROLLER_MANAGER`
+//!    ([`Component::env_var`]);
 //! 2. [`ProvisionOptions::bin_dir`] (`--bin-dir DIR`), as `DIR/<binary>`;
 //! 3. `$KMS_LAB_ASSETS/<binary>`;
 //! 4. `$KUBEBUILDER_ASSETS/<binary>` (an envtest asset directory; it has no `etcdctl`);
@@ -29,6 +31,10 @@
 //! `k8s.io/kubernetes` and replaces each of its `./staging/` modules by the published
 //! `k8s.io/<module> v0.X.Y` (generated from Kubernetes' own `go.mod`, then `go mod tidy`).
 //! Both are built in that one directory, so the second build reuses Go's build cache.
+//! `kube-controller-manager` (the StorageVersionMigration controller) needs modules the
+//! apiserver does not, so it has its own wrapper module, generated the same way, in
+//! `<cache>/gobuild/k8s-<version>-controller-manager/`; it is built only on demand, about
+//! 2 minutes on 2 cores once kube-apiserver's packages are in Go's build cache.
 //! `etcd` and `etcdctl` come from `<cache>/gobuild/etcd-<version>/` the same way. Builds are
 //! static (`CGO_ENABLED=0`, `-trimpath`) and stamped with the version, like upstream's;
 //! otherwise Go's environment (`GOPROXY`, `GOFLAGS`, `GOTOOLCHAIN`, ...) is respected. Go's
@@ -75,9 +81,8 @@ pub const SUPPORTED_KUBERNETES_VERSIONS: [&str; 3] = ["v1.37.2", "v1.36.3", "v1.
 /// The etcd version of `etcd` and `etcdctl` kms-lab is tested against.
 pub const ETCD_VERSION: &str = "v3.6.16";
 
-/// One of the upstream binaries; [`Component::ALL`] and [`Component::name`] follow from the
-/// variants (declared in the order [`provision`] provides them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::VariantArray)]
+/// One of the upstream binaries; [`Component::name`] follows from the variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::IntoStaticStr)]
 #[strum(serialize_all = "kebab-case")]
 pub enum Component {
     /// `kube-apiserver`, from `k8s.io/kubernetes`.
@@ -88,11 +93,14 @@ pub enum Component {
     Etcd,
     /// `etcdctl`, from `go.etcd.io/etcd/etcdctl/v3`.
     Etcdctl,
+    /// `kube-controller-manager`, from `k8s.io/kubernetes`: only on demand ([`find_or_build`]),
+    /// never by [`provision`] (so not in [`Component::PROVISIONED`]).
+    KubeControllerManager,
 }
 
 impl Component {
-    /// All of them, in the order [`provision`] provides them.
-    pub const ALL: &'static [Component] = <Self as strum::VariantArray>::VARIANTS;
+    /// What [`provision`] provides, in its order (every binary a stack always needs).
+    pub const PROVISIONED: [Component; 4] = [Self::KubeApiserver, Self::Kubectl, Self::Etcd, Self::Etcdctl];
 
     /// The binary's file name, e.g. `kube-apiserver`.
     pub fn name(self) -> &'static str {
@@ -106,12 +114,13 @@ impl Component {
             Self::Kubectl => "KMS_LAB_KUBECTL",
             Self::Etcd => "KMS_LAB_ETCD",
             Self::Etcdctl => "KMS_LAB_ETCDCTL",
+            Self::KubeControllerManager => "KMS_LAB_KUBE_CONTROLLER_MANAGER",
         }
     }
 
     /// Whether it comes from Kubernetes (else from etcd).
     fn is_kubernetes(self) -> bool {
-        matches!(self, Self::KubeApiserver | Self::Kubectl)
+        matches!(self, Self::KubeApiserver | Self::Kubectl | Self::KubeControllerManager)
     }
 }
 
@@ -248,13 +257,15 @@ pub struct Binaries {
 }
 
 impl Binaries {
-    /// The binary for `component`.
-    pub fn get(&self, component: Component) -> &Binary {
+    /// The binary for `component`; `None` for kube-controller-manager, which is provisioned
+    /// only on demand ([`find_or_build`]).
+    pub fn get(&self, component: Component) -> Option<&Binary> {
         match component {
-            Component::KubeApiserver => &self.kube_apiserver,
-            Component::Kubectl => &self.kubectl,
-            Component::Etcd => &self.etcd,
-            Component::Etcdctl => &self.etcdctl,
+            Component::KubeApiserver => Some(&self.kube_apiserver),
+            Component::Kubectl => Some(&self.kubectl),
+            Component::Etcd => Some(&self.etcd),
+            Component::Etcdctl => Some(&self.etcdctl),
+            Component::KubeControllerManager => None,
         }
     }
 }
@@ -280,7 +291,7 @@ fn provision_with(options: &ProvisionOptions, env: &Env) -> Result<Binaries, Pro
         let image = Binary { component, path: component.name().into(), version: versions.of(component).to_owned(), source: Source::Image };
         match component {
             // Run from the registry's images, never from the host.
-            Component::KubeApiserver | Component::Etcd => Ok(image),
+            Component::KubeApiserver | Component::Etcd | Component::KubeControllerManager => Ok(image),
             // Used on the host by some steps: where found, else when first needed.
             Component::Kubectl | Component::Etcdctl => {
                 Ok(find_or_build_with(component, &ProvisionOptions { allow_build: false, ..options.clone() }, env).unwrap_or(image))
@@ -355,8 +366,9 @@ struct Env {
 }
 
 impl Env {
-    const VARS: [&'static str; 9] = [
+    const VARS: [&'static str; 10] = [
         "KMS_LAB_KUBE_APISERVER",
+        "KMS_LAB_KUBE_CONTROLLER_MANAGER",
         "KMS_LAB_KUBECTL",
         "KMS_LAB_ETCD",
         "KMS_LAB_ETCDCTL",

@@ -40,7 +40,7 @@ const ETCD_OUTPUT: &str = "etcd Version: 3.6.16\nGit SHA: v3.6.16\nGo Version: g
 
 #[test]
 fn components() {
-    let names: Vec<_> = Component::ALL.iter().map(|c| (c.name(), c.env_var())).collect();
+    let names: Vec<_> = Component::PROVISIONED.iter().map(|c| (c.name(), c.env_var())).collect();
     assert_eq!(
         names,
         [
@@ -50,7 +50,10 @@ fn components() {
             ("etcdctl", "KMS_LAB_ETCDCTL"),
         ]
     );
+    let kcm = Component::KubeControllerManager;
+    assert_eq!((kcm.name(), kcm.env_var()), ("kube-controller-manager", "KMS_LAB_KUBE_CONTROLLER_MANAGER"));
     let options = ProvisionOptions::default();
+    assert_eq!(options.version_of(kcm), "v1.37.2");
     assert_eq!((options.version_of(Component::Kubectl), options.version_of(Component::Etcdctl)), ("v1.37.2", "v3.6.16"));
     assert!(options.allow_build && options.progress && options.bin_dir.is_none() && options.cache_dir.is_none());
     assert_eq!(cache_path(Path::new("/c"), Component::KubeApiserver, "v1.37.2"), Path::new("/c/bin/kube-apiserver-v1.37.2/kube-apiserver"));
@@ -256,7 +259,7 @@ fn provision_finds_the_real_binaries() {
         (Component::Etcd, &["--version"][..], "etcd Version: 3.6.16"),
         (Component::Etcdctl, &["version"][..], "etcdctl version: 3.6.16"),
     ] {
-        let binary = binaries.get(component);
+        let binary = binaries.get(component).unwrap();
         assert_eq!(binary.component, component);
         assert_eq!(binary.version, options.version_of(component), "{binary:?}");
         assert!(binary.path.is_absolute(), "{binary:?}");
@@ -277,7 +280,7 @@ fn with_pulled_images_nothing_is_built_on_the_host() {
     fake(&bin, "kubectl", "Client Version: v1.37.2\nKustomize Version: v5.8.1");
     let options = ProvisionOptions { pulled_images: true, allow_build: true, ..offline(Some(&bin), &cache) };
     let binaries = provision_with(&options, &env(&[])).expect("nothing to build");
-    let sources: Vec<_> = Component::ALL.iter().map(|c| (c.name(), binaries.get(*c).source.clone())).collect();
+    let sources: Vec<_> = Component::PROVISIONED.iter().map(|c| (c.name(), binaries.get(*c).unwrap().source.clone())).collect();
     assert_eq!(
         sources,
         [("kube-apiserver", Source::Image), ("kubectl", Source::BinDir), ("etcd", Source::Image), ("etcdctl", Source::Image)]

@@ -148,7 +148,7 @@ pub(crate) fn parse_etcd_version(value: &str) -> Result<EtcdVersion, ProvisionEr
 /// The arguments that make `component` print its version.
 pub(crate) fn version_args(component: Component) -> &'static [&'static str] {
     match component {
-        Component::KubeApiserver => &["--version"],
+        Component::KubeApiserver | Component::KubeControllerManager => &["--version"],
         Component::Kubectl => &["version", "--client"],
         Component::Etcd => &["--version"],
         Component::Etcdctl => &["version"],
@@ -161,7 +161,7 @@ pub(crate) fn parse_reported_version(component: Component, output: &str) -> Opti
     let value_after = |prefix: &str| output.lines().find_map(|line| line.trim().strip_prefix(prefix).map(str::trim));
     let raw = match component {
         // `Kubernetes v1.37.2`
-        Component::KubeApiserver => value_after("Kubernetes ")?.split_whitespace().next()?,
+        Component::KubeApiserver | Component::KubeControllerManager => value_after("Kubernetes ")?.split_whitespace().next()?,
         // `Client Version: v1.37.2`, or before v1.28:
         // `Client Version: version.Info{Major:"1", ..., GitVersion:"v1.27.3", ...}`
         Component::Kubectl => {
