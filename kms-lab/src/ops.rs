@@ -448,6 +448,18 @@ pub struct MigrateArgs {
     format: Format,
 }
 
+/// What etcd holds after a migration of `resources`, read for the report when `--etcd` is given.
+async fn inspect_after(args: &MigrateArgs, resources: &[Resource]) -> Result<Option<InspectReport>, OpsError> {
+    if args.etcd.endpoints.is_empty() {
+        return Ok(None);
+    }
+    let mut options = InspectOptions { resources: resources.to_vec(), ..Default::default() };
+    if let Some(path) = &args.config {
+        options = options.with_config_file(path)?;
+    }
+    Ok(Some(inspect::inspect(&args.etcd.client()?, &options, &mut progress_line("read")).await?))
+}
+
 /// `kms-lab migrate` (the kubeconfig comes from `KUBECONFIG` or `~/.kube/config`).
 pub async fn migrate(args: &MigrateArgs) -> Exit {
     if args.via == Via::Svm {
@@ -468,15 +480,7 @@ pub async fn migrate(args: &MigrateArgs) -> Exit {
             ..Default::default()
         };
         let report = migrate::migrate(&client, &options, &mut progress_line(if args.dry_run { "plan" } else { "rewrote" })).await?;
-        let after = if args.etcd.endpoints.is_empty() || args.dry_run {
-            None
-        } else {
-            let mut inspect_options = InspectOptions { resources: options.resources.clone(), ..Default::default() };
-            if let Some(path) = &args.config {
-                inspect_options = inspect_options.with_config_file(path)?;
-            }
-            Some(inspect::inspect(&args.etcd.client()?, &inspect_options, &mut progress_line("read")).await?)
-        };
+        let after = if args.dry_run { None } else { inspect_after(args, &options.resources).await? };
         Ok::<_, OpsError>((report, after))
     };
     match run.await {
@@ -544,15 +548,7 @@ async fn migrate_via_svm(args: &MigrateArgs) -> Exit {
         let options = SvmOptions { resources: resources(&args.resources, SvmOptions::default().resources)?, deadline: args.svm_timeout };
         let mut progress = |resource: &Resource, state: &kms_lab_ops::svm::SvmState| eprintln!("{resource}: {state}");
         let report = migrate_via_svm(&client, &options, &mut progress).await?;
-        let after = if args.etcd.endpoints.is_empty() {
-            None
-        } else {
-            let mut inspect_options = InspectOptions { resources: options.resources.clone(), ..Default::default() };
-            if let Some(path) = &args.config {
-                inspect_options = inspect_options.with_config_file(path)?;
-            }
-            Some(inspect::inspect(&args.etcd.client()?, &inspect_options, &mut progress_line("read")).await?)
-        };
+        let after = inspect_after(args, &options.resources).await?;
         Ok::<_, OpsError>((report, after))
     };
     match run.await {
