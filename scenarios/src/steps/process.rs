@@ -317,15 +317,28 @@ pub fn check_encryption(scope: &Scope<'_>, spec: &EncryptionSpec) -> Result<(), 
     Ok(())
 }
 
-/// kube-apiserver's rule on KMS provider names (`validateKMSConfigName` in k8s.io/apiserver's
-/// `validation_encryption.go`): one set of names across every resource of the file; a v2 name
-/// already in it is refused always, a v1 name only under automatic reload. The lab's apiservers
+/// kube-apiserver's rules on KMS provider names (`validateKMSConfigName` in k8s.io/apiserver's
+/// `validation_encryption.go`): a name is given; a v2 name has no `:`; one set of names across
+/// every resource of the file: a v2 name already in it is refused always, a v1 name only under
+/// automatic reload. The lab's apiservers
 /// always run with `--encryption-provider-config-automatic-reload`, so any name used twice is refused.
 fn check_kms_names(spec: &EncryptionSpec) -> Result<(), String> {
     let mut seen: Vec<(&str, &str)> = Vec::new();
     for (resource, providers) in spec {
         for provider in providers {
             let ProviderSpec::Kms(kms) = provider else { continue };
+            if kms.name.is_empty() {
+                return Err(format!(
+                    "a kms provider under `{resource}` has an empty `name:`: kube-apiserver refuses the file (\"name is a mandatory field for a provider\"); give it one"
+                ));
+            }
+            if kms.api == crate::model::KmsApi::V2 && kms.name.contains(':') {
+                return Err(format!(
+                    "kms provider name `{}` under `{resource}` contains `:`: kube-apiserver refuses the file (\"invalid KMS provider name {}, must not contain ':'\": \
+                     a KMS v2 name is part of every stored value's prefix `k8s:enc:kms:v2:NAME:`); use a name without `:`",
+                    kms.name, kms.name
+                ));
+            }
             if let Some((_, first)) = seen.iter().find(|(name, _)| *name == kms.name) {
                 let place = if *first == resource.as_str() {
                     format!("twice under `{resource}`")
