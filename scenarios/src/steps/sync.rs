@@ -103,6 +103,13 @@ pub struct SecretSyncSpec {
     pub store_burst: Option<std::num::NonZeroU32>,
 }
 
+impl SecretSyncSpec {
+    /// The controller that runs: `--secret-sync` if given, else the one the spec names.
+    pub fn running(&self, options: &RunOptions) -> SyncController {
+        options.secret_sync.unwrap_or(self.controller)
+    }
+}
+
 fn default_interval() -> Dur {
     Dur(Duration::from_secs(120))
 }
@@ -111,9 +118,18 @@ fn default_interval() -> Dur {
 /// chart's RBAC), before the stack starts; and its turn on this host: it binds
 /// [`ack::METRICS_PORT`] for its metrics (no flag moves it), so one runs at a time — one
 /// scenario of this process at a time, and only once no other process holds the port.
-pub struct PreparedController {
-    controller: SyncController,
-    theirs: Option<(PathBuf, PathBuf, tokio::sync::SemaphorePermit<'static>)>,
+pub enum PreparedController {
+    /// kms-secret-sync: nothing to prepare.
+    Ours,
+    /// ack-secret-manager: its binary, its source folder, and this process's turn.
+    Theirs {
+        /// The built binary.
+        binary: PathBuf,
+        /// Its source (its chart's RBAC is read from there).
+        source: PathBuf,
+        /// Held while it may run.
+        turn: tokio::sync::SemaphorePermit<'static>,
+    },
 }
 
 /// One ack-secret-manager at a time in this process (see [`PreparedController`]).
@@ -123,9 +139,9 @@ impl PreparedController {
     /// Prepares `controller`; the error says what is missing and how to fix it.
     pub async fn prepare(controller: SyncController, progress: &dyn Fn(&str)) -> Result<Self, String> {
         if controller == SyncController::KmsSecretSync {
-            return Ok(Self { controller, theirs: None });
+            return Ok(Self::Ours);
         }
-        let located = tokio::task::spawn_blocking(|| {
+        let (binary, source) = tokio::task::spawn_blocking(|| {
             let recipe = GoRecipe::ack_secret_manager();
             let binary = provision::locate_go_recipe(&recipe, &ProvisionOptions::default())?;
             Ok::<_, provision::ProvisionError>((binary, provision::go_recipe_source(&recipe)?))
@@ -133,20 +149,14 @@ impl PreparedController {
         .await
         .map_err(|e| format!("locating ack-secret-manager stopped unexpectedly: {e}"))?
         .map_err(|e| format!("ack-secret-manager cannot run: {e}"))?;
-        let permit = match THEIRS_AT_ONCE.try_acquire() {
+        let turn = match THEIRS_AT_ONCE.try_acquire() {
             Ok(permit) => permit,
             Err(_) => {
                 progress("  waiting for the other scenario's ack-secret-manager to stop (it binds :8080 for metrics; one at a time)");
                 THEIRS_AT_ONCE.acquire().await.map_err(|e| e.to_string())?
             }
         };
-
-        Ok(Self { controller, theirs: Some((located.0, located.1, permit)) })
-    }
-
-    /// The controller prepared.
-    pub fn controller(&self) -> SyncController {
-        self.controller
+        Ok(Self::Theirs { binary, source, turn })
     }
 }
 
@@ -186,89 +196,6 @@ fn failed(what: &str) -> impl Fn(kms_secret_sync::LabError) -> StepError + '_ {
 }
 
 impl SecretSyncLab {
-    /// Sets the prepared controller up on `stack` and starts it: its credential and policy in the
-    /// mock KMS, the CRDs, its ServiceAccount and RBAC, a token, the SecretStore `kms`.
-    /// `progress` hears of a wait for another ack-secret-manager's port.
-    pub async fn launch(
-        stack: &Stack,
-        spec: &SecretSyncSpec,
-        seed: u64,
-        prepared: PreparedController,
-        progress: &dyn Fn(&str),
-    ) -> Result<Self, StepError> {
-        let kms = stack.mock_kms().ok_or_else(|| StepError::Failed("secret sync needs the mock KMS".into()))?;
-        let url = kms.dialect_endpoint(Dialect::Native)?.url().to_owned();
-        let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
-        let plugins = kms.options.credential.clone();
-        let reader = Credential::new(ACCESS_KEY, secret_key.clone());
-        kms.set_credentials(&[plugins, reader]).await?;
-        kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &READER)).await?;
-
-        let admin = stack.kube_client(0).await?;
-        lab::install_crds(&admin).await.map_err(failed("install the CRDs"))?;
-        lab::create_store(&admin, NAMESPACE, STORE, &StoreCredential::new(ACCESS_KEY, secret_key))
-            .await
-            .map_err(failed("create the SecretStore"))?;
-        let (controller, turn) = match prepared.theirs {
-            None => {
-                lab::grant_controller(&admin, NAMESPACE).await.map_err(failed("apply the controller's RBAC"))?;
-                let token =
-                    lab::service_account_token(&admin, NAMESPACE, kms_secret_sync::rbac::NAME).await.map_err(failed("get its token"))?;
-                let client = lab::client_with_token(&stack.kubeconfig_path(0), &token).await.map_err(failed("build its client"))?;
-                let config = ControllerConfig {
-                    watch_namespaces: vec![NAMESPACE.into()],
-                    polling_interval: spec.polling_interval.0,
-                    disable_polling: spec.disable_polling,
-                    reconcile_period: RECONCILE_PERIOD,
-                    kms_endpoint: Some(url.clone()),
-                    ..Default::default()
-                };
-                let config = ControllerConfig {
-                    max_concurrent_kms_secret_pulls: spec.store_qps.unwrap_or(config.max_concurrent_kms_secret_pulls),
-                    store_burst: spec.store_burst.unwrap_or(config.store_burst),
-                    ..config
-                };
-                (Controller::Ours { client, config, running: None }, None)
-            }
-            Some((binary, source, turn)) => {
-                let token = ack::grant(&admin, &source, NAMESPACE).await.map_err(failed("apply ack-secret-manager's chart RBAC"))?;
-                let log_dir = stack.run_dir().to_path_buf();
-                let kubeconfig = log_dir.join("ack-secret-manager.kubeconfig");
-                ack::kubeconfig_with_token(&stack.kubeconfig_path(0), &token, &kubeconfig).map_err(failed("write its kubeconfig"))?;
-                let endpoint = kms.dialect_endpoint(Dialect::Aliyun)?;
-                let ca_file =
-                    endpoint.ca_file.clone().ok_or_else(|| StepError::Failed("the aliyun dialect is served without TLS".into()))?;
-                let pod = ack::leader_pod(&admin, NAMESPACE).await.map_err(failed("create its Pod object for leader election"))?;
-                let envs = vec![
-                    ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
-                    ("SSL_CERT_FILE".to_owned(), ca_file.display().to_string()),
-                    ("POD_NAME".to_owned(), pod),
-                    ("POD_NAMESPACE".to_owned(), NAMESPACE.to_owned()),
-                ];
-                let flags = ack::Flags {
-                    polling_interval: spec.polling_interval.0,
-                    disable_polling: spec.disable_polling,
-                    kms_endpoint: endpoint.url().trim_start_matches("https://").to_owned(),
-                    watch_namespace: NAMESPACE.to_owned(),
-                    reconcile_period: RECONCILE_PERIOD,
-                    max_concurrent_kms_secret_pulls: spec.store_qps,
-                };
-                (Controller::Theirs { binary, flags, envs, log_dir, starts: 0, running: None }, Some(turn))
-            }
-        };
-        let own = kms.options.credential.clone();
-        let mut lab = Self {
-            admin,
-            controller,
-            _turn: turn,
-            store: StoreClient::new(reqwest::Client::new(), &url, own, Duration::from_secs(10)),
-            key_id: kms.options.key_id.clone(),
-            puts: BTreeMap::new(),
-        };
-        lab.run_controller(progress).await?;
-        Ok(lab)
-    }
-
     /// Which controller runs.
     pub fn kind(&self) -> SyncController {
         match self.controller {
@@ -341,11 +268,11 @@ impl StackComponent for SecretSyncLab {
     }
 
     fn describe(spec: &SecretSyncSpec, options: &RunOptions) -> String {
-        options.secret_sync.unwrap_or(spec.controller).to_string()
+        spec.running(options).to_string()
     }
 
     fn dialects(spec: &SecretSyncSpec, options: &RunOptions) -> Vec<Dialect> {
-        vec![options.secret_sync.unwrap_or(spec.controller).dialect()]
+        vec![spec.running(options).dialect()]
     }
 
     fn prepare<'a>(
@@ -353,9 +280,12 @@ impl StackComponent for SecretSyncLab {
         options: &'a RunOptions,
         progress: &'a dyn Fn(&str),
     ) -> impl Future<Output = Result<PreparedController, String>> + 'a {
-        PreparedController::prepare(options.secret_sync.unwrap_or(spec.controller), progress)
+        PreparedController::prepare(spec.running(options), progress)
     }
 
+    /// Sets the prepared controller up on `stack` and starts it: its credential and policy in the
+    /// mock KMS, the CRDs, its ServiceAccount and RBAC, a token, the SecretStore `kms`.
+    /// `progress` hears of a wait for another ack-secret-manager's port.
     async fn start(
         stack: &Stack,
         spec: &SecretSyncSpec,
@@ -363,7 +293,76 @@ impl StackComponent for SecretSyncLab {
         prepared: PreparedController,
         progress: &dyn Fn(&str),
     ) -> Result<(Self, String), StepError> {
-        let lab = Self::launch(stack, spec, seed, prepared, progress).await?;
+        let kms = stack.mock_kms().ok_or_else(|| StepError::Failed("secret sync needs the mock KMS".into()))?;
+        let url = kms.dialect_endpoint(Dialect::Native)?.url().to_owned();
+        let secret_key = hex::encode(&Sha256::new().chain_update(seed.to_be_bytes()).chain_update(ACCESS_KEY).finalize()[..16]);
+        let plugins = kms.options.credential.clone();
+        let reader = Credential::new(ACCESS_KEY, secret_key.clone());
+        kms.set_credentials(&[plugins, reader]).await?;
+        kms.set_policy(ACCESS_KEY, &reader_policy(&kms.options.key_id, &READER)).await?;
+
+        let admin = stack.kube_client(0).await?;
+        lab::install_crds(&admin).await.map_err(failed("install the CRDs"))?;
+        lab::create_store(&admin, NAMESPACE, STORE, &StoreCredential::new(ACCESS_KEY, secret_key))
+            .await
+            .map_err(failed("create the SecretStore"))?;
+        let (controller, turn) = match prepared {
+            PreparedController::Ours => {
+                lab::grant_controller(&admin, NAMESPACE).await.map_err(failed("apply the controller's RBAC"))?;
+                let token =
+                    lab::service_account_token(&admin, NAMESPACE, kms_secret_sync::rbac::NAME).await.map_err(failed("get its token"))?;
+                let client = lab::client_with_token(&stack.kubeconfig_path(0), &token).await.map_err(failed("build its client"))?;
+                let config = ControllerConfig {
+                    watch_namespaces: vec![NAMESPACE.into()],
+                    polling_interval: spec.polling_interval.0,
+                    disable_polling: spec.disable_polling,
+                    reconcile_period: RECONCILE_PERIOD,
+                    kms_endpoint: Some(url.clone()),
+                    ..Default::default()
+                };
+                let config = ControllerConfig {
+                    max_concurrent_kms_secret_pulls: spec.store_qps.unwrap_or(config.max_concurrent_kms_secret_pulls),
+                    store_burst: spec.store_burst.unwrap_or(config.store_burst),
+                    ..config
+                };
+                (Controller::Ours { client, config, running: None }, None)
+            }
+            PreparedController::Theirs { binary, source, turn } => {
+                let token = ack::grant(&admin, &source, NAMESPACE).await.map_err(failed("apply ack-secret-manager's chart RBAC"))?;
+                let log_dir = stack.run_dir().to_path_buf();
+                let kubeconfig = log_dir.join("ack-secret-manager.kubeconfig");
+                ack::kubeconfig_with_token(&stack.kubeconfig_path(0), &token, &kubeconfig).map_err(failed("write its kubeconfig"))?;
+                let endpoint = kms.dialect_endpoint(Dialect::Aliyun)?;
+                let ca_file =
+                    endpoint.ca_file.clone().ok_or_else(|| StepError::Failed("the aliyun dialect is served without TLS".into()))?;
+                let pod = ack::leader_pod(&admin, NAMESPACE).await.map_err(failed("create its Pod object for leader election"))?;
+                let envs = vec![
+                    ("KUBECONFIG".to_owned(), kubeconfig.display().to_string()),
+                    ("SSL_CERT_FILE".to_owned(), ca_file.display().to_string()),
+                    ("POD_NAME".to_owned(), pod),
+                    ("POD_NAMESPACE".to_owned(), NAMESPACE.to_owned()),
+                ];
+                let flags = ack::Flags {
+                    polling_interval: spec.polling_interval.0,
+                    disable_polling: spec.disable_polling,
+                    kms_endpoint: endpoint.url().trim_start_matches("https://").to_owned(),
+                    watch_namespace: NAMESPACE.to_owned(),
+                    reconcile_period: RECONCILE_PERIOD,
+                    max_concurrent_kms_secret_pulls: spec.store_qps,
+                };
+                (Controller::Theirs { binary, flags, envs, log_dir, starts: 0, running: None }, Some(turn))
+            }
+        };
+        let own = kms.options.credential.clone();
+        let mut lab = Self {
+            admin,
+            controller,
+            _turn: turn,
+            store: StoreClient::new(reqwest::Client::new(), &url, own, Duration::from_secs(10)),
+            key_id: kms.options.key_id.clone(),
+            puts: BTreeMap::new(),
+        };
+        lab.run_controller(progress).await?;
         let every = humantime::format_duration(spec.polling_interval.0);
         let line = format!("secret sync controller {} running (polling every {every})", lab.kind());
         Ok((lab, line))
