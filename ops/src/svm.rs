@@ -47,12 +47,17 @@ impl SvmVersion {
         }
     }
 
+    /// The `apiVersion`, e.g. `storagemigration.k8s.io/v1`.
+    pub fn api_version(self) -> String {
+        format!("{GROUP}/{}", self.name())
+    }
+
     /// The API resource `storageversionmigrations` at this version (cluster-scoped).
     pub fn api_resource(self) -> ApiResource {
         ApiResource {
             group: GROUP.to_owned(),
             version: self.name().to_owned(),
-            api_version: format!("{GROUP}/{}", self.name()),
+            api_version: self.api_version(),
             kind: "StorageVersionMigration".to_owned(),
             plural: "storageversionmigrations".to_owned(),
         }
@@ -79,7 +84,7 @@ impl SvmVersion {
 /// The StorageVersionMigration object for `resource`, named by the server from `generate_name`.
 pub fn manifest(version: SvmVersion, generate_name: &str, resource: &Resource) -> Value {
     json!({
-        "apiVersion": format!("{GROUP}/{}", version.name()),
+        "apiVersion": version.api_version(),
         "kind": "StorageVersionMigration",
         "metadata": {"generateName": generate_name},
         "spec": {"resource": {"group": resource.group, "resource": resource.plural}},
@@ -183,7 +188,7 @@ pub async fn migrate_via_svm(
     let version = SvmVersion::discover(client).await?;
     let migrations: Api<DynamicObject> = Api::all_with(client.clone(), &version.api_resource());
     let started = Instant::now();
-    let mut report = SvmReport { api_version: format!("{GROUP}/{}", version.name()), resources: Vec::new(), seconds: 0.0 };
+    let mut report = SvmReport { api_version: version.api_version(), resources: Vec::new(), seconds: 0.0 };
     for resource in &options.resources {
         let objects = count(client, resource).await?;
         let generate_name = format!("kms-lab-{}-", resource.to_string().replace('.', "-"));

@@ -18,8 +18,6 @@ pub const READY_LINE: &str = "synced garbage collector";
 /// The first minor where `StorageVersionMigrator` is GA and on by default (API
 /// `storagemigration.k8s.io/v1`); from v1.35 it is beta and off (API `v1beta1`).
 pub const SVM_ON_BY_DEFAULT: KubeMinor = KubeMinor(1, 37);
-/// The first minor with the beta `storagemigration.k8s.io/v1beta1` API this lab can drive.
-pub const SVM_BETA: KubeMinor = KubeMinor(1, 35);
 
 /// The kube-apiserver flags that turn StorageVersionMigration on at `version` (`v1.36.3`):
 /// none from v1.37; on v1.35–v1.36 the feature gate and the v1beta1 API.
