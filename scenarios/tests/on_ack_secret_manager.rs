@@ -11,26 +11,12 @@
 //! Without the third-party folder the test says where it looked and passes only if
 //! `KMS_LAB_REQUIRE_THIRDPARTY` is unset.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kms_lab_scenarios::load;
 use kms_lab_scenarios::runner::{self, RunOptions, ScenarioOutcome};
 use kms_lab_scenarios::steps::sync::SyncController;
-use kms_lab_stack::provision::{self, ProvisionOptions, THIRDPARTY_ENV};
-
-fn thirdparty_present() -> bool {
-    let candidates = [
-        std::env::var_os(THIRDPARTY_ENV).map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/thirdparty")),
-    ];
-    let found = candidates.iter().flatten().any(|d| d.join("ack-secret-manager/go.mod").is_file());
-    if !found {
-        let message = format!("ack-secret-manager's source is not in {candidates:?}: set {THIRDPARTY_ENV} to ../shared/thirdparty");
-        assert!(std::env::var_os("KMS_LAB_REQUIRE_THIRDPARTY").is_none(), "{message}");
-        eprintln!("skipped: {message}");
-    }
-    found
-}
+use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions};
 
 async fn run_on_theirs(name: &str) -> ScenarioOutcome {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{name}.yaml"));
@@ -56,7 +42,7 @@ fn not_observed(outcome: &ScenarioOutcome) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_sync_passes_on_ack_secret_manager_and_its_ready_steps_are_not_observed() {
-    if !thirdparty_present() {
+    if provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()).is_none() {
         return;
     }
     let outcome = run_on_theirs("secret-sync").await;
@@ -72,7 +58,7 @@ async fn secret_sync_passes_on_ack_secret_manager_and_its_ready_steps_are_not_ob
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_secret_manager_loses_its_secret_in_a_store_outage() {
-    if !thirdparty_present() {
+    if provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()).is_none() {
         return;
     }
     let outcome = run_on_theirs("secret-sync-failures").await;

@@ -22,24 +22,6 @@ const DESCRIPTIVE: [&str; 5] = ["description", "title", "nullable", "default", "
 /// Root fields every object has whatever the schema says (the apiserver validates them itself).
 const IMPLICIT: [&str; 3] = ["apiVersion", "kind", "metadata"];
 
-fn ack_secret_manager() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os(kms_lab_stack::provision::THIRDPARTY_ENV).map(|d| PathBuf::from(d).join("ack-secret-manager")),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/thirdparty/ack-secret-manager")),
-    ];
-    let found = candidates.iter().flatten().find(|d| d.join("deploy/crds").is_dir()).cloned();
-    if found.is_none() {
-        let tried: Vec<String> = candidates.iter().flatten().map(|d| d.display().to_string()).collect();
-        let message = format!(
-            "ack-secret-manager's source is not in any of {tried:?}: set {} to ../shared/thirdparty",
-            kms_lab_stack::provision::THIRDPARTY_ENV
-        );
-        assert!(std::env::var_os("KMS_LAB_REQUIRE_THIRDPARTY").is_none(), "{message}");
-        eprintln!("skipped: {message}");
-    }
-    found
-}
-
 /// The `openAPIV3Schema` of kind `kind` in a multi-document CRD YAML file.
 fn their_schema(path: &PathBuf, kind: &str) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -113,7 +95,9 @@ fn compare(kind: &str, path: &str, theirs: &Value, ours: &Value, out: &mut Vec<S
 
 #[test]
 fn our_crds_are_ack_secret_managers_plus_optional_additions() {
-    let Some(root) = ack_secret_manager() else { return };
+    let Some(root) = kms_lab_stack::provision::thirdparty_source_or_skip(&kms_lab_stack::provision::GoRecipe::ack_secret_manager()) else {
+        return;
+    };
     let files = [
         ("ExternalSecret", root.join("deploy/crds/alibabacloud.com_externalsecrets.yaml")),
         ("SecretStore", root.join("deploy/crds/alibabacloud.com_secretstores.yaml")),

@@ -11,13 +11,13 @@
 //! `KMS_LAB_REQUIRE_THIRDPARTY` is unset.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kms_lab_stack::certs::ServingPki;
 use kms_lab_stack::process::Supervised;
-use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions, THIRDPARTY_ENV};
+use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions};
 use kms_lab_stack::{Stack, StackOptions};
 use kms_secret_sync::crd::SecretStore;
 use kms_secret_sync::decide::Reason;
@@ -41,20 +41,6 @@ const THEIRS: &str = "ack";
 /// The README's remote secret `test1`, version `v1`.
 const TEST1: &str = r#"{"name":"tom","age":"14","friends":[{"name":"lili"},{"name":"edf"}]}"#;
 const WAIT: Duration = Duration::from_secs(120);
-
-fn thirdparty() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os(THIRDPARTY_ENV).map(PathBuf::from),
-        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/thirdparty")),
-    ];
-    let found = candidates.iter().flatten().find(|d| d.join("ack-secret-manager/README.md").is_file()).cloned();
-    if found.is_none() {
-        let message = format!("ack-secret-manager's source is not in {candidates:?}: set {THIRDPARTY_ENV} to ../shared/thirdparty");
-        assert!(std::env::var_os("KMS_LAB_REQUIRE_THIRDPARTY").is_none(), "{message}");
-        eprintln!("skipped: {message}");
-    }
-    found
-}
 
 /// The YAML documents of every ```yaml block of `file` (dedented: the README's are in list items).
 fn yaml_blocks(file: &Path) -> Vec<Value> {
@@ -169,8 +155,7 @@ async fn settled_secret(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
-    let Some(thirdparty) = thirdparty() else { return };
-    let root = thirdparty.join("ack-secret-manager");
+    let Some(root) = provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()) else { return };
     let objects = seed_objects(&root);
     let stores: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "SecretStore").collect();
     let externals: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "ExternalSecret").collect();

@@ -67,7 +67,8 @@ use std::path::{Path, PathBuf};
 
 pub use error::{Attempt, BuildFailure, FIX, ProvisionError};
 pub use subject::{
-    GoInstall, GoRecipe, GoReplace, GoSubject, THIRDPARTY_ENV, go_recipe_source, locate_go_install, locate_go_recipe, locate_go_subject,
+    GoInstall, GoRecipe, GoReplace, GoSubject, REQUIRE_THIRDPARTY_ENV, THIRDPARTY_ENV, go_recipe_source, locate_go_install,
+    locate_go_recipe, locate_go_subject, thirdparty_source_or_skip,
 };
 pub use version::{KubeMinor, resolve_supported_kubernetes};
 

@@ -369,6 +369,23 @@ pub fn go_recipe_source(recipe: &GoRecipe) -> Result<PathBuf, ProvisionError> {
     })
 }
 
+/// Set (as `cargo xtask test` sets it) to fail, not skip, a test whose third-party source is missing.
+pub const REQUIRE_THIRDPARTY_ENV: &str = "KMS_LAB_REQUIRE_THIRDPARTY";
+
+/// For tests against a third-party subject: [`go_recipe_source`] of `recipe`, or `None` after
+/// printing why (the test then returns, skipped) — unless [`REQUIRE_THIRDPARTY_ENV`] is set,
+/// where a missing source fails the test with the places tried and the fix.
+pub fn thirdparty_source_or_skip(recipe: &GoRecipe) -> Option<PathBuf> {
+    match go_recipe_source(recipe) {
+        Ok(source) => Some(source),
+        Err(error) => {
+            assert!(std::env::var_os(REQUIRE_THIRDPARTY_ENV).is_none(), "{error}");
+            eprintln!("skipped: {error}");
+            None
+        }
+    }
+}
+
 /// kms-lab's own `main.go` for a third-party subject whose copy lacks its main package: built in
 /// a generated module (under `<cache>/gobuild/`) whose path lies under the subject's module, so
 /// it may import the subject's `internal/` packages, and whose `go.mod` `replace`s the subject's
