@@ -66,7 +66,8 @@ pub async fn grant(client: &Client, source: &Path, namespace: &str) -> Result<St
     crate::lab::service_account_token(client, namespace, NAME).await
 }
 
-/// `admin` (a kubeconfig authenticating with a token) with `token` instead, written to `out`.
+/// `admin` (a kubeconfig authenticating with a token) with `token` instead, written to `out`
+/// (mode 0600).
 pub fn kubeconfig_with_token(admin: &Path, token: &str, out: &Path) -> Result<(), LabError> {
     let bad = |problem: String| LabError::Kubeconfig { path: admin.display().to_string(), problem };
     let text = std::fs::read_to_string(admin).map_err(|e| bad(e.to_string()))?;
@@ -75,7 +76,14 @@ pub fn kubeconfig_with_token(admin: &Path, token: &str, out: &Path) -> Result<()
     }
     let replaced: Vec<String> =
         text.lines().map(|l| if l.trim_start().starts_with("token: ") { format!("    token: {token}") } else { l.to_owned() }).collect();
-    std::fs::write(out, replaced.join("\n")).map_err(|e| LabError::Kubeconfig { path: out.display().to_string(), problem: e.to_string() })
+    // It holds a token: readable by its owner only, as the admin kubeconfig is.
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(out)?;
+        file.write_all(replaced.join("\n").as_bytes())
+    };
+    write().map_err(|e| LabError::Kubeconfig { path: out.display().to_string(), problem: e.to_string() })
 }
 
 /// A Pod object in `namespace` for its leader election (operator-lib's leader-for-life needs
@@ -183,6 +191,20 @@ impl Flags {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_kubeconfig_carries_the_token_and_only_its_owner_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (admin, out) = (dir.path().join("admin"), dir.path().join("theirs"));
+        std::fs::write(&admin, "users:\n- name: admin\n  user:\n    token: admin-token\n").unwrap();
+        super::kubeconfig_with_token(&admin, "their-token", &out).unwrap();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("token: their-token") && !text.contains("admin-token"), "{text}");
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o600);
+        std::fs::write(&admin, "users: []\n").unwrap();
+        assert!(super::kubeconfig_with_token(&admin, "t", &dir.path().join("none")).is_err(), "no token to replace");
+    }
+
     #[test]
     fn the_wrapper_runs_the_binary_with_its_arguments_after_the_mount() {
         let (program, args) = super::in_pod_namespace(std::path::Path::new("/bin/manager"), "ack", vec!["--a=1".into()]);
