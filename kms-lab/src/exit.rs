@@ -1,9 +1,9 @@
-//! The one exit-code table ([`Exit`], in `kms_lab_edge` so `kms-plugin`, `mock-kms` and
+//! The one exit-code table ([`Exit`], in `kms_lab_cli_common` so `kms-plugin`, `mock-kms` and
 //! `kms-faulty-plugin` use the same codes) and the one place `kms-lab` maps each command's
 //! errors to it: 2 when the command line or an input cannot be used (nothing ran), 1 when what
 //! ran failed, 130 when interrupted.
 
-pub use kms_lab_edge::{EXIT_HELP as HELP, Exit};
+pub use kms_lab_cli_common::{EXIT_HELP as HELP, Exit};
 
 use kms_lab_conformance::ConformanceError;
 use kms_lab_scenarios::ScenariosError;

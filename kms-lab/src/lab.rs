@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kms_lab_edge::stop_signal;
+use kms_lab_cli_common::stop_signal;
 use kms_lab_scenarios::cli::{ScenariosError, provision_binaries};
 use kms_lab_scenarios::runner::{self, RunOptions};
 use kms_lab_scenarios::world::World;

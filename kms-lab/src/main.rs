@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use kms_lab::decode::{self, DecodeArgs, OutputFormat};
 use kms_lab::exit::{self, Exit};
-use kms_lab_edge::fail;
+use kms_lab_cli_common::fail;
 
 /// kms-lab: a test harness and simulation lab for Kubernetes KMS plugins.
 #[derive(Debug, Parser)]
@@ -91,7 +91,7 @@ struct CleanArgs {
 
 /// A panic (a bug) ends as a message and exit 1, after its guards stopped every child.
 fn main() -> ExitCode {
-    kms_lab_edge::guard_panics("kms-lab", main_body)
+    kms_lab_cli_common::guard_panics("kms-lab", main_body)
 }
 
 fn main_body() -> ExitCode {

@@ -1,7 +1,7 @@
-//! `kms-lab plugins list|build`: the plugin catalog and its builds (the work is in `kms-lab-plugins`).
+//! `kms-lab plugins list|build`: the plugin catalog and its builds (the work is in `kms-lab-catalog`).
 
-use kms_lab_plugins::build::{self, Located};
-use kms_lab_plugins::{Manifest, PluginError, catalog};
+use kms_lab_catalog::build::{self, Located};
+use kms_lab_catalog::{Manifest, PluginError, catalog};
 
 use crate::exit::Exit;
 
@@ -44,7 +44,7 @@ pub fn run(args: &PluginsArgs) -> Exit {
             }
         },
         PluginsCommand::Build { plugin } => {
-            let manifest = match kms_lab_plugins::resolve(plugin) {
+            let manifest = match kms_lab_catalog::resolve(plugin) {
                 Ok(manifest) => manifest,
                 Err(error) => {
                     eprintln!("error: {error}");
@@ -70,7 +70,7 @@ pub fn run(args: &PluginsArgs) -> Exit {
 pub fn list(files: &[String]) -> Result<String, PluginError> {
     let mut manifests = catalog::all()?;
     for file in files {
-        manifests.push(kms_lab_plugins::manifest::load_file(std::path::Path::new(file))?);
+        manifests.push(kms_lab_catalog::manifest::load_file(std::path::Path::new(file))?);
     }
     let mut out = format!("{:<24} {:<12} {:<8} {:<10} WHERE\n", "NAME", "APIS", "DIALECT", "BUILT");
     for manifest in &manifests {

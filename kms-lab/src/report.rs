@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
+use kms_lab_catalog::{Api, Rotation};
 use kms_lab_conformance::{Options as ConformanceOptions, Report as ConformanceReport};
-use kms_lab_plugins::{Api, Rotation};
-use kms_lab_report::{PluginInfo, PluginReport};
+use kms_lab_plugin_report::{PluginInfo, PluginReport};
 use kms_lab_scenarios::cli::{ScenariosError, jobs_for, prepare_plugin, provision_binaries, run_suite};
 use kms_lab_scenarios::plugin_under_test::PluginUnderTest;
 use kms_lab_scenarios::runner::{self, RunOptions};
@@ -76,7 +76,7 @@ pub enum ReportCommandError {
     },
     /// `--out` is not a writable directory, or a file could not be written.
     #[error(transparent)]
-    Render(#[from] kms_lab_report::ReportError),
+    Render(#[from] kms_lab_plugin_report::ReportError),
     /// `--out` could not be created.
     #[error("cannot create --out {path}: {source} (name a writable directory)")]
     Out {
@@ -88,7 +88,7 @@ pub enum ReportCommandError {
     },
     /// A `--table` input is not a report.
     #[error(transparent)]
-    Table(#[from] kms_lab_report::table::TableError),
+    Table(#[from] kms_lab_plugin_report::table::TableError),
     /// Ctrl-C or SIGTERM: every process was stopped; once conformance had finished, a partial
     /// report (conformance and the scenarios that finished) was written.
     #[error("interrupted; every process was stopped; {}", partial.as_ref().map_or("no report was written (conformance had not finished)".to_owned(), |p| format!("a partial report (the scenarios that finished) is in {}", p.display())))]
@@ -102,8 +102,8 @@ pub enum ReportCommandError {
 /// plugin has no conformance FAIL and no failed scenario.
 pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     let (Some(wanted), Some(out)) = (&args.plugin, &args.out) else {
-        let reports = args.table.iter().map(|path| kms_lab_report::table::read(path)).collect::<Result<Vec<_>, _>>()?;
-        print!("{}", kms_lab_report::table::markdown(&reports, 240));
+        let reports = args.table.iter().map(|path| kms_lab_plugin_report::table::read(path)).collect::<Result<Vec<_>, _>>()?;
+        print!("{}", kms_lab_plugin_report::table::markdown(&reports, 240));
         return Ok(true);
     };
     let kubernetes_version =
@@ -114,7 +114,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         kms_lab_stack::Runtime::choose_for_process(runtime);
     }
     std::fs::create_dir_all(out).map_err(|source| ReportCommandError::Out { path: out.clone(), source })?;
-    kms_lab_report::check_out_dir(out)?;
+    kms_lab_plugin_report::check_out_dir(out)?;
     // Every file is parsed before minutes of work; a broken one is reported now.
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
     let scenarios = load::select(&dir, &[], &args.tier).map_err(ScenariosError::from)?;
@@ -125,7 +125,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
     println!("==> conformance on {} ({})", plugin.manifest().name, api_list(&plugin));
     let conformance = tokio::select! {
         result = conformance(&plugin, &binaries, &run_root) => result?,
-        () = kms_lab_edge::stop_signal() => return Err(ReportCommandError::Interrupted { partial: None }),
+        () = kms_lab_cli_common::stop_signal() => return Err(ReportCommandError::Interrupted { partial: None }),
     };
 
     let jobs = jobs_for(args.jobs);
@@ -147,7 +147,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         kubernetes_version: kubernetes_version.to_owned(),
         interrupted,
     };
-    let files = kms_lab_report::render(&report, out)?;
+    let files = kms_lab_plugin_report::render(&report, out)?;
     if interrupted {
         return Err(ReportCommandError::Interrupted { partial: Some(files.markdown) });
     }

@@ -243,7 +243,7 @@ fn run_case(case: &Path, fixtures: &Path) -> Result<(), String> {
 
 #[test]
 fn every_bad_input_gets_its_exit_code_and_message_and_never_echoes_a_secret() {
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lint/tests/fixtures");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../kms-lab-lint/tests/fixtures");
     let all = cases();
     assert!(all.len() >= 30, "the suite lost its cases: {all:?}");
     let mut failures = Vec::new();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn fixture(name: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../lint/tests/fixtures").join(name).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../kms-lab-lint/tests/fixtures").join(name).display().to_string()
 }
 
 fn lint(args: &[&str]) -> (i32, String, String) {

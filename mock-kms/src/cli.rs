@@ -19,7 +19,7 @@ use crate::server::MockKmsBuilder;
     name = "mock-kms",
     version,
     about = "kms-lab's emulated remote KMS: signed HTTP/JSON API, audit log, fault injection, HA and a sealed start",
-    after_help = format!("The admin API (/admin/…) on the same listener is unauthenticated: for the lab only.\n\n{}", kms_lab_edge::EXIT_HELP)
+    after_help = format!("The admin API (/admin/…) on the same listener is unauthenticated: for the lab only.\n\n{}", kms_lab_cli_common::EXIT_HELP)
 )]
 pub struct Args {
     /// A subcommand; without one the KMS serves.
@@ -115,7 +115,7 @@ pub enum SpecArg {
 }
 
 /// How log lines are written (shared by every kms-lab binary).
-pub use kms_lab_edge::LogFormat;
+pub use kms_lab_cli_common::LogFormat;
 
 /// `mock-kms` subcommands.
 #[derive(Debug, clap::Subcommand)]

@@ -346,7 +346,7 @@ pub enum StartError {
     #[error("{0}")]
     Config(String),
     /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source} ({hint})", hint = kms_lab_edge::hint::listen(source, addr))]
+    #[error("cannot listen on {addr}: {source} ({hint})", hint = kms_lab_cli_common::hint::listen(source, addr))]
     Bind {
         /// The address.
         addr: SocketAddr,

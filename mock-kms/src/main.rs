@@ -1,6 +1,6 @@
 //! `mock-kms`: parses flags, sets up logging and signals, and runs [`mock_kms::MockKms`].
 //!
-//! Exit codes follow the one table (`kms_lab_edge::Exit`): 0 after a clean shutdown
+//! Exit codes follow the one table (`kms_lab_cli_common::Exit`): 0 after a clean shutdown
 //! (SIGTERM/SIGINT), 2 for bad flags, an address it cannot listen on or an unusable data dir
 //! (the message names the flag and the fix), 1 when it fails while serving. [`exit_for`] is the
 //! one place that maps errors to codes.
@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use kms_lab_edge::{Exit, fail};
+use kms_lab_cli_common::{Exit, fail};
 use mock_kms::cli::{Args, Command};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -29,12 +29,12 @@ fn exit_for(failure: Failure) -> ExitCode {
 
 /// A panic (a bug) ends as a message and exit 1, after its guards stopped every child.
 fn main() -> ExitCode {
-    kms_lab_edge::guard_panics("mock-kms", main_body)
+    kms_lab_cli_common::guard_panics("mock-kms", main_body)
 }
 
 fn main_body() -> ExitCode {
     let args = Args::parse();
-    kms_lab_edge::init_logging("MOCK_KMS_LOG", args.log_format);
+    kms_lab_cli_common::init_logging("MOCK_KMS_LOG", args.log_format);
     if let Some(Command::Init { data_dir, shares, threshold }) = &args.command {
         return match mock_kms::seal::init(data_dir, *shares, *threshold) {
             Ok(dealt) => {

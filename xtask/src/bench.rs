@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--quick] [--json FILE]`: builds the reference plugin and the bench harness
-//! with optimisations, then runs the comparison set (`kms-lab-bench`, from `benches/`): the plugin
+//! with optimisations, then runs the comparison set (`kms-lab-bench`, from `kms-lab-benches/`): the plugin
 //! against a bare tonic echo and the Go peer, and kube-apiserver with identity, KMS v1 and KMS v2.
 //! The harness runs as its own release binary because a debug-built client would blur every ratio.
 

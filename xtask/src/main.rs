@@ -48,7 +48,7 @@ enum Task {
 /// A panic (a bug) ends as a message and exit 1, after unwinding stopped dockerd, the registry
 /// and the running child (their guards' `Drop`).
 fn main() -> ExitCode {
-    kms_lab_edge::guard_panics("xtask", main_body)
+    kms_lab_cli_common::guard_panics("xtask", main_body)
 }
 
 fn main_body() -> ExitCode {

@@ -29,6 +29,8 @@ pub fn run(sh: &Shell, args: &TidyArgs) -> Outcome {
     clippy.end(delegate(cmd!(sh, "cargo clippy --workspace --all-targets --quiet -- -D warnings")).map_err(|_| {
         Failure::failed("clippy found the warnings above: fix each (or, where a lint is wrong for the code, allow it there with a reason)")
     }))?;
+    let folders = Phase::start("each crate's folder is named as its package");
+    folders.end(folders_are_package_names(sh))?;
     let table = Phase::start("the README's crate table against the workspace members");
     table.end(readme_lists_every_crate(sh))?;
     let features = Phase::start("one feature set for the binaries and the tests (workspace-hack/Cargo.toml)");
@@ -84,6 +86,38 @@ fn join(sets: &BTreeSet<String>) -> String {
     sets.iter().map(|s| format!("[{s}]")).collect::<Vec<_>>().join(" ")
 }
 
+/// Each workspace member's folder is named as its package (`kms-lab-stack/` is `kms-lab-stack`),
+/// so `cargo test -p NAME` and the tree agree.
+fn folders_are_package_names(sh: &Shell) -> Outcome {
+    let root = sh.current_dir();
+    let members = workspace_members(&read(&root.join("Cargo.toml"))?);
+    let mut misnamed = Vec::new();
+    for folder in &members {
+        let manifest = read(&root.join(folder).join("Cargo.toml"))?;
+        match package_name(&manifest) {
+            Some(name) if name == folder => {}
+            Some(name) => misnamed.push(format!("`{folder}/` holds package `{name}`")),
+            None => misnamed.push(format!("`{folder}/Cargo.toml` names no package")),
+        }
+    }
+    if misnamed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::failed(format!(
+        "{}: rename the folder (`git mv`, then its path in the root Cargo.toml) or the package, so they agree",
+        misnamed.join("; ")
+    )))
+}
+
+/// The `name` of a manifest's `[package]` table.
+fn package_name(manifest: &str) -> Option<&str> {
+    let package = &manifest[manifest.find("[package]")?..];
+    package.lines().skip(1).take_while(|l| !l.starts_with('[')).find_map(|l| {
+        let value = l.trim().strip_prefix("name")?.trim_start().strip_prefix('=')?.trim();
+        value.strip_prefix('"')?.strip_suffix('"')
+    })
+}
+
 /// Every workspace member's folder has a row in the README's architecture table
 /// (`| \`folder/\` …`), and every row names a folder that exists.
 fn readme_lists_every_crate(sh: &Shell) -> Outcome {
@@ -105,7 +139,7 @@ fn readme_lists_every_crate(sh: &Shell) -> Outcome {
         problems.push(format!("README rows for folders that do not exist: {}", names(&stale)));
     }
     Err(Failure::failed(format!(
-        "{} (README.md, section \"Architecture\": one row `| \\`folder/\\` (package) | job |` per crate)",
+        "{} (README.md, section \"Architecture\": one row `| \\`folder/\\` | job |` per crate)",
         problems.join("; ")
     )))
 }
@@ -152,9 +186,19 @@ mod tests {
 
     #[test]
     fn members_and_rows_are_read_as_folders() {
-        let manifest = "[workspace]\nresolver = \"3\"\nmembers = [\"edge\", \"kms-wire\",\n \"xtask\"]\ndefault-members = [\"edge\"]\n";
-        assert_eq!(workspace_members(manifest), ["edge", "kms-wire", "xtask"].map(String::from).into());
-        let readme = "| crate (folder) | job |\n|---|---|\n| `kms-wire/` | wire |\n| `plugin/` (`kms-plugin`) | plugin |\n| `third_party/h2/` | patch |\n";
-        assert_eq!(readme_crate_rows(readme), ["kms-wire", "plugin"].map(String::from).into());
+        let manifest =
+            "[workspace]\nresolver = \"3\"\nmembers = [\"kms-plugin\", \"kms-wire\",\n \"xtask\"]\ndefault-members = [\"kms-plugin\"]\n";
+        assert_eq!(workspace_members(manifest), ["kms-plugin", "kms-wire", "xtask"].map(String::from).into());
+        let readme =
+            "| crate (folder) | job |\n|---|---|\n| `kms-wire/` | wire |\n| `kms-plugin/` | plugin |\n| `third_party/h2/` | patch |\n";
+        assert_eq!(readme_crate_rows(readme), ["kms-plugin", "kms-wire"].map(String::from).into());
+    }
+
+    #[test]
+    fn a_package_name_is_read_from_its_table_only() {
+        let manifest = "[package]\nname = \"kms-lab-stack\"\nedition.workspace = true\n\n[dependencies]\nname = \"x\"\n";
+        assert_eq!(package_name(manifest), Some("kms-lab-stack"));
+        assert_eq!(package_name("[dependencies]\nname = \"x\"\n"), None);
+        assert_eq!(package_name("[package]\nversion = \"1\"\n[lib]\nname = \"x\"\n"), None);
     }
 }
