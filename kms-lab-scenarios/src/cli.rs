@@ -52,8 +52,10 @@ pub struct ScenarioArgs {
     /// fan-out; merge the shards' reports with `kms-lab scenarios merge`.
     #[arg(long, value_name = "K/N")]
     pub shard: Option<crate::schedule::Shard>,
-    /// Balance `--shard` by the seconds each scenario took in this earlier JSON report.
-    #[arg(long, value_name = "FILE", requires = "shard")]
+    /// Start the longest scenarios first, and balance `--shard`, by the seconds each scenario took
+    /// in this earlier JSON report (default: the order by the durations recorded in the run root by
+    /// earlier runs; shards by count).
+    #[arg(long, value_name = "FILE")]
     pub durations: Option<PathBuf>,
     /// Look for kube-apiserver, etcd and kubectl here first.
     #[arg(long, value_name = "DIR")]
@@ -134,13 +136,16 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
     }
     let dir = args.dir.clone().unwrap_or_else(runner::default_scenario_dir);
     let mut scenarios = load::select(&dir, &args.names, &args.tier)?;
+    let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
+    let given_durations = match &args.durations {
+        Some(path) => crate::schedule::durations_from(path).map_err(ScenariosError::Report)?,
+        None => Default::default(),
+    };
     if let Some(shard) = args.shard {
-        let durations = match &args.durations {
-            Some(path) => crate::schedule::durations_from(path).map_err(ScenariosError::Report)?,
-            None => Default::default(),
-        };
+        // Only given durations: every runner must compute the same partition.
+        let durations = &given_durations;
         let total = scenarios.len();
-        scenarios = crate::schedule::partition(scenarios, shard, &durations);
+        scenarios = crate::schedule::partition(scenarios, shard, durations);
         println!(
             "shard {shard}: {} of {total} selected scenario(s), balanced by {}",
             scenarios.len(),
@@ -184,11 +189,23 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         None => None,
     };
     let binaries = provision_binaries(args.bin_dir.clone(), k8s_version).await?;
-    let run_root = args.run_root.clone().unwrap_or_else(default_run_root);
-    let options = RunOptions { binaries, run_root, seed: args.seed, keep_logs: args.keep_logs, plugin, secret_sync: args.secret_sync };
+    let durations = if args.durations.is_some() { given_durations } else { crate::schedule::recorded_durations(&run_root) };
+    let order = if durations.is_empty() { "in file order" } else { "longest first (by earlier runs' durations)" };
+    let scenarios = crate::schedule::longest_first(scenarios, &durations);
+    let options = RunOptions {
+        binaries,
+        run_root: run_root.clone(),
+        seed: args.seed,
+        keep_logs: args.keep_logs,
+        plugin,
+        secret_sync: args.secret_sync,
+    };
     let jobs = jobs_for(args.jobs);
-    println!("running {} scenario(s) from {}, {jobs} at once", scenarios.len(), dir.display());
+    println!("running {} scenario(s) from {}, {jobs} at once, {order}", scenarios.len(), dir.display());
     let (mut report, interrupted) = run_suite(&scenarios, &options, jobs, k8s_version).await;
+    if !interrupted {
+        crate::schedule::record_durations(&run_root, &report);
+    }
     report.shard = args.shard.map(|s| s.to_string());
     if interrupted {
         println!("\ninterrupted: {} scenario(s) finished; partial reports follow", report.scenarios.len());

@@ -85,9 +85,7 @@ pub fn partition(selected: Vec<Scenario>, shard: Shard, durations: &BTreeMap<Str
     if durations.is_empty() {
         return order.into_iter().enumerate().filter(|(i, _)| i % shard.count == shard.index - 1).map(|(_, s)| s).collect();
     }
-    // Unknown scenarios weigh the mean of the known ones.
-    let mean = durations.values().sum::<f64>() / durations.len() as f64;
-    let weight = |s: &Scenario| durations.get(&s.name).copied().unwrap_or(mean);
+    let weight = weights(durations);
     order.sort_by(|a, b| weight(b).total_cmp(&weight(a)).then_with(|| a.name.cmp(&b.name)));
     let mut load = vec![0.0f64; shard.count];
     let mut mine = Vec::new();
@@ -102,12 +100,64 @@ pub fn partition(selected: Vec<Scenario>, shard: Shard, durations: &BTreeMap<Str
     mine
 }
 
-/// Seconds per scenario from a JSON report of an earlier run.
+/// A scenario's expected seconds: its recorded duration; an unknown one weighs the mean of the
+/// known ones.
+fn weights(durations: &BTreeMap<String, f64>) -> impl Fn(&Scenario) -> f64 + '_ {
+    let mean = if durations.is_empty() { 0.0 } else { durations.values().sum::<f64>() / durations.len() as f64 };
+    move |s: &Scenario| durations.get(&s.name).copied().unwrap_or(mean)
+}
+
+/// The order a run starts `scenarios` in: longest first by `durations` (so the long ones do not
+/// start last and run on alone while the other slots idle), ties and unknown durations in file
+/// order; file order when nothing is recorded.
+pub fn longest_first(mut scenarios: Vec<Scenario>, durations: &BTreeMap<String, f64>) -> Vec<Scenario> {
+    if durations.is_empty() {
+        return scenarios;
+    }
+    let weight = weights(durations);
+    // A stable sort: equal weights keep their file order.
+    scenarios.sort_by(|a, b| weight(b).total_cmp(&weight(a)));
+    scenarios
+}
+
+/// The file under a run root where each run records how long its scenarios took (skipped ones
+/// keep their earlier figure), for [`longest_first`] in the next run.
+pub const DURATIONS_FILE: &str = "durations.json";
+
+/// Seconds per scenario from a JSON report of an earlier run (`kms-lab scenarios --json`), or from
+/// a run root's [`DURATIONS_FILE`].
 pub fn durations_from(path: &Path) -> Result<BTreeMap<String, f64>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let report: SuiteReport = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not a `kms-lab scenarios --json` report: {e} (line {})", path.display(), e.line()))?;
+    if let Ok(recorded) = serde_json::from_str::<BTreeMap<String, f64>>(&text) {
+        return Ok(recorded);
+    }
+    let report: SuiteReport = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{} is neither a `kms-lab scenarios --json` report nor a {DURATIONS_FILE} of seconds per scenario: {e} (line {})",
+            path.display(),
+            e.line()
+        )
+    })?;
     Ok(report.scenarios.into_iter().map(|s| (s.name, s.seconds)).collect())
+}
+
+/// The durations recorded under `run_root` (none when the file is missing or unreadable: the
+/// order is only an optimisation).
+pub fn recorded_durations(run_root: &Path) -> BTreeMap<String, f64> {
+    durations_from(&run_root.join(DURATIONS_FILE)).unwrap_or_default()
+}
+
+/// Adds the seconds of the scenarios `report` ran (not the skipped ones) to the durations
+/// recorded under `run_root`. Best effort: a run root that cannot be written only loses the order.
+pub fn record_durations(run_root: &Path, report: &SuiteReport) {
+    let mut recorded = recorded_durations(run_root);
+    for scenario in report.scenarios.iter().filter(|s| s.skipped.is_none()) {
+        recorded.insert(scenario.name.clone(), (scenario.seconds * 10.0).round() / 10.0);
+    }
+    let text = serde_json::to_string_pretty(&recorded).unwrap_or_default();
+    if let Err(e) = std::fs::create_dir_all(run_root).and_then(|()| std::fs::write(run_root.join(DURATIONS_FILE), text)) {
+        tracing::debug!(error = %e, "the scenario durations were not recorded");
+    }
 }
 
 #[cfg(test)]
@@ -118,6 +168,10 @@ mod tests {
     fn suite() -> Vec<Scenario> {
         let dir = crate::runner::repository_scenario_dir();
         load::select(&dir, &[], &[crate::model::Tier::Core, crate::model::Tier::Incident]).unwrap()
+    }
+
+    fn names_in_order(scenarios: &[Scenario]) -> Vec<String> {
+        scenarios.iter().map(|s| s.name.clone()).collect()
     }
 
     fn names(scenarios: &[Scenario]) -> Vec<String> {
@@ -197,5 +251,40 @@ mod tests {
             assert!(bad.parse::<Shard>().unwrap_err().contains("K/N"), "{bad}");
         }
         assert_eq!("2/4".parse::<Shard>().unwrap(), Shard { index: 2, count: 4 });
+    }
+
+    #[test]
+    fn a_run_starts_the_longest_scenarios_first_and_keeps_file_order_without_a_record() {
+        let all = suite();
+        let in_files: Vec<String> = all.iter().map(|s| s.name.clone()).collect();
+        assert_eq!(names_in_order(&longest_first(all.clone(), &BTreeMap::new())), in_files);
+        let mut durations: BTreeMap<String, f64> = in_files.iter().map(|n| (n.clone(), 10.0)).collect();
+        let (last, second_last) = (in_files[in_files.len() - 1].clone(), in_files[in_files.len() - 2].clone());
+        durations.insert(last.clone(), 160.0);
+        durations.insert(second_last.clone(), 90.0);
+        durations.remove(&in_files[0]);
+        let ordered = names_in_order(&longest_first(all, &durations));
+        assert_eq!(ordered[..2], [last, second_last]);
+        // The rest (the unknown first file weighs the mean, more than 10 s) in file order.
+        assert_eq!(ordered[2], in_files[0]);
+        assert_eq!(ordered[3..], in_files[1..in_files.len() - 2]);
+    }
+
+    #[test]
+    fn durations_are_recorded_per_run_root_and_skips_keep_their_earlier_figure() {
+        let root = tempfile::tempdir().unwrap();
+        assert!(recorded_durations(root.path()).is_empty());
+        let all = suite();
+        let outcome = |scenario: &Scenario, seconds: f64, skipped: Option<&str>| {
+            let mut outcome = crate::runner::ScenarioOutcome::skipped(scenario, 1, skipped.unwrap_or("").to_owned());
+            outcome.skipped = skipped.map(str::to_owned);
+            outcome.seconds = seconds;
+            outcome
+        };
+        let report = |scenarios| SuiteReport { scenarios, seconds: 1.0, kubernetes_version: "v1.37.2".into(), jobs: 1, shard: None };
+        record_durations(root.path(), &report(vec![outcome(&all[0], 12.34, None), outcome(&all[1], 40.0, None)]));
+        record_durations(root.path(), &report(vec![outcome(&all[1], 0.01, Some("needs vault"))]));
+        let recorded = recorded_durations(root.path());
+        assert_eq!(recorded, BTreeMap::from([(all[0].name.clone(), 12.3), (all[1].name.clone(), 40.0)]));
     }
 }
