@@ -15,11 +15,12 @@ use crate::report::SuiteReport;
 /// (two apiservers: failover, 14-ha-config-drift); 1.5 GiB leaves headroom.
 const STACK_MEMORY_BYTES: u64 = 1536 * 1024 * 1024;
 /// The share of a core one running scenario takes. Measured on 2 cores (figure `stack.cpu_s`
-/// over the scenario's wall time, core and incident tiers): 0.10 on average, 0.02–0.42 per
-/// scenario — most of a scenario is waiting on the apiserver's poll intervals. Half a core
-/// leaves room for the runner itself and for start-up bursts (an apiserver starting takes a
-/// core for a few seconds).
-const STACK_CORES: f64 = 0.5;
+/// over the scenario's wall time, core and incident tiers): 0.07 on average with 4 and with 8
+/// at once, 0.02–0.42 per scenario — most of a scenario is waiting on the apiserver's poll
+/// intervals; 8 stacks at once used 0.47 of the 2 cores on average. A quarter of a core leaves
+/// room for the runner itself and for start-up bursts (an apiserver starting takes a core for a
+/// few seconds).
+const STACK_CORES: f64 = 0.25;
 
 /// How many scenarios to run at once by default: as many as the cores hold at
 /// [`STACK_CORES`] each, at most as many as free memory holds stacks, at least one. Also says
