@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
-use kms_lab_stack::provision::{self, ProvisionOptions};
 use kms_lab_stack::{Stack, StackOptions};
 use kube::api::{Api, PostParams};
 use serde::Serialize;
@@ -160,7 +160,7 @@ struct Accumulated {
 /// Provisions the binaries, brings the stack up, runs the rounds and tears everything down
 /// (keeping the logs, and saying where, if anything failed).
 pub async fn run(options: &ApiserverOptions) -> Result<Outcome, BenchError> {
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default())).await??;
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default())).await??;
     let mut stack_options = StackOptions::new("bench", binaries, &options.run_root);
     // Placeholder until the plugin's socket is known; the first segment writes the real one and restarts.
     stack_options.encryption = Some(EncryptionConfiguration::new(&["secrets"], vec![Provider::Identity(Default::default())]));

@@ -10,7 +10,7 @@ pub enum BenchError {
     Stack(#[from] kms_lab_stack::StackError),
     /// Provisioning kube-apiserver or etcd failed.
     #[error(transparent)]
-    Provision(#[from] kms_lab_stack::provision::ProvisionError),
+    Provision(#[from] kms_lab_provision::ProvisionError),
     /// A plugin socket could not be reached.
     #[error("target `{target}`: {source}")]
     Connect {

@@ -1,11 +1,11 @@
 //! Getting a plugin's binaries: Go recipes go through the stack's one locator and cache
-//! ([`kms_lab_stack::provision::locate_go_subject`]), Cargo recipes through `cargo build` in this
+//! ([`kms_lab_provision::locate_go_subject`]), Cargo recipes through `cargo build` in this
 //! workspace, `path:` is used as it is.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use kms_lab_stack::provision::{GoInstall, GoRecipe, GoSubject, ProvisionOptions, locate_go_install, locate_go_recipe, locate_go_subject};
+use kms_lab_provision::{GoInstall, GoRecipe, GoSubject, ProvisionOptions, locate_go_install, locate_go_recipe, locate_go_subject};
 
 use crate::error::PluginError;
 use crate::manifest::{Build, Manifest};
@@ -50,7 +50,7 @@ enum GoSource {
 }
 
 impl GoSource {
-    fn locate(&self, options: &ProvisionOptions) -> Result<PathBuf, kms_lab_stack::provision::ProvisionError> {
+    fn locate(&self, options: &ProvisionOptions) -> Result<PathBuf, kms_lab_provision::ProvisionError> {
         match self {
             Self::Recipe(recipe) => locate_go_recipe(recipe, options),
             Self::Subject(subject) => locate_go_subject(*subject, options),

@@ -61,7 +61,7 @@ pub enum PluginError {
         plugin: String,
         /// The locator's error (every place tried, the fix).
         #[source]
-        source: Box<kms_lab_stack::provision::ProvisionError>,
+        source: Box<kms_lab_provision::ProvisionError>,
     },
     /// The recipe cannot be carried out here.
     #[error("{plugin}: cannot build from {path}: {message}")]

@@ -13,7 +13,7 @@ use std::process::Command;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kms_lab_catalog::{ManifestPlugin, catalog};
-use kms_lab_stack::provision::{self, GoSubject, ProvisionOptions, locate_go_subject};
+use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use kms_lab_stack::{Runtime, Stack, StackOptions};
 use kube::api::{Api, PostParams};
 
@@ -41,7 +41,7 @@ fn manifest(dir: &std::path::Path, image: &str) -> kms_lab_catalog::Manifest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifests_image_runs_the_plugin_in_the_container_runtime() {
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned");

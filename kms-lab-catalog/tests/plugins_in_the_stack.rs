@@ -12,14 +12,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kms_lab_catalog::{ManifestPlugin, catalog};
-use kms_lab_stack::provision::{self, GoSubject, ProvisionOptions, locate_go_subject};
+use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use kms_lab_stack::{Stack, StackOptions};
 use kube::api::{Api, PostParams};
 
 const SECRET_VALUE: &str = "correct-horse-battery-staple";
 
-async fn binaries() -> provision::Binaries {
-    tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+async fn binaries() -> kms_lab_provision::Binaries {
+    tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned")

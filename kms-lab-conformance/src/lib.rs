@@ -14,7 +14,7 @@
 //! - [`render_text`], [`render_junit`], JSON through serde: the report formats.
 //!
 //! The Go peer (`go-plugin/`, a plugin on upstream's own `k8s.io/kms/pkg/service`) is located or
-//! built by `kms_lab_stack::provision::locate_go_subject(GoSubject::GoPeer, ..)`.
+//! built by `kms_lab_provision::locate_go_subject(GoSubject::GoPeer, ..)`.
 
 #![warn(missing_docs)]
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use kms_lab_conformance::{Api, Options, render_text};
-use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
+use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use kms_lab_stack::standalone::{PluginCommand, StandalonePlugin, short_run_dir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! Calibration on real plugins nobody in kms-lab wrote (`../shared/thirdparty`, located or built
-//! by `kms_lab_stack::provision::locate_go_subject`), each against a local emulator of its
+//! by `kms_lab_provision::locate_go_subject`), each against a local emulator of its
 //! remote KMS on loopback: a correct plugin must exit 0 (no FAIL); its warnings are listed.
 //! Each run prints its plugin × check × level table (`--nocapture` shows it).
 //!
@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use kms_lab_conformance::{Api, CheckOutcome, Options, Report, render_text};
+use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use kms_lab_stack::process::Supervised;
-use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use kms_lab_stack::standalone::{PluginCommand, StandalonePlugin, short_run_dir};
 
 const READY: Duration = Duration::from_secs(60);

@@ -14,10 +14,10 @@ use std::time::Duration;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kms_lab_ops::enable::{self, EnableOptions, KmsPluginSettings};
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::encryption::{Empty, EncryptionConfiguration, Provider};
 use kms_lab_stack::own::OwnBinary;
 use kms_lab_stack::process::Supervised;
-use kms_lab_stack::provision::{self, ProvisionOptions};
 use kms_lab_stack::{Stack, StackOptions};
 use kube::api::{Api, PostParams};
 use mock_kms::{Credential, MockKms};
@@ -88,7 +88,8 @@ async fn the_generated_files_enable_kms_v2_on_the_real_apiserver() {
     // Step 4: the apiserver with exactly the generated flags (they come last, so they are the
     // ones in force over the stack's own `--encryption-provider-config`).
     let flags: Vec<String> = std::fs::read_to_string(out.join("kube-apiserver-flags.txt")).unwrap().lines().map(str::to_owned).collect();
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default())).await.unwrap().expect("provisioned");
+    let binaries =
+        tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default())).await.unwrap().expect("provisioned");
     let run_root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs");
     let mut stack_options = StackOptions::new("enable-in-the-lab", binaries, &run_root);
     stack_options.plugins = Vec::new();

@@ -14,8 +14,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kms_lab_ops::inspect::{self, InspectOptions};
 use kms_lab_ops::migrate::{self, MigrateOptions};
 use kms_lab_ops::{ProviderRef, Resource};
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
-use kms_lab_stack::provision::{self, ProvisionOptions};
 use kms_lab_stack::stack::{DEFAULT_PROVIDER, EncryptionBuilder};
 use kms_lab_stack::{Stack, StackOptions};
 use kube::api::{Api, PostParams};
@@ -25,7 +25,7 @@ const NAMESPACE: &str = "migrate-test";
 /// A stack whose etcd requires client certificates and whose Secrets start in plaintext
 /// (identity first; the KMS v2 provider already configured second, so it can take over).
 async fn plaintext_stack(name: &str) -> Stack {
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use kms_lab_stack::provision::{self, ProvisionOptions};
+use kms_lab_provision::ProvisionOptions;
 
 use crate::load::{self, LoadError};
 use crate::model::Tier;
@@ -62,7 +62,7 @@ pub struct ScenarioArgs {
     pub bin_dir: Option<PathBuf>,
     /// The Kubernetes version to run on: v1.37.2, v1.36.3 or v1.35.4 (or the minor, e.g. v1.36),
     /// each built into the cache on first use. Scenarios that need a newer one are skipped, with why.
-    #[arg(long = "kubernetes-version", visible_alias = "k8s-version", value_name = "VERSION", default_value = provision::KUBERNETES_VERSION)]
+    #[arg(long = "kubernetes-version", visible_alias = "k8s-version", value_name = "VERSION", default_value = kms_lab_provision::KUBERNETES_VERSION)]
     pub k8s_version: String,
     /// Run every scenario on this plugin instead of kms-plugin: a catalog name (`kms-lab plugins
     /// list`) or a manifest file. Scenarios the plugin cannot take are reported as skipped, with why.
@@ -108,7 +108,7 @@ pub enum ScenariosError {
     Load(#[from] LoadError),
     /// Binaries could not be provisioned.
     #[error(transparent)]
-    Provision(#[from] provision::ProvisionError),
+    Provision(#[from] kms_lab_provision::ProvisionError),
     /// A report could not be written (or would replace a file that is not a report).
     #[error(transparent)]
     Write(#[from] kms_lab_cli_common::files::FileError),
@@ -152,7 +152,7 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
             if durations.is_empty() { "count" } else { "recorded durations" }
         );
     }
-    let k8s_version = provision::resolve_supported_kubernetes(&args.k8s_version)?;
+    let k8s_version = kms_lab_provision::resolve_supported_kubernetes(&args.k8s_version)?;
     if args.check {
         let under_test = args.plugin.as_deref().map(kms_lab_catalog::resolve).transpose()?;
         let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
@@ -304,11 +304,11 @@ fn run_merge(merge: &MergeArgs) -> Result<bool, ScenariosError> {
 /// Finds or builds kube-apiserver, kubectl, etcd and etcdctl (blocking work, off the runtime).
 /// With containers whose images come from a registry (`KMS_LAB_IMAGES=registry`), kube-apiserver
 /// and etcd are not provisioned on the host at all (no Go build).
-pub async fn provision_binaries(bin_dir: Option<PathBuf>, k8s_version: &str) -> Result<provision::Binaries, ScenariosError> {
+pub async fn provision_binaries(bin_dir: Option<PathBuf>, k8s_version: &str) -> Result<kms_lab_provision::Binaries, ScenariosError> {
     let pulled_images = kms_lab_stack::Runtime::configured().is_ok_and(|r| r == kms_lab_stack::Runtime::Container)
         && kms_lab_stack::images::ImageSource::from_env().is_ok_and(|s| s == kms_lab_stack::images::ImageSource::Registry);
     let options = ProvisionOptions { bin_dir, kubernetes_version: k8s_version.to_owned(), pulled_images, ..ProvisionOptions::default() };
-    tokio::task::spawn_blocking(move || provision::provision(&options))
+    tokio::task::spawn_blocking(move || kms_lab_provision::provision(&options))
         .await
         .map_err(|e| ScenariosError::ProvisionPanicked(e.to_string()))?
         .map_err(ScenariosError::from)

@@ -62,7 +62,7 @@ fn default_seed() -> u64 {
 pub struct MinKubernetes {
     /// The oldest minor, `v1.37`.
     #[serde(deserialize_with = "kube_minor")]
-    pub version: kms_lab_stack::provision::KubeMinor,
+    pub version: kms_lab_provision::KubeMinor,
     /// What the scenario needs from that version on (the skip reason says it).
     pub why: String,
 }
@@ -71,20 +71,20 @@ impl MinKubernetes {
     /// Why the scenario cannot run on a kube-apiserver reporting `version`, if it cannot (an
     /// unstamped build, `v0.0.0-master…`, counts as older; a text without a minor is let through).
     pub fn why_not(&self, version: &str) -> Option<String> {
-        let found = kms_lab_stack::provision::KubeMinor::parse(version)?;
+        let found = kms_lab_provision::KubeMinor::parse(version)?;
         (found < self.version)
             .then(|| format!("needs Kubernetes {} or later ({}); the kube-apiserver is {version}", self.version, self.why))
     }
 }
 
-fn kube_minor<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<kms_lab_stack::provision::KubeMinor, D::Error> {
+fn kube_minor<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<kms_lab_provision::KubeMinor, D::Error> {
     let text = String::deserialize(deserializer)?;
     let bare = text.strip_prefix('v').unwrap_or(&text);
     // `v1.37` or `v1.37.2`: digits and one or two dots, nothing else.
     let well_formed =
         matches!(bare.split('.').count(), 2 | 3) && bare.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     well_formed
-        .then(|| kms_lab_stack::provision::KubeMinor::parse(bare))
+        .then(|| kms_lab_provision::KubeMinor::parse(bare))
         .flatten()
         .filter(|m| m.0 == 1)
         .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a Kubernetes minor version: write it as v1.MINOR, e.g. v1.37")))

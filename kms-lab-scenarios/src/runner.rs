@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use kms_lab_catalog::ManifestPlugin;
+use kms_lab_provision::Binaries;
 use kms_lab_stack::mockkms::MockKmsOptions;
 use kms_lab_stack::plugin::{PluginKek, PluginSpec};
-use kms_lab_stack::provision::Binaries;
 use kms_lab_stack::{EncryptionBuilder, Readiness, Stack, StackOptions};
 use serde::{Deserialize, Serialize};
 

@@ -13,15 +13,15 @@
 
 use std::path::Path;
 
+use kms_lab_provision::{GoRecipe, ProvisionOptions};
 use kms_lab_scenarios::load;
 use kms_lab_scenarios::runner::{self, RunOptions, ScenarioOutcome};
 use kms_lab_scenarios::steps::sync::SyncController;
-use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions};
 
 async fn run_on_theirs(name: &str) -> ScenarioOutcome {
     let file = kms_lab_scenarios::runner::repository_scenario_dir().join(format!("{name}.yaml"));
     let scenario = load::load_file(&file).unwrap_or_else(|e| panic!("{e}"));
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default())).await.unwrap();
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default())).await.unwrap();
     let options = RunOptions {
         binaries: binaries.expect("kube-apiserver and etcd are provisioned"),
         run_root: Path::new(env!("CARGO_TARGET_TMPDIR")).join("kms-lab-runs"),
@@ -42,7 +42,7 @@ fn not_observed(outcome: &ScenarioOutcome) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secret_sync_passes_on_ack_secret_manager_and_its_ready_steps_are_not_observed() {
-    if provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()).is_none() {
+    if kms_lab_provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()).is_none() {
         return;
     }
     let outcome = run_on_theirs("secret-sync").await;
@@ -58,7 +58,7 @@ async fn secret_sync_passes_on_ack_secret_manager_and_its_ready_steps_are_not_ob
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ack_secret_manager_loses_its_secret_in_a_store_outage() {
-    if provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()).is_none() {
+    if kms_lab_provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()).is_none() {
         return;
     }
     let outcome = run_on_theirs("secret-sync-failures").await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::error::StackError;
 use crate::process::Supervised;
-use crate::provision::KubeMinor;
+use kms_lab_provision::KubeMinor;
 
 /// How long kube-controller-manager may take until its garbage collector has synced.
 pub const READY_DEADLINE: Duration = Duration::from_secs(90);

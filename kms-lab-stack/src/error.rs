@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::provision::ProvisionError;
+use kms_lab_provision::ProvisionError;
 
 /// Why the stack could not start or an operation on it failed.
 #[derive(Debug, thiserror::Error)]

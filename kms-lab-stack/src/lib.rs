@@ -1,6 +1,7 @@
 //! The real control plane for kms-lab, as local processes on loopback (the way
-//! controller-runtime's envtest runs it): [`provision`] finds or builds pinned upstream
-//! binaries; [`Stack`] runs etcd, kube-apiserver(s) and kms-plugin(s), which scenarios drive.
+//! controller-runtime's envtest runs it): [`Stack`] runs etcd, kube-apiserver(s) and
+//! kms-plugin(s), which scenarios drive, from the pinned upstream binaries `kms_lab_provision`
+//! finds or builds.
 
 pub mod apiserver;
 pub mod certs;
@@ -21,7 +22,6 @@ pub mod own;
 pub mod plugin;
 pub mod ports;
 pub mod process;
-pub mod provision;
 pub mod runtime;
 pub mod stack;
 pub mod standalone;

@@ -109,7 +109,7 @@ impl Launcher {
 
     /// The launcher of one stack: `work` (sockets, data, certificates, configs) mounted, the
     /// upstream images tagged with their provisioned versions.
-    pub fn for_stack(runtime: Runtime, run: &str, work: &Path, binaries: &crate::provision::Binaries) -> Self {
+    pub fn for_stack(runtime: Runtime, run: &str, work: &Path, binaries: &kms_lab_provision::Binaries) -> Self {
         let mut launcher = Self::new(runtime, run).with_mount(work);
         for binary in [&binaries.kube_apiserver, &binaries.etcd, &binaries.kubectl, &binaries.etcdctl] {
             launcher = launcher.with_version(&binary.path, &binary.version.to_string());

@@ -18,8 +18,8 @@ use crate::etcd_client::EtcdClient;
 use crate::mockkms::{MockKmsCluster, MockKmsOptions};
 use crate::own::OwnBinary;
 use crate::plugin::{PluginKek, PluginSlot, PluginSpec};
-use crate::provision::Binaries;
 use crate::runtime::{Launcher, Runtime};
+use kms_lab_provision::Binaries;
 
 /// The grace period between SIGTERM and SIGKILL when stopping a component.
 const STOP_GRACE: Duration = Duration::from_secs(15);
@@ -132,7 +132,7 @@ pub struct Stack {
     etcd_tls_files: EtcdTlsFiles,
     ca_pem: String,
     /// kube-controller-manager's binary, when the stack runs one ([`StackOptions::controller_manager`]).
-    controller_manager_binary: Option<crate::provision::Binary>,
+    controller_manager_binary: Option<kms_lab_provision::Binary>,
     controller_manager: Option<ControllerManager>,
     shut_down: bool,
 }
@@ -228,9 +228,9 @@ impl Stack {
         if options.controller_manager {
             // Provisioned first: a missing binary (or a failed build) stops the launch early.
             let version = stack.binaries.kube_apiserver.version.clone();
-            let wanted = crate::provision::ProvisionOptions { kubernetes_version: version.clone(), ..Default::default() };
+            let wanted = kms_lab_provision::ProvisionOptions { kubernetes_version: version.clone(), ..Default::default() };
             let binary = tokio::task::spawn_blocking(move || {
-                crate::provision::find_or_build(crate::provision::Upstream::KubeControllerManager, &wanted)
+                kms_lab_provision::find_or_build(kms_lab_provision::Upstream::KubeControllerManager, &wanted)
             })
             .await
             .map_err(|e| StackError::io("provision kube-controller-manager")(std::io::Error::other(e)))??;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kms_lab_stack::provision::{self, ProvisionOptions};
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::{Component, Runtime, Stack, StackOptions, WaitFor};
 use kube::api::{Api, PostParams};
 
@@ -50,7 +50,7 @@ fn secret(name: &str) -> Secret {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_runs_in_containers_with_the_same_semantics() {
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned");

@@ -5,7 +5,7 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 
-use kms_lab_stack::provision::{self, ProvisionOptions};
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::{Stack, StackOptions};
 
 fn mode(path: &Path) -> u32 {
@@ -35,7 +35,7 @@ fn reachable_by_others(dir: &Path) -> Vec<(String, u32)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_and_their_directories_are_private() {
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned");

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kms_lab_stack::provision::{self, ProvisionOptions};
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::{Stack, StackOptions};
 use kms_wire::envelope::Envelope;
 use kube::api::{Api, PostParams};
@@ -33,7 +33,7 @@ fn pid_alive(pid: u32) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_stored_kms_v2_encrypted_and_health_follows_the_plugin() {
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned");

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use indicatif::ProgressBar;
 use k8s_openapi::api::core::v1::Secret;
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::apiserver::Readiness;
 use kms_lab_stack::encryption::{EncryptionConfiguration, KmsProvider, Provider};
 use kms_lab_stack::metrics::Metrics as PromMetrics;
 use kms_lab_stack::mockkms::{MockKmsCluster, MockKmsOptions};
 use kms_lab_stack::own::OwnBinary;
 use kms_lab_stack::plugin::{PluginKek, PluginSlot, PluginSpec};
-use kms_lab_stack::provision::{self, ProvisionOptions};
 use kms_lab_stack::{EncryptionBuilder, Stack, StackOptions};
 use kms_wire::PluginClient;
 use kms_wire::proto::v1beta1;
@@ -318,7 +318,7 @@ pub async fn run_real(options: &TuneOptions, calibration_calls: usize, progress:
     let mut done = Finished::default();
     let run = async {
         progress.set_message("provisioning kube-apiserver and etcd");
-        let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+        let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
             .await
             .map_err(|e| TuneError::Real(format!("provisioning panicked: {e}")))?
             .map_err(kms_lab_stack::StackError::from)?;

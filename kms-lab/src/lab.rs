@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use kms_lab_cli_common::stop_signal;
+use kms_lab_provision::{Binaries, KUBERNETES_VERSION};
 use kms_lab_scenarios::cli::{ScenariosError, provision_binaries};
 use kms_lab_scenarios::runner::{self, RunOptions};
 use kms_lab_scenarios::world::World;
 use kms_lab_scenarios::{Tier, load};
-use kms_lab_stack::provision::{Binaries, KUBERNETES_VERSION};
 
 /// The demo scenario's file name in the scenario directory.
 pub const DEMO_FILE: &str = "lab-demo.yaml";
@@ -78,11 +78,8 @@ pub async fn run(args: &LabArgs) -> Result<(), LabError> {
     println!("==> provisioning kube-apiserver, kubectl and etcd (pinned upstream releases; built from the Go module proxy on first run)");
     let binaries = provision_binaries(args.bin_dir.clone(), &args.kubernetes_version).await?;
     for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
-        let place = if binary.source == kms_lab_stack::provision::Source::Image {
-            binary.source.to_string()
-        } else {
-            binary.path.display().to_string()
-        };
+        let place =
+            if binary.source == kms_lab_provision::Source::Image { binary.source.to_string() } else { binary.path.display().to_string() };
         println!("    {:<15} {:<10} {place}", binary.component.name(), binary.version);
     }
     let options = RunOptions {

@@ -74,7 +74,7 @@ struct ProvisionArgs {
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<std::path::PathBuf>,
     /// The Kubernetes version to provision.
-    #[arg(long, value_name = "VERSION", default_value = kms_lab_stack::provision::KUBERNETES_VERSION)]
+    #[arg(long, value_name = "VERSION", default_value = kms_lab_provision::KUBERNETES_VERSION)]
     k8s_version: String,
 }
 

@@ -9,12 +9,12 @@ use std::time::{Instant, SystemTime};
 use kms_lab_catalog::{Api, Rotation};
 use kms_lab_conformance::{Options as ConformanceOptions, Report as ConformanceReport};
 use kms_lab_plugin_report::{PluginInfo, PluginReport};
+use kms_lab_provision::{Binaries, KUBERNETES_VERSION};
 use kms_lab_scenarios::cli::{ScenariosError, jobs_for, prepare_plugin, provision_binaries, run_suite};
 use kms_lab_scenarios::plugin_under_test::PluginUnderTest;
 use kms_lab_scenarios::runner::{self, RunOptions};
 use kms_lab_scenarios::{Tier, load};
 use kms_lab_stack::encryption::{Empty, EncryptionConfiguration, Provider};
-use kms_lab_stack::provision::{Binaries, KUBERNETES_VERSION};
 use kms_lab_stack::{Stack, StackOptions};
 
 /// Options of `kms-lab report`.
@@ -106,8 +106,7 @@ pub async fn run(args: &ReportArgs) -> Result<bool, ReportCommandError> {
         print!("{}", kms_lab_plugin_report::table::markdown(&reports, 240));
         return Ok(true);
     };
-    let kubernetes_version =
-        kms_lab_stack::provision::resolve_supported_kubernetes(&args.kubernetes_version).map_err(ScenariosError::from)?;
+    let kubernetes_version = kms_lab_provision::resolve_supported_kubernetes(&args.kubernetes_version).map_err(ScenariosError::from)?;
     let begun = SystemTime::now();
     let started = Instant::now();
     if let Some(runtime) = args.runtime {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kms_lab_stack::provision::{self, ProvisionOptions};
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::{Component, Stack, StackOptions, WaitFor};
 use kube::api::{Api, PostParams};
 
@@ -123,7 +123,7 @@ async fn grant(client: &kube::Client, user: &str, verbs: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recover_deletes_exactly_the_undecryptable_secrets_and_only_with_the_verb() {
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("binaries are provisioned");

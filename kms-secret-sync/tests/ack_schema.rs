@@ -95,7 +95,7 @@ fn compare(kind: &str, path: &str, theirs: &Value, ours: &Value, out: &mut Vec<S
 
 #[test]
 fn our_crds_are_ack_secret_managers_plus_optional_additions() {
-    let Some(root) = kms_lab_stack::provision::thirdparty_source_or_skip(&kms_lab_stack::provision::GoRecipe::ack_secret_manager()) else {
+    let Some(root) = kms_lab_provision::thirdparty_source_or_skip(&kms_lab_provision::GoRecipe::ack_secret_manager()) else {
         return;
     };
     let files = [

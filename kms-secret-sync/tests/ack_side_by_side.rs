@@ -15,9 +15,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kms_lab_provision::{GoRecipe, ProvisionOptions};
 use kms_lab_stack::certs::ServingPki;
 use kms_lab_stack::process::Supervised;
-use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions};
 use kms_lab_stack::{Stack, StackOptions};
 use kms_secret_sync::crd::SecretStore;
 use kms_secret_sync::decide::Reason;
@@ -155,7 +155,7 @@ async fn settled_secret(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
-    let Some(root) = provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()) else { return };
+    let Some(root) = kms_lab_provision::thirdparty_source_or_skip(&GoRecipe::ack_secret_manager()) else { return };
     let objects = seed_objects(&root);
     let stores: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "SecretStore").collect();
     let externals: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "ExternalSecret").collect();
@@ -163,7 +163,7 @@ async fn the_seeds_objects_sync_to_the_same_secrets_on_both_controllers() {
 
     let (binaries, ack_binary) = tokio::task::spawn_blocking(|| {
         let options = ProvisionOptions::default();
-        (provision::provision(&options), provision::locate_go_recipe(&GoRecipe::ack_secret_manager(), &options))
+        (kms_lab_provision::provision(&options), kms_lab_provision::locate_go_recipe(&GoRecipe::ack_secret_manager(), &options))
     })
     .await
     .unwrap();

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kms_lab_stack::provision::{self, ProvisionOptions};
+use kms_lab_provision::ProvisionOptions;
 use kms_lab_stack::{Stack, StackOptions};
 use kms_secret_sync::crd::{
     ALLOW_NAMESPACES, DataProcess, DataSource, DeletionPolicy, ExternalSecret, JmesPathObject, ReplaceRule, SecretStore,
@@ -66,7 +66,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_secrets_sync_keep_the_last_good_value_and_are_stored_kms_encrypted() {
     let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-    let binaries = tokio::task::spawn_blocking(|| provision::provision(&ProvisionOptions::default()))
+    let binaries = tokio::task::spawn_blocking(|| kms_lab_provision::provision(&ProvisionOptions::default()))
         .await
         .unwrap()
         .expect("kube-apiserver and etcd are provisioned");

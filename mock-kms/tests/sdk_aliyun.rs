@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use common::probe::{self, Case, all_ok, audited, case};
 use common::{AK, SK};
+use kms_lab_provision::GoSubject;
 use kms_lab_stack::certs::ServingPki;
-use kms_lab_stack::provision::GoSubject;
 use mock_kms::api::Action;
 use mock_kms::api::admin::AccessPolicy;
 use mock_kms::dialects::Dialect;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::probe::{self, Case, all_ok, audited, case};
-use kms_lab_stack::provision::GoSubject;
+use kms_lab_provision::GoSubject;
 use mock_kms::MockKms;
 use mock_kms::dialects::Dialect;
 use serde_json::json;

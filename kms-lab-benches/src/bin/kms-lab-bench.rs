@@ -14,7 +14,7 @@ use kms_lab_benches::compare::{self, ComparisonOptions};
 use kms_lab_benches::load::{Op, Workload};
 use kms_lab_benches::report::{self, Report};
 use kms_lab_benches::targets::{self, SOCKET_PLACEHOLDER, TargetSpec};
-use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
+use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 
 /// Benchmarks kms-lab's plugin and kube-apiserver's providers side by side.
 #[derive(Debug, Parser)]

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kms_lab_provision::{GoRecipe, ProvisionOptions};
 use kms_lab_stack::Stack;
 use kms_lab_stack::process::Supervised;
-use kms_lab_stack::provision::{self, GoRecipe, ProvisionOptions};
 use kms_secret_sync::ack;
 use kms_secret_sync::crd::JmesPathObject;
 use kms_secret_sync::decide::Reason;
@@ -143,8 +143,8 @@ impl PreparedController {
         }
         let (binary, source) = tokio::task::spawn_blocking(|| {
             let recipe = GoRecipe::ack_secret_manager();
-            let binary = provision::locate_go_recipe(&recipe, &ProvisionOptions::default())?;
-            Ok::<_, provision::ProvisionError>((binary, provision::go_recipe_source(&recipe)?))
+            let binary = kms_lab_provision::locate_go_recipe(&recipe, &ProvisionOptions::default())?;
+            Ok::<_, kms_lab_provision::ProvisionError>((binary, kms_lab_provision::go_recipe_source(&recipe)?))
         })
         .await
         .map_err(|e| format!("locating ack-secret-manager stopped unexpectedly: {e}"))?

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use kms_lab_stack::provision::{GoSubject, ProvisionOptions, locate_go_subject};
+use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use mock_kms::api::Action;
 use mock_kms::api::admin::AccessPolicy;
 use mock_kms::dialects::Dialect;

@@ -620,7 +620,7 @@ fn remove_stale_temporaries(dir: &Path, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::provision::version::{parse_etcd_version, parse_kubernetes_version};
+    use crate::version::{parse_etcd_version, parse_kubernetes_version};
 
     /// Shaped like k8s.io/kubernetes' go.mod, cut down.
     const UPSTREAM: &str = r#"// This is a generated file. Do not edit directly.
