@@ -16,9 +16,9 @@ use common::{AK, SK};
 use kms_lab_stack::certs::ServingPki;
 use kms_lab_stack::provision::GoSubject;
 use mock_kms::api::Action;
-use mock_kms::api::admin::AccessPolicy;
+use mock_kms::api::faults::{FaultProfile, ThrottleFault};
+use mock_kms::api::policy::AccessPolicy;
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{FaultProfile, ThrottleFault};
 use mock_kms::{Credential, MockKms, MockKmsBuilder};
 use serde_json::json;
 

@@ -21,7 +21,7 @@ pub struct Faults {
     #[serde(default)]
     pub node: Option<usize>,
     /// The profile, in mock-kms's fault profile format (checked by the mock KMS's own parser at load).
-    pub profile: mock_kms::api::admin::FaultProfile,
+    pub profile: mock_kms::api::faults::FaultProfile,
 }
 
 impl StepKind for Faults {
