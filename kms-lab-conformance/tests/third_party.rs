@@ -321,8 +321,8 @@ fn outcome<T>(result: &Result<tonic::Response<T>, tonic::Status>) -> String {
 async fn k8s_cloudkms_plugin_under_kms_faults() {
     use kms_wire::proto::v2;
     use mock_kms::Outcome;
+    use mock_kms::api::faults::{DenyFault, FaultProfile, ThrottleFault};
     use mock_kms::api::{Action, ErrorCode};
-    use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
 
     let binary = tokio::task::spawn_blocking(|| locate(GoSubject::CloudKmsPlugin)).await.expect("locator");
     let dir = short_run_dir().expect("run dir");
@@ -468,7 +468,7 @@ async fn trousseau_on_vault(dir: &Path, kms_port: u16) -> (Supervised, Standalon
 async fn trousseau_with_its_vault_provider_on_the_vault_dialect() {
     use kms_wire::proto::v1beta1;
     use mock_kms::api::Action;
-    use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
+    use mock_kms::api::faults::{DenyFault, FaultProfile, ThrottleFault};
 
     /// What trousseau's core answers when its vault provider answered an empty cipher.
     const EMPTY: &[u8] = b"vault:-:\n";

@@ -1,24 +1,23 @@
 //! Place 6 of the lookup order: building a binary with Go from the Go module proxy into
-//! the cache (see the [module docs](super) for the layout).
+//! the cache (see the [module docs](super) for the layout): the cache lock, the progress bar, and
+//! the Go commands of a build ([`Steps`]), in a wrapper module whose `go.mod` [`super::gomod`] writes.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{BufRead, BufReader, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::error::{Attempt, BUILD_FIX, BuildFailure, ProvisionError};
+use super::gomod::{etcd_wrapper_gomod, kubernetes_tools, kubernetes_wrapper_gomod, module_dir};
 use super::lookup::{cache_path, check, find_in_cache};
-use super::version::{EtcdVersion, KubeVersion, go_version_cmp};
 use super::{Binary, Env, Source, Upstream, Versions};
 
 /// How many lines of Go's output a build error quotes.
 pub(crate) const TAIL_LINES: usize = 30;
-/// The oldest `go` directive a wrapper module may have: `tool` directives need Go 1.24.
-const MIN_GO_DIRECTIVE: &str = "1.24";
 
 /// `go version`, or why Go cannot be used (with how to install it).
 pub(crate) fn go_version(go: &OsStr) -> Result<String, String> {
@@ -45,26 +44,6 @@ fn package(component: Upstream) -> &'static str {
     }
 }
 
-/// The wrapper module's directory: `<cache>/gobuild/k8s-<version>`, its own
-/// `.../k8s-<version>-controller-manager` for kube-controller-manager (which needs modules the
-/// apiserver does not), or `.../etcd-<version>`.
-fn module_dir(cache: &Path, component: Upstream, versions: &Versions) -> PathBuf {
-    let name = match component {
-        Upstream::KubeControllerManager => format!("k8s-{}-controller-manager", versions.kubernetes.full),
-        Upstream::KubeApiserver | Upstream::Kubectl => format!("k8s-{}", versions.kubernetes.full),
-        Upstream::Etcd | Upstream::Etcdctl => format!("etcd-{}", versions.etcd.full),
-    };
-    cache.join("gobuild").join(name)
-}
-
-/// The `k8s.io/kubernetes` commands a wrapper module builds (its `tool` block).
-fn kubernetes_tools(component: Upstream) -> &'static [&'static str] {
-    match component {
-        Upstream::KubeControllerManager => &["k8s.io/kubernetes/cmd/kube-controller-manager"],
-        _ => &["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kubectl"],
-    }
-}
-
 /// The `-ldflags` stamping the version in, as upstream's release builds do.
 fn ldflags(component: Upstream, versions: &Versions, build_date: &str) -> String {
     if component.is_kubernetes() {
@@ -78,112 +57,6 @@ fn ldflags(component: Upstream, versions: &Versions, build_date: &str) -> String
     } else {
         format!("-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA={}", versions.etcd.full)
     }
-}
-
-/// Drops a `//` comment.
-fn strip_comment(line: &str) -> &str {
-    line.split_once("//").map_or(line, |(code, _)| code)
-}
-
-/// Walks the directives of a `go.mod`, single-line and in blocks, as `(verb, rest)`.
-fn directives(gomod: &str) -> Vec<(&str, &str)> {
-    let mut out = Vec::new();
-    let mut block = None;
-    for line in gomod.lines().map(|l| strip_comment(l).trim()).filter(|l| !l.is_empty()) {
-        if let Some(verb) = block {
-            if line == ")" {
-                block = None;
-            } else {
-                out.push((verb, line));
-            }
-            continue;
-        }
-        let (verb, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let rest = rest.trim();
-        if rest == "(" {
-            block = Some(verb);
-        } else {
-            out.push((verb, rest));
-        }
-    }
-    out
-}
-
-/// The `go` directive of a `go.mod`.
-fn go_directive(gomod: &str) -> Option<&str> {
-    directives(gomod).into_iter().find_map(|(verb, rest)| (verb == "go").then_some(rest))
-}
-
-/// `version`, raised to [`MIN_GO_DIRECTIVE`] if lower.
-fn at_least_min_go(version: &str) -> &str {
-    if go_version_cmp(version, MIN_GO_DIRECTIVE).is_lt() { MIN_GO_DIRECTIVE } else { version }
-}
-
-/// The wrapper `go.mod` building `tools` (commands of `k8s.io/kubernetes`, e.g. kube-apiserver
-/// and kubectl), from the `go.mod` of `k8s.io/kubernetes` at `k8s.full`: its `go` (and
-/// `godebug`) directives, a requirement on it, and for each of its replacements by a
-/// `./staging/` directory, a replacement by the published module at `k8s.staging`. Other
-/// replacements are not copied.
-pub(crate) fn kubernetes_wrapper_gomod(upstream: &str, k8s: &KubeVersion, tools: &[&str]) -> Result<String, String> {
-    let mut go = None;
-    let mut godebug = Vec::new();
-    let mut staging: Vec<&str> = Vec::new();
-    for (verb, rest) in directives(upstream) {
-        match verb {
-            "go" => go = Some(rest),
-            "godebug" => godebug.push(rest),
-            "replace" => {
-                let Some((old, new)) = rest.split_once("=>") else {
-                    continue;
-                };
-                let Some(module) = old.split_whitespace().next() else {
-                    continue;
-                };
-                if new.trim().starts_with("./staging/") && !staging.contains(&module) {
-                    staging.push(module);
-                }
-            }
-            _ => {}
-        }
-    }
-    let go = go.ok_or("k8s.io/kubernetes' go.mod has no `go` directive")?;
-    if staging.is_empty() {
-        return Err("k8s.io/kubernetes' go.mod replaces no module by a ./staging/ directory".to_owned());
-    }
-    let names: Vec<&str> = tools.iter().map(|tool| tool.rsplit('/').next().unwrap_or(tool)).collect();
-    let mut out = format!(
-        "// Generated by kms-lab from the go.mod of k8s.io/kubernetes@{v} to build {names};\n\
-         // delete this directory to regenerate it.\n\
-         module kmslab/k8sbuild\n\ngo {go}\n\n",
-        v = k8s.full,
-        names = names.join(" and "),
-        go = at_least_min_go(go),
-    );
-    for setting in &godebug {
-        out.push_str(&format!("godebug {setting}\n\n"));
-    }
-    out.push_str(&format!("require k8s.io/kubernetes {}\n\nreplace (\n", k8s.full));
-    for module in staging {
-        out.push_str(&format!("\t{module} => {module} {}\n", k8s.staging));
-    }
-    out.push_str(")\n\ntool (\n");
-    for tool in tools {
-        out.push_str(&format!("\t{tool}\n"));
-    }
-    out.push_str(")\n");
-    Ok(out)
-}
-
-/// The wrapper `go.mod` building `etcd` and `etcdctl`.
-pub(crate) fn etcd_wrapper_gomod(go: &str, etcd: &EtcdVersion) -> String {
-    format!(
-        "// Generated by kms-lab to build etcd and etcdctl {v}; delete this directory to regenerate it.\n\
-         module kmslab/etcdbuild\n\ngo {go}\n\n\
-         require (\n\tgo.etcd.io/etcd/server/v3 {v}\n\tgo.etcd.io/etcd/etcdctl/v3 {v}\n)\n\n\
-         tool (\n\tgo.etcd.io/etcd/etcdctl/v3\n\tgo.etcd.io/etcd/server/v3\n)\n",
-        v = etcd.full,
-        go = at_least_min_go(go),
-    )
 }
 
 /// The last `n` lines of a file (fewer if it is shorter or unreadable).
@@ -437,14 +310,7 @@ impl<'a> Steps<'a> {
                 format!("go.etcd.io/etcd/server/v3@{}", etcd.full),
                 format!("go.etcd.io/etcd/etcdctl/v3@{}", etcd.full),
             ])?;
-            let mut go = MIN_GO_DIRECTIVE;
-            for text in &upstream {
-                let this = go_directive(text).ok_or_else(|| StepError::new("generate go.mod", "an etcd go.mod has no `go` directive"))?;
-                if go_version_cmp(this, go).is_gt() {
-                    go = this;
-                }
-            }
-            etcd_wrapper_gomod(go, etcd)
+            etcd_wrapper_gomod(&upstream, etcd).map_err(|e| StepError::new("generate go.mod", e))?
         };
 
         let staging = module.join(format!(".prepare-{}", std::process::id()));
@@ -622,117 +488,6 @@ mod tests {
     use super::*;
     use crate::version::{parse_etcd_version, parse_kubernetes_version};
 
-    /// Shaped like k8s.io/kubernetes' go.mod, cut down.
-    const UPSTREAM: &str = r#"// This is a generated file. Do not edit directly.
-
-module k8s.io/kubernetes
-
-go 1.26.0
-
-godebug default=go1.26
-
-require (
-	github.com/blang/semver/v4 v4.0.0
-	k8s.io/api v0.0.0
-	k8s.io/client-go v0.0.0 // indirect
-)
-
-replace (
-	k8s.io/api => ./staging/src/k8s.io/api
-	k8s.io/apimachinery => ./staging/src/k8s.io/apimachinery // staging
-	github.com/onsi/ginkgo/v2 => github.com/onsi/ginkgo/v2 v2.21.0
-	k8s.io/client-go v0.0.0 => ./staging/src/k8s.io/client-go
-)
-
-replace k8s.io/kms => ./staging/src/k8s.io/kms
-
-replace example.com/forked => ../forked
-"#;
-
-    #[test]
-    fn kubernetes_wrapper_copies_only_staging_replacements() {
-        let k8s = parse_kubernetes_version("v1.37.2").unwrap();
-        let gomod = kubernetes_wrapper_gomod(UPSTREAM, &k8s, kubernetes_tools(Upstream::KubeApiserver)).unwrap();
-        let body: String = gomod.lines().filter(|l| !l.starts_with("//")).map(|l| format!("{l}\n")).collect();
-        assert_eq!(
-            body,
-            "module kmslab/k8sbuild\n\
-             \n\
-             go 1.26.0\n\
-             \n\
-             godebug default=go1.26\n\
-             \n\
-             require k8s.io/kubernetes v1.37.2\n\
-             \n\
-             replace (\n\
-             \tk8s.io/api => k8s.io/api v0.37.2\n\
-             \tk8s.io/apimachinery => k8s.io/apimachinery v0.37.2\n\
-             \tk8s.io/client-go => k8s.io/client-go v0.37.2\n\
-             \tk8s.io/kms => k8s.io/kms v0.37.2\n\
-             )\n\
-             \n\
-             tool (\n\
-             \tk8s.io/kubernetes/cmd/kube-apiserver\n\
-             \tk8s.io/kubernetes/cmd/kubectl\n\
-             )\n"
-        );
-        assert!(!gomod.contains("ginkgo") && !gomod.contains("forked"), "{gomod}");
-        assert!(
-            gomod
-                .starts_with("// Generated by kms-lab from the go.mod of k8s.io/kubernetes@v1.37.2 to build kube-apiserver and kubectl;\n")
-        );
-        // kube-controller-manager: its own module, the same replacements, only its tool.
-        let kcm = kubernetes_wrapper_gomod(UPSTREAM, &k8s, kubernetes_tools(Upstream::KubeControllerManager)).unwrap();
-        assert!(kcm.ends_with("tool (\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n)\n"), "{kcm}");
-        assert!(kcm.contains("\tk8s.io/kms => k8s.io/kms v0.37.2\n"), "{kcm}");
-    }
-
-    #[test]
-    fn kubernetes_wrapper_follows_the_requested_version() {
-        let k8s = parse_kubernetes_version("v1.38.0-beta.0").unwrap();
-        let old_go = UPSTREAM.replace("go 1.26.0", "go 1.22.0").replace("godebug default=go1.26\n", "");
-        let gomod = kubernetes_wrapper_gomod(&old_go, &k8s, kubernetes_tools(Upstream::Kubectl)).unwrap();
-        assert!(gomod.contains("\ngo 1.24\n"), "tool directives need go 1.24: {gomod}");
-        assert!(!gomod.contains("godebug"), "{gomod}");
-        assert!(gomod.contains("require k8s.io/kubernetes v1.38.0-beta.0\n"), "{gomod}");
-        assert!(gomod.contains("\tk8s.io/api => k8s.io/api v0.38.0-beta.0\n"), "{gomod}");
-    }
-
-    #[test]
-    fn kubernetes_wrapper_rejects_an_unexpected_gomod() {
-        let k8s = parse_kubernetes_version("v1.37.2").unwrap();
-        let err = kubernetes_wrapper_gomod("module k8s.io/kubernetes\n\ngo 1.26.0\n", &k8s, &[]).unwrap_err();
-        assert!(err.contains("./staging/"), "{err}");
-        let err = kubernetes_wrapper_gomod("module x\nreplace a => ./staging/a\n", &k8s, &[]).unwrap_err();
-        assert!(err.contains("`go` directive"), "{err}");
-    }
-
-    #[test]
-    fn the_real_kubernetes_gomod_gives_the_proven_wrapper() {
-        // The module cache of a machine that built before; skipped elsewhere.
-        let Some(home) = std::env::var_os("HOME") else {
-            return;
-        };
-        let upstream = Path::new(&home).join("go/pkg/mod/cache/download/k8s.io/kubernetes/@v/v1.37.2.mod");
-        let Ok(upstream) = fs::read_to_string(upstream) else {
-            return;
-        };
-        let gomod =
-            kubernetes_wrapper_gomod(&upstream, &parse_kubernetes_version("v1.37.2").unwrap(), kubernetes_tools(Upstream::KubeApiserver))
-                .unwrap();
-        assert_eq!(gomod.matches(" => ").count(), 33, "{gomod}");
-        assert!(gomod.contains("\tk8s.io/kms => k8s.io/kms v0.37.2\n"), "{gomod}");
-    }
-
-    #[test]
-    fn etcd_wrapper() {
-        let gomod = etcd_wrapper_gomod("1.26.0", &parse_etcd_version("v3.6.16").unwrap());
-        assert!(gomod.contains("module kmslab/etcdbuild\n\ngo 1.26.0\n"), "{gomod}");
-        assert!(gomod.contains("\tgo.etcd.io/etcd/server/v3 v3.6.16\n\tgo.etcd.io/etcd/etcdctl/v3 v3.6.16\n"), "{gomod}");
-        assert!(gomod.contains("tool (\n\tgo.etcd.io/etcd/etcdctl/v3\n\tgo.etcd.io/etcd/server/v3\n)\n"), "{gomod}");
-        assert_eq!(go_directive("module x\n\ngo 1.25 // comment\n"), Some("1.25"));
-    }
-
     #[test]
     fn ldflags_stamp_the_version() {
         let versions = Versions { kubernetes: parse_kubernetes_version("v1.37.2").unwrap(), etcd: parse_etcd_version("v3.6.16").unwrap() };
@@ -744,10 +499,6 @@ replace example.com/forked => ../forked
              -X k8s.io/component-base/version.buildDate=2026-01-02T03:04:05Z"
         );
         assert_eq!(ldflags(Upstream::Etcdctl, &versions, "x"), "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v3.6.16");
-        let cache = Path::new("/c");
-        assert_eq!(module_dir(cache, Upstream::Kubectl, &versions), Path::new("/c/gobuild/k8s-v1.37.2"));
-        assert_eq!(module_dir(cache, Upstream::Etcd, &versions), Path::new("/c/gobuild/etcd-v3.6.16"));
-        assert_eq!(module_dir(cache, Upstream::KubeControllerManager, &versions), Path::new("/c/gobuild/k8s-v1.37.2-controller-manager"));
     }
 
     #[test]

@@ -53,6 +53,7 @@
 
 mod error;
 mod gobuild;
+mod gomod;
 mod lookup;
 mod subject;
 mod version;

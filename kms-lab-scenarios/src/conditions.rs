@@ -115,6 +115,8 @@ conditions! {
     Audit(kms::AuditCount),
     /// A mock Vault node's `sys/health` answers with a status (200 active, 429 standby, 503 sealed).
     VaultHealth(kms::VaultHealth),
+    /// The mock KMS key: its current version against a mark's, its version counts.
+    KmsKey(kms::KmsKey),
     /// The raw values in etcd are as described.
     Etcd(etcd::EtcdExpect),
     /// No generated plaintext is in etcd now, nor in any revision written since the stack started

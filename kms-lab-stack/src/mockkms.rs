@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mock_kms::api::admin;
+use mock_kms::api::faults::FaultProfile;
+use mock_kms::api::policy::{AccessPolicy, Policies};
 use mock_kms::api::{AuditQuery, AuditRecord, Counters, Credential, KeyMetadata};
 use mock_kms::dialects::Dialect;
 
@@ -630,13 +632,13 @@ impl MockKmsCluster {
 
     /// Sets the access policy of `access_key` (an allow-list of actions on resources) on every
     /// running node; a call it does not allow answers 403 `Forbidden` and is audited.
-    pub async fn set_policy(&self, access_key: &str, policy: &admin::AccessPolicy) -> Result<admin::Policies, StackError> {
+    pub async fn set_policy(&self, access_key: &str, policy: &AccessPolicy) -> Result<Policies, StackError> {
         let body = serde_json::to_string(policy).map_err(|e| StackError::MockKms(format!("cannot encode the access policy: {e}")))?;
         self.on_running_nodes("PUT", &admin::path::policy(access_key), &body).await
     }
 
     /// Removes the access policy of `access_key` on every running node (it may call everything again).
-    pub async fn remove_policy(&self, access_key: &str) -> Result<admin::Policies, StackError> {
+    pub async fn remove_policy(&self, access_key: &str) -> Result<Policies, StackError> {
         self.on_running_nodes("DELETE", &admin::path::policy(access_key), "").await
     }
 
@@ -652,7 +654,7 @@ impl MockKmsCluster {
     }
 
     /// Puts a typed fault profile in force on node `node`, or on every node when `None`.
-    pub async fn set_faults(&self, node: Option<usize>, profile: &admin::FaultProfile) -> Result<(), StackError> {
+    pub async fn set_faults(&self, node: Option<usize>, profile: &FaultProfile) -> Result<(), StackError> {
         let body = serde_json::to_string(profile).map_err(|e| StackError::MockKms(format!("cannot encode the fault profile: {e}")))?;
         for index in self.node_indices(node)? {
             self.admin_on(index, "PUT", admin::path::FAULTS, "application/json", &body).await?;

@@ -330,7 +330,7 @@ async fn a_mock_kms_node_speaks_the_vault_and_aws_dialects_with_the_credentials_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_plugin_works_with_least_privilege_and_a_denied_decrypt_is_named_and_audited() {
     use mock_kms::api::Action;
-    use mock_kms::api::admin::AccessPolicy;
+    use mock_kms::api::policy::AccessPolicy;
     let rig = rig(MockKmsCluster::plugin_config).await;
     let access_key = rig.kms.options.credential.access_key.clone();
     // Least privilege for encryption at rest: Encrypt and Decrypt on its key, nothing else.

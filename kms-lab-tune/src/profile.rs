@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use mock_kms::FaultProfile;
-use mock_kms::faults::LatencyDistribution;
+use mock_kms::api::faults::LatencyDistribution;
 
 use crate::error::TuneError;
 

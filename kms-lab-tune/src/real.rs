@@ -289,7 +289,7 @@ async fn remote_calls(stack: &Stack) -> Result<u64, TuneError> {
 }
 
 /// A profile's YAML as the mock KMS's typed admin request.
-fn fault_profile(yaml: &str) -> Result<mock_kms::api::admin::FaultProfile, TuneError> {
+fn fault_profile(yaml: &str) -> Result<mock_kms::api::faults::FaultProfile, TuneError> {
     serde_yaml::from_str(yaml).map_err(|e| TuneError::Real(format!("a fault profile does not fit the mock KMS's format: {e}")))
 }
 

@@ -18,7 +18,8 @@ use kms_secret_sync::crd::{
 use kms_secret_sync::decide::Reason;
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential, lab, rbac};
 use kube::api::{Api, DeleteParams, ListParams};
-use mock_kms::api::admin::{AccessPolicy, FaultProfile, OutageFault};
+use mock_kms::api::faults::{FaultProfile, OutageFault};
+use mock_kms::api::policy::AccessPolicy;
 use mock_kms::api::{Action, ErrorCode};
 use mock_kms::{AuditQuery, Credential, MockKms, Outcome};
 

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use kms_secret_sync::{StoreClient, StoreCredential, StoreError};
-use mock_kms::api::admin::{AccessPolicy, DenyFault, FaultProfile, ThrottleFault};
+use mock_kms::api::faults::{DenyFault, FaultProfile, ThrottleFault};
+use mock_kms::api::policy::AccessPolicy;
 use mock_kms::api::secrets::VersionStage;
 use mock_kms::api::{Action, ErrorCode};
 use mock_kms::{AuditQuery, Credential, MockKms, Outcome};

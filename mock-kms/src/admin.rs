@@ -21,11 +21,11 @@ use serde::Deserialize;
 
 use crate::api::AuditQuery;
 use crate::api::admin::{AccessKeys, ClusterStatus, Health, KeyMetadataAnswer, Keys, NodeStatus, SetCurrentRequest, SnapshotPushAnswer};
+use crate::api::faults::FaultProfile;
 use crate::api::{ErrorBody, ErrorCode};
 use crate::auth::Credential;
 use crate::cluster::{NODE_HEADER, SIGNATURE_HEADER};
 use crate::error::{KmsError, SealError};
-use crate::faults::FaultProfile;
 use crate::keystore::KeyStore;
 use crate::node::Node;
 use crate::service::error_response;
@@ -274,10 +274,10 @@ async fn get_policies(State(node): State<Arc<Node>>) -> Response {
     axum::Json(node.shared.policies.all()).into_response()
 }
 
-/// `PUT /admin/policies/{access_key}` with an [`crate::api::admin::AccessPolicy`]: replaces the
+/// `PUT /admin/policies/{access_key}` with an [`crate::api::policy::AccessPolicy`]: replaces the
 /// access key's policy (an allow-list); answers every policy.
 async fn put_policy(State(node): State<Arc<Node>>, Path(access_key): Path<String>, body: Bytes) -> Response {
-    let policy = match serde_json::from_slice::<crate::api::admin::AccessPolicy>(&body) {
+    let policy = match serde_json::from_slice::<crate::api::policy::AccessPolicy>(&body) {
         Ok(policy) => policy,
         Err(e) => {
             return bad_request(format!(

@@ -13,6 +13,8 @@ pub mod admin;
 pub mod audit;
 #[cfg(feature = "client")]
 pub mod client;
+pub mod faults;
+pub mod policy;
 pub mod secrets;
 pub mod sign;
 pub mod status;
@@ -522,6 +524,26 @@ mod tests {
         let altered = canonical_request("POST", "/v1/Encrypt", 1_700_000_000_000, "n-1", br#"{"KeyId":"x"}"#);
         assert!(!verify(b"SK", &altered, &signature));
         assert!(!verify(b"SK", &canonical, "not hex"));
+    }
+
+    #[test]
+    fn callers_and_actions_are_named_as_on_the_wire() {
+        let error = "Decrpyt".parse::<Action>().unwrap_err().to_string();
+        assert!(error.starts_with("unknown action `Decrpyt` (known: CreateKey, DescribeKey,"), "{error}");
+        assert_eq!(serde_json::from_str::<Action>("\"Decrypt\"").unwrap(), Action::Decrypt);
+        // The name is what serde writes, for every action.
+        for &action in Action::ALL {
+            assert_eq!(serde_json::to_value(action).unwrap(), serde_json::json!(action.name()));
+            assert_eq!(action.name().parse::<Action>(), Ok(action));
+        }
+        assert_eq!(Action::ALL.len(), 19);
+        assert_eq!(Action::UpdateSecretVersionStage.path(), "/v1/UpdateSecretVersionStage");
+        assert_eq!(Caller::HealthProbe.name(), "health-probe");
+        for &caller in Caller::ALL {
+            assert_eq!(serde_json::to_string(&caller).unwrap(), format!("\"{}\"", caller.name()));
+            assert_eq!(caller.name().parse::<Caller>(), Ok(caller));
+        }
+        assert!("probe".parse::<Caller>().unwrap_err().to_string().contains("(known: health-probe, request)"));
     }
 
     #[test]

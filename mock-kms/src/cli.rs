@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use zeroize::Zeroizing;
 
 use crate::api::KeySpec;
+use crate::api::faults::FaultProfile;
 use crate::auth::Credential;
 use crate::dialects::Dialect;
 use crate::error::StartError;
-use crate::faults::FaultProfile;
 use crate::server::MockKmsBuilder;
 
 /// `mock-kms`: kms-lab's emulated remote KMS.

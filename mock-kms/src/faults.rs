@@ -23,14 +23,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::api::Action;
+use crate::api::faults::{FaultProfile, LatencyDistribution, ThrottleFault};
 use crate::error::{FaultProfileError, KmsError};
 
 /// The longest latency a profile may add (a sampled value is capped here too).
 pub const MAX_LATENCY_MS: f64 = 600_000.0;
-pub use crate::api::admin::{
-    CorruptFault, DenyFault, ErrorRateFault, FaultProfile, HangFault, KeyDisabledFault, LatencyDistribution, LatencyFault, OutageFault,
-    ThrottleFault,
-};
 
 fn applies(actions: &Option<Vec<Action>>, action: Option<Action>) -> bool {
     match (actions, action) {
@@ -409,6 +406,7 @@ pub fn flip_byte(bytes: &mut [u8], pick: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::faults::{DenyFault, ErrorRateFault, LatencyFault};
 
     #[test]
     fn shipped_profiles_parse_and_validate() {

@@ -57,13 +57,13 @@ pub mod server;
 pub mod service;
 
 #[cfg(feature = "server")]
+pub use api::faults::FaultProfile;
+#[cfg(feature = "server")]
 pub use api::{AuditQuery, AuditRecord, Credential, Outcome};
 #[cfg(feature = "server")]
 pub use audit::AuditLog;
 #[cfg(feature = "server")]
 pub use error::{FaultProfileError, KmsError, SealError, StartError};
-#[cfg(feature = "server")]
-pub use faults::FaultProfile;
 #[cfg(feature = "server")]
 pub use seal::SealStatus;
 #[cfg(feature = "server")]

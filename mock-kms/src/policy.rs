@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 
 use crate::api::Action;
-use crate::api::admin::{AccessPolicy, Policies};
+use crate::api::policy::{AccessPolicy, Policies};
 use crate::error::KmsError;
 
 /// The policies of one process (shared by its nodes, like the credentials).
@@ -51,7 +51,7 @@ impl PolicySet {
 /// The resource a native-API call acts on: `key/<KeyId>` (Decrypt: the blob's key),
 /// `secret/<SecretName>`, or `key/*` / `secret/*` for the list actions.
 pub fn resource(action: Action, key_id: Option<&str>, secret_name: Option<&str>) -> String {
-    let kind = crate::api::admin::resource_kind(action);
+    let kind = crate::api::policy::resource_kind(action);
     let name = if action.is_secret_action() { secret_name } else { key_id };
     match (action, name) {
         (Action::ListKeys | Action::ListSecrets, _) | (_, None) => format!("{kind}/*"),

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
 use crate::api::Counters;
+use crate::api::faults::FaultProfile;
 use crate::api::{KeyMetadata, KeySpec};
 use crate::audit::{AuditLog, DEFAULT_CAPACITY};
 use crate::auth::{Authenticator, Credential};
@@ -29,7 +30,7 @@ use crate::cluster::{self, Replicator};
 use crate::crypto::SealingKey;
 use crate::dialects::Dialect;
 use crate::error::{FaultProfileError, KmsError, PersistError, SealError, StartError};
-use crate::faults::{FaultProfile, Faults};
+use crate::faults::Faults;
 use crate::keystore::Snapshot;
 use crate::node::{Node, NodeParts, Shared};
 use crate::persist::{self, AUDIT_FILE, STATE_FILE, StateFile};
@@ -47,7 +48,7 @@ pub struct MockKmsBuilder {
     data_dir: Option<PathBuf>,
     keys: Vec<(String, KeySpec)>,
     credentials: Vec<Credential>,
-    policies: Vec<(String, crate::api::admin::AccessPolicy)>,
+    policies: Vec<(String, crate::api::policy::AccessPolicy)>,
     seed: Option<u64>,
     sealed: bool,
     cluster_size: usize,
@@ -155,7 +156,7 @@ impl MockKmsBuilder {
     }
 
     /// An access policy for `access_key` (an allow-list; keys without one may call everything).
-    pub fn policy(mut self, access_key: impl Into<String>, policy: crate::api::admin::AccessPolicy) -> Self {
+    pub fn policy(mut self, access_key: impl Into<String>, policy: crate::api::policy::AccessPolicy) -> Self {
         self.policies.push((access_key.into(), policy));
         self
     }
@@ -660,7 +661,7 @@ impl MockKms {
     }
 
     /// Sets (replaces) the access policy of `access_key`.
-    pub fn set_policy(&self, access_key: &str, policy: crate::api::admin::AccessPolicy) -> Result<(), String> {
+    pub fn set_policy(&self, access_key: &str, policy: crate::api::policy::AccessPolicy) -> Result<(), String> {
         self.shared.policies.set(access_key, policy)
     }
 

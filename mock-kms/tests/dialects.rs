@@ -14,9 +14,9 @@ use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use aws_sdk_kms::primitives::Blob;
 use common::{AK, SK};
+use mock_kms::api::faults::{DenyFault, FaultProfile, ThrottleFault};
 use mock_kms::api::{self, Action, ErrorCode};
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
 use mock_kms::{Credential, MockKms, Outcome};
 
 const REGION: &str = "eu-west-1";

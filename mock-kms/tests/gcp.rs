@@ -15,8 +15,8 @@ use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use kms_lab_stack::process::Supervised;
 use mock_kms::MockKms;
 use mock_kms::api::Action;
+use mock_kms::api::faults::{DenyFault, FaultProfile, ThrottleFault};
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
 use serde_json::{Value, json};
 
 const RING: &str = "projects/lab/locations/global/keyRings/ring";

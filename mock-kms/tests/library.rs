@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use common::{AK, Client, SK, Sign, encrypt_request, now_ms, refused, wait_until};
+use mock_kms::api::faults::{DenyFault, ErrorRateFault, FaultProfile, HangFault, LatencyFault, OutageFault};
 use mock_kms::api::{self, Action, ErrorCode, KeySpec, KeyState};
-use mock_kms::faults::{DenyFault, ErrorRateFault, FaultProfile, HangFault, LatencyFault, OutageFault};
 use mock_kms::{AuditQuery, Credential, MockKms, Outcome};
 use serde_json::json;
 
@@ -357,7 +357,7 @@ async fn outcomes_with_seed(seed: u64) -> Vec<u16> {
         error_rate: Some(ErrorRateFault { rate: 0.5, actions: None }),
         latency: Some(LatencyFault {
             fixed_ms: 0.0,
-            distribution: Some(mock_kms::faults::LatencyDistribution::Uniform { min_ms: 0.0, max_ms: 2.0 }),
+            distribution: Some(mock_kms::api::faults::LatencyDistribution::Uniform { min_ms: 0.0, max_ms: 2.0 }),
             actions: None,
         }),
         ..Default::default()

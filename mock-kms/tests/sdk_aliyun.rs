@@ -16,9 +16,9 @@ use common::{AK, SK};
 use kms_lab_provision::GoSubject;
 use kms_lab_stack::certs::ServingPki;
 use mock_kms::api::Action;
-use mock_kms::api::admin::AccessPolicy;
+use mock_kms::api::faults::{FaultProfile, ThrottleFault};
+use mock_kms::api::policy::AccessPolicy;
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{FaultProfile, ThrottleFault};
 use mock_kms::{Credential, MockKms, MockKmsBuilder};
 use serde_json::json;
 
@@ -27,13 +27,14 @@ fn refused(kms: &MockKms, case: &Case, status: u16, code: &str, operation: &str,
     probe::refused(kms, case, json!(code), json!(status), operation, outcome);
 }
 
-const ROUND_TRIP: [&str; 16] = [
+const ROUND_TRIP: [&str; 17] = [
     "Encrypt",
     "Decrypt",
     "GenerateDataKey",
     "Decrypt(GenerateDataKey)",
     "GenerateDataKeyWithoutPlaintext",
     "DescribeKey",
+    "ListKeys",
     "CreateKeyVersion",
     "DescribeKeyVersion",
     "ListKeyVersions",
@@ -59,10 +60,14 @@ async fn round_trip(subject: GoSubject) {
     assert_eq!(case(&cases, "DescribeKey(pending deletion)").detail["keyState"], json!("PendingDeletion"));
     assert_eq!(case(&cases, "DescribeKeyVersion").detail["same"], json!(true));
     assert_eq!(case(&cases, "ListKeyVersions").detail, json!({"versions": 2, "totalCount": 2}));
+    // Page 2 of size 1 of the two keys, in key id order.
+    assert_eq!(case(&cases, "ListKeys").detail, json!({"keyIds": ["lab-key"], "totalCount": 2, "pageNumber": 2}));
 
     let records = kms.audit().records();
     let rotation = audited(&records, case(&cases, "CreateKeyVersion"), "aliyun", "CreateKeyVersion");
     assert_eq!((rotation.action.name(), rotation.outcome.name()), ("RotateKey", "Ok"));
+    let listing = audited(&records, case(&cases, "ListKeys"), "aliyun", "ListKeys");
+    assert_eq!((listing.action.name(), listing.outcome.name()), ("ListKeys", "Ok"));
     assert_eq!(kms.describe_key(0, "lab-key").unwrap().key_version_ids.len(), 2);
     assert_eq!(kms.describe_key(0, "doomed-key").unwrap().key_state, mock_kms::api::KeyState::PendingDeletion);
     kms.shutdown().await;
@@ -108,6 +113,7 @@ async fn each_refusal_reaches_the_acs3_sdk_as_an_sdk_error_and_is_audited() {
     let (kms, cases) = refusals(GoSubject::AlibabacloudSdkProbe).await;
     refused(&kms, case(&cases, "skewed timestamp"), 400, "InvalidTimeStamp.Expired", "Encrypt", "RequestTimeTooSkewed");
     refused(&kms, case(&cases, "missing header"), 400, "MissingParameter", "Encrypt", "InvalidParameter");
+    refused(&kms, case(&cases, "ListKeys(Filters)"), 400, "InvalidParameter", "ListKeys", "InvalidParameter");
     all_ok(&cases, &["first use of a nonce"]);
     kms.shutdown().await;
 }

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 
 use mock_kms::MockKms;
 use mock_kms::api::Action;
+use mock_kms::api::faults::{DenyFault, FaultProfile, ThrottleFault};
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{DenyFault, FaultProfile, ThrottleFault};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "s.mock-kms-test-token";

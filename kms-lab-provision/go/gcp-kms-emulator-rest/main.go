@@ -1,7 +1,7 @@
 // Command gcp-kms-emulator-rest is kms-lab's main for gcp-kms-emulator (Apache-2.0,
 // github.com/blackwell-systems/gcp-kms-emulator): it serves the emulator's own REST gateway
 // (internal/gateway) over its own storage (internal/storage), both used unmodified from
-// ../shared/thirdparty/gcp-kms-emulator, which kms_lab_stack::provision builds this against
+// ../shared/thirdparty/gcp-kms-emulator, which kms_lab_provision builds this against
 // (a generated go.mod `replace`s the emulator's module by that folder).
 //
 // That copy lacks upstream's cmd/ and internal/server (its .gitignore line `server` dropped

@@ -1,5 +1,5 @@
 //! The mock remote KMS, through its typed admin API: faults, KEK rotation, key version state
-//! (disable, enable, make current), unsealing, credentials.
+//! (disable, enable, make current), unsealing, credentials; and the `kms_key` condition.
 
 use serde::Deserialize;
 
@@ -21,7 +21,7 @@ pub struct Faults {
     #[serde(default)]
     pub node: Option<usize>,
     /// The profile, in mock-kms's fault profile format (checked by the mock KMS's own parser at load).
-    pub profile: mock_kms::api::admin::FaultProfile,
+    pub profile: mock_kms::api::faults::FaultProfile,
 }
 
 impl StepKind for Faults {
@@ -467,6 +467,130 @@ impl ConditionKind for VaultHealth {
     }
 }
 
+/// `kms_key: {current, versions, disabled_versions}`: the mock KMS key as it describes itself
+/// (the admin API's key listing): whether its current version changed since a mark, how many
+/// versions it has and how many of them are disabled. What the KMS holds, not what a plugin says.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KmsKey {
+    /// The current version against the one current at a mark.
+    #[serde(default)]
+    pub current: Option<CurrentVersion>,
+    /// How many versions the key has.
+    #[serde(default)]
+    pub versions: Option<Bounds>,
+    /// How many of its versions are disabled (on their own, by `disable_key_version`).
+    #[serde(default)]
+    pub disabled_versions: Option<Bounds>,
+}
+
+/// `current: {same_as: MARK}` (not rotated since, or set back to it) or `{differs_from: MARK}`
+/// (rotated since): exactly one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurrentVersion {
+    /// The mark whose current version it must be.
+    #[serde(default)]
+    pub same_as: Option<String>,
+    /// The mark whose current version it must not be.
+    #[serde(default)]
+    pub differs_from: Option<String>,
+}
+
+impl CurrentVersion {
+    /// The mark, and whether the current version must be the one current at it; `None` unless
+    /// exactly one of `same_as` and `differs_from` is given.
+    fn expectation(&self) -> Option<(&str, bool)> {
+        match (&self.same_as, &self.differs_from) {
+            (Some(mark), None) => Some((mark, true)),
+            (None, Some(mark)) => Some((mark, false)),
+            _ => None,
+        }
+    }
+}
+
+impl KmsKey {
+    /// Judges `key`; `current_at` gives the version current at a mark (`None`: none recorded).
+    fn judge(&self, key: &mock_kms::api::KeyMetadata, current_at: impl Fn(&str) -> Option<String>) -> Seen {
+        let now = &key.current_key_version_id;
+        let mut ok = true;
+        let mut seen = Vec::new();
+        if let Some((mark, same)) = self.current.as_ref().and_then(CurrentVersion::expectation) {
+            match current_at(mark) {
+                Some(then) => {
+                    ok &= (then == *now) == same;
+                    seen.push(format!("current version `{now}`, `{then}` at `{mark}`"));
+                }
+                None => {
+                    ok = false;
+                    seen.push(format!("current version `{now}`; the mock KMS did not describe its key at `{mark}` (sealed or down?)"));
+                }
+            }
+        }
+        for (bounds, what, count) in [
+            (&self.versions, "versions", key.key_version_ids.len()),
+            (&self.disabled_versions, "disabled versions", key.disabled_key_version_ids.len()),
+        ] {
+            if let Some(bounds) = bounds {
+                ok &= bounds.holds(count as f64);
+                seen.push(format!("{count} {what} ({})", bounds.describe()));
+            }
+        }
+        Seen::new(ok, format!("key `{}`: {}", key.key_id, seen.join(", ")))
+    }
+}
+
+impl ConditionKind for KmsKey {
+    fn check(&self, scope: &Scope<'_>) -> Result<(), String> {
+        scope.mock_kms("kms_key")?;
+        if self.current.is_none() && self.versions.is_none() && self.disabled_versions.is_none() {
+            return Err("`kms_key` needs `current`, `versions` or `disabled_versions` (without one it checks nothing)".into());
+        }
+        if let Some(current) = &self.current {
+            let (mark, _) =
+                current.expectation().ok_or("`kms_key: {current}` needs exactly one of `same_as: MARK` or `differs_from: MARK`")?;
+            scope.mark(mark)?;
+        }
+        for (bounds, what) in [(&self.versions, "kms_key: versions"), (&self.disabled_versions, "kms_key: disabled_versions")] {
+            bounds.map_or(Ok(()), |b| b.check(what, true))?;
+        }
+        Ok(())
+    }
+
+    fn label(&self) -> String {
+        let mut parts = Vec::new();
+        match self.current.as_ref().and_then(CurrentVersion::expectation) {
+            Some((mark, true)) => parts.push(format!("current version as at `{mark}`")),
+            Some((mark, false)) => parts.push(format!("current version other than at `{mark}`")),
+            None => {}
+        }
+        for (bounds, what) in [(&self.versions, "versions"), (&self.disabled_versions, "disabled versions")] {
+            if let Some(bounds) = bounds {
+                parts.push(format!("{what} {}", bounds.describe()));
+            }
+        }
+        format!("mock KMS key: {}", parts.join(", "))
+    }
+
+    /// The key's versions mean nothing for a plugin that calls no remote KMS.
+    fn needs(&self) -> super::Needs {
+        super::Needs { capabilities: vec![kms_lab_catalog::Capability::RemoteKms], own_plugin_only: None }
+    }
+
+    fn observe<'a>(&'a self, world: &'a mut World, _baseline: u64) -> ObserveFuture<'a> {
+        Box::pin(async move {
+            let key = match kms(world) {
+                Ok(kms) => kms.describe_key().await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            match key {
+                Ok(key) => self.judge(&key, |mark| world.marks.get(mark).and_then(|m| m.kms_current_version.clone())),
+                Err(error) => Seen::new(false, error),
+            }
+        })
+    }
+}
+
 /// `set_credentials: {access_key, secret_key}`: the one credential the mock KMS accepts from now on.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -600,4 +724,49 @@ pub async fn audit_window(
     let kms = world.stack.mock_kms().ok_or("the stack runs no mock KMS")?;
     let query = mock_kms::api::AuditQuery { action: Some(action), outcome, caller, since_seq: Some(since_seq), ..Default::default() };
     kms.audit_query(&query).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(current: &str, versions: &[&str], disabled: &[&str]) -> mock_kms::api::KeyMetadata {
+        mock_kms::api::KeyMetadata {
+            key_id: "lab-key".into(),
+            key_state: mock_kms::api::KeyState::Enabled,
+            key_spec: mock_kms::api::KeySpec::Aes256,
+            current_key_version_id: current.into(),
+            key_version_ids: versions.iter().map(|v| (*v).to_owned()).collect(),
+            disabled_key_version_ids: disabled.iter().map(|v| (*v).to_owned()).collect(),
+            creation_date: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn condition(yaml: &str) -> KmsKey {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn kms_key_holds_only_when_the_key_is_as_described() {
+        let at = |mark: &str| (mark == "before").then(|| "v1".to_owned());
+        let rotated = key("v2", &["v1", "v2"], &["v1"]);
+        let after_rotation =
+            condition("{current: {differs_from: before}, versions: {at_least: 2, at_most: 2}, disabled_versions: {at_most: 1}}");
+        let seen = after_rotation.judge(&rotated, at);
+        assert!(seen.ok, "{}", seen.text);
+        assert_eq!(
+            seen.text,
+            "key `lab-key`: current version `v2`, `v1` at `before`, 2 versions (expected 2 to 2), 1 disabled versions (expected at most 1)"
+        );
+        // Not rotated: the same version is current.
+        let seen = after_rotation.judge(&key("v1", &["v1", "v2"], &[]), at);
+        assert!(!seen.ok, "{}", seen.text);
+        // One version too many, or one disabled too many.
+        assert!(!after_rotation.judge(&key("v3", &["v1", "v2", "v3"], &[]), at).ok);
+        assert!(!after_rotation.judge(&key("v2", &["v1", "v2"], &["v1", "v2"]), at).ok);
+        assert!(condition("{current: {same_as: before}}").judge(&key("v1", &["v1", "v2"], &[]), at).ok);
+        // A mark at which the key was not described never holds.
+        let seen = condition("{current: {same_as: sealed}}").judge(&rotated, at);
+        assert!(!seen.ok && seen.text.contains("did not describe its key at `sealed`"), "{}", seen.text);
+    }
 }

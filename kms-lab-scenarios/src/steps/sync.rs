@@ -23,7 +23,7 @@ use kms_secret_sync::lab::{self, RunningController};
 use kms_secret_sync::{ControllerConfig, StoreClient, StoreCredential};
 use mock_kms::api::Action;
 use mock_kms::api::Credential;
-use mock_kms::api::admin::AccessPolicy;
+use mock_kms::api::policy::AccessPolicy;
 use mock_kms::dialects::Dialect;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};

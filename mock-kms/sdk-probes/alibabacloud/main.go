@@ -105,6 +105,16 @@ func roundtrip(c *kms.Client) {
 	report("GenerateDataKeyWithoutPlaintext", err, nil)
 	describe(c, "DescribeKey", cfg.Key)
 
+	if listed, err := c.ListKeys(&kms.ListKeysRequest{PageNumber: tea.Int32(2), PageSize: tea.Int32(1)}); err != nil {
+		report("ListKeys", err, nil)
+	} else {
+		ids := []string{}
+		for _, key := range listed.Body.Keys.Key {
+			ids = append(ids, tea.StringValue(key.KeyId))
+		}
+		report("ListKeys", nil, map[string]interface{}{"keyIds": ids, "totalCount": tea.Int32Value(listed.Body.TotalCount), "pageNumber": tea.Int32Value(listed.Body.PageNumber)})
+	}
+
 	if resp, err := c.CreateKeyVersion(&kms.CreateKeyVersionRequest{KeyId: tea.String(cfg.Key)}); report("CreateKeyVersion", err, nil) {
 		version := resp.Body.KeyVersion.KeyVersionId
 		got, err := c.DescribeKeyVersion(&kms.DescribeKeyVersionRequest{KeyId: tea.String(cfg.Key), KeyVersionId: version})
@@ -155,6 +165,8 @@ func errors(c *kms.Client) {
 	encrypt(c, "first use of a nonce", cfg.Key, "x", withHeaders(map[string]string{"x-acs-signature-nonce": nonce}))
 	encrypt(c, "replayed nonce", cfg.Key, "x", withHeaders(map[string]string{"x-acs-signature-nonce": nonce}))
 	encrypt(c, "missing header", cfg.Key, "x", withHeaders(map[string]string{"x-acs-signature-nonce": ""}))
+	_, err = c.ListKeys(&kms.ListKeysRequest{Filters: tea.String(`[{"Key":"KeyState","Values":["Enabled"]}]`)})
+	report("ListKeys(Filters)", err, nil)
 
 	params := &openapi.Params{
 		Action:      tea.String("Frobnicate"),

@@ -108,6 +108,17 @@ func roundtrip(c *kms.Client) {
 
 	describe(c, "DescribeKey", cfg.Key)
 
+	keys := kms.CreateListKeysRequest()
+	keys.Scheme = "http"
+	keys.PageNumber = requests.NewInteger(2)
+	keys.PageSize = requests.NewInteger(1)
+	listedKeys, err := c.ListKeys(keys)
+	ids := []string{}
+	for _, key := range listedKeys.Keys.Key {
+		ids = append(ids, key.KeyId)
+	}
+	report("ListKeys", err, listedKeys.RequestId, map[string]interface{}{"keyIds": ids, "totalCount": listedKeys.TotalCount, "pageNumber": listedKeys.PageNumber})
+
 	rotate := kms.CreateCreateKeyVersionRequest()
 	rotate.Scheme = "http"
 	rotate.KeyId = cfg.Key

@@ -1,9 +1,9 @@
 //! The Alibaba Cloud KMS dialect: the RPC API `Version=2016-01-20` on `/` (GET or POST,
 //! parameters in the query and/or a form body) as `github.com/aliyun/alibaba-cloud-sdk-go`
 //! v1.61.18 and `github.com/alibabacloud-go/kms-20160120/v3` (darabonba-openapi v2) call it:
-//! Encrypt, Decrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext, DescribeKey,
-//! ListKeyVersions, DescribeKeyVersion, CreateKeyVersion (rotation), UpdateRotationPolicy,
-//! EnableKey, DisableKey and ScheduleKeyDeletion; and the secrets manager ([`secrets`]):
+//! Encrypt, Decrypt, GenerateDataKey, GenerateDataKeyWithoutPlaintext, DescribeKey, ListKeys
+//! (paged, no `Filters`), ListKeyVersions, DescribeKeyVersion, CreateKeyVersion (rotation),
+//! UpdateRotationPolicy, EnableKey, DisableKey and ScheduleKeyDeletion; and the secrets manager ([`secrets`]):
 //! GetSecretValue, CreateSecret, PutSecretValue, UpdateSecretVersionStage, DescribeSecret,
 //! ListSecrets, DeleteSecret and RestoreSecret.
 //!
@@ -112,12 +112,13 @@ impl From<KmsError> for AliyunError {
 
 /// The key operations served, by the API's action names, with the native action each maps to
 /// (the secrets manager's are [`secrets::OPERATIONS`]).
-const OPERATIONS: [(&str, Action); 12] = [
+const OPERATIONS: [(&str, Action); 13] = [
     ("Encrypt", Action::Encrypt),
     ("Decrypt", Action::Decrypt),
     ("GenerateDataKey", Action::GenerateDataKey),
     ("GenerateDataKeyWithoutPlaintext", Action::GenerateDataKey),
     ("DescribeKey", Action::DescribeKey),
+    ("ListKeys", Action::ListKeys),
     ("ListKeyVersions", Action::DescribeKey),
     ("DescribeKeyVersion", Action::DescribeKey),
     ("CreateKeyVersion", Action::RotateKey),
@@ -222,7 +223,7 @@ async fn run(
         return secrets::run(call, &store, &params, &access_key, action).await;
     }
     let key_id = match operation {
-        "Decrypt" => None,
+        "Decrypt" | "ListKeys" => None,
         _ => Some(params.require("KeyId")?.to_owned()),
     };
     if let Some(key_id) = &key_id {
@@ -454,6 +455,20 @@ impl Ops<'_> {
                     "AutomaticRotation": "Disabled",
                     "DeleteDate": "",
                 }}))
+            }
+            "ListKeys" => {
+                if self.params.get("Filters").is_some_and(|f| !matches!(f.trim(), "[]" | "")) {
+                    return Err(AliyunError::invalid("Filters are not served by this mock: list every key and page through them"));
+                }
+                let (number, size) = secrets::page(self.params)?;
+                let keys = self.store.list();
+                let page: Vec<Value> = keys
+                    .iter()
+                    .skip((number - 1).saturating_mul(size))
+                    .take(size)
+                    .map(|m| json!({"KeyId": m.key_id, "KeyArn": format!("{ARN_PREFIX}:key/{}", m.key_id)}))
+                    .collect();
+                Ok(json!({"Keys": {"Key": page}, "TotalCount": keys.len(), "PageNumber": number, "PageSize": size}))
             }
             "ListKeyVersions" => {
                 let m = self.describe(key_id)?;

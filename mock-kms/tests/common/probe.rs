@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use kms_lab_provision::{GoSubject, ProvisionOptions, locate_go_subject};
 use mock_kms::api::Action;
-use mock_kms::api::admin::AccessPolicy;
+use mock_kms::api::faults::{FaultProfile, ThrottleFault};
+use mock_kms::api::policy::AccessPolicy;
 use mock_kms::dialects::Dialect;
-use mock_kms::faults::{FaultProfile, ThrottleFault};
 use mock_kms::{AuditRecord, Credential, MockKms};
 use serde::Deserialize;
 use serde_json::Value;

@@ -219,8 +219,8 @@ fn native_request(action: Action, params: &Params) -> Result<Vec<u8>, AliyunErro
     body.map_err(|e| AliyunError::from(crate::error::KmsError::InternalFailure(format!("the native request did not serialize: {e}"))))
 }
 
-/// ListSecrets' `(PageNumber, PageSize)`: from 1, 1 to 100 (defaults 1 and 10).
-fn page(params: &Params) -> Result<(usize, usize), AliyunError> {
+/// ListSecrets' and ListKeys' `(PageNumber, PageSize)`: from 1, 1 to 100 (defaults 1 and 10).
+pub(super) fn page(params: &Params) -> Result<(usize, usize), AliyunError> {
     let number = match params.get("PageNumber") {
         None => 1,
         Some(n) => n
