@@ -34,7 +34,108 @@ pub fn run(sh: &Shell, args: &TidyArgs) -> Outcome {
     let table = Phase::start("the README's crate table against the workspace members");
     table.end(readme_lists_every_crate(sh))?;
     let features = Phase::start("one feature set for the binaries and the tests (workspace-hack/Cargo.toml)");
-    features.end(one_feature_set(sh))
+    features.end(one_feature_set(sh))?;
+    let macros = Phase::start("compile-time crates (proc-macros and what only they use) at opt-level 0 in Cargo.toml");
+    macros.end(compile_time_crates_unoptimised(sh))
+}
+
+/// The root manifest gives `opt-level = 0` exactly to the crates that run only at compile time:
+/// the proc-macros of the dependency graph (on this host) and the crates only they use. Any
+/// other dependency keeps the `*` profile's opt-level 2 (tests push data through them).
+fn compile_time_crates_unoptimised(sh: &Shell) -> Outcome {
+    let host = cmd!(sh, "rustc -vV").quiet().read().map_err(|e| Failure::message(format!("rustc -vV failed: {e}")))?;
+    let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("x86_64-unknown-linux-gnu").to_owned();
+    let metadata = cmd!(sh, "cargo metadata --format-version 1 --filter-platform {host}")
+        .quiet()
+        .read()
+        .map_err(|e| Failure::message(format!("cargo metadata failed: {e}")))?;
+    let metadata: serde_json::Value =
+        serde_json::from_str(&metadata).map_err(|e| Failure::message(format!("cargo metadata's JSON: {e}")))?;
+    let wanted = compile_time_only(&metadata);
+    let listed = unoptimised_in(&read(&sh.current_dir().join("Cargo.toml"))?);
+    let missing: Vec<&String> = wanted.difference(&listed).collect();
+    let extra: Vec<&String> = listed.difference(&wanted).collect();
+    if missing.is_empty() && extra.is_empty() {
+        return Ok(());
+    }
+    let list = |names: &[&String]| names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+    let mut problems = Vec::new();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "compile-time crates built at opt-level 2: {} — add `[profile.dev.package.NAME]` `opt-level = 0` for each",
+            list(&missing)
+        ));
+    }
+    if !extra.is_empty() {
+        problems.push(format!(
+            "crates at opt-level 0 that are not compile-time only (or no longer in the tree): {} — remove their sections",
+            list(&extra)
+        ));
+    }
+    Err(Failure::failed(format!("Cargo.toml, the profile of compile-time crates: {}", problems.join("; "))))
+}
+
+/// From `cargo metadata`: the proc-macro packages that are not workspace members, and the
+/// packages reachable from them through normal dependencies that no workspace member reaches
+/// at run time (its normal or dev dependencies, not through a proc-macro; build scripts run at
+/// compile time too).
+fn compile_time_only(metadata: &serde_json::Value) -> BTreeSet<String> {
+    use std::collections::{BTreeMap, HashSet};
+    let empty = Vec::new();
+    let array = |v: &serde_json::Value, key: &str| v.get(key).and_then(|a| a.as_array()).unwrap_or(&empty).clone();
+    let text = |v: &serde_json::Value, key: &str| v.get(key).and_then(|s| s.as_str()).unwrap_or_default().to_owned();
+    let members: HashSet<String> = array(metadata, "workspace_members").iter().filter_map(|m| m.as_str().map(str::to_owned)).collect();
+    let names: BTreeMap<String, String> = array(metadata, "packages").iter().map(|p| (text(p, "id"), text(p, "name"))).collect();
+    let proc_macros: HashSet<String> = array(metadata, "packages")
+        .iter()
+        .filter(|p| !members.contains(&text(p, "id")))
+        .filter(|p| array(p, "targets").iter().any(|t| array(t, "kind").iter().any(|k| k.as_str() == Some("proc-macro"))))
+        .map(|p| text(p, "id"))
+        .collect();
+    let resolve = metadata.get("resolve").cloned().unwrap_or_default();
+    // Each node's dependencies as (package, kinds), kind "" for normal.
+    let nodes: BTreeMap<String, Vec<(String, Vec<String>)>> = array(&resolve, "nodes")
+        .iter()
+        .map(|n| {
+            let deps = array(n, "deps")
+                .iter()
+                .map(|d| (text(d, "pkg"), array(d, "dep_kinds").iter().map(|k| text(k, "kind")).collect()))
+                .collect();
+            (text(n, "id"), deps)
+        })
+        .collect();
+    let walk = |starts: Vec<String>, follows: &dyn Fn(&str, &str) -> bool| {
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut stack = starts;
+        while let Some(id) = stack.pop() {
+            for (dep, kinds) in nodes.get(&id).unwrap_or(&Vec::new()) {
+                if !proc_macros.contains(dep) && !seen.contains(dep) && kinds.iter().any(|k| follows(&id, k)) {
+                    seen.insert(dep.clone());
+                    stack.push(dep.clone());
+                }
+            }
+        }
+        seen
+    };
+    let under_macros = walk(proc_macros.iter().cloned().collect(), &|_, kind| kind.is_empty());
+    let at_run_time = walk(members.iter().cloned().collect(), &|from, kind| kind.is_empty() || (kind == "dev" && members.contains(from)));
+    proc_macros.iter().chain(under_macros.difference(&at_run_time)).filter_map(|id| names.get(id).cloned()).collect()
+}
+
+/// The packages the root manifest's `[profile.dev.package.NAME]` sections give `opt-level = 0`.
+fn unoptimised_in(manifest: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut section: Option<&str> = None;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line.strip_prefix("[profile.dev.package.").and_then(|rest| rest.strip_suffix(']')).map(|n| n.trim_matches('"'));
+        } else if let Some(name) = section
+            && line.replace(' ', "") == "opt-level=0"
+        {
+            found.insert(name.to_owned());
+        }
+    }
+    found
 }
 
 /// The features each shared dependency gets in a build of the binaries (`cargo build --workspace
@@ -200,5 +301,34 @@ mod tests {
         assert_eq!(package_name(manifest), Some("kms-lab-stack"));
         assert_eq!(package_name("[dependencies]\nname = \"x\"\n"), None);
         assert_eq!(package_name("[package]\nversion = \"1\"\n[lib]\nname = \"x\"\n"), None);
+    }
+
+    #[test]
+    fn compile_time_crates_are_proc_macros_and_what_only_they_use() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["ws"],
+            "packages": [
+                {"id": "ws", "name": "kms-lab", "targets": [{"kind": ["lib"]}]},
+                {"id": "derive", "name": "serde_derive", "targets": [{"kind": ["proc-macro"]}]},
+                {"id": "syn", "name": "syn", "targets": [{"kind": ["lib"]}]},
+                {"id": "both", "name": "memchr", "targets": [{"kind": ["lib"]}]},
+                {"id": "serde", "name": "serde", "targets": [{"kind": ["lib"]}]},
+            ],
+            "resolve": {"nodes": [
+                {"id": "ws", "deps": [{"pkg": "serde", "dep_kinds": [{"kind": null}]}, {"pkg": "derive", "dep_kinds": [{"kind": null}]}, {"pkg": "syn", "dep_kinds": [{"kind": "build"}]}]},
+                {"id": "serde", "deps": [{"pkg": "both", "dep_kinds": [{"kind": null}]}]},
+                {"id": "derive", "deps": [{"pkg": "syn", "dep_kinds": [{"kind": null}]}, {"pkg": "both", "dep_kinds": [{"kind": null}]}]},
+                {"id": "syn", "deps": []},
+                {"id": "both", "deps": []},
+            ]},
+        });
+        // memchr also runs under serde, at run time: it keeps opt-level 2.
+        assert_eq!(compile_time_only(&metadata), ["serde_derive", "syn"].map(String::from).into());
+    }
+
+    #[test]
+    fn unoptimised_packages_are_read_from_their_profile_sections() {
+        let manifest = "[profile.dev.package.\"*\"]\nopt-level = 2\n[profile.dev.package.syn]\nopt-level = 0\n[profile.dev.package.quote]\nopt-level=0\n[profile.release.package.x]\nopt-level = 0\n";
+        assert_eq!(unoptimised_in(manifest), ["quote", "syn"].map(String::from).into());
     }
 }
