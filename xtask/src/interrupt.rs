@@ -80,8 +80,19 @@ impl Drop for CleanupGuard {
 
 /// SIGTERM to `pid`, then up to `grace` for it to end (a zombie counts as ended), then SIGKILL.
 pub fn stop_pid(pid: u32, grace: Duration) {
+    stop(pid, &pid.to_string(), grace);
+}
+
+/// [`stop_pid`] for the whole process group `group` leads (the process and its children: the
+/// Go builds of `cargo xtask provision`).
+pub fn stop_group(group: u32, grace: Duration) {
+    stop(group, &format!("-{group}"), grace);
+}
+
+/// SIGTERM to `target` (a pid, or `-pgid`), SIGKILL if `pid` still runs after `grace`.
+fn stop(pid: u32, target: &str, grace: Duration) {
     let signal = |name: &str| {
-        let _ = std::process::Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status();
+        let _ = std::process::Command::new("kill").arg(format!("-{name}")).arg("--").arg(target).status();
     };
     signal("TERM");
     let deadline = Instant::now() + grace;

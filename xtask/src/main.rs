@@ -14,6 +14,7 @@ mod scenarios;
 mod setup;
 mod test;
 mod tidy;
+mod upstream;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,9 @@ enum Task {
     Bench(bench::BenchArgs),
     /// Repository hygiene: rustfmt, clippy with warnings denied, docs on public items, the README's crate table.
     Tidy(tidy::TidyArgs),
+    /// Find or build (Go, into ~/.cache/kms-lab) the pinned kube-apiserver, kubectl, etcd and
+    /// etcdctl: what `lab` and `test` start beside the Rust build.
+    Provision,
 }
 
 /// A panic (a bug) ends as a message and exit 1, after unwinding stopped dockerd, the registry
@@ -67,6 +71,7 @@ fn main_body() -> ExitCode {
         Task::Conformance(args) => conformance::run(&sh, &args),
         Task::Bench(args) => bench::run(&sh, &args),
         Task::Tidy(args) => tidy::run(&sh, &args),
+        Task::Provision => upstream::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

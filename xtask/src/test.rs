@@ -39,9 +39,9 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
             tidy::run(sh, &tidy::TidyArgs { fix: false })
         });
     }
+    let upstream = crate::upstream::Beside::start(&run_dir)?;
     build::binaries(sh)?;
-    let phase = Phase::start("provisioning kube-apiserver, kubectl and etcd (built from the Go module proxy on first run, then cached)");
-    phase.end(delegate(build::kms_lab::<&str>(sh, "provision", &[])))?;
+    upstream.finish()?;
 
     let extra = &args.cargo_test_args;
     // Tests comparing with third-party source (ack-secret-manager's CRDs and objects) fail here,
