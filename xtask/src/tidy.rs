@@ -35,13 +35,14 @@ pub fn run(sh: &Shell, args: &TidyArgs) -> Outcome {
     table.end(readme_lists_every_crate(sh))?;
     let features = Phase::start("one feature set for the binaries and the tests (workspace-hack/Cargo.toml)");
     features.end(one_feature_set(sh))?;
-    let macros = Phase::start("compile-time crates (proc-macros and what only they use) at opt-level 0 in Cargo.toml");
+    let macros = Phase::start("compile-time crates (proc-macros, build-dependencies and what only they use) at opt-level 0 in Cargo.toml");
     macros.end(compile_time_crates_unoptimised(sh))
 }
 
 /// The root manifest gives `opt-level = 0` exactly to the crates that run only at compile time:
-/// the proc-macros of the dependency graph (on this host) and the crates only they use. Any
-/// other dependency keeps the `*` profile's opt-level 2 (tests push data through them).
+/// the proc-macros and build-dependencies of the dependency graph (on this host) and the crates
+/// only they use. Any other dependency keeps the `*` profile's opt-level 2 (tests push data
+/// through them).
 fn compile_time_crates_unoptimised(sh: &Shell) -> Outcome {
     let host = cmd!(sh, "rustc -vV").quiet().read().map_err(|e| Failure::message(format!("rustc -vV failed: {e}")))?;
     let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("x86_64-unknown-linux-gnu").to_owned();
@@ -75,10 +76,11 @@ fn compile_time_crates_unoptimised(sh: &Shell) -> Outcome {
     Err(Failure::failed(format!("Cargo.toml, the profile of compile-time crates: {}", problems.join("; "))))
 }
 
-/// From `cargo metadata`: the proc-macro packages that are not workspace members, and the
-/// packages reachable from them through normal dependencies that no workspace member reaches
-/// at run time (its normal or dev dependencies, not through a proc-macro; build scripts run at
-/// compile time too).
+/// From `cargo metadata`, by name (a profile names a package, every version of it): the
+/// proc-macro packages and build-dependencies that are not workspace members, and the packages
+/// reachable from them through normal dependencies, less every name a workspace member reaches
+/// at run time (through its normal or dev dependencies, not through a proc-macro or a build
+/// script, both of which run at compile time).
 fn compile_time_only(metadata: &serde_json::Value) -> BTreeSet<String> {
     use std::collections::{BTreeMap, HashSet};
     let empty = Vec::new();
@@ -117,9 +119,17 @@ fn compile_time_only(metadata: &serde_json::Value) -> BTreeSet<String> {
         }
         seen
     };
-    let under_macros = walk(proc_macros.iter().cloned().collect(), &|_, kind| kind.is_empty());
+    let build_dependencies = nodes
+        .values()
+        .flatten()
+        .filter(|(dep, kinds)| !members.contains(dep) && kinds.iter().all(|k| k == "build"))
+        .map(|(dep, _)| dep.clone());
+    let compile_time: Vec<String> = proc_macros.iter().cloned().chain(build_dependencies).collect();
+    let under_them = walk(compile_time.clone(), &|_, kind| kind.is_empty());
     let at_run_time = walk(members.iter().cloned().collect(), &|from, kind| kind.is_empty() || (kind == "dev" && members.contains(from)));
-    proc_macros.iter().chain(under_macros.difference(&at_run_time)).filter_map(|id| names.get(id).cloned()).collect()
+    let name = |id: &String| names.get(id).cloned();
+    let run_time_names: HashSet<String> = at_run_time.iter().filter_map(name).collect();
+    compile_time.iter().chain(&under_them).filter_map(name).filter(|n| !run_time_names.contains(n)).collect()
 }
 
 /// The packages the root manifest's `[profile.dev.package.NAME]` sections give `opt-level = 0`.
@@ -322,8 +332,18 @@ mod tests {
                 {"id": "both", "deps": []},
             ]},
         });
-        // memchr also runs under serde, at run time: it keeps opt-level 2.
+        // memchr also runs under serde, at run time: it keeps opt-level 2; syn is also kms-lab's
+        // build-dependency, which runs at compile time too.
         assert_eq!(compile_time_only(&metadata), ["serde_derive", "syn"].map(String::from).into());
+        // A name with one version at run time and another under a macro keeps opt-level 2.
+        let mut two_memchrs = metadata.clone();
+        two_memchrs["packages"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"id": "memchr2", "name": "memchr", "targets": [{"kind": ["lib"]}]}));
+        two_memchrs["resolve"]["nodes"][2]["deps"][1]["pkg"] = "memchr2".into();
+        two_memchrs["resolve"]["nodes"].as_array_mut().unwrap().push(serde_json::json!({"id": "memchr2", "deps": []}));
+        assert_eq!(compile_time_only(&two_memchrs), ["serde_derive", "syn"].map(String::from).into());
     }
 
     #[test]
