@@ -38,7 +38,7 @@ pub fn needed(manifest: &Manifest) -> Vec<Needed<'_>> {
 }
 
 /// The workspace root this crate was compiled in.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }

@@ -25,8 +25,7 @@ const ENTRIES: &[(&str, &str)] = &[
 
 /// The repository's `catalog/` folder (at the workspace root) the entries were compiled from.
 fn directory() -> std::path::PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).join("catalog")
+    crate::build::workspace_root().join("catalog")
 }
 
 /// Every catalog manifest, in catalog order.

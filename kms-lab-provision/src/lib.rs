@@ -259,6 +259,11 @@ pub struct Binaries {
 }
 
 impl Binaries {
+    /// All four, in [`Upstream::PROVISIONED`] order.
+    pub fn all(&self) -> [&Binary; 4] {
+        [&self.kube_apiserver, &self.kubectl, &self.etcd, &self.etcdctl]
+    }
+
     /// The binary for `component`; `None` for kube-controller-manager, which is provisioned
     /// only on demand ([`find_or_build`]).
     pub fn get(&self, component: Upstream) -> Option<&Binary> {

@@ -111,7 +111,7 @@ impl Launcher {
     /// upstream images tagged with their provisioned versions.
     pub fn for_stack(runtime: Runtime, run: &str, work: &Path, binaries: &kms_lab_provision::Binaries) -> Self {
         let mut launcher = Self::new(runtime, run).with_mount(work);
-        for binary in [&binaries.kube_apiserver, &binaries.etcd, &binaries.kubectl, &binaries.etcdctl] {
+        for binary in binaries.all() {
             launcher = launcher.with_version(&binary.path, &binary.version.to_string());
         }
         launcher

@@ -77,7 +77,7 @@ pub async fn run(args: &LabArgs) -> Result<(), LabError> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| runner_target().join("kms-lab"));
     println!("==> provisioning kube-apiserver, kubectl and etcd (pinned upstream releases; built from the Go module proxy on first run)");
     let binaries = provision_binaries(args.bin_dir.clone(), &args.kubernetes_version).await?;
-    for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
+    for binary in binaries.all() {
         let place =
             if binary.source == kms_lab_provision::Source::Image { binary.source.to_string() } else { binary.path.display().to_string() };
         println!("    {:<15} {:<10} {place}", binary.component.name(), binary.version);

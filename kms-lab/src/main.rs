@@ -109,7 +109,7 @@ fn main_body() -> ExitCode {
         },
         Command::Provision(args) => match runtime.block_on(kms_lab_scenarios::cli::provision_binaries(args.bin_dir, &args.k8s_version)) {
             Ok(binaries) => {
-                for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
+                for binary in binaries.all() {
                     println!("{:<15} {:<10} {}", binary.component.name(), binary.version, binary.path.display());
                 }
                 Exit::Success.into()

@@ -17,7 +17,7 @@ use crate::outcome::{Failure, Outcome, Phase, elapsed};
 /// `cargo xtask provision`: finds or builds the four binaries, one line per binary.
 pub fn run() -> Outcome {
     let binaries = provision(&ProvisionOptions::default()).map_err(|error| Failure::failed(error.to_string()))?;
-    for binary in [&binaries.kube_apiserver, &binaries.kubectl, &binaries.etcd, &binaries.etcdctl] {
+    for binary in binaries.all() {
         eprintln!("{:<15} {:<10} {} ({})", binary.component.name(), binary.version, binary.path.display(), binary.source);
     }
     Ok(())
@@ -71,7 +71,9 @@ impl Beside {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let outcome = match status {
             Ok(status) if status.success() => {
-                for line in text.lines().rev().take(4).collect::<Vec<_>>().into_iter().rev() {
+                // `run` ends with one line per binary.
+                let binaries = kms_lab_provision::Upstream::PROVISIONED.len();
+                for line in text.lines().rev().take(binaries).collect::<Vec<_>>().into_iter().rev() {
                     eprintln!("    {line}");
                 }
                 eprintln!("    upstream binaries ready {} after they were started", elapsed(self.started));
