@@ -462,10 +462,7 @@ impl Ops<'_> {
                 }
                 let (number, size) = secrets::page(self.params)?;
                 let keys = self.store.list();
-                let page: Vec<Value> = keys
-                    .iter()
-                    .skip((number - 1).saturating_mul(size))
-                    .take(size)
+                let page: Vec<Value> = secrets::on_page(&keys, (number, size))
                     .map(|m| json!({"KeyId": m.key_id, "KeyArn": format!("{ARN_PREFIX}:key/{}", m.key_id)}))
                     .collect();
                 Ok(json!({"Keys": {"Key": page}, "TotalCount": keys.len(), "PageNumber": number, "PageSize": size}))

@@ -219,6 +219,11 @@ fn native_request(action: Action, params: &Params) -> Result<Vec<u8>, AliyunErro
     body.map_err(|e| AliyunError::from(crate::error::KmsError::InternalFailure(format!("the native request did not serialize: {e}"))))
 }
 
+/// The items of page `number` (from 1) of `size`: none past the end.
+pub(super) fn on_page<T>(items: &[T], (number, size): (usize, usize)) -> impl Iterator<Item = &T> {
+    items.iter().skip((number - 1).saturating_mul(size)).take(size)
+}
+
 /// ListSecrets' and ListKeys' `(PageNumber, PageSize)`: from 1, 1 to 100 (defaults 1 and 10).
 pub(super) fn page(params: &Params) -> Result<(usize, usize), AliyunError> {
     let number = match params.get("PageNumber") {
@@ -304,7 +309,7 @@ fn answer(action: Action, params: &Params, reply: SecretReply) -> Result<Value, 
         }
         SecretReply::List(r) => {
             let (number, size) = page(params)?;
-            let page: Vec<Value> = r.secret_list.iter().skip((number - 1).saturating_mul(size)).take(size).map(listed).collect();
+            let page: Vec<Value> = on_page(&r.secret_list, (number, size)).map(listed).collect();
             json!({"PageNumber": number, "PageSize": size, "TotalCount": r.secret_list.len(), "SecretList": {"Secret": page}})
         }
         SecretReply::Delete(r) => json!({"SecretName": r.secret_name, "PlannedDeleteTime": r.planned_delete_time}),
