@@ -13,6 +13,7 @@ mod registry;
 mod scenarios;
 mod setup;
 mod test;
+mod test_failures;
 mod tidy;
 mod upstream;
 

@@ -51,8 +51,45 @@ impl Failure {
 /// [`Failure::Child`] with the same code, a command that cannot start is a message naming it.
 pub fn delegate(command: impl Into<Command>) -> Outcome {
     let mut command = command.into();
-    let program = command.get_program().to_string_lossy().into_owned();
-    let mut child = command.spawn().map_err(|error| Failure::message(format!("cannot run `{program}`: {error}")))?;
+    let program = program_of(&command);
+    let child = command.spawn().map_err(|error| Failure::message(format!("cannot run `{program}`: {error}")))?;
+    wait_for(child, &program)
+}
+
+/// As [`delegate`], with the command's stdout and stderr merged, passed on to this task's
+/// stdout as they come, and each line also given to `watch` (to pick out what failed).
+pub fn delegate_watching(command: impl Into<Command>, mut watch: impl FnMut(&str)) -> Outcome {
+    use std::io::{BufRead, BufReader, Write};
+    let mut command = command.into();
+    let program = program_of(&command);
+    let cannot_run = |error: std::io::Error| Failure::message(format!("cannot run `{program}`: {error}"));
+    let (reader, writer) = std::io::pipe().map_err(cannot_run)?;
+    command.stdout(writer.try_clone().map_err(cannot_run)?).stderr(writer);
+    let child = command.spawn().map_err(cannot_run)?;
+    // The command holds the pipe's write ends now: the reader ends when the command (and every
+    // process that inherited them) has exited.
+    drop(command);
+    let waiting = crate::interrupt::waiting_for(child.id());
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    let mut out = std::io::stdout().lock();
+    while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+        let _ = out.write_all(&line);
+        let _ = out.flush();
+        watch(String::from_utf8_lossy(&line).trim_end());
+        line.clear();
+    }
+    drop(out);
+    drop(waiting);
+    wait_for(child, &program)
+}
+
+fn program_of(command: &Command) -> String {
+    command.get_program().to_string_lossy().into_owned()
+}
+
+/// Waits for `child`: exit 0 is success, any other exit [`Failure::Child`] with its code.
+fn wait_for(mut child: std::process::Child, program: &str) -> Outcome {
     let status = {
         // A signal to the task reaches this child first (see `interrupt`).
         let _waiting = crate::interrupt::waiting_for(child.id());

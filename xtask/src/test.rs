@@ -9,8 +9,9 @@ use std::time::Instant;
 use xshell::{Shell, cmd};
 
 use crate::build;
-use crate::outcome::{Failure, Outcome, Phase, delegate, elapsed};
+use crate::outcome::{Failure, Outcome, Phase, delegate, delegate_watching, elapsed};
 use crate::setup::{self, Install};
+use crate::test_failures::TestFailures;
 use crate::{registry, tidy};
 
 /// Options of `cargo xtask test`.
@@ -47,8 +48,11 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
     // Tests comparing with third-party source (ack-secret-manager's CRDs and objects) fail here,
     // rather than skip, when `../shared/thirdparty` is missing.
     let _require = sh.push_env("KMS_LAB_REQUIRE_THIRDPARTY", "1");
-    phases
-        .run("the workspace tests (cargo test --workspace)", || delegate(cmd!(sh, "cargo test --workspace --no-fail-fast -- {extra...}")));
+    let mut failures = TestFailures::default();
+    phases.run("the workspace tests (cargo test --workspace)", || {
+        delegate_watching(cmd!(sh, "cargo test --workspace --no-fail-fast -- {extra...}"), |line| failures.observe(line))
+    });
+    phases.explain_last(failures.lines());
     if args.cargo_test_args.is_empty() {
         let tiers: [(&str, &[&str]); 5] = [
             (
@@ -124,22 +128,41 @@ pub fn run(sh: &Shell, args: &TestArgs) -> Outcome {
 /// The phases that run to the end even when one fails, and how each ended.
 #[derive(Default)]
 struct Phases {
-    ended: Vec<(String, bool, String)>,
+    ended: Vec<Ended>,
+}
+
+/// One phase that ran.
+struct Ended {
+    what: String,
+    passed: bool,
+    took: String,
+    /// What failed in it, a line each (the end of a CI log may be all its reader sees).
+    failures: Vec<String>,
 }
 
 impl Phases {
     fn run(&mut self, what: &str, phase: impl FnOnce() -> Outcome) {
         let started = Instant::now();
         let outcome = Phase::start(what).end(phase());
-        self.ended.push((what.to_owned(), outcome.is_ok(), elapsed(started)));
+        self.ended.push(Ended { what: what.to_owned(), passed: outcome.is_ok(), took: elapsed(started), failures: Vec::new() });
+    }
+
+    /// Adds what failed in the phase that ran last.
+    fn explain_last(&mut self, failures: Vec<String>) {
+        if let Some(last) = self.ended.last_mut() {
+            last.failures = failures;
+        }
     }
 
     fn summary(self, started: Instant) -> Outcome {
         eprintln!("==> cargo xtask test: {} in all", elapsed(started));
-        for (what, passed, took) in &self.ended {
+        for Ended { what, passed, took, failures } in &self.ended {
             eprintln!("    {:<6} {took:>8}  {what}", if *passed { "ok" } else { "FAILED" });
+            for failure in failures {
+                eprintln!("                      {failure}");
+            }
         }
-        let failed: Vec<&str> = self.ended.iter().filter(|(_, passed, _)| !passed).map(|(what, _, _)| what.as_str()).collect();
+        let failed: Vec<&str> = self.ended.iter().filter(|ended| !ended.passed).map(|ended| ended.what.as_str()).collect();
         if failed.is_empty() { Ok(()) } else { Err(Failure::failed(format!("failed: {} (see the output above)", failed.join("; ")))) }
     }
 }
