@@ -3,8 +3,8 @@
 //! workspace, `path:` is used as it is.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use kms_lab_provision::workspace::workspace_root;
 use kms_lab_provision::{GoInstall, GoRecipe, GoSubject, ProvisionOptions, locate_go_install, locate_go_recipe, locate_go_subject};
 
 use crate::error::PluginError;
@@ -35,12 +35,6 @@ pub struct Needed<'a> {
 pub fn needed(manifest: &Manifest) -> Vec<Needed<'_>> {
     let extras = manifest.extra_processes.iter().map(|e| Needed { label: format!("{}/{}", manifest.name, e.name), build: &e.build });
     extras.chain(std::iter::once(Needed { label: manifest.name.clone(), build: &manifest.build })).collect()
-}
-
-/// The workspace root this crate was compiled in.
-pub(crate) fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// What builds a `go_build`: the manifest's own recipe, or a subject of the stack's table.
@@ -201,16 +195,9 @@ pub fn build(manifest: &Manifest, label: &str, build: &Build, progress: bool) ->
             if progress {
                 eprintln!("{label}: {command} (in {})", root.display());
             }
-            let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .args(["build", "--workspace", "--bin", bin])
-                .current_dir(&root)
-                .output()
-                .map_err(|e| PluginError::Cargo {
-                    plugin: label.to_owned(),
-                    command: command.clone(),
-                    status: e.to_string(),
-                    tail: String::new(),
-                })?;
+            let output = kms_lab_provision::workspace::cargo().args(["build", "--workspace", "--bin", bin]).output().map_err(|e| {
+                PluginError::Cargo { plugin: label.to_owned(), command: command.clone(), status: e.to_string(), tail: String::new() }
+            })?;
             if !output.status.success() {
                 let text = String::from_utf8_lossy(&output.stderr);
                 let lines: Vec<&str> = text.lines().collect();

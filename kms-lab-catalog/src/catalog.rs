@@ -25,7 +25,7 @@ const ENTRIES: &[(&str, &str)] = &[
 
 /// The repository's `catalog/` folder (at the workspace root) the entries were compiled from.
 fn directory() -> std::path::PathBuf {
-    crate::build::workspace_root().join("catalog")
+    kms_lab_provision::workspace::workspace_root().join("catalog")
 }
 
 /// Every catalog manifest, in catalog order.

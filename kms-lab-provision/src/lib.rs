@@ -57,6 +57,7 @@ mod gomod;
 mod lookup;
 mod subject;
 mod version;
+pub mod workspace;
 
 #[cfg(test)]
 mod tests;

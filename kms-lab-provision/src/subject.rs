@@ -27,6 +27,7 @@
 //! (`-mod=mod` where the upstream `go.sum` is incomplete; empty for trousseau, whose `go.work`
 //! is used).
 
+use crate::workspace::workspace_root;
 use std::fmt;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -582,12 +583,6 @@ impl fmt::Display for GoSubject {
 /// [`ProvisionOptions::progress`]. Blocking: a first build takes minutes.
 pub fn locate_go_subject(subject: GoSubject, options: &ProvisionOptions) -> Result<PathBuf, ProvisionError> {
     locate_with(subject, options, &Env::from_process(), &workspace_root())
-}
-
-/// The workspace root this crate was compiled in.
-fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
 /// Why a candidate binary cannot be used.

@@ -86,11 +86,8 @@ fn main_body() -> ExitCode {
 /// environment, so such a cargo rebuilt ring, and everything above it, that a cargo started from
 /// a shell had built: the lab's and the suite's builds were not one.
 fn forget_cargo_run_package_vars() {
-    const SET_BY_CARGO_RUN: [&str; 5] = ["CARGO_MANIFEST_", "CARGO_PKG_", "CARGO_CRATE_NAME", "CARGO_BIN_NAME", "CARGO_PRIMARY_PACKAGE"];
-    let keys: Vec<std::ffi::OsString> = std::env::vars_os()
-        .map(|(key, _)| key)
-        .filter(|key| SET_BY_CARGO_RUN.iter().any(|prefix| key.to_string_lossy().starts_with(prefix)))
-        .collect();
+    let keys: Vec<std::ffi::OsString> =
+        std::env::vars_os().map(|(key, _)| key).filter(|key| kms_lab_provision::workspace::set_by_cargo_for_a_running_crate(key)).collect();
     for key in keys {
         // SAFETY: the first thing main does, before any other thread (ctrlc's handler, a child's
         // wait) exists, so nothing reads the environment concurrently.
@@ -98,10 +95,9 @@ fn forget_cargo_run_package_vars() {
     }
 }
 
-/// The workspace root (this crate lives in `xtask/`).
+/// The workspace root.
 fn project_root() -> std::path::PathBuf {
-    let manifest_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+    kms_lab_provision::workspace::workspace_root()
 }
 
 /// The cargo target directory (`CARGO_TARGET_DIR`, or `target/` in the workspace).
