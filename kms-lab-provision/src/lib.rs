@@ -36,7 +36,8 @@
 //! `<cache>/gobuild/k8s-<version>-controller-manager/`; it is built only on demand, about
 //! 2 minutes on 2 cores once kube-apiserver's packages are in Go's build cache.
 //! `etcd` and `etcdctl` come from `<cache>/gobuild/etcd-<version>/` the same way. Builds are
-//! static (`CGO_ENABLED=0`, `-trimpath`) and stamped with the version, like upstream's;
+//! static (`CGO_ENABLED=0`, `-trimpath`), without debug information (`-s -w`, and none
+//! compiled: `-gcflags=all=-dwarf=false`) and stamped with the version, like upstream's;
 //! otherwise Go's environment (`GOPROXY`, `GOFLAGS`, `GOTOOLCHAIN`, ...) is respected. Go's
 //! whole output goes to `<cache>/gobuild/<module>/build-<binary>.log`.
 //!

@@ -1224,7 +1224,7 @@ esac"#,
         let leftovers: Vec<_> = fs::read_dir(built.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(leftovers, [OsString::from("aws-encryption-provider")]);
         let log = cache.join(format!("gobuild/aws-encryption-provider-{AWS_COMMIT}/build-aws-encryption-provider.log"));
-        assert!(fs::read_to_string(log).unwrap().contains("go build -v -trimpath -ldflags '-s -w' -o"));
+        assert!(fs::read_to_string(log).unwrap().contains("go build -v -trimpath -gcflags=all=-dwarf=false -ldflags '-s -w' -o"));
         let again = locate_with(GoSubject::AwsEncryptionProvider, &options(&cache, false), &env(&vars, Path::new(NO_GO)), &workspace);
         assert_eq!(again.unwrap(), built);
     }

@@ -35,14 +35,18 @@ pub fn run(sh: &Shell, args: &TidyArgs) -> Outcome {
     table.end(readme_lists_every_crate(sh))?;
     let features = Phase::start("one feature set for the binaries and the tests (workspace-hack/Cargo.toml)");
     features.end(one_feature_set(sh))?;
-    let macros = Phase::start("compile-time crates (proc-macros, build-dependencies and what only they use) at opt-level 0 in Cargo.toml");
+    let macros = Phase::start(
+        "opt-level 0 in Cargo.toml for the compile-time crates (proc-macros, build-dependencies and what only they use) and those marked cold at run time",
+    );
     macros.end(compile_time_crates_unoptimised(sh))
 }
 
 /// The root manifest gives `opt-level = 0` exactly to the crates that run only at compile time:
 /// the proc-macros and build-dependencies of the dependency graph (on this host) and the crates
-/// only they use. Any other dependency keeps the `*` profile's opt-level 2 (tests push data
-/// through them).
+/// only they use; and to the run-time crates whose section says `# cold at run time` (the lab
+/// calls them a few times per run: Kubernetes' and Docker's API models, argument and YAML
+/// parsers). Any other dependency keeps the `*` profile's opt-level 2 (tests push data through
+/// them).
 fn compile_time_crates_unoptimised(sh: &Shell) -> Outcome {
     let host = cmd!(sh, "rustc -vV").quiet().read().map_err(|e| Failure::message(format!("rustc -vV failed: {e}")))?;
     let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("x86_64-unknown-linux-gnu").to_owned();
@@ -52,28 +56,52 @@ fn compile_time_crates_unoptimised(sh: &Shell) -> Outcome {
         .map_err(|e| Failure::message(format!("cargo metadata failed: {e}")))?;
     let metadata: serde_json::Value =
         serde_json::from_str(&metadata).map_err(|e| Failure::message(format!("cargo metadata's JSON: {e}")))?;
-    let wanted = compile_time_only(&metadata);
-    let listed = unoptimised_in(&read(&sh.current_dir().join("Cargo.toml"))?);
-    let missing: Vec<&String> = wanted.difference(&listed).collect();
-    let extra: Vec<&String> = listed.difference(&wanted).collect();
-    if missing.is_empty() && extra.is_empty() {
-        return Ok(());
+    let problems = unoptimised_problems(
+        &compile_time_only(&metadata),
+        &package_names(&metadata),
+        &unoptimised_in(&read(&sh.current_dir().join("Cargo.toml"))?),
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::failed(format!("Cargo.toml, the opt-level 0 sections: {}", problems.join("; "))))
     }
-    let list = |names: &[&String]| names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
+}
+
+/// What is wrong with the opt-level 0 sections, given the compile-time crates (`wanted`) and
+/// every package name in the tree.
+fn unoptimised_problems(wanted: &BTreeSet<String>, in_tree: &BTreeSet<String>, listed: &Unoptimised) -> Vec<String> {
+    let list = |names: Vec<&String>| names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ");
     let mut problems = Vec::new();
+    let missing: Vec<&String> = wanted.iter().filter(|name| !listed.compile_time.contains(*name) && !listed.cold.contains(*name)).collect();
     if !missing.is_empty() {
         problems.push(format!(
             "compile-time crates built at opt-level 2: {} — add `[profile.dev.package.NAME]` `opt-level = 0` for each",
-            list(&missing)
+            list(missing)
         ));
     }
+    let extra: Vec<&String> = listed.compile_time.difference(wanted).collect();
     if !extra.is_empty() {
         problems.push(format!(
-            "crates at opt-level 0 that are not compile-time only (or no longer in the tree): {} — remove their sections",
-            list(&extra)
+            "crates at opt-level 0 that are not compile-time only (or no longer in the tree): {} — remove their sections, or, for a crate the lab calls only a few times per run, say `opt-level = 0  # cold at run time`",
+            list(extra)
         ));
     }
-    Err(Failure::failed(format!("Cargo.toml, the profile of compile-time crates: {}", problems.join("; "))))
+    let cold_but_compile_time: Vec<&String> = listed.cold.intersection(wanted).collect();
+    if !cold_but_compile_time.is_empty() {
+        problems.push(format!("compile-time crates marked `# cold at run time`: {} — drop the note", list(cold_but_compile_time)));
+    }
+    let gone: Vec<&String> = listed.cold.difference(in_tree).collect();
+    if !gone.is_empty() {
+        problems.push(format!("crates marked `# cold at run time` that are no longer in the tree: {} — remove their sections", list(gone)));
+    }
+    problems
+}
+
+/// Every package name in `cargo metadata`'s tree.
+fn package_names(metadata: &serde_json::Value) -> BTreeSet<String> {
+    let packages = metadata.get("packages").and_then(|p| p.as_array()).map(Vec::as_slice).unwrap_or_default();
+    packages.iter().filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(str::to_owned)).collect()
 }
 
 /// From `cargo metadata`, by name (a profile names a package, every version of it): the
@@ -133,16 +161,28 @@ fn compile_time_only(metadata: &serde_json::Value) -> BTreeSet<String> {
 }
 
 /// The packages the root manifest's `[profile.dev.package.NAME]` sections give `opt-level = 0`.
-fn unoptimised_in(manifest: &str) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
+#[derive(Debug, Default, PartialEq)]
+struct Unoptimised {
+    /// Sections with a plain `opt-level = 0`: they must be the compile-time crates.
+    compile_time: BTreeSet<String>,
+    /// Sections with `opt-level = 0  # cold at run time`.
+    cold: BTreeSet<String>,
+}
+
+fn unoptimised_in(manifest: &str) -> Unoptimised {
+    let mut found = Unoptimised::default();
     let mut section: Option<&str> = None;
     for line in manifest.lines().map(str::trim) {
         if line.starts_with('[') {
             section = line.strip_prefix("[profile.dev.package.").and_then(|rest| rest.strip_suffix(']')).map(|n| n.trim_matches('"'));
-        } else if let Some(name) = section
-            && line.replace(' ', "") == "opt-level=0"
+            continue;
+        }
+        let (setting, note) = line.split_once('#').unwrap_or((line, ""));
+        if let Some(name) = section
+            && setting.replace(' ', "") == "opt-level=0"
         {
-            found.insert(name.to_owned());
+            let kind = if note.trim() == "cold at run time" { &mut found.cold } else { &mut found.compile_time };
+            kind.insert(name.to_owned());
         }
     }
     found
@@ -348,7 +388,25 @@ mod tests {
 
     #[test]
     fn unoptimised_packages_are_read_from_their_profile_sections() {
-        let manifest = "[profile.dev.package.\"*\"]\nopt-level = 2\n[profile.dev.package.syn]\nopt-level = 0\n[profile.dev.package.quote]\nopt-level=0\n[profile.release.package.x]\nopt-level = 0\n";
-        assert_eq!(unoptimised_in(manifest), ["quote", "syn"].map(String::from).into());
+        let manifest = "[profile.dev.package.\"*\"]\nopt-level = 2\n[profile.dev.package.syn]\nopt-level = 0\n[profile.dev.package.quote]\nopt-level=0\n[profile.release.package.x]\nopt-level = 0\n[profile.dev.package.k8s-openapi]\nopt-level = 0  # cold at run time\n";
+        let read = unoptimised_in(manifest);
+        assert_eq!(read.compile_time, ["quote", "syn"].map(String::from).into());
+        assert_eq!(read.cold, ["k8s-openapi"].map(String::from).into());
+    }
+
+    #[test]
+    fn each_opt_level_0_section_is_a_compile_time_crate_or_marked_cold_and_in_the_tree() {
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<BTreeSet<String>>();
+        let wanted = names(&["syn", "quote"]);
+        let tree = names(&["syn", "quote", "serde", "k8s-openapi"]);
+        let listed = |plain: &[&str], cold: &[&str]| Unoptimised { compile_time: names(plain), cold: names(cold) };
+        assert!(unoptimised_problems(&wanted, &tree, &listed(&["syn", "quote"], &["k8s-openapi"])).is_empty());
+        let problems = unoptimised_problems(&wanted, &tree, &listed(&["syn", "serde"], &["quote", "bollard"]));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("not compile-time only") && problems[0].contains("serde"), "{problems:?}");
+        assert!(problems[1].contains("compile-time crates marked") && problems[1].contains("quote"), "{problems:?}");
+        assert!(problems[2].contains("no longer in the tree: bollard"), "{problems:?}");
+        let missing = unoptimised_problems(&wanted, &tree, &listed(&["syn"], &[]));
+        assert!(missing[0].contains("built at opt-level 2: quote"), "{missing:?}");
     }
 }
