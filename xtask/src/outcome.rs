@@ -57,31 +57,48 @@ pub fn delegate(command: impl Into<Command>) -> Outcome {
 }
 
 /// As [`delegate`], with the command's stdout and stderr merged, passed on to this task's
-/// stdout as they come, and each line also given to `watch` (to pick out what failed).
+/// stdout as they come, and each line also given to `watch` (to pick out what failed) once the
+/// command has exited.
 pub fn delegate_watching(command: impl Into<Command>, mut watch: impl FnMut(&str)) -> Outcome {
     use std::io::{BufRead, BufReader, Write};
+    use std::sync::mpsc;
+    use std::time::Duration;
     let mut command = command.into();
     let program = program_of(&command);
     let cannot_run = |error: std::io::Error| Failure::message(format!("cannot run `{program}`: {error}"));
     let (reader, writer) = std::io::pipe().map_err(cannot_run)?;
     command.stdout(writer.try_clone().map_err(cannot_run)?).stderr(writer);
     let child = command.spawn().map_err(cannot_run)?;
-    // The command holds the pipe's write ends now: the reader ends when the command (and every
-    // process that inherited them) has exited.
+    // Only the command holds the pipe's write ends now.
     drop(command);
-    let waiting = crate::interrupt::waiting_for(child.id());
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    let mut out = std::io::stdout().lock();
-    while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
-        let _ = out.write_all(&line);
-        let _ = out.flush();
-        watch(String::from_utf8_lossy(&line).trim_end());
-        line.clear();
+    let (lines, seen) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&line);
+            let _ = out.flush();
+            if lines.send(String::from_utf8_lossy(&line).trim_end().to_owned()).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+    let outcome = wait_for(child, &program);
+    // The pipe ends when every process holding it has exited; one the command started and left
+    // running would hold it forever, so what it still writes after a grace period goes unread.
+    loop {
+        match seen.recv_timeout(Duration::from_secs(5)) {
+            Ok(line) => watch(&line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                eprintln!("warning: `{program}` exited, but a process it started still holds its output open (still running?)");
+                break;
+            }
+        }
     }
-    drop(out);
-    drop(waiting);
-    wait_for(child, &program)
+    outcome
 }
 
 fn program_of(command: &Command) -> String {
@@ -147,4 +164,37 @@ impl Phase {
 pub fn elapsed(since: Instant) -> String {
     let seconds = since.elapsed().as_secs_f64();
     if seconds < 60.0 { format!("{seconds:.1}s") } else { format!("{}m {:02}s", (seconds / 60.0) as u64, (seconds % 60.0) as u64) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::{Failure, delegate_watching};
+
+    fn watched(script: &str) -> (Result<(), u8>, Vec<String>) {
+        let mut lines = Vec::new();
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        let outcome = delegate_watching(command, |line| lines.push(line.to_owned()));
+        let outcome = outcome.map_err(|failure| match failure {
+            Failure::Child { code } => code,
+            Failure::Message { text, .. } => panic!("{text}"),
+        });
+        (outcome, lines)
+    }
+
+    #[test]
+    fn watches_stdout_and_stderr_in_order_and_keeps_the_exit_code() {
+        assert_eq!(watched("echo one; echo two >&2; echo three; exit 3"), (Err(3), ["one", "two", "three"].map(String::from).into()));
+        assert_eq!(watched("echo ok"), (Ok(()), vec!["ok".to_owned()]));
+    }
+
+    #[test]
+    fn a_process_left_running_with_the_output_does_not_hold_the_task() {
+        // The background sleep keeps the pipe open after sh exits; the task goes on after its
+        // grace period with what it read, and the sleep is killed by its own end.
+        let (outcome, lines) = watched("sleep 20 & echo started");
+        assert_eq!((outcome, lines), (Ok(()), vec!["started".to_owned()]));
+    }
 }
