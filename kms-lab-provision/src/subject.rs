@@ -27,7 +27,6 @@
 //! (`-mod=mod` where the upstream `go.sum` is incomplete; empty for trousseau, whose `go.work`
 //! is used).
 
-use crate::workspace::workspace_root;
 use std::fmt;
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -38,6 +37,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Attempt, BuildFailure, ProvisionError};
 use super::gobuild::{self, StepError, Steps, TAIL_LINES};
+use super::workspace::workspace_root;
 use super::{Env, ProvisionOptions, absolute};
 
 /// The environment variable naming a folder that holds the third-party sources.
