@@ -189,7 +189,9 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
         None => None,
     };
     let binaries = provision_binaries(args.bin_dir.clone(), k8s_version).await?;
-    let durations = if args.durations.is_some() { given_durations } else { crate::schedule::recorded_durations(&run_root) };
+    let plugin_name = plugin.as_ref().map(|plugin| plugin.manifest().name.clone());
+    let durations =
+        if args.durations.is_some() { given_durations } else { crate::schedule::recorded_durations(&run_root, plugin_name.as_deref()) };
     let order = if durations.is_empty() { "in file order" } else { "longest first (by earlier runs' durations)" };
     let scenarios = crate::schedule::longest_first(scenarios, &durations);
     let options = RunOptions {
@@ -204,7 +206,7 @@ pub async fn run(args: &ScenarioArgs) -> Result<bool, ScenariosError> {
     println!("running {} scenario(s) from {}, {jobs} at once, {order}", scenarios.len(), dir.display());
     let (mut report, interrupted) = run_suite(&scenarios, &options, jobs, k8s_version).await;
     if !interrupted {
-        crate::schedule::record_durations(&run_root, &report);
+        crate::schedule::record_durations(&run_root, plugin_name.as_deref(), &report);
     }
     report.shard = args.shard.map(|s| s.to_string());
     if interrupted {

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::model::Scenario;
@@ -122,11 +122,18 @@ pub fn longest_first(mut scenarios: Vec<Scenario>, durations: &BTreeMap<String, 
 }
 
 /// The file under a run root where each run records how long its scenarios took (skipped ones
-/// keep their earlier figure), for [`longest_first`] in the next run.
-pub const DURATIONS_FILE: &str = "durations.json";
+/// keep their earlier figure), for [`longest_first`] in the next run: `durations.json` for
+/// kms-lab's own plugin, `durations-<name>.json` for a catalog plugin (`--plugin`), since one
+/// scenario can take seconds on one plugin and minutes on another.
+pub fn durations_file(run_root: &Path, plugin: Option<&str>) -> PathBuf {
+    run_root.join(match plugin {
+        None => "durations.json".to_owned(),
+        Some(name) => format!("durations-{name}.json"),
+    })
+}
 
 /// Seconds per scenario from a JSON report of an earlier run (`kms-lab scenarios --json`), or from
-/// a run root's [`DURATIONS_FILE`].
+/// a run root's [`durations_file`].
 pub fn durations_from(path: &Path) -> Result<BTreeMap<String, f64>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if let Ok(recorded) = serde_json::from_str::<BTreeMap<String, f64>>(&text) {
@@ -134,7 +141,7 @@ pub fn durations_from(path: &Path) -> Result<BTreeMap<String, f64>, String> {
     }
     let report: SuiteReport = serde_json::from_str(&text).map_err(|e| {
         format!(
-            "{} is neither a `kms-lab scenarios --json` report nor a {DURATIONS_FILE} of seconds per scenario: {e} (line {})",
+            "{} is neither a `kms-lab scenarios --json` report nor a durations file of seconds per scenario: {e} (line {})",
             path.display(),
             e.line()
         )
@@ -142,21 +149,22 @@ pub fn durations_from(path: &Path) -> Result<BTreeMap<String, f64>, String> {
     Ok(report.scenarios.into_iter().map(|s| (s.name, s.seconds)).collect())
 }
 
-/// The durations recorded under `run_root` (none when the file is missing or unreadable: the
-/// order is only an optimisation).
-pub fn recorded_durations(run_root: &Path) -> BTreeMap<String, f64> {
-    durations_from(&run_root.join(DURATIONS_FILE)).unwrap_or_default()
+/// The durations recorded under `run_root` for `plugin` (none when the file is missing or
+/// unreadable: the order is only an optimisation).
+pub fn recorded_durations(run_root: &Path, plugin: Option<&str>) -> BTreeMap<String, f64> {
+    durations_from(&durations_file(run_root, plugin)).unwrap_or_default()
 }
 
 /// Adds the seconds of the scenarios `report` ran (not the skipped ones) to the durations
-/// recorded under `run_root`. Best effort: a run root that cannot be written only loses the order.
-pub fn record_durations(run_root: &Path, report: &SuiteReport) {
-    let mut recorded = recorded_durations(run_root);
+/// recorded under `run_root` for `plugin`. Best effort: a run root that cannot be written only
+/// loses the order.
+pub fn record_durations(run_root: &Path, plugin: Option<&str>, report: &SuiteReport) {
+    let mut recorded = recorded_durations(run_root, plugin);
     for scenario in report.scenarios.iter().filter(|s| s.skipped.is_none()) {
         recorded.insert(scenario.name.clone(), (scenario.seconds * 10.0).round() / 10.0);
     }
     let text = serde_json::to_string_pretty(&recorded).unwrap_or_default();
-    if let Err(e) = std::fs::create_dir_all(run_root).and_then(|()| std::fs::write(run_root.join(DURATIONS_FILE), text)) {
+    if let Err(e) = std::fs::create_dir_all(run_root).and_then(|()| std::fs::write(durations_file(run_root, plugin), text)) {
         tracing::debug!(error = %e, "the scenario durations were not recorded");
     }
 }
@@ -272,9 +280,9 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_recorded_per_run_root_and_skips_keep_their_earlier_figure() {
+    fn durations_are_recorded_per_run_root_and_plugin_and_skips_keep_their_earlier_figure() {
         let root = tempfile::tempdir().unwrap();
-        assert!(recorded_durations(root.path()).is_empty());
+        assert!(recorded_durations(root.path(), None).is_empty());
         let all = suite();
         let outcome = |scenario: &Scenario, seconds: f64, skipped: Option<&str>| {
             let mut outcome = crate::runner::ScenarioOutcome::skipped(scenario, 1, skipped.unwrap_or("").to_owned());
@@ -283,9 +291,13 @@ mod tests {
             outcome
         };
         let report = |scenarios| SuiteReport { scenarios, seconds: 1.0, kubernetes_version: "v1.37.2".into(), jobs: 1, shard: None };
-        record_durations(root.path(), &report(vec![outcome(&all[0], 12.34, None), outcome(&all[1], 40.0, None)]));
-        record_durations(root.path(), &report(vec![outcome(&all[1], 0.01, Some("needs vault"))]));
-        let recorded = recorded_durations(root.path());
+        record_durations(root.path(), None, &report(vec![outcome(&all[0], 12.34, None), outcome(&all[1], 40.0, None)]));
+        record_durations(root.path(), None, &report(vec![outcome(&all[1], 0.01, Some("needs vault"))]));
+        // Another plugin's run keeps its own figures and leaves kms-lab's plugin's alone.
+        record_durations(root.path(), Some("aws-encryption-provider"), &report(vec![outcome(&all[0], 103.0, None)]));
+        let recorded = recorded_durations(root.path(), None);
         assert_eq!(recorded, BTreeMap::from([(all[0].name.clone(), 12.3), (all[1].name.clone(), 40.0)]));
+        assert_eq!(recorded_durations(root.path(), Some("aws-encryption-provider")), BTreeMap::from([(all[0].name.clone(), 103.0)]));
+        assert!(root.path().join("durations-aws-encryption-provider.json").is_file());
     }
 }
