@@ -38,7 +38,7 @@ pub fn run(sh: &Shell, args: &TidyArgs) -> Outcome {
     let macros = Phase::start(
         "opt-level 0 in Cargo.toml for the compile-time crates (proc-macros, build-dependencies and what only they use) and those marked cold at run time",
     );
-    macros.end(compile_time_crates_unoptimised(sh))
+    macros.end(unoptimised_crates_are_compile_time_or_cold(sh))
 }
 
 /// The root manifest gives `opt-level = 0` exactly to the crates that run only at compile time:
@@ -47,7 +47,7 @@ pub fn run(sh: &Shell, args: &TidyArgs) -> Outcome {
 /// calls them a few times per run: Kubernetes' and Docker's API models, argument and YAML
 /// parsers). Any other dependency keeps the `*` profile's opt-level 2 (tests push data through
 /// them).
-fn compile_time_crates_unoptimised(sh: &Shell) -> Outcome {
+fn unoptimised_crates_are_compile_time_or_cold(sh: &Shell) -> Outcome {
     let host = cmd!(sh, "rustc -vV").quiet().read().map_err(|e| Failure::message(format!("rustc -vV failed: {e}")))?;
     let host = host.lines().find_map(|l| l.strip_prefix("host: ")).unwrap_or("x86_64-unknown-linux-gnu").to_owned();
     let metadata = cmd!(sh, "cargo metadata --format-version 1 --filter-platform {host}")
